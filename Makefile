@@ -1,0 +1,84 @@
+# tern - top-level Makefile. Plain make, no generator: see README.md.
+#
+#   make            build build/tern (optimised) 
+#   make asan       build build/asan/tern (ASan + UBSan)
+#   make run        install missing packages, build, run on the default config
+#   make test       install missing packages, build both, run every test
+#   make bench      run the benchmarks under bench/
+
+CC      ?= gcc
+PKGS    := libevent libevent_pthreads
+WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wpointer-arith \
+           -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+BASEFLAGS := -std=c17 -D_GNU_SOURCE -g -pthread $(WARN) -Isrc -Ibuild/gen
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+LIBS    = $(PKG_LIBS) -lcrypt -pthread
+
+OPT_CFLAGS  := -O2 -D_FORTIFY_SOURCE=2 -fstack-protector-strong
+ASAN_CFLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
+               -fno-sanitize-recover=undefined
+
+SRC_ALL   := $(sort $(wildcard src/*.c))
+SRC_LIB   := $(filter-out src/main.c,$(SRC_ALL))
+GEN_SRC   := build/gen/config_default.c
+UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
+
+OBJ_LIB      := $(patsubst src/%.c,build/obj/%.o,$(SRC_LIB)) build/obj/config_default.o
+OBJ_LIB_ASAN := $(patsubst src/%.c,build/asan/obj/%.o,$(SRC_LIB)) build/asan/obj/config_default.o
+UNIT_BIN      := $(patsubst tests/unit/%.c,build/tests/%,$(UNIT_SRC))
+UNIT_BIN_ASAN := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
+
+.PHONY: all asan run test unit deps bench clean docs fuzz
+all: build/tern
+
+asan: build/asan/tern
+
+deps:
+	@sh scripts/deps.sh
+
+build/gen/config_default.c: etc/default.conf scripts/embed.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed.sh config_default_text_data $< > $@
+
+build/obj/%.o: src/%.c $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(OPT_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+build/obj/config_default.o: build/gen/config_default.c
+	$(CC) $(BASEFLAGS) $(OPT_CFLAGS) -c $< -o $@
+build/asan/obj/%.o: src/%.c $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+build/asan/obj/config_default.o: build/gen/config_default.c
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) -c $< -o $@
+
+build/tern: build/obj/main.o $(OBJ_LIB)
+	$(CC) $(BASEFLAGS) $(OPT_CFLAGS) -o $@ $^ $(LIBS)
+build/asan/tern: build/asan/obj/main.o $(OBJ_LIB_ASAN)
+	$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
+
+build/tests/%: tests/unit/%.c $(OBJ_LIB) tests/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(OPT_CFLAGS) $(PKG_CFLAGS) -Itests/unit -o $@ $< $(OBJ_LIB) $(LIBS) -lcmocka
+build/asan/tests/%: tests/unit/%.c $(OBJ_LIB_ASAN) tests/unit/unit.h
+	@mkdir -p $(dir $@)
+	$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) $(PKG_CFLAGS) -Itests/unit -o $@ $< $(OBJ_LIB_ASAN) $(LIBS) -lcmocka
+
+unit: $(UNIT_BIN) $(UNIT_BIN_ASAN)
+
+run: deps build/tern
+	./build/tern serve
+
+test: deps
+	$(MAKE) build/tern build/asan/tern unit
+	/usr/bin/python3 tests/run.py
+
+docs: build/tern
+	./build/tern config-doc > docs/configuration.md
+
+bench: deps build/tern
+	sh bench/smtp-source.sh
+
+clean:
+	rm -rf build

@@ -1,0 +1,127 @@
+/*
+ * config.h - tern's configuration: the parsed file and its option table.
+ *
+ * The file is a small line grammar (docs/configuration.md):
+ *
+ *     # comment
+ *     hostname mail.example.org
+ *     listen 127.0.0.1:2525
+ *     listen [::1]:2525
+ *     max_message_size 25M
+ *     domain localhost {
+ *         mailbox postmaster
+ *         users ./var/users
+ *         maildir ./var/mail/%d/%u
+ *     }
+ *
+ * Each option is one row of a table (name, type, default, bounds, doc);
+ * the reference in docs/configuration.md is generated from that table by
+ * `tern config-doc`, so code and documentation cannot drift apart.
+ *
+ * Relative paths are resolved against the working directory when the
+ * configuration is loaded; the structure holds only absolute paths.
+ */
+#ifndef TERN_CONFIG_H
+#define TERN_CONFIG_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define CONFIG_MAX_LISTENERS 32
+
+enum config_bare_newline {
+	CONFIG_BARE_NEWLINE_NORMALIZE, /* bare CR/LF become CRLF; never end DATA */
+	CONFIG_BARE_NEWLINE_REJECT,    /* message refused with 550 5.5.2 */
+};
+
+struct config_listener {
+	char text[80];                 /* as written, e.g. "[::1]:2525" */
+	struct sockaddr_storage addr;
+	socklen_t addrlen;
+	/* Later issues add per-listener TLS and policy; keep this a struct. */
+};
+
+struct config_cidr {
+	int family; /* AF_INET or AF_INET6 */
+	uint8_t addr[16];
+	unsigned prefix;
+};
+
+struct config_alias {
+	char *name;      /* local part, lower-cased */
+	char **targets;  /* "user" (same domain) or "user@localdomain" */
+	size_t ntargets;
+};
+
+struct config_domain {
+	char *name;            /* lower-cased ASCII domain (A-labels) */
+	char **mailboxes;      /* lower-cased local parts: inline + users file */
+	size_t nmailboxes;
+	struct config_alias *aliases;
+	size_t naliases;
+	char *users_file;      /* absolute, or NULL */
+	char *aliases_file;    /* absolute, or NULL */
+	char *maildir;         /* absolute pattern: %d domain, %u user, %% */
+};
+
+struct config {
+	char *source;          /* file name, or "(default)" */
+	char *hostname;
+	struct config_listener listeners[CONFIG_MAX_LISTENERS];
+	size_t nlisteners;
+	char *spool_dir;       /* absolute */
+	char *log_file;        /* absolute or NULL */
+	char *user_smtp;       /* used only when started as root */
+	char *user_queue;
+	char *chroot_dir;      /* empty directory for the smtp process (root) */
+
+	struct config_cidr *relay_networks;
+	size_t nrelay_networks;
+
+	struct config_domain *domains;
+	size_t ndomains;
+
+	uint64_t max_message_size;     /* bytes, advertised in SIZE */
+	unsigned max_recipients;       /* per transaction; more get 452 */
+	unsigned max_connections;      /* in total */
+	unsigned max_connections_per_ip;
+	unsigned max_errors;           /* per session, then 421 and close */
+	unsigned timeout_greeting;     /* seconds; also the connect-to-banner bound */
+	unsigned timeout_command;      /* seconds waiting for a command, RFC 5321 4.5.3.2.7 */
+	unsigned timeout_data;         /* seconds waiting for each DATA/BDAT block */
+	unsigned delivery_workers;     /* local delivery threads in the queue process */
+	enum config_bare_newline bare_newline;
+};
+
+/*
+ * Load a configuration. path == NULL loads the embedded default.
+ * On error every problem is appended to *errors as "file:line: reason\n"
+ * (caller frees) and NULL is returned. The result is freed with
+ * config_free(&cfg).
+ */
+struct config *config_load(const char *path, char **errors);
+void config_free(struct config **cfg);
+
+/* The embedded default configuration's text (what `make run` serves). */
+const char *config_default_text(void);
+
+/* Write the option reference as Markdown (docs/configuration.md). */
+void config_write_doc(FILE *out);
+
+/* Look up a local domain (ASCII case-insensitive); NULL if not local. */
+const struct config_domain *config_find_domain(const struct config *cfg,
+    const char *domain, size_t len);
+
+/* true if addr falls in one of relay_networks. */
+bool config_is_relay_client(const struct config *cfg,
+    const struct sockaddr *addr);
+
+/* Path of a recipient's Maildir, expanded from the pattern into buf. */
+int config_maildir_path(const struct config_domain *d, const char *user,
+    char *buf, size_t bufsize);
+
+#endif
