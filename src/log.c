@@ -109,7 +109,6 @@ log_quote(char *buf, size_t bufsize, const char *s, size_t len, size_t max)
 		size_t elen;
 
 		if (c < 0x20 || c == 0x7f || c == ' ' || c == '"' || c == '\\') {
-		    c == '=') {
 			esc[0] = '\\';
 			esc[1] = 'x';
 			esc[2] = hex[c >> 4];
