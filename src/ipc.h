@@ -78,6 +78,7 @@ void ipc_msg_clear(struct ipc_msg *msg);
  * ipc_recv_fd stores the received fd (or -1) in *fd.
  */
 int ipc_send_fd(int sock, enum ipc_type type, int fd);
+/* Returns 1 with a frame, 0 if the peer closed, -1 on error. */
 int ipc_recv_fd(int sock, enum ipc_type *type, int *fd);
 
 #endif
