@@ -39,6 +39,13 @@ struct queue_client_ops {
 	void (*write)(void *ctx, void *txn, const void *data, size_t len);
 	void (*commit)(void *ctx, void *txn, queue_client_cb cb, void *arg);
 	void (*abort)(void *ctx, void *txn);
+	/*
+	 * true while the queue is behind (its input is backed up): the
+	 * session then stops reading message data from its client until the
+	 * implementation tells the server to resume (flow control instead of
+	 * unbounded buffering). May be NULL: never congested.
+	 */
+	bool (*congested)(void *ctx);
 };
 
 #endif
