@@ -13,8 +13,10 @@
  *    is fsync'ed and renamed into the queue: only then may the session say
  *    250. A failure carries the SMTP reply to send (4xx: nothing is lost).
  *  - abort() drops the transaction; no callback follows.
- *  - Callbacks may run synchronously inside the call or later from the
- *    event loop; after abort() or cancel no callback runs.
+ *  - Callbacks never run inside begin()/commit() themselves (an
+ *    implementation that knows the answer at once defers it to the event
+ *    loop), so a caller may store the handle after the call returns.
+ *    After abort() no callback runs for that transaction.
  */
 #ifndef TERN_QUEUE_CLIENT_H
 #define TERN_QUEUE_CLIENT_H

@@ -1,0 +1,1507 @@
+/*
+ * smtp_session.c - the SMTP server protocol engine (see smtp_session.h).
+ *
+ * Shape: commands[] is a table of verbs and handlers (OpenSMTPD, Postfix).
+ * Input is consumed by smtp_session_process(), which loops until it needs
+ * more octets, waits for the queue (an asynchronous begin or commit), or
+ * has queued SMTP_SESSION_OUTPUT_MAX octets of replies the client has not
+ * read. Message content passes through two layers:
+ *
+ *   DATA: data_feed() finds line starts, removes dot-stuffing and
+ *         recognises end-of-data (only CR LF "." CR LF, RFC 5321 4.1.1.4);
+ *   BDAT: octets are taken as counted (RFC 3030), no dot processing;
+ *   both then go through body_put(), which applies the bare CR / bare LF
+ *   policy, checks line lengths and the size limit, and stages the CRLF
+ *   normalised octets for the queue.
+ *
+ * So a message can only end where a standards-conforming receiver would
+ * end it, and what tern stores (and later relays) always has CRLF lines:
+ * no SMTP smuggling sequence (CVE-2023-51764 class) survives either way.
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <inttypes.h>
+
+#include "config.h"
+#include "envelope.h"
+#include "local_lookup.h"
+#include "log.h"
+#include "queue_client.h"
+#include "smtp_addr.h"
+#include "smtp_session.h"
+#include "util.h"
+
+#define BODY_LINE_MAX 998        /* RFC 5322 2.1.1, RFC 5321 4.5.3.1.6 */
+#define STAGE_FLUSH (64 * 1024)  /* octets staged before a queue write */
+#define ENVID_MAX 100            /* RFC 3461 4.4 */
+#define ORCPT_MAX 500            /* RFC 3461 4.2 */
+#define HELO_MAX 255
+
+enum session_state {
+	STATE_NEW,       /* greeting sent, no HELO/EHLO yet */
+	STATE_READY,     /* HELO/EHLO done, no transaction */
+	STATE_MAIL,      /* MAIL accepted */
+	STATE_DATA,      /* reading DATA content */
+	STATE_BDAT,      /* reading a BDAT chunk */
+	STATE_WAIT,      /* waiting for the queue */
+	STATE_CLOSED,
+};
+
+enum data_line_state { DL_BOL, DL_DOT, DL_DOT_CR, DL_TEXT };
+
+/* Why a message's content is refused; checked at its end. */
+enum body_error {
+	BODY_OK,
+	BODY_TOO_BIG,
+	BODY_LINE_TOO_LONG,
+	BODY_BARE_NEWLINE,
+};
+
+struct transaction {
+	struct envelope env;
+	unsigned rcpt_attempts;  /* RCPT commands seen (valid or not) */
+	void *qtxn;              /* queue transaction, NULL if none */
+	char queue_id[QUEUE_ID_LEN + 1];
+	bool bdat;               /* content comes by BDAT */
+	bool bdat_last;          /* the current chunk is the last */
+	bool bdat_failed;        /* a chunk failed: consume but refuse */
+	uint64_t chunk_left;     /* BDAT octets still to read */
+	uint64_t chunk_size;
+	/* content filters */
+	enum data_line_state dl;
+	bool prev_crlf;          /* last line ended with CR LF */
+	bool pending_cr;         /* body: a CR not yet known to be followed by LF */
+	bool last_nl_bare;       /* body: the last line ending was bare */
+	size_t line_len;
+	uint64_t size;           /* octets stored */
+	enum body_error body_error;
+	const char *fail_reply;  /* queue failure reply, if any */
+	char fail_buf[256];
+};
+
+struct smtp_session {
+	char id[17];
+	const struct config *cfg;
+	const struct smtp_session_client *client;
+	struct evbuffer *in;
+	struct evbuffer *out;
+	struct evbuffer *stage;        /* content waiting for a queue write */
+	const struct smtp_session_io *io;
+	void *io_arg;
+	const struct queue_client_ops *qops;
+	void *qctx;
+
+	enum session_state state;
+	bool esmtp;
+	char helo[HELO_MAX + 1];
+	unsigned nerrors;
+	unsigned nmessages;
+	bool in_process;               /* re-entrancy guard */
+	bool skipping_line;            /* discarding an over-long command line */
+	bool last_cmd_crlf;            /* the last command ended with CRLF */
+	bool closing;
+	struct transaction tx;
+};
+
+static unsigned session_counter;
+
+static void session_process_input(struct smtp_session *s);
+static void tx_reset(struct smtp_session *s);
+
+/* ------------------------------------------------------------------ */
+/* replies */
+
+static void
+reply_raw(struct smtp_session *s, const char *line)
+{
+	evbuffer_add(s->out, line, strlen(line));
+	evbuffer_add(s->out, "\r\n", 2);
+	/* RFC 2034: errors are what we count against max_errors. */
+	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0)
+		s->nerrors++;
+}
+
+static void reply(struct smtp_session *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+reply(struct smtp_session *s, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	reply_raw(s, line);
+}
+
+static void
+session_close(struct smtp_session *s)
+{
+	if (s->closing)
+		return;
+	s->closing = true;
+	s->state = STATE_CLOSED;
+	tx_reset(s);
+	s->io->close(s->io_arg);
+}
+
+static void
+set_timeout_for_state(struct smtp_session *s)
+{
+	if (s->state == STATE_DATA || s->state == STATE_BDAT)
+		s->io->set_timeout(s->io_arg, s->cfg->timeout_data);
+	else
+		s->io->set_timeout(s->io_arg, s->cfg->timeout_command);
+}
+
+/* ------------------------------------------------------------------ */
+/* transactions */
+
+static void
+tx_reset(struct smtp_session *s)
+{
+	struct transaction *t = &s->tx;
+
+	if (t->qtxn != NULL)
+		s->qops->abort(s->qctx, t->qtxn);
+	envelope_clear(&t->env);
+	memset(t, 0, sizeof(*t));
+	envelope_init(&t->env);
+	evbuffer_drain(s->stage, evbuffer_get_length(s->stage));
+}
+
+static void
+stage_flush(struct smtp_session *s)
+{
+	size_t n = evbuffer_get_length(s->stage);
+
+	if (n == 0)
+		return;
+	if (s->tx.qtxn != NULL && s->tx.body_error == BODY_OK)
+		s->qops->write(s->qctx, s->tx.qtxn, evbuffer_pullup(s->stage, -1), n);
+	evbuffer_drain(s->stage, n);
+}
+
+/*
+ * Body filter: octets of content (after dot handling for DATA). Applies the
+ * bare CR / LF policy, counts line length and size, stages CRLF output.
+ * RFC 5321 2.3.8: CR and LF only as the CRLF pair in content.
+ */
+static void
+body_newline(struct smtp_session *s, bool bare)
+{
+	struct transaction *t = &s->tx;
+
+	if (bare && s->cfg->bare_newline == CONFIG_BARE_NEWLINE_REJECT &&
+	    t->body_error == BODY_OK)
+		t->body_error = BODY_BARE_NEWLINE;
+	t->line_len = 0;
+	t->last_nl_bare = bare;
+	t->size += 2;
+	if (t->size > s->cfg->max_message_size && t->body_error == BODY_OK)
+		t->body_error = BODY_TOO_BIG;
+	if (t->body_error == BODY_OK)
+		evbuffer_add(s->stage, "\r\n", 2);
+}
+
+static void
+body_put(struct smtp_session *s, const char *p, size_t n)
+{
+	struct transaction *t = &s->tx;
+	size_t i = 0;
+
+	while (i < n) {
+		if (t->pending_cr) {
+			t->pending_cr = false;
+			if (p[i] == '\n') {
+				body_newline(s, false);
+				i++;
+				continue;
+			}
+			body_newline(s, true);   /* bare CR */
+		}
+		/* longest span without CR or LF */
+		size_t j = i;
+		while (j < n && p[j] != '\r' && p[j] != '\n')
+			j++;
+		if (j > i) {
+			size_t span = j - i;
+			t->line_len += span;
+			t->size += span;
+			if (t->line_len > BODY_LINE_MAX && t->body_error == BODY_OK)
+				t->body_error = BODY_LINE_TOO_LONG;
+			if (t->size > s->cfg->max_message_size &&
+			    t->body_error == BODY_OK)
+				t->body_error = BODY_TOO_BIG;
+			if (t->body_error == BODY_OK)
+				evbuffer_add(s->stage, p + i, span);
+		}
+		if (j == n)
+			break;
+		if (p[j] == '\r')
+			t->pending_cr = true;
+		else
+			body_newline(s, true);   /* bare LF */
+		i = j + 1;
+	}
+	if (evbuffer_get_length(s->stage) >= STAGE_FLUSH)
+		stage_flush(s);
+}
+
+/* End of content: a trailing CR is bare; content must end with CRLF. */
+static void
+body_finish(struct smtp_session *s)
+{
+	struct transaction *t = &s->tx;
+
+	if (t->pending_cr) {
+		t->pending_cr = false;
+		body_newline(s, true);
+	}
+	/* BDAT content may lack a final CRLF; a message always ends with one. */
+	if (t->line_len > 0)
+		body_newline(s, false);
+	stage_flush(s);
+}
+
+/* ------------------------------------------------------------------ */
+/* queue callbacks */
+
+static void
+resume(struct smtp_session *s, enum session_state st)
+{
+	s->state = st;
+	if (!s->closing)
+		set_timeout_for_state(s);
+	if (!s->in_process)
+		smtp_session_process(s);
+}
+
+static void
+copy_fail_reply(struct smtp_session *s, const struct queue_result *res)
+{
+	const char *r = res->reply;
+
+	/* A failure reply must be a 4xx/5xx line; anything else is ours. */
+	if (r == NULL || strlen(r) < 4 || (r[0] != '4' && r[0] != '5'))
+		r = "451 4.3.0 Error: queue file write error";
+	util_strlcpy(s->tx.fail_buf, r, sizeof(s->tx.fail_buf));
+	s->tx.fail_reply = s->tx.fail_buf;
+}
+
+static void
+write_received(struct smtp_session *s)
+{
+	struct transaction *t = &s->tx;
+	char date[64], helo[HELO_MAX + 1], rcpt[40 + SMTP_ADDR_PATH_MAX];
+	size_t i;
+
+	util_rfc5322_date(t->env.arrival, date, sizeof(date));
+	/* The HELO name is the client's claim: keep it inside a comment-safe
+	 * alphabet so it cannot break the header's structure. */
+	for (i = 0; s->helo[i] != '\0'; i++) {
+		char c = s->helo[i];
+		helo[i] = (c == '(' || c == ')' || c == '\\' || c == ';') ? '_' : c;
+	}
+	helo[i] = '\0';
+	rcpt[0] = '\0';
+	/* RFC 5321 4.4: "for" names a single recipient, never a list. */
+	if (t->env.nrcpts == 1 && strlen(t->env.rcpts[0].addr) < SMTP_ADDR_PATH_MAX)
+		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", t->env.rcpts[0].addr);
+	evbuffer_add_printf(s->stage,
+	    "Received: from %s ([%s])\r\n\tby %s (tern) with %s id %s%s;\r\n\t%s\r\n",
+	    helo[0] ? helo : "unknown", s->client->addr, s->cfg->hostname,
+	    t->env.protocol, t->queue_id, rcpt, date);
+}
+
+static void
+begin_done(void *arg, const struct queue_result *res)
+{
+	struct smtp_session *s = arg;
+	struct transaction *t = &s->tx;
+
+	if (!res->ok) {
+		t->qtxn = NULL;    /* the queue dropped it */
+		copy_fail_reply(s, res);
+		if (!t->bdat) {
+			reply_raw(s, t->fail_reply);
+			log_info("smtp session=%s event=rejected reply=\"%s\"",
+			    s->id, t->fail_reply);
+			tx_reset(s);
+			resume(s, STATE_READY);
+			return;
+		}
+		/* BDAT: the chunk must still be consumed (RFC 3030 2). */
+		t->bdat_failed = true;
+		resume(s, STATE_BDAT);
+		return;
+	}
+	util_strlcpy(t->queue_id, res->queue_id ? res->queue_id : "", sizeof(t->queue_id));
+	write_received(s);
+	if (t->bdat) {
+		resume(s, STATE_BDAT);
+	} else {
+		reply(s, "354 End data with <CR><LF>.<CR><LF>");
+		t->dl = DL_BOL;
+		/* The DATA line's own ending starts the first content line. */
+		t->prev_crlf = s->last_cmd_crlf;
+		resume(s, STATE_DATA);
+	}
+}
+
+static void
+commit_done(void *arg, const struct queue_result *res)
+{
+	struct smtp_session *s = arg;
+	struct transaction *t = &s->tx;
+
+	t->qtxn = NULL;  /* finished either way */
+	if (res->ok) {
+		/* The queue answered after fsync of file and directory: only now
+		 * may we take responsibility for the message (RFC 5321 6.1). */
+		reply(s, "250 2.0.0 Ok: queued as %s", res->queue_id);
+		log_info("smtp session=%s event=queued id=%s size=%" PRIu64
+		    " nrcpt=%zu", s->id, res->queue_id, t->size, t->env.nrcpts);
+		s->nmessages++;
+	} else {
+		copy_fail_reply(s, res);
+		reply_raw(s, t->fail_reply);
+		log_info("smtp session=%s event=rejected id=%s reply=\"%s\"",
+		    s->id, t->queue_id, t->fail_reply);
+	}
+	tx_reset(s);
+	resume(s, STATE_READY);
+}
+
+/* Content complete: refuse it, or commit it and wait. */
+static void
+content_end(struct smtp_session *s)
+{
+	struct transaction *t = &s->tx;
+	const char *why = NULL;
+
+	body_finish(s);
+	switch (t->body_error) {
+	case BODY_OK:
+		break;
+	case BODY_TOO_BIG:
+		why = "552 5.3.4 Error: message size exceeds fixed limit";
+		break;
+	case BODY_LINE_TOO_LONG:
+		/* RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with CRLF. */
+		why = "500 5.5.2 Error: line too long (over 998 octets)";
+		break;
+	case BODY_BARE_NEWLINE:
+		why = "550 5.5.2 Error: bare <CR> or <LF> received; lines must end with <CR><LF>";
+		break;
+	}
+	if (why == NULL && t->qtxn == NULL)
+		why = t->fail_reply ? t->fail_reply : "451 4.3.0 Error: queue file write error";
+	if (why != NULL) {
+		reply_raw(s, why);
+		log_info("smtp session=%s event=rejected id=%s reply=\"%s\"", s->id,
+		    t->queue_id[0] ? t->queue_id : "-", why);
+		tx_reset(s);
+		s->state = STATE_READY;
+		set_timeout_for_state(s);
+		return;
+	}
+	s->state = STATE_WAIT;
+	s->qops->commit(s->qctx, t->qtxn, commit_done, s);
+}
+
+/* ------------------------------------------------------------------ */
+/* ESMTP parameters: "KEY[=VALUE]" separated by spaces (RFC 5321 4.1.2) */
+
+struct param {
+	const char *key;
+	size_t keylen;
+	const char *val;   /* NULL if no '=' */
+	size_t vallen;
+};
+
+#define PARAMS_MAX 16
+
+/* Split p..p+n into params. Returns the count, or -1 on syntax error. */
+static int
+params_split(const char *p, size_t n, struct param *out, bool utf8)
+{
+	int np = 0;
+	size_t i = 0;
+
+	while (i < n) {
+		while (i < n && p[i] == ' ')
+			i++;
+		if (i == n)
+			break;
+		if (np == PARAMS_MAX)
+			return -1;
+		struct param *pp = &out[np++];
+		pp->key = p + i;
+		while (i < n && p[i] != ' ' && p[i] != '=') {
+			unsigned char c = (unsigned char)p[i];
+			/* esmtp-keyword = (ALPHA / DIGIT) *(ALPHA / DIGIT / "-") */
+			if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+			    (c >= '0' && c <= '9') || (c == '-' && p + i != pp->key)))
+				return -1;
+			i++;
+		}
+		pp->keylen = (size_t)(p + i - pp->key);
+		if (pp->keylen == 0)
+			return -1;
+		pp->val = NULL;
+		pp->vallen = 0;
+		if (i < n && p[i] == '=') {
+			i++;
+			pp->val = p + i;
+			while (i < n && p[i] != ' ') {
+				unsigned char c = (unsigned char)p[i];
+				/* esmtp-value = 1*(%d33-60 / %d62-126), UTF-8
+				 * allowed under SMTPUTF8 (RFC 6531 3.3). */
+				if (c == '=' || c < 33 || c == 127 || (c > 127 && !utf8))
+					return -1;
+				i++;
+			}
+			pp->vallen = (size_t)(p + i - pp->val);
+			if (pp->vallen == 0)
+				return -1;
+		}
+	}
+	return np;
+}
+
+static bool
+key_is(const struct param *pp, const char *name)
+{
+	return util_ascii_casecmp_n(pp->key, pp->keylen, name, strlen(name));
+}
+
+static bool
+val_is(const struct param *pp, const char *v)
+{
+	return pp->val != NULL && util_ascii_casecmp_n(pp->val, pp->vallen, v, strlen(v));
+}
+
+static bool
+params_dup(const struct param *pp, int np)
+{
+	for (int i = 0; i < np; i++)
+		for (int j = i + 1; j < np; j++)
+			if (util_ascii_casecmp_n(pp[i].key, pp[i].keylen,
+			    pp[j].key, pp[j].keylen))
+				return true;
+	return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* commands */
+
+struct command {
+	const char *verb;
+	/* args: text after the verb and one space (may be empty) */
+	void (*fn)(struct smtp_session *s, const char *args, size_t len);
+	bool params_line;   /* may use SMTP_SESSION_PARAM_LINE_MAX */
+};
+
+static bool
+need_helo(struct smtp_session *s)
+{
+	if (s->state == STATE_NEW) {
+		reply(s, "503 5.5.1 Error: send HELO/EHLO first");
+		return false;
+	}
+	return true;
+}
+
+static bool
+no_args(struct smtp_session *s, size_t len, const char *verb)
+{
+	if (len != 0) {
+		reply(s, "501 5.5.4 Syntax: %s", verb);
+		return false;
+	}
+	return true;
+}
+
+/* HELO/EHLO argument: a domain or address literal; RFC 5321 4.1.4 says a
+ * server MUST NOT refuse a mismatch, so only the form is checked. */
+static bool
+helo_arg_ok(const char *p, size_t len)
+{
+	if (len == 0 || len > HELO_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if (c <= ' ' || c >= 127)
+			return false;
+	}
+	return true;
+}
+
+static void
+do_helo_common(struct smtp_session *s, const char *args, size_t len, bool esmtp)
+{
+	const char *verb = esmtp ? "EHLO" : "HELO";
+
+	/* Some clients send trailing spaces; one argument only. */
+	while (len > 0 && args[len - 1] == ' ')
+		len--;
+	if (!helo_arg_ok(args, len)) {
+		reply(s, "501 5.5.4 Syntax: %s hostname", verb);
+		return;
+	}
+	/* RFC 5321 4.1.4: EHLO/HELO resets the transaction state. */
+	tx_reset(s);
+	memcpy(s->helo, args, len);
+	s->helo[len] = '\0';
+	s->esmtp = esmtp;
+	s->state = STATE_READY;
+	if (!esmtp) {
+		reply(s, "250 %s", s->cfg->hostname);
+		return;
+	}
+	evbuffer_add_printf(s->out,
+	    "250-%s\r\n"
+	    "250-PIPELINING\r\n"
+	    "250-SIZE %" PRIu64 "\r\n"
+	    "250-8BITMIME\r\n"
+	    "250-SMTPUTF8\r\n"
+	    "250-ENHANCEDSTATUSCODES\r\n"
+	    "250-DSN\r\n"
+	    "250 CHUNKING\r\n",
+	    s->cfg->hostname, s->cfg->max_message_size);
+}
+
+static void
+do_ehlo(struct smtp_session *s, const char *args, size_t len)
+{
+	do_helo_common(s, args, len, true);
+}
+
+static void
+do_helo(struct smtp_session *s, const char *args, size_t len)
+{
+	do_helo_common(s, args, len, false);
+}
+
+/* "FROM:" / "TO:" then optional spaces (tolerated, as most MTAs do). */
+static bool
+skip_keyword(const char **p, size_t *len, const char *kw)
+{
+	size_t kl = strlen(kw);
+
+	if (*len < kl || !util_ascii_casecmp_n(*p, kl, kw, kl))
+		return false;
+	*p += kl;
+	*len -= kl;
+	while (*len > 0 && **p == ' ') {
+		(*p)++;
+		(*len)--;
+	}
+	return true;
+}
+
+static const char *
+addr_error_reply(enum smtp_addr_error e, bool sender)
+{
+	switch (e) {
+	case SMTP_ADDR_ERR_UTF8_NOT_ALLOWED:
+		/* RFC 6531 3.5 */
+		return "553 5.6.7 Error: non-ASCII address requires SMTPUTF8";
+	case SMTP_ADDR_ERR_LOCAL_TOO_LONG:
+	case SMTP_ADDR_ERR_DOMAIN_TOO_LONG:
+	case SMTP_ADDR_ERR_PATH_TOO_LONG:
+		/* RFC 5321 4.5.3.1 */
+		return sender ? "501 5.1.7 Error: sender address too long" :
+		    "501 5.1.3 Error: recipient address too long";
+	default:
+		return sender ? "501 5.1.7 Error: bad sender address syntax" :
+		    "501 5.1.3 Error: bad recipient address syntax";
+	}
+}
+
+static void
+do_mail(struct smtp_session *s, const char *args, size_t len)
+{
+	struct transaction *t = &s->tx;
+	struct param pp[PARAMS_MAX];
+	struct smtp_addr a;
+	size_t used;
+	int np;
+	unsigned flags = SMTP_ADDR_NULL_OK;
+	enum envelope_body body = ENVELOPE_BODY_NONE;
+	enum envelope_ret ret = ENVELOPE_RET_NONE;
+	bool utf8 = false;
+	uint64_t size = 0;
+	char envid[ENVID_MAX + 1] = "";
+	char addr[SMTP_ADDR_PATH_MAX + 1];
+
+	if (!need_helo(s))
+		return;
+	if (s->state != STATE_READY) {
+		reply(s, "503 5.5.1 Error: nested MAIL command");
+		return;
+	}
+	if (!skip_keyword(&args, &len, "FROM:")) {
+		reply(s, "501 5.5.4 Syntax: MAIL FROM:<address>");
+		return;
+	}
+	/* The path's syntax depends on SMTPUTF8, which follows it: parse the
+	 * path allowing UTF-8, then the parameters, then check. */
+	enum smtp_addr_error e = smtp_addr_parse_path(args, len,
+	    flags | SMTP_ADDR_UTF8, &a, &used);
+	if (e != SMTP_ADDR_OK || (used < len && args[used] != ' ')) {
+		reply(s, "%s", addr_error_reply(e == SMTP_ADDR_OK ? SMTP_ADDR_ERR_SYNTAX : e, true));
+		return;
+	}
+	np = params_split(args + used, len - used, pp, true);
+	if (np < 0) {
+		reply(s, "501 5.5.4 Error: bad MAIL parameter syntax");
+		return;
+	}
+	if (params_dup(pp, np)) {
+		reply(s, "501 5.5.4 Error: duplicate MAIL parameter");
+		return;
+	}
+	for (int i = 0; i < np; i++) {
+		struct param *p = &pp[i];
+		if (key_is(p, "SIZE")) {
+			/* RFC 1870 6: size-value = 1*20DIGIT */
+			if (p->val == NULL || p->vallen > 20) {
+				reply(s, "501 5.5.4 Error: bad SIZE parameter");
+				return;
+			}
+			size = 0;
+			for (size_t k = 0; k < p->vallen; k++) {
+				if (p->val[k] < '0' || p->val[k] > '9') {
+					reply(s, "501 5.5.4 Error: bad SIZE parameter");
+					return;
+				}
+				if (size > UINT64_MAX / 10 - 10)
+					size = UINT64_MAX;
+				else
+					size = size * 10 + (uint64_t)(p->val[k] - '0');
+			}
+		} else if (key_is(p, "BODY")) {
+			if (val_is(p, "7BIT"))
+				body = ENVELOPE_BODY_7BIT;
+			else if (val_is(p, "8BITMIME"))
+				body = ENVELOPE_BODY_8BITMIME;
+			else if (val_is(p, "BINARYMIME")) {
+				/* RFC 3030 3: needs BINARYMIME, which we do not offer */
+				reply(s, "504 5.5.4 Error: BODY=BINARYMIME is not supported");
+				return;
+			} else {
+				reply(s, "501 5.5.4 Error: bad BODY parameter");
+				return;
+			}
+		} else if (key_is(p, "SMTPUTF8")) {
+			if (p->val != NULL) {
+				reply(s, "501 5.5.4 Error: SMTPUTF8 takes no value");
+				return;
+			}
+			utf8 = true;
+		} else if (key_is(p, "RET")) {
+			if (val_is(p, "FULL"))
+				ret = ENVELOPE_RET_FULL;
+			else if (val_is(p, "HDRS"))
+				ret = ENVELOPE_RET_HDRS;
+			else {
+				reply(s, "501 5.5.4 Error: bad RET parameter");
+				return;
+			}
+		} else if (key_is(p, "ENVID")) {
+			/* RFC 3461 4.4: xtext, at most 100 characters */
+			if (p->val == NULL || p->vallen > ENVID_MAX ||
+			    !smtp_xtext_valid(p->val, p->vallen)) {
+				reply(s, "501 5.5.4 Error: bad ENVID parameter");
+				return;
+			}
+			memcpy(envid, p->val, p->vallen);
+			envid[p->vallen] = '\0';
+		} else {
+			char k[32];
+			reply(s, "555 5.5.4 Error: unsupported MAIL parameter %s",
+			    log_quote(k, sizeof(k), p->key, p->keylen, 20));
+			return;
+		}
+	}
+	if (!s->esmtp && np > 0) {
+		/* RFC 5321 4.1.1.11: parameters only after EHLO */
+		reply(s, "555 5.5.4 Error: MAIL parameters need EHLO");
+		return;
+	}
+	if (a.has_utf8 && !utf8) {
+		reply(s, "%s", addr_error_reply(SMTP_ADDR_ERR_UTF8_NOT_ALLOWED, true));
+		return;
+	}
+	/* RFC 1870 6.1: refuse at MAIL what would be refused after DATA. */
+	if (size > s->cfg->max_message_size) {
+		reply(s, "552 5.3.4 Error: message size exceeds fixed limit");
+		return;
+	}
+	if (smtp_addr_format(&a, addr, sizeof(addr)) < 0) {
+		reply(s, "%s", addr_error_reply(SMTP_ADDR_ERR_PATH_TOO_LONG, true));
+		return;
+	}
+	tx_reset(s);
+	t->env.arrival = util_now_us() / 1000000;
+	envelope_set(&t->env.sender, addr);
+	envelope_set(&t->env.helo, s->helo);
+	envelope_set(&t->env.client_addr, s->client->addr);
+	envelope_set(&t->env.protocol, !s->esmtp ? "SMTP" : utf8 ? "UTF8SMTP" : "ESMTP");
+	t->env.body = body;
+	t->env.smtputf8 = utf8;
+	t->env.ret = ret;
+	t->env.size_declared = size;
+	if (envid[0])
+		envelope_set(&t->env.envid, envid);
+	s->state = STATE_MAIL;
+	char q[SMTP_ADDR_PATH_MAX * 4 + 8];
+	log_info("smtp session=%s event=mail from=<%s> size=%" PRIu64, s->id,
+	    log_quote(q, sizeof(q), addr, strlen(addr), SMTP_ADDR_PATH_MAX), size);
+	reply(s, "250 2.1.0 Ok");
+}
+
+/* RFC 3461 4.1: NOTIFY="NEVER" / 1#( "SUCCESS" / "FAILURE" / "DELAY" ) */
+static int
+parse_notify(const struct param *p, unsigned *out)
+{
+	unsigned v = 0;
+	const char *q = p->val, *end = p->val + p->vallen;
+
+	if (p->val == NULL)
+		return -1;
+	while (q < end) {
+		const char *c = memchr(q, ',', (size_t)(end - q));
+		size_t n = c ? (size_t)(c - q) : (size_t)(end - q);
+		unsigned bit;
+		if (util_ascii_casecmp_n(q, n, "NEVER", 5))
+			bit = ENVELOPE_NOTIFY_NEVER;
+		else if (util_ascii_casecmp_n(q, n, "SUCCESS", 7))
+			bit = ENVELOPE_NOTIFY_SUCCESS;
+		else if (util_ascii_casecmp_n(q, n, "FAILURE", 7))
+			bit = ENVELOPE_NOTIFY_FAILURE;
+		else if (util_ascii_casecmp_n(q, n, "DELAY", 5))
+			bit = ENVELOPE_NOTIFY_DELAY;
+		else
+			return -1;
+		if (v & bit)
+			return -1;
+		v |= bit;
+		q += n;
+		if (c != NULL) {
+			q++;
+			if (q == end)
+				return -1;
+		}
+	}
+	/* NEVER must stand alone. */
+	if ((v & ENVELOPE_NOTIFY_NEVER) && v != ENVELOPE_NOTIFY_NEVER)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* RFC 3461 4.2: ORCPT=addr-type ";" xtext; RFC 6533 3 adds utf-8. */
+static bool
+orcpt_ok(const struct param *p, bool utf8)
+{
+	const char *semi;
+	size_t tl;
+
+	if (p->val == NULL || p->vallen > ORCPT_MAX)
+		return false;
+	semi = memchr(p->val, ';', p->vallen);
+	if (semi == NULL || semi == p->val)
+		return false;
+	tl = (size_t)(semi - p->val);
+	for (size_t i = 0; i < tl; i++) {
+		char c = p->val[i];
+		/* addr-type is an atom */
+		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		    (c >= '0' && c <= '9') || c == '-'))
+			return false;
+	}
+	const char *v = semi + 1;
+	size_t vl = p->vallen - tl - 1;
+	if (vl == 0)
+		return false;
+	if (util_ascii_casecmp_n(p->val, tl, "utf-8", 5)) {
+		/* utf-8-addr-xtext / -unitext: printable, no '+' '=' SP;
+		 * raw UTF-8 only under SMTPUTF8 (RFC 6533 3). */
+		for (size_t i = 0; i < vl; i++) {
+			unsigned char c = (unsigned char)v[i];
+			if (c == '+' || c == '=' || c <= ' ' || c == 127 ||
+			    (c > 127 && !utf8))
+				return false;
+		}
+		return true;
+	}
+	return smtp_xtext_valid(v, vl);
+}
+
+static void
+do_rcpt(struct smtp_session *s, const char *args, size_t len)
+{
+	struct transaction *t = &s->tx;
+	struct param pp[PARAMS_MAX];
+	struct smtp_addr a;
+	size_t used;
+	int np;
+	unsigned notify = 0;
+	const struct param *orcpt = NULL;
+	char addr[SMTP_ADDR_PATH_MAX + 1];
+	char q[SMTP_ADDR_PATH_MAX * 4 + 8];
+	const char *verdict;
+
+	if (!need_helo(s))
+		return;
+	if (s->state != STATE_MAIL) {
+		reply(s, "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (!skip_keyword(&args, &len, "TO:")) {
+		reply(s, "501 5.5.4 Syntax: RCPT TO:<address>");
+		return;
+	}
+	t->rcpt_attempts++;
+	/* RFC 5321 4.5.3.1.10: 452 for too many recipients; the client
+	 * sends the rest in another transaction. */
+	if (t->env.nrcpts >= s->cfg->max_recipients) {
+		reply(s, "452 4.5.3 Error: too many recipients");
+		return;
+	}
+	unsigned flags = SMTP_ADDR_POSTMASTER_OK | (t->env.smtputf8 ? SMTP_ADDR_UTF8 : 0);
+	enum smtp_addr_error e = smtp_addr_parse_path(args, len, flags, &a, &used);
+	if (e != SMTP_ADDR_OK) {
+		reply(s, "%s", addr_error_reply(e, false));
+		return;
+	}
+	if (used < len && args[used] != ' ') {
+		reply(s, "%s", addr_error_reply(SMTP_ADDR_ERR_SYNTAX, false));
+		return;
+	}
+	np = params_split(args + used, len - used, pp, t->env.smtputf8);
+	if (np < 0) {
+		reply(s, "501 5.5.4 Error: bad RCPT parameter syntax");
+		return;
+	}
+	if (params_dup(pp, np)) {
+		reply(s, "501 5.5.4 Error: duplicate RCPT parameter");
+		return;
+	}
+	for (int i = 0; i < np; i++) {
+		if (key_is(&pp[i], "NOTIFY")) {
+			if (parse_notify(&pp[i], &notify) < 0) {
+				reply(s, "501 5.5.4 Error: bad NOTIFY parameter");
+				return;
+			}
+		} else if (key_is(&pp[i], "ORCPT")) {
+			if (!orcpt_ok(&pp[i], t->env.smtputf8)) {
+				reply(s, "501 5.5.4 Error: bad ORCPT parameter");
+				return;
+			}
+			orcpt = &pp[i];
+		} else {
+			char k[32];
+			reply(s, "555 5.5.4 Error: unsupported RCPT parameter %s",
+			    log_quote(k, sizeof(k), pp[i].key, pp[i].keylen, 20));
+			return;
+		}
+	}
+	if (!s->esmtp && np > 0) {
+		reply(s, "555 5.5.4 Error: RCPT parameters need EHLO");
+		return;
+	}
+
+	const struct config_domain *d = NULL;
+	if (a.is_postmaster) {
+		/* RFC 5321 4.5.1: <Postmaster> without a domain MUST be accepted. */
+		d = s->cfg->ndomains > 0 ? &s->cfg->domains[0] : NULL;
+		if (d == NULL) {
+			reply(s, "451 4.3.0 Error: no local domain for postmaster");
+			return;
+		}
+		snprintf(addr, sizeof(addr), "postmaster@%s", d->name);
+	} else {
+		if (smtp_addr_format(&a, addr, sizeof(addr)) < 0) {
+			reply(s, "%s", addr_error_reply(SMTP_ADDR_ERR_PATH_TOO_LONG, false));
+			return;
+		}
+		if (!a.is_literal)
+			d = config_find_domain(s->cfg, a.domain, strlen(a.domain));
+	}
+	log_quote(q, sizeof(q), addr, strlen(addr), SMTP_ADDR_PATH_MAX);
+	if (d != NULL) {
+		if (!a.is_postmaster && local_lookup(d, a.local_value,
+		    strlen(a.local_value)) == LOCAL_LOOKUP_UNKNOWN) {
+			/* Refuse now: accepting and bouncing later is backscatter. */
+			reply(s, "550 5.1.1 <%s>: Recipient address rejected: User unknown", q);
+			verdict = "unknown";
+			goto log;
+		}
+	} else if (!s->client->relay_ok) {
+		/* Never an open relay: foreign domains only for relay_networks. */
+		reply(s, "554 5.7.1 <%s>: Relay access denied", q);
+		verdict = "relay-denied";
+		goto log;
+	}
+	char orcpt_buf[ORCPT_MAX + 1];
+	if (orcpt != NULL) {
+		memcpy(orcpt_buf, orcpt->val, orcpt->vallen);
+		orcpt_buf[orcpt->vallen] = '\0';
+	}
+	envelope_add_rcpt(&t->env, addr, orcpt ? orcpt_buf : NULL, notify);
+	reply(s, "250 2.1.5 Ok");
+	verdict = d != NULL ? "local" : "relay";
+log:
+	log_info("smtp session=%s event=rcpt to=<%s> result=%s", s->id, q, verdict);
+}
+
+static bool
+data_precheck(struct smtp_session *s, const char *verb)
+{
+	struct transaction *t = &s->tx;
+
+	if (!need_helo(s))
+		return false;
+	if (s->state != STATE_MAIL) {
+		reply(s, "503 5.5.1 Error: need MAIL command");
+		return false;
+	}
+	if (t->env.nrcpts == 0) {
+		if (t->rcpt_attempts == 0)
+			reply(s, "503 5.5.1 Error: need RCPT command");
+		else
+			reply(s, "554 5.5.1 Error: no valid recipients");
+		return false;
+	}
+	(void)verb;
+	return true;
+}
+
+static void
+do_data(struct smtp_session *s, const char *args, size_t len)
+{
+	if (!no_args(s, len, "DATA"))
+		return;
+	if (s->tx.bdat) {
+		/* RFC 3030 2: no DATA within a BDAT transaction */
+		reply(s, "503 5.5.1 Error: DATA after BDAT");
+		return;
+	}
+	if (!data_precheck(s, "DATA"))
+		return;
+	s->tx.bdat = false;
+	s->state = STATE_WAIT;
+	s->tx.qtxn = s->qops->begin(s->qctx, &s->tx.env, begin_done, s);
+}
+
+/*
+ * BDAT chunk-size [LAST] (RFC 3030 2). The chunk is always consumed, even
+ * when the command fails, or its octets would be read as commands.
+ */
+static void
+do_bdat(struct smtp_session *s, const char *args, size_t len)
+{
+	struct transaction *t = &s->tx;
+	uint64_t n = 0;
+	size_t i = 0;
+	bool last = false;
+
+	while (i < len && args[i] >= '0' && args[i] <= '9') {
+		if (n > (UINT64_MAX - 9) / 10) {
+			reply(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]");
+			return;
+		}
+		n = n * 10 + (uint64_t)(args[i] - '0');
+		i++;
+	}
+	if (i == 0 || i > 20) {
+		/* We cannot know how much to skip: the stream is lost. */
+		reply(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]");
+		return;
+	}
+	if (i < len) {
+		if (args[i] != ' ' || !util_ascii_casecmp_n(args + i + 1,
+		    len - i - 1, "LAST", 4)) {
+			reply(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]");
+			return;
+		}
+		last = true;
+	}
+
+	bool ok = true;
+	const char *why = NULL;
+	if (s->state == STATE_NEW)
+		why = "503 5.5.1 Error: send HELO/EHLO first";
+	else if (s->state != STATE_MAIL)
+		why = "503 5.5.1 Error: need MAIL command";
+	else if (t->env.nrcpts == 0)
+		why = t->rcpt_attempts == 0 ? "503 5.5.1 Error: need RCPT command" :
+		    "554 5.5.1 Error: no valid recipients";
+	if (why != NULL) {
+		/* Consume the chunk in a throw-away transaction. */
+		ok = false;
+		tx_reset(s);
+		t->bdat = true;
+		t->bdat_failed = true;
+		util_strlcpy(t->fail_buf, why, sizeof(t->fail_buf));
+		t->fail_reply = t->fail_buf;
+	}
+	t->bdat = true;
+	t->bdat_last = last;
+	t->chunk_left = n;
+	t->chunk_size = n;
+	if (ok && t->qtxn == NULL && t->queue_id[0] == '\0' && !t->bdat_failed) {
+		s->state = STATE_WAIT;
+		t->qtxn = s->qops->begin(s->qctx, &t->env, begin_done, s);
+		return;
+	}
+	s->state = STATE_BDAT;
+	set_timeout_for_state(s);
+}
+
+/* A BDAT chunk has been read completely. */
+static void
+bdat_chunk_done(struct smtp_session *s)
+{
+	struct transaction *t = &s->tx;
+
+	if (t->bdat_failed) {
+		reply_raw(s, t->fail_reply ? t->fail_reply :
+		    "554 5.5.1 Error: transaction failed");
+		/* A failed chunk ends the transaction (RFC 3030 4). */
+		tx_reset(s);
+		s->state = s->helo[0] != '\0' ? STATE_READY : STATE_NEW;
+		set_timeout_for_state(s);
+		return;
+	}
+	if (!t->bdat_last) {
+		if (t->body_error == BODY_TOO_BIG) {
+			/* No point reading further chunks of a message we refuse. */
+			reply(s, "552 5.3.4 Error: message size exceeds fixed limit");
+			tx_reset(s);
+			s->state = STATE_READY;
+		} else {
+			reply(s, "250 2.0.0 %" PRIu64 " octets received", t->chunk_size);
+			s->state = STATE_MAIL;
+		}
+		set_timeout_for_state(s);
+		return;
+	}
+	content_end(s);
+}
+
+static void
+do_rset(struct smtp_session *s, const char *args, size_t len)
+{
+	if (!no_args(s, len, "RSET"))
+		return;
+	tx_reset(s);
+	if (s->state != STATE_NEW)
+		s->state = STATE_READY;
+	reply(s, "250 2.0.0 Ok");
+}
+
+static void
+do_noop(struct smtp_session *s, const char *args, size_t len)
+{
+	/* RFC 5321 4.1.1.9: a parameter may be given and is ignored. */
+	reply(s, "250 2.0.0 Ok");
+}
+
+static void
+do_vrfy(struct smtp_session *s, const char *args, size_t len)
+{
+	if (len == 0) {
+		reply(s, "501 5.5.4 Syntax: VRFY address");
+		return;
+	}
+	/* RFC 5321 3.5.3: 252 when we will not say (address harvesting). */
+	reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void
+do_help(struct smtp_session *s, const char *args, size_t len)
+{
+	reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT");
+}
+
+static void
+do_quit(struct smtp_session *s, const char *args, size_t len)
+{
+	/* RFC 5321 4.1.1.10: the receiver MUST send 221 OK, even with args. */
+	reply(s, "221 2.0.0 Bye");
+	log_info("smtp session=%s event=quit", s->id);
+	session_close(s);
+}
+
+static void
+do_not_impl(struct smtp_session *s, const char *args, size_t len)
+{
+	reply(s, "502 5.5.1 Error: command not implemented");
+}
+
+static void
+do_http(struct smtp_session *s, const char *args, size_t len)
+{
+	/* A web client or proxy abused to talk SMTP: stop at once. */
+	reply(s, "421 4.7.0 %s Error: HTTP or proxy command refused", s->cfg->hostname);
+	log_info("smtp session=%s event=disconnect reason=http-command", s->id);
+	session_close(s);
+}
+
+static const struct command commands[] = {
+	{ "EHLO", do_ehlo, false },
+	{ "HELO", do_helo, false },
+	{ "MAIL", do_mail, true },
+	{ "RCPT", do_rcpt, true },
+	{ "DATA", do_data, false },
+	{ "BDAT", do_bdat, false },
+	{ "RSET", do_rset, false },
+	{ "NOOP", do_noop, false },
+	{ "VRFY", do_vrfy, false },
+	{ "HELP", do_help, false },
+	{ "QUIT", do_quit, false },
+	{ "EXPN", do_not_impl, false },
+	{ "TURN", do_not_impl, false },
+	{ "ETRN", do_not_impl, false },
+	{ "SEND", do_not_impl, false },
+	{ "SOML", do_not_impl, false },
+	{ "SAML", do_not_impl, false },
+	{ "STARTTLS", do_not_impl, false },
+	{ "AUTH", do_not_impl, false },
+	{ "GET", do_http, false },
+	{ "POST", do_http, false },
+	{ "CONNECT", do_http, false },
+	{ "PUT", do_http, false },
+	{ "HEAD", do_http, false },
+};
+
+/* Run one command line (without its line ending). */
+static void
+dispatch(struct smtp_session *s, const char *line, size_t len, size_t rawlen)
+{
+	size_t vl = 0;
+
+	while (vl < len && line[vl] != ' ')
+		vl++;
+	for (size_t i = 0; i < len; i++) {
+		if (line[i] == '\0' || line[i] == '\r') {
+			reply(s, "500 5.5.2 Error: invalid character in command");
+			return;
+		}
+	}
+	for (size_t i = 0; i < nitems(commands); i++) {
+		const struct command *c = &commands[i];
+		if (!util_ascii_casecmp_n(line, vl, c->verb, strlen(c->verb)))
+			continue;
+		if (!c->params_line && rawlen > SMTP_SESSION_LINE_MAX) {
+			reply(s, "500 5.5.2 Error: line too long");
+			return;
+		}
+		const char *args = vl < len ? line + vl + 1 : line + len;
+		size_t alen = vl < len ? len - vl - 1 : 0;
+		c->fn(s, args, alen);
+		return;
+	}
+	if (rawlen > SMTP_SESSION_LINE_MAX)
+		reply(s, "500 5.5.2 Error: line too long");
+	else
+		reply(s, "500 5.5.1 Error: command not recognized");
+}
+
+/* ------------------------------------------------------------------ */
+/* input */
+
+/*
+ * Read one command line. Returns 1 with a line dispatched, 0 if more input
+ * is needed. A line longer than SMTP_SESSION_PARAM_LINE_MAX is discarded up
+ * to its end with one "line too long" reply (RFC 5321 4.5.3.1.4).
+ */
+static int
+read_command(struct smtp_session *s)
+{
+	size_t avail = evbuffer_get_length(s->in);
+	size_t lim = avail < SMTP_SESSION_PARAM_LINE_MAX ? avail : SMTP_SESSION_PARAM_LINE_MAX;
+	struct evbuffer_ptr endp, pos;
+
+	if (avail == 0)
+		return 0;
+	if (evbuffer_ptr_set(s->in, &endp, lim, EVBUFFER_PTR_SET) != 0)
+		return 0;
+	pos = evbuffer_search_range(s->in, "\n", 1, NULL, &endp);
+	if (pos.pos < 0) {
+		if (avail < SMTP_SESSION_PARAM_LINE_MAX)
+			return 0;   /* wait for the rest of the line */
+		/* Too long and no end in sight: discard what we have and the
+		 * rest up to its LF, then answer once. */
+		evbuffer_drain(s->in, lim);
+		s->skipping_line = true;
+		return 1;
+	}
+	size_t rawlen = (size_t)pos.pos + 1;
+	char *line = (char *)evbuffer_pullup(s->in, (ssize_t)rawlen);
+	size_t len = rawlen - 1;
+	bool crlf = len > 0 && line[len - 1] == '\r';
+	if (crlf)
+		len--;
+	if (s->skipping_line) {
+		s->skipping_line = false;
+		evbuffer_drain(s->in, rawlen);
+		reply(s, "500 5.5.2 Error: line too long");
+		return 1;
+	}
+	if (!crlf && s->cfg->bare_newline == CONFIG_BARE_NEWLINE_REJECT) {
+		evbuffer_drain(s->in, rawlen);
+		reply(s, "500 5.5.2 Error: bare <LF> received; commands must end with <CR><LF>");
+		return 1;
+	}
+	char buf[SMTP_SESSION_PARAM_LINE_MAX + 1];
+	memcpy(buf, line, len);
+	buf[len] = '\0';
+	evbuffer_drain(s->in, rawlen);
+	s->last_cmd_crlf = crlf;
+	dispatch(s, buf, len, rawlen);
+	return 1;
+}
+
+/*
+ * DATA content: line starts, dot-stuffing and end-of-data (RFC 5321
+ * 4.5.2, 4.1.1.4). Only ".\r\n" at the start of a line whose predecessor
+ * ended with CRLF ends the message. A "." line after a bare LF stays
+ * content (kept with its dot; CRLF-normalised, it is re-stuffed when
+ * relayed). Returns true at end-of-data.
+ */
+static bool
+data_feed(struct smtp_session *s)
+{
+	struct transaction *t = &s->tx;
+	struct evbuffer_iovec v[8];
+	int nv;
+
+	while ((nv = evbuffer_peek(s->in, -1, NULL, v, 8)) > 0) {
+		size_t consumed = 0;
+		bool end = false;
+		for (int k = 0; k < nv && !end; k++) {
+			const char *p = v[k].iov_base;
+			size_t n = v[k].iov_len, i = 0;
+			while (i < n) {
+				char c = p[i];
+				switch (t->dl) {
+				case DL_BOL:
+					if (c == '.') {
+						t->dl = DL_DOT;
+						i++;
+					} else {
+						t->dl = DL_TEXT;
+					}
+					continue;
+				case DL_DOT:
+					if (c == '\r') {
+						t->dl = DL_DOT_CR;
+						i++;
+						continue;
+					}
+					if (c == '\n')
+						/* "." + bare LF: not an end; keep the dot */
+						body_put(s, ".", 1);
+					/* else: a stuffed dot, removed (4.5.2) */
+					t->dl = DL_TEXT;
+					continue;
+				case DL_DOT_CR:
+					if (c == '\n' && t->prev_crlf) {
+						i++;
+						end = true;
+						break;
+					}
+					if (c == '\n')
+						body_put(s, ".", 1);  /* after bare LF */
+					/* ".\r" + other: dot was stuffing */
+					body_put(s, "\r", 1);
+					t->dl = DL_TEXT;
+					continue;
+				case DL_TEXT: {
+					const char *nl = memchr(p + i, '\n', n - i);
+					size_t span = nl ? (size_t)(nl - (p + i)) + 1 : n - i;
+					body_put(s, p + i, span);
+					if (nl != NULL) {
+						/* body_put just classified this ending */
+						t->prev_crlf = !t->last_nl_bare;
+						t->dl = DL_BOL;
+					}
+					i += span;
+					continue;
+				}
+				}
+				if (end)
+					break;
+			}
+			consumed += i;
+		}
+		evbuffer_drain(s->in, consumed);
+		if (end)
+			return true;
+		if (s->qops->congested != NULL && s->qops->congested(s->qctx))
+			return false;
+	}
+	return false;
+}
+
+static bool
+bdat_feed(struct smtp_session *s)
+{
+	struct transaction *t = &s->tx;
+
+	while (t->chunk_left > 0) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(s->in, -1, NULL, &v, 1) < 1)
+			return false;
+		size_t n = v.iov_len;
+		if (n > t->chunk_left)
+			n = (size_t)t->chunk_left;
+		if (!t->bdat_failed)
+			body_put(s, v.iov_base, n);
+		evbuffer_drain(s->in, n);
+		t->chunk_left -= n;
+		if (t->chunk_left > 0 && s->qops->congested != NULL &&
+		    s->qops->congested(s->qctx))
+			return false;
+	}
+	return true;
+}
+
+static void
+session_process_input(struct smtp_session *s)
+{
+	while (!s->closing) {
+		if (s->nerrors >= s->cfg->max_errors) {
+			reply(s, "421 4.7.0 %s Error: too many errors", s->cfg->hostname);
+			log_info("smtp session=%s event=disconnect reason=too-many-errors", s->id);
+			session_close(s);
+			return;
+		}
+		if (evbuffer_get_length(s->out) > SMTP_SESSION_OUTPUT_MAX)
+			return;   /* resumed when the client reads its replies */
+		switch (s->state) {
+		case STATE_WAIT:
+		case STATE_CLOSED:
+			return;
+		case STATE_DATA:
+			if (!data_feed(s))
+				return;
+			content_end(s);
+			break;
+		case STATE_BDAT:
+			if (!bdat_feed(s))
+				return;
+			bdat_chunk_done(s);
+			break;
+		default:
+			if (read_command(s) == 0)
+				return;
+			break;
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* public */
+
+struct smtp_session *
+smtp_session_new(const struct config *cfg,
+    const struct smtp_session_client *client, struct evbuffer *in,
+    struct evbuffer *out, const struct smtp_session_io *io, void *io_arg,
+    const struct queue_client_ops *queue, void *queue_ctx)
+{
+	struct smtp_session *s = xcalloc(1, sizeof(*s));
+
+	snprintf(s->id, sizeof(s->id), "%012" PRIx64 "%04x",
+	    (uint64_t)((uint64_t)util_now_us() & UINT64_C(0xffffffffffff)),
+	    ++session_counter & 0xffff);
+	s->cfg = cfg;
+	s->client = client;
+	s->in = in;
+	s->out = out;
+	s->stage = evbuffer_new();
+	if (s->stage == NULL)
+		fatal("out of memory");
+	s->io = io;
+	s->io_arg = io_arg;
+	s->qops = queue;
+	s->qctx = queue_ctx;
+	s->state = STATE_NEW;
+	envelope_init(&s->tx.env);
+	return s;
+}
+
+void
+smtp_session_start(struct smtp_session *s)
+{
+	log_info("smtp session=%s event=connect client=%s:%u relay=%s", s->id,
+	    s->client->addr, s->client->port, s->client->relay_ok ? "yes" : "no");
+	/* No enhanced code on the greeting (RFC 2034 4). */
+	evbuffer_add_printf(s->out, "220 %s ESMTP tern\r\n", s->cfg->hostname);
+	set_timeout_for_state(s);
+}
+
+void
+smtp_session_process(struct smtp_session *s)
+{
+	if (s->in_process)
+		return;
+	s->in_process = true;
+	session_process_input(s);
+	s->in_process = false;
+}
+
+void
+smtp_session_timeout(struct smtp_session *s)
+{
+	if (s->closing)
+		return;
+	reply(s, "421 4.4.2 %s Error: timeout exceeded", s->cfg->hostname);
+	log_info("smtp session=%s event=disconnect reason=timeout", s->id);
+	session_close(s);
+}
+
+void
+smtp_session_shutdown(struct smtp_session *s)
+{
+	if (s->closing)
+		return;
+	reply(s, "421 4.3.2 %s Service shutting down", s->cfg->hostname);
+	session_close(s);
+}
+
+bool
+smtp_session_closing(const struct smtp_session *s)
+{
+	return s->closing;
+}
+
+const char *
+smtp_session_id(const struct smtp_session *s)
+{
+	return s->id;
+}
+
+void
+smtp_session_free(struct smtp_session **sp)
+{
+	struct smtp_session *s = *sp;
+
+	if (s == NULL)
+		return;
+	if (s->tx.qtxn != NULL)
+		s->qops->abort(s->qctx, s->tx.qtxn);
+	s->tx.qtxn = NULL;
+	envelope_clear(&s->tx.env);
+	evbuffer_free(s->stage);
+	free(s);
+	*sp = NULL;
+}

@@ -1,0 +1,77 @@
+/*
+ * smtp_session.h - the SMTP server protocol engine (RFC 5321 and the
+ * extensions tern offers), one instance per client connection.
+ *
+ * The engine is pure protocol: it reads octets from an input evbuffer,
+ * appends replies to an output evbuffer, and hands messages to the queue
+ * through queue_client.h. It owns no socket, timer or file, so the server
+ * (smtp_server.c) wires it to the network and unit tests or fuzzers drive
+ * it with plain evbuffers and a fake queue.
+ */
+#ifndef TERN_SMTP_SESSION_H
+#define TERN_SMTP_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct config;
+struct evbuffer;
+struct queue_client_ops;
+struct smtp_session;
+
+/* Longest command line accepted, CRLF included. RFC 5321 4.5.3.1.4 sets
+ * 512; extensions raise it for MAIL and RCPT (RFC 3461 section 5 requires
+ * at least 1036 with DSN), so those two get SMTP_SESSION_PARAM_LINE_MAX. */
+#define SMTP_SESSION_LINE_MAX 512
+#define SMTP_SESSION_PARAM_LINE_MAX 2048
+/* Replies queued but unread by the client beyond this pause input (a client
+ * that pipelines without reading cannot make us buffer without bound). */
+#define SMTP_SESSION_OUTPUT_MAX (64 * 1024)
+
+struct smtp_session_client {
+	const char *addr;     /* peer IP as text */
+	unsigned port;
+	bool relay_ok;        /* peer is in relay_networks */
+};
+
+/* What the session asks of the transport. */
+struct smtp_session_io {
+	/* Input wait bound changed (seconds): command or data timeout. */
+	void (*set_timeout)(void *arg, unsigned seconds);
+	/* Close the connection once the output is flushed; the session is
+	 * done and must be freed by the transport outside its callbacks. */
+	void (*close)(void *arg);
+};
+
+/*
+ * Create a session. in/out are the connection's buffers (not owned).
+ * cfg, client strings and ops must outlive the session.
+ */
+struct smtp_session *smtp_session_new(const struct config *cfg,
+    const struct smtp_session_client *client, struct evbuffer *in,
+    struct evbuffer *out, const struct smtp_session_io *io, void *io_arg,
+    const struct queue_client_ops *queue, void *queue_ctx);
+
+/* Send the greeting. */
+void smtp_session_start(struct smtp_session *s);
+
+/* Consume what input allows: call on every read event and whenever output
+ * drained or the queue is no longer congested. */
+void smtp_session_process(struct smtp_session *s);
+
+/* The input timeout fired: 421 4.4.2 and close (RFC 5321 4.5.3.2). */
+void smtp_session_timeout(struct smtp_session *s);
+
+/* The server is shutting down: 421 4.3.2 and close. */
+void smtp_session_shutdown(struct smtp_session *s);
+
+/* true once the session asked to close; it reads nothing further. */
+bool smtp_session_closing(const struct smtp_session *s);
+
+/* The session's log identifier. */
+const char *smtp_session_id(const struct smtp_session *s);
+
+/* Abort any queue transaction and free. Sets *s to NULL. */
+void smtp_session_free(struct smtp_session **s);
+
+#endif
