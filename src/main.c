@@ -1,0 +1,539 @@
+/*
+ * main.c - the tern command and the parent process.
+ *
+ *   tern serve [-c FILE]         run the MTA in the foreground
+ *   tern check-config [-c FILE]  report every configuration error
+ *   tern config-doc              print the configuration reference
+ *   tern version
+ *
+ * The parent reads the configuration and binds the listening sockets
+ * (with the privileges it was started with), then forks the two workers
+ * and supervises them, restarting one that dies:
+ *
+ *   queue  owns the spool and local delivery; runs as user_queue
+ *   smtp   speaks SMTP to the network; runs as user_smtp, chrooted
+ *
+ * The parent never reads from the network. The workers drop root before
+ * they read a byte from a peer (issue 2, item 4; docs/architecture.md).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "ipc.h"
+#include "log.h"
+#include "queue.h"
+#include "smtp_server.h"
+#include "util.h"
+
+#define TERN_VERSION "0.1.0"
+#define RESTART_WINDOW_SECS 60
+#define RESTART_MAX 10        /* per window, per worker, then give up */
+#define SHUTDOWN_GRACE_SECS 10
+
+enum worker_kind { WORKER_QUEUE, WORKER_SMTP, WORKER_COUNT };
+
+struct worker {
+	const char *name;
+	pid_t pid;
+	int ctl;                  /* parent's end of the control channel */
+	time_t restarts[RESTART_MAX];
+	size_t nrestarts;
+};
+
+struct parent {
+	struct config *cfg;
+	struct event_base *base;
+	int listen_fds[CONFIG_MAX_LISTENERS];
+	size_t nlisten;
+	bool root;
+	uid_t smtp_uid, queue_uid;
+	gid_t smtp_gid, queue_gid;
+	struct worker w[WORKER_COUNT];
+	struct event *restart_ev[WORKER_COUNT];
+	struct restart_arg {
+		struct parent *p;
+		enum worker_kind kind;
+	} restart_arg[WORKER_COUNT];
+	bool stopping;
+	int exit_status;
+};
+
+static void
+usage(void)
+{
+	fprintf(stderr,
+	    "usage: tern serve [-c FILE]\n"
+	    "       tern check-config [-c FILE]\n"
+	    "       tern config-doc\n"
+	    "       tern version\n");
+	exit(64);
+}
+
+static struct config *
+load_config(const char *path)
+{
+	char *errors = NULL;
+	struct config *cfg = config_load(path, &errors);
+
+	if (cfg == NULL) {
+		fputs(errors ? errors : "configuration error\n", stderr);
+		free(errors);
+		return NULL;
+	}
+	free(errors);
+	return cfg;
+}
+
+/* ------------------------------------------------------------------ */
+/* privileges */
+
+static void
+lookup_user(const char *name, uid_t *uid, gid_t *gid)
+{
+	struct passwd *pw = getpwnam(name);
+
+	if (pw == NULL)
+		fatal("user \"%s\" does not exist (create it: useradd --system "
+		    "--no-create-home --shell /usr/sbin/nologin %s)", name, name);
+	if (pw->pw_uid == 0)
+		fatal("user \"%s\" is root: tern's workers must not run as root", name);
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+}
+
+/* Irrevocably become uid/gid (no supplementary groups). */
+static void
+drop_privileges(uid_t uid, gid_t gid)
+{
+	if (setgroups(1, &gid) == -1 || setresgid(gid, gid, gid) == -1 ||
+	    setresuid(uid, uid, uid) == -1)
+		fatal("cannot drop privileges: %s", strerror(errno));
+	if (setuid(0) != -1)
+		fatal("privileges could be regained; refusing to run");
+}
+
+/* After the drop: no setuid binaries can raise us, die with the parent. */
+static void
+harden_worker(pid_t parent)
+{
+	(void)prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+	(void)prctl(PR_SET_PDEATHSIG, SIGTERM, 0, 0, 0);
+	if (getppid() != parent)
+		_exit(0);   /* the parent died before we set PDEATHSIG */
+}
+
+/* ------------------------------------------------------------------ */
+/* listening sockets */
+
+static int
+bind_listener(const struct config_listener *l)
+{
+	int one = 1;
+	int fd = socket(l->addr.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd == -1)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (l->addr.ss_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (bind(fd, (const struct sockaddr *)&l->addr, l->addrlen) == -1 ||
+	    listen(fd, 512) == -1) {
+		int saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
+}
+
+/* ------------------------------------------------------------------ */
+/* workers */
+
+static void
+close_other_fds(struct parent *p, int keep1, int keep2, bool keep_listen)
+{
+	for (int k = 0; k < WORKER_COUNT; k++)
+		if (p->w[k].ctl != -1 && p->w[k].ctl != keep1 && p->w[k].ctl != keep2)
+			close(p->w[k].ctl);
+	if (!keep_listen)
+		for (size_t i = 0; i < p->nlisten; i++)
+			close(p->listen_fds[i]);
+}
+
+/*
+ * Fork a worker of the given kind with its control channel and the
+ * submission channel end chan. Returns the child's pid.
+ */
+static pid_t
+spawn(struct parent *p, enum worker_kind kind, int chan, int *ctl_parent)
+{
+	int ctl[2];
+	pid_t parent_pid = getpid();
+	pid_t pid;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) == -1)
+		fatal("socketpair: %s", strerror(errno));
+	pid = fork();
+	if (pid == -1)
+		fatal("fork: %s", strerror(errno));
+	if (pid > 0) {
+		close(ctl[1]);
+		*ctl_parent = ctl[0];
+		return pid;
+	}
+
+	/* child */
+	close(ctl[0]);
+	signal(SIGCHLD, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	if (kind == WORKER_QUEUE) {
+		char err[256];
+		struct queue *q;
+
+		log_set_role("queue");
+		close_other_fds(p, -1, -1, false);
+		q = queue_new(p->cfg, p->root ? p->queue_uid : (uid_t)-1,
+		    p->root ? p->queue_gid : (gid_t)-1, err, sizeof(err));
+		if (q == NULL)
+			fatal("queue: %s", err);
+		if (p->root)
+			drop_privileges(p->queue_uid, p->queue_gid);
+		harden_worker(parent_pid);
+		int status = queue_run(q, ctl[1], chan);
+		queue_free(&q);
+		config_free(&p->cfg);
+		_exit(status);
+	}
+
+	log_set_role("smtp");
+	close_other_fds(p, -1, -1, true);
+	if (p->root) {
+		/* Nothing on disk for a compromised smtp process to read. */
+		if (chroot(p->cfg->chroot_dir) == -1 || chdir("/") == -1)
+			fatal("chroot %s: %s", p->cfg->chroot_dir, strerror(errno));
+		drop_privileges(p->smtp_uid, p->smtp_gid);
+	}
+	harden_worker(parent_pid);
+	int status = smtp_server_run(p->cfg, p->listen_fds, p->nlisten, chan, ctl[1]);
+	config_free(&p->cfg);
+	_exit(status);
+}
+
+/* Start both workers with a fresh submission channel between them. */
+static void
+start_all(struct parent *p)
+{
+	int chan[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) == -1)
+		fatal("socketpair: %s", strerror(errno));
+	p->w[WORKER_QUEUE].pid = spawn(p, WORKER_QUEUE, chan[0], &p->w[WORKER_QUEUE].ctl);
+	close(chan[0]);
+	p->w[WORKER_SMTP].pid = spawn(p, WORKER_SMTP, chan[1], &p->w[WORKER_SMTP].ctl);
+	close(chan[1]);
+}
+
+/* Restart one worker and hand the survivor its new peer channel. */
+static void
+restart_worker(struct parent *p, enum worker_kind kind)
+{
+	struct worker *w = &p->w[kind];
+	struct worker *other = &p->w[kind == WORKER_QUEUE ? WORKER_SMTP : WORKER_QUEUE];
+	int chan[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) == -1)
+		fatal("socketpair: %s", strerror(errno));
+	if (w->ctl != -1) {
+		close(w->ctl);
+		w->ctl = -1;
+	}
+	w->pid = spawn(p, kind, chan[0], &w->ctl);
+	close(chan[0]);
+	if (other->pid > 0 && ipc_send_fd(other->ctl, IPC_CTL_PEER_FD, chan[1]) == -1)
+		log_err("parent: cannot hand the new channel to %s", other->name);
+	close(chan[1]);
+	log_info("parent event=restarted worker=%s pid=%ld", w->name, (long)w->pid);
+}
+
+static void
+restart_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct restart_arg *ra = arg;
+
+	if (!ra->p->stopping && ra->p->w[ra->kind].pid == 0)
+		restart_worker(ra->p, ra->kind);
+}
+
+static void
+stop_all(struct parent *p, int status)
+{
+	if (p->stopping)
+		return;
+	p->stopping = true;
+	p->exit_status = status;
+	for (int k = 0; k < WORKER_COUNT; k++) {
+		if (p->w[k].pid > 0) {
+			(void)ipc_send_fd(p->w[k].ctl, IPC_CTL_SHUTDOWN, -1);
+			kill(p->w[k].pid, SIGTERM);
+		}
+	}
+}
+
+static void
+worker_died(struct parent *p, enum worker_kind kind, int status)
+{
+	struct worker *w = &p->w[kind];
+	time_t now = time(NULL);
+	size_t recent = 0;
+
+	if (WIFSIGNALED(status))
+		log_err("parent event=worker-died worker=%s pid=%ld signal=%d",
+		    w->name, (long)w->pid, WTERMSIG(status));
+	else
+		log_info("parent event=worker-exited worker=%s pid=%ld status=%d",
+		    w->name, (long)w->pid, WEXITSTATUS(status));
+	w->pid = 0;
+	if (w->ctl != -1) {
+		close(w->ctl);
+		w->ctl = -1;
+	}
+	if (p->stopping)
+		return;
+	/* A worker that keeps dying is a configuration or environment
+	 * problem: stop rather than spin. */
+	for (size_t i = 0; i < RESTART_MAX; i++)
+		if (w->restarts[i] != 0 && now - w->restarts[i] < RESTART_WINDOW_SECS)
+			recent++;
+	if (recent >= RESTART_MAX) {
+		log_err("parent: %s died %d times in %d s; giving up", w->name,
+		    RESTART_MAX, RESTART_WINDOW_SECS);
+		stop_all(p, 1);
+		return;
+	}
+	w->restarts[w->nrestarts++ % RESTART_MAX] = now;
+	/* A short pause so a crash loop cannot eat the machine. */
+	struct timeval tv = { .tv_sec = recent > 2 ? 2 : 0, .tv_usec = 200000 };
+	event_add(p->restart_ev[kind], &tv);
+}
+
+static void
+sigchld_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	struct parent *p = arg;
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		for (int k = 0; k < WORKER_COUNT; k++)
+			if (p->w[k].pid == pid)
+				worker_died(p, (enum worker_kind)k, status);
+	}
+	if (p->stopping && p->w[WORKER_QUEUE].pid == 0 && p->w[WORKER_SMTP].pid == 0)
+		event_base_loopbreak(p->base);
+}
+
+static void
+sigterm_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	struct parent *p = arg;
+
+	log_info("parent event=shutdown signal=%d", (int)sig);
+	stop_all(p, 0);
+	if (p->w[WORKER_QUEUE].pid == 0 && p->w[WORKER_SMTP].pid == 0)
+		event_base_loopbreak(p->base);
+}
+
+static void
+sighup_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	/* XXX configuration reload (and TLS certificates) come with the
+	 * submission issue; for now SIGHUP is logged and ignored. */
+	log_info("parent event=sighup action=ignored");
+}
+
+static void
+print_banner(const struct parent *p)
+{
+	const struct config *cfg = p->cfg;
+
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		log_info("parent event=listening address=%s", cfg->listeners[i].text);
+	log_info("parent event=started version=%s spool=%s user=%s", TERN_VERSION,
+	    cfg->spool_dir, p->root ? "root (workers drop privileges)" : "unprivileged");
+	fprintf(stderr, "tern %s: listening on", TERN_VERSION);
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		fprintf(stderr, " %s", cfg->listeners[i].text);
+	fprintf(stderr, "; spool %s\n", cfg->spool_dir);
+	for (size_t i = 0; i < cfg->ndomains; i++)
+		fprintf(stderr, "tern: mail for <user>@%s is delivered to the Maildir %s "
+		    "(new messages in its new/; %%d = domain, %%u = user)\n",
+		    cfg->domains[i].name, cfg->domains[i].maildir);
+}
+
+static int
+cmd_serve(const char *path)
+{
+	struct parent p = { 0 };
+	struct event *ev_chld, *ev_term, *ev_int, *ev_hup;
+
+	log_init("parent");
+	p.cfg = load_config(path);
+	if (p.cfg == NULL)
+		return 78;   /* EX_CONFIG */
+	p.root = geteuid() == 0;
+	p.w[WORKER_QUEUE].name = "queue";
+	p.w[WORKER_SMTP].name = "smtp";
+	p.w[WORKER_QUEUE].ctl = p.w[WORKER_SMTP].ctl = -1;
+
+	if (p.cfg->log_file != NULL) {
+		int fd = open(p.cfg->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (fd == -1)
+			fatal("cannot open log_file %s: %s", p.cfg->log_file, strerror(errno));
+		log_set_file_fd(fd);
+	}
+	for (size_t i = 0; i < p.cfg->nlisteners; i++) {
+		int fd = bind_listener(&p.cfg->listeners[i]);
+		if (fd == -1)
+			fatal("cannot listen on %s: %s", p.cfg->listeners[i].text,
+			    strerror(errno));
+		p.listen_fds[p.nlisten++] = fd;
+	}
+	if (p.root) {
+		lookup_user(p.cfg->user_smtp, &p.smtp_uid, &p.smtp_gid);
+		lookup_user(p.cfg->user_queue, &p.queue_uid, &p.queue_gid);
+		if (p.smtp_uid == p.queue_uid)
+			log_warn("parent: user_smtp and user_queue are the same user; "
+			    "the smtp process could then signal or trace the queue");
+		if (util_mkdirs(p.cfg->chroot_dir, 0755) == -1)
+			fatal("cannot create chroot %s: %s", p.cfg->chroot_dir, strerror(errno));
+		if (chown(p.cfg->chroot_dir, 0, 0) == -1 || chmod(p.cfg->chroot_dir, 0755) == -1)
+			fatal("cannot secure chroot %s: %s", p.cfg->chroot_dir, strerror(errno));
+	}
+	/* Received: dates use local time; load the zone before chroot. */
+	tzset();
+	signal(SIGPIPE, SIG_IGN);
+
+	p.base = event_base_new();
+	if (p.base == NULL)
+		fatal("event_base_new failed");
+	ev_chld = evsignal_new(p.base, SIGCHLD, sigchld_cb, &p);
+	ev_term = evsignal_new(p.base, SIGTERM, sigterm_cb, &p);
+	ev_int = evsignal_new(p.base, SIGINT, sigterm_cb, &p);
+	ev_hup = evsignal_new(p.base, SIGHUP, sighup_cb, &p);
+	event_add(ev_chld, NULL);
+	event_add(ev_term, NULL);
+	event_add(ev_int, NULL);
+	event_add(ev_hup, NULL);
+	for (int k = 0; k < WORKER_COUNT; k++) {
+		p.restart_arg[k].p = &p;
+		p.restart_arg[k].kind = (enum worker_kind)k;
+		p.restart_ev[k] = evtimer_new(p.base, restart_cb, &p.restart_arg[k]);
+	}
+
+	print_banner(&p);
+	start_all(&p);
+	event_base_dispatch(p.base);
+
+	/* Workers that ignore the shutdown request get killed. */
+	for (int i = 0; i < SHUTDOWN_GRACE_SECS * 10; i++) {
+		bool alive = false;
+		for (int k = 0; k < WORKER_COUNT; k++) {
+			if (p.w[k].pid > 0 && waitpid(p.w[k].pid, NULL, WNOHANG) == p.w[k].pid)
+				p.w[k].pid = 0;
+			alive |= p.w[k].pid > 0;
+		}
+		if (!alive)
+			break;
+		usleep(100000);
+	}
+	for (int k = 0; k < WORKER_COUNT; k++) {
+		if (p.w[k].pid > 0) {
+			kill(p.w[k].pid, SIGKILL);
+			waitpid(p.w[k].pid, NULL, 0);
+		}
+		if (p.w[k].ctl != -1)
+			close(p.w[k].ctl);
+		event_free(p.restart_ev[k]);
+	}
+	event_free(ev_chld);
+	event_free(ev_term);
+	event_free(ev_int);
+	event_free(ev_hup);
+	event_base_free(p.base);
+	for (size_t i = 0; i < p.nlisten; i++)
+		close(p.listen_fds[i]);
+	log_info("parent event=stopped");
+	config_free(&p.cfg);
+	return p.exit_status;
+}
+
+static int
+cmd_check_config(const char *path)
+{
+	char *errors = NULL;
+	struct config *cfg = config_load(path, &errors);
+
+	if (cfg == NULL) {
+		fputs(errors ? errors : "configuration error\n", stderr);
+		free(errors);
+		return 1;
+	}
+	if (errors != NULL)
+		fputs(errors, stderr);   /* warnings */
+	free(errors);
+	printf("%s: configuration ok\n", cfg->source);
+	config_free(&cfg);
+	return 0;
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *path = NULL;
+	const char *cmd;
+	int c;
+
+	if (argc < 2)
+		usage();
+	cmd = argv[1];
+	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+		printf("tern %s\n", TERN_VERSION);
+		return 0;
+	}
+	if (strcmp(cmd, "config-doc") == 0) {
+		config_write_doc(stdout);
+		return 0;
+	}
+	optind = 2;
+	while ((c = getopt(argc, argv, "c:")) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		default:
+			usage();
+		}
+	}
+	if (optind != argc)
+		usage();
+	if (strcmp(cmd, "serve") == 0)
+		return cmd_serve(path);
+	if (strcmp(cmd, "check-config") == 0)
+		return cmd_check_config(path);
+	usage();
+}

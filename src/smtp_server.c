@@ -1,0 +1,388 @@
+/*
+ * smtp_server.c - connections, limits and timeouts around smtp_session
+ * (see smtp_server.h).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "config.h"
+#include "ipc.h"
+#include "log.h"
+#include "queue_client.h"
+#include "smtp_queue_ipc.h"
+#include "smtp_server.h"
+#include "smtp_session.h"
+#include "util.h"
+
+/* Input buffered beyond this stops reading from the socket until the
+ * session has consumed it (it may be waiting for the queue). */
+#define READ_HIGH_WATER (256 * 1024)
+
+struct conn {
+	struct smtp_server *srv;
+	struct bufferevent *bev;
+	struct smtp_session *session;
+	struct smtp_session_client client;
+	char addr[INET6_ADDRSTRLEN];
+	struct sockaddr_storage ss;
+	unsigned timeout;         /* current input timeout, seconds */
+	bool closing;
+	struct event *free_ev;
+	struct conn *next, *prev;
+};
+
+struct smtp_server {
+	const struct config *cfg;
+	struct event_base *base;
+	struct evconnlistener *listeners[CONFIG_MAX_LISTENERS];
+	size_t nlisteners;
+	struct smtp_queue_ipc *queue;
+	struct event *ctl_ev;
+	struct event *sig_term, *sig_int, *sig_hup;
+	int ctl_fd;
+	struct conn *conns;
+	unsigned nconns;
+	int exit_status;
+};
+
+static void conn_free(struct conn *c);
+
+static void
+conn_apply_timeouts(struct conn *c)
+{
+	struct timeval tv = { .tv_sec = c->timeout, .tv_usec = 0 };
+
+	/* The same bound for a client that does not read its replies. */
+	bufferevent_set_timeouts(c->bev, &tv, &tv);
+}
+
+static void
+io_set_timeout(void *arg, unsigned seconds)
+{
+	struct conn *c = arg;
+
+	if (c->timeout == seconds)
+		return;
+	c->timeout = seconds;
+	conn_apply_timeouts(c);
+}
+
+static void
+free_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	conn_free(arg);
+}
+
+static void
+io_close(void *arg)
+{
+	struct conn *c = arg;
+
+	c->closing = true;
+	bufferevent_disable(c->bev, EV_READ);
+	/* Freed once the last reply is flushed (write_cb), or now if there is
+	 * nothing to flush; never from inside the session's own call. */
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		event_active(c->free_ev, 0, 0);
+}
+
+static const struct smtp_session_io session_io = {
+	.set_timeout = io_set_timeout,
+	.close = io_close,
+};
+
+static void
+conn_free(struct conn *c)
+{
+	struct smtp_server *srv = c->srv;
+
+	smtp_session_free(&c->session);
+	bufferevent_free(c->bev);
+	event_free(c->free_ev);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	srv->nconns--;
+	free(c);
+}
+
+static void
+read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	if (!c->closing)
+		smtp_session_process(c->session);
+}
+
+static void
+write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	if (c->closing) {
+		conn_free(c);
+		return;
+	}
+	/* Output drained: a session paused on unread replies may go on. */
+	smtp_session_process(c->session);
+}
+
+static void
+event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (c->closing) {
+			conn_free(c);   /* the client does not read its 421 */
+			return;
+		}
+		smtp_session_timeout(c->session);
+		return;
+	}
+	if (!c->closing)
+		log_info("smtp session=%s event=disconnect reason=%s",
+		    smtp_session_id(c->session),
+		    (what & BEV_EVENT_EOF) ? "eof" : "error");
+	conn_free(c);
+}
+
+static unsigned
+count_from(struct smtp_server *srv, const struct sockaddr_storage *ss)
+{
+	unsigned n = 0;
+
+	for (struct conn *c = srv->conns; c; c = c->next) {
+		if (c->ss.ss_family != ss->ss_family)
+			continue;
+		if (ss->ss_family == AF_INET &&
+		    ((const struct sockaddr_in *)&c->ss)->sin_addr.s_addr ==
+		    ((const struct sockaddr_in *)ss)->sin_addr.s_addr)
+			n++;
+		else if (ss->ss_family == AF_INET6 &&
+		    memcmp(&((const struct sockaddr_in6 *)&c->ss)->sin6_addr,
+		    &((const struct sockaddr_in6 *)ss)->sin6_addr, 16) == 0)
+			n++;
+	}
+	return n;
+}
+
+/* Refuse a connection over a limit with a 421 (RFC 5321 3.1), then close. */
+static void
+refuse(struct smtp_server *srv, evutil_socket_t fd, const char *addr,
+    const char *reply, const char *why)
+{
+	char line[256];
+	int n = snprintf(line, sizeof(line), "%s\r\n", reply);
+
+	/* A best-effort, non-blocking write: the socket is fresh, its buffer
+	 * empty, so the short line fits; we do not wait for anything. */
+	if (n > 0)
+		(void)send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	log_info("smtp event=refused client=%s reason=%s", addr, why);
+	close(fd);
+}
+
+static void
+accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
+{
+	struct smtp_server *srv = arg;
+	const struct config *cfg = srv->cfg;
+	struct sockaddr_storage ss = { 0 };
+	char addr[INET6_ADDRSTRLEN] = "unknown";
+	unsigned port = 0;
+	char reply[200];
+
+	if ((size_t)salen <= sizeof(ss))
+		memcpy(&ss, sa, (size_t)salen);
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &sin->sin_addr, addr, sizeof(addr));
+		port = ntohs(sin->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, addr, sizeof(addr));
+		port = ntohs(sin6->sin6_port);
+	}
+	if (srv->nconns >= cfg->max_connections) {
+		snprintf(reply, sizeof(reply),
+		    "421 4.3.2 %s Error: too many connections, try again later",
+		    cfg->hostname);
+		refuse(srv, fd, addr, reply, "max_connections");
+		return;
+	}
+	if (count_from(srv, &ss) >= cfg->max_connections_per_ip) {
+		snprintf(reply, sizeof(reply),
+		    "421 4.7.0 %s Error: too many connections from your address",
+		    cfg->hostname);
+		refuse(srv, fd, addr, reply, "max_connections_per_ip");
+		return;
+	}
+
+	struct conn *c = xcalloc(1, sizeof(*c));
+	c->srv = srv;
+	c->ss = ss;
+	memcpy(c->addr, addr, sizeof(addr));
+	c->client.addr = c->addr;
+	c->client.port = port;
+	c->client.relay_ok = config_is_relay_client(cfg, sa);
+	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->free_ev = event_new(srv->base, -1, 0, free_cb, c);
+	if (c->bev == NULL || c->free_ev == NULL)
+		fatal("out of memory creating a connection");
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
+	c->session = smtp_session_new(cfg, &c->client,
+	    bufferevent_get_input(c->bev), bufferevent_get_output(c->bev),
+	    &session_io, c, &smtp_queue_ipc_ops, srv->queue);
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->nconns++;
+	c->timeout = cfg->timeout_greeting;
+	conn_apply_timeouts(c);
+	smtp_session_start(c->session);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	/* EMFILE and friends: log and keep listening; libevent retries. */
+	log_warn("smtp event=accept-error error=\"%s\"", strerror(errno));
+}
+
+static void
+uncongested_cb(void *arg)
+{
+	struct smtp_server *srv = arg;
+	struct conn *c, *next;
+
+	for (c = srv->conns; c; c = next) {
+		next = c->next;
+		if (!c->closing)
+			smtp_session_process(c->session);
+	}
+}
+
+static void
+server_stop(struct smtp_server *srv, int status)
+{
+	srv->exit_status = status;
+	event_base_loopbreak(srv->base);
+}
+
+static void
+ctl_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct smtp_server *srv = arg;
+	enum ipc_type type;
+	int pfd, r;
+
+	r = ipc_recv_fd(fd, &type, &pfd);
+	if (r <= 0) {
+		/* The parent is gone: so are we. */
+		server_stop(srv, r == 0 ? 0 : 1);
+		return;
+	}
+	switch (type) {
+	case IPC_CTL_PEER_FD:
+		if (pfd == -1) {
+			log_err("smtp: control frame without fd");
+			break;
+		}
+		log_info("smtp event=queue-channel-replaced");
+		smtp_queue_ipc_set_fd(srv->queue, pfd);
+		return;
+	case IPC_CTL_SHUTDOWN:
+		server_stop(srv, 0);
+		break;
+	default:
+		log_err("smtp: unexpected control frame %d", (int)type);
+		break;
+	}
+	if (pfd != -1)
+		close(pfd);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	struct smtp_server *srv = arg;
+
+	if (sig == SIGHUP)
+		return;   /* reload comes with TLS certificates; ignore for now */
+	server_stop(srv, 0);
+}
+
+int
+smtp_server_run(const struct config *cfg, const int *listen_fds,
+    size_t nlisten, int queue_fd, int ctl_fd)
+{
+	struct smtp_server srv = { 0 };
+
+	signal(SIGPIPE, SIG_IGN);
+	srv.cfg = cfg;
+	srv.ctl_fd = ctl_fd;
+	srv.base = event_base_new();
+	if (srv.base == NULL)
+		fatal("smtp: event_base_new failed");
+	srv.queue = smtp_queue_ipc_new(srv.base, queue_fd, uncongested_cb, &srv);
+	for (size_t i = 0; i < nlisten; i++) {
+		util_set_nonblock(listen_fds[i]);
+		srv.listeners[i] = evconnlistener_new(srv.base, accept_cb, &srv,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, listen_fds[i]);
+		if (srv.listeners[i] == NULL)
+			fatal("smtp: cannot listen on %s", cfg->listeners[i].text);
+		evconnlistener_set_error_cb(srv.listeners[i], accept_error_cb);
+		srv.nlisteners++;
+	}
+	srv.ctl_ev = event_new(srv.base, ctl_fd, EV_READ | EV_PERSIST, ctl_cb, &srv);
+	srv.sig_term = evsignal_new(srv.base, SIGTERM, signal_cb, &srv);
+	srv.sig_int = evsignal_new(srv.base, SIGINT, signal_cb, &srv);
+	srv.sig_hup = evsignal_new(srv.base, SIGHUP, signal_cb, &srv);
+	event_add(srv.ctl_ev, NULL);
+	event_add(srv.sig_term, NULL);
+	event_add(srv.sig_int, NULL);
+	event_add(srv.sig_hup, NULL);
+
+	log_info("smtp event=ready listeners=%zu", nlisten);
+	event_base_dispatch(srv.base);
+
+	/* Shutting down: tell connected clients, then go. Messages not yet
+	 * acknowledged were never promised; the client will retry. */
+	for (struct conn *c = srv.conns; c; c = c->next)
+		smtp_session_shutdown(c->session);
+	while (srv.conns) {
+		struct conn *c = srv.conns;
+		/* best effort flush of the 421 */
+		struct evbuffer *out = bufferevent_get_output(c->bev);
+		(void)evbuffer_write(out, bufferevent_getfd(c->bev));
+		conn_free(c);
+	}
+	for (size_t i = 0; i < srv.nlisteners; i++)
+		evconnlistener_free(srv.listeners[i]);
+	smtp_queue_ipc_free(&srv.queue);
+	event_free(srv.ctl_ev);
+	event_free(srv.sig_term);
+	event_free(srv.sig_int);
+	event_free(srv.sig_hup);
+	event_base_free(srv.base);
+	close(ctl_fd);
+	return srv.exit_status;
+}

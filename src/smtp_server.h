@@ -1,0 +1,23 @@
+/*
+ * smtp_server.h - the smtp process: accepts connections on the listening
+ * sockets the parent bound, enforces connection limits and timeouts, and
+ * runs one smtp_session per client. It holds no privilege and no spool
+ * access: messages go to the queue process over the submission channel.
+ */
+#ifndef TERN_SMTP_SERVER_H
+#define TERN_SMTP_SERVER_H
+
+#include <stddef.h>
+
+struct config;
+
+/*
+ * Run the smtp process until told to stop (SIGTERM/SIGINT, IPC_CTL_SHUTDOWN
+ * or the parent's control channel closing). Privileges are already dropped.
+ * listen_fds are listening sockets (cfg->listeners order); queue_fd is the
+ * submission channel; ctl_fd the control channel. Returns an exit status.
+ */
+int smtp_server_run(const struct config *cfg, const int *listen_fds,
+    size_t nlisten, int queue_fd, int ctl_fd);
+
+#endif
