@@ -18,19 +18,25 @@
 #define SMTP_ADDR_DOMAIN_MAX 255
 #define SMTP_ADDR_PATH_MAX 256       /* "<" Mailbox ">" included */
 #define SMTP_ADDR_MAILBOX_MAX 254    /* path minus the angle brackets */
+/* RFC 1035 2.3.4; a longer label is SMTP_ADDR_ERR_DOMAIN_TOO_LONG. Counted
+ * in octets as sent, also for UTF-8 labels (no IDNA conversion here). */
+#define SMTP_ADDR_LABEL_MAX 63
 
 enum smtp_addr_flags {
 	SMTP_ADDR_UTF8 = 1 << 0,       /* SMTPUTF8 given: UTF-8 allowed (RFC 6531) */
 	SMTP_ADDR_NULL_OK = 1 << 1,    /* "<>" accepted (MAIL FROM reverse-path) */
 	SMTP_ADDR_POSTMASTER_OK = 1 << 2, /* "<Postmaster>" accepted (RCPT, 4.5.1) */
-	SMTP_ADDR_NO_BRACKETS_OK = 1 << 3, /* tolerate a path without <> */
+	/* Tolerate a path without <>: a bare Mailbox (no source route, no
+	 * null path) that must be followed by SP or the end of input. A
+	 * lone "<" or ">" is still a syntax error. */
+	SMTP_ADDR_NO_BRACKETS_OK = 1 << 3,
 };
 
 enum smtp_addr_error {
 	SMTP_ADDR_OK = 0,
 	SMTP_ADDR_ERR_SYNTAX,        /* not a Path / Mailbox */
 	SMTP_ADDR_ERR_LOCAL_TOO_LONG,
-	SMTP_ADDR_ERR_DOMAIN_TOO_LONG,
+	SMTP_ADDR_ERR_DOMAIN_TOO_LONG, /* also a label over 63 octets */
 	SMTP_ADDR_ERR_PATH_TOO_LONG,
 	SMTP_ADDR_ERR_UTF8_NOT_ALLOWED, /* non-ASCII without SMTPUTF8: 553 5.6.7 */
 	SMTP_ADDR_ERR_BAD_UTF8,      /* malformed UTF-8 sequence */
@@ -56,6 +62,8 @@ struct smtp_addr {
  * Parse a Path ("<" [A-d-l ":"] Mailbox ">") at the start of (p, len).
  * *consumed receives the octets used, so the caller can parse the
  * ESMTP parameters that follow. Returns SMTP_ADDR_OK and fills *out.
+ * Syntax is checked before the length limits; on error *out is cleared
+ * and *consumed is 0.
  */
 enum smtp_addr_error smtp_addr_parse_path(const char *p, size_t len,
     unsigned flags, struct smtp_addr *out, size_t *consumed);
@@ -79,7 +87,8 @@ const char *smtp_addr_strerror(enum smtp_addr_error err);
  * xtext (RFC 3461 4): "+XX" hex escapes for octets outside "!".."~",
  * '+' and '='. decode returns the decoded length or -1 for bad xtext or
  * overflow; encode returns the encoded length or -1 on overflow. Both
- * NUL-terminate out.
+ * NUL-terminate out. Decoding is strict: "+" takes exactly two UPPER case
+ * hex digits, as RFC 3461 4 says ("+2b" is bad xtext).
  */
 int smtp_xtext_decode(const char *p, size_t len, char *out, size_t outsize);
 int smtp_xtext_encode(const char *p, size_t len, char *out, size_t outsize);
