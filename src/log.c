@@ -37,6 +37,9 @@ log_set_level(enum log_level lvl)
 	log_min = lvl;
 }
 
+static void log_emit(enum log_level lvl, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+
 static void
 log_emit(enum log_level lvl, const char *fmt, va_list ap)
 {
