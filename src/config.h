@@ -70,6 +70,7 @@ struct config_domain {
 
 struct config {
 	char *source;          /* file name, or "(default)" */
+	char *warnings;        /* "file:line: reason\n" lines, or NULL; also logged */
 	char *hostname;
 	struct config_listener listeners[CONFIG_MAX_LISTENERS];
 	size_t nlisteners;
@@ -102,6 +103,9 @@ struct config {
  * On error every problem is appended to *errors as "file:line: reason\n"
  * (caller frees) and NULL is returned. The result is freed with
  * config_free(&cfg).
+ * errors may be NULL; otherwise *errors is overwritten: NULL on success.
+ * Warnings (a missing users file, a domain without postmaster) do not fail
+ * the load: they are logged with log_warn() and kept in cfg->warnings.
  */
 struct config *config_load(const char *path, char **errors);
 void config_free(struct config **cfg);
@@ -112,6 +116,12 @@ const char *config_default_text(void);
 /* Write the option reference as Markdown (docs/configuration.md). */
 void config_write_doc(FILE *out);
 
+/*
+ * Names of all options in the table, top level first, then the options of
+ * a domain block; NULL when i is past the end. For tests and tooling.
+ */
+const char *config_option_name(size_t i);
+
 /* Look up a local domain (ASCII case-insensitive); NULL if not local. */
 const struct config_domain *config_find_domain(const struct config *cfg,
     const char *domain, size_t len);
@@ -120,7 +130,11 @@ const struct config_domain *config_find_domain(const struct config *cfg,
 bool config_is_relay_client(const struct config *cfg,
     const struct sockaddr *addr);
 
-/* Path of a recipient's Maildir, expanded from the pattern into buf. */
+/*
+ * Path of a recipient's Maildir, expanded from the pattern into buf.
+ * user is a mailbox name as stored in the config (lower case). Returns 0,
+ * or -1 if user is not a safe path component or buf is too small.
+ */
 int config_maildir_path(const struct config_domain *d, const char *user,
     char *buf, size_t bufsize);
 

@@ -19,6 +19,13 @@ enum local_lookup_result {
 	LOCAL_LOOKUP_UNKNOWN,  /* no such user */
 };
 
+/*
+ * Sort a domain's mailboxes (dropping duplicates) and aliases so lookups
+ * can binary-search them. config_load() calls it once per domain; the
+ * names must already be lower case.
+ */
+void local_lookup_prepare(struct config_domain *d);
+
 /* Classify local part (local, len) in domain d. */
 enum local_lookup_result local_lookup(const struct config_domain *d,
     const char *local, size_t len);
@@ -39,5 +46,10 @@ struct local_target {
  */
 int local_expand(const struct config *cfg, const struct config_domain *d,
     const char *local, size_t len, struct local_target out[LOCAL_EXPAND_MAX]);
+
+/* local_expand(), and on -1 a one-line reason in why (for config checks). */
+int local_expand_explain(const struct config *cfg,
+    const struct config_domain *d, const char *local, size_t len,
+    struct local_target out[LOCAL_EXPAND_MAX], char *why, size_t whysize);
 
 #endif

@@ -1,0 +1,2474 @@
+/*
+ * config.c - tern's configuration file: tokenizer, option table, loader,
+ * checks and the generated reference (see config.h).
+ *
+ * The grammar is line based. A line is split into tokens (words, quoted
+ * strings, and the braces "{" and "}"), then read as one statement:
+ *
+ *     name value...              an option of the current context
+ *     name value... {            opens a block (a context of its own)
+ *     name value... { stmt }     a block with one statement, on one line
+ *     }                          closes the innermost block
+ *
+ * Which options exist, their types, defaults and bounds all come from the
+ * option tables below; a block is just an option whose row points to
+ * another table. Today only `domain` opens a block; per-listener blocks
+ * (`listen 0.0.0.0:587 { tls required }`) will be another row of the same
+ * kind. docs/configuration.md is written from the same tables by
+ * config_write_doc(), so the reference cannot drift from the code.
+ *
+ * Errors never stop the load: each is recorded as "file:line: reason" and
+ * the parser goes on with the next line, so an administrator sees every
+ * problem at once. Any error makes config_load() return NULL.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "local_lookup.h"
+#include "log.h"
+#include "util.h"
+
+/* Generated into build/gen/config_default.c from etc/default.conf. */
+extern const char config_default_text_data[];
+
+#define CONFIG_DEFAULT_NAME "(default)"
+#define CONFIG_LINE_MAX 16384          /* bytes per line, any file */
+#define CONFIG_FILE_MAX (16u << 20)    /* the configuration file */
+#define CONFIG_LIST_FILE_MAX (512u << 20) /* users and aliases files */
+#define CONFIG_MAX_ERRORS 100          /* then "too many errors" */
+#define CONFIG_MAX_DEPTH 4             /* nested blocks */
+#define CONFIG_MAX_TOKENS 4096         /* per line */
+#define CONFIG_MAX_RELAY_NETWORKS 4096
+#define CONFIG_MAX_DOMAINS 10000 /* domain lookups are linear */
+#define CONFIG_MAX_TARGETS 1024        /* per alias, before expansion */
+#define CONFIG_PATH_MAX 4096           /* absolute paths, PATH_MAX */
+#define CONFIG_HOSTNAME_MAX 253        /* RFC 1035 2.3.4, without final dot */
+#define CONFIG_LABEL_MAX 63            /* RFC 1035 2.3.4 */
+#define CONFIG_LOCAL_MAX 64            /* RFC 5321 4.5.3.1.1 */
+#define CONFIG_USER_MAX 32             /* useradd's limit */
+
+/*
+ * Option table
+ */
+
+enum opt_type {
+	T_HOSTNAME,   /* a domain name */
+	T_USER,       /* a system user name */
+	T_PATH,       /* made absolute at load */
+	T_LISTEN,     /* ADDR:PORT, repeatable */
+	T_CIDRS,      /* networks, lists accumulate */
+	T_SIZE,       /* bytes with K/M/G suffix, uint64_t */
+	T_UINT,       /* unsigned */
+	T_DURATION,   /* seconds with s/m/h/d suffix, unsigned */
+	T_ENUM,       /* one of names[], stored as its index */
+	T_DOMAIN,     /* opens a domain block */
+	T_MAILBOXES,  /* names appended to the domain */
+	T_USERS,      /* users file: path, read at load */
+	T_ALIASES,    /* aliases file: path, read at load */
+	T_MAILDIR,    /* path pattern with %d %u %% */
+};
+
+enum ctx_kind { CTX_TOP, CTX_DOMAIN };
+
+struct option;
+
+struct ctx {
+	enum ctx_kind kind;
+	const char *what;              /* "top level", "domain block" */
+	const struct option *opts;
+	size_t nopts;
+};
+
+struct option {
+	const char *name;
+	enum opt_type type;
+	const char *arg;       /* value syntax for the docs */
+	const char *def;       /* default, in the file's own syntax; NULL: none
+	                        * or computed (then def_doc says how) */
+	const char *def_doc;
+	uint64_t min, max;     /* bounds of T_SIZE, T_UINT, T_DURATION */
+	bool repeat;           /* may be given more than once */
+	size_t off;            /* into struct config or struct config_domain */
+	const char *const *names; /* T_ENUM values */
+	const struct ctx *block;  /* options inside the block it opens */
+	const char *doc;
+};
+
+#define KIB 1024ULL
+#define TOP(f) offsetof(struct config, f)
+#define DOM(f) offsetof(struct config_domain, f)
+
+static const char *const bare_newline_names[] = { "normalize", "reject", NULL };
+_Static_assert(sizeof(enum config_bare_newline) == sizeof(unsigned),
+    "T_ENUM fields are stored as unsigned");
+
+static const struct option domain_opts[] = {
+	{ "mailbox", T_MAILBOXES, "NAME...", NULL, "none", 0, 0, true,
+	  DOM(mailboxes), NULL, NULL,
+	  "Mailboxes of this domain, listed inline. Repeatable; the lists "
+	  "add up, together with the users file. Names are lower-cased; each "
+	  "is an RFC 5321 dot-string of at most 64 characters without '@' or "
+	  "'/'. Every domain should have `postmaster` (RFC 5321 4.5.1), as a "
+	  "mailbox or an alias: tern warns when it is missing." },
+	{ "users", T_USERS, "PATH", NULL, "none", 0, 0, false,
+	  DOM(users_file), NULL, NULL,
+	  "A file listing more mailboxes, one per line (format below). It is "
+	  "read when the configuration is loaded. A missing file is only a "
+	  "warning, so a configuration can name a file that is created later; "
+	  "any other read error is an error." },
+	{ "aliases", T_ALIASES, "PATH", NULL, "none", 0, 0, false,
+	  DOM(aliases_file), NULL, NULL,
+	  "A file of aliases, `name: target, target` (format below), read when "
+	  "the configuration is loaded; it must exist. Every target must be a "
+	  "mailbox or alias of a local domain, and every alias must expand to "
+	  "at least one mailbox without loops: both are checked at load." },
+	{ "maildir", T_MAILDIR, "PATTERN", NULL, "SPOOLPARENT/mail/%d/%u",
+	  0, 0, false, DOM(maildir), NULL, NULL,
+	  "Where each mailbox's Maildir lives. `%d` is the domain, `%u` the "
+	  "mailbox name, `%%` a literal `%`; any other `%` escape is an error, "
+	  "and the pattern must contain `%u`. The default puts mail in `mail/` "
+	  "next to the spool directory (SPOOLPARENT is the spool's parent): "
+	  "`./var/mail/%d/%u` for the default spool." },
+};
+
+static const struct ctx domain_ctx = {
+	CTX_DOMAIN, "domain block", domain_opts, nitems(domain_opts),
+};
+
+static const struct option top_opts[] = {
+	{ "hostname", T_HOSTNAME, "HOSTNAME", NULL,
+	  "the system's host name (gethostname())", 0, 0, false, TOP(hostname),
+	  NULL, NULL,
+	  "The name tern gives itself in its greeting, in EHLO replies and in "
+	  "Received: headers. Use the fully qualified name that the server's "
+	  "address resolves to." },
+	{ "listen", T_LISTEN, "ADDR:PORT", "127.0.0.1:2525", NULL, 0, 0, true,
+	  0, NULL, NULL,
+	  "An address and port to accept SMTP connections on: IPv4 "
+	  "`192.0.2.1:25`, or IPv6 in brackets `[2001:db8::1]:25`; "
+	  "`0.0.0.0:25` and `[::]:25` mean every address. Repeatable, up to 32 "
+	  "listeners; the default applies only when none is given. Host names "
+	  "are not accepted (no DNS at start-up)." },
+	{ "spool", T_PATH, "PATH", "./var/spool", NULL, 0, 0, false,
+	  TOP(spool_dir), NULL, NULL,
+	  "The queue directory, owned by the queue process. Created if "
+	  "missing." },
+	{ "log_file", T_PATH, "PATH", NULL, "none: log to stderr only", 0, 0,
+	  false, TOP(log_file), NULL, NULL,
+	  "Also append every log line to this file. Lines always go to "
+	  "stderr as well." },
+	{ "user_smtp", T_USER, "USER", "tern-smtp", NULL, 0, 0, false,
+	  TOP(user_smtp), NULL, NULL,
+	  "The unprivileged user of the network-facing smtp process. Used "
+	  "only when tern is started as root; otherwise every process runs "
+	  "as the user who started tern." },
+	{ "user_queue", T_USER, "USER", "tern", NULL, 0, 0, false,
+	  TOP(user_queue), NULL, NULL,
+	  "The user of the queue process, which owns the spool and writes the "
+	  "Maildirs. Used only when tern is started as root." },
+	{ "chroot", T_PATH, "PATH", NULL,
+	  "SPOOL/../empty (a directory `empty` next to the spool)", 0, 0, false,
+	  TOP(chroot_dir), NULL, NULL,
+	  "An empty directory the smtp process is chrooted into when tern "
+	  "starts as root." },
+	{ "relay_networks", T_CIDRS, "CIDR...", "127.0.0.0/8 ::1/128", NULL,
+	  0, 0, true, 0, NULL, NULL,
+	  "Clients in these networks may relay: send to domains that are not "
+	  "local. Everyone else may only send to local domains, so tern is "
+	  "never an open relay. IPv4 `10.0.0.0/8` and IPv6 `2001:db8::/32`; a "
+	  "bare address is a /32 or /128; host bits past the prefix are "
+	  "ignored. IPv4 clients that arrive as IPv4-mapped IPv6 addresses "
+	  "(`::ffff:10.1.2.3`) match IPv4 networks. Repeatable, the lists add "
+	  "up (at most 4096 networks); the default applies only when the "
+	  "option is absent. `relay_networks none` lets no client relay." },
+	{ "max_message_size", T_SIZE, "SIZE", "25M", NULL, 1 * KIB,
+	  4 * KIB * KIB * KIB, false, TOP(max_message_size), NULL, NULL,
+	  "The largest message accepted, in bytes. Advertised in the EHLO "
+	  "reply (SIZE, RFC 1870), enforced at MAIL FROM and again while the "
+	  "message arrives (552 5.3.4)." },
+	{ "max_recipients", T_UINT, "N", "100", NULL, 1, 10000, false,
+	  TOP(max_recipients), NULL, NULL,
+	  "Recipients per transaction; more RCPT commands get 452 4.5.3 "
+	  "(RFC 5321 4.5.3.1.10)." },
+	{ "max_connections", T_UINT, "N", "256", NULL, 1, 65535, false,
+	  TOP(max_connections), NULL, NULL,
+	  "Simultaneous SMTP sessions in total; further connections get "
+	  "421 4.7.0 and are closed." },
+	{ "max_connections_per_ip", T_UINT, "N", "20", NULL, 1, 65535, false,
+	  TOP(max_connections_per_ip), NULL, NULL,
+	  "Simultaneous sessions from one client address; further "
+	  "connections get 421 4.7.0 and are closed." },
+	{ "max_errors", T_UINT, "N", "10", NULL, 1, 1000, false,
+	  TOP(max_errors), NULL, NULL,
+	  "Error replies one session may earn before tern answers 421 4.7.0 "
+	  "and closes it, to shed clients that probe or misbehave." },
+	{ "timeout_greeting", T_DURATION, "DURATION", "300s", NULL, 1,
+	  3600, false, TOP(timeout_greeting), NULL, NULL,
+	  "Bound on the start of a session, from connection to the 220 "
+	  "greeting; clients wait 5 minutes for it (RFC 5321 4.5.3.2.1)." },
+	{ "timeout_command", T_DURATION, "DURATION", "300s", NULL, 1, 3600,
+	  false, TOP(timeout_command), NULL, NULL,
+	  "How long tern waits for the client's next command before it "
+	  "answers 421 and closes the session. RFC 5321 4.5.3.2.7 says a "
+	  "server SHOULD wait at least 5 minutes." },
+	{ "timeout_data", T_DURATION, "DURATION", "180s", NULL, 1, 3600, false,
+	  TOP(timeout_data), NULL, NULL,
+	  "How long tern waits for each block of message data (DATA or BDAT "
+	  "input); the time is per block, so a large message on a slow link "
+	  "is not cut off (RFC 5321 4.5.3.2.5)." },
+	{ "delivery_workers", T_UINT, "N", "4", NULL, 1, 64, false,
+	  TOP(delivery_workers), NULL, NULL,
+	  "Threads in the queue process that write messages into Maildirs." },
+	{ "bare_newline", T_ENUM, "normalize|reject", "normalize", NULL, 0, 0,
+	  false, TOP(bare_newline), bare_newline_names, NULL,
+	  "What to do with a bare LF or bare CR inside message data. Only "
+	  "CR LF . CR LF ends a message either way, so no second message can "
+	  "be smuggled in (the CVE-2023-51764 class). `normalize` turns each "
+	  "bare LF or CR into CR LF; `reject` refuses the message with "
+	  "550 5.5.2 once its data has been read." },
+	{ "domain", T_DOMAIN, "NAME { ... }", NULL, "none", 0, 0, true, 0,
+	  NULL, &domain_ctx,
+	  "A local domain: tern accepts mail for its mailboxes and aliases and "
+	  "delivers it to Maildirs; an unknown user gets 550 5.1.1 at RCPT "
+	  "time. The name is lower-cased and must be letters, digits and "
+	  "hyphens in dot-separated labels (IDNs as A-labels, `xn--`). "
+	  "Repeatable, once per domain. Its options are listed below." },
+};
+
+static const struct ctx top_ctx = {
+	CTX_TOP, "top level", top_opts, nitems(top_opts),
+};
+
+static const struct ctx *const all_ctx[] = { &top_ctx, &domain_ctx };
+
+/*
+ * Small helpers: growing arrays and strings, error lists
+ */
+
+/* Make room for element n of an array grown one at a time: the capacity
+ * is the power of two at or above n, so reallocate when n is one. */
+static void *
+grow(void *arr, size_t n, size_t size)
+{
+	if (n == 0 || (n & (n - 1)) == 0)
+		arr = xreallocarray(arr, n == 0 ? 1 : 2 * n, size);
+	return arr;
+}
+
+struct sbuf {
+	char *s;
+	size_t len, cap;
+};
+
+static void sbuf_vaddf(struct sbuf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
+static void sbuf_addf(struct sbuf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+sbuf_vaddf(struct sbuf *b, const char *fmt, va_list ap)
+{
+	va_list ap2;
+	int n;
+
+	va_copy(ap2, ap);
+	n = vsnprintf(NULL, 0, fmt, ap2);
+	va_end(ap2);
+	ASSERT(n >= 0);
+	if (b->len + (size_t)n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 256;
+
+		while (cap < b->len + (size_t)n + 1)
+			cap *= 2;
+		b->s = xreallocarray(b->s, cap, 1);
+		b->cap = cap;
+	}
+	vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+	b->len += (size_t)n;
+}
+
+static void
+sbuf_addf(struct sbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	sbuf_vaddf(b, fmt, ap);
+	va_end(ap);
+}
+
+struct pending {
+	size_t dom;            /* index into cfg->domains */
+	const char *alias;     /* name, owned by the config */
+	const char *target;    /* NULL: the alias definition itself */
+	const char *file;      /* the aliases file, owned by the config */
+	unsigned line;
+};
+
+struct frame {
+	const struct ctx *ctx; /* NULL: skipping a block we could not open */
+	size_t dom;            /* CTX_DOMAIN: index into cfg->domains */
+	unsigned line;         /* where the block opened */
+	unsigned *seen;        /* per option: line where first set, or 0 */
+	unsigned skip_depth;   /* nested blocks inside a skipped one */
+	char label[300];       /* "domain example.org", for messages */
+};
+
+struct parser {
+	struct config *cfg;
+	const char *file;      /* name in messages */
+	unsigned line;
+	char *cwd;             /* NULL if getcwd() failed */
+	struct sbuf errors, warnings;
+	size_t nerrors;
+	/* stack[0] is the top level; real blocks nest up to CONFIG_MAX_DEPTH,
+	 * and one frame more skips a block that could not be opened (blocks
+	 * inside a skipped one only count skip_depth). */
+	struct frame stack[CONFIG_MAX_DEPTH + 2];
+	size_t depth;
+	unsigned listen_line[CONFIG_MAX_LISTENERS];
+	unsigned relay_line;   /* first relay_networks line, 0 if none */
+	unsigned relay_none_line;
+	unsigned *domain_line; /* per domain: where its block opened */
+	size_t alias_errors;   /* errors found reading aliases files */
+	struct pending *pend;
+	size_t npend;
+};
+
+static void perr_vat(struct parser *p, const char *file, unsigned line,
+    const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+static void perr_at(struct parser *p, const char *file, unsigned line,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void perr(struct parser *p, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void pwarn_at(struct parser *p, const char *file, unsigned line,
+    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void
+perr_vat(struct parser *p, const char *file, unsigned line, const char *fmt,
+    va_list ap)
+{
+	p->nerrors++;
+	if (p->nerrors > CONFIG_MAX_ERRORS) {
+		if (p->nerrors == CONFIG_MAX_ERRORS + 1)
+			sbuf_addf(&p->errors, "%s: too many errors, only the "
+			    "first %d are shown\n", p->file, CONFIG_MAX_ERRORS);
+		return;
+	}
+	if (line > 0)
+		sbuf_addf(&p->errors, "%s:%u: ", file, line);
+	else
+		sbuf_addf(&p->errors, "%s: ", file);
+	sbuf_vaddf(&p->errors, fmt, ap);
+	sbuf_addf(&p->errors, "\n");
+}
+
+static void
+perr_at(struct parser *p, const char *file, unsigned line, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	perr_vat(p, file, line, fmt, ap);
+	va_end(ap);
+}
+
+static void
+perr(struct parser *p, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	perr_vat(p, p->file, p->line, fmt, ap);
+	va_end(ap);
+}
+
+static void
+pwarn_at(struct parser *p, const char *file, unsigned line, const char *fmt,
+    ...)
+{
+	struct sbuf one = { 0 };
+	va_list ap;
+
+	va_start(ap, fmt);
+	sbuf_vaddf(&one, fmt, ap);
+	va_end(ap);
+	sbuf_addf(&p->warnings, "%s:%u: %s\n", file, line, one.s);
+	log_warn("%s:%u: %s", file, line, one.s);
+	free(one.s);
+}
+
+/* A value quoted for a message; non-printable bytes as \xNN, long values
+ * cut, so a binary file cannot garble the report. */
+static const char *
+show(char buf[96], const char *s, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		if (o + 8 > 96) {
+			memcpy(buf + o, "...", 3);
+			o += 3;
+			break;
+		}
+		if (c < 0x20 || c >= 0x7f) {
+			buf[o++] = '\\';
+			buf[o++] = 'x';
+			buf[o++] = hex[c >> 4];
+			buf[o++] = hex[c & 15];
+		} else {
+			buf[o++] = (char)c;
+		}
+	}
+	buf[o] = '\0';
+	return buf;
+}
+
+/* Levenshtein distance, for "did you mean"; names are short. */
+static size_t
+edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b), row[64];
+
+	if (la >= nitems(row) || lb >= nitems(row))
+		return SIZE_MAX;
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t best = diag + (a[i - 1] != b[j - 1]);
+
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+/* The closest of names (count n, stride bytes apart) to word, if close
+ * enough to be a plausible typo; NULL otherwise. */
+static const char *
+suggest(const char *word, const char *const *names, size_t n, size_t stride)
+{
+	const char *best = NULL;
+	size_t bestd = SIZE_MAX, limit = strlen(word) / 3;
+
+	if (limit < 1)
+		limit = 1;
+	if (limit > 3)
+		limit = 3;
+	for (size_t i = 0; i < n; i++) {
+		const char *name = *(const char *const *)(const void *)
+		    ((const char *)names + i * stride);
+		size_t d = edit_distance(word, name);
+
+		if (d <= limit && d < bestd) {
+			best = name;
+			bestd = d;
+		}
+	}
+	return best;
+}
+
+/*
+ * Value checks
+ */
+
+static bool
+is_atext(int c)
+{
+	/* RFC 5321 4.1.2 atext, ASCII only (names in files are ASCII). */
+	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9'))
+		return true;
+	return c != '\0' && strchr("!#$%&'*+-/=?^_`{|}~", c) != NULL;
+}
+
+/* NULL if (s, len) is a valid mailbox name, else why not. */
+static const char *
+check_local(const char *s, size_t len)
+{
+	if (len == 0)
+		return "empty name";
+	if (len > CONFIG_LOCAL_MAX)
+		return "longer than 64 characters (RFC 5321 4.5.3.1.1)";
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] == '@')
+			return "contains '@'";
+		if (s[i] == '/')
+			return "contains '/' (names are used in Maildir paths)";
+		if (s[i] == '.') {
+			if (i == 0 || i == len - 1 || s[i - 1] == '.')
+				return "has a leading, trailing or double '.'";
+			continue;
+		}
+		if (!is_atext((unsigned char)s[i]))
+			return "contains a character not allowed in a "
+			       "dot-string (RFC 5321 4.1.2)";
+	}
+	return NULL;
+}
+
+/* NULL if (s, len) is a valid LDH domain name, else why not. */
+static const char *
+check_domain(const char *s, size_t len)
+{
+	size_t label = 0;
+
+	if (len == 0)
+		return "empty name";
+	if (len > CONFIG_HOSTNAME_MAX)
+		return "longer than 253 characters";
+	for (size_t i = 0; i <= len; i++) {
+		char c = i < len ? s[i] : '.';
+
+		if (c == '.') {
+			if (label == 0)
+				return "has an empty label";
+			if (s[i - 1] == '-')
+				return "has a label ending in '-'";
+			label = 0;
+			continue;
+		}
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '-'))
+			return "may only contain letters, digits, '-' and '.'";
+		if (c == '-' && label == 0)
+			return "has a label starting with '-'";
+		if (++label > CONFIG_LABEL_MAX)
+			return "has a label longer than 63 characters";
+	}
+	return NULL;
+}
+
+static bool
+valid_user_name(const char *s)
+{
+	size_t len = strlen(s);
+
+	/* The portable set of useradd(8), plus '.'. */
+	if (len == 0 || len > CONFIG_USER_MAX || s[0] == '-')
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		    (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Join cwd and path and normalise "." and ".." lexically; NULL if the
+ * result would exceed CONFIG_PATH_MAX. ".." is taken lexically (the parent
+ * of the name, not of a symlink's target), which is what "SPOOL/../empty"
+ * means in the documentation.
+ */
+static char *
+path_absolute(const char *cwd, const char *path)
+{
+	char out[CONFIG_PATH_MAX + 1];
+	size_t o = 0;
+	const char *parts[2] = { path[0] == '/' ? "" : cwd, path };
+
+	for (size_t k = 0; k < 2; k++) {
+		const char *s = parts[k];
+
+		while (*s != '\0') {
+			const char *e;
+			size_t n;
+
+			while (*s == '/')
+				s++;
+			e = s;
+			while (*e != '\0' && *e != '/')
+				e++;
+			n = (size_t)(e - s);
+			if (n == 0 || (n == 1 && s[0] == '.')) {
+				/* nothing */
+			} else if (n == 2 && s[0] == '.' && s[1] == '.') {
+				while (o > 0 && out[o - 1] != '/')
+					o--;
+				if (o > 0)
+					o--;  /* the slash */
+			} else {
+				if (o + 1 + n > CONFIG_PATH_MAX)
+					return NULL;
+				out[o++] = '/';
+				memcpy(out + o, s, n);
+				o += n;
+			}
+			s = e;
+		}
+	}
+	if (o == 0)
+		out[o++] = '/';
+	out[o] = '\0';
+	return xstrdup(out);
+}
+
+/* Parent directory of an absolute, normalised path. */
+static char *
+path_parent(const char *abs)
+{
+	const char *slash = strrchr(abs, '/');
+
+	if (slash == NULL || slash == abs)
+		return xstrdup("/");
+	return xstrndup(abs, (size_t)(slash - abs));
+}
+
+/* An absolute copy of path, or NULL after reporting why not. */
+static char *
+resolve_path(struct parser *p, const char *opt, const char *path)
+{
+	char *abs;
+
+	if (path[0] == '\0') {
+		perr(p, "%s: empty path", opt);
+		return NULL;
+	}
+	if (path[0] != '/' && p->cwd == NULL) {
+		perr(p, "%s: cannot resolve relative path '%s': the working "
+		    "directory is unknown", opt, path);
+		return NULL;
+	}
+	if ((abs = path_absolute(p->cwd, path)) == NULL)
+		perr(p, "%s: path longer than %d bytes", opt, CONFIG_PATH_MAX);
+	return abs;
+}
+
+static bool
+parse_digits(const char *s, size_t len, uint64_t *v)
+{
+	uint64_t x = 0;
+
+	if (len == 0 || len > 20)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return false;
+		if (x > (UINT64_MAX - (uint64_t)(s[i] - '0')) / 10)
+			return false;
+		x = x * 10 + (uint64_t)(s[i] - '0');
+	}
+	*v = x;
+	return true;
+}
+
+/* A number with an optional one-letter unit from units (multipliers in
+ * mult, same order); false if malformed or overflowing. */
+static bool
+parse_scaled(const char *s, const char *units, const uint64_t *mult,
+    uint64_t *v)
+{
+	size_t len = strlen(s);
+	uint64_t m = 1, x;
+	const char *u;
+
+	if (len > 1 && (u = strchr(units, s[len - 1])) != NULL) {
+		m = mult[u - units];
+		len--;
+	}
+	if (!parse_digits(s, len, &x) || (x != 0 && m > UINT64_MAX / x))
+		return false;
+	*v = x * m;
+	return true;
+}
+
+static const char size_units[] = "KkMmGg";
+static const uint64_t size_mult[] = { KIB, KIB, KIB * KIB, KIB * KIB,
+	KIB * KIB * KIB, KIB * KIB * KIB };
+static const char duration_units[] = "smhd";
+static const uint64_t duration_mult[] = { 1, 60, 3600, 86400 };
+
+/* Bounds and defaults printed the way a person would write them. */
+static void
+fmt_size(char *buf, size_t size, uint64_t v)
+{
+	static const char suffix[] = "GMK";
+	static const uint64_t div[] = { KIB * KIB * KIB, KIB * KIB, KIB };
+
+	for (size_t i = 0; i < nitems(div); i++) {
+		if (v != 0 && v % div[i] == 0) {
+			snprintf(buf, size, "%llu%c",
+			    (unsigned long long)(v / div[i]), suffix[i]);
+			return;
+		}
+	}
+	snprintf(buf, size, "%llu", (unsigned long long)v);
+}
+
+static void
+fmt_duration(char *buf, size_t size, uint64_t v)
+{
+	static const char suffix[] = "dhm";
+	static const uint64_t div[] = { 86400, 3600, 60 };
+
+	for (size_t i = 0; i < nitems(div); i++) {
+		if (v != 0 && v % div[i] == 0) {
+			snprintf(buf, size, "%llu%c",
+			    (unsigned long long)(v / div[i]), suffix[i]);
+			return;
+		}
+	}
+	snprintf(buf, size, "%llus", (unsigned long long)v);
+}
+
+static void
+fmt_bound(const struct option *o, char *buf, size_t size, uint64_t v)
+{
+	if (o->type == T_SIZE)
+		fmt_size(buf, size, v);
+	else if (o->type == T_DURATION)
+		fmt_duration(buf, size, v);
+	else
+		snprintf(buf, size, "%llu", (unsigned long long)v);
+}
+
+static bool
+parse_listen(const char *s, struct sockaddr_storage *ss, socklen_t *slen)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *colon, *hs;
+	size_t hlen;
+	uint64_t port;
+	int family;
+
+	memset(ss, 0, sizeof(*ss));
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+
+		if (close == NULL || close[1] != ':')
+			return false;
+		hs = s + 1;
+		hlen = (size_t)(close - hs);
+		colon = close + 1;
+		family = AF_INET6;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL)
+			return false;
+		hs = s;
+		hlen = (size_t)(colon - s);
+		if (memchr(hs, ':', hlen) != NULL)
+			return false;   /* IPv6 needs brackets */
+		family = AF_INET;
+	}
+	if (hlen == 0 || hlen >= sizeof(host))
+		return false;
+	memcpy(host, hs, hlen);
+	host[hlen] = '\0';
+	if (!parse_digits(colon + 1, strlen(colon + 1), &port) || port == 0 ||
+	    port > 65535)
+		return false;
+	if (family == AF_INET) {
+		struct sockaddr_in *sin = (struct sockaddr_in *)ss;
+
+		if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return false;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)port);
+		*slen = sizeof(*sin);
+	} else {
+		struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *)ss;
+
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return false;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)port);
+		*slen = sizeof(*sin6);
+	}
+	return true;
+}
+
+static bool
+parse_cidr(const char *s, struct config_cidr *c)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	const char *slash = strchr(s, '/');
+	size_t hlen = slash != NULL ? (size_t)(slash - s) : strlen(s);
+	unsigned bits;
+	uint64_t prefix;
+
+	if (hlen == 0 || hlen >= sizeof(host))
+		return false;
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	memset(c, 0, sizeof(*c));
+	if (strchr(host, ':') != NULL) {
+		if (inet_pton(AF_INET6, host, c->addr) != 1)
+			return false;
+		c->family = AF_INET6;
+		bits = 128;
+	} else {
+		if (inet_pton(AF_INET, host, c->addr) != 1)
+			return false;
+		c->family = AF_INET;
+		bits = 32;
+	}
+	prefix = bits;
+	if (slash != NULL && (!parse_digits(slash + 1, strlen(slash + 1),
+	    &prefix) || prefix > bits || strlen(slash + 1) > 3))
+		return false;
+	c->prefix = (unsigned)prefix;
+	/* Keep only the network part, so matching compares whole bytes. */
+	for (unsigned i = 0; i < bits / 8; i++) {
+		unsigned lo = i * 8;
+
+		if (lo >= c->prefix)
+			c->addr[i] = 0;
+		else if (lo + 8 > c->prefix)
+			c->addr[i] &= (uint8_t)(0xff00u >> (c->prefix - lo));
+	}
+	return true;
+}
+
+/* NULL if the maildir pattern is well formed, else why not. */
+static const char *
+check_maildir(const char *pat, char *why, size_t whysize)
+{
+	bool has_user = false;
+
+	for (const char *s = pat; *s != '\0'; s++) {
+		if (*s != '%')
+			continue;
+		s++;
+		if (*s == 'u')
+			has_user = true;
+		else if (*s == '\0')
+			return "the pattern ends with a lone '%'";
+		else if (*s != 'd' && *s != '%') {
+			char c[96];
+
+			snprintf(why, whysize, "unknown escape '%%%s' (use %%d, "
+			    "%%u or %%%%)", show(c, s, 1));
+			return why;
+		}
+	}
+	if (!has_user)
+		return "the pattern must contain %u (the mailbox name)";
+	return NULL;
+}
+
+/*
+ * Reading users and aliases files
+ */
+
+/* Read a whole file (at most max bytes) into a NUL-terminated buffer.
+ * Returns -1 with errno; EFBIG if it is too large. */
+static int
+read_file(const char *path, size_t max, char **out, size_t *len)
+{
+	FILE *f = fopen(path, "re");
+	struct stat st;
+	char *buf;
+	size_t n;
+
+	if (f == NULL)
+		return -1;
+	if (fstat(fileno(f), &st) == -1) {
+		int e = errno;
+
+		fclose(f);
+		errno = e;
+		return -1;
+	}
+	if (S_ISDIR(st.st_mode)) {
+		fclose(f);
+		errno = EISDIR;
+		return -1;
+	}
+	buf = xmalloc(max + 1 < 65536 ? max + 1 : 65536);
+	n = 0;
+	for (size_t cap = max + 1 < 65536 ? max + 1 : 65536;;) {
+		size_t r = fread(buf + n, 1, cap - n, f);
+
+		n += r;
+		if (r == 0)
+			break;
+		if (n > max) {
+			free(buf);
+			fclose(f);
+			errno = EFBIG;
+			return -1;
+		}
+		if (n == cap) {
+			cap = cap * 2 > max + 1 ? max + 1 : cap * 2;
+			buf = xreallocarray(buf, cap, 1);
+		}
+	}
+	if (ferror(f)) {
+		free(buf);
+		fclose(f);
+		errno = EIO;
+		return -1;
+	}
+	fclose(f);
+	buf = xreallocarray(buf, n + 1, 1);
+	buf[n] = '\0';
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
+/* Iterate over the lines of (text, len): returns false at the end. */
+struct lines {
+	const char *text;
+	size_t len, pos;
+	unsigned no;
+};
+
+static bool
+next_line(struct lines *it, const char **line, size_t *llen)
+{
+	const char *nl;
+	size_t n;
+
+	if (it->pos >= it->len)
+		return false;
+	nl = memchr(it->text + it->pos, '\n', it->len - it->pos);
+	n = nl != NULL ? (size_t)(nl - (it->text + it->pos)) : it->len - it->pos;
+	*line = it->text + it->pos;
+	*llen = n;
+	it->pos += n + (nl != NULL);
+	it->no++;
+	if (n > 0 && (*line)[n - 1] == '\r')
+		(*llen)--;     /* files edited on other systems */
+	return true;
+}
+
+static bool
+is_space(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+static void
+trim(const char **s, size_t *len)
+{
+	while (*len > 0 && is_space(**s)) {
+		(*s)++;
+		(*len)--;
+	}
+	while (*len > 0 && is_space((*s)[*len - 1]))
+		(*len)--;
+}
+
+static char *
+lower_dup(const char *s, size_t len)
+{
+	char *r = xstrndup(s, len);
+
+	util_ascii_lower(r);
+	return r;
+}
+
+/* users file: one name per line, '#' starts a comment; anything after the
+ * first ':' is reserved for a password hash (AUTH) and ignored for now. */
+static void
+read_users(struct parser *p, struct config_domain *d, const char *path)
+{
+	struct lines it = { 0 };
+	const char *line;
+	size_t llen;
+	char *text;
+
+	if (read_file(path, CONFIG_LIST_FILE_MAX, &text, &it.len) == -1) {
+		if (errno == ENOENT)
+			pwarn_at(p, p->file, p->line, "users file %s does not "
+			    "exist; domain %s has only its inline mailboxes",
+			    path, d->name);
+		else
+			perr(p, "users: cannot read %s: %s", path,
+			    errno == EFBIG ? "file too large" : strerror(errno));
+		return;
+	}
+	it.text = text;
+	while (next_line(&it, &line, &llen)) {
+		const char *colon = memchr(line, ':', llen);
+		const char *hash;
+		size_t nlen = colon != NULL ? (size_t)(colon - line) : llen;
+		const char *why;
+		char sh[96];
+
+		if (llen > CONFIG_LINE_MAX) {
+			perr_at(p, path, it.no, "line too long (more than %d "
+			    "bytes)", CONFIG_LINE_MAX);
+			continue;
+		}
+		if ((hash = memchr(line, '#', nlen)) != NULL) {
+			nlen = (size_t)(hash - line);
+			colon = NULL;     /* all of it is a comment */
+		}
+		trim(&line, &nlen);
+		if (nlen == 0) {
+			if (colon != NULL)
+				perr_at(p, path, it.no, "missing user name "
+				    "before ':'");
+			continue;
+		}
+		if ((why = check_local(line, nlen)) != NULL) {
+			perr_at(p, path, it.no, "invalid user name '%s': %s",
+			    show(sh, line, nlen), why);
+			continue;
+		}
+		d->mailboxes = grow(d->mailboxes, d->nmailboxes,
+		    sizeof(*d->mailboxes));
+		d->mailboxes[d->nmailboxes++] = lower_dup(line, nlen);
+	}
+	free(text);
+}
+
+static void
+add_pending(struct parser *p, size_t dom, const char *alias,
+    const char *target, const char *file, unsigned line)
+{
+	p->pend = grow(p->pend, p->npend, sizeof(*p->pend));
+	p->pend[p->npend++] = (struct pending){ dom, alias, target, file, line };
+}
+
+/* Check and store one alias target ("user" or "user@domain"); false after
+ * reporting why it is not one. */
+static bool
+add_target(struct parser *p, size_t dom, struct config_alias *a,
+    const char *t, size_t tlen, const char *path, unsigned lineno)
+{
+	const char *at = memchr(t, '@', tlen);
+	size_t llen = at != NULL ? (size_t)(at - t) : tlen;
+	const char *why;
+	char sh[96];
+
+	if ((why = check_local(t, llen)) == NULL && at != NULL)
+		why = check_domain(at + 1, tlen - llen - 1);
+	if (why != NULL) {
+		perr_at(p, path, lineno, "alias '%s': invalid target '%s': %s",
+		    a->name, show(sh, t, tlen), why);
+		return false;
+	}
+	if (a->ntargets >= CONFIG_MAX_TARGETS) {
+		perr_at(p, path, lineno, "alias '%s': more than %d targets",
+		    a->name, CONFIG_MAX_TARGETS);
+		return false;
+	}
+	a->targets = grow(a->targets, a->ntargets, sizeof(*a->targets));
+	a->targets[a->ntargets] = lower_dup(t, tlen);
+	add_pending(p, dom, a->name, a->targets[a->ntargets], path, lineno);
+	a->ntargets++;
+	return true;
+}
+
+struct alias_line {
+	const char *name;
+	unsigned line;
+	bool bad_target;       /* reported already: not also "no targets" */
+};
+
+static int
+alias_line_cmp(const void *a, const void *b)
+{
+	const struct alias_line *x = a, *y = b;
+	int c = strcmp(x->name, y->name);
+
+	return c != 0 ? c : (x->line > y->line) - (x->line < y->line);
+}
+
+/*
+ * aliases file: "name: target, target" per line; '#' starts a comment; a
+ * line that starts with a blank continues the previous alias's targets.
+ * Targets are checked against the local domains once the whole
+ * configuration is read (finish()), since domains may come later.
+ */
+static void
+read_aliases(struct parser *p, size_t dom, const char *path)
+{
+	struct config_domain *d = &p->cfg->domains[dom];
+	struct lines it = { 0 };
+	struct alias_line *seen = NULL;
+	struct config_alias *cur = NULL;
+	size_t nseen = 0, first = d->naliases;
+	bool skip_cont = false;
+	const char *line;
+	size_t llen;
+	char *text;
+
+	if (read_file(path, CONFIG_LIST_FILE_MAX, &text, &it.len) == -1) {
+		perr(p, "aliases: cannot read %s: %s", path,
+		    errno == EFBIG ? "file too large" : strerror(errno));
+		return;
+	}
+	it.text = text;
+	while (next_line(&it, &line, &llen)) {
+		const char *hash, *rest;
+		size_t rlen;
+		bool cont;
+
+		if (llen > CONFIG_LINE_MAX) {
+			perr_at(p, path, it.no, "line too long (more than %d "
+			    "bytes)", CONFIG_LINE_MAX);
+			cur = NULL;
+			skip_cont = true;
+			continue;
+		}
+		if ((hash = memchr(line, '#', llen)) != NULL)
+			llen = (size_t)(hash - line);
+		cont = llen > 0 && is_space(line[0]);
+		trim(&line, &llen);
+		if (llen == 0)
+			continue;
+		if (cont) {
+			if (cur == NULL) {
+				/* After a bad alias line, stay quiet. */
+				if (!skip_cont)
+					perr_at(p, path, it.no, "continuation "
+					    "line without an alias before it");
+				continue;
+			}
+			rest = line;
+			rlen = llen;
+		} else {
+			const char *colon = memchr(line, ':', llen);
+			const char *why, *name = line;
+			size_t nlen;
+			char sh[96];
+
+			cur = NULL;
+			skip_cont = true;
+			if (colon == NULL) {
+				perr_at(p, path, it.no, "expected "
+				    "'name: target, ...'");
+				continue;
+			}
+			nlen = (size_t)(colon - line);
+			trim(&name, &nlen);
+			if ((why = check_local(name, nlen)) != NULL) {
+				perr_at(p, path, it.no, "invalid alias name "
+				    "'%s': %s", show(sh, name, nlen), why);
+				continue;
+			}
+			skip_cont = false;
+			d->aliases = grow(d->aliases, d->naliases,
+			    sizeof(*d->aliases));
+			cur = &d->aliases[d->naliases++];
+			memset(cur, 0, sizeof(*cur));
+			cur->name = lower_dup(name, nlen);
+			seen = grow(seen, nseen, sizeof(*seen));
+			seen[nseen++] = (struct alias_line){ cur->name, it.no,
+			    false };
+			add_pending(p, dom, cur->name, NULL, path, it.no);
+			rest = colon + 1;
+			rlen = (size_t)(line + llen - rest);
+		}
+		/* Comma-separated targets; empty items (a trailing comma
+		 * before a continuation line) are skipped. */
+		while (rlen > 0) {
+			const char *comma = memchr(rest, ',', rlen);
+			size_t tlen = comma != NULL ? (size_t)(comma - rest) : rlen;
+			const char *t = rest;
+
+			rest += tlen + (comma != NULL);
+			rlen -= tlen + (comma != NULL);
+			trim(&t, &tlen);
+			if (tlen > 0 && !add_target(p, dom, cur, t, tlen, path,
+			    it.no))
+				seen[nseen - 1].bad_target = true;
+		}
+	}
+	/* The array may have moved: cur is not used past this point. */
+	for (size_t i = first; i < d->naliases; i++) {
+		if (d->aliases[i].ntargets == 0) {
+			const struct alias_line *l = NULL;
+
+			for (size_t j = 0; j < nseen; j++)
+				if (seen[j].name == d->aliases[i].name)
+					l = &seen[j];
+			ASSERT(l != NULL);
+			if (!l->bad_target)
+				perr_at(p, path, l->line, "alias '%s' has no "
+				    "targets", d->aliases[i].name);
+		}
+	}
+	if (nseen > 1)
+		qsort(seen, nseen, sizeof(*seen), alias_line_cmp);
+	for (size_t i = 1; i < nseen; i++)
+		if (strcmp(seen[i].name, seen[i - 1].name) == 0)
+			perr_at(p, path, seen[i].line, "duplicate alias '%s' "
+			    "(first defined at line %u)", seen[i].name,
+			    seen[i - 1].line);
+	free(seen);
+	free(text);
+}
+
+/*
+ * Options
+ */
+
+static struct config_domain *
+frame_domain(struct parser *p, const struct frame *f)
+{
+	return &p->cfg->domains[f->dom];
+}
+
+static void
+set_string(char **field, char *value)
+{
+	free(*field);
+	*field = value;
+}
+
+static void
+apply_cidrs(struct parser *p, const struct option *o, char **args,
+    size_t nargs)
+{
+	struct config *cfg = p->cfg;
+
+	if (nargs == 1 && strcmp(args[0], "none") == 0) {
+		if (p->relay_line != 0)
+			perr(p, "%s: 'none' cannot be combined with networks "
+			    "(line %u)", o->name, p->relay_line);
+		else if (p->relay_none_line == 0)
+			p->relay_none_line = p->line;
+		return;
+	}
+	if (p->relay_none_line != 0) {
+		perr(p, "%s: networks cannot be combined with 'none' (line %u)",
+		    o->name, p->relay_none_line);
+		return;
+	}
+	if (p->relay_line == 0)
+		p->relay_line = p->line;
+	for (size_t i = 0; i < nargs; i++) {
+		struct config_cidr c;
+		char sh[96];
+
+		if (!parse_cidr(args[i], &c)) {
+			perr(p, "%s: '%s' is not a network (use 10.0.0.0/8, "
+			    "2001:db8::/32 or a single address)", o->name,
+			    show(sh, args[i], strlen(args[i])));
+			continue;
+		}
+		if (cfg->nrelay_networks >= CONFIG_MAX_RELAY_NETWORKS) {
+			perr(p, "%s: more than %d networks", o->name,
+			    CONFIG_MAX_RELAY_NETWORKS);
+			return;
+		}
+		cfg->relay_networks = grow(cfg->relay_networks,
+		    cfg->nrelay_networks, sizeof(*cfg->relay_networks));
+		cfg->relay_networks[cfg->nrelay_networks++] = c;
+	}
+}
+
+static void
+apply_listen(struct parser *p, const struct option *o, const char *arg)
+{
+	struct config *cfg = p->cfg;
+	struct config_listener *l;
+	char sh[96];
+
+	if (cfg->nlisteners >= CONFIG_MAX_LISTENERS) {
+		perr(p, "%s: more than %d listeners", o->name,
+		    CONFIG_MAX_LISTENERS);
+		return;
+	}
+	l = &cfg->listeners[cfg->nlisteners];
+	if (strlen(arg) >= sizeof(l->text) ||
+	    !parse_listen(arg, &l->addr, &l->addrlen)) {
+		perr(p, "%s: '%s' is not an address:port (use 192.0.2.1:25 or "
+		    "[2001:db8::1]:25; ports 1..65535)", o->name,
+		    show(sh, arg, strlen(arg)));
+		memset(l, 0, sizeof(*l));
+		return;
+	}
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		if (cfg->listeners[i].addrlen == l->addrlen &&
+		    memcmp(&cfg->listeners[i].addr, &l->addr, l->addrlen) == 0) {
+			perr(p, "%s: %s is already listed at line %u", o->name,
+			    arg, p->listen_line[i]);
+			memset(l, 0, sizeof(*l));
+			return;
+		}
+	}
+	util_strlcpy(l->text, arg, sizeof(l->text));
+	p->listen_line[cfg->nlisteners++] = p->line;
+}
+
+static void
+apply_number(struct parser *p, const struct option *o, void *field,
+    const char *arg)
+{
+	char sh[96], lo[32], hi[32];
+	uint64_t v;
+	bool ok;
+
+	if (o->type == T_SIZE)
+		ok = parse_scaled(arg, size_units, size_mult, &v);
+	else if (o->type == T_DURATION)
+		ok = parse_scaled(arg, duration_units, duration_mult, &v);
+	else
+		ok = parse_digits(arg, strlen(arg), &v);
+	if (!ok) {
+		show(sh, arg, strlen(arg));
+		if (o->type == T_SIZE)
+			perr(p, "%s: '%s' is not a size (a number of bytes with "
+			    "an optional K, M or G suffix)", o->name, sh);
+		else if (o->type == T_DURATION)
+			perr(p, "%s: '%s' is not a duration (a number of "
+			    "seconds, or with an s, m, h or d suffix)", o->name,
+			    sh);
+		else
+			perr(p, "%s: '%s' is not a number", o->name, sh);
+		return;
+	}
+	if (v < o->min || v > o->max) {
+		fmt_bound(o, lo, sizeof(lo), o->min);
+		fmt_bound(o, hi, sizeof(hi), o->max);
+		perr(p, "%s: %s is out of bounds (%s..%s)", o->name,
+		    show(sh, arg, strlen(arg)), lo, hi);
+		return;
+	}
+	if (o->type == T_SIZE)
+		*(uint64_t *)field = v;
+	else
+		*(unsigned *)field = (unsigned)v;
+}
+
+static void
+apply_enum(struct parser *p, const struct option *o, void *field,
+    const char *arg)
+{
+	struct sbuf list = { 0 };
+	const char *near;
+	size_t nnames;
+	char sh[96];
+
+	for (unsigned i = 0; o->names[i] != NULL; i++) {
+		if (strcmp(arg, o->names[i]) == 0) {
+			*(unsigned *)field = i;
+			free(list.s);
+			return;
+		}
+		sbuf_addf(&list, "%s%s", i ? ", " : "", o->names[i]);
+	}
+	for (nnames = 0; o->names[nnames] != NULL; nnames++)
+		continue;
+	near = suggest(arg, o->names, nnames, sizeof(char *));
+	perr(p, "%s: '%s' is not one of %s%s%s%s", o->name,
+	    show(sh, arg, strlen(arg)), list.s, near ? " (did you mean '" : "",
+	    near ? near : "", near ? "'?)" : "");
+	free(list.s);
+}
+
+static void
+apply_mailboxes(struct parser *p, const struct option *o,
+    struct config_domain *d, char **args, size_t nargs)
+{
+	for (size_t i = 0; i < nargs; i++) {
+		const char *why = check_local(args[i], strlen(args[i]));
+		char sh[96];
+
+		if (why != NULL) {
+			perr(p, "%s: invalid name '%s': %s", o->name,
+			    show(sh, args[i], strlen(args[i])), why);
+			continue;
+		}
+		d->mailboxes = grow(d->mailboxes, d->nmailboxes,
+		    sizeof(*d->mailboxes));
+		d->mailboxes[d->nmailboxes++] = lower_dup(args[i],
+		    strlen(args[i]));
+	}
+}
+
+/* Apply option o of frame f with its values; reports every problem. */
+static void
+apply_option(struct parser *p, struct frame *f, const struct option *o,
+    char **args, size_t nargs)
+{
+	void *base = f->ctx->kind == CTX_TOP ? (void *)p->cfg :
+	    (void *)frame_domain(p, f);
+	void *field = (char *)base + o->off;
+	size_t idx = (size_t)(o - f->ctx->opts);
+	bool list = o->type == T_CIDRS || o->type == T_MAILBOXES;
+	const char *why;
+	char sh[96], whybuf[128], *abs;
+	size_t nerr;
+
+	if (!o->repeat) {
+		if (f->seen[idx] != 0) {
+			perr(p, "duplicate option '%s' (first set at line %u)",
+			    o->name, f->seen[idx]);
+			return;
+		}
+		f->seen[idx] = p->line;
+	}
+	if (nargs == 0) {
+		perr(p, "%s: missing value", o->name);
+		return;
+	}
+	if (!list && nargs != 1) {
+		perr(p, "%s: expects one value, got %zu (quote values that "
+		    "contain spaces)", o->name, nargs);
+		return;
+	}
+	switch (o->type) {
+	case T_HOSTNAME:
+		if ((why = check_domain(args[0], strlen(args[0]))) != NULL) {
+			perr(p, "%s: '%s' is not a valid host name: %s",
+			    o->name, show(sh, args[0], strlen(args[0])), why);
+			return;
+		}
+		set_string(field, lower_dup(args[0], strlen(args[0])));
+		return;
+	case T_USER:
+		if (!valid_user_name(args[0])) {
+			perr(p, "%s: '%s' is not a valid user name", o->name,
+			    show(sh, args[0], strlen(args[0])));
+			return;
+		}
+		set_string(field, xstrdup(args[0]));
+		return;
+	case T_PATH:
+		if ((abs = resolve_path(p, o->name, args[0])) != NULL)
+			set_string(field, abs);
+		return;
+	case T_LISTEN:
+		apply_listen(p, o, args[0]);
+		return;
+	case T_CIDRS:
+		apply_cidrs(p, o, args, nargs);
+		return;
+	case T_SIZE:
+	case T_UINT:
+	case T_DURATION:
+		apply_number(p, o, field, args[0]);
+		return;
+	case T_ENUM:
+		apply_enum(p, o, field, args[0]);
+		return;
+	case T_MAILBOXES:
+		apply_mailboxes(p, o, base, args, nargs);
+		return;
+	case T_USERS:
+		if ((abs = resolve_path(p, o->name, args[0])) == NULL)
+			return;
+		set_string(field, abs);
+		read_users(p, base, abs);
+		return;
+	case T_ALIASES:
+		if ((abs = resolve_path(p, o->name, args[0])) == NULL)
+			return;
+		set_string(field, abs);
+		nerr = p->nerrors;
+		read_aliases(p, f->dom, abs);
+		p->alias_errors += p->nerrors - nerr;
+		return;
+	case T_MAILDIR:
+		if ((why = check_maildir(args[0], whybuf, sizeof(whybuf))) !=
+		    NULL) {
+			perr(p, "%s: %s", o->name, why);
+			return;
+		}
+		if ((abs = resolve_path(p, o->name, args[0])) != NULL)
+			set_string(field, abs);
+		return;
+	case T_DOMAIN:
+		break;
+	}
+	ASSERT(!"unreachable option type");
+}
+
+/*
+ * Blocks
+ */
+
+/* Open a domain block; returns the index of its (possibly invalid) domain,
+ * which receives the block's options either way so that errors inside it
+ * are still found. */
+static size_t
+open_domain(struct parser *p, char **args, size_t nargs)
+{
+	struct config *cfg = p->cfg;
+	struct config_domain *d;
+	const char *why = NULL;
+	char sh[96];
+
+	if (cfg->ndomains >= CONFIG_MAX_DOMAINS)
+		perr(p, "domain: more than %d domains", CONFIG_MAX_DOMAINS);
+	else if (nargs != 1)
+		perr(p, "domain: expects one name, got %zu", nargs);
+	else if ((why = check_domain(args[0], strlen(args[0]))) != NULL)
+		perr(p, "domain: '%s' is not a valid domain name: %s",
+		    show(sh, args[0], strlen(args[0])), why);
+	else {
+		for (size_t i = 0; i < cfg->ndomains; i++) {
+			if (strcasecmp(cfg->domains[i].name, args[0]) == 0) {
+				perr(p, "domain %s is already defined at line "
+				    "%u", cfg->domains[i].name,
+				    p->domain_line[i]);
+				break;
+			}
+		}
+	}
+	cfg->domains = grow(cfg->domains, cfg->ndomains, sizeof(*cfg->domains));
+	p->domain_line = grow(p->domain_line, cfg->ndomains,
+	    sizeof(*p->domain_line));
+	d = &cfg->domains[cfg->ndomains];
+	memset(d, 0, sizeof(*d));
+	/* An invalid name is kept empty: it matches nothing, and the block's
+	 * options are still checked. */
+	d->name = nargs == 1 && why == NULL ?
+	    lower_dup(args[0], strlen(args[0])) : xstrdup("");
+	p->domain_line[cfg->ndomains] = p->line;
+	return cfg->ndomains++;
+}
+
+/* At the end of a domain block. */
+static void
+close_domain(struct parser *p, size_t dom)
+{
+	struct config_domain *d = &p->cfg->domains[dom];
+	bool found = false;
+
+	/* RFC 5321 4.5.1: every domain MUST accept "postmaster". The users
+	 * file may be absent on purpose, so this is a warning. */
+	for (size_t i = 0; i < d->nmailboxes && !found; i++)
+		found = strcmp(d->mailboxes[i], "postmaster") == 0;
+	for (size_t i = 0; i < d->naliases && !found; i++)
+		found = strcmp(d->aliases[i].name, "postmaster") == 0;
+	if (!found && d->name[0] != '\0')
+		pwarn_at(p, p->file, p->domain_line[dom], "domain %s has no "
+		    "postmaster mailbox or alias (RFC 5321 4.5.1 requires one)",
+		    d->name);
+}
+
+static void
+push_frame(struct parser *p, const struct ctx *ctx, size_t dom,
+    const char *label)
+{
+	struct frame *f = &p->stack[++p->depth];
+
+	memset(f, 0, sizeof(*f));
+	f->ctx = ctx;
+	f->dom = dom;
+	f->line = p->line;
+	f->seen = ctx != NULL ? xcalloc(ctx->nopts, sizeof(unsigned)) : NULL;
+	util_strlcpy(f->label, label, sizeof(f->label));
+}
+
+static void
+pop_frame(struct parser *p)
+{
+	struct frame *f = &p->stack[p->depth];
+
+	ASSERT(p->depth > 0);
+	if (f->ctx != NULL && f->ctx->kind == CTX_DOMAIN)
+		close_domain(p, f->dom);
+	free(f->seen);
+	f->seen = NULL;
+	p->depth--;
+}
+
+static const struct option *
+find_option(const struct ctx *ctx, const char *name)
+{
+	for (size_t i = 0; i < ctx->nopts; i++)
+		if (strcmp(ctx->opts[i].name, name) == 0)
+			return &ctx->opts[i];
+	return NULL;
+}
+
+/* Report an unknown option name in ctx, with the most useful hint. */
+static void
+unknown_option(struct parser *p, const struct ctx *ctx, const char *name)
+{
+	const char *near;
+	char sh[96];
+
+	show(sh, name, strlen(name));
+	for (size_t i = 0; i < nitems(all_ctx); i++) {
+		if (all_ctx[i] == ctx || find_option(all_ctx[i], name) == NULL)
+			continue;
+		if (all_ctx[i]->kind == CTX_TOP)
+			perr(p, "option '%s' is not allowed in a %s (it is a "
+			    "top-level option)", sh, ctx->what);
+		else
+			perr(p, "option '%s' is only allowed in a %s", sh,
+			    all_ctx[i]->what);
+		return;
+	}
+	near = suggest(name, &ctx->opts[0].name, ctx->nopts,
+	    sizeof(ctx->opts[0]));
+	perr(p, "unknown option '%s'%s%s%s%s%s", sh,
+	    ctx->kind == CTX_TOP ? "" : " in ",
+	    ctx->kind == CTX_TOP ? "" : ctx->what,
+	    near ? " (did you mean '" : "", near ? near : "",
+	    near ? "'?)" : "");
+}
+
+/* One statement (no braces) in the innermost frame. */
+static void
+statement(struct parser *p, char **t, size_t n)
+{
+	struct frame *f = &p->stack[p->depth];
+	const struct option *o;
+
+	if (f->ctx == NULL)
+		return;    /* inside a block that could not be opened */
+	if ((o = find_option(f->ctx, t[0])) == NULL) {
+		unknown_option(p, f->ctx, t[0]);
+		return;
+	}
+	if (o->block != NULL) {
+		perr(p, "'%s' opens a block: %s %s", o->name, o->name, o->arg);
+		return;
+	}
+	apply_option(p, f, o, t + 1, n - 1);
+}
+
+/* "name args... {" (inner == NULL) or "name args... { inner }". */
+static void
+open_block(struct parser *p, char **t, size_t n, char **inner, size_t ninner,
+    bool oneline)
+{
+	struct frame *f = &p->stack[p->depth];
+	const struct option *o = NULL;
+	char label[300];
+
+	if (f->ctx == NULL) {
+		if (!oneline)
+			f->skip_depth++;
+		return;
+	}
+	if ((o = find_option(f->ctx, t[0])) == NULL)
+		unknown_option(p, f->ctx, t[0]);
+	else if (o->block == NULL)
+		perr(p, "option '%s' does not take a block", o->name);
+	else if (p->depth >= CONFIG_MAX_DEPTH)
+		perr(p, "blocks nested more than %d deep", CONFIG_MAX_DEPTH);
+	if (o == NULL || o->block == NULL || p->depth >= CONFIG_MAX_DEPTH) {
+		/* Skip to the matching '}' so it does not look stray. */
+		if (!oneline)
+			push_frame(p, NULL, 0, t[0]);
+		return;
+	}
+	snprintf(label, sizeof(label), "%s%s%s", o->name, n > 1 ? " " : "",
+	    n > 1 ? t[1] : "");
+	ASSERT(o->type == T_DOMAIN);
+	push_frame(p, o->block, open_domain(p, t + 1, n - 1), label);
+	if (oneline) {
+		if (ninner > 0)
+			statement(p, inner, ninner);
+		pop_frame(p);
+	}
+}
+
+static void
+close_block(struct parser *p)
+{
+	struct frame *f = &p->stack[p->depth];
+
+	if (p->depth == 0) {
+		perr(p, "unexpected '}' (no block is open)");
+		return;
+	}
+	if (f->ctx == NULL && f->skip_depth > 0) {
+		f->skip_depth--;
+		return;
+	}
+	pop_frame(p);
+}
+
+/*
+ * Tokenizer: words, "quoted strings" with \" and \\, the braces { and },
+ * and '#' comments outside quotes. Tokens are written NUL-terminated into
+ * buf (2 * len + 2 bytes, enough for every token and terminator). A brace
+ * is recorded as the one-character token "{" / "}" with braces[i] set, so
+ * a quoted "{" stays an ordinary value. Returns the token count, or -1
+ * after reporting the error (the line is then skipped).
+ */
+static long
+tokenize(struct parser *p, const char *s, size_t len, char *buf, char **tok,
+    bool *braces)
+{
+	size_t i = 0, o = 0;
+	long n = 0;
+
+	while (i < len) {
+		char c = s[i];
+
+		if (is_space(c) || c == '\r') {
+			i++;
+			continue;
+		}
+		if (c == '#')
+			break;
+		if (n >= CONFIG_MAX_TOKENS) {
+			perr(p, "too many values on one line (more than %d)",
+			    CONFIG_MAX_TOKENS);
+			return -1;
+		}
+		tok[n] = buf + o;
+		braces[n] = false;
+		if (c == '{' || c == '}') {
+			buf[o++] = c;
+			braces[n] = true;
+			i++;
+		} else if (c == '"') {
+			for (i++;; i++) {
+				if (i >= len) {
+					perr(p, "unterminated quoted string");
+					return -1;
+				}
+				if (s[i] == '"')
+					break;
+				if (s[i] == '\\') {
+					if (i + 1 < len &&
+					    (s[i + 1] == '"' || s[i + 1] == '\\')) {
+						buf[o++] = s[++i];
+						continue;
+					}
+					perr(p, "invalid escape in quoted string "
+					    "(only \\\" and \\\\ are allowed)");
+					return -1;
+				}
+				if ((unsigned char)s[i] < 0x20 && s[i] != '\t') {
+					perr(p, "control character in quoted "
+					    "string");
+					return -1;
+				}
+				buf[o++] = s[i];
+			}
+			i++;    /* the closing quote */
+			if (i < len && !is_space(s[i]) && s[i] != '\r' &&
+			    s[i] != '#' && s[i] != '{' && s[i] != '}') {
+				perr(p, "missing space after quoted string");
+				return -1;
+			}
+		} else {
+			while (i < len && !is_space(s[i]) && s[i] != '\r' &&
+			    s[i] != '#' && s[i] != '{' && s[i] != '}') {
+				if (s[i] == '"') {
+					perr(p, "unexpected '\"' inside a word "
+					    "(quote the whole value)");
+					return -1;
+				}
+				if ((unsigned char)s[i] < 0x20 ||
+				    (unsigned char)s[i] == 0x7f) {
+					perr(p, "control character in line");
+					return -1;
+				}
+				buf[o++] = s[i++];
+			}
+		}
+		buf[o++] = '\0';
+		n++;
+	}
+	return n;
+}
+
+static void
+parse_line(struct parser *p, const char *s, size_t len, char *buf,
+    char **tok, bool *br)
+{
+	long nl = tokenize(p, s, len, buf, tok, br);
+	size_t n, open = SIZE_MAX, nopen = 0, nclose = 0;
+
+	if (nl <= 0)
+		return;
+	n = (size_t)nl;
+	for (size_t i = 0; i < n; i++) {
+		if (br[i] && tok[i][0] == '{') {
+			nopen++;
+			if (open == SIZE_MAX)
+				open = i;
+		} else if (br[i]) {
+			nclose++;
+		}
+	}
+	if (nopen == 0 && nclose == 0) {
+		statement(p, tok, n);
+	} else if (br[0] && tok[0][0] == '}') {
+		if (n != 1)
+			perr(p, "'}' must be alone on its line");
+		else
+			close_block(p);
+	} else if (nopen == 0) {
+		perr(p, "unexpected '}' (a block ends with '}' alone on its "
+		    "line)");
+	} else if (open == 0) {
+		perr(p, "'{' must follow an option on the same line");
+	} else if (nopen > 1) {
+		perr(p, "only one '{' per line");
+	} else if (open == n - 1 && nclose == 0) {
+		open_block(p, tok, open, NULL, 0, false);
+	} else if (nclose == 1 && br[n - 1] && tok[n - 1][0] == '}') {
+		open_block(p, tok, open, tok + open + 1, n - open - 2, true);
+	} else {
+		perr(p, "'{' must end the line (or the block must close with "
+		    "'}' at the end of the same line)");
+	}
+}
+
+static void
+parse_text(struct parser *p, const char *text, size_t len)
+{
+	struct lines it = { .text = text, .len = len };
+	char **tok = xcalloc(CONFIG_MAX_TOKENS, sizeof(*tok));
+	bool *br = xcalloc(CONFIG_MAX_TOKENS, sizeof(*br));
+	char *buf = xmalloc(2 * CONFIG_LINE_MAX + 2);
+	const char *line;
+	size_t llen;
+
+	while (next_line(&it, &line, &llen)) {
+		p->line = it.no;
+		if (llen > CONFIG_LINE_MAX) {
+			perr(p, "line too long (more than %d bytes)",
+			    CONFIG_LINE_MAX);
+			continue;
+		}
+		if (memchr(line, '\0', llen) != NULL) {
+			perr(p, "NUL byte in line");
+			continue;
+		}
+		parse_line(p, line, llen, buf, tok, br);
+	}
+	/* Blocks left open at the end of the file. */
+	while (p->depth > 0) {
+		struct frame *f = &p->stack[p->depth];
+
+		perr_at(p, p->file, f->line, "block '%s' is never closed "
+		    "(missing '}')", f->label);
+		pop_frame(p);
+	}
+	free(buf);
+	free(br);
+	free(tok);
+}
+
+/*
+ * End of the file: defaults, computed values, cross-checks
+ */
+
+static void
+apply_defaults(struct parser *p)
+{
+	struct config *cfg = p->cfg;
+	const char *file = p->file;
+	size_t nerr = p->nerrors;
+
+	/* Built-in defaults go through the same parser as the file, so the
+	 * documented default is exactly what tern uses. */
+	p->file = "(built-in default)";
+	p->line = 0;
+	for (size_t i = 0; i < top_ctx.nopts; i++) {
+		const struct option *o = &top_opts[i];
+		char buf[128], *args[8], *save = NULL;
+		size_t nargs = 0;
+		bool unset;
+
+		if (o->def == NULL)
+			continue;
+		if (o->type == T_LISTEN)
+			unset = cfg->nlisteners == 0;
+		else if (o->type == T_CIDRS)
+			unset = p->relay_line == 0 && p->relay_none_line == 0;
+		else
+			unset = p->stack[0].seen[i] == 0;
+		if (!unset)
+			continue;
+		util_strlcpy(buf, o->def, sizeof(buf));
+		for (char *s = strtok_r(buf, " ", &save); s != NULL &&
+		    nargs < nitems(args); s = strtok_r(NULL, " ", &save))
+			args[nargs++] = s;
+		p->stack[0].seen[i] = 0;
+		apply_option(p, &p->stack[0], o, args, nargs);
+	}
+	ASSERT(p->nerrors == nerr || p->cwd == NULL);
+	p->file = file;
+
+	if (cfg->hostname == NULL) {
+		char host[256];
+
+		if (gethostname(host, sizeof(host)) == -1 || host[0] == '\0')
+			util_strlcpy(host, "localhost", sizeof(host));
+		host[sizeof(host) - 1] = '\0';
+		cfg->hostname = xstrdup(host);
+	}
+	if (cfg->spool_dir == NULL)
+		return;   /* reported already (working directory unknown) */
+	if (cfg->chroot_dir == NULL) {
+		char *parent = path_parent(cfg->spool_dir);
+
+		cfg->chroot_dir = xasprintf("%s%sempty", parent,
+		    strcmp(parent, "/") == 0 ? "" : "/");
+		free(parent);
+	}
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		struct config_domain *d = &cfg->domains[i];
+		char *parent;
+		struct sbuf pat = { 0 };
+
+		if (d->maildir != NULL)
+			continue;
+		parent = path_parent(cfg->spool_dir);
+		/* The parent is a path, not a pattern: escape its '%'. */
+		for (const char *s = parent; *s != '\0' &&
+		    strcmp(parent, "/") != 0; s++) {
+			if (*s == '%')
+				sbuf_addf(&pat, "%%%%");
+			else
+				sbuf_addf(&pat, "%c", *s);
+		}
+		sbuf_addf(&pat, "/mail/%%d/%%u");
+		free(parent);
+		d->maildir = pat.s;
+	}
+}
+
+/* Aliases: no clash with mailboxes, every target local and existing,
+ * every alias expanding to mailboxes without loops. */
+static void
+check_aliases(struct parser *p)
+{
+	struct config *cfg = p->cfg;
+	size_t nerr = p->nerrors;
+
+	for (size_t i = 0; i < p->npend; i++) {
+		const struct pending *e = &p->pend[i];
+		const struct config_domain *d = &cfg->domains[e->dom];
+		const struct config_domain *td = d;
+		const char *t = e->target, *at;
+
+		if (t == NULL) {
+			if (local_lookup(d, e->alias, strlen(e->alias)) ==
+			    LOCAL_LOOKUP_MAILBOX)
+				perr_at(p, e->file, e->line, "alias '%s' is "
+				    "also a mailbox of domain %s", e->alias,
+				    d->name);
+			continue;
+		}
+		if ((at = strchr(t, '@')) != NULL) {
+			td = config_find_domain(cfg, at + 1, strlen(at + 1));
+			if (td == NULL) {
+				perr_at(p, e->file, e->line, "alias '%s': "
+				    "target '%s': %s is not a local domain",
+				    e->alias, t, at + 1);
+				continue;
+			}
+		}
+		if (local_lookup(td, t, at != NULL ? (size_t)(at - t) :
+		    strlen(t)) == LOCAL_LOOKUP_UNKNOWN)
+			perr_at(p, e->file, e->line, "alias '%s': target '%s' "
+			    "is not a mailbox or alias of domain %s",
+			    e->alias, t, td->name);
+	}
+	/* With a broken alias or target, expansion would only repeat the
+	 * errors already reported; the loop checks wait for a clean file. */
+	if (p->nerrors != nerr || p->alias_errors > 0)
+		return;
+	for (size_t i = 0; i < p->npend; i++) {
+		const struct pending *e = &p->pend[i];
+		const struct config_domain *d = &cfg->domains[e->dom];
+		struct local_target out[LOCAL_EXPAND_MAX];
+		char why[256];
+
+		if (e->target != NULL)
+			continue;
+		if (local_expand_explain(cfg, d, e->alias, strlen(e->alias),
+		    out, why, sizeof(why)) == -1)
+			perr_at(p, e->file, e->line, "alias '%s': %s", e->alias,
+			    why);
+	}
+}
+
+static void
+finish(struct parser *p)
+{
+	apply_defaults(p);
+	for (size_t i = 0; i < p->cfg->ndomains; i++)
+		local_lookup_prepare(&p->cfg->domains[i]);
+	check_aliases(p);
+}
+
+/*
+ * Public interface
+ */
+
+const char *
+config_default_text(void)
+{
+	return config_default_text_data;
+}
+
+static struct config *
+load_text(const char *name, const char *text, size_t len, char **errors)
+{
+	struct parser p = { 0 };
+	char cwd[CONFIG_PATH_MAX + 1];
+	struct config *cfg = xcalloc(1, sizeof(*cfg));
+
+	cfg->source = xstrdup(name);
+	p.cfg = cfg;
+	p.file = cfg->source;
+	if (getcwd(cwd, sizeof(cwd)) != NULL && cwd[0] == '/')
+		p.cwd = cwd;
+	p.stack[0].ctx = &top_ctx;
+	p.stack[0].seen = xcalloc(top_ctx.nopts, sizeof(unsigned));
+	parse_text(&p, text, len);
+	finish(&p);
+	free(p.stack[0].seen);
+	free(p.domain_line);
+	free(p.pend);
+	cfg->warnings = p.warnings.s;
+	if (p.nerrors > 0) {
+		config_free(&cfg);
+		if (errors != NULL)
+			*errors = p.errors.s;
+		else
+			free(p.errors.s);
+		return NULL;
+	}
+	free(p.errors.s);
+	return cfg;
+}
+
+struct config *
+config_load(const char *path, char **errors)
+{
+	struct config *cfg;
+	size_t len;
+	char *text;
+
+	if (errors != NULL)
+		*errors = NULL;
+	if (path == NULL) {
+		const char *t = config_default_text();
+
+		return load_text(CONFIG_DEFAULT_NAME, t, strlen(t), errors);
+	}
+	if (read_file(path, CONFIG_FILE_MAX, &text, &len) == -1) {
+		if (errors != NULL)
+			*errors = xasprintf("%s: cannot read: %s\n", path,
+			    errno == EFBIG ? "file too large" : strerror(errno));
+		return NULL;
+	}
+	cfg = load_text(path, text, len, errors);
+	free(text);
+	return cfg;
+}
+
+static void
+free_strings(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+void
+config_free(struct config **cfgp)
+{
+	struct config *cfg = *cfgp;
+
+	if (cfg == NULL)
+		return;
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		struct config_domain *d = &cfg->domains[i];
+
+		for (size_t j = 0; j < d->naliases; j++) {
+			free(d->aliases[j].name);
+			free_strings(d->aliases[j].targets,
+			    d->aliases[j].ntargets);
+		}
+		free(d->aliases);
+		free_strings(d->mailboxes, d->nmailboxes);
+		free(d->name);
+		free(d->users_file);
+		free(d->aliases_file);
+		free(d->maildir);
+	}
+	free(cfg->domains);
+	free(cfg->relay_networks);
+	free(cfg->source);
+	free(cfg->warnings);
+	free(cfg->hostname);
+	free(cfg->spool_dir);
+	free(cfg->log_file);
+	free(cfg->user_smtp);
+	free(cfg->user_queue);
+	free(cfg->chroot_dir);
+	free(cfg);
+	*cfgp = NULL;
+}
+
+const struct config_domain *
+config_find_domain(const struct config *cfg, const char *domain, size_t len)
+{
+	/* XXX linear: fine for tens of domains; sort and bsearch like the
+	 * mailboxes if someone hosts thousands. */
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		const char *name = cfg->domains[i].name;
+
+		if (util_ascii_casecmp_n(name, strlen(name), domain, len))
+			return &cfg->domains[i];
+	}
+	return NULL;
+}
+
+static bool
+cidr_match(const struct config_cidr *c, int family, const uint8_t *addr)
+{
+	unsigned full = c->prefix / 8, rest = c->prefix % 8;
+
+	if (c->family != family || memcmp(c->addr, addr, full) != 0)
+		return false;
+	if (rest == 0)
+		return true;
+	return ((addr[full] ^ c->addr[full]) & (uint8_t)(0xff00u >> rest)) == 0;
+}
+
+bool
+config_is_relay_client(const struct config *cfg, const struct sockaddr *sa)
+{
+	const uint8_t *v4 = NULL, *v6 = NULL;
+	struct sockaddr_in sin;
+	struct sockaddr_in6 sin6;
+
+	if (sa == NULL)
+		return false;
+	/* Copies: the caller's sockaddr need not be aligned for its type. */
+	if (sa->sa_family == AF_INET) {
+		memcpy(&sin, sa, sizeof(sin));
+		v4 = (const uint8_t *)&sin.sin_addr;
+	} else if (sa->sa_family == AF_INET6) {
+		memcpy(&sin6, sa, sizeof(sin6));
+		v6 = sin6.sin6_addr.s6_addr;
+		/* A dual-stack socket reports IPv4 clients as ::ffff:a.b.c.d;
+		 * they must match the IPv4 networks. */
+		if (IN6_IS_ADDR_V4MAPPED(&sin6.sin6_addr))
+			v4 = v6 + 12;
+	} else {
+		return false;
+	}
+	for (size_t i = 0; i < cfg->nrelay_networks; i++) {
+		const struct config_cidr *c = &cfg->relay_networks[i];
+
+		if ((v4 != NULL && cidr_match(c, AF_INET, v4)) ||
+		    (v6 != NULL && cidr_match(c, AF_INET6, v6)))
+			return true;
+	}
+	return false;
+}
+
+int
+config_maildir_path(const struct config_domain *d, const char *user,
+    char *buf, size_t bufsize)
+{
+	size_t o = 0;
+
+	/* The name becomes a path component: refuse what could climb out. */
+	if (d == NULL || d->maildir == NULL || user == NULL || user[0] == '\0' ||
+	    user[0] == '.' || strchr(user, '/') != NULL || bufsize == 0)
+		return -1;
+	for (const char *s = d->maildir; *s != '\0'; s++) {
+		const char *ins = s;
+		size_t n = 1;
+
+		if (*s == '%') {
+			s++;
+			if (*s == 'd') {
+				ins = d->name;
+				n = strlen(d->name);
+			} else if (*s == 'u') {
+				ins = user;
+				n = strlen(user);
+			} else if (*s == '%') {
+				ins = s;
+			} else {
+				return -1;  /* checked at load */
+			}
+		}
+		if (o + n >= bufsize)
+			return -1;
+		memcpy(buf + o, ins, n);
+		o += n;
+	}
+	buf[o] = '\0';
+	return 0;
+}
+
+const char *
+config_option_name(size_t i)
+{
+	for (size_t c = 0; c < nitems(all_ctx); c++) {
+		if (i < all_ctx[c]->nopts)
+			return all_ctx[c]->opts[i].name;
+		i -= all_ctx[c]->nopts;
+	}
+	return NULL;
+}
+
+/*
+ * The reference, docs/configuration.md
+ */
+
+static const char *
+type_doc(enum opt_type t)
+{
+	switch (t) {
+	case T_HOSTNAME: return "host name";
+	case T_USER: return "user name";
+	case T_PATH: return "path";
+	case T_LISTEN: return "address:port";
+	case T_CIDRS: return "list of networks";
+	case T_SIZE: return "size";
+	case T_UINT: return "integer";
+	case T_DURATION: return "duration";
+	case T_ENUM: return "keyword";
+	case T_DOMAIN: return "block";
+	case T_MAILBOXES: return "list of names";
+	case T_USERS: return "path (users file)";
+	case T_ALIASES: return "path (aliases file)";
+	case T_MAILDIR: return "path pattern";
+	}
+	return "?";
+}
+
+static void
+doc_default(const struct option *o, char *buf, size_t size)
+{
+	if (o->def != NULL)
+		snprintf(buf, size, "`%s`", o->def);
+	else
+		snprintf(buf, size, "%s", o->def_doc != NULL ? o->def_doc :
+		    "none");
+}
+
+static void
+doc_bounds(const struct option *o, char *buf, size_t size)
+{
+	char lo[32], hi[32];
+
+	switch (o->type) {
+	case T_SIZE:
+	case T_UINT:
+	case T_DURATION:
+		fmt_bound(o, lo, sizeof(lo), o->min);
+		fmt_bound(o, hi, sizeof(hi), o->max);
+		snprintf(buf, size, "%s..%s", lo, hi);
+		return;
+	case T_LISTEN:
+		snprintf(buf, size, "at most %d listeners",
+		    CONFIG_MAX_LISTENERS);
+		return;
+	case T_CIDRS:
+		snprintf(buf, size, "at most %d networks",
+		    CONFIG_MAX_RELAY_NETWORKS);
+		return;
+	case T_HOSTNAME:
+		snprintf(buf, size, "at most %d characters",
+		    CONFIG_HOSTNAME_MAX);
+		return;
+	case T_USER:
+		snprintf(buf, size, "at most %d characters", CONFIG_USER_MAX);
+		return;
+	case T_PATH:
+	case T_USERS:
+	case T_ALIASES:
+	case T_MAILDIR:
+		snprintf(buf, size, "at most %d bytes, made absolute",
+		    CONFIG_PATH_MAX);
+		return;
+	case T_MAILBOXES:
+		snprintf(buf, size, "names of at most %d characters",
+		    CONFIG_LOCAL_MAX);
+		return;
+	case T_DOMAIN:
+		snprintf(buf, size, "at most %d domains", CONFIG_MAX_DOMAINS);
+		return;
+	case T_ENUM:
+		break;
+	}
+	snprintf(buf, size, "-");
+}
+
+static void
+doc_table(FILE *out, const struct ctx *ctx)
+{
+	fprintf(out, "| Option | Value | Type | Default | Bounds | Given |\n");
+	fprintf(out, "|---|---|---|---|---|---|\n");
+	for (size_t i = 0; i < ctx->nopts; i++) {
+		const struct option *o = &ctx->opts[i];
+		char def[128], bounds[80];
+
+		doc_default(o, def, sizeof(def));
+		doc_bounds(o, bounds, sizeof(bounds));
+		fprintf(out, "| [`%s`](#%s) | `", o->name, o->name);
+		/* A '|' would end the table cell. */
+		for (const char *a = o->arg; *a != '\0'; a++)
+			fprintf(out, "%s%c", *a == '|' ? "\\" : "", *a);
+		fprintf(out, "` | %s | %s | %s | %s |\n", type_doc(o->type), def,
+		    bounds, o->repeat ? "repeatable" : "once");
+	}
+	fprintf(out, "\n");
+}
+
+static void
+doc_options(FILE *out, const struct ctx *ctx)
+{
+	for (size_t i = 0; i < ctx->nopts; i++) {
+		const struct option *o = &ctx->opts[i];
+		char def[128], bounds[80];
+
+		doc_default(o, def, sizeof(def));
+		doc_bounds(o, bounds, sizeof(bounds));
+		fprintf(out, "### %s\n\n", o->name);
+		fprintf(out, "```\n%s %s\n```\n\n", o->name, o->arg);
+		fprintf(out, "- Type: %s\n", type_doc(o->type));
+		fprintf(out, "- Default: %s\n", def);
+		fprintf(out, "- Bounds: %s\n", bounds);
+		fprintf(out, "- Given: %s\n\n", o->repeat ?
+		    "repeatable" : "at most once");
+		fprintf(out, "%s\n\n", o->doc);
+	}
+}
+
+void
+config_write_doc(FILE *out)
+{
+	fprintf(out,
+"# tern configuration reference\n"
+"\n"
+"<!-- Generated by `tern config-doc` (make docs) from the option table in\n"
+"     src/config.c. Do not edit by hand: change the table instead. -->\n"
+"\n"
+"tern reads one configuration file: `tern serve -c FILE`. Without `-c` it\n"
+"uses its embedded default, shown at the end of this page, which is what\n"
+"`make run` serves. `tern check-config [-c FILE]` loads a file, prints\n"
+"every problem as `file:line: reason` and exits non-zero if there is one.\n"
+"\n"
+"## Grammar\n"
+"\n"
+"- One statement per line: an option name, then its values, separated by\n"
+"  blanks: `max_recipients 100`.\n"
+"- A value is a word or a double-quoted string. Inside quotes, `\\\"` is a\n"
+"  quote and `\\\\` a backslash; no other escapes exist. Quote a value that\n"
+"  contains blanks, `#`, `\"`, `{` or `}`: `log_file \"/var/log/my tern.log\"`.\n"
+"- `#` starts a comment that runs to the end of the line (not inside\n"
+"  quotes). Blank lines are ignored.\n"
+"- A block groups the options of one thing. It opens with `{` at the end\n"
+"  of the option's line and closes with `}` alone on a line:\n"
+"\n"
+"  ```\n"
+"  domain example.org {\n"
+"      mailbox postmaster alice\n"
+"  }\n"
+"  ```\n"
+"\n"
+"  A block with one statement may also stay on one line:\n"
+"  `domain example.net { mailbox postmaster }`.\n"
+"- Options given once may appear at most once per context; giving one\n"
+"  twice is an error. Repeatable options add up.\n"
+"- Options that are absent take their default.\n"
+"- Relative paths are resolved against the working directory when the\n"
+"  file is loaded, not against the file's directory. Paths need not\n"
+"  exist, except the users and aliases files, which are read at load.\n"
+"- Errors name the file and line: `tern.conf:12: unknown option\n"
+"  'max_recipient' (did you mean 'max_recipients'?)`. Loading goes on\n"
+"  after an error (a line with a syntax error is skipped), so every\n"
+"  problem is reported at once; a file with any error is refused. The\n"
+"  embedded default is called `(default)` in messages.\n"
+"- Warnings (a missing users file; a domain without postmaster) do not\n"
+"  stop tern: they are printed on stderr and logged.\n"
+"\n"
+"## Value types\n"
+"\n"
+"| Type | Syntax |\n"
+"|---|---|\n"
+"| host name | letters, digits and `-` in dot-separated labels of at most 63 characters; stored lower case |\n"
+"| user name | a system user: letters, digits, `_`, `-`, `.`; at most 32 characters |\n"
+"| path | a file or directory name; made absolute at load |\n"
+"| address:port | IPv4 `192.0.2.1:25`, IPv6 `[2001:db8::1]:25`; port 1..65535 |\n"
+"| list of networks | CIDRs `10.0.0.0/8`, `2001:db8::/32`; a bare address is a /32 or /128 |\n"
+"| size | bytes, with an optional suffix `K`, `M` or `G` (powers of 1024): `25M` |\n"
+"| integer | a decimal number |\n"
+"| duration | seconds, or a number with a suffix `s`, `m`, `h` or `d`: `90`, `5m` |\n"
+"| keyword | one of the words listed |\n"
+"| list of names | mailbox names (RFC 5321 dot-strings without `@` or `/`), lower-cased |\n"
+"| path pattern | a path with `%%d` (domain), `%%u` (mailbox) and `%%%%` (`%%`) |\n"
+"\n"
+"## Top-level options\n"
+"\n");
+	doc_table(out, &top_ctx);
+	doc_options(out, &top_ctx);
+	fprintf(out,
+"## Options in a domain block\n"
+"\n"
+"Each `domain NAME { ... }` block takes these options.\n"
+"\n");
+	doc_table(out, &domain_ctx);
+	doc_options(out, &domain_ctx);
+	fprintf(out,
+"## Users file\n"
+"\n"
+"One mailbox name per line; names are lower-cased and validated like\n"
+"`mailbox` names. `#` starts a comment; blank lines are ignored. Text after\n"
+"the first `:` on a line is reserved for a password hash (for AUTH, in a\n"
+"later version) and ignored today, so `alice:$6$...` declares `alice`.\n"
+"Errors are reported as `usersfile:line: reason`. Names listed twice, or\n"
+"both here and in `mailbox`, are one mailbox. Lookups stay fast with\n"
+"hundreds of thousands of names (sorted at load, binary search).\n"
+"\n"
+"```\n"
+"# users of example.org\n"
+"alice\n"
+"bob:$6$rounds=5000$salt$hash\n"
+"```\n"
+"\n"
+"## Aliases file\n"
+"\n"
+"One alias per line, `name: target, target, ...`. `#` starts a comment;\n"
+"blank lines are ignored; a line that starts with a blank continues the\n"
+"target list of the alias above it. A target is a mailbox or alias of the\n"
+"same domain (`bob`) or of another local domain (`bob@example.net`);\n"
+"mail is never forwarded to other hosts by an alias. Checked at load,\n"
+"each reported as `aliasesfile:line: reason`:\n"
+"\n"
+"- every target exists in a local domain;\n"
+"- no alias is defined twice, or has the name of a mailbox;\n"
+"- every alias reaches at least one mailbox, without loops, nested at most\n"
+"  %d deep, and reaches at most %d mailboxes.\n"
+"\n"
+"```\n"
+"# aliases of example.org\n"
+"postmaster: alice\n"
+"sales:      alice, bob,\n"
+"            carol@example.net\n"
+"```\n"
+"\n"
+"Mail to an alias is delivered once to each mailbox it reaches, however\n"
+"many ways it reaches it.\n"
+"\n"
+"## The embedded default\n"
+"\n"
+"What tern uses without `-c` (etc/default.conf, compiled in):\n"
+"\n"
+"```\n", LOCAL_EXPAND_DEPTH, LOCAL_EXPAND_MAX);
+	fprintf(out, "%s", config_default_text());
+	fprintf(out, "```\n");
+}
