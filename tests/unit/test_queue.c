@@ -1,0 +1,641 @@
+/*
+ * test_queue.c - the queue process end to end: queue_new/queue_run in a
+ * forked child, driven over real socketpairs with the IPC protocol
+ * (ipc.h), checking what lands in the Maildirs and the spool.
+ *
+ * The configuration is filled by hand (no config file): domain
+ * "localhost" with mailboxes bob and carol, alias team -> bob, carol,
+ * maildir <tmp>/mail/%d/%u.
+ */
+#include "unit.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+
+#include "config.h"
+#include "envelope.h"
+#include "ipc.h"
+#include "local_lookup.h"
+#include "log.h"
+#include "queue.h"
+#include "spool.h"
+#include "util.h"
+
+#define WAIT_MS 15000
+
+struct fx {
+	char dir[64];
+	char spool[128];
+	char pattern[128];
+	struct config cfg;
+	struct config_domain dom;
+	struct config_alias alias;
+	pid_t pid;
+	int ctl;      /* parent end of the control channel */
+	int chan;     /* smtp end of the submission channel */
+};
+
+static int
+rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(path);
+}
+
+static int
+setup(void **state)
+{
+	struct fx *f = xcalloc(1, sizeof(*f));
+
+	log_set_level(LOG_LEVEL_WARN);
+	util_strlcpy(f->dir, "/tmp/tern-queue-XXXXXX", sizeof(f->dir));
+	assert_non_null(mkdtemp(f->dir));
+	snprintf(f->spool, sizeof(f->spool), "%s/spool", f->dir);
+	snprintf(f->pattern, sizeof(f->pattern), "%s/mail/%%d/%%u", f->dir);
+
+	f->dom.name = xstrdup("localhost");
+	f->dom.mailboxes = xcalloc(2, sizeof(char *));
+	f->dom.mailboxes[0] = xstrdup("carol");
+	f->dom.mailboxes[1] = xstrdup("bob");
+	f->dom.nmailboxes = 2;
+	f->alias.name = xstrdup("team");
+	f->alias.targets = xcalloc(2, sizeof(char *));
+	f->alias.targets[0] = xstrdup("bob");
+	f->alias.targets[1] = xstrdup("carol");
+	f->alias.ntargets = 2;
+	f->dom.aliases = &f->alias;
+	f->dom.naliases = 1;
+	f->dom.maildir = f->pattern;
+	local_lookup_prepare(&f->dom);
+
+	f->cfg.source = "(test)";
+	f->cfg.hostname = "mx.test";
+	f->cfg.spool_dir = f->spool;
+	f->cfg.domains = &f->dom;
+	f->cfg.ndomains = 1;
+	f->cfg.max_message_size = 64 * 1024;
+	f->cfg.max_recipients = 50;
+	f->cfg.max_connections = 4;
+	f->cfg.delivery_workers = 2;
+	f->pid = -1;
+	f->ctl = f->chan = -1;
+	*state = f;
+	return 0;
+}
+
+static void
+stop_child(struct fx *f, int want_status)
+{
+	int status;
+
+	if (f->pid <= 0)
+		return;
+	assert_int_equal(ipc_send_fd(f->ctl, IPC_CTL_SHUTDOWN, -1), 0);
+	assert_int_equal(waitpid(f->pid, &status, 0), f->pid);
+	f->pid = -1;
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), want_status);
+}
+
+static int
+teardown(void **state)
+{
+	struct fx *f = *state;
+
+	if (f->pid > 0) {
+		kill(f->pid, SIGKILL);
+		waitpid(f->pid, NULL, 0);
+	}
+	if (f->ctl != -1)
+		close(f->ctl);
+	if (f->chan != -1)
+		close(f->chan);
+	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(f->dom.name);
+	for (size_t i = 0; i < f->dom.nmailboxes; i++)
+		free(f->dom.mailboxes[i]);
+	free(f->dom.mailboxes);
+	free(f->alias.name);
+	free(f->alias.targets[0]);
+	free(f->alias.targets[1]);
+	free(f->alias.targets);
+	free(f);
+	return 0;
+}
+
+/* Fork the queue process; wait for its READY. */
+static void
+start_child(struct fx *f)
+{
+	int ctl[2], chan[2];
+	enum ipc_type type;
+	int fd;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, ctl), 0);
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, chan), 0);
+	fflush(NULL);
+	f->pid = fork();
+	assert_true(f->pid >= 0);
+	if (f->pid == 0) {
+		char err[256];
+		struct queue *q;
+		int status;
+
+		close(ctl[0]);
+		close(chan[0]);
+		log_set_role("queue");
+		q = queue_new(&f->cfg, (uid_t)-1, (gid_t)-1, err, sizeof(err));
+		if (q == NULL) {
+			log_err("queue_new: %s", err);
+			_exit(3);
+		}
+		status = queue_run(q, ctl[1], chan[1]);
+		queue_free(&q);
+		close(ctl[1]);
+		/* exit, not _exit: LeakSanitizer checks the queue process too. */
+		exit(status);
+	}
+	close(ctl[1]);
+	close(chan[1]);
+	f->ctl = ctl[0];
+	f->chan = chan[0];
+	assert_int_equal(ipc_recv_fd(f->ctl, &type, &fd), 1);
+	assert_int_equal(type, IPC_CTL_READY);
+	assert_int_equal(fd, -1);
+}
+
+static void
+send_frame(int fd, enum ipc_type type, uint64_t id, const void *p, size_t len)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	ipc_write(b, type, id, p, len);
+	assert_int_equal(util_write_all(fd, evbuffer_pullup(b, -1),
+	    evbuffer_get_length(b)), 0);
+	evbuffer_free(b);
+}
+
+static int
+read_full(int fd, void *buf, size_t len)
+{
+	char *p = buf;
+
+	while (len > 0) {
+		struct pollfd pfd = { fd, POLLIN, 0 };
+		ssize_t n;
+
+		if (poll(&pfd, 1, WAIT_MS) != 1)
+			fail_msg("timed out waiting for the queue");
+		n = read(fd, p, len);
+		if (n == 0)
+			return 0;
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			if (errno == ECONNRESET)
+				return 0;
+			fail_msg("read: %s", strerror(errno));
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 1;
+}
+
+/* One reply frame into h and buf (NUL-terminated); 0 on EOF. */
+static int
+recv_frame(int fd, struct ipc_hdr *h, char *buf, size_t bufsize)
+{
+	if (read_full(fd, h, sizeof(*h)) == 0)
+		return 0;
+	assert_true(h->len < bufsize);
+	if (h->len > 0 && read_full(fd, buf, h->len) == 0)
+		return 0;
+	buf[h->len] = '\0';
+	return 1;
+}
+
+static void
+send_envelope(int fd, uint64_t id, const char *sender, const char *const *rcpts,
+    size_t n)
+{
+	struct envelope env;
+	struct evbuffer *b = evbuffer_new();
+
+	envelope_init(&env);
+	env.arrival = util_now_us() / 1000000;
+	envelope_set(&env.sender, sender);
+	envelope_set(&env.helo, "client.test");
+	envelope_set(&env.client_addr, "127.0.0.1");
+	envelope_set(&env.protocol, "ESMTP");
+	for (size_t i = 0; i < n; i++)
+		envelope_add_rcpt(&env, rcpts[i], NULL, 0);
+	envelope_serialize(&env, b);
+	send_frame(fd, IPC_SUBMIT_BEGIN, id, evbuffer_pullup(b, -1),
+	    evbuffer_get_length(b));
+	evbuffer_free(b);
+	envelope_clear(&env);
+}
+
+static void
+expect(int fd, enum ipc_type type, uint64_t id, char *buf, size_t bufsize)
+{
+	struct ipc_hdr h;
+
+	if (recv_frame(fd, &h, buf, bufsize) != 1)
+		fail_msg("channel closed, wanted frame type %d", type);
+	if (h.type != type)
+		fail_msg("got frame type %u (%s), wanted %d", h.type, buf, type);
+	assert_int_equal(h.id, id);
+}
+
+/* BEGIN/DATA/COMMIT one message; the queue id lands in qid. */
+static void
+submit(struct fx *f, uint64_t id, const char *const *rcpts, size_t n,
+    const char *body, char qid[17])
+{
+	char buf[256];
+	size_t len = strlen(body);
+
+	send_envelope(f->chan, id, "alice@example.org", rcpts, n);
+	expect(f->chan, IPC_SUBMIT_BEGIN_OK, id, buf, sizeof(buf));
+	assert_int_equal(strlen(buf), QUEUE_ID_LEN);
+	assert_true(spool_valid_id(buf));
+	util_strlcpy(qid, buf, 17);
+	send_frame(f->chan, IPC_SUBMIT_DATA, id, body, len / 2);
+	send_frame(f->chan, IPC_SUBMIT_DATA, id, body + len / 2, len - len / 2);
+	send_frame(f->chan, IPC_SUBMIT_COMMIT, id, NULL, 0);
+	expect(f->chan, IPC_SUBMIT_COMMIT_OK, id, buf, sizeof(buf));
+	assert_string_equal(buf, qid);
+}
+
+static int
+count_dir(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	int n = 0;
+
+	if (d == NULL)
+		return 0;
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.')
+			n++;
+	closedir(d);
+	return n;
+}
+
+static int
+count_sub(struct fx *f, const char *sub)
+{
+	char p[256];
+
+	snprintf(p, sizeof(p), "%s/%s", f->dir, sub);
+	return count_dir(p);
+}
+
+static bool
+file_exists(const char *path)
+{
+	struct stat st;
+
+	return stat(path, &st) == 0;
+}
+
+/* Poll until dir holds n entries (deliveries run in worker threads). */
+static void
+wait_count(struct fx *f, const char *sub, int n)
+{
+	for (int i = 0; i < WAIT_MS / 10; i++) {
+		if (count_sub(f, sub) == n)
+			return;
+		usleep(10000);
+	}
+	fail_msg("%s: want %d entries, have %d", sub, n, count_sub(f, sub));
+}
+
+static void
+wait_gone(const char *path)
+{
+	for (int i = 0; i < WAIT_MS / 10 && file_exists(path); i++)
+		usleep(10000);
+	assert_false(file_exists(path));
+}
+
+/* The only message in a Maildir's new/. */
+static char *
+read_only_message(struct fx *f, const char *sub)
+{
+	char p[512];
+	DIR *d;
+	struct dirent *de;
+	char *buf = NULL;
+
+	snprintf(p, sizeof(p), "%s/%s", f->dir, sub);
+	d = opendir(p);
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL) {
+		char fp[1024];
+		struct stat st;
+		int fd;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(fp, sizeof(fp), "%s/%s", p, de->d_name);
+		fd = open(fp, O_RDONLY);
+		assert_true(fd >= 0);
+		assert_int_equal(fstat(fd, &st), 0);
+		buf = xmalloc((size_t)st.st_size + 1);
+		assert_int_equal(read(fd, buf, (size_t)st.st_size), st.st_size);
+		buf[st.st_size] = '\0';
+		close(fd);
+		break;
+	}
+	closedir(d);
+	assert_non_null(buf);
+	return buf;
+}
+
+static const char BODY[] = "Received: from client.test by mx.test; x\r\n"
+    "Subject: hello\r\n\r\nline one\r\n.dot\r\n";
+
+static void
+test_submit_and_deliver(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "carol@localhost", "team@LocalHost",
+		"someone@example.net" };
+	static const char *const local_only[] = { "bob@localhost" };
+	char qid[17], qid2[17], path[256];
+	char *got;
+
+	start_child(f);
+	submit(f, 1, rcpts, 3, BODY, qid);
+	/* carol directly and through team, bob through team. */
+	wait_count(f, "mail/localhost/carol/new", 2);
+	wait_count(f, "mail/localhost/bob/new", 1);
+	got = read_only_message(f, "mail/localhost/bob/new");
+	assert_string_equal(got, "Return-Path: <alice@example.org>\n"
+	    "Delivered-To: bob@localhost\n"
+	    "Received: from client.test by mx.test; x\n"
+	    "Subject: hello\n\nline one\n.dot\n");
+	free(got);
+	/* The relay recipient keeps the message queued, with the local
+	 * outcomes journaled. */
+	snprintf(path, sizeof(path), "%s/queue/%s", f->spool, qid);
+	for (int i = 0; i < 500; i++) {
+		struct stat st;
+		assert_int_equal(stat(path, &st), 0);
+		got = NULL;
+		int fd = open(path, O_RDONLY);
+		char buf[4096];
+		ssize_t n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		assert_true(n > 0);
+		buf[n] = '\0';
+		if (strstr(buf, "\r\nD 0\nD 1\n") != NULL)
+			break;
+		if (i == 499)
+			fail_msg("journal records missing");
+		usleep(10000);
+	}
+	/* A message with only local recipients leaves the queue. */
+	submit(f, 2, local_only, 1, BODY, qid2);
+	assert_true(strcmp(qid2, qid) > 0);
+	wait_count(f, "mail/localhost/bob/new", 2);
+	snprintf(path, sizeof(path), "%s/queue/%s", f->spool, qid2);
+	wait_gone(path);
+	assert_int_equal(count_sub(f, "spool/incoming"), 0);
+	stop_child(f, 0);
+	assert_int_equal(count_sub(f, "spool/queue"), 1);
+}
+
+static void
+test_abort_leaves_nothing(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost" };
+	char buf[256];
+
+	start_child(f);
+	send_envelope(f->chan, 7, "", rcpts, 1);
+	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 7, buf, sizeof(buf));
+	assert_int_equal(count_sub(f, "spool/incoming"), 1);
+	send_frame(f->chan, IPC_SUBMIT_DATA, 7, BODY, sizeof(BODY) - 1);
+	send_frame(f->chan, IPC_SUBMIT_ABORT, 7, NULL, 0);
+	/* ABORT of an unknown id (after BEGIN_FAIL, say) is harmless. */
+	send_frame(f->chan, IPC_SUBMIT_ABORT, 99, NULL, 0);
+	/* Frames are handled in order: once 8 is begun, 7 is gone. */
+	send_envelope(f->chan, 8, "", rcpts, 1);
+	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 8, buf, sizeof(buf));
+	assert_int_equal(count_sub(f, "spool/incoming"), 1);
+	/* The smtp process dies with 8 open: its file goes too. */
+	close(f->chan);
+	f->chan = -1;
+	wait_count(f, "spool/incoming", 0);
+	stop_child(f, 0);
+	assert_int_equal(count_sub(f, "spool/queue"), 0);
+	assert_int_equal(count_sub(f, "mail"), 0);
+}
+
+/* A new submission channel, handed over as the parent does after
+ * restarting the smtp process. */
+static void
+new_channel(struct fx *f)
+{
+	int sp[2];
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+	assert_int_equal(ipc_send_fd(f->ctl, IPC_CTL_PEER_FD, sp[1]), 0);
+	close(sp[1]);
+	if (f->chan != -1)
+		close(f->chan);
+	f->chan = sp[0];
+}
+
+static void
+expect_closed(struct fx *f)
+{
+	struct ipc_hdr h;
+	char buf[256];
+
+	if (recv_frame(f->chan, &h, buf, sizeof(buf)) != 0)
+		fail_msg("channel still open: got frame type %u", h.type);
+}
+
+static void
+test_hostile_frames(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost" };
+	struct ipc_hdr h = { 0 };
+	char qid[17], buf[256];
+
+	start_child(f);
+	/* An oversized frame header: refused before anything is buffered. */
+	h.len = IPC_MAX_PAYLOAD + 1;
+	h.type = IPC_SUBMIT_DATA;
+	h.id = 1;
+	assert_int_equal(util_write_all(f->chan, &h, sizeof(h)), 0);
+	expect_closed(f);
+
+	/* The open transaction of a violating channel is aborted. */
+	new_channel(f);
+	send_envelope(f->chan, 1, "a@b", rcpts, 1);
+	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 1, buf, sizeof(buf));
+	send_frame(f->chan, IPC_SUBMIT_BEGIN_OK, 1, "x", 1);   /* wrong role */
+	expect_closed(f);
+	wait_count(f, "spool/incoming", 0);
+
+	new_channel(f);
+	send_frame(f->chan, IPC_SUBMIT_BEGIN, 1, "version 1\nsender a@b\n", 21);
+	expect_closed(f);
+
+	new_channel(f);
+	send_frame(f->chan, IPC_SUBMIT_DATA, 5, "x", 1);   /* unknown txn */
+	expect_closed(f);
+
+	new_channel(f);
+	send_envelope(f->chan, 0, "a@b", rcpts, 1);          /* id 0 */
+	expect_closed(f);
+
+	new_channel(f);
+	send_envelope(f->chan, 3, "a@b", rcpts, 1);
+	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 3, buf, sizeof(buf));
+	send_envelope(f->chan, 3, "a@b", rcpts, 1);          /* duplicate id */
+	expect_closed(f);
+
+	new_channel(f);
+	h.len = 0;
+	h.type = IPC_SUBMIT_COMMIT;
+	h.flags = 1;                                         /* nonzero flags */
+	h.id = 1;
+	assert_int_equal(util_write_all(f->chan, &h, sizeof(h)), 0);
+	expect_closed(f);
+
+	/* A queue id in the smtp side's envelope. */
+	new_channel(f);
+	{
+		static const char env[] = "version 1\nid 0123456789abcdef\n"
+		    "arrival 1\nsender \nrcpt - - bob@localhost\n";
+		send_frame(f->chan, IPC_SUBMIT_BEGIN, 4, env, sizeof(env) - 1);
+	}
+	expect_closed(f);
+
+	/* After all that, a well-behaved channel still works. */
+	new_channel(f);
+	submit(f, 1, rcpts, 1, BODY, qid);
+	wait_count(f, "mail/localhost/bob/new", 1);
+	assert_int_equal(count_sub(f, "spool/incoming"), 0);
+	stop_child(f, 0);
+}
+
+static void
+test_size_limit(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost" };
+	char buf[256];
+	char *chunk = xmalloc(32 * 1024);
+
+	memset(chunk, 'a', 32 * 1024);
+	start_child(f);
+	send_envelope(f->chan, 1, "a@b", rcpts, 1);
+	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 1, buf, sizeof(buf));
+	/* 64 KiB limit + 16 KiB allowance: the third 32 KiB frame is too much. */
+	for (int i = 0; i < 4; i++)
+		send_frame(f->chan, IPC_SUBMIT_DATA, 1, chunk, 32 * 1024);
+	send_frame(f->chan, IPC_SUBMIT_COMMIT, 1, NULL, 0);
+	expect(f->chan, IPC_SUBMIT_COMMIT_FAIL, 1, buf, sizeof(buf));
+	assert_memory_equal(buf, "552 5.3.4 ", 10);
+	assert_int_equal(count_sub(f, "spool/incoming"), 0);
+	assert_int_equal(count_sub(f, "spool/queue"), 0);
+	free(chunk);
+	stop_child(f, 0);
+}
+
+static void
+test_concurrent_transaction_bound(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost" };
+	char buf[256];
+	uint64_t id;
+
+	start_child(f);
+	/* max_connections 4 + margin 8: the 13th open transaction is refused. */
+	for (id = 1; id <= 12; id++) {
+		send_envelope(f->chan, id, "a@b", rcpts, 1);
+		expect(f->chan, IPC_SUBMIT_BEGIN_OK, id, buf, sizeof(buf));
+	}
+	send_envelope(f->chan, id, "a@b", rcpts, 1);
+	expect(f->chan, IPC_SUBMIT_BEGIN_FAIL, id, buf, sizeof(buf));
+	assert_memory_equal(buf, "451 4.3.2 ", 10);
+	stop_child(f, 0);
+	assert_int_equal(count_sub(f, "spool/incoming"), 0);
+}
+
+static void
+test_recovery_at_start(void **state)
+{
+	struct fx *f = *state;
+	struct envelope env;
+	struct spool *sp;
+	struct spool_txn *t;
+	char err[256], path[512];
+	int fd;
+
+	/* A previous run left a committed message and a partial one. */
+	assert_int_equal(util_mkdirs(f->spool, 0700), 0);
+	sp = spool_open(f->spool, (uid_t)-1, (gid_t)-1, err, sizeof(err));
+	assert_non_null(sp);
+	envelope_init(&env);
+	env.arrival = 1;
+	envelope_set(&env.sender, "old@example.org");
+	envelope_add_rcpt(&env, "carol@localhost", NULL, 0);
+	envelope_add_rcpt(&env, "nobody@localhost", NULL, 0);   /* config changed */
+	t = spool_txn_begin(sp, &env);
+	assert_non_null(t);
+	assert_int_equal(spool_txn_write(t, BODY, sizeof(BODY) - 1), 0);
+	spool_commit_batch(sp, &t, 1);
+	assert_int_equal(spool_txn_error(t), 0);
+	spool_txn_free(&t);
+	snprintf(path, sizeof(path), "%s/incoming/00000000000000ff", f->spool);
+	fd = open(path, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	spool_free(&sp);
+
+	start_child(f);
+	wait_count(f, "mail/localhost/carol/new", 1);
+	snprintf(path, sizeof(path), "%s/queue/%s", f->spool, env.id);
+	wait_gone(path);   /* carol delivered, nobody failed: all done */
+	assert_int_equal(count_sub(f, "spool/incoming"), 0);
+	envelope_clear(&env);
+	stop_child(f, 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_submit_and_deliver, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hostile_frames, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_size_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_concurrent_transaction_bound, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recovery_at_start, setup, teardown),
+	};
+
+	signal(SIGPIPE, SIG_IGN);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
