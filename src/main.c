@@ -197,6 +197,12 @@ spawn(struct parent *p, enum worker_kind kind, int chan, int *ctl_parent)
 
 	/* child */
 	close(ctl[0]);
+	/* The parent's loop (and its signal handling) is not ours; drop it
+	 * so the worker's own event base can take the signals. */
+	if (p->base != NULL) {
+		event_base_free(p->base);
+		p->base = NULL;
+	}
 	signal(SIGCHLD, SIG_DFL);
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
