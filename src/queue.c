@@ -21,6 +21,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -123,9 +124,10 @@ struct queue {
 	uint64_t max_size;
 
 	struct event_base *base;
-	struct event *ctl_ev, *done_ev, *sigterm_ev, *sigint_ev, *grace_ev;
+	struct event *ctl_ev, *done_ev, *sig_ev, *grace_ev;
 	int ctl_fd;
 	int done_fd;
+	int sig_fd;                /* signalfd for SIGTERM, SIGINT */
 	struct chan *chan;
 	struct qmsg *msgs;
 	size_t nmsgs;
@@ -217,6 +219,7 @@ queue_new(const struct config *cfg, uid_t uid, gid_t gid, char *err,
 	q->cfg = cfg;
 	q->ctl_fd = -1;
 	q->done_fd = -1;
+	q->sig_fd = -1;
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->commit_cv, NULL);
 	pthread_cond_init(&q->deliver_cv, NULL);
@@ -1297,9 +1300,13 @@ ctl_cb(evutil_socket_t fd, short ev, void *arg)
 }
 
 static void
-signal_cb(evutil_socket_t sig, short ev, void *arg)
+signal_cb(evutil_socket_t fd, short ev, void *arg)
 {
-	begin_shutdown(arg, 0, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+	struct signalfd_siginfo si;
+
+	if (read(fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+		return;
+	begin_shutdown(arg, 0, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
 static void
@@ -1372,6 +1379,29 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd)
 		return 1;
 	}
 
+	/*
+	 * SIGTERM/SIGINT through a signalfd rather than libevent's signal
+	 * events: a forked child may still hold its parent's event_base,
+	 * and epoll lets only one base own signals. They stay blocked after
+	 * queue_run returns, so a late SIGTERM cannot cut the exit short.
+	 */
+	{
+		sigset_t ss;
+
+		sigemptyset(&ss);
+		sigaddset(&ss, SIGTERM);
+		sigaddset(&ss, SIGINT);
+		pthread_sigmask(SIG_BLOCK, &ss, NULL);
+		q->sig_fd = signalfd(-1, &ss, SFD_NONBLOCK | SFD_CLOEXEC);
+		if (q->sig_fd == -1) {
+			log_err("queue event=fatal error=\"signalfd: %s\"",
+			    strerror(errno));
+			if (smtp_fd != -1)
+				close(smtp_fd);
+			return 1;
+		}
+	}
+
 	/* Recovery (docs/spool-format.md): nothing in incoming/ was acknowledged. */
 	removed = spool_recover_incoming(q->spool);
 	if (removed == -1)
@@ -1398,13 +1428,12 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd)
 	}
 	q->done_ev = event_new(q->base, q->done_fd, EV_READ | EV_PERSIST,
 	    done_cb, q);
-	q->sigterm_ev = evsignal_new(q->base, SIGTERM, signal_cb, q);
-	q->sigint_ev = evsignal_new(q->base, SIGINT, signal_cb, q);
-	if (q->done_ev == NULL || q->sigterm_ev == NULL || q->sigint_ev == NULL)
+	q->sig_ev = event_new(q->base, q->sig_fd, EV_READ | EV_PERSIST,
+	    signal_cb, q);
+	if (q->done_ev == NULL || q->sig_ev == NULL)
 		fatal("queue: event_new failed");
 	event_add(q->done_ev, NULL);
-	event_add(q->sigterm_ev, NULL);
-	event_add(q->sigint_ev, NULL);
+	event_add(q->sig_ev, NULL);
 	if (ctl_fd != -1) {
 		q->ctl_ev = event_new(q->base, ctl_fd, EV_READ | EV_PERSIST,
 		    ctl_cb, q);
@@ -1464,16 +1493,16 @@ queue_free(struct queue **qp)
 		event_free(q->ctl_ev);
 	if (q->done_ev != NULL)
 		event_free(q->done_ev);
-	if (q->sigterm_ev != NULL)
-		event_free(q->sigterm_ev);
-	if (q->sigint_ev != NULL)
-		event_free(q->sigint_ev);
+	if (q->sig_ev != NULL)
+		event_free(q->sig_ev);
 	if (q->grace_ev != NULL)
 		event_free(q->grace_ev);
 	if (q->base != NULL)
 		event_base_free(q->base);
 	if (q->done_fd != -1)
 		close(q->done_fd);
+	if (q->sig_fd != -1)
+		close(q->sig_fd);
 	for (size_t i = 0; i < q->nbases; i++) {
 		if (q->bases[i].fd != -1)
 			close(q->bases[i].fd);

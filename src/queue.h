@@ -59,7 +59,8 @@ struct queue *queue_new(const struct config *cfg, uid_t uid, gid_t gid,
  * ctl_fd, then serve submissions on smtp_fd and deliver until
  * IPC_CTL_SHUTDOWN (or SIGTERM/SIGINT) arrives or the control channel
  * closes. In-flight commits and deliveries finish first; messages not yet
- * delivered stay in the spool. ctl_fd or smtp_fd may be -1 (none yet:
+ * delivered stay in the spool. SIGTERM and SIGINT are taken through a
+ * signalfd and stay blocked when queue_run returns; SIGPIPE is ignored. ctl_fd or smtp_fd may be -1 (none yet:
  * IPC_CTL_PEER_FD brings the smtp channel). Takes ownership of smtp_fd;
  * ctl_fd stays the caller's. Returns the process exit code: 0 after a
  * requested shutdown, 1 after a fatal error or the loss of the parent.
