@@ -80,5 +80,14 @@ docs: build/tern
 bench: deps build/tern
 	sh bench/smtp-source.sh
 
+# libFuzzer targets (clang): one per parser and one for the whole session.
+FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+               -Isrc -Ibuild/gen -pthread
+FUZZ_SRC := $(filter-out src/main.c,$(SRC_ALL)) build/gen/config_default.c
+fuzz: build/fuzz/fuzz_smtp_addr build/fuzz/fuzz_smtp_session
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC) $(wildcard src/*.h)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(FUZZ_SRC) $(LIBS)
+
 clean:
 	rm -rf build
