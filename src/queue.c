@@ -141,6 +141,7 @@ struct queue {
 	struct txn *done_txn_head, *done_txn_tail;
 	struct djob *done_job_head, *done_job_tail;
 	bool stop_threads;
+	uint64_t ncommits, nbatches;        /* group commit statistics */
 	pthread_t *threads;
 	size_t nthreads;
 
@@ -712,6 +713,8 @@ commit_main(void *arg)
 		spool_commit_batch(q->spool, st, n);
 
 		pthread_mutex_lock(&q->mu);
+		q->ncommits += n;
+		q->nbatches++;
 		wake = q->done_txn_head == NULL && q->done_job_head == NULL;
 		for (size_t i = 0; i < n; i++) {
 			if (q->done_txn_tail != NULL)
@@ -812,15 +815,17 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 
 	log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
 	ll = unquote_local(local, llen, lbuf, sizeof(lbuf));
-	n = ll < 0 ? -1 : local_expand(q->cfg, d, lbuf, (size_t)ll, targets);
+	why[0] = '\0';
+	n = ll < 0 ? -1 : local_expand_explain(q->cfg, d, lbuf, (size_t)ll,
+	    targets, why, sizeof(why));
 	if (n < 0) {
 		/* Accepted at RCPT time, so the configuration has changed since. */
 		snprintf(reason, sizeof(reason),
 		    "550 5.1.1 <%s>: Recipient address rejected: no such mailbox",
 		    addr);
 		spool_msg_failed(m, i, reason);
-		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"no such mailbox\"",
-		    spool_msg_id(m), aq);
+		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"no such mailbox\" detail=\"%s\"",
+		    spool_msg_id(m), aq, why[0] ? why : "unparsable local part");
 		return;
 	}
 	for (int k = 0; k < n && !temp_fail; k++) {
@@ -1457,7 +1462,8 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd)
 		chan_close(q, q->chan, "queue exiting");
 	/* Run the deferred channel frees. */
 	event_base_loop(q->base, EVLOOP_NONBLOCK);
-	log_info("queue event=stopped queued=%zu", q->nmsgs);
+	log_info("queue event=stopped queued=%zu commits=%" PRIu64 " commit_batches=%" PRIu64,
+	    q->nmsgs, q->ncommits, q->nbatches);
 	return q->exit_code;
 }
 

@@ -447,6 +447,35 @@ test_abort_leaves_nothing(void **state)
 	assert_int_equal(count_sub(f, "mail"), 0);
 }
 
+static void
+test_abort_during_commit_rolls_back(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost" };
+	struct evbuffer *b = evbuffer_new();
+	char buf[256];
+
+	start_child(f);
+	send_envelope(f->chan, 1, "a@b", rcpts, 1);
+	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 1, buf, sizeof(buf));
+	send_frame(f->chan, IPC_SUBMIT_DATA, 1, BODY, sizeof(BODY) - 1);
+	/* COMMIT then ABORT in one write: the client left while waiting for
+	 * 250. Both are read before the commit can finish. */
+	ipc_write(b, IPC_SUBMIT_COMMIT, 1, NULL, 0);
+	ipc_write(b, IPC_SUBMIT_ABORT, 1, NULL, 0);
+	assert_int_equal(util_write_all(f->chan, evbuffer_pullup(b, -1),
+	    evbuffer_get_length(b)), 0);
+	evbuffer_free(b);
+	/* No COMMIT_OK for 1: the next frame is the reply to BEGIN 2. */
+	send_envelope(f->chan, 2, "a@b", rcpts, 1);
+	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 2, buf, sizeof(buf));
+	/* Never acknowledged, so never delivered: the file goes again. */
+	wait_count(f, "spool/queue", 0);
+	stop_child(f, 0);
+	assert_int_equal(count_sub(f, "mail"), 0);
+	assert_int_equal(count_sub(f, "spool/incoming"), 0);
+}
+
 /* A new submission channel, handed over as the parent does after
  * restarting the smtp process. */
 static void
@@ -630,6 +659,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_submit_and_deliver, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_abort_leaves_nothing, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abort_during_commit_rolls_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_size_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_transaction_bound, setup, teardown),
