@@ -15,6 +15,8 @@
 #include <ftw.h>
 #include <poll.h>
 #include <signal.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -119,6 +121,7 @@ teardown(void **state)
 		close(f->ctl);
 	if (f->chan != -1)
 		close(f->chan);
+	(void)umount2(f->spool, MNT_DETACH);   /* test_disk_full, if it failed */
 	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	free(f->dom.name);
 	for (size_t i = 0; i < f->dom.nmailboxes; i++)
@@ -592,6 +595,47 @@ test_size_limit(void **state)
 	stop_child(f, 0);
 }
 
+/*
+ * Disk full: a tiny tmpfs as the spool, in a private mount namespace so
+ * nothing leaks to the host. Needs root; skipped otherwise.
+ */
+static void
+test_disk_full(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost" };
+	char buf[256], qid[17];
+	char *chunk = xmalloc(32 * 1024);
+
+	if (geteuid() != 0 || unshare(CLONE_NEWNS) == -1 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == -1) {
+		free(chunk);
+		skip();
+	}
+	assert_int_equal(mkdir(f->spool, 0700), 0);
+	if (mount("tmpfs", f->spool, "tmpfs", 0, "size=128k") == -1) {
+		free(chunk);
+		skip();
+	}
+	memset(chunk, 'a', 32 * 1024);
+	f->cfg.max_message_size = 1024 * 1024;   /* the disk runs out first */
+	start_child(f);
+	send_envelope(f->chan, 1, "a@b", rcpts, 1);
+	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 1, buf, sizeof(buf));
+	for (int i = 0; i < 8; i++)
+		send_frame(f->chan, IPC_SUBMIT_DATA, 1, chunk, 32 * 1024);
+	send_frame(f->chan, IPC_SUBMIT_COMMIT, 1, NULL, 0);
+	expect(f->chan, IPC_SUBMIT_COMMIT_FAIL, 1, buf, sizeof(buf));
+	assert_string_equal(buf, "452 4.3.1 Insufficient system storage");
+	assert_int_equal(count_sub(f, "spool/incoming"), 0);
+	/* The space came back with the partial file: the next one commits. */
+	submit(f, 2, rcpts, 1, BODY, qid);
+	wait_count(f, "mail/localhost/bob/new", 1);
+	stop_child(f, 0);
+	free(chunk);
+	assert_int_equal(umount(f->spool), 0);
+}
+
 static void
 test_concurrent_transaction_bound(void **state)
 {
@@ -662,6 +706,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_abort_during_commit_rolls_back, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hostile_frames, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_size_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_transaction_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_at_start, setup, teardown),
 	};
