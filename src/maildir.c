@@ -108,9 +108,22 @@ mkdir_durable(int dirfd, const char *name)
 	return fsync(dirfd);
 }
 
+/* Create tmp/, new/ and cur/ in the Maildir mfd when missing. */
+static int
+make_subdirs(int mfd)
+{
+	static const char *const sub[] = { "tmp", "new", "cur" };
+
+	for (size_t i = 0; i < nitems(sub); i++)
+		if (mkdir_durable(mfd, sub[i]) == -1)
+			return -1;
+	return 0;
+}
+
 /*
- * Open the Maildir directory at rel under basefd, creating it (and its
- * parents, and tmp/new/cur) when missing. Returns a directory fd or -1.
+ * Open the Maildir directory at rel under basefd, creating it and its
+ * parents when missing (tmp/new/cur are made by the caller on ENOENT, so
+ * an existing Maildir costs one openat). Returns a directory fd or -1.
  */
 static int
 open_maildir(int basefd, const char *rel)
@@ -122,61 +135,37 @@ open_maildir(int basefd, const char *rel)
 	if (rel[0] == '\0')
 		rel = ".";
 	fd = openat(basefd, rel, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd != -1) {
-		/* Fast path: an existing, complete Maildir. */
-		struct stat st;
-		if (fstatat(fd, "new", &st, 0) == 0 &&
-		    fstatat(fd, "tmp", &st, 0) == 0)
-			return fd;
-		if (errno != ENOENT) {
-			int saved = errno;
-			close(fd);
-			errno = saved;
-			return -1;
-		}
-	} else if (errno != ENOENT) {
+	if (fd != -1 || errno != ENOENT)
+		return fd;
+	/* Walk and create each component under basefd. */
+	util_strlcpy(buf, rel, sizeof(buf));
+	cur = dup(basefd);
+	if (cur == -1)
 		return -1;
-	} else {
-		/* Walk and create each component under basefd. */
-		util_strlcpy(buf, rel, sizeof(buf));
-		cur = dup(basefd);
-		if (cur == -1)
-			return -1;
-		for (p = buf; p != NULL && *p; p = s) {
-			int next;
+	for (p = buf; p != NULL && *p; p = s) {
+		int next;
 
-			s = strchr(p, '/');
-			if (s != NULL) {
-				*s++ = '\0';
-				while (*s == '/')
-					s++;
-			}
-			if (*p == '\0' || strcmp(p, ".") == 0)
-				continue;
-			if (mkdir_durable(cur, p) == -1) {
-				int saved = errno;
-				close(cur);
-				errno = saved;
-				return -1;
-			}
-			next = openat(cur, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-			close(cur);
-			if (next == -1)
-				return -1;
-			cur = next;
+		s = strchr(p, '/');
+		if (s != NULL) {
+			*s++ = '\0';
+			while (*s == '/')
+				s++;
 		}
-		fd = cur;
-	}
-	for (int i = 0; i < 3; i++) {
-		static const char *const sub[] = { "tmp", "new", "cur" };
-		if (mkdir_durable(fd, sub[i]) == -1) {
+		if (*p == '\0' || strcmp(p, ".") == 0)
+			continue;
+		if (mkdir_durable(cur, p) == -1) {
 			int saved = errno;
-			close(fd);
+			close(cur);
 			errno = saved;
 			return -1;
 		}
+		next = openat(cur, p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		close(cur);
+		if (next == -1)
+			return -1;
+		cur = next;
 	}
-	return fd;
+	return cur;
 }
 
 /* Octets stored for body: every CRLF becomes LF. */
@@ -293,6 +282,13 @@ maildir_deliver(int basefd, const char *relpath,
 
 	fd = openat(mfd, tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC |
 	    O_NOFOLLOW, 0600);
+	if (fd == -1 && errno == ENOENT) {
+		/* A new Maildir (or one missing a subdirectory). */
+		if (make_subdirs(mfd) == -1)
+			goto fail;
+		fd = openat(mfd, tmpname, O_WRONLY | O_CREAT | O_EXCL |
+		    O_CLOEXEC | O_NOFOLLOW, 0600);
+	}
 	if (fd == -1)
 		goto fail;
 	o = xmalloc(sizeof(*o));
@@ -308,7 +304,9 @@ maildir_deliver(int basefd, const char *relpath,
 		goto fail_unlink;
 	}
 	fd = -1;
-	if (renameat(mfd, tmpname, mfd, newname) == -1)
+	if (renameat(mfd, tmpname, mfd, newname) == -1 &&
+	    (errno != ENOENT || make_subdirs(mfd) == -1 ||
+	    renameat(mfd, tmpname, mfd, newname) == -1))
 		goto fail_unlink;
 	/* The rename is durable only once new/ is on disk. */
 	if (util_fsync_dir_at(mfd, "new") == -1) {

@@ -151,6 +151,29 @@ test_null_sender_and_unique_names(void **state)
 	assert_null(strchr(names[0], ':'));
 }
 
+static void
+test_incomplete_maildir(void **state)
+{
+	struct fx *f = *state;
+	struct maildir_msg mm = { "a@b", "c@d", "x\r\n", 3 };
+	char path[700];
+	struct stat st;
+
+	/* Only tmp/ exists (an interrupted creation): new/ and cur/ appear. */
+	snprintf(path, sizeof(path), "%s/part/tmp", f->dir);
+	assert_int_equal(util_mkdirs(path, 0700), 0);
+	assert_int_equal(maildir_deliver(f->fd, "part", &mm, NULL, 0), 0);
+	snprintf(path, sizeof(path), "%s/part/new", f->dir);
+	assert_int_equal(count_dir(path), 1);
+	snprintf(path, sizeof(path), "%s/part/cur", f->dir);
+	assert_int_equal(stat(path, &st), 0);
+	/* Only new/: tmp/ appears. */
+	snprintf(path, sizeof(path), "%s/part2/new", f->dir);
+	assert_int_equal(util_mkdirs(path, 0700), 0);
+	assert_int_equal(maildir_deliver(f->fd, "part2", &mm, NULL, 0), 0);
+	assert_int_equal(count_dir(path), 1);
+}
+
 struct thr {
 	int fd;
 	int ok;
@@ -287,6 +310,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_deliver, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_null_sender_and_unique_names, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_incomplete_maildir, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_paths, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unsearchable_ancestor, setup, teardown),

@@ -10,6 +10,7 @@
 #include "unit.h"
 
 #include <dirent.h>
+#include <grp.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -135,9 +136,10 @@ teardown(void **state)
 	return 0;
 }
 
-/* Fork the queue process; wait for its READY. */
+/* Fork the queue process (as uid/gid, dropping root after queue_new when
+ * uid is not -1); wait for its READY. */
 static void
-start_child(struct fx *f)
+start_child_as(struct fx *f, uid_t uid, gid_t gid)
 {
 	int ctl[2], chan[2];
 	enum ipc_type type;
@@ -156,10 +158,15 @@ start_child(struct fx *f)
 		close(ctl[0]);
 		close(chan[0]);
 		log_set_role("queue");
-		q = queue_new(&f->cfg, (uid_t)-1, (gid_t)-1, err, sizeof(err));
+		q = queue_new(&f->cfg, uid, gid, err, sizeof(err));
 		if (q == NULL) {
 			log_err("queue_new: %s", err);
 			_exit(3);
+		}
+		if (uid != (uid_t)-1 && (setgroups(0, NULL) == -1 ||
+		    setgid(gid) == -1 || setuid(uid) == -1)) {
+			log_err("drop privileges: %s", strerror(errno));
+			_exit(4);
 		}
 		status = queue_run(q, ctl[1], chan[1]);
 		queue_free(&q);
@@ -174,6 +181,12 @@ start_child(struct fx *f)
 	assert_int_equal(ipc_recv_fd(f->ctl, &type, &fd), 1);
 	assert_int_equal(type, IPC_CTL_READY);
 	assert_int_equal(fd, -1);
+}
+
+static void
+start_child(struct fx *f)
+{
+	start_child_as(f, (uid_t)-1, (gid_t)-1);
 }
 
 static void
@@ -697,6 +710,40 @@ test_recovery_at_start(void **state)
 	stop_child(f, 0);
 }
 
+/*
+ * Started as root: queue_new creates the spool and the Maildir base for
+ * the queue user and opens them; after the drop to that user, delivery
+ * works although the directory above them (mkdtemp's, mode 0700, root's)
+ * is not searchable any more. Needs root; skipped otherwise.
+ */
+static void
+test_privilege_drop(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost" };
+	char qid[17], path[256];
+	struct stat st;
+
+	if (geteuid() != 0)
+		skip();
+	start_child_as(f, 65534, 65534);
+	snprintf(path, sizeof(path), "%s/queue", f->spool);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_uid, 65534);
+	assert_int_equal(st.st_mode & 0777, 0700);
+	snprintf(path, sizeof(path), "%s/mail", f->dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_uid, 65534);
+	assert_int_equal(stat(f->dir, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0700);   /* closed to the queue user */
+	submit(f, 1, rcpts, 1, BODY, qid);
+	wait_count(f, "mail/localhost/bob/new", 1);
+	snprintf(path, sizeof(path), "%s/mail/localhost/bob/new", f->dir);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_uid, 65534);
+	stop_child(f, 0);
+}
+
 int
 main(void)
 {
@@ -709,6 +756,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_disk_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_concurrent_transaction_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_at_start, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_privilege_drop, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
