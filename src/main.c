@@ -200,6 +200,9 @@ spawn(struct parent *p, enum worker_kind kind, int chan, int *ctl_parent)
 	/* The parent's loop (and its signal handling) is not ours; drop it
 	 * so the worker's own event base can take the signals. */
 	if (p->base != NULL) {
+		/* epoll is shared across fork: reinit first, or freeing would
+		 * unregister the parent's own descriptors. */
+		(void)event_reinit(p->base);
 		event_base_free(p->base);
 		p->base = NULL;
 	}
