@@ -1,0 +1,213 @@
+"""
+test_hostile.py - hostile bytes: NULs, binary garbage, endless lines, error floods.
+
+Every byte from the network is hostile: tern must answer with 5xx replies
+(enhanced codes checked by the harness), drop a session after max_errors
+errors with 421 4.7.0, never crash (the harness fails the test on any
+sanitizer report or if tern exits), and keep serving: every test ends by
+delivering a normal message.
+"""
+
+import os
+import random
+import select
+import socket
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+from harness import DOMAIN, TernTestCase  # noqa: E402
+
+
+class Hostile(TernTestCase):
+    TERN_OPTIONS = {"options": {"max_errors": "10"}}
+
+    def tearDown(self):
+        if self.tern is not None and self.tern.running():
+            # tern still delivers a normal message after whatever the test did
+            user = self.tern.fresh_user()
+            tok, _ = self.tern.send([user + "@" + DOMAIN])
+            self.tern.wait_for_token(tok, user)
+        super().tearDown()
+
+    def test_nul_in_commands(self):
+        with self.tern.session() as c:
+            for line in (b"NOOP\x00", b"\x00", b"MAIL\x00 FROM:<a@client.test>", b"EHLO a\x00b"):
+                r = c.cmd(line)
+                self.assertTrue(500 <= r.code < 600, "%r -> %r" % (line, r))
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+            self.assertReply(c.cmd("MAIL FROM:<a@client.test>"), 250, "2.1.0")
+            r = c.cmd(b"RCPT TO:<alice\x00@" + DOMAIN.encode() + b">")
+            self.assertTrue(500 <= r.code < 600, r)
+            r = c.cmd(b"RCPT TO:<alice@" + DOMAIN.encode() + b"\x00.evil.test>")
+            self.assertTrue(500 <= r.code < 600, r)
+
+    def test_error_limit_closes_with_421(self):
+        with self.tern.session() as c:
+            seen = []
+            for i in range(20):
+                try:
+                    c.send(b"BOGUS\x00%d\r\n" % i)
+                    r = c.read_reply()
+                except (harness.ConnectionClosed, OSError):
+                    break
+                seen.append(r)
+                if r.code == 421:
+                    break
+            self.assertTrue(seen and seen[-1].code == 421, seen)
+            self.assertEqual(seen[-1].enh, "4.7.0", seen[-1])
+            errors = [r for r in seen if r.code >= 500]
+            self.assertTrue(all(500 <= r.code < 600 for r in seen[:-1]), seen)
+            self.assertIn(len(errors), (9, 10, 11), "421 comes after max_errors (10) errors: %r" % seen)
+            self.assertTrue(c.wait_closed(10), "connection not closed after 421")
+
+    def test_bare_lf_and_cr_commands_do_not_crash(self):
+        with self.tern.session() as c:
+            c.send(b"NOOP\nNOOP\rNOOP\r\r\n")
+            c.send(b"HELP\r\n")
+            # whatever the bare CR/LF lines got (5xx or 250), HELP's 214 comes last
+            for _ in range(5):
+                r = c.read_reply()
+                self.assertTrue(r.code in (214, 250) or 500 <= r.code < 600, r)
+                if r.code == 214:
+                    break
+            self.assertEqual(r.code, 214, c.replies)
+            self.assertReply(c.cmd("RSET"), 250, "2.0.0")
+
+    def _blast(self, data, chunk=4096):
+        """Send data in chunks while collecting replies; stop at close/reset."""
+        s = socket.create_connection(("127.0.0.1", self.tern.port), timeout=30)
+        received = b""
+        closed = False
+        try:
+            pos = 0
+            while pos < len(data) and not closed:
+                try:
+                    s.sendall(data[pos:pos + chunk])
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+                    break
+                pos += chunk
+                while True:
+                    r, _, _ = select.select([s], [], [], 0)
+                    if not r:
+                        break
+                    try:
+                        b = s.recv(65536)
+                    except ConnectionResetError:
+                        b = b""
+                    if not b:
+                        closed = True
+                        break
+                    received += b
+            deadline = time.monotonic() + 15
+            while not closed and time.monotonic() < deadline:
+                r, _, _ = select.select([s], [], [], 0.5)
+                if not r:
+                    if pos >= len(data):
+                        break
+                    continue
+                try:
+                    b = s.recv(65536)
+                except ConnectionResetError:
+                    b = b""
+                if not b:
+                    closed = True
+                else:
+                    received += b
+        finally:
+            s.close()
+        return received, closed
+
+    def _check_replies(self, received):
+        lines = received.split(b"\r\n")
+        if lines and lines[-1] != b"":
+            lines = lines[:-1]   # a reply cut by a reset
+        replies = []
+        cur = []
+        for l in lines:
+            if not l:
+                continue
+            cur.append(l)
+            if len(l) < 4 or l[3:4] != b"-":
+                replies.append(harness.parse_reply_lines(cur))
+                cur = []
+        self.assertTrue(replies, "no reply at all: %r" % received[:200])
+        self.assertEqual(replies[0].code, 220, replies[0])
+        for r in replies[1:]:
+            harness.check_enhanced(r)
+            self.assertTrue(r.code == 421 or 500 <= r.code < 600, r)
+        return replies
+
+    def test_binary_garbage(self):
+        rnd = random.Random(20231218)
+        for size in (1000, 64 * 1024, 1024 * 1024):
+            data = rnd.randbytes(size)
+            received, closed = self._blast(data)
+            replies = self._check_replies(received)
+            if len(replies) > 12:
+                self.fail("more than max_errors error replies without 421: %d" % len(replies))
+
+    def test_garbage_with_line_breaks(self):
+        rnd = random.Random(51764)
+        parts = []
+        for _ in range(40):
+            n = rnd.randrange(0, 700)
+            parts.append(bytes(rnd.choice(b"\x00\x01\x7f\x80\xff\r\nABCxyz :<>@.") for _ in range(n)))
+            parts.append(b"\r\n")
+        received, closed = self._blast(b"".join(parts))
+        replies = self._check_replies(received)
+        # 40 bad lines: the server gave up (421, unless a reset ate it) and closed.
+        self.assertTrue(closed, "server still open after 40 bad lines")
+        errors = [r for r in replies if r.code >= 500]
+        self.assertTrue(replies[-1].code == 421 or len(errors) >= 9, replies[-3:])
+        self.assertLessEqual(len(errors), 11, "errors past max_errors")
+
+    def test_endless_line_without_newline(self):
+        # 4 MB of one "line": bounded buffer, one 500 5.5.2 (or 421) and no crash.
+        data = b"MAIL FROM:<" + b"A" * (4 * 1024 * 1024)
+        received, closed = self._blast(data, chunk=64 * 1024)
+        if received:
+            self._check_replies(received)
+        with self.tern.session() as c:
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+
+    def test_garbage_in_data_then_session_goes_on(self):
+        rnd = random.Random(3030)
+        user = self.tern.fresh_user()
+        junk = rnd.randbytes(200000).replace(b"\r\n.\r\n", b"\r\n..\r\n")
+        with self.tern.session() as c:
+            self.assertReply(c.cmd("MAIL FROM:<a@client.test>"), 250, "2.1.0")
+            self.assertReply(c.cmd("RCPT TO:<%s@%s>" % (user, DOMAIN)), 250, "2.1.5")
+            self.assertReply(c.cmd("DATA"), 354)
+            c.send(junk + b"\r\n.\r\n")
+            r = c.read_reply()
+            # NULs, bare CRs and long lines: refused (5xx) or normalized and stored
+            self.assertTrue(r.code == 250 or 500 <= r.code < 600, r)
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+
+    def test_many_connections_opened_and_dropped(self):
+        for i in range(100):
+            s = socket.create_connection(("127.0.0.1", self.tern.port), timeout=10)
+            if i % 3 == 0:
+                s.sendall(b"EHLO x\r\nMAIL FROM:<a@b.test>\r\n")
+            s.close()
+        time.sleep(0.5)
+        with self.tern.session() as c:
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+
+    def test_half_close_after_command(self):
+        s = socket.create_connection(("127.0.0.1", self.tern.port), timeout=30)
+        try:
+            s.sendall(b"EHLO client.test\r\nNOOP\r\nQUIT\r\n")
+            s.shutdown(socket.SHUT_WR)
+            data = b""
+            while True:
+                b = s.recv(65536)
+                if not b:
+                    break
+                data += b
+        finally:
+            s.close()
+        self.assertIn(b"\r\n221 2.0.0", data)

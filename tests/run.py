@@ -1,0 +1,381 @@
+#!/usr/bin/python3
+"""
+run.py - tern's test driver (what `make test` runs after building).
+
+  /usr/bin/python3 tests/run.py [-k PATTERN] [--unit-only | --integration-only]
+                                [--bin build/tern] [-j N]
+
+1. Unit tests: every cmocka binary build/tests/test_* and build/asan/tests/test_*
+   runs from the repository root with CMOCKA_MESSAGE_OUTPUT=TAP; each
+   "ok"/"not ok" line is one test. A binary that exits non-zero without a
+   "not ok" line (a crash, a sanitizer report at exit) counts as one failure.
+2. Integration tests: tests/integration/test_*.py (unittest), once with
+   TERN_BIN=build/tern and once with TERN_BIN=build/asan/tern, each file in
+   its own worker process, two workers at a time. With the ASan build,
+   ASAN_OPTIONS=detect_leaks=1:abort_on_error=0; the harness fails a test
+   whose tern stderr shows a sanitizer report.
+
+One line per test (PASS/FAIL/SKIP name), failure details indented below,
+and last exactly one line "N passed, N failed" (", N skipped" if any).
+Exit status 1 if anything failed.
+
+Every tern the harness starts is recorded in a private directory
+($TERN_TEST_PIDDIR); whatever a worker leaves behind (it timed out or
+crashed) is killed by PID at the end, after checking its start time.
+"""
+
+import argparse
+import concurrent.futures
+import fnmatch
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import unittest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INTEGRATION_DIR = os.path.join(REPO, "tests", "integration")
+VARIANTS = [("tern", "build/tern"), ("asan", "build/asan/tern")]
+UNIT_DIRS = [("tern", "build/tests"), ("asan", "build/asan/tests")]
+ASAN_OPTIONS = "detect_leaks=1:abort_on_error=0"
+UNIT_TIMEOUT = 300
+FILE_TIMEOUT = 600
+# Files that take longest start first so two workers finish together.
+SLOW_FIRST = ["test_crash.py", "test_limits.py", "test_smuggling.py", "test_processes.py"]
+
+
+def matches(pattern, name):
+    if not pattern:
+        return True
+    if any(ch in pattern for ch in "*?["):
+        return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, "*" + pattern + "*")
+    return pattern in name
+
+
+class Results:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.counts = {"PASS": 0, "FAIL": 0, "SKIP": 0}
+        self.failures = []
+
+    def emit_block(self, items):
+        """items: list of (status, name, detail). Printed together."""
+        with self.lock:
+            for status, name, detail in items:
+                self.counts[status] += 1
+                line = "%s %s" % (status, name)
+                if status == "SKIP" and detail:
+                    line += "  (%s)" % detail.strip().splitlines()[0]
+                print(line)
+                if status == "FAIL":
+                    self.failures.append(name)
+                    if detail:
+                        for d in detail.rstrip().splitlines():
+                            print("    " + d)
+            sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------
+# unit tests
+
+def parse_tap(out):
+    """[(ok, name, detail)] from cmocka TAP output."""
+    cases = []
+    for raw in out.splitlines():
+        line = raw.rstrip()
+        if line.startswith("ok ") or line.startswith("not ok "):
+            ok = line.startswith("ok ")
+            rest = line[3:] if ok else line[7:]
+            num, _, name = rest.partition(" - ")
+            cases.append([ok, name.strip() or num.strip(), ""])
+        elif line.startswith("#") and cases and not cases[-1][0]:
+            if line.startswith("# not ok - ") or line.startswith("# ok - "):
+                continue   # group summary
+            cases[-1][2] += line[1:].strip() + "\n"
+    return cases
+
+
+def run_unit_binary(label, path, pattern):
+    env = dict(os.environ)
+    env["CMOCKA_MESSAGE_OUTPUT"] = "TAP"
+    env.setdefault("ASAN_OPTIONS", ASAN_OPTIONS)
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+    rel = os.path.relpath(path, REPO)
+    base = "unit[%s] %s" % (label, os.path.basename(path))
+    items = []
+    try:
+        p = subprocess.run([path], cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=UNIT_TIMEOUT, start_new_session=True)
+        out, rc, timed_out = p.stdout.decode("utf-8", "replace"), p.returncode, False
+    except subprocess.TimeoutExpired as e:
+        out = (e.stdout or b"").decode("utf-8", "replace")
+        rc, timed_out = None, True
+    cases = parse_tap(out)
+    seen = {}
+    for ok, name, detail in cases:
+        seen[name] = seen.get(name, 0) + 1
+        full = "%s:%s" % (base, name) + ("#%d" % seen[name] if seen[name] > 1 else "")
+        if matches(pattern, full):
+            items.append(("PASS" if ok else "FAIL", full, detail))
+    any_fail = any(not ok for ok, _, _ in cases)
+    if timed_out or (rc != 0 and not any_fail):
+        why = ("timed out after %ds" % UNIT_TIMEOUT if timed_out else
+               "exited with status %s%s" % (rc, " (no TAP output)" if not cases else
+                                             " after its TAP lines (crash or sanitizer report?)"))
+        full = "%s (%s)" % (base, rel)
+        if matches(pattern, full) or matches(pattern, base):
+            tail = "\n".join(out.splitlines()[-40:])
+            items.append(("FAIL", full, "%s\n%s" % (why, tail)))
+    return items
+
+
+def unit_binaries(variants):
+    out = []
+    for label, d in UNIT_DIRS:
+        if label not in variants:
+            continue
+        for p in sorted(glob.glob(os.path.join(REPO, d, "test_*"))):
+            if os.path.isfile(p) and os.access(p, os.X_OK) and "." not in os.path.basename(p):
+                out.append((label, p))
+    return out
+
+
+# --------------------------------------------------------------------------
+# integration tests: the worker side (one file, one binary)
+
+def worker_main(args):
+    """Run one integration test file; write one JSON line per result."""
+    sys.path.insert(0, INTEGRATION_DIR)
+    os.environ["TERN_BIN"] = args.bin
+    resfile = open(args.results, "a", buffering=1)
+    label = args.label
+
+    def term(signum, frame):
+        raise SystemExit(128 + signum)   # atexit in harness stops tern by PID
+    signal.signal(signal.SIGTERM, term)
+
+    def emit(status, test_id, detail=""):
+        resfile.write(json.dumps({"status": status, "name": "integration[%s] %s" % (label, test_id),
+                                  "detail": detail}) + "\n")
+        resfile.flush()
+
+    class Result(unittest.TestResult):
+        def addSuccess(self, test):
+            emit("PASS", test.id())
+
+        def addFailure(self, test, err):
+            emit("FAIL", test.id(), self._exc_info_to_string(err, test))
+
+        def addError(self, test, err):
+            emit("FAIL", test.id(), self._exc_info_to_string(err, test))
+
+        def addSkip(self, test, reason):
+            emit("SKIP", test.id(), reason)
+
+        def addExpectedFailure(self, test, err):
+            emit("PASS", test.id())
+
+        def addUnexpectedSuccess(self, test):
+            emit("FAIL", test.id(), "unexpected success")
+
+        def addSubTest(self, test, subtest, err):
+            if err is not None:
+                emit("FAIL", subtest.id(), self._exc_info_to_string(err, subtest))
+
+    modname = os.path.splitext(os.path.basename(args.worker))[0]
+    try:
+        suite = unittest.defaultTestLoader.loadTestsFromName(modname)
+    except Exception:
+        emit("FAIL", modname + " (import)", traceback.format_exc())
+        return 1
+
+    def flatten(s):
+        for t in s:
+            if isinstance(t, unittest.TestSuite):
+                yield from flatten(t)
+            else:
+                yield t
+    tests = [t for t in flatten(suite)
+             if matches(args.k, "integration[%s] %s" % (label, t.id()))]
+    if not tests:
+        return 0
+    unittest.TestSuite(tests).run(Result())
+    return 0
+
+
+# --------------------------------------------------------------------------
+# integration tests: the driver side
+
+def run_integration_file(label, binpath, path, pattern, piddir):
+    name = os.path.basename(path)
+    fd, resfile = tempfile.mkstemp(prefix="tern-results-", suffix=".jsonl")
+    os.close(fd)
+    env = dict(os.environ)
+    env["TERN_BIN"] = binpath
+    env["TERN_TEST_PIDDIR"] = piddir
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    if label == "asan":
+        env["ASAN_OPTIONS"] = ASAN_OPTIONS
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", path, "--bin", binpath,
+           "--label", label, "--results", resfile]
+    if pattern:
+        cmd += ["-k", pattern]
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    timed_out = False
+    try:
+        out, _ = proc.communicate(timeout=FILE_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        try:
+            os.kill(proc.pid, signal.SIGTERM)     # lets the harness stop its terns
+            out, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)   # the worker's own group
+            except ProcessLookupError:
+                pass
+            out, _ = proc.communicate()
+    items = []
+    try:
+        with open(resfile) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                except ValueError:
+                    continue
+                items.append((r["status"], r["name"], r.get("detail", "")))
+    finally:
+        os.unlink(resfile)
+    text = out.decode("utf-8", "replace")
+    if timed_out:
+        items.append(("FAIL", "integration[%s] %s (worker)" % (label, name),
+                      "timed out after %ds; output tail:\n%s" % (FILE_TIMEOUT, "\n".join(text.splitlines()[-30:]))))
+    elif proc.returncode != 0:
+        items.append(("FAIL", "integration[%s] %s (worker)" % (label, name),
+                      "worker exited with status %s; output tail:\n%s"
+                      % (proc.returncode, "\n".join(text.splitlines()[-30:]))))
+    return items, time.monotonic() - start
+
+
+def kill_leftovers(piddir):
+    """Kill (by PID, after checking start time) any tern a worker left behind."""
+    for name in os.listdir(piddir):
+        try:
+            with open(os.path.join(piddir, name)) as f:
+                pid, pgid, starttime = (int(x) for x in f.read().split()[:3])
+        except (OSError, ValueError):
+            continue
+        try:
+            with open("/proc/%d/stat" % pid) as f:
+                data = f.read()
+            st = int(data[data.rfind(")") + 2:].split()[19])
+        except (OSError, ValueError, IndexError):
+            st = None
+        if st is not None and st == starttime:
+            print("# killing leftover tern pid %d (group %d)" % (pid, pgid))
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        try:
+            os.unlink(os.path.join(piddir, name))
+        except OSError:
+            pass
+
+
+def main():
+    ap = argparse.ArgumentParser(description="tern test driver")
+    ap.add_argument("-k", metavar="PATTERN", help="only tests whose name matches (substring or glob)")
+    ap.add_argument("--unit-only", action="store_true")
+    ap.add_argument("--integration-only", action="store_true")
+    ap.add_argument("--bin", help="integration tests against this binary only (e.g. build/tern)")
+    ap.add_argument("-j", type=int, default=2, help="parallel workers (default 2)")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--label", help=argparse.SUPPRESS)
+    ap.add_argument("--results", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.worker:
+        sys.exit(worker_main(args))
+
+    os.chdir(REPO)
+    variants = VARIANTS
+    if args.bin:
+        b = os.path.relpath(os.path.abspath(args.bin), REPO)
+        known = dict((p, l) for l, p in VARIANTS)
+        variants = [(known.get(b, os.path.basename(os.path.dirname(os.path.abspath(args.bin))) or "bin"), b)]
+    labels = [l for l, _ in variants]
+    results = Results()
+    piddir = tempfile.mkdtemp(prefix="tern-pids-")
+    t0 = time.monotonic()
+
+    def on_signal(signum, frame):
+        kill_leftovers(piddir)
+        sys.exit(130)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    try:
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.j))
+        if not args.integration_only:
+            bins = unit_binaries(labels)
+            if not bins:
+                print("# no unit-test binaries under build/tests or build/asan/tests")
+            futs = [pool.submit(run_unit_binary, l, p, args.k) for l, p in bins]
+            for f in futs:
+                results.emit_block(f.result())
+        if not args.unit_only:
+            files = sorted(glob.glob(os.path.join(INTEGRATION_DIR, "test_*.py")))
+            files.sort(key=lambda p: (SLOW_FIRST.index(os.path.basename(p))
+                                      if os.path.basename(p) in SLOW_FIRST else len(SLOW_FIRST)))
+            jobs = []
+            for label, b in variants:
+                if not os.access(os.path.join(REPO, b), os.X_OK):
+                    print("# %s not built: its integration tests are skipped" % b)
+                for p in files:
+                    jobs.append((label, b, p))
+            futs = {pool.submit(run_integration_file, l, b, p, args.k, piddir): (l, p) for l, b, p in jobs}
+            for f in concurrent.futures.as_completed(futs):
+                l, p = futs[f]
+                try:
+                    items, secs = f.result()
+                except Exception:
+                    items, secs = [("FAIL", "integration[%s] %s (driver)" % (l, os.path.basename(p)),
+                                    traceback.format_exc())], 0
+                results.emit_block(items)
+                print("# %s %s: %.0fs" % (l, os.path.basename(p), secs))
+        pool.shutdown()
+    finally:
+        kill_leftovers(piddir)
+        try:
+            os.rmdir(piddir)
+        except OSError:
+            pass
+
+    c = results.counts
+    if results.failures:
+        print("# failed: %s" % ", ".join(results.failures[:50]) + (" ..." if len(results.failures) > 50 else ""))
+    print("# took %.0fs" % (time.monotonic() - t0))
+    line = "%d passed, %d failed" % (c["PASS"], c["FAIL"])
+    if c["SKIP"]:
+        line += ", %d skipped" % c["SKIP"]
+    print(line)
+    sys.exit(1 if c["FAIL"] else 0)
+
+
+if __name__ == "__main__":
+    main()
