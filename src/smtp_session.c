@@ -954,6 +954,15 @@ do_rcpt(struct smtp_session *s, const char *args, size_t len)
 		memcpy(orcpt_buf, orcpt->val, orcpt->vallen);
 		orcpt_buf[orcpt->vallen] = '\0';
 	}
+	/* The same recipient twice in one transaction gets one copy. */
+	for (size_t i = 0; i < t->env.nrcpts; i++) {
+		if (util_ascii_casecmp_n(t->env.rcpts[i].addr,
+		    strlen(t->env.rcpts[i].addr), addr, strlen(addr))) {
+			reply(s, "250 2.1.5 Ok");
+			verdict = "duplicate";
+			goto log;
+		}
+	}
 	envelope_add_rcpt(&t->env, addr, orcpt ? orcpt_buf : NULL, notify);
 	reply(s, "250 2.1.5 Ok");
 	verdict = d != NULL ? "local" : "relay";
