@@ -208,8 +208,9 @@ static const struct option top_opts[] = {
 	  "and closes it, to shed clients that probe or misbehave." },
 	{ "timeout_greeting", T_DURATION, "DURATION", "300s", NULL, 1,
 	  3600, false, TOP(timeout_greeting), NULL, NULL,
-	  "Bound on the start of a session, from connection to the 220 "
-	  "greeting; clients wait 5 minutes for it (RFC 5321 4.5.3.2.1)." },
+	  "How long a new client has, after tern's 220 greeting, to say "
+	  "EHLO or HELO; then 421 4.4.2 and close. Mirrors the 5 minutes "
+	  "a client waits for a greeting (RFC 5321 4.5.3.2.1)." },
 	{ "timeout_command", T_DURATION, "DURATION", "300s", NULL, 1, 3600,
 	  false, TOP(timeout_command), NULL, NULL,
 	  "How long tern waits for the client's next command before it "

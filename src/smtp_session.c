@@ -152,6 +152,8 @@ set_timeout_for_state(struct smtp_session *s)
 {
 	if (s->state == STATE_DATA || s->state == STATE_BDAT)
 		s->io->set_timeout(s->io_arg, s->cfg->timeout_data);
+	else if (s->state == STATE_NEW)
+		s->io->set_timeout(s->io_arg, s->cfg->timeout_greeting);
 	else
 		s->io->set_timeout(s->io_arg, s->cfg->timeout_command);
 }
@@ -558,6 +560,7 @@ do_helo_common(struct smtp_session *s, const char *args, size_t len, bool esmtp)
 	s->helo[len] = '\0';
 	s->esmtp = esmtp;
 	s->state = STATE_READY;
+	set_timeout_for_state(s);
 	if (!esmtp) {
 		reply(s, "250 %s", s->cfg->hostname);
 		return;
