@@ -224,7 +224,8 @@ def run_integration_file(label, binpath, path, pattern, piddir):
     if label == "asan":
         env["ASAN_OPTIONS"] = ASAN_OPTIONS
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", path, "--bin", binpath,
+    py = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+    cmd = [py, os.path.abspath(__file__), "--worker", path, "--bin", binpath,
            "--label", label, "--results", resfile]
     if pattern:
         cmd += ["-k", pattern]
@@ -357,7 +358,8 @@ def main():
                     items, secs = [("FAIL", "integration[%s] %s (driver)" % (l, os.path.basename(p)),
                                     traceback.format_exc())], 0
                 results.emit_block(items)
-                print("# %s %s: %.0fs" % (l, os.path.basename(p), secs))
+                if items:
+                    print("# %s %s: %.0fs" % (l, os.path.basename(p), secs))
         pool.shutdown()
     finally:
         kill_leftovers(piddir)

@@ -87,7 +87,8 @@ class TotalLimit(TernTestCase):
 
 
 class IdleTimeout(TernTestCase):
-    TERN_OPTIONS = {"options": {"timeout_command": "2s", "timeout_data": "3s"}}
+    # timeout_greeting bounds the wait for EHLO/HELO, timeout_command every later command
+    TERN_OPTIONS = {"options": {"timeout_command": "2s", "timeout_data": "3s", "timeout_greeting": "2s"}}
 
     def test_idle_after_greeting(self):
         with self.tern.client() as c:
@@ -95,6 +96,12 @@ class IdleTimeout(TernTestCase):
             c.sock.settimeout(60)
             r = c.read_reply()
             self.assertReply(r, 421, "4.4.2")
+            self.assertTrue(c.wait_closed(10))
+
+    def test_idle_after_ehlo(self):
+        with self.tern.session() as c:
+            c.sock.settimeout(60)
+            self.assertReply(c.read_reply(), 421, "4.4.2")
             self.assertTrue(c.wait_closed(10))
 
     def test_idle_in_transaction(self):
