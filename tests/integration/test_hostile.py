@@ -211,3 +211,27 @@ class Hostile(TernTestCase):
         finally:
             s.close()
         self.assertIn(b"\r\n221 2.0.0", data)
+
+    def test_peer_cannot_forge_log_lines(self):
+        # Control bytes from the peer are quoted in the log (log_quote), so no
+        # peer string starts a line of its own in the log file or stderr.
+        with self.tern.client() as c:
+            c.greeting()
+            c.send(b"EHLO a\rFORGED-LOG-1 event=x\r\n")
+            c.read_reply(check=False)
+            c.send(b"EHLO b\x1b[2Jx\r\n")
+            c.read_reply(check=False)
+            c.cmd(b"MAIL FROM:<a@client.test>")
+            c.cmd(b"RCPT TO:<x\rFORGED-LOG-2@" + DOMAIN.encode() + b">")
+            c.cmd(b"FOO\rFORGED-LOG-3 event=x")
+            c.cmd("QUIT")
+        time.sleep(0.3)
+        for path in (self.tern.log_path, self.tern.stderr_path):
+            if not path or not os.path.exists(path):
+                continue
+            with open(path, "rb") as f:
+                data = f.read()
+            for n in (1, 2, 3):
+                for sep in (b"\r", b"\n"):
+                    self.assertNotIn(sep + b"FORGED-LOG-%d" % n, data, "forged log line in %s" % path)
+            self.assertNotIn(b"\x1b[2J", data, "raw escape sequence in %s" % path)
