@@ -60,6 +60,7 @@ enum opt_type {
 	T_USER,       /* a system user name */
 	T_PATH,       /* made absolute at load */
 	T_LISTEN,     /* ADDR:PORT, repeatable */
+	T_ADDRPORT,   /* one ADDR:PORT, kept as text */
 	T_CIDRS,      /* networks, lists accumulate */
 	T_SIZE,       /* bytes with K/M/G suffix, uint64_t */
 	T_UINT,       /* unsigned */
@@ -103,6 +104,7 @@ struct option {
 #define DOM(f) offsetof(struct config_domain, f)
 
 static const char *const bare_newline_names[] = { "normalize", "reject", NULL };
+static const char *const no_yes_names[] = { "no", "yes", NULL };
 _Static_assert(sizeof(enum config_bare_newline) == sizeof(unsigned),
     "T_ENUM fields are stored as unsigned");
 
@@ -231,6 +233,26 @@ static const struct option top_opts[] = {
 	  "be smuggled in (the CVE-2023-51764 class). `normalize` turns each "
 	  "bare LF or CR into CR LF; `reject` refuses the message with "
 	  "550 5.5.2 once its data has been read." },
+	{ "resolver", T_ADDRPORT, "ADDR:PORT", NULL,
+	  "none: the system's resolver (/etc/resolv.conf)", 0, 0, false,
+	  TOP(resolver), NULL, NULL,
+	  "A DNS server to send every query of outbound delivery to (MX, A "
+	  "and AAAA lookups), as `192.0.2.53:53` or `[2001:db8::53]:53`. It "
+	  "must be a recursive resolver: tern asks with recursion desired "
+	  "and follows no referrals. Without it tern uses the name servers of "
+	  "/etc/resolv.conf, and resolves from the root itself if that file "
+	  "lists none. /etc/hosts is never consulted for mail routing." },
+	{ "allow_loopback_mx", T_ENUM, "no|yes", "no", NULL, 0, 0, false,
+	  TOP(allow_loopback_mx), no_yes_names, NULL,
+	  "Whether an MX host (or implicit MX) whose address is loopback "
+	  "(127.0.0.0/8, ::1) is a real destination. With `no`, such a host "
+	  "counts as tern itself: RFC 5321 5.1 discards it and every MX of "
+	  "equal or higher preference, and when none is left the recipient "
+	  "fails (`tern route` reports `loops back to myself`): a DNS mistake "
+	  "becomes a clear configuration error, never a mail loop. `yes` is "
+	  "for test set-ups whose receiving servers listen on 127.0.0.2, "
+	  "127.0.0.3, ... The addresses of this machine's other interfaces "
+	  "always count as tern itself." },
 	{ "domain", T_DOMAIN, "NAME { ... }", NULL, "none", 0, 0, true, 0,
 	  NULL, &domain_ctx,
 	  "A local domain: tern accepts mail for its mailboxes and aliases and "
@@ -1450,6 +1472,20 @@ apply_option(struct parser *p, struct frame *f, const struct option *o,
 	case T_LISTEN:
 		apply_listen(p, o, args[0]);
 		return;
+	case T_ADDRPORT: {
+		struct sockaddr_storage ss;
+		socklen_t slen;
+
+		if (strlen(args[0]) >= 80 || !parse_listen(args[0], &ss, &slen)) {
+			perr(p, "%s: '%s' is not an address:port (use "
+			    "192.0.2.53:53 or [2001:db8::53]:53; ports "
+			    "1..65535)", o->name,
+			    show(sh, args[0], strlen(args[0])));
+			return;
+		}
+		set_string(field, xstrdup(args[0]));
+		return;
+	}
 	case T_CIDRS:
 		apply_cidrs(p, o, args, nargs);
 		return;
@@ -2113,6 +2149,7 @@ config_free(struct config **cfgp)
 	free(cfg->user_smtp);
 	free(cfg->user_queue);
 	free(cfg->chroot_dir);
+	free(cfg->resolver);
 	free(cfg);
 	*cfgp = NULL;
 }
@@ -2236,6 +2273,7 @@ type_doc(enum opt_type t)
 	case T_USER: return "user name";
 	case T_PATH: return "path";
 	case T_LISTEN: return "address:port";
+	case T_ADDRPORT: return "address:port";
 	case T_CIDRS: return "list of networks";
 	case T_SIZE: return "size";
 	case T_UINT: return "integer";
@@ -2276,6 +2314,9 @@ doc_bounds(const struct option *o, char *buf, size_t size)
 	case T_LISTEN:
 		snprintf(buf, size, "at most %d listeners",
 		    CONFIG_MAX_LISTENERS);
+		return;
+	case T_ADDRPORT:
+		snprintf(buf, size, "an IP address, no host name");
 		return;
 	case T_CIDRS:
 		snprintf(buf, size, "at most %d networks",

@@ -96,6 +96,8 @@ struct config {
 	unsigned timeout_data;         /* seconds waiting for each DATA/BDAT block */
 	unsigned delivery_workers;     /* local delivery threads in the queue process */
 	enum config_bare_newline bare_newline;
+	char *resolver;                /* "ADDR:PORT" as written, or NULL: system */
+	unsigned allow_loopback_mx;    /* 0 no, 1 yes: a loopback MX is a route */
 };
 
 /*
