@@ -35,6 +35,7 @@
 #include "ipc.h"
 #include "log.h"
 #include "queue.h"
+#include "route.h"
 #include "smtp_server.h"
 #include "util.h"
 
@@ -510,6 +511,37 @@ cmd_check_config(const char *path)
 	return 0;
 }
 
+/* tern route ADDRESS [-c FILE] [--json]: route.h explains; exit 0, 1
+ * (permanent failure) or 75 (temporary). */
+static int
+cmd_route(int argc, char **argv)
+{
+	const char *path = NULL, *address = NULL;
+	struct config *cfg;
+	bool json = false;
+	int rc;
+
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			json = true;
+		else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+			path = argv[++i];
+		else if (argv[i][0] != '-' && address == NULL)
+			address = argv[i];
+		else
+			address = NULL, i = argc;
+	}
+	if (address == NULL) {
+		fprintf(stderr, "usage: tern route ADDRESS [-c FILE] [--json]\n");
+		return 64;
+	}
+	if ((cfg = load_config(path)) == NULL)
+		return 78;   /* EX_CONFIG */
+	rc = route_explain(cfg, address, json, stdout);
+	config_free(&cfg);
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -528,6 +560,8 @@ main(int argc, char **argv)
 		config_write_doc(stdout);
 		return 0;
 	}
+	if (strcmp(cmd, "route") == 0)
+		return cmd_route(argc, argv);
 	optind = 2;
 	while ((c = getopt(argc, argv, "c:")) != -1) {
 		switch (c) {
