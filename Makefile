@@ -84,7 +84,7 @@ bench: deps build/tern
 FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
                -Isrc -Ibuild/gen -pthread
 FUZZ_SRC := $(filter-out src/main.c,$(SRC_ALL)) build/gen/config_default.c
-fuzz: build/fuzz/fuzz_smtp_addr build/fuzz/fuzz_smtp_session
+fuzz: build/fuzz/fuzz_smtp_addr build/fuzz/fuzz_smtp_session build/fuzz/fuzz_smtp_client
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC) $(wildcard src/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(FUZZ_SRC) $(LIBS)
