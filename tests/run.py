@@ -167,27 +167,58 @@ def worker_main(args):
         resfile.flush()
 
     class Result(unittest.TestResult):
+        """One line per test: a failure in the test and another in its
+        tearDown are merged. Class-level errors (setUpClass/tearDownClass)
+        have no startTest and are reported at once."""
+
+        def __init__(self):
+            super().__init__()
+            self.cur = None
+
+        def startTest(self, test):
+            super().startTest(test)
+            self.cur = {"id": test.id(), "status": "PASS", "detail": ""}
+
+        def stopTest(self, test):
+            super().stopTest(test)
+            if self.cur is not None:
+                emit(self.cur["status"], self.cur["id"], self.cur["detail"])
+            self.cur = None
+
+        def _record(self, test, status, detail):
+            if self.cur is None or test.id() != self.cur["id"]:
+                emit(status, test.id(), detail)   # class or module fixture
+                return
+            rank = {"PASS": 0, "SKIP": 1, "FAIL": 2}
+            if rank[status] >= rank[self.cur["status"]]:
+                if status == "FAIL" and self.cur["status"] == "FAIL":
+                    self.cur["detail"] += "\n"
+                elif status != self.cur["status"]:
+                    self.cur["detail"] = ""
+                self.cur["status"] = status
+                self.cur["detail"] += detail
+
         def addSuccess(self, test):
-            emit("PASS", test.id())
+            pass
 
         def addFailure(self, test, err):
-            emit("FAIL", test.id(), self._exc_info_to_string(err, test))
+            self._record(test, "FAIL", self._exc_info_to_string(err, test))
 
         def addError(self, test, err):
-            emit("FAIL", test.id(), self._exc_info_to_string(err, test))
+            self._record(test, "FAIL", self._exc_info_to_string(err, test))
 
         def addSkip(self, test, reason):
-            emit("SKIP", test.id(), reason)
+            self._record(test, "SKIP", reason)
 
         def addExpectedFailure(self, test, err):
-            emit("PASS", test.id())
+            pass
 
         def addUnexpectedSuccess(self, test):
-            emit("FAIL", test.id(), "unexpected success")
+            self._record(test, "FAIL", "unexpected success")
 
         def addSubTest(self, test, subtest, err):
             if err is not None:
-                emit("FAIL", subtest.id(), self._exc_info_to_string(err, subtest))
+                self._record(test, "FAIL", "[%s] %s" % (subtest.id(), self._exc_info_to_string(err, subtest)))
 
     modname = os.path.splitext(os.path.basename(args.worker))[0]
     try:

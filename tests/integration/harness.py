@@ -696,6 +696,34 @@ class Tern:
         self.snapshot_pids()
         return self
 
+    def health_check(self, timeout=10.0):
+        """None if a new connection gets a 220 within timeout (421s from
+        connection limits still counting closed sessions are retried), else
+        what went wrong."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            try:
+                with SMTPClient(self.port, timeout=max(1.0, deadline - time.monotonic())) as c:
+                    g = c.greeting()
+                    if g.code == 220:
+                        try:
+                            c.cmd("QUIT")
+                        except (ProtocolError, OSError):
+                            pass
+                        return None
+                    last = repr(g)
+            except (OSError, ProtocolError) as e:
+                last = repr(e)
+            time.sleep(0.1)
+        busy = []
+        for p in self.snapshot_pids():
+            st = _proc_stat(p)
+            if st and st[0] == "R":
+                busy.append(p)
+        return "no 220 greeting within %.0fs (last: %s)%s" % (
+            timeout, last, "; running (spinning?) pids %s" % busy if busy else "")
+
     def snapshot_pids(self):
         if self.proc is None:
             return []
@@ -1052,6 +1080,18 @@ class TernTestCase(unittest.TestCase):
         if self.START and t.proc is not None and t.proc.poll() is not None:
             self.fail("tern exited (status %s) during the test; stderr tail:\n%s"
                       % (t.proc.returncode, t.stderr_tail()))
+        if self.START and t.running():
+            # tern must still greet after the test: a hang or a spinning worker
+            # is charged to the test that caused it, and tern is restarted so
+            # it does not cascade into the next tests.
+            problem = t.health_check()
+            if problem:
+                tail = t.stderr_tail(20)
+                try:
+                    t.restart()
+                except Exception as e:
+                    problem += " (and the restart failed: %s)" % e
+                self.fail("tern stopped answering after this test: %s\nstderr tail:\n%s" % (problem, tail))
 
     # convenience
     def assertReply(self, r, code, enh=None, msg=None):
