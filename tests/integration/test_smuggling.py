@@ -150,3 +150,4 @@ def _make(name):
 for _name in SEQUENCES:
     for _cls in (SmugglingNormalize, SmugglingReject):
         setattr(_cls, "test_smuggle_" + _name, _make(_name))
+del _name, _cls
