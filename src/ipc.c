@@ -112,13 +112,18 @@ ipc_recv_fd(int sock, enum ipc_type *type, int *fd)
 	while (n == -1 && errno == EINTR);
 	if (n == 0)
 		return 0;   /* peer closed */
-	if (n != (ssize_t)sizeof(h) || h.len != 0 || h.flags != 0 ||
-	    (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)))
-		return -1;
 	for (c = CMSG_FIRSTHDR(&mh); c != NULL; c = CMSG_NXTHDR(&mh, c)) {
 		if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
 		    c->cmsg_len == CMSG_LEN(sizeof(int)))
 			memcpy(fd, CMSG_DATA(c), sizeof(int));
+	}
+	if (n != (ssize_t)sizeof(h) || h.len != 0 || h.flags != 0 ||
+	    (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+		/* never leak a descriptor that came with a bad frame */
+		if (*fd != -1)
+			close(*fd);
+		*fd = -1;
+		return -1;
 	}
 	*type = (enum ipc_type)h.type;
 	return 1;

@@ -952,10 +952,19 @@ deliver_job(struct queue *q, struct djob *j)
 		}
 		log_err("queue id=%s event=remove-failed error=\"%s\"", j->id,
 		    strerror(errno));
+		/* Try again later rather than leave it idle until restart. */
+		spool_msg_close(&m);
+		j->result = DJ_RETRY;
+		return;
 	}
-	if (spool_msg_flush(m) == -1)
+	if (spool_msg_flush(m) == -1) {
 		log_err("queue id=%s event=journal-failed error=\"%s\"", j->id,
 		    strerror(errno));
+		/* The outcome is not durable: retry (at worst a duplicate). */
+		spool_msg_close(&m);
+		j->result = DJ_RETRY;
+		return;
+	}
 	j->next_attempt = 0;
 	for (size_t i = 0; i < env->nrcpts; i++) {
 		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);

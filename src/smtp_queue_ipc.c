@@ -70,7 +70,8 @@ static void
 txn_fail_deferred(struct smtp_queue_ipc *q, struct txn *t, const char *reply)
 {
 	t->state = TXN_FAILED;
-	util_strlcpy(t->reply, reply, sizeof(t->reply));
+	if (reply != t->reply)
+		util_strlcpy(t->reply, reply, sizeof(t->reply));
 	event_active(q->notify_ev, 0, 0);
 }
 

@@ -34,8 +34,9 @@ struct conn {
 	struct smtp_session_client client;
 	char addr[INET6_ADDRSTRLEN];
 	struct sockaddr_storage ss;
-	unsigned timeout;         /* current input timeout, seconds */
+	unsigned timeout;         /* current input timeout, seconds; 0: none */
 	bool closing;
+	bool eof;                 /* the client half-closed; finish, then go */
 	struct event *free_ev;
 	struct conn *next, *prev;
 };
@@ -62,7 +63,10 @@ conn_apply_timeouts(struct conn *c)
 	struct timeval tv = { .tv_sec = c->timeout, .tv_usec = 0 };
 
 	/* The same bound for a client that does not read its replies. */
-	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	if (c->timeout == 0)
+		bufferevent_set_timeouts(c->bev, NULL, NULL);
+	else
+		bufferevent_set_timeouts(c->bev, &tv, &tv);
 }
 
 static void
@@ -89,15 +93,46 @@ io_close(void *arg)
 
 	c->closing = true;
 	bufferevent_disable(c->bev, EV_READ);
+	/* Writing may have been stopped by a write timeout: a closing
+	 * connection must always end in write_cb or a timeout. */
+	bufferevent_enable(c->bev, EV_WRITE);
+	if (c->timeout == 0) {
+		c->timeout = c->srv->cfg->timeout_command;
+		conn_apply_timeouts(c);
+	}
 	/* Freed once the last reply is flushed (write_cb), or now if there is
 	 * nothing to flush; never from inside the session's own call. */
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 		event_active(c->free_ev, 0, 0);
 }
 
+/*
+ * A half-closed client sends nothing more: once its session no longer
+ * waits for the queue and every reply is flushed, the connection is done.
+ */
+static void
+conn_check_eof(struct conn *c)
+{
+	if (!c->eof || c->closing || smtp_session_waiting(c->session))
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+		return;   /* write_cb comes back here */
+	log_info("smtp session=%s event=disconnect reason=eof",
+	    smtp_session_id(c->session));
+	c->closing = true;
+	event_active(c->free_ev, 0, 0);
+}
+
+static void
+io_progress(void *arg)
+{
+	conn_check_eof(arg);
+}
+
 static const struct smtp_session_io session_io = {
 	.set_timeout = io_set_timeout,
 	.close = io_close,
+	.progress = io_progress,
 };
 
 static void
@@ -138,6 +173,7 @@ write_cb(struct bufferevent *bev, void *arg)
 	}
 	/* Output drained: a session paused on unread replies may go on. */
 	smtp_session_process(c->session);
+	conn_check_eof(c);
 }
 
 static void
@@ -146,11 +182,25 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 	struct conn *c = arg;
 
 	if (what & BEV_EVENT_TIMEOUT) {
-		if (c->closing) {
-			conn_free(c);   /* the client does not read its 421 */
+		/* libevent has stopped writing already on a write timeout: a
+		 * client that reads nothing will not read a 421 either. */
+		if (c->closing || (what & BEV_EVENT_WRITING)) {
+			if (!c->closing)
+				log_info("smtp session=%s event=disconnect reason=write-timeout",
+				    smtp_session_id(c->session));
+			conn_free(c);
 			return;
 		}
 		smtp_session_timeout(c->session);
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && !c->closing) {
+		/* A half-close after pipelined commands ("." QUIT, BDAT LAST):
+		 * finish what was sent; a reply still due is written if the
+		 * client reads it. */
+		c->eof = true;
+		smtp_session_process(c->session);
+		conn_check_eof(c);
 		return;
 	}
 	if (!c->closing)

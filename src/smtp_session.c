@@ -116,8 +116,11 @@ reply_raw(struct smtp_session *s, const char *line)
 {
 	evbuffer_add(s->out, line, strlen(line));
 	evbuffer_add(s->out, "\r\n", 2);
-	/* RFC 2034: errors are what we count against max_errors. */
-	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0)
+	/* Errors count against max_errors, except 421 (we are closing
+	 * anyway) and 452 4.5.3: a client with many recipients is told to
+	 * send the rest later (RFC 5321 4.5.3.1.10), not punished. */
+	if ((line[0] == '4' || line[0] == '5') && strncmp(line, "421", 3) != 0 &&
+	    strncmp(line, "452 4.5.3", 9) != 0)
 		s->nerrors++;
 }
 
@@ -271,14 +274,25 @@ body_finish(struct smtp_session *s)
 /* ------------------------------------------------------------------ */
 /* queue callbacks */
 
+/* Wait for the queue: the client is not timed out for our slowness. */
+static void
+wait_queue(struct smtp_session *s)
+{
+	s->state = STATE_WAIT;
+	s->io->set_timeout(s->io_arg, 0);
+}
+
 static void
 resume(struct smtp_session *s, enum session_state st)
 {
 	s->state = st;
 	if (!s->closing)
 		set_timeout_for_state(s);
-	if (!s->in_process)
+	if (!s->in_process) {
 		smtp_session_process(s);
+		if (s->io->progress != NULL)
+			s->io->progress(s->io_arg);
+	}
 }
 
 static void
@@ -410,7 +424,7 @@ content_end(struct smtp_session *s)
 		set_timeout_for_state(s);
 		return;
 	}
-	s->state = STATE_WAIT;
+	wait_queue(s);
 	s->qops->commit(s->qctx, t->qtxn, commit_done, s);
 }
 
@@ -846,6 +860,18 @@ orcpt_ok(const struct param *p, bool utf8)
 	return smtp_xtext_valid(v, vl);
 }
 
+/* Remote addresses: local part exact, domain case-insensitive. */
+static bool
+same_remote_addr(const char *a, const char *b)
+{
+	const char *at_a = strrchr(a, '@'), *at_b = strrchr(b, '@');
+
+	if (at_a == NULL || at_b == NULL || at_a - a != at_b - b ||
+	    memcmp(a, b, (size_t)(at_a - a)) != 0)
+		return false;
+	return util_ascii_casecmp_n(at_a, strlen(at_a), at_b, strlen(at_b));
+}
+
 static void
 do_rcpt(struct smtp_session *s, const char *args, size_t len)
 {
@@ -864,6 +890,12 @@ do_rcpt(struct smtp_session *s, const char *args, size_t len)
 		return;
 	if (s->state != STATE_MAIL) {
 		reply(s, "503 5.5.1 Error: need MAIL command");
+		return;
+	}
+	if (s->tx.bdat) {
+		/* RFC 3030 2: every RCPT comes before the first BDAT; the
+		 * envelope is already with the queue. */
+		reply(s, "503 5.5.1 Error: RCPT after BDAT");
 		return;
 	}
 	if (!skip_keyword(&args, &len, "TO:")) {
@@ -957,10 +989,15 @@ do_rcpt(struct smtp_session *s, const char *args, size_t len)
 		memcpy(orcpt_buf, orcpt->val, orcpt->vallen);
 		orcpt_buf[orcpt->vallen] = '\0';
 	}
-	/* The same recipient twice in one transaction gets one copy. */
+	/* The same recipient twice in one transaction gets one copy. Local
+	 * parts are case-sensitive except in our own domains (RFC 5321 2.4),
+	 * whose lookups fold case. */
 	for (size_t i = 0; i < t->env.nrcpts; i++) {
-		if (util_ascii_casecmp_n(t->env.rcpts[i].addr,
-		    strlen(t->env.rcpts[i].addr), addr, strlen(addr))) {
+		const char *o = t->env.rcpts[i].addr;
+		bool same = d != NULL ?
+		    util_ascii_casecmp_n(o, strlen(o), addr, strlen(addr)) :
+		    same_remote_addr(o, addr);
+		if (same) {
 			reply(s, "250 2.1.5 Ok");
 			verdict = "duplicate";
 			goto log;
@@ -1008,7 +1045,7 @@ do_data(struct smtp_session *s, const char *args, size_t len)
 	if (!data_precheck(s, "DATA"))
 		return;
 	s->tx.bdat = false;
-	s->state = STATE_WAIT;
+	wait_queue(s);
 	s->tx.qtxn = s->qops->begin(s->qctx, &s->tx.env, begin_done, s);
 }
 
@@ -1037,18 +1074,25 @@ do_bdat(struct smtp_session *s, const char *args, size_t len)
 		reply(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]");
 		return;
 	}
+	const char *why = NULL;
+	if (i < len && args[i] != ' ') {
+		/* "BDAT 1x": no trustworthy size, nothing to consume. */
+		reply(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]");
+		return;
+	}
 	if (i < len) {
-		if (args[i] != ' ' || !util_ascii_casecmp_n(args + i + 1,
-		    len - i - 1, "LAST", 4)) {
-			reply(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]");
-			return;
-		}
-		last = true;
+		if (!util_ascii_casecmp_n(args + i + 1, len - i - 1, "LAST", 4))
+			/* The size is known: the chunk is still consumed, so
+			 * its octets can never be taken for commands. */
+			why = "501 5.5.4 Syntax: BDAT chunk-size [LAST]";
+		else
+			last = true;
 	}
 
 	bool ok = true;
-	const char *why = NULL;
-	if (s->state == STATE_NEW)
+	if (why != NULL)
+		;
+	else if (s->state == STATE_NEW)
 		why = "503 5.5.1 Error: send HELO/EHLO first";
 	else if (s->state != STATE_MAIL)
 		why = "503 5.5.1 Error: need MAIL command";
@@ -1069,7 +1113,7 @@ do_bdat(struct smtp_session *s, const char *args, size_t len)
 	t->chunk_left = n;
 	t->chunk_size = n;
 	if (ok && t->qtxn == NULL && t->queue_id[0] == '\0' && !t->bdat_failed) {
-		s->state = STATE_WAIT;
+		wait_queue(s);
 		t->qtxn = s->qops->begin(s->qctx, &t->env, begin_done, s);
 		return;
 	}
@@ -1296,7 +1340,8 @@ data_feed(struct smtp_session *s)
 	struct evbuffer_iovec v[8];
 	int nv;
 
-	while ((nv = evbuffer_peek(s->in, -1, NULL, v, 8)) > 0) {
+	while (evbuffer_get_length(s->in) > 0 &&
+	    (nv = evbuffer_peek(s->in, -1, NULL, v, 8)) > 0) {
 		size_t consumed = 0;
 		bool end = false;
 		for (int k = 0; k < nv && !end; k++) {
@@ -1358,6 +1403,11 @@ data_feed(struct smtp_session *s)
 		evbuffer_drain(s->in, consumed);
 		if (end)
 			return true;
+		if (consumed == 0) {
+			/* only empty chains in view: coalesce, never spin */
+			size_t avail = evbuffer_get_length(s->in);
+			evbuffer_pullup(s->in, (ssize_t)(avail < 4096 ? avail : 4096));
+		}
 		if (s->qops->congested != NULL && s->qops->congested(s->qctx))
 			return false;
 	}
@@ -1370,14 +1420,18 @@ bdat_feed(struct smtp_session *s)
 	struct transaction *t = &s->tx;
 
 	while (t->chunk_left > 0) {
-		struct evbuffer_iovec v;
-		if (evbuffer_peek(s->in, -1, NULL, &v, 1) < 1)
+		/* By length, never by peeking chains: libevent may keep an
+		 * empty chain at the front, and a zero-length step would spin. */
+		size_t n = evbuffer_get_length(s->in);
+		if (n == 0)
 			return false;
-		size_t n = v.iov_len;
 		if (n > t->chunk_left)
 			n = (size_t)t->chunk_left;
+		if (n > STAGE_FLUSH)
+			n = STAGE_FLUSH;
+		const char *p = (const char *)evbuffer_pullup(s->in, (ssize_t)n);
 		if (!t->bdat_failed)
-			body_put(s, v.iov_base, n);
+			body_put(s, p, n);
 		evbuffer_drain(s->in, n);
 		t->chunk_left -= n;
 		if (t->chunk_left > 0 && s->qops->congested != NULL &&
@@ -1494,6 +1548,12 @@ bool
 smtp_session_closing(const struct smtp_session *s)
 {
 	return s->closing;
+}
+
+bool
+smtp_session_waiting(const struct smtp_session *s)
+{
+	return s->state == STATE_WAIT;
 }
 
 const char *

@@ -36,11 +36,15 @@ struct smtp_session_client {
 
 /* What the session asks of the transport. */
 struct smtp_session_io {
-	/* Input wait bound changed (seconds): command or data timeout. */
+	/* Input wait bound changed (seconds): command or data timeout; 0
+	 * means none (the session is waiting for the queue, not the client). */
 	void (*set_timeout)(void *arg, unsigned seconds);
 	/* Close the connection once the output is flushed; the session is
 	 * done and must be freed by the transport outside its callbacks. */
 	void (*close)(void *arg);
+	/* The session went on after a queue answer (it may have written
+	 * replies, or be idle waiting for input). May be NULL. */
+	void (*progress)(void *arg);
 };
 
 /*
@@ -67,6 +71,9 @@ void smtp_session_shutdown(struct smtp_session *s);
 
 /* true once the session asked to close; it reads nothing further. */
 bool smtp_session_closing(const struct smtp_session *s);
+
+/* true while the session waits for the queue (a reply is still due). */
+bool smtp_session_waiting(const struct smtp_session *s);
 
 /* The session's log identifier. */
 const char *smtp_session_id(const struct smtp_session *s);

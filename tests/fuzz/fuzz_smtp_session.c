@@ -102,7 +102,8 @@ io_close(void *arg)
 	*(bool *)arg = true;
 }
 
-static const struct smtp_session_io fio = { io_set_timeout, io_close };
+static const struct smtp_session_io fio = { .set_timeout = io_set_timeout,
+	.close = io_close };
 
 static struct config *cfgs[2];
 

@@ -38,10 +38,18 @@ class Privileges(TernTestCase):
 
     def test_children_users_and_chroot(self):
         t = self.tern
-        kids = t.children()
-        self.assertGreaterEqual(len(kids), 2, "expected an smtp and a queue process, got %r" % kids)
         smtp_uid = pwd.getpwnam("tern-smtp").pw_uid
         queue_uid = pwd.getpwnam("tern").pw_uid
+        # The queue drops root only after creating and opening its
+        # directories: wait (bounded) until both workers have settled.
+        deadline = time.time() + 15
+        while True:
+            kids = t.children()
+            settled = len(kids) >= 2 and all(ids(k)[0][0] != 0 for k in kids)
+            if settled or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertGreaterEqual(len(kids), 2, "expected an smtp and a queue process, got %r" % kids)
         by_uid = {}
         for k in kids:
             uids, gids, groups = ids(k)

@@ -131,7 +131,8 @@ io_close(void *arg)
 	((struct t *)arg)->closed = true;
 }
 
-static const struct smtp_session_io test_io = { io_set_timeout, io_close };
+static const struct smtp_session_io test_io = { .set_timeout = io_set_timeout,
+	.close = io_close };
 
 #define DEFAULT_LIMITS "max_message_size 4K\nmax_recipients 3\nmax_errors 6"
 
@@ -585,7 +586,14 @@ test_too_many_recipients_and_errors(void **state)
 	EXPECT(&t, "RCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
 	    "RCPT TO:<postmaster@example.test>\r\nRCPT TO:<alice@example.test>\r\n",
 	    "250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n452 4.5.3 Error: too many recipients\r\n");
-	/* 5 more errors reach max_errors 6 */
+	/* 452 for too many recipients is not held against the client */
+	EXPECT(&t, "RCPT TO:<bob@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
+	    "RCPT TO:<bob@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
+	    "RCPT TO:<bob@example.test>\r\nRCPT TO:<bob@example.test>\r\n",
+	    "452 4.5.3 Error: too many recipients\r\n452 4.5.3 Error: too many recipients\r\n"
+	    "452 4.5.3 Error: too many recipients\r\n452 4.5.3 Error: too many recipients\r\n"
+	    "452 4.5.3 Error: too many recipients\r\n452 4.5.3 Error: too many recipients\r\n");
+	/* 6 real errors reach max_errors 6 */
 	char *r = feed(&t, "X\r\nX\r\nX\r\nX\r\nX\r\nX\r\nX\r\n");
 	assert_non_null(strstr(r, "421 4.7.0 mx.test Error: too many errors\r\n"));
 	/* nothing after the 421 */
@@ -615,6 +623,14 @@ test_bdat(void **state)
 	assert_string_equal(body, "Subject: x\r\n\r\n.\r\nab\r\n");
 	free(body);
 	EXPECT(&t, "BDAT x\r\n", "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n");
+	/* a bad BDAT line with a valid size still consumes its chunk */
+	EXPECT(&t, "BDAT 12 LAST \r\nNOOP\r\nNOOP\r\n", "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n");
+	/* RCPT between chunks: the envelope is already with the queue */
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nBDAT 3\r\nabc",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 3 octets received\r\n");
+	EXPECT(&t, "RCPT TO:<bob@example.test>\r\n", "503 5.5.1 Error: RCPT after BDAT\r\n");
+	EXPECT_PREFIX(&t, "BDAT 0 LAST\r\n", "250 2.0.0 Ok: queued as ");
+	assert_int_equal(t.q.msgs[1].env.nrcpts, 1);
 	stop(&t);
 }
 
