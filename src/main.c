@@ -179,7 +179,8 @@ close_other_fds(struct parent *p, int keep1, int keep2, bool keep_listen)
  * submission channel end chan. Returns the child's pid.
  */
 static pid_t
-spawn(struct parent *p, enum worker_kind kind, int chan, int *ctl_parent)
+spawn(struct parent *p, enum worker_kind kind, int chan, int peer_end,
+    int *ctl_parent)
 {
 	int ctl[2];
 	pid_t parent_pid = getpid();
@@ -198,6 +199,10 @@ spawn(struct parent *p, enum worker_kind kind, int chan, int *ctl_parent)
 
 	/* child */
 	close(ctl[0]);
+	/* The other end of the submission channel belongs to the peer worker:
+	 * holding it would hide the peer's death (no EOF) from us. */
+	if (peer_end != -1)
+		close(peer_end);
 	/* The parent's loop (and its signal handling) is not ours; drop it
 	 * so the worker's own event base can take the signals. */
 	if (p->base != NULL) {
@@ -252,9 +257,11 @@ start_all(struct parent *p)
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) == -1)
 		fatal("socketpair: %s", strerror(errno));
-	p->w[WORKER_QUEUE].pid = spawn(p, WORKER_QUEUE, chan[0], &p->w[WORKER_QUEUE].ctl);
+	p->w[WORKER_QUEUE].pid = spawn(p, WORKER_QUEUE, chan[0], chan[1],
+	    &p->w[WORKER_QUEUE].ctl);
 	close(chan[0]);
-	p->w[WORKER_SMTP].pid = spawn(p, WORKER_SMTP, chan[1], &p->w[WORKER_SMTP].ctl);
+	p->w[WORKER_SMTP].pid = spawn(p, WORKER_SMTP, chan[1], -1,
+	    &p->w[WORKER_SMTP].ctl);
 	close(chan[1]);
 }
 
@@ -272,7 +279,7 @@ restart_worker(struct parent *p, enum worker_kind kind)
 		close(w->ctl);
 		w->ctl = -1;
 	}
-	w->pid = spawn(p, kind, chan[0], &w->ctl);
+	w->pid = spawn(p, kind, chan[0], chan[1], &w->ctl);
 	close(chan[0]);
 	if (other->pid > 0 && ipc_send_fd(other->ctl, IPC_CTL_PEER_FD, chan[1]) == -1)
 		log_err("parent: cannot hand the new channel to %s", other->name);
