@@ -41,37 +41,49 @@ build/gen/config_default.c: etc/default.conf scripts/embed.sh
 	@mkdir -p $(dir $@)
 	sh scripts/embed.sh config_default_text_data $< > $@
 
+# V=1 shows the full compiler command lines.
+Q := $(if $(V),,@)
+
 build/obj/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASEFLAGS) $(OPT_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(BASEFLAGS) $(OPT_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 build/obj/config_default.o: build/gen/config_default.c
-	$(CC) $(BASEFLAGS) $(OPT_CFLAGS) -c $< -o $@
+	@echo "  CC      $<"
+	$(Q)$(CC) $(BASEFLAGS) $(OPT_CFLAGS) -c $< -o $@
 build/asan/obj/%.o: src/%.c $(wildcard src/*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
+	@echo "  CC asan $<"
+	$(Q)$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 build/asan/obj/config_default.o: build/gen/config_default.c
 	@mkdir -p $(dir $@)
-	$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) -c $< -o $@
+	@echo "  CC asan $<"
+	$(Q)$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) -c $< -o $@
 
 build/tern: build/obj/main.o $(OBJ_LIB)
-	$(CC) $(BASEFLAGS) $(OPT_CFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(BASEFLAGS) $(OPT_CFLAGS) -o $@ $^ $(LIBS)
 build/asan/tern: build/asan/obj/main.o $(OBJ_LIB_ASAN)
-	$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
 
 build/tests/%: tests/unit/%.c $(OBJ_LIB) tests/unit/unit.h
 	@mkdir -p $(dir $@)
-	$(CC) $(BASEFLAGS) $(OPT_CFLAGS) $(PKG_CFLAGS) -Itests/unit -o $@ $< $(OBJ_LIB) $(LIBS) -lcmocka
+	@echo "  CC LD   $@"
+	$(Q)$(CC) $(BASEFLAGS) $(OPT_CFLAGS) $(PKG_CFLAGS) -Itests/unit -o $@ $< $(OBJ_LIB) $(LIBS) -lcmocka
 build/asan/tests/%: tests/unit/%.c $(OBJ_LIB_ASAN) tests/unit/unit.h
 	@mkdir -p $(dir $@)
-	$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) $(PKG_CFLAGS) -Itests/unit -o $@ $< $(OBJ_LIB_ASAN) $(LIBS) -lcmocka
+	@echo "  CC LD   $@"
+	$(Q)$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) $(PKG_CFLAGS) -Itests/unit -o $@ $< $(OBJ_LIB_ASAN) $(LIBS) -lcmocka
 
 unit: $(UNIT_BIN) $(UNIT_BIN_ASAN)
 
-run: deps build/tern
+run: deps
+	@$(MAKE) --no-print-directory build/tern
 	./build/tern serve
 
 test: deps
-	$(MAKE) build/tern build/asan/tern unit
+	@$(MAKE) --no-print-directory build/tern build/asan/tern unit
 	/usr/bin/python3 tests/run.py
 
 docs: build/tern
