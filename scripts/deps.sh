@@ -34,7 +34,7 @@ fi
 
 # The users tern drops to when started as root (config: user_smtp, user_queue).
 if [ "$(id -u)" = 0 ]; then
-	for u in tern tern-smtp; do
+	for u in tern tern-smtp tern-relay; do
 		if ! getent passwd "$u" >/dev/null; then
 			useradd --system --no-create-home --home-dir /nonexistent \
 			    --shell /usr/sbin/nologin "$u"

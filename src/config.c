@@ -172,11 +172,15 @@ static const struct option top_opts[] = {
 	  TOP(user_queue), NULL, NULL,
 	  "The user of the queue process, which owns the spool and writes the "
 	  "Maildirs. Used only when tern is started as root." },
+	{ "user_relay", T_USER, "USER", "tern-relay", NULL, 0, 0, false,
+	  TOP(user_relay), NULL, NULL,
+	  "The unprivileged user of the relay process, which delivers to "
+	  "other servers. Used only when tern is started as root." },
 	{ "chroot", T_PATH, "PATH", NULL,
 	  "SPOOL/../empty (a directory `empty` next to the spool)", 0, 0, false,
 	  TOP(chroot_dir), NULL, NULL,
-	  "An empty directory the smtp process is chrooted into when tern "
-	  "starts as root." },
+	  "An empty directory the smtp and relay processes are chrooted "
+	  "into when tern starts as root." },
 	{ "relay_networks", T_CIDRS, "CIDR...", "127.0.0.0/8 ::1/128", NULL,
 	  0, 0, true, 0, NULL, NULL,
 	  "Clients in these networks may relay: send to domains that are not "
@@ -2148,6 +2152,7 @@ config_free(struct config **cfgp)
 	free(cfg->log_file);
 	free(cfg->user_smtp);
 	free(cfg->user_queue);
+	free(cfg->user_relay);
 	free(cfg->chroot_dir);
 	free(cfg->resolver);
 	free(cfg);

@@ -78,6 +78,7 @@ struct config {
 	char *log_file;        /* absolute or NULL */
 	char *user_smtp;       /* used only when started as root */
 	char *user_queue;
+	char *user_relay;      /* the outbound delivery process */
 	char *chroot_dir;      /* empty directory for the smtp process (root) */
 
 	struct config_cidr *relay_networks;

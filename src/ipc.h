@@ -21,6 +21,26 @@
  * The queue answers COMMIT_OK only after the file and its directory are
  * fsync'ed. A *_FAIL reply text is a complete SMTP reply line without CRLF,
  * e.g. "451 4.3.0 Local error in processing".
+ *
+ * Relay protocol, queue <-> relay (outbound delivery; id = the queue's job
+ * number, nonzero, unique per channel). A job is one message for one
+ * destination domain with up to IPC_RELAY_MAX_RCPTS of its recipients:
+ *   queue -> relay  RELAY_JOB   payload: "domain <d>\n" then the envelope
+ *                               text (envelope.h) holding only the job's
+ *                               recipients, in job order
+ *   queue -> relay  RELAY_DATA  payload: message octets (CRLF lines), any
+ *                               number of frames
+ *   queue -> relay  RELAY_END   (empty): the message is complete: deliver
+ *   queue -> relay  RELAY_CANCEL (empty): drop the job (queue shutting down
+ *                               or message deleted); a RESULT may still come
+ *   relay -> queue  RELAY_RESULT payload: one line per recipient, in job
+ *                               order: "<i> <D|T|F> <code> <x.y.z> <text>\n"
+ *                               (D delivered, T temporary, F permanent;
+ *                               code 0 when tern decided without a reply),
+ *                               preceded by a line "via <mx> <ip> <tls>\n"
+ *                               ("via - - -" if no server was reached).
+ * The relay answers every JOB with exactly one RESULT (or the channel
+ * closes: the queue then treats every job in flight as deferred).
  */
 #ifndef TERN_IPC_H
 #define TERN_IPC_H
@@ -42,10 +62,19 @@ enum ipc_type {
 	IPC_SUBMIT_COMMIT_OK,
 	IPC_SUBMIT_COMMIT_FAIL,
 
+	IPC_RELAY_JOB = 16,
+	IPC_RELAY_DATA,
+	IPC_RELAY_END,
+	IPC_RELAY_CANCEL,
+	IPC_RELAY_RESULT,
+
 	IPC_CTL_PEER_FD = 32,   /* parent -> child: here is your new peer channel (fd attached) */
 	IPC_CTL_SHUTDOWN,       /* parent -> child: finish and exit */
 	IPC_CTL_READY,          /* child -> parent: initialised, privileges dropped */
+	IPC_CTL_RELAY_FD,       /* parent -> queue: your new relay channel (fd attached) */
 };
+
+#define IPC_RELAY_MAX_RCPTS 1000
 
 struct ipc_hdr {
 	uint32_t len;   /* payload octets */

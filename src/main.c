@@ -35,6 +35,7 @@
 #include "ipc.h"
 #include "log.h"
 #include "queue.h"
+#include "relay.h"
 #include "route.h"
 #include "smtp_server.h"
 #include "util.h"
@@ -44,7 +45,7 @@
 #define RESTART_MAX 10        /* per window, per worker, then give up */
 #define SHUTDOWN_GRACE_SECS 10
 
-enum worker_kind { WORKER_QUEUE, WORKER_SMTP, WORKER_COUNT };
+enum worker_kind { WORKER_QUEUE, WORKER_SMTP, WORKER_RELAY, WORKER_COUNT };
 
 struct worker {
 	const char *name;
@@ -60,8 +61,8 @@ struct parent {
 	int listen_fds[CONFIG_MAX_LISTENERS];
 	size_t nlisten;
 	bool root;
-	uid_t smtp_uid, queue_uid;
-	gid_t smtp_gid, queue_gid;
+	uid_t smtp_uid, queue_uid, relay_uid;
+	gid_t smtp_gid, queue_gid, relay_gid;
 	struct worker w[WORKER_COUNT];
 	struct event *restart_ev[WORKER_COUNT];
 	struct restart_arg {
@@ -175,16 +176,20 @@ close_other_fds(struct parent *p, int keep1, int keep2, bool keep_listen)
 }
 
 /*
- * Fork a worker of the given kind with its control channel and the
- * submission channel end chan. Returns the child's pid.
+ * Fork a worker of the given kind with its control channel. chan[] are the
+ * worker's ends of its data channels (queue: smtp then relay; smtp and
+ * relay: the queue channel, -1), drop[] the peers' ends, which the child
+ * must not keep: holding them would hide a peer's death (no EOF).
+ * Returns the child's pid.
  */
 static pid_t
-spawn(struct parent *p, enum worker_kind kind, int chan, int peer_end,
-    int *ctl_parent)
+spawn(struct parent *p, enum worker_kind kind, const int chan[2],
+    const int drop[2], int *ctl_parent)
 {
 	int ctl[2];
 	pid_t parent_pid = getpid();
 	pid_t pid;
+	int status;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) == -1)
 		fatal("socketpair: %s", strerror(errno));
@@ -199,10 +204,9 @@ spawn(struct parent *p, enum worker_kind kind, int chan, int peer_end,
 
 	/* child */
 	close(ctl[0]);
-	/* The other end of the submission channel belongs to the peer worker:
-	 * holding it would hide the peer's death (no EOF) from us. */
-	if (peer_end != -1)
-		close(peer_end);
+	for (int i = 0; i < 2; i++)
+		if (drop[i] != -1)
+			close(drop[i]);
 	/* The parent's loop (and its signal handling) is not ours; drop it
 	 * so the worker's own event base can take the signals. */
 	if (p->base != NULL) {
@@ -216,12 +220,14 @@ spawn(struct parent *p, enum worker_kind kind, int chan, int peer_end,
 	signal(SIGTERM, SIG_DFL);
 	signal(SIGINT, SIG_DFL);
 	signal(SIGHUP, SIG_DFL);
-	if (kind == WORKER_QUEUE) {
+	close_other_fds(p, -1, -1, kind == WORKER_SMTP);
+
+	switch (kind) {
+	case WORKER_QUEUE: {
 		char err[256];
 		struct queue *q;
 
 		log_set_role("queue");
-		close_other_fds(p, -1, -1, false);
 		q = queue_new(p->cfg, p->root ? p->queue_uid : (uid_t)-1,
 		    p->root ? p->queue_gid : (gid_t)-1, err, sizeof(err));
 		if (q == NULL)
@@ -229,61 +235,110 @@ spawn(struct parent *p, enum worker_kind kind, int chan, int peer_end,
 		if (p->root)
 			drop_privileges(p->queue_uid, p->queue_gid);
 		harden_worker(parent_pid);
-		int status = queue_run(q, ctl[1], chan);
+		status = queue_run(q, ctl[1], chan[0], chan[1]);
 		queue_free(&q);
-		config_free(&p->cfg);
-		_exit(status);
+		break;
 	}
+	case WORKER_RELAY: {
+		char err[256];
+		struct relay *r;
 
-	log_set_role("smtp");
-	close_other_fds(p, -1, -1, true);
-	if (p->root) {
-		/* Nothing on disk for a compromised smtp process to read. */
-		if (chroot(p->cfg->chroot_dir) == -1 || chdir("/") == -1)
-			fatal("chroot %s: %s", p->cfg->chroot_dir, strerror(errno));
-		drop_privileges(p->smtp_uid, p->smtp_gid);
+		log_set_role("relay");
+		r = relay_new(p->cfg, err, sizeof(err));
+		if (r == NULL)
+			fatal("relay: %s", err);
+		if (p->root) {
+			if (chroot(p->cfg->chroot_dir) == -1 || chdir("/") == -1)
+				fatal("chroot %s: %s", p->cfg->chroot_dir, strerror(errno));
+			drop_privileges(p->relay_uid, p->relay_gid);
+		}
+		harden_worker(parent_pid);
+		status = relay_run(r, ctl[1], chan[0]);
+		relay_free(&r);
+		break;
 	}
-	harden_worker(parent_pid);
-	int status = smtp_server_run(p->cfg, p->listen_fds, p->nlisten, chan, ctl[1]);
+	default:
+		log_set_role("smtp");
+		if (p->root) {
+			/* Nothing on disk for a compromised smtp process to read. */
+			if (chroot(p->cfg->chroot_dir) == -1 || chdir("/") == -1)
+				fatal("chroot %s: %s", p->cfg->chroot_dir, strerror(errno));
+			drop_privileges(p->smtp_uid, p->smtp_gid);
+		}
+		harden_worker(parent_pid);
+		status = smtp_server_run(p->cfg, p->listen_fds, p->nlisten,
+		    chan[0], ctl[1]);
+		break;
+	}
 	config_free(&p->cfg);
 	_exit(status);
 }
 
-/* Start both workers with a fresh submission channel between them. */
+static void
+new_pair(int sv[2])
+{
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == -1)
+		fatal("socketpair: %s", strerror(errno));
+}
+
+/* Start the workers: the queue with a channel to each of the others. */
 static void
 start_all(struct parent *p)
 {
-	int chan[2];
+	int sq[2], rq[2];
 
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) == -1)
-		fatal("socketpair: %s", strerror(errno));
-	p->w[WORKER_QUEUE].pid = spawn(p, WORKER_QUEUE, chan[0], chan[1],
-	    &p->w[WORKER_QUEUE].ctl);
-	close(chan[0]);
-	p->w[WORKER_SMTP].pid = spawn(p, WORKER_SMTP, chan[1], -1,
-	    &p->w[WORKER_SMTP].ctl);
-	close(chan[1]);
+	new_pair(sq);
+	new_pair(rq);
+	p->w[WORKER_QUEUE].pid = spawn(p, WORKER_QUEUE, (int[]){ sq[0], rq[0] },
+	    (int[]){ sq[1], rq[1] }, &p->w[WORKER_QUEUE].ctl);
+	close(sq[0]);
+	close(rq[0]);
+	p->w[WORKER_SMTP].pid = spawn(p, WORKER_SMTP, (int[]){ sq[1], -1 },
+	    (int[]){ rq[1], -1 }, &p->w[WORKER_SMTP].ctl);
+	close(sq[1]);
+	p->w[WORKER_RELAY].pid = spawn(p, WORKER_RELAY, (int[]){ rq[1], -1 },
+	    (int[]){ -1, -1 }, &p->w[WORKER_RELAY].ctl);
+	close(rq[1]);
 }
 
-/* Restart one worker and hand the survivor its new peer channel. */
+/* Give a surviving worker the far end of its new channel. */
+static void
+hand_over(struct parent *p, enum worker_kind to, enum ipc_type type, int fd)
+{
+	struct worker *w = &p->w[to];
+
+	if (w->pid > 0 && ipc_send_fd(w->ctl, type, fd) == -1)
+		log_err("parent: cannot hand the new channel to %s", w->name);
+	close(fd);
+}
+
+/* Restart one worker and hand the survivors their new channels. */
 static void
 restart_worker(struct parent *p, enum worker_kind kind)
 {
 	struct worker *w = &p->w[kind];
-	struct worker *other = &p->w[kind == WORKER_QUEUE ? WORKER_SMTP : WORKER_QUEUE];
-	int chan[2];
+	int a[2], b[2];
 
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) == -1)
-		fatal("socketpair: %s", strerror(errno));
 	if (w->ctl != -1) {
 		close(w->ctl);
 		w->ctl = -1;
 	}
-	w->pid = spawn(p, kind, chan[0], chan[1], &w->ctl);
-	close(chan[0]);
-	if (other->pid > 0 && ipc_send_fd(other->ctl, IPC_CTL_PEER_FD, chan[1]) == -1)
-		log_err("parent: cannot hand the new channel to %s", other->name);
-	close(chan[1]);
+	new_pair(a);
+	if (kind == WORKER_QUEUE) {
+		new_pair(b);
+		w->pid = spawn(p, kind, (int[]){ a[0], b[0] }, (int[]){ a[1], b[1] },
+		    &w->ctl);
+		close(a[0]);
+		close(b[0]);
+		hand_over(p, WORKER_SMTP, IPC_CTL_PEER_FD, a[1]);
+		hand_over(p, WORKER_RELAY, IPC_CTL_PEER_FD, b[1]);
+	} else {
+		w->pid = spawn(p, kind, (int[]){ a[0], -1 }, (int[]){ a[1], -1 },
+		    &w->ctl);
+		close(a[0]);
+		hand_over(p, WORKER_QUEUE, kind == WORKER_SMTP ?
+		    IPC_CTL_PEER_FD : IPC_CTL_RELAY_FD, a[1]);
+	}
 	log_info("parent event=restarted worker=%s pid=%ld", w->name, (long)w->pid);
 }
 
@@ -348,6 +403,15 @@ worker_died(struct parent *p, enum worker_kind kind, int status)
 	event_add(p->restart_ev[kind], &tv);
 }
 
+static bool
+all_stopped(const struct parent *p)
+{
+	for (int k = 0; k < WORKER_COUNT; k++)
+		if (p->w[k].pid > 0)
+			return false;
+	return true;
+}
+
 static void
 sigchld_cb(evutil_socket_t sig, short ev, void *arg)
 {
@@ -360,7 +424,7 @@ sigchld_cb(evutil_socket_t sig, short ev, void *arg)
 			if (p->w[k].pid == pid)
 				worker_died(p, (enum worker_kind)k, status);
 	}
-	if (p->stopping && p->w[WORKER_QUEUE].pid == 0 && p->w[WORKER_SMTP].pid == 0)
+	if (p->stopping && all_stopped(p))
 		event_base_loopbreak(p->base);
 }
 
@@ -371,7 +435,7 @@ sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 
 	log_info("parent event=shutdown signal=%d", (int)sig);
 	stop_all(p, 0);
-	if (p->w[WORKER_QUEUE].pid == 0 && p->w[WORKER_SMTP].pid == 0)
+	if (all_stopped(p))
 		event_base_loopbreak(p->base);
 }
 
@@ -415,7 +479,9 @@ cmd_serve(const char *path)
 	p.root = geteuid() == 0;
 	p.w[WORKER_QUEUE].name = "queue";
 	p.w[WORKER_SMTP].name = "smtp";
-	p.w[WORKER_QUEUE].ctl = p.w[WORKER_SMTP].ctl = -1;
+	p.w[WORKER_RELAY].name = "relay";
+	for (int k = 0; k < WORKER_COUNT; k++)
+		p.w[k].ctl = -1;
 
 	if (p.cfg->log_file != NULL) {
 		int fd = open(p.cfg->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
@@ -433,6 +499,7 @@ cmd_serve(const char *path)
 	if (p.root) {
 		lookup_user(p.cfg->user_smtp, &p.smtp_uid, &p.smtp_gid);
 		lookup_user(p.cfg->user_queue, &p.queue_uid, &p.queue_gid);
+		lookup_user(p.cfg->user_relay, &p.relay_uid, &p.relay_gid);
 		if (p.smtp_uid == p.queue_uid)
 			log_warn("parent: user_smtp and user_queue are the same user; "
 			    "the smtp process could then signal or trace the queue");

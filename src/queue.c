@@ -1289,6 +1289,11 @@ ctl_cb(evutil_socket_t fd, short ev, void *arg)
 		return;
 	}
 	switch (type) {
+	case IPC_CTL_RELAY_FD:
+		/* XXX served once the scheduler lands */
+		if (pfd != -1)
+			close(pfd);
+		return;
 	case IPC_CTL_PEER_FD:
 		if (pfd == -1) {
 			log_warn("queue event=control-bad reason=\"PEER_FD without fd\"");
@@ -1372,8 +1377,11 @@ stop_threads(struct queue *q)
 }
 
 int
-queue_run(struct queue *q, int ctl_fd, int smtp_fd)
+queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 {
+	/* XXX the relay channel is served once the scheduler lands. */
+	if (relay_fd != -1)
+		close(relay_fd);
 	int removed, recovered;
 
 	signal(SIGPIPE, SIG_IGN);

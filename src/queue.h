@@ -65,7 +65,7 @@ struct queue *queue_new(const struct config *cfg, uid_t uid, gid_t gid,
  * ctl_fd stays the caller's. Returns the process exit code: 0 after a
  * requested shutdown, 1 after a fatal error or the loss of the parent.
  */
-int queue_run(struct queue *q, int ctl_fd, int smtp_fd);
+int queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd);
 
 void queue_free(struct queue **q);
 

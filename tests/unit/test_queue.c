@@ -168,7 +168,7 @@ start_child_as(struct fx *f, uid_t uid, gid_t gid)
 			log_err("drop privileges: %s", strerror(errno));
 			_exit(4);
 		}
-		status = queue_run(q, ctl[1], chan[1]);
+		status = queue_run(q, ctl[1], chan[1], -1);
 		queue_free(&q);
 		close(ctl[1]);
 		/* exit, not _exit: LeakSanitizer checks the queue process too. */
