@@ -257,6 +257,39 @@ static const struct option top_opts[] = {
 	  "for test set-ups whose receiving servers listen on 127.0.0.2, "
 	  "127.0.0.3, ... The addresses of this machine's other interfaces "
 	  "always count as tern itself." },
+	{ "relay_port", T_UINT, "PORT", "25", NULL, 1, 65535, false,
+	  TOP(relay_port), NULL, NULL,
+	  "The TCP port outbound delivery connects to on each mail "
+	  "exchanger. Always 25 on the internet (RFC 5321 4.5.4.2 and "
+	  "appendix C); another value is for test set-ups." },
+	{ "max_relay_connections", T_UINT, "N", "100", NULL, 1, 10000, false,
+	  TOP(max_relay_connections), NULL, NULL,
+	  "Outbound delivery jobs (one message, one destination domain, each "
+	  "a connection) in flight at once, in total. Further jobs wait in "
+	  "a queue per destination and go out as slots free up." },
+	{ "max_relay_connections_per_domain", T_UINT, "N", "10", NULL, 1,
+	  10000, false, TOP(max_relay_connections_per_domain), NULL, NULL,
+	  "Outbound delivery jobs in flight at once to one destination "
+	  "domain, so that tern never floods a receiving server and a slow "
+	  "destination never holds up the others." },
+	{ "retry_min", T_DURATION, "DURATION", "5m", NULL, 1, 86400, false,
+	  TOP(retry_min), NULL, NULL,
+	  "The wait before the second attempt at a deferred recipient "
+	  "(a 4xx reply, a server that cannot be reached, a full disk). "
+	  "Each further attempt waits twice as long, up to `retry_max`, "
+	  "with up to a tenth of random jitter so that deferred mail does "
+	  "not come back in bursts." },
+	{ "retry_max", T_DURATION, "DURATION", "4h", NULL, 1, 7 * 86400,
+	  false, TOP(retry_max), NULL, NULL,
+	  "The longest wait between two attempts at a deferred recipient "
+	  "(the cap of the back-off that starts at `retry_min`). A value "
+	  "below `retry_min` is raised to it." },
+	{ "max_queue_lifetime", T_DURATION, "DURATION", "5d", NULL, 60,
+	  60 * 86400, false, TOP(max_queue_lifetime), NULL, NULL,
+	  "How long a message may stay in the queue. A recipient that is "
+	  "still deferred when its message is older than this fails "
+	  "permanently (logged as `event=expired`, status 4.4.7, delivery "
+	  "time expired: RFC 3463 3.5)." },
 	{ "domain", T_DOMAIN, "NAME { ... }", NULL, "none", 0, 0, true, 0,
 	  NULL, &domain_ctx,
 	  "A local domain: tern accepts mail for its mailboxes and aliases and "

@@ -99,6 +99,12 @@ struct config {
 	enum config_bare_newline bare_newline;
 	char *resolver;                /* "ADDR:PORT" as written, or NULL: system */
 	unsigned allow_loopback_mx;    /* 0 no, 1 yes: a loopback MX is a route */
+	unsigned relay_port;           /* TCP port of mail exchangers (25) */
+	unsigned max_relay_connections;            /* outbound jobs in flight */
+	unsigned max_relay_connections_per_domain; /* ... to one domain */
+	unsigned retry_min;            /* seconds: first back-off step */
+	unsigned retry_max;            /* seconds: back-off cap */
+	unsigned max_queue_lifetime;   /* seconds, then deferred mail fails */
 };
 
 /*

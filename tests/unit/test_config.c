@@ -262,6 +262,13 @@ test_empty_file_gets_table_defaults(void **state)
 	assert_int_equal(cfg->relay_networks[1].family, AF_INET6);
 	assert_int_equal(cfg->relay_networks[1].prefix, 128);
 	assert_int_equal(cfg->ndomains, 0);
+	/* Outbound scheduling. */
+	assert_int_equal(cfg->relay_port, 25);
+	assert_int_equal(cfg->max_relay_connections, 100);
+	assert_int_equal(cfg->max_relay_connections_per_domain, 10);
+	assert_int_equal(cfg->retry_min, 300);
+	assert_int_equal(cfg->retry_max, 4 * 3600);
+	assert_int_equal(cfg->max_queue_lifetime, 5 * 86400);
 	want = cwd_path("var/spool");
 	assert_string_equal(cfg->spool_dir, want);
 	free(want);
@@ -1181,7 +1188,7 @@ test_doc_mentions_every_option(void **state)
 		snprintf(heading, sizeof(heading), "[`%s`](#%s)", name, name);
 		assert_non_null(strstr(doc, heading));
 	}
-	assert_int_equal(n, 26);
+	assert_int_equal(n, 32);
 	assert_non_null(strstr(doc, "## Users file"));
 	assert_non_null(strstr(doc, "## Aliases file"));
 	assert_non_null(strstr(doc, config_default_text()));
