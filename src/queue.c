@@ -2,18 +2,27 @@
  * queue.c - the queue process (see queue.h and docs/spool-format.md).
  *
  * Ownership and threads:
- *  - struct txn, struct chan and struct qmsg belong to the event loop.
- *    A txn in TXN_COMMITTING is also referenced by the commit pipeline;
- *    the loop frees it only when the commit thread hands it back.
- *  - A delivery job (struct djob) carries a copy of the queue id; workers
- *    never touch the loop's struct qmsg. At most one job per message is in
- *    flight (qmsg.busy), so no two threads ever work on one queue file.
- *  - q->mu guards the job lists, the done lists and the stop flags; the
+ *  - struct txn, struct chan, struct qmsg, struct rjob, struct rdomain and
+ *    struct rchan belong to the event loop. A txn in TXN_COMMITTING is
+ *    also referenced by the commit pipeline; the loop frees it only when
+ *    the commit thread hands it back.
+ *  - A task (struct task) carries a copy of the queue id and, for relay
+ *    work, its job; workers never touch the loop's struct qmsg. At most
+ *    one task per message is in a worker (qmsg.busy; the others wait in
+ *    qmsg.waiting), so no two threads ever work on one queue file.
+ *  - q->mu guards the task lists, the done lists and the stop flags; the
  *    loop learns about finished work by reading q->done_fd (an eventfd).
  *
- * Memory per queued message is one small struct qmsg: the envelope and
- * the message stay on disk and are loaded by the worker that delivers, so
- * a deferred queue of 100,000 messages costs a few megabytes.
+ * Scheduling (docs/queue.md): idle messages sit in a min-heap by due time
+ * with one timer for its top. A scan delivers local recipients and turns
+ * due remote ones into relay jobs (one message, one domain, at most
+ * IPC_RELAY_MAX_RCPTS recipients), queued FIFO per destination domain.
+ * Jobs go to the relay process while the global and per-domain slots and
+ * the octet budget allow; their results are journaled by RESULT tasks.
+ *
+ * Memory per queued message is one small struct qmsg plus a heap slot:
+ * the envelope and the message stay on disk and are loaded by the worker
+ * that needs them.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -45,6 +54,14 @@
 #define CHAN_IN_HIGH (2 * IPC_MAX_PAYLOAD)
 #define SHUTDOWN_GRACE_SECS 30
 #define LOAD_RETRY_SECS 60
+#define HEAP_NONE UINT32_MAX
+#define SCAN_MAX 64                    /* scans queued for workers at once */
+#define RELAY_BYTES_MAX (64u << 20)    /* sent to the relay, unanswered */
+#define RELAY_OUT_HIGH (4u << 20)      /* stop dispatching: relay not reading */
+#define RELAY_OUT_LOW (1u << 20)
+#define RELAY_HEAD_SLACK (16 * 1024)   /* envelope records other than rcpt */
+#define RELAY_RCPT_BYTES (IPC_MAX_PAYLOAD - RELAY_HEAD_SLACK)
+#define RESULT_VIA_MAX 255             /* octets of one "via" token */
 #define ERR_TOO_BIG (-1)               /* txn.err: not an errno */
 
 static const char REPLY_NOSPACE[] = "452 4.3.1 Insufficient system storage";
@@ -84,25 +101,101 @@ struct chan {
 	bool dead;
 };
 
+/*
+ * One queued message, as the loop knows it. Everything else (envelope,
+ * recipients' states, the message) stays on disk until a worker loads it:
+ * this is the whole in-memory cost of a deferred message (docs/queue.md).
+ * Invariant: a message is in the due heap only while no task runs or
+ * waits for it and it has no relay job (whoever holds it reschedules it).
+ */
 struct qmsg {
-	struct queue *q;
-	struct qmsg *prev, *next;
-	char id[QUEUE_ID_LEN + 1];
-	bool busy;                 /* a delivery job is in flight */
-	bool logged_waiting;       /* "waiting for relay" logged once per load */
-	struct event *retry_ev;    /* created on first deferral */
+	struct qmsg *prev, *next;  /* every message (q->msgs) */
+	struct task *waiting;      /* tasks queued behind the running one */
+	uint64_t idn;              /* the queue id, as a number */
+	int64_t due;               /* next scan, unix seconds, while in the heap */
+	uint32_t heap_idx;         /* HEAP_NONE when not in the heap */
+	uint32_t njobs;            /* relay jobs waiting or in flight */
+	uint32_t size_kib;         /* message size, for the relay byte budget */
+	bool busy;                 /* a task is in a worker: one at a time */
+	bool gone;                 /* removed or quarantined: free when idle */
 };
 
-enum djob_result { DJ_KEEP, DJ_REMOVED, DJ_GONE, DJ_RETRY, DJ_SKIPPED };
+/*
+ * Work on one message for the worker threads. Tasks for one message run
+ * one after the other (qmsg.busy, qmsg.waiting), so no two threads ever
+ * touch one queue file and each journal append sees the records before it.
+ *  SCAN    load, deliver local recipients, journal, and list the remote
+ *          recipients that are due, grouped into relay jobs;
+ *  LOAD    load a relay job's envelope and message into ready frames;
+ *  RESULT  journal a relay job's outcome, remove the file when done.
+ */
+enum task_kind { TASK_SCAN, TASK_LOAD, TASK_RESULT };
+enum task_result { TR_KEEP, TR_REMOVED, TR_GONE, TR_RETRY, TR_SKIPPED };
 
-struct djob {
-	struct djob *next;
+struct rgroup {                /* SCAN output: the recipients of one job */
+	struct rgroup *next;
+	char *domain;              /* lower case */
+	uint32_t *idx;             /* recipient indexes, in envelope order */
+	size_t n, cap;
+	size_t bytes;              /* their envelope records, bounded */
+};
+
+struct task {
+	struct task *next;
 	struct qmsg *m;            /* loop only */
+	enum task_kind kind;
+	bool fresh;                /* new mail goes ahead of retries */
 	char id[QUEUE_ID_LEN + 1];
-	bool log_waiting;
-	enum djob_result result;
-	int64_t next_attempt;      /* earliest deferred retry; 0: none */
-	size_t nrelay;
+	enum task_result result;
+	int64_t next_due;          /* SCAN/RESULT KEEP: earliest work left; 0 none */
+	uint64_t size;             /* SCAN: message octets */
+	struct rgroup *groups;     /* SCAN: relay jobs to queue */
+	struct rjob *job;          /* LOAD, RESULT */
+	struct evbuffer *frames;   /* LOAD: JOB, DATA..., END, ready to send */
+};
+
+/*
+ * A relay job: one message, one destination domain, up to
+ * IPC_RELAY_MAX_RCPTS of its recipients. It waits in its domain's FIFO,
+ * then holds a slot (global and per domain) from dispatch until its
+ * RESULT arrives or the channel is lost.
+ */
+enum rjob_state { RJ_WAITING, RJ_LOADING, RJ_SENT, RJ_DONE };
+
+struct rjob {
+	struct rjob *next;         /* domain FIFO */
+	struct rjob *hnext;        /* relay channel's table of sent jobs */
+	struct qmsg *m;
+	struct rdomain *dom;
+	uint64_t id;               /* job number on the channel, never reused */
+	uint32_t *idx;             /* recipient indexes in the message, job order */
+	size_t n;
+	uint64_t bytes;            /* held against RELAY_BYTES_MAX */
+	enum rjob_state state;
+	/* The answer, for the RESULT task. */
+	bool lost;                 /* none: the channel went away */
+	char *outcome;             /* n of 'D', 'F', 'T'; NULL: all T */
+	char **reply;              /* n SMTP reply lines; NULL entries: default */
+	char *via;                 /* log fields "relay=.. ip=.. tls=.." */
+};
+
+struct rdomain {
+	struct rdomain *hnext;     /* q->dom_buckets chain */
+	struct rdomain *rnext;     /* ready list */
+	struct rjob *head, *tail;  /* jobs waiting for a slot, FIFO */
+	unsigned inflight;         /* jobs holding a slot */
+	bool ready;                /* on the ready list */
+	char name[];               /* lower case */
+};
+
+/* The channel to the relay process. */
+struct rchan {
+	struct queue *q;
+	struct bufferevent *bev;
+	struct rjob **buckets;     /* sent jobs by id */
+	size_t mask;
+	size_t nsent;
+	bool dead;
 };
 
 struct base_dir {
@@ -136,24 +229,39 @@ struct queue {
 	pthread_mutex_t mu;
 	pthread_cond_t commit_cv, deliver_cv;
 	struct txn *commit_head, *commit_tail;
-	struct djob *new_head, *new_tail;   /* fresh mail first */
-	struct djob *old_head, *old_tail;   /* recovered and retried */
+	struct task *new_head, *new_tail;   /* fresh mail and relay work first */
+	struct task *old_head, *old_tail;   /* recovered and retried */
 	struct txn *done_txn_head, *done_txn_tail;
-	struct djob *done_job_head, *done_job_tail;
+	struct task *done_job_head, *done_job_tail;
 	bool stop_threads;
 	uint64_t ncommits, nbatches;        /* group commit statistics */
 	pthread_t *threads;
 	size_t nthreads;
 
+	/* Scheduling (loop only). */
+	int64_t retry_min, retry_max, lifetime;   /* seconds */
+	unsigned max_relay, max_relay_domain;
+	struct qmsg **heap;                 /* idle messages by due time */
+	size_t nheap, heapcap;
+	struct event *timer_ev;             /* fires for heap[0] */
+	size_t scans_inflight;
+	struct rchan *relay;                /* NULL while there is none */
+	struct rdomain **dom_buckets;
+	size_t dom_mask, ndoms;
+	struct rdomain *ready_head, *ready_tail;  /* domains that may send */
+	uint64_t next_job_id;
+	size_t relay_inflight;              /* jobs holding a slot */
+	uint64_t relay_bytes;               /* their octets, reserved */
+	bool pumping;
+
 	/* Loop only. */
 	size_t commits_inflight;
-	size_t deliveries_inflight;
+	size_t tasks_inflight;
 	bool stopping;
 	bool threads_started;
 	int exit_code;
 };
 
-static void msg_schedule(struct queue *q, struct qmsg *m, bool fresh);
 static void maybe_exit(struct queue *q);
 
 /* ---- helpers ---- */
@@ -227,6 +335,17 @@ queue_new(const struct config *cfg, uid_t uid, gid_t gid, char *err,
 	q->max_txns = cfg->max_connections != 0 ? cfg->max_connections + 8 : 1024;
 	if (q->max_txns > 65536)
 		q->max_txns = 65536;
+	/* Zero (a configuration filled by hand) means the table default. */
+	q->retry_min = cfg->retry_min != 0 ? cfg->retry_min : 300;
+	q->retry_max = cfg->retry_max != 0 ? cfg->retry_max : 4 * 3600;
+	if (q->retry_max < q->retry_min)
+		q->retry_max = q->retry_min;
+	q->lifetime = cfg->max_queue_lifetime != 0 ? cfg->max_queue_lifetime :
+	    5 * 86400;
+	q->max_relay = cfg->max_relay_connections != 0 ?
+	    cfg->max_relay_connections : 100;
+	q->max_relay_domain = cfg->max_relay_connections_per_domain != 0 ?
+	    cfg->max_relay_connections_per_domain : 10;
 	q->max_size = cfg->max_message_size != 0 &&
 	    cfg->max_message_size < UINT64_MAX - QUEUE_RECEIVED_ALLOWANCE ?
 	    cfg->max_message_size + QUEUE_RECEIVED_ALLOWANCE : UINT64_MAX;
@@ -730,14 +849,66 @@ commit_main(void *arg)
 	return NULL;
 }
 
+/*
+ * Seconds to wait before attempt `attempts` + 1 of a deferred recipient:
+ * retry_min doubled per attempt, capped at retry_max, minus up to a tenth
+ * of jitter so the recipients of one burst do not all come back at once.
+ * Thread-safe (arc4random).
+ */
 static int64_t
-retry_delay(unsigned attempts)
+backoff(const struct queue *q, unsigned attempts)
 {
-	int64_t d = QUEUE_RETRY_MIN;
+	int64_t d = q->retry_min;
 
-	for (unsigned i = 1; i < attempts && d < QUEUE_RETRY_MAX; i++)
+	for (unsigned i = 1; i < attempts && d < q->retry_max; i++)
 		d *= 2;
-	return d < QUEUE_RETRY_MAX ? d : QUEUE_RETRY_MAX;
+	if (d > q->retry_max)
+		d = q->retry_max;
+	if (d >= 10)
+		d -= (int64_t)arc4random_uniform((uint32_t)(d / 10) + 1);
+	return d;
+}
+
+/*
+ * Recipient i of m failed temporarily with reply: journal a T record for
+ * the next attempt, or, once the message is older than
+ * max_queue_lifetime, an F record (delivery time expired, RFC 3463 3.5
+ * X.4.7). lost: the relay went away, retry after retry_min. via: log
+ * fields of the server tried, or NULL. Logs the outcome; returns 'T' or
+ * 'F'.
+ */
+static char
+defer_or_expire(const struct queue *q, struct spool_msg *m, size_t i,
+    int64_t now, const char *reply, bool lost, const char *via)
+{
+	const struct envelope *env = spool_msg_envelope(m);
+	const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
+	const char *addr = env->rcpts[i].addr;
+	char aq[600], rq[700];
+	unsigned attempts = st->attempts + 1;
+
+	log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
+	log_quote(rq, sizeof(rq), reply, strlen(reply), 600);
+	if (now >= env->arrival + q->lifetime) {
+		char final[SPOOL_MAX_REPLY + 80];
+
+		snprintf(final, sizeof(final),
+		    "451 4.4.7 Delivery time expired, last reply: %s", reply);
+		spool_msg_failed(m, i, final);
+		log_warn("queue id=%s event=expired rcpt=<%s> attempts=%u age=%" PRId64 "s%s%s reply=\"%s\"",
+		    spool_msg_id(m), aq, attempts, now - env->arrival,
+		    via != NULL ? " " : "", via != NULL ? via : "", rq);
+		return 'F';
+	}
+	{
+		int64_t wait = lost ? q->retry_min : backoff(q, attempts);
+
+		spool_msg_deferred(m, i, now + wait, reply);
+		log_warn("queue id=%s event=deferred rcpt=<%s> attempts=%u retry_in=%" PRId64 "s%s%s reply=\"%s\"",
+		    spool_msg_id(m), aq, attempts, wait,
+		    via != NULL ? " " : "", via != NULL ? via : "", rq);
+	}
+	return 'T';
 }
 
 /* The Maildir base holding path, and path relative to it; NULL if none. */
@@ -804,7 +975,6 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
     int64_t now)
 {
 	const struct envelope *env = spool_msg_envelope(m);
-	const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
 	const char *addr = env->rcpts[i].addr;
 	struct local_target targets[LOCAL_EXPAND_MAX];
 	char aq[600], lbuf[256], why[1400], reason[1500];
@@ -870,45 +1040,166 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 		 * that already got the message get it again. Per-target state
 		 * would need a journal record per expanded mailbox.
 		 */
-		unsigned attempts = st->attempts + 1;
-		int64_t next = now + retry_delay(attempts);
-
 		snprintf(reason, sizeof(reason), "451 4.3.0 %s", why);
-		spool_msg_deferred(m, i, next, reason);
-		log_warn("queue id=%s event=deferred rcpt=<%s> attempts=%u retry_in=%" PRId64 "s reason=\"%s\"",
-		    spool_msg_id(m), aq, attempts, next - now, why);
+		defer_or_expire(q, m, i, now, reason, false, NULL);
 		return;
 	}
 	spool_msg_delivered(m, i);
 }
 
-/* Worker: one delivery pass over message j->id. */
-static void
-deliver_job(struct queue *q, struct djob *j)
+/* ---- tasks (worker threads) ---- */
+
+/* Load t->id; on failure set t->result (quarantining a corrupt file). */
+static struct spool_msg *
+task_load(struct queue *q, struct task *t)
 {
 	char err[300];
+	struct spool_msg *m = spool_msg_load(q->spool, t->id, err, sizeof(err));
+
+	if (m != NULL)
+		return m;
+	if (errno == ENOENT) {
+		t->result = TR_GONE;
+	} else if (errno == EBADMSG) {
+		log_err("queue id=%s event=corrupt reason=\"%s\" action=quarantine",
+		    t->id, err);
+		if (spool_quarantine(q->spool, t->id) == -1)
+			log_err("queue id=%s event=quarantine-failed error=\"%s\"",
+			    t->id, strerror(errno));
+		t->result = TR_GONE;
+	} else {
+		log_err("queue id=%s event=load-failed error=\"%s\"", t->id, err);
+		t->result = TR_RETRY;
+	}
+	return NULL;
+}
+
+/*
+ * Journal what is buffered in m, or remove the file when every recipient
+ * is final (no record needed: see docs/spool-format.md). Sets t->result
+ * and, when the file stays, t->next_due: the earliest time anything is
+ * left to do (a pending recipient: now). Closes m.
+ */
+static void
+task_finish(struct task *t, struct spool_msg **mp, int64_t now)
+{
+	struct spool_msg *m = *mp;
+	const struct envelope *env = spool_msg_envelope(m);
+
+	if (spool_msg_done(m)) {
+		/* The unlink is not fsync'ed: if a crash brings the file
+		 * back, its recipients get the message again (at least once). */
+		if (spool_msg_remove(m) == 0) {
+			log_info("queue id=%s event=removed", t->id);
+			t->result = TR_REMOVED;
+		} else {
+			log_err("queue id=%s event=remove-failed error=\"%s\"",
+			    t->id, strerror(errno));
+			t->result = TR_RETRY;
+		}
+		spool_msg_close(mp);
+		return;
+	}
+	if (spool_msg_flush(m) == -1) {
+		log_err("queue id=%s event=journal-failed error=\"%s\"", t->id,
+		    strerror(errno));
+		/* The outcome is not durable: retry (at worst a duplicate). */
+		t->result = TR_RETRY;
+		spool_msg_close(mp);
+		return;
+	}
+	t->next_due = 0;
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
+		int64_t due;
+
+		if (st->state == SPOOL_RCPT_DEFERRED)
+			due = st->next_attempt;
+		else if (st->state == SPOOL_RCPT_PENDING)
+			due = now;
+		else
+			continue;
+		if (t->next_due == 0 || due < t->next_due)
+			t->next_due = due;
+	}
+	t->result = TR_KEEP;
+	spool_msg_close(mp);
+}
+
+/* Octets recipient r takes in an envelope's text, with room to spare. */
+static size_t
+rcpt_record_bytes(const struct envelope_rcpt *r)
+{
+	return strlen(r->addr) + (r->orcpt != NULL ? strlen(r->orcpt) : 1) + 48;
+}
+
+/* Add recipient i (domain dom, not NUL-terminated) to a job of t. */
+static void
+scan_add_remote(struct task *t, const struct envelope *env, size_t i,
+    const char *dom)
+{
+	struct rgroup *g, *last = NULL;
+	size_t rb = rcpt_record_bytes(&env->rcpts[i]);
+
+	/* The last group of that domain, if it has room; else a new one. */
+	for (g = t->groups; g != NULL; g = g->next)
+		if (strcasecmp(g->domain, dom) == 0)
+			last = g;
+	g = last;
+	if (g == NULL || g->n >= IPC_RELAY_MAX_RCPTS ||
+	    g->bytes + rb > RELAY_RCPT_BYTES) {
+		g = xcalloc(1, sizeof(*g));
+		g->domain = xstrdup(dom);
+		util_ascii_lower(g->domain);
+		/* Keep the groups in first-seen order. */
+		if (t->groups == NULL) {
+			t->groups = g;
+		} else {
+			struct rgroup *e = t->groups;
+			while (e->next != NULL)
+				e = e->next;
+			e->next = g;
+		}
+	}
+	if (g->n == g->cap) {
+		g->cap = g->cap ? g->cap * 2 : 4;
+		g->idx = xreallocarray(g->idx, g->cap, sizeof(*g->idx));
+	}
+	g->idx[g->n++] = (uint32_t)i;
+	g->bytes += rb;
+}
+
+static void
+groups_free(struct rgroup *g)
+{
+	while (g != NULL) {
+		struct rgroup *next = g->next;
+		free(g->domain);
+		free(g->idx);
+		free(g);
+		g = next;
+	}
+}
+
+/*
+ * SCAN: one pass over message t->id: deliver every local recipient that
+ * is pending or due, and group the due remote ones into relay jobs
+ * (t->groups) for the loop to queue.
+ */
+static void
+task_scan(struct queue *q, struct task *t)
+{
 	struct spool_msg *m;
 	const struct envelope *env;
 	int64_t now = (int64_t)time(NULL);
+	size_t body_len;
 
-	m = spool_msg_load(q->spool, j->id, err, sizeof(err));
-	if (m == NULL) {
-		if (errno == ENOENT) {
-			j->result = DJ_GONE;
-		} else if (errno == EBADMSG) {
-			log_err("queue id=%s event=corrupt reason=\"%s\" action=quarantine",
-			    j->id, err);
-			if (spool_quarantine(q->spool, j->id) == -1)
-				log_err("queue id=%s event=quarantine-failed error=\"%s\"",
-				    j->id, strerror(errno));
-			j->result = DJ_GONE;
-		} else {
-			log_err("queue id=%s event=load-failed error=\"%s\"", j->id, err);
-			j->result = DJ_RETRY;
-		}
+	m = task_load(q, t);
+	if (m == NULL)
 		return;
-	}
 	env = spool_msg_envelope(m);
+	(void)spool_msg_body(m, &body_len);
+	t->size = body_len;
 	for (size_t i = 0; i < env->nrcpts; i++) {
 		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
 		const char *addr = env->rcpts[i].addr;
@@ -920,70 +1211,173 @@ deliver_job(struct queue *q, struct djob *j)
 			continue;
 		if (st->state == SPOOL_RCPT_DEFERRED && st->next_attempt > now)
 			continue;
-		log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
 		if (at == NULL || at == addr || at[1] == '\0') {
+			log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
 			spool_msg_failed(m, i, "550 5.1.3 Bad recipient address syntax");
 			log_warn("queue id=%s event=failed rcpt=<%s> reason=\"bad address\"",
-			    j->id, aq);
+			    t->id, aq);
 			continue;
 		}
 		d = config_find_domain(q->cfg, at + 1, strlen(at + 1));
 		if (d == NULL) {
-			/* Outbound delivery is a later issue: keep it queued. */
-			j->nrelay++;
-			if (j->log_waiting)
-				log_info("queue id=%s event=waiting rcpt=<%s> reason=relay",
-				    j->id, aq);
+			scan_add_remote(t, env, i, at + 1);
 			continue;
 		}
 		deliver_local(q, m, i, d, addr, (size_t)(at - addr), now);
 	}
-	if (spool_msg_done(m)) {
-		/*
-		 * Every recipient is final: no journal record is needed, the
-		 * file goes. The unlink is not fsync'ed: if a crash brings the
-		 * file back, its recipients get the message again (at least once).
-		 */
-		if (spool_msg_remove(m) == 0) {
-			log_info("queue id=%s event=removed", j->id);
-			spool_msg_close(&m);
-			j->result = DJ_REMOVED;
-			return;
-		}
-		log_err("queue id=%s event=remove-failed error=\"%s\"", j->id,
-		    strerror(errno));
-		/* Try again later rather than leave it idle until restart. */
-		spool_msg_close(&m);
-		j->result = DJ_RETRY;
+	task_finish(t, &m, now);
+	if (t->result != TR_KEEP) {
+		/* Removed (nothing remote was due) or not journaled: no jobs. */
+		groups_free(t->groups);
+		t->groups = NULL;
 		return;
 	}
-	if (spool_msg_flush(m) == -1) {
-		log_err("queue id=%s event=journal-failed error=\"%s\"", j->id,
-		    strerror(errno));
-		/* The outcome is not durable: retry (at worst a duplicate). */
-		spool_msg_close(&m);
-		j->result = DJ_RETRY;
+	/* Recipients now in jobs are not due again until their result. */
+	if (t->groups != NULL)
+		t->next_due = 0;
+}
+
+/* LOAD: the frames of relay job t->job (ipc.h), ready to send. */
+static void
+task_relay_load(struct queue *q, struct task *t)
+{
+	struct rjob *j = t->job;
+	struct spool_msg *m;
+	const struct envelope *env;
+	struct envelope sub;
+	struct evbuffer *payload;
+	const char *body;
+	size_t body_len;
+
+	m = task_load(q, t);
+	if (m == NULL)
 		return;
+	env = spool_msg_envelope(m);
+	for (size_t k = 0; k < j->n; k++) {
+		const struct spool_rcpt_status *st;
+
+		if (j->idx[k] >= env->nrcpts)
+			goto bad;
+		st = spool_msg_rcpt(m, j->idx[k]);
+		if (st->state == SPOOL_RCPT_DELIVERED || st->state == SPOOL_RCPT_FAILED)
+			goto bad;
 	}
-	j->next_attempt = 0;
-	for (size_t i = 0; i < env->nrcpts; i++) {
-		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
-		if (st->state == SPOOL_RCPT_DEFERRED &&
-		    (j->next_attempt == 0 || st->next_attempt < j->next_attempt))
-			j->next_attempt = st->next_attempt;
+	/* The same envelope with only the job's recipients (DSN fields kept). */
+	envelope_init(&sub);
+	memcpy(sub.id, env->id, sizeof(sub.id));
+	sub.arrival = env->arrival;
+	envelope_set(&sub.sender, env->sender);
+	envelope_set(&sub.helo, env->helo);
+	envelope_set(&sub.client_addr, env->client_addr);
+	envelope_set(&sub.protocol, env->protocol);
+	sub.body = env->body;
+	sub.smtputf8 = env->smtputf8;
+	sub.ret = env->ret;
+	envelope_set(&sub.envid, env->envid);
+	sub.size_declared = env->size_declared;
+	for (size_t k = 0; k < j->n; k++) {
+		const struct envelope_rcpt *r = &env->rcpts[j->idx[k]];
+		envelope_add_rcpt(&sub, r->addr, r->orcpt, r->notify);
 	}
+	payload = evbuffer_new();
+	if (payload == NULL)
+		fatal("out of memory");
+	evbuffer_add_printf(payload, "domain %s\n", j->dom->name);
+	envelope_serialize(&sub, payload);
+	envelope_clear(&sub);
+	if (evbuffer_get_length(payload) > IPC_MAX_PAYLOAD) {
+		/* scan_add_remote bounds the records: cannot happen. */
+		evbuffer_free(payload);
+		goto bad;
+	}
+	t->frames = evbuffer_new();
+	if (t->frames == NULL)
+		fatal("out of memory");
+	ipc_write(t->frames, IPC_RELAY_JOB, j->id, evbuffer_pullup(payload, -1),
+	    evbuffer_get_length(payload));
+	evbuffer_free(payload);
+	/* Copied here, in the worker: the loop never touches the file. */
+	body = spool_msg_body(m, &body_len);
+	for (size_t off = 0; off < body_len; off += IPC_MAX_PAYLOAD) {
+		size_t n = body_len - off < IPC_MAX_PAYLOAD ? body_len - off :
+		    IPC_MAX_PAYLOAD;
+		ipc_write(t->frames, IPC_RELAY_DATA, j->id, body + off, n);
+	}
+	ipc_write(t->frames, IPC_RELAY_END, j->id, NULL, 0);
 	spool_msg_close(&m);
-	j->result = DJ_KEEP;
+	t->result = TR_KEEP;
+	return;
+bad:
+	log_err("queue id=%s event=relay-job-stale job=%" PRIu64, t->id, j->id);
+	spool_msg_close(&m);
+	t->result = TR_RETRY;
+}
+
+/* RESULT: journal the outcome of relay job t->job. */
+static void
+task_relay_result(struct queue *q, struct task *t)
+{
+	static const char REPLY_NONE[] = "451 4.4.0 No result from the relay";
+	static const char REPLY_LOST[] = "451 4.4.0 Relay process unavailable";
+	struct rjob *j = t->job;
+	struct spool_msg *m;
+	const struct envelope *env;
+	int64_t now = (int64_t)time(NULL);
+
+	m = task_load(q, t);
+	if (m == NULL) {
+		if (t->result == TR_RETRY)
+			log_err("queue id=%s event=result-lost job=%" PRIu64
+			    " reason=\"cannot load\"", t->id, j->id);
+		return;
+	}
+	env = spool_msg_envelope(m);
+	for (size_t k = 0; k < j->n; k++) {
+		size_t i = j->idx[k];
+		const struct spool_rcpt_status *st;
+		const char *addr, *reply;
+		char o, aq[600], rq[700];
+
+		if (i >= env->nrcpts)
+			continue;
+		st = spool_msg_rcpt(m, i);
+		if (st->state == SPOOL_RCPT_DELIVERED || st->state == SPOOL_RCPT_FAILED)
+			continue;
+		addr = env->rcpts[i].addr;
+		o = j->lost || j->outcome == NULL ? 'T' : j->outcome[k];
+		reply = j->lost ? REPLY_LOST : j->reply != NULL &&
+		    j->reply[k] != NULL ? j->reply[k] : REPLY_NONE;
+		log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
+		log_quote(rq, sizeof(rq), reply, strlen(reply), 600);
+		switch (o) {
+		case 'D':
+			spool_msg_delivered(m, i);
+			log_info("queue id=%s event=delivered rcpt=<%s> %s reply=\"%s\" delay=%.3fs",
+			    t->id, aq, j->via != NULL ? j->via : "", rq,
+			    (double)(util_now_us() - spool_id_time_us(t->id)) / 1e6);
+			break;
+		case 'F':
+			spool_msg_failed(m, i, reply);
+			log_warn("queue id=%s event=failed rcpt=<%s> %s reply=\"%s\"",
+			    t->id, aq, j->via != NULL ? j->via : "", rq);
+			break;
+		default:
+			(void)defer_or_expire(q, m, i, now, reply, j->lost,
+			    j->via);
+			break;
+		}
+	}
+	task_finish(t, &m, now);
 }
 
 static void *
-deliver_main(void *arg)
+task_main(void *arg)
 {
 	struct queue *q = arg;
 
 	pthread_mutex_lock(&q->mu);
 	for (;;) {
-		struct djob *j;
+		struct task *t;
 		bool wake;
 
 		while (q->new_head == NULL && q->old_head == NULL &&
@@ -992,28 +1386,38 @@ deliver_main(void *arg)
 		if (q->stop_threads)
 			break;
 		if (q->new_head != NULL) {
-			j = q->new_head;
-			q->new_head = j->next;
+			t = q->new_head;
+			q->new_head = t->next;
 			if (q->new_head == NULL)
 				q->new_tail = NULL;
 		} else {
-			j = q->old_head;
-			q->old_head = j->next;
+			t = q->old_head;
+			q->old_head = t->next;
 			if (q->old_head == NULL)
 				q->old_tail = NULL;
 		}
-		j->next = NULL;
+		t->next = NULL;
 		pthread_mutex_unlock(&q->mu);
 
-		deliver_job(q, j);
+		switch (t->kind) {
+		case TASK_SCAN:
+			task_scan(q, t);
+			break;
+		case TASK_LOAD:
+			task_relay_load(q, t);
+			break;
+		case TASK_RESULT:
+			task_relay_result(q, t);
+			break;
+		}
 
 		pthread_mutex_lock(&q->mu);
 		wake = q->done_txn_head == NULL && q->done_job_head == NULL;
 		if (q->done_job_tail != NULL)
-			q->done_job_tail->next = j;
+			q->done_job_tail->next = t;
 		else
-			q->done_job_head = j;
-		q->done_job_tail = j;
+			q->done_job_head = t;
+		q->done_job_tail = t;
 		if (wake)
 			notify_loop(q);
 	}
@@ -1021,15 +1425,21 @@ deliver_main(void *arg)
 	return NULL;
 }
 
-/* ---- messages (loop) ---- */
+/* ---- messages and the due heap (loop) ---- */
+
+static void
+msg_idstr(const struct qmsg *m, char id[QUEUE_ID_LEN + 1])
+{
+	snprintf(id, QUEUE_ID_LEN + 1, "%016" PRIx64, m->idn);
+}
 
 static struct qmsg *
 msg_new(struct queue *q, const char *id)
 {
 	struct qmsg *m = xcalloc(1, sizeof(*m));
 
-	m->q = q;
-	util_strlcpy(m->id, id, sizeof(m->id));
+	m->idn = strtoull(id, NULL, 16);
+	m->heap_idx = HEAP_NONE;
 	m->next = q->msgs;
 	if (q->msgs != NULL)
 		q->msgs->prev = m;
@@ -1039,103 +1449,885 @@ msg_new(struct queue *q, const char *id)
 }
 
 static void
+heap_swap(struct queue *q, size_t a, size_t b)
+{
+	struct qmsg *t = q->heap[a];
+
+	q->heap[a] = q->heap[b];
+	q->heap[b] = t;
+	q->heap[a]->heap_idx = (uint32_t)a;
+	q->heap[b]->heap_idx = (uint32_t)b;
+}
+
+static void
+heap_fix(struct queue *q, size_t i)
+{
+	while (i > 0 && q->heap[(i - 1) / 2]->due > q->heap[i]->due) {
+		heap_swap(q, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, s = i;
+
+		if (l < q->nheap && q->heap[l]->due < q->heap[s]->due)
+			s = l;
+		if (r < q->nheap && q->heap[r]->due < q->heap[s]->due)
+			s = r;
+		if (s == i)
+			break;
+		heap_swap(q, i, s);
+		i = s;
+	}
+}
+
+static void
+heap_del(struct queue *q, struct qmsg *m)
+{
+	size_t i = m->heap_idx;
+
+	if (i == HEAP_NONE)
+		return;
+	m->heap_idx = HEAP_NONE;
+	q->nheap--;
+	if (i != q->nheap) {
+		q->heap[i] = q->heap[q->nheap];
+		q->heap[i]->heap_idx = (uint32_t)i;
+		heap_fix(q, i);
+	}
+}
+
+static void
+heap_put(struct queue *q, struct qmsg *m, int64_t due)
+{
+	m->due = due;
+	if (m->heap_idx != HEAP_NONE) {
+		heap_fix(q, m->heap_idx);
+		return;
+	}
+	if (q->nheap == q->heapcap) {
+		q->heapcap = q->heapcap ? q->heapcap * 2 : 1024;
+		q->heap = xreallocarray(q->heap, q->heapcap, sizeof(*q->heap));
+	}
+	m->heap_idx = (uint32_t)q->nheap;
+	q->heap[q->nheap++] = m;
+	heap_fix(q, m->heap_idx);
+}
+
+static void
+timer_arm(struct queue *q)
+{
+	int64_t now = (int64_t)time(NULL);
+	struct timeval tv = { 0, 0 };
+
+	if (q->nheap == 0 || q->stopping) {
+		evtimer_del(q->timer_ev);
+		return;
+	}
+	if (q->heap[0]->due <= now && q->scans_inflight >= SCAN_MAX) {
+		evtimer_del(q->timer_ev);   /* a finishing scan calls back */
+		return;
+	}
+	if (q->heap[0]->due > now)
+		tv.tv_sec = q->heap[0]->due - now;
+	evtimer_add(q->timer_ev, &tv);
+}
+
+static void
 msg_free(struct queue *q, struct qmsg *m)
 {
+	ASSERT(!m->busy && m->waiting == NULL && m->njobs == 0);
+	heap_del(q, m);
 	if (m->prev != NULL)
 		m->prev->next = m->next;
 	else
 		q->msgs = m->next;
 	if (m->next != NULL)
 		m->next->prev = m->prev;
-	if (m->retry_ev != NULL)
-		event_free(m->retry_ev);
 	q->nmsgs--;
 	free(m);
 }
 
+/*
+ * Nothing holds m any more: free it if it is gone, or put it in the heap
+ * for its next scan (due: unix seconds; 0: keep its current due time).
+ * Does nothing while a task or a relay job holds it.
+ */
 static void
-retry_cb(evutil_socket_t fd, short ev, void *arg)
+msg_settle(struct queue *q, struct qmsg *m, int64_t due)
 {
-	struct qmsg *m = arg;
-
-	msg_schedule(m->q, m, false);
-}
-
-static void
-msg_retry_at(struct queue *q, struct qmsg *m, int64_t when)
-{
-	int64_t now = (int64_t)time(NULL);
-	struct timeval tv = { when > now ? when - now : 1, 0 };
-
-	if (m->retry_ev == NULL) {
-		m->retry_ev = evtimer_new(q->base, retry_cb, m);
-		if (m->retry_ev == NULL)
-			fatal("evtimer_new failed");
-	}
-	evtimer_add(m->retry_ev, &tv);
-}
-
-/* Hand m to a delivery worker, unless one already has it. */
-static void
-msg_schedule(struct queue *q, struct qmsg *m, bool fresh)
-{
-	struct djob *j;
-
-	if (m->busy || q->stopping)
+	if (m->busy || m->waiting != NULL || m->njobs > 0)
 		return;
-	if (m->retry_ev != NULL)
-		evtimer_del(m->retry_ev);
-	j = xcalloc(1, sizeof(*j));
-	j->m = m;
-	util_strlcpy(j->id, m->id, sizeof(j->id));
-	j->log_waiting = !m->logged_waiting;
+	if (m->gone) {
+		msg_free(q, m);
+		return;
+	}
+	if (due != 0) {
+		heap_put(q, m, due);
+		timer_arm(q);
+	}
+}
+
+/* Queue t for the workers, behind any task already holding t->m. */
+static void task_done(struct queue *q, struct task *t);
+
+static void
+task_submit(struct queue *q, struct task *t)
+{
+	struct qmsg *m = t->m;
+
 	m->busy = true;
-	q->deliveries_inflight++;
+	if (q->stopping && t->kind != TASK_RESULT) {
+		/* Only outcomes still need the disk; the rest can wait. */
+		t->result = TR_SKIPPED;
+		task_done(q, t);
+		return;
+	}
 	pthread_mutex_lock(&q->mu);
-	if (fresh) {
+	if (t->fresh) {
 		if (q->new_tail != NULL)
-			q->new_tail->next = j;
+			q->new_tail->next = t;
 		else
-			q->new_head = j;
-		q->new_tail = j;
+			q->new_head = t;
+		q->new_tail = t;
 	} else {
 		if (q->old_tail != NULL)
-			q->old_tail->next = j;
+			q->old_tail->next = t;
 		else
-			q->old_head = j;
-		q->old_tail = j;
+			q->old_head = t;
+		q->old_tail = t;
 	}
 	pthread_cond_signal(&q->deliver_cv);
 	pthread_mutex_unlock(&q->mu);
 }
 
 static void
-job_done(struct queue *q, struct djob *j)
+task_start(struct queue *q, struct qmsg *m, enum task_kind kind,
+    struct rjob *j, bool fresh)
+{
+	struct task *t = xcalloc(1, sizeof(*t));
+
+	t->m = m;
+	t->kind = kind;
+	t->job = j;
+	t->fresh = fresh;
+	msg_idstr(m, t->id);
+	q->tasks_inflight++;
+	if (kind == TASK_SCAN)
+		q->scans_inflight++;
+	heap_del(q, m);
+	if (m->busy) {
+		struct task **pp = &m->waiting;
+
+		while (*pp != NULL)
+			pp = &(*pp)->next;
+		*pp = t;
+		return;
+	}
+	task_submit(q, t);
+}
+
+/* Scan every idle message that is due, up to SCAN_MAX at once. */
+static void
+pop_due(struct queue *q)
+{
+	int64_t now = (int64_t)time(NULL);
+
+	while (!q->stopping && q->nheap > 0 && q->heap[0]->due <= now &&
+	    q->scans_inflight < SCAN_MAX) {
+		struct qmsg *m = q->heap[0];
+
+		heap_del(q, m);
+		task_start(q, m, TASK_SCAN, NULL, false);
+	}
+	timer_arm(q);
+}
+
+static void
+timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	pop_due(arg);
+}
+
+/* ---- relay jobs and destinations (loop) ---- */
+
+static size_t
+dom_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+	return (size_t)h;
+}
+
+static struct rdomain *
+dom_get(struct queue *q, const char *name)
+{
+	struct rdomain *d;
+	size_t len = strlen(name);
+
+	if (q->dom_buckets != NULL)
+		for (d = q->dom_buckets[dom_hash(name) & q->dom_mask]; d;
+		    d = d->hnext)
+			if (strcmp(d->name, name) == 0)
+				return d;
+	if (q->dom_buckets == NULL || q->ndoms > q->dom_mask) {
+		size_t n = q->dom_buckets == NULL ? 64 : (q->dom_mask + 1) * 2;
+		struct rdomain **nb = xcalloc(n, sizeof(*nb));
+
+		for (size_t i = 0; q->dom_buckets != NULL && i <= q->dom_mask; i++)
+			while ((d = q->dom_buckets[i]) != NULL) {
+				q->dom_buckets[i] = d->hnext;
+				d->hnext = nb[dom_hash(d->name) & (n - 1)];
+				nb[dom_hash(d->name) & (n - 1)] = d;
+			}
+		free(q->dom_buckets);
+		q->dom_buckets = nb;
+		q->dom_mask = n - 1;
+	}
+	d = xcalloc(1, sizeof(*d) + len + 1);
+	memcpy(d->name, name, len + 1);
+	d->hnext = q->dom_buckets[dom_hash(name) & q->dom_mask];
+	q->dom_buckets[dom_hash(name) & q->dom_mask] = d;
+	q->ndoms++;
+	return d;
+}
+
+static void
+dom_free(struct queue *q, struct rdomain *d)
+{
+	struct rdomain **pp = &q->dom_buckets[dom_hash(d->name) & q->dom_mask];
+
+	while (*pp != d)
+		pp = &(*pp)->hnext;
+	*pp = d->hnext;
+	q->ndoms--;
+	free(d);
+}
+
+/*
+ * After d's jobs or slots changed: put it on the ready list when it has
+ * a job waiting and a free slot, free it when it has neither.
+ */
+static void
+dom_check(struct queue *q, struct rdomain *d)
+{
+	if (d->ready)
+		return;
+	if (d->head != NULL && d->inflight < q->max_relay_domain) {
+		d->ready = true;
+		d->rnext = NULL;
+		if (q->ready_tail != NULL)
+			q->ready_tail->rnext = d;
+		else
+			q->ready_head = d;
+		q->ready_tail = d;
+	} else if (d->head == NULL && d->inflight == 0) {
+		dom_free(q, d);
+	}
+}
+
+static struct rdomain *
+ready_pop(struct queue *q)
+{
+	struct rdomain *d = q->ready_head;
+
+	if (d != NULL) {
+		q->ready_head = d->rnext;
+		if (q->ready_head == NULL)
+			q->ready_tail = NULL;
+		d->rnext = NULL;
+		d->ready = false;
+	}
+	return d;
+}
+
+static void
+job_free(struct rjob *j)
+{
+	if (j->reply != NULL)
+		for (size_t k = 0; k < j->n; k++)
+			free(j->reply[k]);
+	free(j->reply);
+	free(j->outcome);
+	free(j->via);
+	free(j->idx);
+	free(j);
+}
+
+/* Give back the slot j holds (global, per domain, octets). */
+static void
+job_unslot(struct queue *q, struct rjob *j)
+{
+	if (j->state != RJ_LOADING && j->state != RJ_SENT)
+		return;
+	j->dom->inflight--;
+	q->relay_inflight--;
+	q->relay_bytes -= j->bytes;
+	j->bytes = 0;
+	j->state = RJ_DONE;
+	dom_check(q, j->dom);
+}
+
+/*
+ * Forget j (not in any FIFO or table any more). Its message goes back to
+ * the heap for a scan at due (0: none) once nothing else holds it.
+ */
+static void
+job_drop(struct queue *q, struct rjob *j, int64_t due)
 {
 	struct qmsg *m = j->m;
+	struct rdomain *d = j->dom;
 
-	q->deliveries_inflight--;
+	job_unslot(q, j);
+	job_free(j);
+	m->njobs--;
+	dom_check(q, d);
+	msg_settle(q, m, due);
+}
+
+static void relay_pump(struct queue *q);
+
+/* Queue the relay jobs a scan of m found, and send what may go now. */
+static void
+jobs_add(struct queue *q, struct qmsg *m, struct rgroup *groups)
+{
+	for (struct rgroup *g = groups; g != NULL; g = g->next) {
+		struct rjob *j = xcalloc(1, sizeof(*j));
+		struct rdomain *d = dom_get(q, g->domain);
+
+		j->m = m;
+		j->dom = d;
+		j->idx = g->idx;
+		j->n = g->n;
+		g->idx = NULL;
+		j->state = RJ_WAITING;
+		if (d->tail != NULL)
+			d->tail->next = j;
+		else
+			d->head = j;
+		d->tail = j;
+		m->njobs++;
+		dom_check(q, d);
+	}
+	groups_free(groups);
+}
+
+/*
+ * Dispatch waiting jobs while the limits allow: a slot in total
+ * (max_relay_connections) and for the domain (per_domain), room in the
+ * octet budget, and a relay that reads what it is sent. Domains take
+ * turns (the ready list is round robin), so a busy destination never
+ * holds up the others.
+ */
+static void
+relay_pump(struct queue *q)
+{
+	if (q->pumping)
+		return;
+	q->pumping = true;
+	while (q->relay != NULL && !q->relay->dead && !q->stopping &&
+	    q->relay_inflight < q->max_relay &&
+	    evbuffer_get_length(bufferevent_get_output(q->relay->bev)) <
+	    RELAY_OUT_HIGH && q->ready_head != NULL) {
+		struct rdomain *d = q->ready_head;
+		struct rjob *j = d->head;
+		uint64_t est;
+
+		if (j->m->gone) {
+			d->head = j->next;
+			if (d->head == NULL)
+				d->tail = NULL;
+			(void)ready_pop(q);
+			job_drop(q, j, 0);   /* may free d */
+			continue;
+		}
+		est = (uint64_t)j->m->size_kib * 1024 + RELAY_HEAD_SLACK;
+		if (q->relay_bytes > 0 && q->relay_bytes + est > RELAY_BYTES_MAX)
+			break;   /* results coming back free the budget */
+		(void)ready_pop(q);
+		d->head = j->next;
+		if (d->head == NULL)
+			d->tail = NULL;
+		j->next = NULL;
+		j->state = RJ_LOADING;
+		j->id = ++q->next_job_id;
+		j->bytes = est;
+		q->relay_bytes += est;
+		q->relay_inflight++;
+		d->inflight++;
+		dom_check(q, d);
+		task_start(q, j->m, TASK_LOAD, j, true);
+	}
+	q->pumping = false;
+}
+
+/* ---- the relay channel (loop) ---- */
+
+static size_t
+rjob_hash(const struct rchan *c, uint64_t id)
+{
+	return (size_t)((id * 0x9e3779b97f4a7c15ULL) >> 32) & c->mask;
+}
+
+static struct rjob *
+rchan_take(struct rchan *c, uint64_t id)
+{
+	struct rjob **pp = &c->buckets[rjob_hash(c, id)];
+
+	for (; *pp != NULL; pp = &(*pp)->hnext)
+		if ((*pp)->id == id) {
+			struct rjob *j = *pp;
+			*pp = j->hnext;
+			j->hnext = NULL;
+			c->nsent--;
+			return j;
+		}
+	return NULL;
+}
+
+static void
+relay_reap_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct rchan *c = arg;
+
+	bufferevent_free(c->bev);
+	free(c->buckets);
+	free(c);
+}
+
+/* Hand j's answer (or its loss) to a RESULT task; its slot is free now. */
+static void
+job_answered(struct queue *q, struct rjob *j)
+{
+	job_unslot(q, j);
+	task_start(q, j->m, TASK_RESULT, j, true);
+}
+
+/*
+ * Detach the relay channel: every job sent on it and unanswered counts
+ * as deferred (retried after retry_min); jobs being loaded go back to
+ * their queue when the load ends. The bufferevent is freed from a fresh
+ * callback, never from inside its own.
+ */
+static void
+relay_close(struct queue *q, struct rchan *c, const char *why)
+{
+	size_t lost = 0;
+	struct timeval now = { 0, 0 };
+
+	if (q->relay == c)
+		q->relay = NULL;
+	c->dead = true;
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	for (size_t i = 0; i <= c->mask; i++) {
+		struct rjob *j;
+
+		while ((j = c->buckets[i]) != NULL) {
+			c->buckets[i] = j->hnext;
+			j->hnext = NULL;
+			j->lost = true;
+			job_answered(q, j);
+			lost++;
+		}
+	}
+	c->nsent = 0;
+	log_info("queue event=relay-channel-closed reason=\"%s\" deferred_jobs=%zu",
+	    why, lost);
+	if (event_base_once(q->base, -1, EV_TIMEOUT, relay_reap_cb, c, &now) == -1)
+		fatal("event_base_once failed");
+	maybe_exit(q);
+}
+
+/* true if p..p+n is one token of printable non-blank ASCII. */
+static bool
+via_token(const char *p, size_t n)
+{
+	if (n == 0 || n > RESULT_VIA_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)p[i] <= 0x20 || (unsigned char)p[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+/* Digits only, 1..max of them; the value in *v. */
+static bool
+digits(const char *p, size_t n, size_t max, unsigned long *v)
+{
+	if (n == 0 || n > max)
+		return false;
+	*v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		*v = *v * 10 + (unsigned long)(p[i] - '0');
+	}
+	return true;
+}
+
+/* RFC 3463 2: class "." subject "." detail, class 2, 4 or 5. */
+static bool
+enhanced_status(const char *p, size_t n)
+{
+	const char *d1, *d2;
+	unsigned long v;
+
+	if (n < 5 || (p[0] != '2' && p[0] != '4' && p[0] != '5') || p[1] != '.')
+		return false;
+	d1 = p + 2;
+	d2 = memchr(d1, '.', n - 2);
+	if (d2 == NULL)
+		return false;
+	return digits(d1, (size_t)(d2 - d1), 3, &v) &&
+	    digits(d2 + 1, (size_t)(p + n - d2 - 1), 3, &v);
+}
+
+/*
+ * Parse a RELAY_RESULT payload for j (ipc.h): "via <mx> <ip> <tls>" and
+ * then one line "<k> <D|T|F> <code> <x.y.z> <text>" per recipient, k
+ * counting from 0 in job order; or the via line alone, which the
+ * placeholder relay sends: every recipient deferred. Fills j->outcome,
+ * j->reply, j->via. -1 with a reason in why: a protocol violation.
+ */
+static int
+result_parse(struct rjob *j, const char *p, size_t len, char *why,
+    size_t whysize)
+{
+	const char *end = p + len, *nl, *tok[3], *s;
+	size_t toklen[3], k = 0;
+	char q1[RESULT_VIA_MAX * 4 + 8], q2[RESULT_VIA_MAX * 4 + 8],
+	    q3[RESULT_VIA_MAX * 4 + 8];
+
+	if (len == 0 || memchr(p, '\0', len) != NULL) {
+		snprintf(why, whysize, "NUL in result");
+		return -1;
+	}
+	nl = memchr(p, '\n', len);
+	if (nl == NULL || (size_t)(nl - p) < 4 || memcmp(p, "via ", 4) != 0) {
+		snprintf(why, whysize, "result without a via line");
+		return -1;
+	}
+	s = p + 4;
+	for (int i = 0; i < 3; i++) {
+		const char *sp = memchr(s, ' ', (size_t)(nl - s));
+		const char *e = i < 2 ? sp : nl;
+
+		if (e == NULL || (i == 2 && sp != NULL) ||
+		    !via_token(s, (size_t)(e - s))) {
+			snprintf(why, whysize, "malformed via line");
+			return -1;
+		}
+		tok[i] = s;
+		toklen[i] = (size_t)(e - s);
+		s = e + 1;
+	}
+	p = nl + 1;
+	if (p < end) {
+		j->outcome = xcalloc(j->n + 1, 1);
+		j->reply = xcalloc(j->n, sizeof(*j->reply));
+	}
+	while (p < end) {
+		const char *f[4];
+		size_t flen[4];
+		unsigned long idx, code;
+		char o;
+
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (nl == NULL) {
+			snprintf(why, whysize, "unterminated result line");
+			goto bad;
+		}
+		if (k >= j->n) {
+			snprintf(why, whysize, "more result lines than the job's %zu recipients",
+			    j->n);
+			goto bad;
+		}
+		if (memchr(p, '\r', (size_t)(nl - p)) != NULL) {
+			snprintf(why, whysize, "CR in result line %zu", k);
+			goto bad;
+		}
+		/* Four fields separated by single spaces, then the text. */
+		s = p;
+		for (int i = 0; i < 4; i++) {
+			const char *sp = memchr(s, ' ', (size_t)(nl - s));
+			const char *e = sp != NULL ? sp : nl;
+
+			if (i < 3 && sp == NULL) {
+				snprintf(why, whysize, "short result line %zu", k);
+				goto bad;
+			}
+			f[i] = s;
+			flen[i] = (size_t)(e - s);
+			s = e < nl ? e + 1 : nl;
+		}
+		if (!digits(f[0], flen[0], 5, &idx) || idx != k ||
+		    (flen[0] > 1 && f[0][0] == '0')) {
+			snprintf(why, whysize, "result line %zu: bad index", k);
+			goto bad;
+		}
+		if (flen[1] != 1 || (f[1][0] != 'D' && f[1][0] != 'T' &&
+		    f[1][0] != 'F')) {
+			snprintf(why, whysize, "result line %zu: bad outcome", k);
+			goto bad;
+		}
+		o = f[1][0];
+		if (!digits(f[2], flen[2], 3, &code) || (code != 0 &&
+		    (flen[2] != 3 || code < 200 || code > 599)) ||
+		    (code == 0 && flen[2] != 1)) {
+			snprintf(why, whysize, "result line %zu: bad reply code", k);
+			goto bad;
+		}
+		if (!enhanced_status(f[3], flen[3])) {
+			snprintf(why, whysize, "result line %zu: bad status code", k);
+			goto bad;
+		}
+		/* code 0: tern decided without a reply; journal a reply line. */
+		if (code == 0)
+			code = o == 'D' ? 250 : o == 'F' ? 550 : 451;
+		j->outcome[k] = o;
+		j->reply[k] = xasprintf("%lu %.*s%s%.*s", code, (int)flen[3],
+		    f[3], s < nl ? " " : "", (int)(nl - s), s);
+		k++;
+		p = nl + 1;
+	}
+	if (j->outcome != NULL && k != j->n) {
+		snprintf(why, whysize, "%zu result lines for %zu recipients", k,
+		    j->n);
+		goto bad;
+	}
+	log_quote(q1, sizeof(q1), tok[0], toklen[0], RESULT_VIA_MAX);
+	log_quote(q2, sizeof(q2), tok[1], toklen[1], RESULT_VIA_MAX);
+	log_quote(q3, sizeof(q3), tok[2], toklen[2], RESULT_VIA_MAX);
+	j->via = xasprintf("relay=%s ip=%s tls=%s", q1, q2, q3);
+	return 0;
+bad:
+	if (j->reply != NULL)
+		for (size_t i = 0; i < j->n; i++)
+			free(j->reply[i]);
+	free(j->reply);
+	free(j->outcome);
+	j->reply = NULL;
+	j->outcome = NULL;
+	return -1;
+}
+
+static void
+relay_violation(struct rchan *c, const char *why)
+{
+	log_err("queue event=protocol-violation peer=relay reason=\"%s\"", why);
+	c->dead = true;
+}
+
+static void
+relay_frame(struct queue *q, struct rchan *c, const struct ipc_msg *msg)
+{
+	struct rjob *j;
+	char why[200];
+
+	if (msg->hdr.type != IPC_RELAY_RESULT) {
+		snprintf(why, sizeof(why), "unexpected frame type %u",
+		    msg->hdr.type);
+		relay_violation(c, why);
+		return;
+	}
+	j = rchan_take(c, msg->hdr.id);
+	if (j == NULL) {
+		snprintf(why, sizeof(why), "RESULT for unknown job %" PRIu64,
+		    msg->hdr.id);
+		relay_violation(c, why);
+		return;
+	}
+	if (result_parse(j, (const char *)msg->payload, msg->hdr.len, why,
+	    sizeof(why)) == -1) {
+		/* Back in the table: it is deferred with the others. */
+		j->hnext = c->buckets[rjob_hash(c, j->id)];
+		c->buckets[rjob_hash(c, j->id)] = j;
+		c->nsent++;
+		relay_violation(c, why);
+		return;
+	}
+	job_answered(q, j);
+}
+
+static void
+relay_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct rchan *c = arg;
+	struct queue *q = c->q;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	while (!c->dead) {
+		struct ipc_msg msg;
+		int r = ipc_read(in, &msg);
+
+		if (r == 0)
+			break;
+		if (r < 0) {
+			relay_violation(c, "bad frame header");
+			break;
+		}
+		relay_frame(q, c, &msg);
+		ipc_msg_clear(&msg);
+	}
+	if (c->dead)
+		relay_close(q, c, "protocol violation");
+	else
+		relay_pump(q);
+}
+
+static void
+relay_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct rchan *c = arg;
+
+	if (c->dead)
+		return;
+	relay_pump(c->q);
+	if (c->q->stopping)
+		maybe_exit(c->q);
+}
+
+static void
+relay_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct rchan *c = arg;
+
+	if (c->dead)
+		return;
+	relay_close(c->q, c, (what & BEV_EVENT_EOF) ? "closed by relay" :
+	    "channel error");
+}
+
+static void
+relay_open(struct queue *q, int fd)
+{
+	struct rchan *c = xcalloc(1, sizeof(*c));
+	size_t n = 16;
+
+	while (n < q->max_relay)
+		n <<= 1;
+	c->q = q;
+	c->mask = n - 1;
+	c->buckets = xcalloc(n, sizeof(*c->buckets));
+	if (util_set_nonblock(fd) == -1 || util_set_cloexec(fd) == -1)
+		log_warn("queue event=relay-channel-setup error=\"%s\"",
+		    strerror(errno));
+	c->bev = bufferevent_socket_new(q->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL)
+		fatal("bufferevent_socket_new failed");
+	bufferevent_setcb(c->bev, relay_read_cb, relay_write_cb,
+	    relay_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, CHAN_IN_HIGH);
+	bufferevent_setwatermark(c->bev, EV_WRITE, RELAY_OUT_LOW, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	q->relay = c;
+	log_info("queue event=relay-channel-open");
+	relay_pump(q);
+}
+
+/* A LOAD finished: send the job, or put it back if it cannot go now. */
+static void
+load_done(struct queue *q, struct task *t)
+{
+	struct rjob *j = t->job;
+	struct rchan *c = q->relay;
+	struct rdomain *d = j->dom;
+	char id[QUEUE_ID_LEN + 1];
+
+	if (t->result == TR_KEEP && c != NULL && !c->dead && !q->stopping) {
+		size_t len = evbuffer_get_length(t->frames);
+
+		q->relay_bytes = q->relay_bytes - j->bytes + len;
+		j->bytes = len;
+		j->state = RJ_SENT;
+		j->hnext = c->buckets[rjob_hash(c, j->id)];
+		c->buckets[rjob_hash(c, j->id)] = j;
+		c->nsent++;
+		msg_idstr(j->m, id);
+		log_info("queue id=%s event=relay-job job=%" PRIu64 " domain=%s nrcpt=%zu bytes=%zu",
+		    id, j->id, d->name, j->n, len);
+		evbuffer_add_buffer(bufferevent_get_output(c->bev), t->frames);
+		return;
+	}
+	if (t->result == TR_KEEP && !q->stopping) {
+		/* The relay went away meanwhile: wait, first in line. */
+		job_unslot(q, j);
+		j->state = RJ_WAITING;
+		j->next = d->head;
+		d->head = j;
+		if (d->tail == NULL)
+			d->tail = j;
+		dom_check(q, d);
+		return;
+	}
+	if (t->result == TR_GONE)
+		j->m->gone = true;
+	job_drop(q, j, t->result == TR_RETRY ?
+	    (int64_t)time(NULL) + LOAD_RETRY_SECS : 0);
+}
+
+/*
+ * A task finished (or was skipped): apply its outcome, start the next
+ * task waiting for the message, reschedule or free the message.
+ */
+static void
+task_done(struct queue *q, struct task *t)
+{
+	struct qmsg *m = t->m;
+	int64_t due = 0, now = (int64_t)time(NULL);
+
+	q->tasks_inflight--;
+	if (t->kind == TASK_SCAN)
+		q->scans_inflight--;
 	m->busy = false;
-	if (j->log_waiting && j->nrelay > 0)
-		m->logged_waiting = true;
-	switch (j->result) {
-	case DJ_REMOVED:
-	case DJ_GONE:
-		msg_free(q, m);
+	if (t->result == TR_GONE || t->result == TR_REMOVED)
+		m->gone = true;
+	else if (t->result == TR_RETRY)
+		due = now + LOAD_RETRY_SECS;
+	switch (t->kind) {
+	case TASK_SCAN:
+		if (t->result == TR_KEEP) {
+			uint64_t kib = (t->size + 1023) / 1024;
+
+			m->size_kib = kib > UINT32_MAX ? UINT32_MAX : (uint32_t)kib;
+			jobs_add(q, m, t->groups);
+			t->groups = NULL;
+			due = t->next_due;
+		}
 		break;
-	case DJ_RETRY:
-		msg_retry_at(q, m, (int64_t)time(NULL) + LOAD_RETRY_SECS);
+	case TASK_LOAD:
+		/* load_done may drop the job; keep m alive until below. */
+		m->busy = true;
+		load_done(q, t);
+		m->busy = false;
 		break;
-	case DJ_KEEP:
-		if (j->next_attempt != 0)
-			msg_retry_at(q, m, j->next_attempt);
-		/* else only relay recipients are left: the outbound side
-		 * (a later issue) will pick the message up. */
-		break;
-	case DJ_SKIPPED:
+	case TASK_RESULT:
+		if (t->result == TR_KEEP)
+			due = t->next_due;
+		job_free(t->job);
+		m->njobs--;
 		break;
 	}
-	free(j);
+	groups_free(t->groups);
+	if (t->frames != NULL)
+		evbuffer_free(t->frames);
+	free(t);
+	if (m->waiting != NULL) {
+		struct task *next = m->waiting;
+
+		m->waiting = next->next;
+		next->next = NULL;
+		task_submit(q, next);
+	} else {
+		if (due != 0 && due < now)
+			due = now;
+		msg_settle(q, m, due);
+	}
+	if (!q->stopping) {
+		relay_pump(q);
+		pop_due(q);
+	}
 }
 
 static void
@@ -1161,7 +2353,9 @@ commit_done(struct queue *q, struct txn *t, bool final)
 		log_info("queue id=%s event=committed size=%" PRIu64 " nrcpt=%zu from=<%s> client=%s",
 		    id, spool_txn_size(t->st), t->nrcpt, t->from_q, t->client_q);
 		m = msg_new(q, id);
-		msg_schedule(q, m, true);   /* delivered now, not at the next scan */
+		/* Delivered now, not at the next scan; ahead of retries. */
+		if (!q->stopping)
+			task_start(q, m, TASK_SCAN, NULL, true);
 	} else {
 		log_err("queue id=%s event=commit-failed error=\"%s\"", id,
 		    strerror(err));
@@ -1179,11 +2373,11 @@ static void
 drain_done(struct queue *q, bool final)
 {
 	struct txn *txns;
-	struct djob *jobs;
+	struct task *tasks;
 
 	pthread_mutex_lock(&q->mu);
 	txns = q->done_txn_head;
-	jobs = q->done_job_head;
+	tasks = q->done_job_head;
 	q->done_txn_head = q->done_txn_tail = NULL;
 	q->done_job_head = q->done_job_tail = NULL;
 	pthread_mutex_unlock(&q->mu);
@@ -1192,10 +2386,10 @@ drain_done(struct queue *q, bool final)
 		commit_done(q, txns, final);
 		txns = next;
 	}
-	while (jobs != NULL) {
-		struct djob *next = jobs->next;
-		job_done(q, jobs);
-		jobs = next;
+	while (tasks != NULL) {
+		struct task *next = tasks->next;
+		task_done(q, tasks);
+		tasks = next;
 	}
 }
 
@@ -1216,7 +2410,10 @@ done_cb(evutil_socket_t fd, short ev, void *arg)
 static void
 maybe_exit(struct queue *q)
 {
-	if (!q->stopping || q->commits_inflight > 0 || q->deliveries_inflight > 0)
+	if (!q->stopping || q->commits_inflight > 0 || q->tasks_inflight > 0)
+		return;
+	/* Outcomes of jobs the relay has: wait for them (within the grace). */
+	if (q->relay != NULL && !q->relay->dead && q->relay->nsent > 0)
 		return;
 	/* Let the last COMMIT_OKs reach the smtp process first. */
 	if (q->chan != NULL && !q->chan->dead &&
@@ -1230,15 +2427,16 @@ grace_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct queue *q = arg;
 
-	log_warn("queue event=shutdown-forced commits=%zu deliveries=%zu",
-	    q->commits_inflight, q->deliveries_inflight);
+	log_warn("queue event=shutdown-forced commits=%zu tasks=%zu relay_jobs=%zu",
+	    q->commits_inflight, q->tasks_inflight,
+	    q->relay != NULL ? q->relay->nsent : 0);
 	event_base_loopexit(q->base, NULL);
 }
 
 static void
 begin_shutdown(struct queue *q, int code, const char *why)
 {
-	struct djob *drop;
+	struct task *keep_head = NULL, **keep_tail = &keep_head, *drop = NULL;
 	struct timeval grace = { SHUTDOWN_GRACE_SECS, 0 };
 
 	if (q->stopping)
@@ -1246,20 +2444,40 @@ begin_shutdown(struct queue *q, int code, const char *why)
 	q->stopping = true;
 	q->exit_code = code;
 	log_info("queue event=shutdown reason=\"%s\"", why);
-	/* Jobs no worker has started stay in the spool for the next run. */
+	evtimer_del(q->timer_ev);
+	/*
+	 * Scans and loads no worker has started stay for the next run (the
+	 * spool has them); outcomes from the relay are journaled first.
+	 */
 	pthread_mutex_lock(&q->mu);
-	if (q->new_head != NULL) {
-		drop = q->new_head;
-		q->new_tail->next = q->old_head;
-	} else {
-		drop = q->old_head;
+	for (int l = 0; l < 2; l++) {
+		struct task *t = l == 0 ? q->new_head : q->old_head;
+
+		while (t != NULL) {
+			struct task *next = t->next;
+
+			t->next = NULL;
+			if (t->kind == TASK_RESULT) {
+				*keep_tail = t;
+				keep_tail = &t->next;
+			} else {
+				t->next = drop;
+				drop = t;
+			}
+			t = next;
+		}
 	}
-	q->new_head = q->new_tail = q->old_head = q->old_tail = NULL;
+	q->new_head = keep_head;
+	q->new_tail = NULL;
+	for (struct task *t = keep_head; t != NULL; t = t->next)
+		q->new_tail = t;
+	q->old_head = q->old_tail = NULL;
 	pthread_mutex_unlock(&q->mu);
 	while (drop != NULL) {
-		struct djob *next = drop->next;
-		drop->result = DJ_SKIPPED;
-		job_done(q, drop);
+		struct task *next = drop->next;
+		drop->next = NULL;
+		drop->result = TR_SKIPPED;
+		task_done(q, drop);
 		drop = next;
 	}
 	if (q->ctl_ev != NULL)
@@ -1290,9 +2508,17 @@ ctl_cb(evutil_socket_t fd, short ev, void *arg)
 	}
 	switch (type) {
 	case IPC_CTL_RELAY_FD:
-		/* XXX served once the scheduler lands */
-		if (pfd != -1)
+		if (pfd == -1) {
+			log_warn("queue event=control-bad reason=\"RELAY_FD without fd\"");
+			break;
+		}
+		if (q->stopping) {
 			close(pfd);
+			break;
+		}
+		if (q->relay != NULL)
+			relay_close(q, q->relay, "replaced by parent");
+		relay_open(q, pfd);
 		return;
 	case IPC_CTL_PEER_FD:
 		if (pfd == -1) {
@@ -1331,7 +2557,11 @@ signal_cb(evutil_socket_t fd, short ev, void *arg)
 static void
 recovered_cb(void *arg, const char *id)
 {
-	msg_new(arg, id);
+	struct queue *q = arg;
+
+	/* Scanned as the heap hands it out: a journaled deferral is then
+	 * rescheduled at its next attempt, pending work runs at once. */
+	heap_put(q, msg_new(q, id), 0);
 }
 
 static int
@@ -1349,7 +2579,7 @@ start_threads(struct queue *q)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (size_t i = 0; i < QUEUE_COMMIT_THREADS + nd; i++) {
 		r = pthread_create(&q->threads[i], NULL,
-		    i < QUEUE_COMMIT_THREADS ? commit_main : deliver_main, q);
+		    i < QUEUE_COMMIT_THREADS ? commit_main : task_main, q);
 		if (r != 0)
 			break;
 		q->nthreads++;
@@ -1376,12 +2606,63 @@ stop_threads(struct queue *q)
 	q->nthreads = 0;
 }
 
+/* Free the relay channel and every job, at the end: what was in flight
+ * stays unfinished in the spool and is tried again at the next start. */
+static void
+relay_free_all(struct queue *q)
+{
+	if (q->relay != NULL) {
+		struct rchan *c = q->relay;
+
+		q->relay = NULL;
+		for (size_t i = 0; i <= c->mask; i++)
+			while (c->buckets[i] != NULL) {
+				struct rjob *j = c->buckets[i];
+				c->buckets[i] = j->hnext;
+				job_free(j);
+			}
+		bufferevent_free(c->bev);
+		free(c->buckets);
+		free(c);
+	}
+	for (size_t i = 0; q->dom_buckets != NULL && i <= q->dom_mask; i++)
+		while (q->dom_buckets[i] != NULL) {
+			struct rdomain *d = q->dom_buckets[i];
+
+			q->dom_buckets[i] = d->hnext;
+			while (d->head != NULL) {
+				struct rjob *j = d->head;
+				d->head = j->next;
+				job_free(j);
+			}
+			free(d);
+		}
+	free(q->dom_buckets);
+	q->dom_buckets = NULL;
+	q->ready_head = q->ready_tail = NULL;
+	q->ndoms = 0;
+}
+
+static void
+free_task_list(struct task *t)
+{
+	while (t != NULL) {
+		struct task *n = t->next;
+
+		groups_free(t->groups);
+		if (t->frames != NULL)
+			evbuffer_free(t->frames);
+		/* A job being loaded or journaled belongs to its task. */
+		if (t->job != NULL)
+			job_free(t->job);
+		free(t);
+		t = n;
+	}
+}
+
 int
 queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 {
-	/* XXX the relay channel is served once the scheduler lands. */
-	if (relay_fd != -1)
-		close(relay_fd);
 	int removed, recovered;
 
 	signal(SIGPIPE, SIG_IGN);
@@ -1389,16 +2670,12 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 	q->base = event_base_new();
 	if (q->base == NULL) {
 		log_err("queue event=fatal error=\"event_base_new failed\"");
-		if (smtp_fd != -1)
-			close(smtp_fd);
-		return 1;
+		goto fail_fds;
 	}
 	q->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (q->done_fd == -1) {
 		log_err("queue event=fatal error=\"eventfd: %s\"", strerror(errno));
-		if (smtp_fd != -1)
-			close(smtp_fd);
-		return 1;
+		goto fail_fds;
 	}
 
 	/*
@@ -1418,11 +2695,12 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 		if (q->sig_fd == -1) {
 			log_err("queue event=fatal error=\"signalfd: %s\"",
 			    strerror(errno));
-			if (smtp_fd != -1)
-				close(smtp_fd);
-			return 1;
+			goto fail_fds;
 		}
 	}
+	q->timer_ev = evtimer_new(q->base, timer_cb, q);
+	if (q->timer_ev == NULL)
+		fatal("queue: evtimer_new failed");
 
 	/* Recovery (docs/spool-format.md): nothing in incoming/ was acknowledged. */
 	removed = spool_recover_incoming(q->spool);
@@ -1433,9 +2711,7 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 	if (recovered == -1) {
 		log_err("queue event=fatal error=\"scan queue/: %s\"",
 		    strerror(errno));
-		if (smtp_fd != -1)
-			close(smtp_fd);
-		return 1;
+		goto fail_fds;
 	}
 	log_info("queue event=recovered messages=%d removed_incoming=%d spool=%s",
 	    recovered, removed < 0 ? 0 : removed, spool_path(q->spool));
@@ -1444,9 +2720,7 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 		log_err("queue event=fatal error=\"pthread_create: %s\"",
 		    strerror(errno));
 		stop_threads(q);
-		if (smtp_fd != -1)
-			close(smtp_fd);
-		return 1;
+		goto fail_fds;
 	}
 	q->done_ev = event_new(q->base, q->done_fd, EV_READ | EV_PERSIST,
 	    done_cb, q);
@@ -1465,8 +2739,9 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 	}
 	if (smtp_fd != -1)
 		chan_open(q, smtp_fd);
-	for (struct qmsg *m = q->msgs; m != NULL; m = m->next)
-		msg_schedule(q, m, false);
+	if (relay_fd != -1)
+		relay_open(q, relay_fd);
+	pop_due(q);
 	if (ctl_fd != -1 && ipc_send_fd(ctl_fd, IPC_CTL_READY, -1) == -1)
 		log_warn("queue event=ready-failed error=\"%s\"", strerror(errno));
 
@@ -1474,14 +2749,22 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 
 	stop_threads(q);
 	/* Work that finished after the loop: no one to tell, nothing lost. */
+	q->stopping = true;
 	drain_done(q, true);
 	if (q->chan != NULL)
 		chan_close(q, q->chan, "queue exiting");
+	relay_free_all(q);
 	/* Run the deferred channel frees. */
 	event_base_loop(q->base, EVLOOP_NONBLOCK);
 	log_info("queue event=stopped queued=%zu commits=%" PRIu64 " commit_batches=%" PRIu64,
 	    q->nmsgs, q->ncommits, q->nbatches);
 	return q->exit_code;
+fail_fds:
+	if (smtp_fd != -1)
+		close(smtp_fd);
+	if (relay_fd != -1)
+		close(relay_fd);
+	return 1;
 }
 
 void
@@ -1493,18 +2776,23 @@ queue_free(struct queue **qp)
 		return;
 	if (q->nthreads > 0)
 		stop_threads(q);
+	q->stopping = true;
 	drain_done(q, true);
-	/* Jobs still listed were never started. */
-	for (struct djob *j = q->new_head, *n; j != NULL; j = n) {
-		n = j->next;
-		free(j);
+	relay_free_all(q);
+	/* Tasks still listed were never started. */
+	free_task_list(q->new_head);
+	free_task_list(q->old_head);
+	q->new_head = q->old_head = NULL;
+	while (q->msgs != NULL) {
+		struct qmsg *m = q->msgs;
+
+		free_task_list(m->waiting);
+		m->waiting = NULL;
+		m->busy = false;
+		m->njobs = 0;
+		msg_free(q, m);
 	}
-	for (struct djob *j = q->old_head, *n; j != NULL; j = n) {
-		n = j->next;
-		free(j);
-	}
-	while (q->msgs != NULL)
-		msg_free(q, q->msgs);
+	free(q->heap);
 	if (q->chan != NULL) {
 		struct chan *c = q->chan;
 		q->chan = NULL;
@@ -1520,6 +2808,8 @@ queue_free(struct queue **qp)
 		event_free(q->sig_ev);
 	if (q->grace_ev != NULL)
 		event_free(q->grace_ev);
+	if (q->timer_ev != NULL)
+		event_free(q->timer_ev);
 	if (q->base != NULL)
 		event_base_free(q->base);
 	if (q->done_fd != -1)

@@ -46,6 +46,8 @@ struct fx {
 	pid_t pid;
 	int ctl;      /* parent end of the control channel */
 	int chan;     /* smtp end of the submission channel */
+	bool use_relay;  /* give the queue a relay channel */
+	int relay;    /* relay end of the relay channel, or -1 */
 };
 
 static int
@@ -90,7 +92,7 @@ setup(void **state)
 	f->cfg.max_connections = 4;
 	f->cfg.delivery_workers = 2;
 	f->pid = -1;
-	f->ctl = f->chan = -1;
+	f->ctl = f->chan = f->relay = -1;
 	*state = f;
 	return 0;
 }
@@ -122,6 +124,8 @@ teardown(void **state)
 		close(f->ctl);
 	if (f->chan != -1)
 		close(f->chan);
+	if (f->relay != -1)
+		close(f->relay);
 	(void)umount2(f->spool, MNT_DETACH);   /* test_disk_full, if it failed */
 	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
 	free(f->dom.name);
@@ -141,12 +145,14 @@ teardown(void **state)
 static void
 start_child_as(struct fx *f, uid_t uid, gid_t gid)
 {
-	int ctl[2], chan[2];
+	int ctl[2], chan[2], rel[2] = { -1, -1 };
 	enum ipc_type type;
 	int fd;
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, ctl), 0);
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, chan), 0);
+	if (f->use_relay)
+		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, rel), 0);
 	fflush(NULL);
 	f->pid = fork();
 	assert_true(f->pid >= 0);
@@ -157,6 +163,8 @@ start_child_as(struct fx *f, uid_t uid, gid_t gid)
 
 		close(ctl[0]);
 		close(chan[0]);
+		if (rel[0] != -1)
+			close(rel[0]);
 		log_set_role("queue");
 		q = queue_new(&f->cfg, uid, gid, err, sizeof(err));
 		if (q == NULL) {
@@ -168,7 +176,7 @@ start_child_as(struct fx *f, uid_t uid, gid_t gid)
 			log_err("drop privileges: %s", strerror(errno));
 			_exit(4);
 		}
-		status = queue_run(q, ctl[1], chan[1], -1);
+		status = queue_run(q, ctl[1], chan[1], rel[1]);
 		queue_free(&q);
 		close(ctl[1]);
 		/* exit, not _exit: LeakSanitizer checks the queue process too. */
@@ -176,8 +184,11 @@ start_child_as(struct fx *f, uid_t uid, gid_t gid)
 	}
 	close(ctl[1]);
 	close(chan[1]);
+	if (rel[1] != -1)
+		close(rel[1]);
 	f->ctl = ctl[0];
 	f->chan = chan[0];
+	f->relay = rel[0];
 	assert_int_equal(ipc_recv_fd(f->ctl, &type, &fd), 1);
 	assert_int_equal(type, IPC_CTL_READY);
 	assert_int_equal(fd, -1);
@@ -744,6 +755,358 @@ test_privilege_drop(void **state)
 	stop_child(f, 0);
 }
 
+/* ---- outbound scheduling: a fake relay on the other end ---- */
+
+struct got_job {
+	uint64_t id;
+	char head[8192];      /* "domain <d>\n" + envelope */
+	char body[4096];
+	size_t body_len;
+};
+
+/* Read one relay job (JOB, DATA..., END) from the queue. */
+static void
+relay_expect_job(struct fx *f, struct got_job *j)
+{
+	struct ipc_hdr h;
+	static char buf[IPC_MAX_PAYLOAD + 1];
+
+	memset(j, 0, sizeof(*j));
+	if (recv_frame(f->relay, &h, buf, sizeof(buf)) != 1)
+		fail_msg("relay channel closed, wanted a JOB");
+	assert_int_equal(h.type, IPC_RELAY_JOB);
+	assert_true(h.id != 0);
+	j->id = h.id;
+	util_strlcpy(j->head, buf, sizeof(j->head));
+	for (;;) {
+		if (recv_frame(f->relay, &h, buf, sizeof(buf)) != 1)
+			fail_msg("relay channel closed inside a job");
+		assert_int_equal(h.id, j->id);
+		if (h.type == IPC_RELAY_END) {
+			assert_int_equal(h.len, 0);
+			break;
+		}
+		assert_int_equal(h.type, IPC_RELAY_DATA);
+		assert_true(j->body_len + h.len < sizeof(j->body));
+		memcpy(j->body + j->body_len, buf, h.len);
+		j->body_len += h.len;
+	}
+	j->body[j->body_len] = '\0';
+}
+
+/* true if a frame arrives from the queue on the relay channel within ms. */
+static bool
+relay_readable(struct fx *f, int ms)
+{
+	struct pollfd pfd = { f->relay, POLLIN, 0 };
+
+	return poll(&pfd, 1, ms) == 1;
+}
+
+static void
+relay_answer(struct fx *f, uint64_t id, const char *payload)
+{
+	send_frame(f->relay, IPC_RELAY_RESULT, id, payload, strlen(payload));
+}
+
+/* The queue file of qid as a string ("" once it is gone); caller frees. */
+static char *
+queue_file(struct fx *f, const char *qid)
+{
+	char path[512];
+	int fd;
+	struct stat st;
+	char *buf;
+
+	snprintf(path, sizeof(path), "%s/queue/%s", f->spool, qid);
+	fd = open(path, O_RDONLY);
+	if (fd == -1)
+		return xstrdup("");
+	assert_int_equal(fstat(fd, &st), 0);
+	buf = xmalloc((size_t)st.st_size + 1);
+	assert_int_equal(read(fd, buf, (size_t)st.st_size), st.st_size);
+	buf[st.st_size] = '\0';
+	close(fd);
+	return buf;
+}
+
+/* Wait until the journal of qid holds want. */
+static void
+wait_journal(struct fx *f, const char *qid, const char *want)
+{
+	for (int i = 0; i < WAIT_MS / 10; i++) {
+		char *got = queue_file(f, qid);
+		bool ok = strstr(got, want) != NULL;
+
+		free(got);
+		if (ok)
+			return;
+		usleep(10000);
+	}
+	fail_msg("queue file %s never got \"%s\"", qid, want);
+}
+
+static void
+wait_queue_gone(struct fx *f, const char *qid)
+{
+	char path[512];
+
+	snprintf(path, sizeof(path), "%s/queue/%s", f->spool, qid);
+	wait_gone(path);
+}
+
+/* A committed message from a previous run; qid gets its id. */
+static void
+make_queued(struct fx *f, int64_t arrival, const char *const *rcpts,
+    size_t n, char qid[17])
+{
+	struct envelope env;
+	struct spool *sp;
+	struct spool_txn *t;
+	char err[256];
+
+	assert_int_equal(util_mkdirs(f->spool, 0700), 0);
+	sp = spool_open(f->spool, (uid_t)-1, (gid_t)-1, err, sizeof(err));
+	assert_non_null(sp);
+	envelope_init(&env);
+	env.arrival = arrival;
+	envelope_set(&env.sender, "old@example.org");
+	for (size_t i = 0; i < n; i++)
+		envelope_add_rcpt(&env, rcpts[i], NULL, 0);
+	t = spool_txn_begin(sp, &env);
+	assert_non_null(t);
+	assert_int_equal(spool_txn_write(t, BODY, sizeof(BODY) - 1), 0);
+	spool_commit_batch(sp, &t, 1);
+	assert_int_equal(spool_txn_error(t), 0);
+	spool_txn_free(&t);
+	util_strlcpy(qid, env.id, 17);
+	envelope_clear(&env);
+	spool_free(&sp);
+}
+
+/* Journal "recipient i deferred until next" into a stopped spool. */
+static void
+journal_deferred(struct fx *f, const char *qid, size_t i, int64_t next)
+{
+	struct spool *sp;
+	struct spool_msg *m;
+	char err[256];
+
+	sp = spool_open(f->spool, (uid_t)-1, (gid_t)-1, err, sizeof(err));
+	assert_non_null(sp);
+	m = spool_msg_load(sp, qid, err, sizeof(err));
+	assert_non_null(m);
+	spool_msg_deferred(m, i, next, "451 4.4.1 earlier try");
+	assert_int_equal(spool_msg_flush(m), 0);
+	spool_msg_close(&m);
+	spool_free(&sp);
+}
+
+/*
+ * Two local and three remote recipients in two domains (one spelled in
+ * two cases): the locals land in Maildirs, the remotes make two jobs.
+ * One job comes back D and F, the other with only its via line (what the
+ * placeholder relay says): T. After the back-off the T job comes again.
+ */
+static void
+test_relay_jobs(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost", "x@one.test",
+		"carol@localhost", "y@two.test", "z@ONE.test" };
+	struct got_job a, b, c;
+	char qid[17], *got;
+	int64_t t0;
+
+	f->use_relay = true;
+	f->cfg.retry_min = 1;
+	f->cfg.retry_max = 1;
+	start_child(f);
+	submit(f, 1, rcpts, 5, BODY, qid);
+	relay_expect_job(f, &a);
+	relay_expect_job(f, &b);
+	if (strncmp(a.head, "domain two.test\n", 16) == 0) {
+		struct got_job tmp = a;
+		a = b;
+		b = tmp;
+	}
+	/* One job per domain, case-insensitive, recipients in order. */
+	assert_memory_equal(a.head, "domain one.test\nversion 1\n", 26);
+	assert_non_null(strstr(a.head, "\nsender alice@example.org\n"));
+	assert_non_null(strstr(a.head, "\nrcpt - - x@one.test\nrcpt - - z@ONE.test\n"));
+	assert_null(strstr(a.head, "localhost"));
+	assert_null(strstr(a.head, "two.test"));
+	assert_non_null(strstr(a.head, qid));
+	assert_memory_equal(b.head, "domain two.test\n", 16);
+	assert_non_null(strstr(b.head, "\nrcpt - - y@two.test\n"));
+	assert_null(strstr(b.head, "one.test"));
+	assert_string_equal(a.body, BODY);
+	assert_string_equal(b.body, BODY);
+	assert_true(a.id != b.id);
+	wait_count(f, "mail/localhost/bob/new", 1);
+	wait_count(f, "mail/localhost/carol/new", 1);
+
+	relay_answer(f, a.id, "via mx.one.test 127.0.0.2 TLSv1.3\n"
+	    "0 D 250 2.0.0 Ok queued\n"
+	    "1 F 550 5.1.1 <z@ONE.test> no such user\n");
+	t0 = (int64_t)time(NULL);
+	relay_answer(f, b.id, "via - - -\n");
+	wait_journal(f, qid, "\nD 1\n");
+	wait_journal(f, qid, "\nF 4 550 5.1.1 <z@ONE.test> no such user\n");
+	wait_journal(f, qid, " 1 451 4.4.0 No result from the relay\n");
+	got = queue_file(f, qid);
+	assert_non_null(strstr(got, "\nD 0\n"));
+	assert_non_null(strstr(got, "\nD 2\n"));
+	assert_non_null(strstr(got, "\nT 3 "));
+	free(got);
+	/* After retry_min (1 s) the deferred recipient comes back alone. */
+	relay_expect_job(f, &c);
+	assert_true((int64_t)time(NULL) >= t0 + 1);
+	assert_memory_equal(c.head, "domain two.test\n", 16);
+	assert_non_null(strstr(c.head, "\nrcpt - - y@two.test\n"));
+	assert_null(strstr(c.head, "one.test"));
+	relay_answer(f, c.id, "via mx.two.test 127.0.0.3 -\n0 D 250 2.0.0 Ok\n");
+	wait_queue_gone(f, qid);   /* every recipient final */
+	stop_child(f, 0);
+	assert_int_equal(count_sub(f, "spool/queue"), 0);
+}
+
+/* A recipient still deferred past max_queue_lifetime fails (4.4.7). */
+static void
+test_relay_expiry(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "a@far.test" };
+	struct got_job j;
+	char qid[17];
+
+	make_queued(f, (int64_t)time(NULL) - 7200, rcpts, 1, qid);
+	f->use_relay = true;
+	f->cfg.max_queue_lifetime = 3600;
+	start_child(f);
+	relay_expect_job(f, &j);
+	assert_memory_equal(j.head, "domain far.test\n", 16);
+	/* No journal records yet: F would be written only with the file
+	 * kept, so the removal itself shows the recipient is final. */
+	relay_answer(f, j.id, "via mx.far.test 127.0.0.2 -\n"
+	    "0 T 451 4.7.1 try later\n");
+	wait_queue_gone(f, qid);
+	assert_false(relay_readable(f, 300));
+	stop_child(f, 0);
+}
+
+/*
+ * max_relay_connections_per_domain 1: three messages to one domain go
+ * one at a time, while a message to another domain is not held up.
+ */
+static void
+test_relay_per_domain_limit(void **state)
+{
+	struct fx *f = *state;
+	static const char *const busy[] = { "u@busy.test" };
+	static const char *const other[] = { "v@other.test" };
+	char qid[4][17];
+	struct got_job j, first;
+	bool done[3] = { false, false, false };
+
+	f->use_relay = true;
+	f->cfg.max_relay_connections_per_domain = 1;
+	start_child(f);
+	for (int i = 0; i < 3; i++)
+		submit(f, (uint64_t)i + 1, busy, 1, BODY, qid[i]);
+	relay_expect_job(f, &first);
+	assert_memory_equal(first.head, "domain busy.test\n", 17);
+	assert_false(relay_readable(f, 500));   /* the other two wait */
+	submit(f, 4, other, 1, BODY, qid[3]);
+	relay_expect_job(f, &j);               /* another domain goes at once */
+	assert_memory_equal(j.head, "domain other.test\n", 18);
+	relay_answer(f, j.id, "via mx 127.0.0.3 -\n0 D 250 2.0.0 Ok\n");
+	wait_queue_gone(f, qid[3]);
+	assert_false(relay_readable(f, 300));
+	for (int n = 0; n < 3; n++) {
+		int k = -1;
+
+		if (n > 0) {
+			relay_expect_job(f, &j);
+			assert_memory_equal(j.head, "domain busy.test\n", 17);
+		} else {
+			j = first;
+		}
+		for (int i = 0; i < 3; i++)
+			if (!done[i] && strstr(j.head, qid[i]) != NULL)
+				k = i;
+		assert_true(k >= 0);
+		done[k] = true;
+		/* Only ever one in flight. */
+		assert_false(relay_readable(f, 200));
+		relay_answer(f, j.id, "via mx 127.0.0.2 -\n0 D 250 2.0.0 Ok\n");
+		wait_queue_gone(f, qid[k]);
+	}
+	stop_child(f, 0);
+}
+
+/* Deferred mail survives a restart: the job comes at its journaled time. */
+static void
+test_relay_recovery(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "carol@localhost", "r@later.test" };
+	struct got_job j;
+	char qid[17];
+	int64_t next = (int64_t)time(NULL) + 3;
+
+	make_queued(f, (int64_t)time(NULL), rcpts, 2, qid);
+	journal_deferred(f, qid, 1, next);
+	f->use_relay = true;
+	start_child(f);
+	wait_count(f, "mail/localhost/carol/new", 1);   /* pending: at once */
+	assert_false(relay_readable(f, 1000));
+	relay_expect_job(f, &j);
+	assert_true((int64_t)time(NULL) >= next);
+	assert_memory_equal(j.head, "domain later.test\n", 18);
+	relay_answer(f, j.id, "via mx 127.0.0.2 -\n0 D 250 2.0.0 Ok\n");
+	wait_queue_gone(f, qid);
+	stop_child(f, 0);
+}
+
+/*
+ * A malformed RESULT closes the relay channel and defers the job; a new
+ * channel from the parent (IPC_CTL_RELAY_FD) gets it again.
+ */
+static void
+test_relay_violation(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "p@bad.test", "q@bad.test" };
+	struct got_job j;
+	char qid[17], buf[64];
+	int sp[2];
+
+	f->use_relay = true;
+	f->cfg.retry_min = 1;
+	start_child(f);
+	submit(f, 1, rcpts, 2, BODY, qid);
+	relay_expect_job(f, &j);
+	/* One line for two recipients. */
+	relay_answer(f, j.id, "via - - -\n0 D 250 2.0.0 Ok\n");
+	assert_true(relay_readable(f, WAIT_MS));
+	assert_int_equal(read(f->relay, buf, sizeof(buf)), 0);   /* closed */
+	close(f->relay);
+	f->relay = -1;
+	wait_journal(f, qid, " 1 451 4.4.0 Relay process unavailable\n");
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
+	assert_int_equal(ipc_send_fd(f->ctl, IPC_CTL_RELAY_FD, sp[1]), 0);
+	close(sp[1]);
+	f->relay = sp[0];
+	relay_expect_job(f, &j);
+	assert_non_null(strstr(j.head, "\nrcpt - - p@bad.test\nrcpt - - q@bad.test\n"));
+	/* Unknown job ids and frame types are violations too. */
+	relay_answer(f, j.id + 1000, "via - - -\n");
+	assert_true(relay_readable(f, WAIT_MS));
+	assert_int_equal(read(f->relay, buf, sizeof(buf)), 0);
+	stop_child(f, 0);
+}
+
 int
 main(void)
 {
@@ -757,6 +1120,11 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_concurrent_transaction_bound, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_at_start, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_privilege_drop, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_jobs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_expiry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_per_domain_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_recovery, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_violation, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
