@@ -16,6 +16,21 @@ struct config;
 struct relay;
 
 /*
+ * Jobs in flight on one queue channel (received and not yet answered).
+ * The queue must not send more; a RELAY_JOB past it is a protocol
+ * violation, like a frame of the wrong type, an unknown or reused id, or
+ * a body over max_message_size + 64 KiB: the relay logs it and exits, the
+ * parent starts a new one with a new channel, and the queue defers the
+ * jobs it had in flight (ipc.h).
+ *
+ * RELAY_RESULT lines number the recipients from 0, in the order of the
+ * job's envelope: "<i> <D|T|F> <code> <x.y.z> <text>". The text is
+ * printable ASCII, cut so the frame fits IPC_MAX_PAYLOAD (229 octets per
+ * line with 1000 recipients), and never empty.
+ */
+#define RELAY_MAX_JOBS 1000
+
+/*
  * With the start-up privileges: everything that needs the file system
  * (the resolver's configuration, this host's addresses). cfg must outlive
  * the relay. NULL with a reason in err.
@@ -29,6 +44,9 @@ struct relay *relay_new(const struct config *cfg, char *err, size_t errsize);
  * queue_fd. Returns the process exit status.
  */
 int relay_run(struct relay *r, int ctl_fd, int queue_fd);
+
+/* The TCP port of mail exchangers (default 25); for tests. */
+void relay_set_port(struct relay *r, unsigned port);
 
 void relay_free(struct relay **r);
 
