@@ -56,11 +56,6 @@
 #include "smtp_client.h"
 #include "util.h"
 
-/* XXX the TCP port of mail exchangers: the scheduler work adds a
- * relay_port option to config.c; until it lands, always 25 (tests change
- * it with relay_set_port()). */
-#define RELAY_PORT 25
-
 #define RELAY_HASH 1024               /* job hash buckets (power of 2) */
 #define RELAY_BODY_SLACK (64 * 1024)  /* over max_message_size: headers
                                        * the queue adds (Received:, ...) */
@@ -155,7 +150,8 @@ struct relay {
 	const struct config *cfg;
 	struct event_base *base;
 	struct dns *dns;
-	unsigned port;
+	unsigned port;           /* relay_port, or relay_set_port() */
+	size_t max_jobs;
 	struct bufferevent *queue;
 	struct bufferevent *old_queue;   /* closed, freed by reap */
 	struct event *ctl_ev, *sig_term, *sig_int, *reap_ev;
@@ -1117,7 +1113,7 @@ queue_frame(struct relay *r, const struct ipc_msg *m)
 			why = "job id already in use";
 			break;
 		}
-		if (r->njobs >= RELAY_MAX_JOBS) {
+		if (r->njobs >= r->max_jobs) {
 			why = "too many jobs in flight";
 			break;
 		}
@@ -1306,7 +1302,10 @@ relay_new(const struct config *cfg, char *err, size_t errsize)
 	struct dns_options opt = { 0 };
 
 	r->cfg = cfg;
-	r->port = RELAY_PORT;
+	r->port = cfg->relay_port != 0 ? cfg->relay_port : 25;
+	/* The queue keeps at most max_relay_connections jobs in flight. */
+	r->max_jobs = cfg->max_relay_connections > RELAY_MAX_JOBS ?
+	    cfg->max_relay_connections : RELAY_MAX_JOBS;
 	/* The base now: dns_new() reads resolv.conf and the interface
 	 * addresses, which the chroot will hide. */
 	r->base = event_base_new();
@@ -1420,8 +1419,8 @@ relay_run(struct relay *r, int ctl_fd, int queue_fd)
 	event_add(r->ctl_ev, NULL);
 	event_add(r->sig_term, NULL);
 	event_add(r->sig_int, NULL);
-	log_info("relay event=ready port=%u max_jobs=%d", r->port,
-	    RELAY_MAX_JOBS);
+	log_info("relay event=ready port=%u max_jobs=%zu", r->port,
+	    r->max_jobs);
 	event_base_dispatch(r->base);
 
 	relay_teardown(r);

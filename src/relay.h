@@ -16,8 +16,9 @@ struct config;
 struct relay;
 
 /*
- * Jobs in flight on one queue channel (received and not yet answered).
- * The queue must not send more; a RELAY_JOB past it is a protocol
+ * Jobs in flight on one queue channel (received and not yet answered):
+ * this, or max_relay_connections if that is larger. The queue must not
+ * send more; a RELAY_JOB past it is a protocol
  * violation, like a frame of the wrong type, an unknown or reused id, or
  * a body over max_message_size + 64 KiB: the relay logs it and exits, the
  * parent starts a new one with a new channel, and the queue defers the
@@ -45,7 +46,7 @@ struct relay *relay_new(const struct config *cfg, char *err, size_t errsize);
  */
 int relay_run(struct relay *r, int ctl_fd, int queue_fd);
 
-/* The TCP port of mail exchangers (default 25); for tests. */
+/* Override relay_port (the TCP port of mail exchangers); for tests. */
 void relay_set_port(struct relay *r, unsigned port);
 
 void relay_free(struct relay **r);

@@ -62,6 +62,8 @@ struct srv {
 	unsigned txs, quits;
 	char body[8192];
 	size_t bodylen;
+	size_t total;       /* octets of the last message, whatever its size */
+	unsigned long sum;  /* and a simple checksum of them */
 };
 
 struct srv_conn {
@@ -134,7 +136,8 @@ srv_conn_main(void *arg)
 			srv_put(fd, "250 2.1.5 ok\r\n");
 		else if (strncasecmp(line, "DATA", 4) == 0) {
 			char body[8192];
-			size_t bl = 0;
+			size_t bl = 0, total = 0;
+			unsigned long sum = 0;
 
 			srv_put(fd, "354 go ahead\r\n");
 			while (srv_line(fd, line, sizeof(line)) == 0 &&
@@ -143,6 +146,10 @@ srv_conn_main(void *arg)
 				const char *t = line[0] == '.' ? line + 1 : line;
 				size_t l = strlen(t);
 
+				for (size_t k = 0; k < l; k++)
+					sum = sum * 31 + (unsigned char)t[k];
+				sum = sum * 31 + '\n';
+				total += l + 2;
 				if (bl + l + 2 < sizeof(body)) {
 					memcpy(body + bl, t, l);
 					memcpy(body + bl + l, "\r\n", 2);
@@ -152,6 +159,8 @@ srv_conn_main(void *arg)
 			pthread_mutex_lock(&s->mu);
 			memcpy(s->body, body, bl);
 			s->bodylen = bl;
+			s->total = total;
+			s->sum = sum;
 			s->txs++;
 			pthread_mutex_unlock(&s->mu);
 			srv_put(fd, "250 2.0.0 Ok: queued as X\r\n");
@@ -617,6 +626,50 @@ test_connection_reuse(void **state)
 	srv_stop(s);
 }
 
+/* A body larger than the client's output high-water mark and than one
+ * IPC frame: sent in pieces as the socket drains, arrives whole. */
+static void
+test_large_body(void **state)
+{
+	struct fx *f = *state;
+	const char *ip[] = { "127.0.0.1" };
+	enum srv_mode m[] = { SRV_ACCEPT };
+	struct srv *s = srv_start(ip, m, 1);
+	const char *rcpts[] = { "a@dest.test" };
+	size_t n = 900 * 1024, o = 0;
+	char *body = xmalloc(n + 1);
+	unsigned long sum = 0;
+	char res[4096];
+
+	/* 100-octet lines, some starting with a dot */
+	for (size_t line = 0; o + 100 <= n; line++) {
+		memset(body + o, line % 7 == 0 ? '.' : 'a' + (char)(line % 26), 98);
+		memcpy(body + o + 98, "\r\n", 2);
+		for (size_t k = 0; k < 98; k++)
+			sum = sum * 31 + (unsigned char)body[o + k];
+		sum = sum * 31 + '\n';
+		o += 100;
+	}
+	n = o;
+	f->cfg->max_message_size = 1024 * 1024;
+	start_relay(f, s->port);   /* fork before the server's threads */
+	srv_run(s);
+	send_job(f->chan, 4, "[127.0.0.1]", rcpts, 1, NULL);
+	for (size_t p = 0; p < n; p += IPC_MAX_PAYLOAD)
+		send_frame(f->chan, IPC_RELAY_DATA, 4, body + p,
+		    n - p < IPC_MAX_PAYLOAD ? n - p : IPC_MAX_PAYLOAD);
+	send_frame(f->chan, IPC_RELAY_END, 4, NULL, 0);
+	recv_result(f, 4, res, sizeof(res));
+	assert_has(res, "\n0 D 250 2.0.0 ");
+	assert_int_equal(stop_relay(f), 0);
+	pthread_mutex_lock(&s->mu);
+	assert_int_equal(s->total, n);
+	assert_true(s->sum == sum);
+	pthread_mutex_unlock(&s->mu);
+	srv_stop(s);
+	free(body);
+}
+
 /* Every address fails at connection level: all recipients deferred with
  * the last reason. */
 static void
@@ -902,6 +955,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_per_recipient_results, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_reuse, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_large_body, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_failures_defer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_violations, setup, teardown),
