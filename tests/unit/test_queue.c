@@ -1045,6 +1045,35 @@ test_relay_per_domain_limit(void **state)
 	stop_child(f, 0);
 }
 
+/* max_relay_connections 2: three domains, two jobs out at a time. */
+static void
+test_relay_global_limit(void **state)
+{
+	struct fx *f = *state;
+	static const char *const r1[] = { "a@d1.test" }, *const r2[] = { "b@d2.test" },
+	    *const r3[] = { "c@d3.test" };
+	char qid[3][17];
+	struct got_job j1, j2, j3;
+
+	f->use_relay = true;
+	f->cfg.max_relay_connections = 2;
+	start_child(f);
+	submit(f, 1, r1, 1, BODY, qid[0]);
+	submit(f, 2, r2, 1, BODY, qid[1]);
+	submit(f, 3, r3, 1, BODY, qid[2]);
+	relay_expect_job(f, &j1);
+	relay_expect_job(f, &j2);
+	assert_false(relay_readable(f, 500));
+	relay_answer(f, j1.id, "via mx 127.0.0.2 -\n0 D 250 2.0.0 Ok\n");
+	relay_expect_job(f, &j3);
+	assert_false(relay_readable(f, 300));
+	relay_answer(f, j2.id, "via mx 127.0.0.2 -\n0 D 250 2.0.0 Ok\n");
+	relay_answer(f, j3.id, "via mx 127.0.0.2 -\n0 D 250 2.0.0 Ok\n");
+	for (int i = 0; i < 3; i++)
+		wait_queue_gone(f, qid[i]);
+	stop_child(f, 0);
+}
+
 /* Deferred mail survives a restart: the job comes at its journaled time. */
 static void
 test_relay_recovery(void **state)
@@ -1107,6 +1136,140 @@ test_relay_violation(void **state)
 	stop_child(f, 0);
 }
 
+/* Resident set of pid in KiB, from /proc. */
+static long
+rss_kib(pid_t pid)
+{
+	char path[64], line[256];
+	long kib = -1;
+	FILE *fp;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	while (fgets(line, sizeof(line), fp) != NULL)
+		if (sscanf(line, "VmRSS: %ld kB", &kib) == 1)
+			break;
+	fclose(fp);
+	return kib;
+}
+
+/* CPU ticks pid has used; stops growing once the queue is idle. */
+static long
+cpu_ticks(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	long ut = 0, st = 0;
+	FILE *fp;
+	size_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	fp = fopen(path, "r");
+	assert_non_null(fp);
+	n = fread(buf, 1, sizeof(buf) - 1, fp);
+	fclose(fp);
+	buf[n] = '\0';
+	p = strrchr(buf, ')');
+	assert_non_null(p);
+	/* state ppid pgrp session tty tpgid flags minflt cminflt majflt
+	 * cmajflt utime stime */
+	assert_int_equal(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld",
+	    &ut, &st), 2);
+	return ut + st;
+}
+
+/* Start the queue on the spool as it is, wait until it is idle, stop it;
+ * its resident set once idle, in KiB. */
+static long
+idle_rss(struct fx *f)
+{
+	long last = -1, rss;
+	int still = 0;
+
+	start_child(f);
+	while (still < 4) {
+		long t = cpu_ticks(f->pid);
+
+		usleep(250000);
+		still = t == last ? still + 1 : 0;
+		last = t;
+	}
+	rss = rss_kib(f->pid);
+	stop_child(f, 0);
+	return rss;
+}
+
+/*
+ * The in-memory cost of a deferred message (docs/queue.md): RSS of an
+ * idle queue process holding TERN_QUEUE_MEASURE messages (each with one
+ * remote recipient deferred for an hour) minus that of an empty one.
+ * A measurement, not a check: skipped unless the variable is set, e.g.
+ *   TERN_QUEUE_MEASURE=100000 build/tests/test_queue
+ * The spool goes to /dev/shm so that creating it takes seconds.
+ */
+static void
+test_memory_per_message(void **state)
+{
+	struct fx *f = *state;
+	const char *env = getenv("TERN_QUEUE_MEASURE");
+	long n = env != NULL ? atol(env) : 0, base, full;
+	char dir[64], err[256];
+	struct spool *sp;
+	int64_t now = (int64_t)time(NULL);
+
+	if (n <= 0)
+		skip();
+	util_strlcpy(dir, "/dev/shm/tern-measure-XXXXXX", sizeof(dir));
+	assert_non_null(mkdtemp(dir));
+	snprintf(f->spool, sizeof(f->spool), "%s/spool", dir);
+	f->use_relay = true;   /* never answered: nothing is due anyway */
+	base = idle_rss(f);
+
+	sp = spool_open(f->spool, (uid_t)-1, (gid_t)-1, err, sizeof(err));
+	assert_non_null(sp);
+	for (long i = 0; i < n; i += 256) {
+		struct spool_txn *t[256];
+		size_t k = 0;
+
+		for (; k < 256 && i + (long)k < n; k++) {
+			struct envelope e;
+			char rcpt[64];
+
+			envelope_init(&e);
+			e.arrival = now;
+			envelope_set(&e.sender, "alice@example.org");
+			snprintf(rcpt, sizeof(rcpt), "user%ld@d%ld.test",
+			    i + (long)k, (i + (long)k) % 1000);
+			envelope_add_rcpt(&e, rcpt, NULL, 0);
+			t[k] = spool_txn_begin(sp, &e);
+			assert_non_null(t[k]);
+			assert_int_equal(spool_txn_write(t[k], BODY,
+			    sizeof(BODY) - 1), 0);
+			envelope_clear(&e);
+		}
+		spool_commit_batch(sp, t, k);
+		for (size_t x = 0; x < k; x++) {
+			struct spool_msg *m;
+			char id[17];
+
+			assert_int_equal(spool_txn_error(t[x]), 0);
+			util_strlcpy(id, spool_txn_id(t[x]), sizeof(id));
+			spool_txn_free(&t[x]);
+			m = spool_msg_load(sp, id, err, sizeof(err));
+			assert_non_null(m);
+			spool_msg_deferred(m, 0, now + 3600, "451 4.4.1 later");
+			assert_int_equal(spool_msg_flush(m), 0);
+			spool_msg_close(&m);
+		}
+	}
+	spool_free(&sp);
+	full = idle_rss(f);
+	print_message("queue RSS: empty %ld KiB, %ld deferred messages %ld KiB: "
+	    "%.1f bytes per message\n", base, n, full,
+	    (double)(full - base) * 1024.0 / (double)n);
+	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
 int
 main(void)
 {
@@ -1123,8 +1286,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_relay_jobs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_expiry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_per_domain_limit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relay_global_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_violation, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_memory_per_message, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
