@@ -118,6 +118,9 @@ struct job {
 	size_t hi, ai;           /* the address being tried */
 	bool started;            /* hi/ai point at a tried address */
 	bool retry_here;         /* a cached connection failed: fresh one */
+	bool hold_pos;           /* hi/ai not tried yet (waited for a slot) */
+	bool parked;             /* waiting for a connection slot */
+	struct job *pnext, *pprev;
 	unsigned attempts;       /* fresh connections made */
 	struct conn *conn;
 	struct event *step_ev;   /* deferred "try the next address" */
@@ -142,6 +145,7 @@ struct conn {
 	char peer[DNS_NAME_MAX + INET6_ADDRSTRLEN + 3];  /* "mx[ip]" */
 	struct job *job;
 	bool reused;             /* the running transaction is not the first */
+	int64_t idle_since;      /* util_mono_ms() when it went idle */
 	struct conn *next, *prev;
 	struct conn *reap_next;
 };
@@ -152,6 +156,12 @@ struct relay {
 	struct dns *dns;
 	unsigned port;           /* relay_port, or relay_set_port() */
 	size_t max_jobs;
+	size_t max_conns;        /* max_relay_connections */
+	size_t max_conns_dest;   /* max_relay_connections_per_domain, per
+	                          * server address */
+	size_t nconns;           /* sockets open (dead ones until reaped) */
+	struct job *parked, *parked_tail;
+	size_t nparked;
 	struct bufferevent *queue;
 	struct bufferevent *old_queue;   /* closed, freed by reap */
 	struct event *ctl_ev, *sig_term, *sig_int, *reap_ev;
@@ -311,6 +321,56 @@ job_free(struct job *j)
 	free(j);
 }
 
+static void
+job_unpark(struct job *j)
+{
+	struct relay *r = j->r;
+
+	if (!j->parked)
+		return;
+	if (j->pprev != NULL)
+		j->pprev->pnext = j->pnext;
+	else
+		r->parked = j->pnext;
+	if (j->pnext != NULL)
+		j->pnext->pprev = j->pprev;
+	else
+		r->parked_tail = j->pprev;
+	j->pnext = j->pprev = NULL;
+	j->parked = false;
+	r->nparked--;
+}
+
+/* Wait for a connection slot: woken (in order) when a connection closes
+ * or goes idle. */
+static void
+job_park(struct job *j)
+{
+	struct relay *r = j->r;
+
+	ASSERT(!j->parked);
+	j->parked = true;
+	r->nparked++;
+	j->pnext = NULL;
+	j->pprev = r->parked_tail;
+	if (r->parked_tail != NULL)
+		r->parked_tail->pnext = j;
+	else
+		r->parked = j;
+	r->parked_tail = j;
+}
+
+static void
+jobs_wake_parked(struct relay *r)
+{
+	while (r->parked != NULL) {
+		struct job *j = r->parked;
+
+		job_unpark(j);
+		event_active(j->step_ev, 0, 0);
+	}
+}
+
 /* Take j out of service: no callback of its own runs again; freed by
  * reap. Its connection, if any, must already be detached or killed. */
 static void
@@ -335,6 +395,7 @@ job_kill(struct job *j)
 		conn_kill(c);
 	}
 	event_del(j->step_ev);
+	job_unpark(j);
 	job_unlink(j);
 	j->state = JOB_DEAD;
 	j->reap_next = r->dead_jobs;
@@ -482,9 +543,13 @@ conn_set_state(struct conn *c, enum conn_state st)
 {
 	if (c->state == CONN_IDLE)
 		c->r->nidle--;
-	if (st == CONN_IDLE)
-		c->r->nidle++;
 	c->state = st;
+	if (st == CONN_IDLE) {
+		c->r->nidle++;
+		c->idle_since = util_mono_ms();
+		/* a job waiting for this server may take it */
+		jobs_wake_parked(c->r);
+	}
 }
 
 /* Take c out of service: nothing of it runs again; freed by reap. The
@@ -816,6 +881,7 @@ conn_connect(struct job *j, const struct job_host *h,
 		fatal("relay: out of memory creating a connection");
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	c->state = CONN_CONNECTING;
+	r->nconns++;
 	c->next = r->conns;
 	if (r->conns != NULL)
 		r->conns->prev = c;
@@ -838,6 +904,53 @@ conn_connect(struct job *j, const struct job_host *h,
 	}
 	timer_start(c->timer, RELAY_CONNECT_TIMEOUT);
 	return 0;
+}
+
+/*
+ * Room for one more connection to sa? max_relay_connections bounds the
+ * sockets open at once, max_relay_connections_per_domain those to one
+ * server address; idle, quitting and closing connections count (the
+ * server sees them), dead ones too until their socket is closed. When
+ * there is no room, the idle connection unused longest is told to QUIT,
+ * so that waiting for a slot never waits for the idle timer.
+ */
+static bool
+conn_slot(struct relay *r, const struct sockaddr_storage *sa)
+{
+	struct conn *lru = NULL, *lru_dest = NULL;
+	size_t dest = 0, leaving = 0;
+
+	for (struct conn *c = r->conns; c != NULL; c = c->next) {
+		bool same = addr_eq(&c->addr, sa);
+
+		dest += same;
+		if (c->state == CONN_QUITTING || c->state == CONN_CLOSING)
+			leaving++;
+		if (c->state != CONN_IDLE)
+			continue;
+		if (lru == NULL || c->idle_since < lru->idle_since)
+			lru = c;
+		if (same && (lru_dest == NULL || c->idle_since < lru_dest->idle_since))
+			lru_dest = c;
+	}
+	for (struct conn *c = r->dead_conns; c != NULL; c = c->reap_next) {
+		dest += addr_eq(&c->addr, sa);
+		leaving++;
+	}
+	if (r->nconns < r->max_conns && dest < r->max_conns_dest)
+		return true;
+	if (dest >= r->max_conns_dest)
+		lru = lru_dest;
+	/* one connection on its way out per waiting job is enough */
+	if (lru != NULL && leaving <= r->nparked) {
+		log_debug("relay event=idle-closed mx=%s ip=%s reason=limit",
+		    lru->mx, lru->ip);
+		conn_set_state(lru, CONN_QUITTING);
+		evtimer_del(lru->timer);
+		smtp_client_quit(lru->client);
+		smtp_client_process(lru->client);
+	}
+	return false;
 }
 
 /* A cached connection to sa, ready for a transaction, or NULL. */
@@ -928,7 +1041,9 @@ job_attempt(struct job *j)
 		struct conn *c;
 
 		j->retry_here = false;
-		if (!fresh_only && !job_next_addr(j))
+		if (j->hold_pos)
+			j->hold_pos = false;   /* back from waiting for a slot */
+		else if (!fresh_only && !job_next_addr(j))
 			break;
 		h = &j->hosts[j->hi];
 		sa = &h->addrs[j->ai];
@@ -938,6 +1053,12 @@ job_attempt(struct job *j)
 		}
 		if (j->attempts >= RELAY_MAX_ATTEMPTS)
 			break;
+		if (!conn_slot(j->r, sa)) {
+			j->hold_pos = true;
+			j->retry_here = fresh_only;
+			job_park(j);
+			return;
+		}
 		j->attempts++;
 		if (conn_connect(j, h, sa) == 0)
 			return;
@@ -1229,10 +1350,13 @@ reap_cb(evutil_socket_t fd, short ev, void *arg)
 	struct relay *r = arg;
 
 	/* connections first: a dead one may still point at a dead job's body */
+	bool freed = r->dead_conns != NULL;
+
 	while (r->dead_conns != NULL) {
 		struct conn *c = r->dead_conns;
 		r->dead_conns = c->reap_next;
 		conn_free(c);
+		r->nconns--;
 	}
 	while (r->dead_jobs != NULL) {
 		struct job *j = r->dead_jobs;
@@ -1243,6 +1367,9 @@ reap_cb(evutil_socket_t fd, short ev, void *arg)
 		bufferevent_free(r->old_queue);
 		r->old_queue = NULL;
 	}
+	/* sockets closed: slots for the jobs waiting */
+	if (freed && !r->stopping)
+		jobs_wake_parked(r);
 }
 
 static void
@@ -1306,6 +1433,10 @@ relay_new(const struct config *cfg, char *err, size_t errsize)
 	/* The queue keeps at most max_relay_connections jobs in flight. */
 	r->max_jobs = cfg->max_relay_connections > RELAY_MAX_JOBS ?
 	    cfg->max_relay_connections : RELAY_MAX_JOBS;
+	r->max_conns = cfg->max_relay_connections ? cfg->max_relay_connections :
+	    100;
+	r->max_conns_dest = cfg->max_relay_connections_per_domain ?
+	    cfg->max_relay_connections_per_domain : 10;
 	/* The base now: dns_new() reads resolv.conf and the interface
 	 * addresses, which the chroot will hide. */
 	r->base = event_base_new();

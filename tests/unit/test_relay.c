@@ -44,7 +44,7 @@ enum srv_mode {
 	SRV_STALL,      /* never says anything */
 };
 
-#define SRV_MAX_LISTEN 2
+#define SRV_MAX_LISTEN 3
 #define SRV_MAX_CONN 16
 
 struct srv {
@@ -60,6 +60,7 @@ struct srv {
 	/* counters, under mu */
 	unsigned conns[SRV_MAX_LISTEN];
 	unsigned txs, quits;
+	unsigned open_now, open_max;  /* from accept to our 221 (or close) */
 	char body[8192];
 	size_t bodylen;
 	size_t total;       /* octets of the last message, whatever its size */
@@ -111,6 +112,7 @@ srv_conn_main(void *arg)
 	struct timeval tv = { 20, 0 };
 
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	bool counted = true;
 	if (sc->mode == SRV_GREET421) {
 		srv_put(fd, "421 4.3.2 busy, try later\r\n");
 		goto out;
@@ -165,8 +167,12 @@ srv_conn_main(void *arg)
 			pthread_mutex_unlock(&s->mu);
 			srv_put(fd, "250 2.0.0 Ok: queued as X\r\n");
 		} else if (strncasecmp(line, "QUIT", 4) == 0) {
+			/* before the 221: the client closes after it, and
+			 * only then may it connect again */
 			pthread_mutex_lock(&s->mu);
 			s->quits++;
+			s->open_now--;
+			counted = false;
 			pthread_mutex_unlock(&s->mu);
 			srv_put(fd, "221 2.0.0 bye\r\n");
 			break;
@@ -174,6 +180,11 @@ srv_conn_main(void *arg)
 			srv_put(fd, "502 5.5.1 what\r\n");
 	}
 out:
+	if (counted) {
+		pthread_mutex_lock(&s->mu);
+		s->open_now--;
+		pthread_mutex_unlock(&s->mu);
+	}
 	close(fd);
 	free(sc);
 	return NULL;
@@ -206,6 +217,8 @@ srv_main(void *arg)
 			}
 			pthread_mutex_lock(&s->mu);
 			s->conns[i]++;
+			if (++s->open_now > s->open_max)
+				s->open_max = s->open_now;
 			pthread_mutex_unlock(&s->mu);
 			sc = xcalloc(1, sizeof(*sc));
 			sc->s = s;
@@ -670,6 +683,46 @@ test_large_body(void **state)
 	free(body);
 }
 
+/* max_relay_connections 2: a third server gets its connection only after
+ * a cached one has said QUIT, long before the idle timer. */
+static void
+test_connection_limit(void **state)
+{
+	struct fx *f = *state;
+	const char *ip[] = { "127.0.0.1", "127.0.0.2", "127.0.0.3" };
+	enum srv_mode m[] = { SRV_ACCEPT, SRV_ACCEPT, SRV_ACCEPT };
+	struct srv *s = srv_start(ip, m, 3);
+	const char *rcpts[] = { "a@dest.test" };
+	char res[4096];
+
+	f->cfg->max_relay_connections = 2;
+	start_relay(f, s->port);   /* fork before the server's threads */
+	srv_run(s);
+	send_job(f->chan, 1, "[127.0.0.1]", rcpts, 1, BODY);
+	send_job(f->chan, 2, "[127.0.0.2]", rcpts, 1, BODY);
+	/* two results, in either order */
+	for (int k = 0; k < 2; k++) {
+		struct ipc_hdr h;
+
+		assert_int_equal(recv_frame_ms(f->chan, &h, res, sizeof(res),
+		    WAIT_MS), 1);
+		assert_int_equal(h.type, IPC_RELAY_RESULT);
+		assert_true(h.id == 1 || h.id == 2);
+		assert_has(res, "0 D 250 ");
+	}
+	send_job(f->chan, 3, "[127.0.0.3]", rcpts, 1, BODY);
+	recv_result(f, 3, res, sizeof(res));
+	assert_has(res, "via [127.0.0.3] 127.0.0.3 -\n0 D 250 ");
+	assert_int_equal(srv_count(s, &s->txs), 3);
+	/* one QUIT: the idle timer (which would close both) played no part */
+	if (srv_count(s, &s->quits) != 1)
+		fail_msg("%u QUITs; relay log:\n%s", srv_count(s, &s->quits),
+		    read_log(f));
+	assert_int_equal(srv_count(s, &s->open_max), 2);
+	assert_int_equal(stop_relay(f), 0);
+	srv_stop(s);
+}
+
 /* Every address fails at connection level: all recipients deferred with
  * the last reason. */
 static void
@@ -956,6 +1009,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_per_recipient_results, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_reuse, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_body, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_connection_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_failures_defer, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_violations, setup, teardown),
