@@ -4,6 +4,8 @@
  *   tern serve [-c FILE]         run the MTA in the foreground
  *   tern check-config [-c FILE]  report every configuration error
  *   tern config-doc              print the configuration reference
+ *   tern queue list|show ID|flush [ID]|delete ID|hold ID|release ID
+ *              [--json] [-c FILE]  ask the running queue (queue_control.h)
  *   tern version
  *
  * The parent reads the configuration and binds the listening sockets
@@ -35,6 +37,7 @@
 #include "ipc.h"
 #include "log.h"
 #include "queue.h"
+#include "queue_control.h"
 #include "relay.h"
 #include "route.h"
 #include "smtp_server.h"
@@ -80,6 +83,7 @@ usage(void)
 	    "usage: tern serve [-c FILE]\n"
 	    "       tern check-config [-c FILE]\n"
 	    "       tern config-doc\n"
+	    "       tern queue list|show ID|flush [ID]|delete ID|hold ID|release ID [--json] [-c FILE]\n"
 	    "       tern version\n");
 	exit(64);
 }
@@ -616,6 +620,36 @@ cmd_route(int argc, char **argv)
 	return rc;
 }
 
+/* tern queue ...: queue_control.c talks to the running daemon; exit 0,
+ * 1 (not found, refused), 64 (usage), 69 (not running), 78 (config). */
+static int
+cmd_queue(int argc, char **argv)
+{
+	const char *path = NULL;
+	char *args[2];
+	int nargs = 0, rc;
+	bool json = false;
+	struct config *cfg;
+
+	for (int i = 2; i < argc; i++) {
+		if (strcmp(argv[i], "--json") == 0)
+			json = true;
+		else if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+			path = argv[++i];
+		else if (argv[i][0] != '-' && nargs < 2)
+			args[nargs++] = argv[i];
+		else
+			nargs = 0, i = argc;
+	}
+	if (nargs == 0)
+		return queue_control_client(NULL, 0, NULL, false, stdout);
+	if ((cfg = load_config(path)) == NULL)
+		return 78;   /* EX_CONFIG */
+	rc = queue_control_client(cfg, nargs, args, json, stdout);
+	config_free(&cfg);
+	return rc;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -636,6 +670,8 @@ main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "route") == 0)
 		return cmd_route(argc, argv);
+	if (strcmp(cmd, "queue") == 0)
+		return cmd_queue(argc, argv);
 	optind = 2;
 	while ((c = getopt(argc, argv, "c:")) != -1) {
 		switch (c) {

@@ -45,6 +45,7 @@
 #include "log.h"
 #include "maildir.h"
 #include "queue.h"
+#include "queue_control.h"
 #include "spool.h"
 #include "util.h"
 
@@ -111,13 +112,20 @@ struct chan {
 struct qmsg {
 	struct qmsg *prev, *next;  /* every message (q->msgs) */
 	struct task *waiting;      /* tasks queued behind the running one */
+	char *sender;              /* for tern queue list; NULL until loaded */
 	uint64_t idn;              /* the queue id, as a number */
 	int64_t due;               /* next scan, unix seconds, while in the heap */
 	uint32_t heap_idx;         /* HEAP_NONE when not in the heap */
 	uint32_t njobs;            /* relay jobs waiting or in flight */
 	uint32_t size_kib;         /* message size, for the relay byte budget */
-	bool busy;                 /* a task is in a worker: one at a time */
-	bool gone;                 /* removed or quarantined: free when idle */
+	/* Recipients (ENVELOPE_MAX_RCPTS < 2^14) and flags in one word. */
+	unsigned nrcpt : 14;       /* in the envelope; 0 until loaded */
+	unsigned npending : 14;    /* not final yet, as of the last task */
+	unsigned busy : 1;         /* a task is in a worker: one at a time */
+	unsigned gone : 1;         /* removed or quarantined: free when idle */
+	unsigned held : 1;         /* tern queue hold: never in the heap */
+	unsigned force : 1;        /* tern queue flush: next scan ignores
+	                              the deferred recipients' next attempt */
 };
 
 /*
@@ -127,9 +135,10 @@ struct qmsg {
  *  SCAN    load, deliver local recipients, journal, and list the remote
  *          recipients that are due, grouped into relay jobs;
  *  LOAD    load a relay job's envelope and message into ready frames;
- *  RESULT  journal a relay job's outcome, remove the file when done.
+ *  RESULT  journal a relay job's outcome, remove the file when done;
+ *  CTL     tern queue show/hold/release/delete (queue_control.h).
  */
-enum task_kind { TASK_SCAN, TASK_LOAD, TASK_RESULT };
+enum task_kind { TASK_SCAN, TASK_LOAD, TASK_RESULT, TASK_CTL };
 enum task_result { TR_KEEP, TR_REMOVED, TR_GONE, TR_RETRY, TR_SKIPPED };
 
 struct rgroup {                /* SCAN output: the recipients of one job */
@@ -152,6 +161,16 @@ struct task {
 	struct rgroup *groups;     /* SCAN: relay jobs to queue */
 	struct rjob *job;          /* LOAD, RESULT */
 	struct evbuffer *frames;   /* LOAD: JOB, DATA..., END, ready to send */
+	bool force;                /* SCAN: deferred recipients are due now */
+	bool held;                 /* SCAN: the journal holds the message */
+	unsigned nrcpt, npending;  /* after the task; nrcpt 0: not loaded */
+	char *sender;              /* copy for the loop's record, or NULL */
+	/* CTL */
+	enum queue_ctl_op ctl_op;
+	int ctl_status;            /* QUEUE_CTL_* */
+	char *ctl_json;            /* SHOW: the message object */
+	queue_ctl_done_fn *ctl_done;
+	void *ctl_arg;
 };
 
 /*
@@ -224,6 +243,7 @@ struct queue {
 	struct chan *chan;
 	struct qmsg *msgs;
 	size_t nmsgs;
+	struct queue_control *control;     /* tern queue ... (control socket) */
 
 	/* Shared with the workers, under mu. */
 	pthread_mutex_t mu;
@@ -361,6 +381,9 @@ queue_new(const struct config *cfg, uid_t uid, gid_t gid, char *err,
 	}
 	q->spool = spool_open(cfg->spool_dir, uid, gid, err, errsize);
 	if (q->spool == NULL)
+		goto fail;
+	q->control = queue_control_new(cfg->spool_dir, uid, gid, err, errsize);
+	if (q->control == NULL)
 		goto fail;
 
 	for (size_t i = 0; i < cfg->ndomains; i++) {
@@ -1109,6 +1132,7 @@ task_finish(struct task *t, struct spool_msg **mp, int64_t now)
 		return;
 	}
 	t->next_due = 0;
+	t->npending = 0;
 	for (size_t i = 0; i < env->nrcpts; i++) {
 		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
 		int64_t due;
@@ -1119,9 +1143,14 @@ task_finish(struct task *t, struct spool_msg **mp, int64_t now)
 			due = now;
 		else
 			continue;
+		t->npending++;
 		if (t->next_due == 0 || due < t->next_due)
 			t->next_due = due;
 	}
+	/* For the loop's record (tern queue list). */
+	t->nrcpt = (unsigned)env->nrcpts;
+	if (t->sender == NULL)
+		t->sender = xstrdup(env->sender);
 	t->result = TR_KEEP;
 	spool_msg_close(mp);
 }
@@ -1200,7 +1229,9 @@ task_scan(struct queue *q, struct task *t)
 	env = spool_msg_envelope(m);
 	(void)spool_msg_body(m, &body_len);
 	t->size = body_len;
-	for (size_t i = 0; i < env->nrcpts; i++) {
+	/* Held (tern queue hold): nothing is tried until the release. */
+	t->held = spool_msg_held(m, NULL);
+	for (size_t i = 0; i < env->nrcpts && !t->held; i++) {
 		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
 		const char *addr = env->rcpts[i].addr;
 		const char *at = strrchr(addr, '@');
@@ -1209,7 +1240,8 @@ task_scan(struct queue *q, struct task *t)
 
 		if (st->state == SPOOL_RCPT_DELIVERED || st->state == SPOOL_RCPT_FAILED)
 			continue;
-		if (st->state == SPOOL_RCPT_DEFERRED && st->next_attempt > now)
+		if (st->state == SPOOL_RCPT_DEFERRED && st->next_attempt > now &&
+		    !t->force)
 			continue;
 		if (at == NULL || at == addr || at[1] == '\0') {
 			log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
@@ -1233,8 +1265,53 @@ task_scan(struct queue *q, struct task *t)
 		return;
 	}
 	/* Recipients now in jobs are not due again until their result. */
-	if (t->groups != NULL)
+	if (t->groups != NULL || t->held)
 		t->next_due = 0;
+}
+
+/* CTL: tern queue show, hold, release or delete of message t->id. */
+static void
+task_ctl(struct queue *q, struct task *t)
+{
+	struct spool_msg *m;
+	int64_t now = (int64_t)time(NULL);
+
+	if (t->ctl_op == QUEUE_CTL_DO_DELETE) {
+		/* Jobs the relay holds are not recalled: their results find
+		 * no file and are ignored (docs/queue.md). */
+		if (spool_unlink_committed(q->spool, t->id) == 0) {
+			log_info("queue id=%s event=deleted by=admin", t->id);
+			t->result = TR_REMOVED;
+			t->ctl_status = QUEUE_CTL_OK;
+		} else if (errno == ENOENT) {
+			t->result = TR_GONE;
+			t->ctl_status = QUEUE_CTL_NOTFOUND;
+		} else {
+			log_err("queue id=%s event=delete-failed error=\"%s\"",
+			    t->id, strerror(errno));
+			t->result = TR_RETRY;
+			t->ctl_status = QUEUE_CTL_FAILED;
+		}
+		return;
+	}
+	m = task_load(q, t);
+	if (m == NULL) {
+		t->ctl_status = t->result == TR_GONE ? QUEUE_CTL_NOTFOUND :
+		    QUEUE_CTL_FAILED;
+		return;
+	}
+	if (t->ctl_op == QUEUE_CTL_SHOW) {
+		t->ctl_json = queue_control_show_json(m);
+	} else {
+		bool hold = t->ctl_op == QUEUE_CTL_DO_HOLD;
+
+		spool_msg_set_held(m, hold, now);
+		log_info("queue id=%s event=%s by=admin", t->id,
+		    hold ? "held" : "released");
+	}
+	task_finish(t, &m, now);   /* journals H/U; counts, next_due */
+	t->ctl_status = t->result == TR_KEEP ? QUEUE_CTL_OK :
+	    t->result == TR_REMOVED ? QUEUE_CTL_NOTFOUND : QUEUE_CTL_FAILED;
 }
 
 /* LOAD: the frames of relay job t->job (ipc.h), ready to send. */
@@ -1409,6 +1486,9 @@ task_main(void *arg)
 		case TASK_RESULT:
 			task_relay_result(q, t);
 			break;
+		case TASK_CTL:
+			task_ctl(q, t);
+			break;
 		}
 
 		pthread_mutex_lock(&q->mu);
@@ -1431,6 +1511,26 @@ static void
 msg_idstr(const struct qmsg *m, char id[QUEUE_ID_LEN + 1])
 {
 	snprintf(id, QUEUE_ID_LEN + 1, "%016" PRIx64, m->idn);
+}
+
+/* m as tern queue list shows it; e->sender is a copy. */
+static void
+msg_entry(const struct qmsg *m, int64_t now, struct queue_ctl_entry *e)
+{
+	bool in_heap = m->heap_idx != HEAP_NONE;
+
+	msg_idstr(m, e->id);
+	e->size_kib = m->size_kib;
+	e->nrcpt = m->nrcpt;
+	e->npending = m->npending;
+	e->sender = m->sender != NULL ? xstrdup(m->sender) : NULL;
+	e->next = in_heap ? m->due : 0;
+	if (m->held)
+		e->state = QUEUE_CTL_HELD;
+	else if (in_heap && m->due > now && !m->force)
+		e->state = QUEUE_CTL_DEFERRED;
+	else
+		e->state = QUEUE_CTL_ACTIVE;   /* due, in a worker or a job */
 }
 
 static struct qmsg *
@@ -1544,6 +1644,7 @@ msg_free(struct queue *q, struct qmsg *m)
 	if (m->next != NULL)
 		m->next->prev = m->prev;
 	q->nmsgs--;
+	free(m->sender);
 	free(m);
 }
 
@@ -1561,6 +1662,10 @@ msg_settle(struct queue *q, struct qmsg *m, int64_t due)
 		msg_free(q, m);
 		return;
 	}
+	if (m->held)
+		return;   /* tern queue release puts it back */
+	if (m->force)
+		due = (int64_t)time(NULL);
 	if (due != 0) {
 		heap_put(q, m, due);
 		timer_arm(q);
@@ -1600,20 +1705,19 @@ task_submit(struct queue *q, struct task *t)
 	pthread_mutex_unlock(&q->mu);
 }
 
+/* Queue t (filled in) for its message: now, or behind m's running task. */
 static void
-task_start(struct queue *q, struct qmsg *m, enum task_kind kind,
-    struct rjob *j, bool fresh)
+task_queue(struct queue *q, struct task *t)
 {
-	struct task *t = xcalloc(1, sizeof(*t));
+	struct qmsg *m = t->m;
 
-	t->m = m;
-	t->kind = kind;
-	t->job = j;
-	t->fresh = fresh;
 	msg_idstr(m, t->id);
 	q->tasks_inflight++;
-	if (kind == TASK_SCAN)
+	if (t->kind == TASK_SCAN) {
 		q->scans_inflight++;
+		t->force = m->force;
+		m->force = false;
+	}
 	heap_del(q, m);
 	if (m->busy) {
 		struct task **pp = &m->waiting;
@@ -1624,6 +1728,19 @@ task_start(struct queue *q, struct qmsg *m, enum task_kind kind,
 		return;
 	}
 	task_submit(q, t);
+}
+
+static void
+task_start(struct queue *q, struct qmsg *m, enum task_kind kind,
+    struct rjob *j, bool fresh)
+{
+	struct task *t = xcalloc(1, sizeof(*t));
+
+	t->m = m;
+	t->kind = kind;
+	t->job = j;
+	t->fresh = fresh;
+	task_queue(q, t);
 }
 
 /* Scan every idle message that is due, up to SCAN_MAX at once. */
@@ -1834,7 +1951,8 @@ relay_pump(struct queue *q)
 		struct rjob *j = d->head;
 		uint64_t est;
 
-		if (j->m->gone) {
+		if (j->m->gone || j->m->held) {
+			/* Deleted or held: the recipients stay as journaled. */
 			d->head = j->next;
 			if (d->head == NULL)
 				d->tail = NULL;
@@ -2235,6 +2353,8 @@ load_done(struct queue *q, struct task *t)
 	struct rdomain *d = j->dom;
 	char id[QUEUE_ID_LEN + 1];
 
+	if (t->result == TR_KEEP && (j->m->gone || j->m->held))
+		t->result = TR_SKIPPED;   /* deleted or held meanwhile: drop */
 	if (t->result == TR_KEEP && c != NULL && !c->dead && !q->stopping) {
 		size_t len = evbuffer_get_length(t->frames);
 
@@ -2276,6 +2396,8 @@ task_done(struct queue *q, struct task *t)
 {
 	struct qmsg *m = t->m;
 	int64_t due = 0, now = (int64_t)time(NULL);
+	queue_ctl_done_fn *ctl_done = NULL;
+	bool alive;
 
 	q->tasks_inflight--;
 	if (t->kind == TASK_SCAN)
@@ -2285,16 +2407,40 @@ task_done(struct queue *q, struct task *t)
 		m->gone = true;
 	else if (t->result == TR_RETRY)
 		due = now + LOAD_RETRY_SECS;
+	if (t->nrcpt != 0) {
+		m->nrcpt = t->nrcpt;
+		m->npending = t->npending;
+	}
+	if (t->sender != NULL && m->sender == NULL) {
+		m->sender = t->sender;
+		t->sender = NULL;
+	}
 	switch (t->kind) {
 	case TASK_SCAN:
 		if (t->result == TR_KEEP) {
 			uint64_t kib = (t->size + 1023) / 1024;
 
 			m->size_kib = kib > UINT32_MAX ? UINT32_MAX : (uint32_t)kib;
+			if (t->held)
+				m->held = true;   /* recovered from the journal */
 			jobs_add(q, m, t->groups);
 			t->groups = NULL;
 			due = t->next_due;
 		}
+		break;
+	case TASK_CTL:
+		if (t->result == TR_SKIPPED)
+			t->ctl_status = QUEUE_CTL_FAILED;   /* stopping */
+		if (t->result == TR_KEEP)
+			due = t->next_due;
+		/* Not journaled: the state on disk still holds. */
+		if (t->ctl_status == QUEUE_CTL_FAILED &&
+		    t->ctl_op == QUEUE_CTL_DO_HOLD)
+			m->held = false;
+		if (t->ctl_status == QUEUE_CTL_FAILED &&
+		    t->ctl_op == QUEUE_CTL_DO_RELEASE)
+			m->held = true;
+		ctl_done = t->ctl_done;
 		break;
 	case TASK_LOAD:
 		/* load_done may drop the job; keep m alive until below. */
@@ -2312,7 +2458,7 @@ task_done(struct queue *q, struct task *t)
 	groups_free(t->groups);
 	if (t->frames != NULL)
 		evbuffer_free(t->frames);
-	free(t);
+	alive = !m->gone;   /* msg_settle frees only a gone message */
 	if (m->waiting != NULL) {
 		struct task *next = m->waiting;
 
@@ -2322,12 +2468,132 @@ task_done(struct queue *q, struct task *t)
 	} else {
 		if (due != 0 && due < now)
 			due = now;
-		msg_settle(q, m, due);
+		msg_settle(q, m, due);   /* frees m if it is gone */
 	}
+	if (ctl_done != NULL) {
+		struct queue_ctl_entry e, *ep = NULL;
+
+		if (alive && t->ctl_status == QUEUE_CTL_OK) {
+			msg_entry(m, now, &e);
+			ep = &e;
+		}
+		ctl_done(t->ctl_arg, t->ctl_status, t->ctl_json, ep);
+		t->ctl_json = NULL;
+		if (ep != NULL)
+			free(e.sender);
+	}
+	free(t->ctl_json);
+	free(t->sender);
+	free(t);
 	if (!q->stopping) {
 		relay_pump(q);
 		pop_due(q);
 	}
+}
+
+/* ---- tern queue ... (queue_control.h; loop) ---- */
+
+/* The live record of id, or NULL. A linear walk: a control request is
+ * rare, and an index would cost every message memory. */
+static struct qmsg *
+msg_find(struct queue *q, const char *id)
+{
+	uint64_t idn;
+
+	if (!spool_valid_id(id))
+		return NULL;
+	idn = strtoull(id, NULL, 16);
+	for (struct qmsg *m = q->msgs; m != NULL; m = m->next)
+		if (m->idn == idn)
+			return m->gone ? NULL : m;
+	return NULL;
+}
+
+static int
+entry_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct queue_ctl_entry *)a)->id,
+	    ((const struct queue_ctl_entry *)b)->id);
+}
+
+size_t
+queue_ctl_list(struct queue *q, struct queue_ctl_entry **out)
+{
+	int64_t now = (int64_t)time(NULL);
+	size_t n = 0;
+
+	*out = q->nmsgs > 0 ? xcalloc(q->nmsgs, sizeof(**out)) : NULL;
+	for (struct qmsg *m = q->msgs; m != NULL && n < q->nmsgs; m = m->next)
+		if (!m->gone)
+			msg_entry(m, now, &(*out)[n++]);
+	if (n > 1)
+		qsort(*out, n, sizeof(**out), entry_cmp);
+	return n;
+}
+
+int
+queue_ctl_start(struct queue *q, const char *id, enum queue_ctl_op op,
+    queue_ctl_done_fn *done, void *arg)
+{
+	struct qmsg *m = msg_find(q, id);
+	struct task *t;
+
+	if (m == NULL)
+		return QUEUE_CTL_NOTFOUND;
+	if (q->stopping)
+		return QUEUE_CTL_FAILED;
+	/* The loop's view changes now, so no scan starts meanwhile; the
+	 * task makes it durable (and task_done undoes it on failure). */
+	if (op == QUEUE_CTL_DO_HOLD) {
+		m->held = true;
+		m->force = false;
+	} else if (op == QUEUE_CTL_DO_RELEASE) {
+		m->held = false;
+		m->force = true;   /* due now, deferred recipients too */
+	}
+	t = xcalloc(1, sizeof(*t));
+	t->m = m;
+	t->kind = TASK_CTL;
+	t->fresh = true;   /* an administrator is waiting */
+	t->ctl_op = op;
+	t->ctl_done = done;
+	t->ctl_arg = arg;
+	task_queue(q, t);
+	return QUEUE_CTL_OK;
+}
+
+long
+queue_ctl_flush(struct queue *q, const char *id)
+{
+	int64_t now = (int64_t)time(NULL);
+	struct qmsg *one = NULL;
+	long n = 0;
+
+	if (id != NULL) {
+		one = msg_find(q, id);
+		if (one == NULL)
+			return -QUEUE_CTL_NOTFOUND;
+		if (one->held)
+			return -QUEUE_CTL_HELD_ALREADY;
+	}
+	for (struct qmsg *m = one != NULL ? one : q->msgs; m != NULL;
+	    m = one != NULL ? NULL : m->next) {
+		if (m->gone || m->held)
+			continue;
+		/*
+		 * Its next scan tries every deferred recipient. One that is
+		 * idle is due now; one that is busy or has relay jobs out is
+		 * being tried already, and is scanned again (forced) when
+		 * they finish (msg_settle).
+		 */
+		m->force = true;
+		if (m->heap_idx != HEAP_NONE)
+			heap_put(q, m, now);
+		n++;
+	}
+	if (n > 0 && !q->stopping)
+		pop_due(q);
+	return n;
 }
 
 static void
@@ -2445,6 +2711,7 @@ begin_shutdown(struct queue *q, int code, const char *why)
 	q->exit_code = code;
 	log_info("queue event=shutdown reason=\"%s\"", why);
 	evtimer_del(q->timer_ev);
+	queue_control_stop(q->control);
 	/*
 	 * Scans and loads no worker has started stay for the next run (the
 	 * spool has them); outcomes from the relay are journaled first.
@@ -2655,6 +2922,8 @@ free_task_list(struct task *t)
 		/* A job being loaded or journaled belongs to its task. */
 		if (t->job != NULL)
 			job_free(t->job);
+		free(t->ctl_json);
+		free(t->sender);
 		free(t);
 		t = n;
 	}
@@ -2741,6 +3010,7 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 		chan_open(q, smtp_fd);
 	if (relay_fd != -1)
 		relay_open(q, relay_fd);
+	queue_control_start(q->control, q->base, q);
 	pop_due(q);
 	if (ctl_fd != -1 && ipc_send_fd(ctl_fd, IPC_CTL_READY, -1) == -1)
 		log_warn("queue event=ready-failed error=\"%s\"", strerror(errno));
@@ -2754,6 +3024,7 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 	if (q->chan != NULL)
 		chan_close(q, q->chan, "queue exiting");
 	relay_free_all(q);
+	queue_control_stop(q->control);
 	/* Run the deferred channel frees. */
 	event_base_loop(q->base, EVLOOP_NONBLOCK);
 	log_info("queue event=stopped queued=%zu commits=%" PRIu64 " commit_batches=%" PRIu64,
@@ -2793,6 +3064,8 @@ queue_free(struct queue **qp)
 		msg_free(q, m);
 	}
 	free(q->heap);
+	/* After the tasks: a CTL task never started points at a client. */
+	queue_control_free(&q->control);
 	if (q->chan != NULL) {
 		struct chan *c = q->chan;
 		q->chan = NULL;

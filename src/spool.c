@@ -65,6 +65,8 @@ struct spool_msg {
 	off_t end;                       /* where the next record goes */
 	struct spool_rcpt_status *st;    /* env.nrcpts entries */
 	struct evbuffer *records;        /* buffered, not yet written */
+	bool held;                       /* last H/U record was H */
+	int64_t held_since;              /* its time, unix seconds */
 };
 
 /* ---- opening ---- */
@@ -550,6 +552,14 @@ replay_record(struct spool_msg *m, const char *p, const char *end)
 		goto bad;
 	kind = p[0];
 	p += 2;
+	/* "H <time>" / "U <time>": held by the administrator, released. */
+	if (kind == 'H' || kind == 'U') {
+		if (!rec_number(&p, end, (uint64_t)1 << 40, &next) || p != end)
+			goto bad;
+		m->held = kind == 'H';
+		m->held_since = m->held ? (int64_t)next : 0;
+		return;
+	}
 	if (!rec_number(&p, end, m->env.nrcpts, &idx) || idx >= m->env.nrcpts)
 		goto bad;
 	st = &m->st[idx];
@@ -817,6 +827,25 @@ spool_msg_deferred(struct spool_msg *m, size_t i, int64_t next_attempt,
 	    next_attempt, st->attempts, r);
 	free(st->reply);
 	st->reply = r;
+}
+
+void
+spool_msg_set_held(struct spool_msg *m, bool held, int64_t now)
+{
+	if (now < 0)
+		now = 0;
+	m->held = held;
+	m->held_since = held ? now : 0;
+	evbuffer_add_printf(m->records, "%c %" PRId64 "\n", held ? 'H' : 'U',
+	    now);
+}
+
+bool
+spool_msg_held(const struct spool_msg *m, int64_t *since)
+{
+	if (since != NULL)
+		*since = m->held_since;
+	return m->held;
 }
 
 int

@@ -156,6 +156,14 @@ void spool_msg_delivered(struct spool_msg *m, size_t i);
 void spool_msg_failed(struct spool_msg *m, size_t i, const char *reply);
 void spool_msg_deferred(struct spool_msg *m, size_t i, int64_t next_attempt,
     const char *reply);
+/*
+ * Hold (tern queue hold) or release a message: buffers an "H <now>" or
+ * "U <now>" journal record; the last one wins on replay. A held message is
+ * not scheduled, across restarts too (docs/spool-format.md).
+ */
+void spool_msg_set_held(struct spool_msg *m, bool held, int64_t now);
+/* true if the journal holds the message; *since (may be NULL): when. */
+bool spool_msg_held(const struct spool_msg *m, int64_t *since);
 /* Append the buffered records and fdatasync. -1 with errno. */
 int spool_msg_flush(struct spool_msg *m);
 /* true once every recipient is DELIVERED or FAILED. */
