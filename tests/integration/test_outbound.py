@@ -25,7 +25,8 @@ Covered (RFC 5321 unless noted):
               twice; connection closed in the middle of DATA, or silence
               and close at the greeting or after the final dot: deferred
               and delivered once by a retry, never lost
-  batching    all recipients for one MX in one transaction
+  batching    all recipients for one MX in one transaction; an idle
+              connection carries the next message to the same MX
   extensions  SIZE too small: 5.3.4 before MAIL (RFC 1870); 8-bit body
               to a peer without 8BITMIME: 5.6.3, as src/smtp_client.h
               documents (RFC 6152); a 7-bit body marked 8BITMIME goes
@@ -616,6 +617,17 @@ class OutboundDelivery(OutboundCase):
         for rc in rcpts:
             self.assert_attempt_logged(s.qid, rc, rcv, "received as", DELIVERED_RE, "delivery of %s" % rc)
 
+    def test_connection_reuse(self):
+        # issue 3: "Connections are reused for several messages to the same
+        # destination". Five messages in a row, each relayed at once: the
+        # idle connection of the first carries the others.
+        rcv = self.receiver("plain")
+        subs = [self.submit(["reuse%d@plain.test" % i]) for i in range(5)]
+        for s in subs:
+            self.only_one(rcv, s.tok, settle=0, what="message %s" % s.tok)
+        self.assertLess(rcv.connection_count(), len(subs), "one connection per message, none reused")
+        self.assertEqual(len(rcv.commands("EHLO")) + len(rcv.commands("HELO")), rcv.connection_count())
+
     # ------------------------------------------------------------ extensions
     def test_size_limit(self):
         rcv = self.receiver("small", size=2000)
@@ -843,7 +855,13 @@ class OutboundLoad(OutboundCase):
             try:
                 with self.tern.session() as c:
                     for i in range(k, self.MESSAGES, nthreads):
-                        d = i % self.DESTS + 1
+                        # in destination order (50 for d1, then d2, ...): the
+                        # senders work on the same few destinations at a time,
+                        # so each builds up a backlog and the per-destination
+                        # limit, the global one and connection reuse all come
+                        # into play (round robin over 20 would only ever hit
+                        # the global limit, one connection per destination)
+                        d = i * self.DESTS // self.MESSAGES + 1
                         tok = "%s-%04d" % (tag, i)
                         rcpt = "u%d@d%d.test" % (i, d)
                         r = c.send_message(SENDER, [rcpt], harness.simple_body(tok))
@@ -899,6 +917,10 @@ class OutboundLoad(OutboundCase):
         total = receivers.max_overlap(allint, slack)
         self.assertLessEqual(total, self.GLOBAL, "more than max_relay_connections=%d connections at once"
                              % self.GLOBAL)
+        # issue 3: connections are reused for several messages to one destination
+        nconn = sum(r.connection_count() for r in rcvs)
+        self.assertLess(nconn, self.MESSAGES, "%d connections for %d messages: none carried a second message"
+                        % (nconn, self.MESSAGES))
 
 
 if __name__ == "__main__":
