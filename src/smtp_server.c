@@ -420,9 +420,14 @@ smtp_server_run(const struct config *cfg, const int *listen_fds,
 		smtp_session_shutdown(c->session);
 	while (srv.conns) {
 		struct conn *c = srv.conns;
-		/* best effort flush of the 421 */
+		/* Best effort, never blocking: libevent freezes a bufferevent's
+		 * output buffer, so send a copy of what is queued (the 421). */
 		struct evbuffer *out = bufferevent_get_output(c->bev);
-		(void)evbuffer_write(out, bufferevent_getfd(c->bev));
+		char last[4096];
+		ev_ssize_t n = evbuffer_copyout(out, last, sizeof(last));
+		if (n > 0)
+			(void)send(bufferevent_getfd(c->bev), last, (size_t)n,
+			    MSG_NOSIGNAL | MSG_DONTWAIT);
 		conn_free(c);
 	}
 	for (size_t i = 0; i < srv.nlisteners; i++)
