@@ -384,6 +384,74 @@ def max_overlap(intervals, slack=0.0, now=None):
     return best
 
 
+class SocketSampler:
+    """Counts, from the kernel's table (/proc/net/tcp), the client sockets
+    connected or connecting to port `port` of the addresses 127.0.N.x of a
+    block, in a thread: the most open at once in all and per address. This
+    is the client's own view of its connections (a socket counts until the
+    client closes it), free of any delay in the receivers noticing a close:
+    the right measure for a global limit that spans many receiver processes.
+
+    One read of /proc/net/tcp is not a snapshot (the kernel walks its hash
+    table while sockets come and go, so a socket closed and its successor
+    opened during the walk can both be listed). Only sockets (by inode)
+    listed by two reads in a row are counted: each was open from its line in
+    the first read to its line in the second, so all of them were open
+    together between the two reads. The count can miss a violation shorter
+    than a read; it never invents one."""
+
+    ESTABLISHED, SYN_SENT = "01", "02"
+
+    def __init__(self, block_n, port=25, interval=0.002):
+        self.suffix = "%02X007F" % block_n        # little-endian 127.0.N.x
+        self.port = "%04X" % port
+        self.interval = interval
+        self.max_total = 0
+        self.max_per = {}
+        self.samples = 0
+        self._stop = False
+        import threading
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop = True
+        self._thread.join(10)
+
+    def read(self):
+        """{inode: remote IP} of the matching sockets."""
+        out = {}
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                rip, _, rport = fields[2].partition(":")
+                if rport != self.port or not rip.endswith(self.suffix):
+                    continue
+                if fields[3] not in (self.ESTABLISHED, self.SYN_SENT) or fields[9] == "0":
+                    continue
+                out[fields[9]] = ".".join(str(int(rip[i:i + 2], 16)) for i in (6, 4, 2, 0))
+        return out
+
+    def _run(self):
+        prev = {}
+        while not self._stop:
+            cur = self.read()
+            both = [ip for inode, ip in cur.items() if inode in prev]
+            prev = cur
+            self.samples += 1
+            self.max_total = max(self.max_total, len(both))
+            per = {}
+            for ip in both:
+                per[ip] = per.get(ip, 0) + 1
+            for ip, n in per.items():
+                self.max_per[ip] = max(self.max_per.get(ip, 0), n)
+            time.sleep(self.interval)
+
+
 # --------------------------------------------------------------------------
 # dnsmasq
 
