@@ -92,9 +92,14 @@ def parse_tap(out):
         if line.startswith("ok ") or line.startswith("not ok "):
             ok = line.startswith("ok ")
             rest = line[3:] if ok else line[7:]
+            # TAP directive: cmocka writes "not ok N # SKIP name" for skip()
+            num, sep, skipped = rest.partition(" # SKIP")
+            if sep:
+                cases.append(["SKIP", skipped.strip() or num.strip(), ""])
+                continue
             num, _, name = rest.partition(" - ")
             cases.append([ok, name.strip() or num.strip(), ""])
-        elif line.startswith("#") and cases and not cases[-1][0]:
+        elif line.startswith("#") and cases and cases[-1][0] is False:
             if line.startswith("# not ok - ") or line.startswith("# ok - "):
                 continue   # group summary
             cases[-1][2] += line[1:].strip() + "\n"
@@ -123,8 +128,9 @@ def run_unit_binary(label, path, pattern):
         seen[name] = seen.get(name, 0) + 1
         full = "%s:%s" % (base, name) + ("#%d" % seen[name] if seen[name] > 1 else "")
         if matches(pattern, full):
-            items.append(("PASS" if ok else "FAIL", full, detail))
-    any_fail = any(not ok for ok, _, _ in cases)
+            status = "SKIP" if ok == "SKIP" else "PASS" if ok else "FAIL"
+            items.append((status, full, detail))
+    any_fail = any(ok is False for ok, _, _ in cases)
     if timed_out or (rc != 0 and not any_fail):
         why = ("timed out after %ds" % UNIT_TIMEOUT if timed_out else
                "exited with status %s%s" % (rc, " (no TAP output)" if not cases else
