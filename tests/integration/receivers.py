@@ -31,7 +31,9 @@ Receiver
       stall_greeting=(seconds, K) / stall_dot=(seconds, K): the first K
           times, say nothing for that long at the greeting / after the
           final dot, then close without a reply;
-      reply_delay=seconds: wait that long before answering the final dot.
+      reply_delay=seconds: wait that long before answering the final dot;
+      greeting="421 4.3.2 text": greet with that reply and close;
+      ehlo_reject=True: 502 5.5.1 to EHLO (HELO works, without extensions).
     A parameter the server did not offer (BODY=8BITMIME without 8BITMIME,
     SMTPUTF8, DSN's RET/ENVID/NOTIFY/ORCPT) is refused with 555 5.5.4, like a
     strict server; a non-ASCII argument without SMTPUTF8 gets 500.
@@ -776,6 +778,11 @@ def serve(conf_path):
                 await asyncio.sleep(st[0])
                 self.transport.close()
                 return
+            if b.get("greeting"):
+                emit("greeting", conn=self.conn_id, reply=b["greeting"])
+                await self.push(b["greeting"])
+                self.transport.close()
+                return
             await super()._handle_client()
 
         def note(self, verb, arg):
@@ -787,6 +794,9 @@ def serve(conf_path):
             self.note("EHLO", hostname)
             if not hostname:
                 await self.push("501 5.5.4 Syntax: EHLO hostname")
+                return
+            if b.get("ehlo_reject"):
+                await self.push("502 5.5.1 receiver: EHLO not implemented")
                 return
             self._set_rset_state()
             self.session.extended_smtp = True

@@ -14,7 +14,8 @@ every command and connection, so the tests check what tern actually sent,
 not what it says it did.
 
 Covered (RFC 5321 unless noted):
-  routing     MX preference order, next MX when the first is down (5.1);
+  routing     MX preference order, next MX when the first is down or
+              greets with 421 (5.1); HELO when EHLO is refused (4.1.4);
               implicit MX (A record only); null MX refused at RCPT (556
               5.1.10) or failed without delivery (RFC 7505); NXDOMAIN is a
               permanent failure (5.1.2)
@@ -90,14 +91,14 @@ HOSTS = {
     "pref1": 2, "pref2": 3, "implicit": 4, "tmprcpt": 5, "tmpdata": 6, "reject": 7,
     "dropdata": 8, "mixed": 9, "batch": 10, "small": 11, "no8bit": 12, "dsn": 13,
     "plain": 14, "stallgreet": 15, "life": 16, "restart": 17, "stalldot": 18, "exact": 19,
-    "postfix": 30,
+    "postfix": 30, "greet1": 20, "greet2": 21, "helo": 22,
 }
 for _i in range(1, 21):
     HOSTS["d%d" % _i] = 100 + _i
 
 # Domains with one MX "mx.<name>.test" -> host <name>.
 SIMPLE_DOMAINS = ["tmprcpt", "tmpdata", "reject", "dropdata", "mixed", "batch", "small", "no8bit",
-                  "dsn", "plain", "stallgreet", "life", "restart", "stalldot", "exact"] + \
+                  "dsn", "plain", "stallgreet", "life", "restart", "stalldot", "exact", "helo"] + \
                  ["d%d" % i for i in range(1, 21)]
 
 _feature_missing = {}     # binary -> skip reason, so the second class skips at once
@@ -110,6 +111,10 @@ def zone_args(block):
         "--host-record=mx1.pref.test,%s" % block.ip(HOSTS["pref1"]),
         "--host-record=mx2.pref.test,%s" % block.ip(HOSTS["pref2"]),
         "--host-record=implicit.test,%s" % block.ip(HOSTS["implicit"]),
+        "--mx-host=greet.test,mx1.greet.test,10",
+        "--mx-host=greet.test,mx2.greet.test,20",
+        "--host-record=mx1.greet.test,%s" % block.ip(HOSTS["greet1"]),
+        "--host-record=mx2.greet.test,%s" % block.ip(HOSTS["greet2"]),
         "--mx-host=nullmx.test,.,0",
         "--mx-host=pf.test,mx.pf.test,10",
         "--host-record=mx.pf.test,%s" % block.ip(HOSTS["postfix"]),
@@ -487,6 +492,26 @@ class OutboundDelivery(OutboundCase):
         s2 = self.submit(["bob@pref.test"])
         tx2 = self.only_one(r2, s2.tok, what="MX 20 when MX 10 refuses connections")
         self.assert_relayed(tx2, s2, ["bob@pref.test"], "MX 20")
+
+    def test_4xx_greeting_moves_to_next_mx(self):
+        # issue 3: "A connection failure or a 4xx greeting moves on to the next MX"
+        r1 = self.receiver("greet1", greeting="421 4.3.2 receiver: too busy, try another MX")
+        r2 = self.receiver("greet2")
+        s = self.submit(["nora@greet.test"])
+        tx = self.only_one(r2, s.tok, what="MX 20 after a 421 greeting at MX 10")
+        self.assert_relayed(tx, s, ["nora@greet.test"], "next MX")
+        self.assertGreaterEqual(len(r1.events("greeting")), 1, "MX 10 was not tried first")
+        self.assertEqual(r1.commands(), [], "commands sent after a 421 greeting")
+
+    def test_helo_when_ehlo_refused(self):
+        # RFC 5321 4.1.4 / 3.2: EHLO refused with 5xx -> HELO; no extensions then
+        rcv = self.receiver("helo", ehlo_reject=True)
+        s = self.submit(["omar@helo.test"])
+        tx = self.only_one(rcv, s.tok, what="server without EHLO")
+        self.assert_relayed(tx, s, ["omar@helo.test"], "HELO")
+        self.assertTrue(rcv.commands("HELO"), "no HELO after EHLO got 502")
+        self.assertEqual(tx.mail_params, [], "MAIL parameters sent after HELO")
+        self.assert_no_pipelining(rcv, "HELO peer")
 
     def test_implicit_mx(self):
         r = self.receiver("implicit")
