@@ -12,7 +12,7 @@
  *
  * Which options exist, their types, defaults and bounds all come from the
  * option tables below; a block is just an option whose row points to
- * another table. Today only `domain` opens a block; per-listener blocks
+ * another table. `domain` and `route` open blocks; per-listener blocks
  * (`listen 0.0.0.0:587 { tls required }`) will be another row of the same
  * kind. docs/configuration.md is written from the same tables by
  * config_write_doc(), so the reference cannot drift from the code.
@@ -24,6 +24,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,6 +45,8 @@ extern const char config_default_text_data[];
 #define CONFIG_MAX_TOKENS 4096         /* per line */
 #define CONFIG_MAX_RELAY_NETWORKS 4096
 #define CONFIG_MAX_DOMAINS 10000 /* domain lookups are linear */
+#define CONFIG_MAX_ROUTES 10000  /* route lookups are linear */
+#define CONFIG_SECRET_FILE_MAX 4096    /* a password file */
 #define CONFIG_MAX_TARGETS 1024        /* per alias, before expansion */
 #define CONFIG_PATH_MAX 4096           /* absolute paths, PATH_MAX */
 #define CONFIG_HOSTNAME_MAX 253        /* RFC 1035 2.3.4, without final dot */
@@ -71,9 +74,13 @@ enum opt_type {
 	T_USERS,      /* users file: path, read at load */
 	T_ALIASES,    /* aliases file: path, read at load */
 	T_MAILDIR,    /* path pattern with %d %u %% */
+	T_ROUTE,      /* opens a route block */
+	T_SMARTHOST,  /* HOST[:PORT] or [HOST][:PORT] */
+	T_AUTH_USER,  /* a SASL user name, printable */
+	T_SECRET,     /* password file: path, read at load */
 };
 
-enum ctx_kind { CTX_TOP, CTX_DOMAIN };
+enum ctx_kind { CTX_TOP, CTX_DOMAIN, CTX_ROUTE };
 
 struct option;
 
@@ -93,7 +100,8 @@ struct option {
 	const char *def_doc;
 	uint64_t min, max;     /* bounds of T_SIZE, T_UINT, T_DURATION */
 	bool repeat;           /* may be given more than once */
-	size_t off;            /* into struct config or struct config_domain */
+	size_t off;            /* into struct config, config_domain or
+	                        * config_route */
 	const char *const *names; /* T_ENUM values */
 	const struct ctx *block;  /* options inside the block it opens */
 	const char *doc;
@@ -102,6 +110,7 @@ struct option {
 #define KIB 1024ULL
 #define TOP(f) offsetof(struct config, f)
 #define DOM(f) offsetof(struct config_domain, f)
+#define RTE(f) offsetof(struct config_route, f)
 
 static const char *const bare_newline_names[] = { "normalize", "reject", NULL };
 static const char *const no_yes_names[] = { "no", "yes", NULL };
@@ -139,6 +148,55 @@ static const struct option domain_opts[] = {
 
 static const struct ctx domain_ctx = {
 	CTX_DOMAIN, "domain block", domain_opts, nitems(domain_opts),
+};
+
+static const struct option route_opts[] = {
+	{ "smarthost", T_SMARTHOST, "HOST[:PORT] | [HOST][:PORT]", NULL,
+	  "none: the MX hosts of the recipient's domain", 0, 0, false,
+	  RTE(smarthost), NULL, NULL,
+	  "Send all mail of this route to one relay host instead of the "
+	  "recipient domain's mail exchangers. `[HOST]:PORT` in brackets "
+	  "means no MX lookup: tern connects to HOST's own addresses (A and "
+	  "AAAA) or to the IP address given (`[192.0.2.25]:587`, "
+	  "`[2001:db8::25]:587`), as Postfix's `relayhost` does. `HOST:PORT` "
+	  "without brackets looks up HOST's MX records first (RFC 5321 5.1), "
+	  "falling back to its addresses; an IPv4 address without brackets is "
+	  "used as is; IPv6 addresses need brackets. PORT defaults to 25 "
+	  "(587 is the submission port, RFC 6409). Every lookup failure of the "
+	  "smarthost defers the mail (a configuration or DNS problem is never "
+	  "a reason to bounce). A smarthost may be on this machine (a content "
+	  "filter on 127.0.0.1:10025): the MX loop check does not apply, but "
+	  "an address and port tern itself listens on is refused." },
+	{ "auth_user", T_AUTH_USER, "NAME", NULL, "none: no AUTH", 0, 0,
+	  false, RTE(auth_user), NULL, NULL,
+	  "Authenticate to the smarthost as NAME (RFC 4954 AUTH, with PLAIN, "
+	  "RFC 4616, preferred, or LOGIN) after EHLO and before MAIL. Needs "
+	  "`smarthost` and `auth_password_file`. A 5xx reply to AUTH (535: "
+	  "wrong credentials) fails the recipients permanently with the "
+	  "server's reply, since only the administrator can fix it; a 4xx "
+	  "defers them; a smarthost that offers neither PLAIN nor LOGIN "
+	  "defers them with 4.7.0. Credentials are only ever sent to the "
+	  "smarthost of their own route. At most 255 bytes, no control "
+	  "characters." },
+	{ "auth_password_file", T_SECRET, "PATH", NULL, "none", 0, 0, false,
+	  RTE(auth_password_file), NULL, NULL,
+	  "A file holding the password for `auth_user` on its first line "
+	  "(a final newline is ignored; at most 255 bytes, no NUL). It is read "
+	  "once, when the configuration is loaded (by root, before privileges "
+	  "drop), so it can and should be readable by root only "
+	  "(`chmod 600`): tern warns when group or others may read it. The "
+	  "password never appears in the main configuration, in messages or "
+	  "in logs." },
+	{ "require_tls", T_ENUM, "no|yes", "no", NULL, 0, 0, false,
+	  RTE(require_tls), no_yes_names, NULL,
+	  "With `yes`, mail of this route is only ever sent over TLS. tern does "
+	  "not speak STARTTLS yet, so today every delivery of such a route is "
+	  "deferred with `4.7.10 TLS required by route but not available` and "
+	  "nothing is sent in clear text." },
+};
+
+static const struct ctx route_ctx = {
+	CTX_ROUTE, "route block", route_opts, nitems(route_opts),
 };
 
 static const struct option top_opts[] = {
@@ -297,13 +355,28 @@ static const struct option top_opts[] = {
 	  "time. The name is lower-cased and must be letters, digits and "
 	  "hyphens in dot-separated labels (IDNs as A-labels, `xn--`). "
 	  "Repeatable, once per domain. Its options are listed below." },
+	{ "route", T_ROUTE, "DOMAIN { ... }", NULL,
+	  "none: MX lookup for every foreign domain", 0, 0, true, 0, NULL,
+	  &route_ctx,
+	  "How mail for foreign (non-local) domains leaves: through a "
+	  "smarthost, with optional AUTH credentials and required TLS, or by "
+	  "the MX lookup of the recipient's domain (a block without "
+	  "`smarthost`). DOMAIN is `*` (every foreign domain: the default "
+	  "route), `example.com` (exactly that domain) or `.example.com` (its "
+	  "subdomains, not example.com itself). The most specific block wins: "
+	  "an exact name, then the longest `.suffix`, then `*`; without any "
+	  "match, MX lookup. Address literals (`user@[192.0.2.1]`) only match "
+	  "`*`. A route for a local domain is an error. Repeatable, once per "
+	  "DOMAIN. Its options are listed below; `tern route ADDRESS` shows "
+	  "which route an address takes." },
 };
 
 static const struct ctx top_ctx = {
 	CTX_TOP, "top level", top_opts, nitems(top_opts),
 };
 
-static const struct ctx *const all_ctx[] = { &top_ctx, &domain_ctx };
+static const struct ctx *const all_ctx[] = { &top_ctx, &domain_ctx,
+	&route_ctx };
 
 /*
  * Small helpers: growing arrays and strings, error lists
@@ -394,6 +467,7 @@ struct parser {
 	unsigned relay_line;   /* first relay_networks line, 0 if none */
 	unsigned relay_none_line;
 	unsigned *domain_line; /* per domain: where its block opened */
+	unsigned *route_line;  /* per route: where its block opened */
 	size_t alias_errors;   /* errors found reading aliases files */
 	struct pending *pend;
 	size_t npend;
@@ -1454,13 +1528,191 @@ apply_mailboxes(struct parser *p, const struct option *o,
 	}
 }
 
+/*
+ * smarthost: "[HOST]:PORT", "[HOST]", "HOST:PORT" or "HOST". In brackets
+ * HOST is an IPv4 or IPv6 address (an "IPv6:" prefix is allowed, as in
+ * an address literal) or a name whose A/AAAA records are used; without,
+ * a name whose MX records are looked up, or an IPv4 address.
+ */
+static void
+apply_smarthost(struct parser *p, const struct option *o,
+    struct config_route *rt, const char *arg)
+{
+	char host[CONFIG_HOSTNAME_MAX + 2], sh[96];
+	const char *h = arg, *e, *port = NULL, *why = NULL;
+	bool brackets = arg[0] == '[';
+	struct in6_addr a6;
+	struct in_addr a4;
+	uint64_t v = 25;
+	size_t hl;
+
+	show(sh, arg, strlen(arg));
+	if (brackets) {
+		h = arg + 1;
+		if ((e = strchr(h, ']')) == NULL) {
+			perr(p, "%s: '%s' has no closing ']'", o->name, sh);
+			return;
+		}
+		if (e[1] == ':')
+			port = e + 2;
+		else if (e[1] != '\0') {
+			perr(p, "%s: '%s': only ':PORT' may follow ']'",
+			    o->name, sh);
+			return;
+		}
+		if (strncasecmp(h, "IPv6:", 5) == 0)
+			h += 5;
+	} else {
+		e = strchr(h, ':');
+		if (e != NULL && strchr(e + 1, ':') != NULL) {
+			perr(p, "%s: '%s': an IPv6 address goes in brackets "
+			    "([2001:db8::1]:25)", o->name, sh);
+			return;
+		}
+		if (e != NULL)
+			port = e + 1;
+		else
+			e = h + strlen(h);
+	}
+	hl = (size_t)(e - h);
+	if (hl == 0 || hl >= sizeof(host)) {
+		perr(p, "%s: '%s': %s host", o->name, sh, hl ? "too long a" :
+		    "no");
+		return;
+	}
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	if (port != NULL && (!parse_digits(port, strlen(port), &v) || v < 1 ||
+	    v > 65535)) {
+		perr(p, "%s: '%s': the port must be 1..65535", o->name, sh);
+		return;
+	}
+	rt->smarthost_ip = inet_pton(AF_INET, host, &a4) == 1 ||
+	    (brackets && inet_pton(AF_INET6, host, &a6) == 1);
+	if (!rt->smarthost_ip && (why = check_domain(host, hl)) != NULL) {
+		perr(p, "%s: '%s': '%s' is not an IP address or a valid host "
+		    "name: %s", o->name, sh, host, why);
+		return;
+	}
+	set_string(&rt->smarthost, xstrdup(arg));
+	set_string(&rt->smarthost_host, lower_dup(host, hl));
+	rt->smarthost_port = (unsigned)v;
+	rt->smarthost_mx = !brackets && !rt->smarthost_ip;
+}
+
+/* auth_user: a SASL authcid (RFC 4616 2: 1..255 octets of UTF-8 without
+ * NUL); control characters are refused too, as they only cause trouble. */
+static void
+apply_auth_user(struct parser *p, const struct option *o,
+    struct config_route *rt, const char *arg)
+{
+	size_t len = strlen(arg);
+	char sh[96];
+
+	if (len == 0 || len > CONFIG_AUTH_MAX) {
+		perr(p, "%s: the user name must be 1..%d bytes", o->name,
+		    CONFIG_AUTH_MAX);
+		return;
+	}
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)arg[i];
+
+		if (c < 0x20 || c == 0x7f) {
+			perr(p, "%s: '%s' contains a control character",
+			    o->name, show(sh, arg, len));
+			return;
+		}
+	}
+	set_string(&rt->auth_user, xstrdup(arg));
+}
+
+/*
+ * auth_password_file: the password is its first line. Read here, with
+ * the loader's privileges (root in production), into memory that is
+ * zeroed after use; messages name the file, never its content.
+ */
+static void
+read_secret(struct parser *p, const struct option *o,
+    struct config_route *rt, const char *path)
+{
+	char buf[CONFIG_SECRET_FILE_MAX + 1];
+	struct stat st;
+	size_t n = 0, len;
+	ssize_t r;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd == -1) {
+		perr(p, "%s: cannot open %s: %s", o->name, path,
+		    strerror(errno));
+		return;
+	}
+	if (fstat(fd, &st) == -1 || !S_ISREG(st.st_mode)) {
+		perr(p, "%s: %s is not a regular file", o->name, path);
+		close(fd);
+		return;
+	}
+	if (st.st_mode & (S_IRWXG | S_IRWXO))
+		pwarn_at(p, p->file, p->line, "%s: %s may be read by group or "
+		    "others (mode %04o); make it readable by root only "
+		    "(chmod 600)", o->name, path, (unsigned)(st.st_mode & 07777));
+	while (n < sizeof(buf) && (r = read(fd, buf + n, sizeof(buf) - n)) != 0) {
+		if (r == -1) {
+			if (errno == EINTR)
+				continue;
+			perr(p, "%s: cannot read %s: %s", o->name, path,
+			    strerror(errno));
+			close(fd);
+			explicit_bzero(buf, sizeof(buf));
+			return;
+		}
+		n += (size_t)r;
+	}
+	close(fd);
+	for (len = 0; len < n && buf[len] != '\n'; len++)
+		continue;
+	if (len > 0 && buf[len - 1] == '\r')
+		len--;
+	if (n > CONFIG_SECRET_FILE_MAX || len > CONFIG_AUTH_MAX)
+		perr(p, "%s: the password in %s is longer than %d bytes",
+		    o->name, path, CONFIG_AUTH_MAX);
+	else if (len == 0)
+		perr(p, "%s: %s holds no password (its first line is empty)",
+		    o->name, path);
+	else if (memchr(buf, '\0', len) != NULL)
+		perr(p, "%s: the password in %s contains a NUL byte", o->name,
+		    path);
+	else {
+		if (rt->auth_password != NULL)
+			explicit_bzero(rt->auth_password,
+			    strlen(rt->auth_password));
+		set_string(&rt->auth_password, xstrndup(buf, len));
+	}
+	explicit_bzero(buf, sizeof(buf));
+}
+
+/* The record a frame's options go to. */
+static void *
+frame_base(struct parser *p, const struct frame *f)
+{
+	switch (f->ctx->kind) {
+	case CTX_TOP:
+		return p->cfg;
+	case CTX_DOMAIN:
+		return frame_domain(p, f);
+	case CTX_ROUTE:
+		return &p->cfg->routes[f->dom];
+	}
+	ASSERT(!"unreachable context");
+	return NULL;
+}
+
 /* Apply option o of frame f with its values; reports every problem. */
 static void
 apply_option(struct parser *p, struct frame *f, const struct option *o,
     char **args, size_t nargs)
 {
-	void *base = f->ctx->kind == CTX_TOP ? (void *)p->cfg :
-	    (void *)frame_domain(p, f);
+	void *base = frame_base(p, f);
 	void *field = (char *)base + o->off;
 	size_t idx = (size_t)(o - f->ctx->opts);
 	bool list = o->type == T_CIDRS || o->type == T_MAILBOXES;
@@ -1560,7 +1812,20 @@ apply_option(struct parser *p, struct frame *f, const struct option *o,
 		if ((abs = resolve_path(p, o->name, args[0])) != NULL)
 			set_string(field, abs);
 		return;
+	case T_SMARTHOST:
+		apply_smarthost(p, o, base, args[0]);
+		return;
+	case T_AUTH_USER:
+		apply_auth_user(p, o, base, args[0]);
+		return;
+	case T_SECRET:
+		if ((abs = resolve_path(p, o->name, args[0])) == NULL)
+			return;
+		set_string(field, abs);
+		read_secret(p, o, base, abs);
+		return;
 	case T_DOMAIN:
+	case T_ROUTE:
 		break;
 	}
 	ASSERT(!"unreachable option type");
@@ -1630,6 +1895,69 @@ close_domain(struct parser *p, size_t dom)
 		    d->name);
 }
 
+/* Open a route block; like open_domain(), an invalid one still takes its
+ * options (its name stays empty and matches nothing). */
+static size_t
+open_route(struct parser *p, char **args, size_t nargs)
+{
+	struct config *cfg = p->cfg;
+	struct config_route *rt;
+	const char *why = NULL, *name = nargs == 1 ? args[0] : "";
+	size_t len = strlen(name);
+	char sh[96];
+	bool ok = false;
+
+	if (cfg->nroutes >= CONFIG_MAX_ROUTES)
+		perr(p, "route: more than %d routes", CONFIG_MAX_ROUTES);
+	else if (nargs != 1)
+		perr(p, "route: expects one domain, `*` or `.domain`, got %zu",
+		    nargs);
+	else if (strcmp(name, "*") != 0 && (why = check_domain(name[0] ==
+	    '.' ? name + 1 : name, name[0] == '.' ? len - 1 : len)) != NULL)
+		perr(p, "route: '%s' is not `*`, a domain or `.domain`: %s",
+		    show(sh, name, len), why);
+	else {
+		ok = true;
+		for (size_t i = 0; i < cfg->nroutes; i++) {
+			if (strcasecmp(cfg->routes[i].domain, name) == 0) {
+				perr(p, "route %s is already defined at line "
+				    "%u", cfg->routes[i].domain,
+				    p->route_line[i]);
+				ok = false;
+				break;
+			}
+		}
+	}
+	cfg->routes = grow(cfg->routes, cfg->nroutes, sizeof(*cfg->routes));
+	p->route_line = grow(p->route_line, cfg->nroutes,
+	    sizeof(*p->route_line));
+	rt = &cfg->routes[cfg->nroutes];
+	memset(rt, 0, sizeof(*rt));
+	rt->domain = ok ? lower_dup(name, len) : xstrdup("");
+	p->route_line[cfg->nroutes] = p->line;
+	return cfg->nroutes++;
+}
+
+/* At the end of a route block: the options must make sense together. */
+static void
+close_route(struct parser *p, size_t i)
+{
+	struct config_route *rt = &p->cfg->routes[i];
+	unsigned line = p->route_line[i];
+	const char *name = rt->domain[0] != '\0' ? rt->domain : "(invalid)";
+
+	if (rt->auth_user != NULL && rt->smarthost == NULL)
+		perr_at(p, p->file, line, "route %s: auth_user needs a "
+		    "smarthost (credentials are only sent to a smarthost)",
+		    name);
+	if (rt->auth_user != NULL && rt->auth_password_file == NULL)
+		perr_at(p, p->file, line, "route %s: auth_user needs "
+		    "auth_password_file", name);
+	if (rt->auth_user == NULL && rt->auth_password_file != NULL)
+		perr_at(p, p->file, line, "route %s: auth_password_file needs "
+		    "auth_user", name);
+}
+
 static void
 push_frame(struct parser *p, const struct ctx *ctx, size_t dom,
     const char *label)
@@ -1652,6 +1980,8 @@ pop_frame(struct parser *p)
 	ASSERT(p->depth > 0);
 	if (f->ctx != NULL && f->ctx->kind == CTX_DOMAIN)
 		close_domain(p, f->dom);
+	if (f->ctx != NULL && f->ctx->kind == CTX_ROUTE)
+		close_route(p, f->dom);
 	free(f->seen);
 	f->seen = NULL;
 	p->depth--;
@@ -1742,8 +2072,9 @@ open_block(struct parser *p, char **t, size_t n, char **inner, size_t ninner,
 	}
 	snprintf(label, sizeof(label), "%s%s%s", o->name, n > 1 ? " " : "",
 	    n > 1 ? t[1] : "");
-	ASSERT(o->type == T_DOMAIN);
-	push_frame(p, o->block, open_domain(p, t + 1, n - 1), label);
+	ASSERT(o->type == T_DOMAIN || o->type == T_ROUTE);
+	push_frame(p, o->block, o->type == T_ROUTE ?
+	    open_route(p, t + 1, n - 1) : open_domain(p, t + 1, n - 1), label);
 	if (oneline) {
 		if (ninner > 0)
 			statement(p, inner, ninner);
@@ -2070,10 +2401,29 @@ check_aliases(struct parser *p)
 	}
 }
 
+/* Routes are for foreign domains: one naming a local domain is a mistake
+ * (local mail never goes out), and its defaults are set here. */
+static void
+check_routes(struct parser *p)
+{
+	struct config *cfg = p->cfg;
+
+	for (size_t i = 0; i < cfg->nroutes; i++) {
+		const char *d = cfg->routes[i].domain;
+
+		if (d[0] != '\0' && d[0] != '.' && strcmp(d, "*") != 0 &&
+		    config_find_domain(cfg, d, strlen(d)) != NULL)
+			perr_at(p, p->file, p->route_line[i], "route %s: %s is "
+			    "a local domain (its mail is delivered to "
+			    "Maildirs; routes are for foreign domains)", d, d);
+	}
+}
+
 static void
 finish(struct parser *p)
 {
 	apply_defaults(p);
+	check_routes(p);
 	for (size_t i = 0; i < p->cfg->ndomains; i++)
 		local_lookup_prepare(&p->cfg->domains[i]);
 	check_aliases(p);
@@ -2107,6 +2457,7 @@ load_text(const char *name, const char *text, size_t len, char **errors)
 	finish(&p);
 	free(p.stack[0].seen);
 	free(p.domain_line);
+	free(p.route_line);
 	free(p.pend);
 	cfg->warnings = p.warnings.s;
 	if (p.nerrors > 0) {
@@ -2177,6 +2528,21 @@ config_free(struct config **cfgp)
 		free(d->maildir);
 	}
 	free(cfg->domains);
+	for (size_t i = 0; i < cfg->nroutes; i++) {
+		struct config_route *rt = &cfg->routes[i];
+
+		free(rt->domain);
+		free(rt->smarthost);
+		free(rt->smarthost_host);
+		free(rt->auth_user);
+		free(rt->auth_password_file);
+		if (rt->auth_password != NULL) {
+			explicit_bzero(rt->auth_password,
+			    strlen(rt->auth_password));
+			free(rt->auth_password);
+		}
+	}
+	free(cfg->routes);
 	free(cfg->relay_networks);
 	free(cfg->source);
 	free(cfg->warnings);
@@ -2322,6 +2688,10 @@ type_doc(enum opt_type t)
 	case T_USERS: return "path (users file)";
 	case T_ALIASES: return "path (aliases file)";
 	case T_MAILDIR: return "path pattern";
+	case T_ROUTE: return "block";
+	case T_SMARTHOST: return "host and port";
+	case T_AUTH_USER: return "string";
+	case T_SECRET: return "path (password file)";
 	}
 	return "?";
 }
@@ -2371,6 +2741,7 @@ doc_bounds(const struct option *o, char *buf, size_t size)
 	case T_USERS:
 	case T_ALIASES:
 	case T_MAILDIR:
+	case T_SECRET:
 		snprintf(buf, size, "at most %d bytes, made absolute",
 		    CONFIG_PATH_MAX);
 		return;
@@ -2380,6 +2751,15 @@ doc_bounds(const struct option *o, char *buf, size_t size)
 		return;
 	case T_DOMAIN:
 		snprintf(buf, size, "at most %d domains", CONFIG_MAX_DOMAINS);
+		return;
+	case T_ROUTE:
+		snprintf(buf, size, "at most %d routes", CONFIG_MAX_ROUTES);
+		return;
+	case T_SMARTHOST:
+		snprintf(buf, size, "port 1..65535");
+		return;
+	case T_AUTH_USER:
+		snprintf(buf, size, "1..%d bytes", CONFIG_AUTH_MAX);
 		return;
 	case T_ENUM:
 		break;
@@ -2503,6 +2883,37 @@ config_write_doc(FILE *out)
 "\n");
 	doc_table(out, &domain_ctx);
 	doc_options(out, &domain_ctx);
+	fprintf(out,
+"## Options in a route block\n"
+"\n"
+"Each `route DOMAIN { ... }` block takes these options. Which block a\n"
+"recipient domain uses (`tern route ADDRESS` shows it):\n"
+"\n"
+"1. a local domain (a `domain` block) is never routed: Maildir delivery;\n"
+"2. `route example.com`: exactly that domain (case-insensitive);\n"
+"3. `route .example.com`: any subdomain of example.com (`a.example.com`,\n"
+"   `b.a.example.com`), not example.com itself; the longest matching\n"
+"   suffix wins;\n"
+"4. `route *`: every other foreign domain, and address literals;\n"
+"5. no block: the MX hosts of the domain (RFC 5321 5.1).\n"
+"\n"
+"A block without `smarthost` means MX delivery, so `route example.com {\n"
+"require_tls no }` exempts one domain from a `route *` smarthost.\n"
+"\n"
+"```\n"
+"route * {\n"
+"    smarthost          [smtp.provider.example]:587\n"
+"    auth_user          tern@example.org\n"
+"    auth_password_file /etc/tern/smarthost.secret\n"
+"}\n"
+"route partner.example {\n"
+"    smarthost          [192.0.2.25]:25\n"
+"    require_tls        yes\n"
+"}\n"
+"```\n"
+"\n");
+	doc_table(out, &route_ctx);
+	doc_options(out, &route_ctx);
 	fprintf(out,
 "## Users file\n"
 "\n"

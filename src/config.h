@@ -68,6 +68,28 @@ struct config_domain {
 	char *maildir;         /* absolute pattern: %d domain, %u user, %% */
 };
 
+/*
+ * A `route DOMAIN { ... }` block: how mail for foreign domains matching
+ * DOMAIN leaves (route.h decides which block applies). domain is "*"
+ * (every foreign domain), "example.com" (that domain only) or
+ * ".example.com" (its subdomains only), lower case.
+ */
+#define CONFIG_AUTH_MAX 255      /* user name and password, RFC 4616 2 */
+
+struct config_route {
+	char *domain;
+	char *smarthost;         /* as written, or NULL: the recipient
+	                          * domain's MX hosts */
+	char *smarthost_host;    /* host name or IP address, no brackets */
+	unsigned smarthost_port; /* 25 unless given */
+	bool smarthost_mx;       /* no brackets and a name: MX lookup of it */
+	bool smarthost_ip;       /* smarthost_host is an IP address */
+	char *auth_user;         /* NULL: no AUTH */
+	char *auth_password_file;
+	char *auth_password;     /* read at load; never logged, zeroed on free */
+	unsigned require_tls;    /* 0 no, 1 yes */
+};
+
 struct config {
 	char *source;          /* file name, or "(default)" */
 	char *warnings;        /* "file:line: reason\n" lines, or NULL; also logged */
@@ -86,6 +108,9 @@ struct config {
 
 	struct config_domain *domains;
 	size_t ndomains;
+
+	struct config_route *routes;   /* in file order; route.h matches */
+	size_t nroutes;
 
 	uint64_t max_message_size;     /* bytes, advertised in SIZE */
 	unsigned max_recipients;       /* per transaction; more get 452 */
@@ -127,7 +152,8 @@ void config_write_doc(FILE *out);
 
 /*
  * Names of all options in the table, top level first, then the options of
- * a domain block; NULL when i is past the end. For tests and tooling.
+ * a domain block, then those of a route block; NULL when i is past the
+ * end. For tests and tooling.
  */
 const char *config_option_name(size_t i);
 

@@ -79,6 +79,7 @@ struct dns_query {
 	dns_mx_cb *cb;
 	void *arg;
 	enum stage stage;
+	bool in_start;               /* inside resolve(): results wait */
 	struct event *timer;         /* deadline; zero timeout once done */
 	size_t pending;              /* subs in flight */
 	char domain[DNS_NAME_MAX + 1];
@@ -701,22 +702,25 @@ query_addrs_done(struct dns_query *q)
 	case DNS_OK:
 		snprintf(res->reason, sizeof(res->reason), "%s%zu of %zu "
 		    "host%s usable", res->implicit ? "implicit MX (no MX "
-		    "record), " : "", nok, res->nhosts,
-		    res->nhosts == 1 ? "" : "s");
+		    "record), " : res->host_only ? "address lookup, " : "",
+		    nok, res->nhosts, res->nhosts == 1 ? "" : "s");
 		break;
 	case DNS_TEMPFAIL:
 		snprintf(res->reason, sizeof(res->reason), "temporary DNS "
 		    "failure resolving the address of %s%.253s",
-		    res->implicit ? "" : "MX host ", q->hosts[0].name);
+		    res->implicit || res->host_only ? "" : "MX host ",
+		    q->hosts[0].name);
 		break;
 	case DNS_LOOP:
 		snprintf(res->reason, sizeof(res->reason), "mail for %s "
 		    "loops back to myself (best MX is this host)", q->domain);
 		break;
 	default:
-		if (res->implicit && nxdomain_all) {
+		if ((res->implicit || res->host_only) && nxdomain_all) {
 			res->status = DNS_NXDOMAIN;
 			why = "domain does not exist";
+		} else if (res->host_only) {
+			why = "no A/AAAA record";
 		} else if (res->implicit) {
 			why = "no MX and no A/AAAA record";
 		} else {
@@ -726,7 +730,7 @@ query_addrs_done(struct dns_query *q)
 		    why);
 		break;
 	}
-	query_done(q, true);
+	query_done(q, !q->in_start);
 }
 
 static void
@@ -951,8 +955,8 @@ query_literal(struct dns_query *q, const char *domain)
 	    domain);
 }
 
-struct dns_query *
-dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb *cb, void *arg)
+static struct dns_query *
+resolve(struct dns *d, const char *domain, bool mx, dns_mx_cb *cb, void *arg)
 {
 	struct dns_query *q = xcalloc(1, sizeof(*q));
 	struct timeval tv;
@@ -983,6 +987,23 @@ dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb *cb, void *arg)
 		query_done(q, false);
 		return q;
 	}
+	tv.tv_sec = d->timeout_ms / 1000;
+	tv.tv_usec = (d->timeout_ms % 1000) * 1000;
+	if (!mx) {
+		/* dns_resolve_host(): the name is the one host, as an
+		 * implicit MX is, but no MX is asked for. */
+		q->res.host_only = true;
+		q->res.nhosts = 1;
+		util_strlcpy(q->hosts[0].name, q->domain,
+		    sizeof(q->hosts[0].name));
+		q->hosts[0].pref = 0;
+		q->in_start = true;
+		query_start_addrs(q);
+		q->in_start = false;
+		if (q->stage != STAGE_DONE)
+			evtimer_add(q->timer, &tv);
+		return q;
+	}
 	q->mx.kind = SUB_MX;
 	if (!sub_start(q, &q->mx, q->domain, RR_TYPE_MX)) {
 		q->res.status = DNS_TEMPFAIL;
@@ -991,8 +1012,18 @@ dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb *cb, void *arg)
 		query_done(q, false);
 		return q;
 	}
-	tv.tv_sec = d->timeout_ms / 1000;
-	tv.tv_usec = (d->timeout_ms % 1000) * 1000;
 	evtimer_add(q->timer, &tv);
 	return q;
+}
+
+struct dns_query *
+dns_resolve_mx(struct dns *d, const char *domain, dns_mx_cb *cb, void *arg)
+{
+	return resolve(d, domain, true, cb, arg);
+}
+
+struct dns_query *
+dns_resolve_host(struct dns *d, const char *host, dns_mx_cb *cb, void *arg)
+{
+	return resolve(d, host, false, cb, arg);
 }

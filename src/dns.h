@@ -85,6 +85,7 @@ struct dns_mx_result {
 	size_t nhosts;
 	bool implicit;           /* no MX: hosts[0] is the domain itself */
 	bool literal;            /* "[192.0.2.1]": no DNS involved */
+	bool host_only;          /* dns_resolve_host(): no MX lookup */
 };
 
 struct dns_options {
@@ -124,6 +125,15 @@ void dns_free(struct dns **d);
  * may start new queries and cancel other ones, but not free the dns.
  */
 struct dns_query *dns_resolve_mx(struct dns *d, const char *domain,
+    dns_mx_cb *cb, void *arg);
+
+/*
+ * Like dns_resolve_mx(), but without the MX lookup: host itself is the
+ * one host (preference 0), with its A/AAAA addresses, or an address
+ * literal. For a smarthost written in brackets ("[relay.example]:587").
+ * result->host_only is set; self-detection applies as for an MX host.
+ */
+struct dns_query *dns_resolve_host(struct dns *d, const char *host,
     dns_mx_cb *cb, void *arg);
 
 /* Stop q; its callback will not run. q is invalid afterwards. */

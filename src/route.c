@@ -1,5 +1,6 @@
 /*
- * route.c - local or remote, and `tern route` (see route.h).
+ * route.c - local or remote, the route block of a foreign domain, and
+ * `tern route` (see route.h).
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -18,8 +19,123 @@ struct explain {
 	bool done;
 	int rc;
 	const char *address;
+	const char *domain;              /* the recipient's */
+	const struct config *cfg;
+	const struct config_route *rt;   /* NULL: no route block */
 	struct event_base *base;
 };
+
+/* ------------------------------------------------------------------ */
+/* the decision (pure) */
+
+const struct config_route *
+route_lookup(const struct config *cfg, const char *domain)
+{
+	const struct config_route *exact = NULL, *suffix = NULL, *star = NULL;
+	size_t len = strlen(domain), best = 0;
+
+	if (len > 0 && domain[len - 1] == '.')
+		len--;
+	for (size_t i = 0; i < cfg->nroutes; i++) {
+		const struct config_route *rt = &cfg->routes[i];
+		const char *n = rt->domain;
+		size_t nl = strlen(n);
+
+		if (nl == 0)
+			continue;       /* an invalid block: never loaded */
+		if (strcmp(n, "*") == 0) {
+			star = rt;
+			continue;
+		}
+		if (domain[0] == '[')
+			continue;       /* literals only match "*" */
+		if (n[0] != '.') {
+			if (util_ascii_casecmp_n(n, nl, domain, len))
+				exact = rt;
+			continue;
+		}
+		/* ".example.com": strict subdomains; the suffix includes its
+		 * dot, so "badexample.com" does not match. */
+		if (len > nl && util_ascii_casecmp_n(n, nl, domain + len - nl,
+		    nl) && nl > best) {
+			suffix = rt;
+			best = nl;
+		}
+	}
+	return exact != NULL ? exact : suffix != NULL ? suffix : star;
+}
+
+const char *
+route_smarthost_query(const struct config_route *rt, char *buf, size_t size,
+    bool *mx_r)
+{
+	struct in6_addr a6;
+
+	*mx_r = rt->smarthost_mx;
+	if (rt->smarthost_ip)
+		snprintf(buf, size, "[%s%s]", inet_pton(AF_INET6,
+		    rt->smarthost_host, &a6) == 1 ? "IPv6:" : "",
+		    rt->smarthost_host);
+	else
+		util_strlcpy(buf, rt->smarthost_host, size);
+	return buf;
+}
+
+bool
+route_host_usable(const struct config_route *rt, const struct dns_mx_host *h)
+{
+	if (h->naddrs == 0)
+		return false;
+	if (rt != NULL && rt->smarthost != NULL)
+		return h->status == DNS_HOST_OK || h->status == DNS_HOST_SELF ||
+		    h->status == DNS_HOST_SKIPPED;
+	return h->status == DNS_HOST_OK;
+}
+
+bool
+route_is_listener(const struct config *cfg,
+    const struct sockaddr_storage *addr, unsigned port)
+{
+	bool lo = dns_addr_is_loopback((const struct sockaddr *)addr);
+
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		const struct sockaddr_storage *l = &cfg->listeners[i].addr;
+		unsigned lport;
+		bool any;
+
+		if (l->ss_family == AF_INET) {
+			const struct sockaddr_in *s = (const void *)l;
+
+			lport = ntohs(s->sin_port);
+			any = s->sin_addr.s_addr == htonl(INADDR_ANY);
+			if (lport != port)
+				continue;
+			if (any && lo)
+				return true;
+			if (addr->ss_family == AF_INET && memcmp(&s->sin_addr,
+			    &((const struct sockaddr_in *)(const void *)addr)->
+			    sin_addr, 4) == 0)
+				return true;
+		} else if (l->ss_family == AF_INET6) {
+			const struct sockaddr_in6 *s = (const void *)l;
+
+			lport = ntohs(s->sin6_port);
+			any = IN6_IS_ADDR_UNSPECIFIED(&s->sin6_addr);
+			if (lport != port)
+				continue;
+			if (any && lo)
+				return true;
+			if (addr->ss_family == AF_INET6 && memcmp(&s->sin6_addr,
+			    &((const struct sockaddr_in6 *)(const void *)addr)->
+			    sin6_addr, 16) == 0)
+				return true;
+		}
+	}
+	return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* tern route */
 
 /* s as a JSON string; the address may hold quotes and backslashes. */
 static void
@@ -66,18 +182,41 @@ exit_code(enum dns_status st)
 }
 
 static void
-write_json(struct explain *e, const struct dns_mx_result *r)
+write_json(struct explain *e, const struct dns_mx_result *r,
+    enum dns_status st, const char *reason)
 {
 	FILE *out = e->out;
+	const struct config_route *rt = e->rt;
 	char a[INET6_ADDRSTRLEN];
 
 	fprintf(out, "{\"address\": ");
 	json_str(out, e->address);
 	fprintf(out, ", \"domain\": ");
-	json_str(out, r->domain);
-	fprintf(out, ", \"route\": \"mx\", \"status\": \"%s\", \"reason\": ",
-	    dns_status_name(r->status));
-	json_str(out, r->reason);
+	json_str(out, e->domain);
+	fprintf(out, ", \"route\": \"%s\", \"route_block\": ",
+	    rt != NULL && rt->smarthost != NULL ? "smarthost" : "mx");
+	if (rt != NULL)
+		json_str(out, rt->domain);
+	else
+		fprintf(out, "null");
+	if (rt != NULL && rt->smarthost != NULL) {
+		fprintf(out, ", \"smarthost\": ");
+		json_str(out, rt->smarthost);
+		fprintf(out, ", \"smarthost_host\": ");
+		json_str(out, rt->smarthost_host);
+		fprintf(out, ", \"port\": %u, \"mx_lookup\": %s",
+		    rt->smarthost_port, rt->smarthost_mx ? "true" : "false");
+	}
+	fprintf(out, ", \"auth\": %s, \"auth_user\": ",
+	    rt != NULL && rt->auth_user != NULL ? "true" : "false");
+	if (rt != NULL && rt->auth_user != NULL)
+		json_str(out, rt->auth_user);
+	else
+		fprintf(out, "null");
+	fprintf(out, ", \"require_tls\": %s, \"status\": \"%s\", "
+	    "\"reason\": ", rt != NULL && rt->require_tls ? "true" : "false",
+	    dns_status_name(st));
+	json_str(out, reason);
 	fprintf(out, ", \"implicit\": %s, \"literal\": %s, \"hosts\": [",
 	    r->implicit ? "true" : "false", r->literal ? "true" : "false");
 	for (size_t i = 0; i < r->nhosts; i++) {
@@ -86,7 +225,9 @@ write_json(struct explain *e, const struct dns_mx_result *r)
 		fprintf(out, "%s{\"name\": ", i ? ", " : "");
 		json_str(out, h->name);
 		fprintf(out, ", \"pref\": %u, \"status\": \"%s\", "
-		    "\"addresses\": [", h->pref, dns_host_status_name(h->status));
+		    "\"usable\": %s, \"addresses\": [", h->pref,
+		    dns_host_status_name(h->status),
+		    route_host_usable(rt, h) ? "true" : "false");
 		for (size_t k = 0; k < h->naddrs; k++) {
 			addr_text(&h->addrs[k], a, sizeof(a));
 			fprintf(out, "%s\"%s\"", k ? ", " : "", a);
@@ -97,39 +238,80 @@ write_json(struct explain *e, const struct dns_mx_result *r)
 }
 
 static void
-write_text(struct explain *e, const struct dns_mx_result *r)
+write_text(struct explain *e, const struct dns_mx_result *r,
+    enum dns_status st, const char *reason)
 {
 	FILE *out = e->out;
+	const struct config_route *rt = e->rt;
+	bool smart = rt != NULL && rt->smarthost != NULL;
 	char a[INET6_ADDRSTRLEN];
 
-	fprintf(out, "%s: remote domain %s, %s\n", e->address, r->domain,
-	    r->literal ? "address literal" : r->implicit ?
-	    "implicit MX (no MX record)" : "MX lookup");
+	fprintf(out, "%s: remote domain %s, %s%s\n", e->address, e->domain,
+	    smart ? "smarthost " : "", smart ? rt->smarthost : r->literal ?
+	    "address literal" : r->implicit ? "implicit MX (no MX record)" :
+	    "MX lookup");
+	if (rt != NULL)
+		fprintf(out, "  route %s\n", rt->domain);
+	else
+		fprintf(out, "  route (none: default MX delivery)\n");
+	if (smart)
+		fprintf(out, "  smarthost %s port %u, %s\n", rt->smarthost_host,
+		    rt->smarthost_port, rt->smarthost_ip ? "IP address" :
+		    rt->smarthost_mx ? "MX lookup of the smarthost" :
+		    "address lookup (A/AAAA), no MX lookup");
+	if (rt != NULL && rt->auth_user != NULL)
+		fprintf(out, "  auth required: yes (PLAIN or LOGIN, user %s)\n",
+		    rt->auth_user);
+	else
+		fprintf(out, "  auth required: no\n");
+	/* XXX TLS: say "STARTTLS required" once the client speaks it. */
+	fprintf(out, "  tls required: %s\n", rt != NULL && rt->require_tls ?
+	    "yes (not available yet: deliveries are deferred, 4.7.10)" : "no");
 	for (size_t i = 0; i < r->nhosts; i++) {
 		const struct dns_mx_host *h = &r->hosts[i];
 
-		fprintf(out, "  MX %u %s", h->pref, h->name);
+		fprintf(out, "  %s %u %s", smart ? "host" : "MX", h->pref,
+		    h->name);
 		if (h->status != DNS_HOST_OK)
-			fprintf(out, " (%s)", dns_host_status_name(h->status));
+			fprintf(out, " (%s%s)", dns_host_status_name(h->status),
+			    route_host_usable(rt, h) ? ", used: smarthost" : "");
 		fprintf(out, "\n");
 		for (size_t k = 0; k < h->naddrs; k++) {
 			addr_text(&h->addrs[k], a, sizeof(a));
 			fprintf(out, "    %s\n", a);
 		}
 	}
-	fprintf(out, "%s: %s\n", dns_status_name(r->status), r->reason);
+	fprintf(out, "%s: %s\n", dns_status_name(st), reason);
 }
 
 static void
 on_result(void *arg, const struct dns_mx_result *r)
 {
 	struct explain *e = arg;
+	enum dns_status st = r->status;
+	const char *reason = r->reason;
+	char why[512];
 
+	/* A smarthost on this machine is not a loop (route_host_usable()). */
+	if (e->rt != NULL && e->rt->smarthost != NULL && st == DNS_LOOP)
+		for (size_t i = 0; i < r->nhosts; i++)
+			if (route_host_usable(e->rt, &r->hosts[i])) {
+				st = DNS_OK;
+				reason = "smarthost on this machine";
+				break;
+			}
+	if (e->rt != NULL && e->rt->smarthost != NULL && st != DNS_OK) {
+		/* The relay defers: a smarthost problem never bounces. */
+		snprintf(why, sizeof(why), "smarthost %s: %s (mail is "
+		    "deferred)", e->rt->smarthost, r->reason);
+		reason = why;
+		st = DNS_TEMPFAIL;
+	}
 	if (e->json)
-		write_json(e, r);
+		write_json(e, r, st, reason);
 	else
-		write_text(e, r);
-	e->rc = exit_code(r->status);
+		write_text(e, r, st, reason);
+	e->rc = exit_code(st);
 	e->done = true;
 	event_base_loopbreak(e->base);
 }
@@ -189,6 +371,9 @@ route_explain(const struct config *cfg, const char *address, bool json,
 		}
 		return ROUTE_EXIT_OK;
 	}
+	e.domain = a.domain;
+	e.cfg = cfg;
+	e.rt = route_lookup(cfg, a.domain);
 	if ((e.base = event_base_new()) == NULL)
 		return explain_failure(&e, a.domain, "tempfail",
 		    "cannot create an event base", ROUTE_EXIT_TEMPFAIL);
@@ -200,7 +385,18 @@ route_explain(const struct config *cfg, const char *address, bool json,
 		return explain_failure(&e, a.domain, "tempfail", err,
 		    ROUTE_EXIT_TEMPFAIL);
 	}
-	(void)dns_resolve_mx(d, a.domain, on_result, &e);
+	if (e.rt != NULL && e.rt->smarthost != NULL) {
+		char q[DNS_NAME_MAX + 16];
+		bool mx;
+
+		route_smarthost_query(e.rt, q, sizeof(q), &mx);
+		if (mx)
+			(void)dns_resolve_mx(d, q, on_result, &e);
+		else
+			(void)dns_resolve_host(d, q, on_result, &e);
+	} else {
+		(void)dns_resolve_mx(d, a.domain, on_result, &e);
+	}
 	while (!e.done)
 		if (event_base_loop(e.base, EVLOOP_ONCE) == -1)
 			break;

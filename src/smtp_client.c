@@ -16,6 +16,11 @@
  * code on every line, a reply nobody asked for is a protocol error, and a
  * recipient is only ever DELIVERED by a 2xx to the final "." after its own
  * 2xx to RCPT.
+ *
+ * AUTH (RFC 4954) sits between EHLO and the first transaction: state
+ * CS_AUTH holds transactions back until 235. The credentials only leave
+ * this file base64-encoded on the wire; the buffers that held them are
+ * zeroed, and no log line carries them.
  */
 #include <event2/buffer.h>
 #include <inttypes.h>
@@ -31,12 +36,14 @@
 #define ORCPT_MAX 500        /* RFC 3461 4.2 */
 #define CMD_MAX 2048         /* one command line we build */
 #define BODY_STAGE 8192      /* encoded content staged before evbuffer_add */
+#define AUTH_MAX 255         /* user name, password: RFC 4616 2 */
 
 enum client_state {
 	CS_NEW,        /* smtp_client_start() not called yet */
 	CS_GREETING,   /* waiting for the greeting */
 	CS_HELLO,      /* EHLO or HELO sent */
-	CS_READY,      /* greeted */
+	CS_AUTH,       /* AUTH exchange running (RFC 4954) */
+	CS_READY,      /* greeted (and authenticated if asked) */
 	CS_CLOSED,
 };
 
@@ -115,6 +122,14 @@ struct smtp_client {
 	uint64_t rd_size_max;
 	struct smtp_client_reply last;
 	struct tx tx;
+	enum {
+		AUTH_NONE,
+		AUTH_PLAIN_SENT,     /* "AUTH PLAIN <ir>": 235 next */
+		AUTH_LOGIN_USER,     /* "AUTH LOGIN": 334, send the user */
+		AUTH_LOGIN_PASS,     /* user sent: 334, send the password */
+		AUTH_LOGIN_DONE,     /* password sent: 235 next */
+	} auth_step;
+	const char *auth_mech;
 };
 
 static unsigned client_counter;
@@ -127,7 +142,7 @@ stage_name(enum smtp_client_stage st)
 {
 	static const char *const names[] = { "local decision", "greeting",
 		"EHLO", "HELO", "RSET", "MAIL FROM", "RCPT TO", "DATA",
-		"message content", "end of data", "QUIT" };
+		"message content", "end of data", "QUIT", "AUTH" };
 
 	return (size_t)st < nitems(names) ? names[st] : "?";
 }
@@ -190,6 +205,7 @@ timeout_for(const struct smtp_client *c, enum smtp_client_stage st)
 	case SMTP_CLIENT_STAGE_BODY: return c->to.data_block;
 	case SMTP_CLIENT_STAGE_DOT: return c->to.data_done;
 	case SMTP_CLIENT_STAGE_QUIT: return c->to.quit;
+	case SMTP_CLIENT_STAGE_AUTH: return c->to.helo;
 	default: return 0;
 	}
 }
@@ -304,7 +320,7 @@ rcpt_accepted(struct tx *t, enum smtp_client_stage st,
 }
 
 static const char *const error_names[] = { "none", "greeting", "helo",
-	"protocol", "shutdown", "timeout", "lost" };
+	"protocol", "shutdown", "timeout", "lost", "auth" };
 
 /*
  * The connection is over: every open recipient is TEMPFAIL (with the
@@ -440,6 +456,26 @@ ehlo_line(struct reply_rd *rd, const char *p, size_t n)
 
 	while (kl < n && p[kl] != ' ')
 		kl++;
+	/* RFC 4954 3: "AUTH" SP mechanism *(SP mechanism); some old servers
+	 * also say "AUTH=PLAIN LOGIN". Only PLAIN and LOGIN are of use. */
+	if (kl >= 4 && kw_is(p, 4, "AUTH") && (kl == 4 || p[4] == '=')) {
+		size_t j = kl == 4 ? 4 : 5;
+
+		while (j < n) {
+			size_t t0;
+
+			while (j < n && p[j] == ' ')
+				j++;
+			t0 = j;
+			while (j < n && p[j] != ' ')
+				j++;
+			if (kw_is(p + t0, j - t0, "PLAIN"))
+				rd->caps |= SMTP_CLIENT_CAP_AUTH_PLAIN;
+			else if (kw_is(p + t0, j - t0, "LOGIN"))
+				rd->caps |= SMTP_CLIENT_CAP_AUTH_LOGIN;
+		}
+		return;
+	}
 	for (size_t i = 0; i < nitems(kws); i++) {
 		if (!kw_is(p, kl, kws[i].kw))
 			continue;
@@ -925,16 +961,175 @@ on_greeting(struct smtp_client *c, const struct smtp_client_reply *r)
 	write_hello(c, true);
 }
 
+/* RFC 4648 4 base64 of (src, n) into dst (4 * ((n + 2) / 3) + 1 bytes),
+ * NUL-terminated; returns the length. */
+static size_t
+b64_encode(const unsigned char *src, size_t n, char *dst, size_t size)
+{
+	static const char tab[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	size_t o = 0;
+
+	ASSERT(size >= 4 * ((n + 2) / 3) + 1);
+	for (size_t i = 0; i < n; i += 3) {
+		unsigned v = (unsigned)src[i] << 16 |
+		    (i + 1 < n ? (unsigned)src[i + 1] << 8 : 0) |
+		    (i + 2 < n ? (unsigned)src[i + 2] : 0);
+
+		dst[o++] = tab[v >> 18 & 63];
+		dst[o++] = tab[v >> 12 & 63];
+		dst[o++] = i + 1 < n ? tab[v >> 6 & 63] : '=';
+		dst[o++] = i + 2 < n ? tab[v & 63] : '=';
+	}
+	dst[o] = '\0';
+	return o;
+}
+
+/* A command line that carries a secret: written, then wiped. */
+static void
+cmd_write_secret(struct smtp_client *c, const char *prefix,
+    const char *secret, size_t len)
+{
+	char line[CMD_MAX];
+	size_t pl = strlen(prefix);
+
+	ASSERT(pl + 4 * ((len + 2) / 3) + 1 <= sizeof(line));
+	memcpy(line, prefix, pl);
+	pl += b64_encode((const unsigned char *)secret, len, line + pl,
+	    sizeof(line) - pl);
+	cmd_write(c, SMTP_CLIENT_STAGE_AUTH, line, pl);
+	explicit_bzero(line, sizeof(line));
+}
+
+/*
+ * AUTH refused or impossible (r: the server's reply, or the engine's own
+ * with code 0). A 5xx decides the open recipients for good: the
+ * credentials are wrong and retrying cannot help until the administrator
+ * fixes them; anything else leaves them temporary. The connection ends
+ * with a QUIT whose reply nobody waits for.
+ */
+static void
+auth_fail(struct smtp_client *c, const struct smtp_client_reply *r)
+{
+	char q[SMTP_CLIENT_TEXT_MAX * 4 + 8];
+
+	log_info("client session=%s event=auth peer=%s mechanism=%s "
+	    "result=failed reply=\"%u %s %s\"", c->id,
+	    c->params->peer ? c->params->peer : "-",
+	    c->auth_mech ? c->auth_mech : "none", r->code, r->enhanced,
+	    log_quote(q, sizeof(q), r->text, strlen(r->text), 200));
+	if (c->tx.active)
+		for (size_t i = 0; i < c->tx.n; i++)
+			if (c->tx.rst[i] != R_DONE)
+				rcpt_final(&c->tx, i, SMTP_CLIENT_STAGE_AUTH, r);
+	evbuffer_add(c->out, "QUIT\r\n", 6);
+	conn_fail(c, SMTP_CLIENT_ERR_AUTH, r);
+}
+
+static void
+auth_fail_local(struct smtp_client *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+auth_fail_local(struct smtp_client *c, const char *fmt, ...)
+{
+	struct smtp_client_reply r = { .code = 0 };
+	va_list ap;
+
+	util_strlcpy(r.enhanced, "4.7.0", sizeof(r.enhanced));
+	va_start(ap, fmt);
+	vsnprintf(r.text, sizeof(r.text), fmt, ap);
+	va_end(ap);
+	auth_fail(c, &r);
+}
+
+/* RFC 4954 4: AUTH after EHLO, before MAIL; PLAIN preferred (one round
+ * trip, RFC 4616 with an initial response), else LOGIN. */
+static void
+auth_start(struct smtp_client *c)
+{
+	const char *u = c->params->auth_user, *pw = c->params->auth_password;
+	size_t ul = strlen(u), pl = strlen(pw);
+
+	c->state = CS_AUTH;
+	if (ul == 0 || ul > AUTH_MAX || pl == 0 || pl > AUTH_MAX) {
+		auth_fail_local(c, "AUTH credentials unusable (user name and "
+		    "password must be 1..%d octets)", AUTH_MAX);
+		return;
+	}
+	if (c->caps & SMTP_CLIENT_CAP_AUTH_PLAIN) {
+		/* RFC 4616 2: [authzid] NUL authcid NUL passwd */
+		char raw[2 * AUTH_MAX + 2];
+
+		raw[0] = '\0';
+		memcpy(raw + 1, u, ul);
+		raw[1 + ul] = '\0';
+		memcpy(raw + 2 + ul, pw, pl);
+		c->auth_mech = "PLAIN";
+		c->auth_step = AUTH_PLAIN_SENT;
+		cmd_write_secret(c, "AUTH PLAIN ", raw, ul + pl + 2);
+		explicit_bzero(raw, sizeof(raw));
+	} else if (c->caps & SMTP_CLIENT_CAP_AUTH_LOGIN) {
+		c->auth_mech = "LOGIN";
+		c->auth_step = AUTH_LOGIN_USER;
+		cmd_write(c, SMTP_CLIENT_STAGE_AUTH, "AUTH LOGIN", 10);
+	} else {
+		auth_fail_local(c, "smarthost offers no AUTH PLAIN/LOGIN "
+		    "(%s)", c->params->peer ? c->params->peer : "peer");
+	}
+}
+
+static void
+on_auth(struct smtp_client *c, const struct smtp_client_reply *r)
+{
+	const char *secret;
+
+	if (r->code / 100 == 2) {
+		/* 235 (RFC 4954 6); another 2xx is taken as success too. */
+		log_info("client session=%s event=auth peer=%s mechanism=%s "
+		    "user=%s result=ok", c->id,
+		    c->params->peer ? c->params->peer : "-", c->auth_mech,
+		    c->params->auth_user);
+		c->auth_step = AUTH_NONE;
+		c->state = CS_READY;
+		return;
+	}
+	if (reply_is_421(c, r))
+		return;
+	if (r->code == 334 && (c->auth_step == AUTH_LOGIN_USER ||
+	    c->auth_step == AUTH_LOGIN_PASS)) {
+		/* LOGIN's challenges ("Username:", "Password:") come in
+		 * that order; their text is not needed. */
+		secret = c->auth_step == AUTH_LOGIN_USER ?
+		    c->params->auth_user : c->params->auth_password;
+		c->auth_step = c->auth_step == AUTH_LOGIN_USER ?
+		    AUTH_LOGIN_PASS : AUTH_LOGIN_DONE;
+		cmd_write_secret(c, "", secret, strlen(secret));
+		return;
+	}
+	if (r->code / 100 == 3) {
+		/* A challenge we have nothing more for. */
+		protocol_error(c, r, "AUTH");
+		return;
+	}
+	auth_fail(c, r);
+}
+
 /*
  * Greeted. Hook point for STARTTLS (RFC 3207, a later issue): when the
  * peer offers it (c->caps & SMTP_CLIENT_CAP_STARTTLS) and policy asks,
  * write "STARTTLS", expect 220, hand the connection to io->starttls() and,
  * once the handshake is done, forget the caps and send EHLO again
  * (RFC 3207 4.2). Until then, transactions start here in clear text.
+ * XXX TLS: AUTH must then wait for the second EHLO.
  */
 static void
 ehlo_done(struct smtp_client *c)
 {
+	if (c->params->auth_user != NULL && c->params->auth_password != NULL) {
+		auth_start(c);
+		return;
+	}
 	c->state = CS_READY;
 }
 
@@ -1120,6 +1315,7 @@ handle_reply(struct smtp_client *c, enum smtp_client_stage st,
 	case SMTP_CLIENT_STAGE_DATA: on_data(c, r); break;
 	case SMTP_CLIENT_STAGE_DOT: on_dot(c, r); break;
 	case SMTP_CLIENT_STAGE_QUIT: on_quit(c, r); break;
+	case SMTP_CLIENT_STAGE_AUTH: on_auth(c, r); break;
 	default: on_unsolicited(c, r); break;
 	}
 }
@@ -1332,7 +1528,8 @@ smtp_client_quit(struct smtp_client *c)
 	if (c->closing || c->want_quit)
 		return;
 	c->want_quit = true;
-	if (c->state == CS_NEW || c->state == CS_GREETING || c->state == CS_HELLO) {
+	if (c->state == CS_NEW || c->state == CS_GREETING ||
+	    c->state == CS_HELLO || c->state == CS_AUTH) {
 		if (c->tx.active)
 			return;   /* QUIT follows the transaction */
 		/* Not greeted yet and nothing to send: just hang up. */

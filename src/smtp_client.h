@@ -51,6 +51,15 @@
  *   ASCII recipient that arrived without one (5.2.1(d) MAY). With a peer
  *   without DSN, result->peer_dsn is false: the caller owes the "relayed"
  *   DSN of RFC 3461 5.2.2(b).
+ * - AUTH (RFC 4954), only when the caller gives credentials (the relay
+ *   does so only on a connection to its route's smarthost): after EHLO,
+ *   before any transaction, with PLAIN (RFC 4616, initial response) when
+ *   offered, else LOGIN (two 334 challenges). 235 goes on; a 5xx (535
+ *   bad credentials) fails the transaction's open recipients PERMANENTLY
+ *   with the server's reply, stage AUTH; a 4xx, a peer without AUTH PLAIN
+ *   or LOGIN (4.7.0), or HELO instead of EHLO, fails them temporarily.
+ *   Either way the connection ends (QUIT) with error AUTH. The password
+ *   is never logged.
  * - CHUNKING is recognised but not used: DATA with dot-stuffing is always
  *   used. STARTTLS is recognised (smtp_client_caps()) but not spoken yet;
  *   see the hook in smtp_client.c (ehlo_done()).
@@ -96,6 +105,8 @@ enum smtp_client_cap {
 	SMTP_CLIENT_CAP_CHUNKING = 1 << 6,    /* RFC 3030 */
 	SMTP_CLIENT_CAP_STARTTLS = 1 << 7,    /* RFC 3207 */
 	SMTP_CLIENT_CAP_ENHANCEDSTATUSCODES = 1 << 8, /* RFC 2034 */
+	SMTP_CLIENT_CAP_AUTH_PLAIN = 1 << 9,  /* RFC 4954 AUTH, RFC 4616 */
+	SMTP_CLIENT_CAP_AUTH_LOGIN = 1 << 10, /* RFC 4954 AUTH, LOGIN */
 };
 
 /* Where a result came from: the command whose reply decided it, or what
@@ -112,6 +123,7 @@ enum smtp_client_stage {
 	SMTP_CLIENT_STAGE_BODY,      /* while sending the content */
 	SMTP_CLIENT_STAGE_DOT,       /* reply to the final "." */
 	SMTP_CLIENT_STAGE_QUIT,
+	SMTP_CLIENT_STAGE_AUTH,      /* AUTH and its challenges (RFC 4954) */
 };
 
 /* Connection-level outcome. NONE: the connection is still usable. */
@@ -123,6 +135,8 @@ enum smtp_client_error {
 	SMTP_CLIENT_ERR_SHUTDOWN,  /* the server said 421 (RFC 5321 3.8) */
 	SMTP_CLIENT_ERR_TIMEOUT,   /* a 4.5.3.2 timeout fired */
 	SMTP_CLIENT_ERR_LOST,      /* connection closed or broken */
+	SMTP_CLIENT_ERR_AUTH,      /* AUTH refused or impossible: the
+	                            * recipients are decided (stage AUTH) */
 };
 
 enum smtp_client_status {
@@ -182,6 +196,10 @@ struct smtp_client_params {
 	const char *peer;          /* for log lines, e.g. "mx.example[192.0.2.1]" */
 	struct smtp_client_timeouts timeouts;
 	size_t output_high;        /* 0: SMTP_CLIENT_OUTPUT_HIGH */
+	/* AUTH credentials (both or neither; at most 255 octets each, RFC
+	 * 4616 2), or NULL: never authenticate. */
+	const char *auth_user;
+	const char *auth_password;
 };
 
 /* What the engine asks of the transport. */

@@ -246,8 +246,14 @@ test_ehlo_keywords(void **state)
 		{ "SIZE garbage", "250-mx\r\n250 SIZE 12x\r\n", SMTP_CLIENT_CAP_SIZE, 0 },
 		{ "SIZE huge", "250-mx\r\n250 SIZE 99999999999999999999\r\n",
 		  SMTP_CLIENT_CAP_SIZE, UINT64_MAX },
-		{ "unknown and prefixes", "250-mx\r\n250-AUTH PLAIN\r\n250-PIPELININGX\r\n"
+		{ "unknown and prefixes", "250-mx\r\n250-AUTHX PLAIN\r\n250-PIPELININGX\r\n"
 		  "250-X-DSN\r\n250 8BITMIMEY\r\n", 0, 0 },
+		{ "AUTH mechanisms", "250-mx\r\n250 AUTH CRAM-MD5 login  PLAIN\r\n",
+		  SMTP_CLIENT_CAP_AUTH_PLAIN | SMTP_CLIENT_CAP_AUTH_LOGIN, 0 },
+		{ "AUTH= old form", "250-mx\r\n250 AUTH=LOGIN\r\n",
+		  SMTP_CLIENT_CAP_AUTH_LOGIN, 0 },
+		{ "AUTH without PLAIN or LOGIN", "250-mx\r\n250 AUTH CRAM-MD5 PLAINX\r\n",
+		  0, 0 },
 		{ "bare LF", "250-mx\n250-DSN\n250 SMTPUTF8\n",
 		  SMTP_CLIENT_CAP_DSN | SMTP_CLIENT_CAP_SMTPUTF8, 0 },
 		{ "empty continuation", "250-\r\n250-DSN\r\n250\r\n", SMTP_CLIENT_CAP_DSN, 0 },
@@ -1246,6 +1252,168 @@ test_timeouts(void **state)
 	stop(&t);
 }
 
+/* ------------------------------------------------------------------ */
+/* AUTH (RFC 4954) */
+
+#define AUTH_PLAIN_IR "AHRlcm4AczNjcmV0IHB3"   /* "\0tern\0s3cret pw" */
+
+static void
+auth_start(struct t *t)
+{
+	start(t);
+	t->params.auth_user = "tern";
+	t->params.auth_password = "s3cret pw";
+	add_rcpts(t, 2);
+	send_msg(t, "x\r\n");
+}
+
+static void
+test_auth_plain_ok(void **state)
+{
+	struct t t;
+
+	auth_start(&t);
+	const struct exch x[] = {
+		{ "220 relay.test ESMTP\r\n", "EHLO client.test\r\n" },
+		/* PLAIN preferred over LOGIN, with the initial response */
+		{ "250-relay.test\r\n250-PIPELINING\r\n250 AUTH LOGIN PLAIN\r\n",
+		  "AUTH PLAIN " AUTH_PLAIN_IR "\r\n" },
+		{ "235 2.7.0 Authentication successful\r\n",
+		  "MAIL FROM:<sender@client.test>\r\nRCPT TO:<alice@example.test>\r\n"
+		  "RCPT TO:<bob@example.test>\r\nDATA\r\n" },
+		{ "250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n", "x\r\n.\r\n" },
+		{ "250 2.0.0 queued\r\n", "" },
+	};
+	SCRIPT(&t, x);
+	assert_int_equal(t.ncb, 1);
+	assert_int_equal(t.err, SMTP_CLIENT_ERR_NONE);
+	want_rcpt(&t, 0, SMTP_CLIENT_DELIVERED, 250, "2.0.0", SMTP_CLIENT_STAGE_DOT);
+	want_rcpt(&t, 1, SMTP_CLIENT_DELIVERED, 250, "2.0.0", SMTP_CLIENT_STAGE_DOT);
+	/* authenticated once per connection: the next one goes straight on */
+	assert_true(smtp_client_idle(t.c));
+	send_msg(&t, "y\r\n");
+	STEP(&t, NULL, "MAIL FROM:<sender@client.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "RCPT TO:<bob@example.test>\r\nDATA\r\n");
+	stop(&t);
+}
+
+static void
+test_auth_login_ok(void **state)
+{
+	struct t t;
+
+	auth_start(&t);
+	const struct exch x[] = {
+		{ "220 relay.test ESMTP\r\n", "EHLO client.test\r\n" },
+		{ "250-relay.test\r\n250 AUTH=LOGIN\r\n", "AUTH LOGIN\r\n" },
+		{ "334 VXNlcm5hbWU6\r\n", "dGVybg==\r\n" },
+		{ "334 UGFzc3dvcmQ6\r\n", "czNjcmV0IHB3\r\n" },
+		{ "235 2.7.0 ok\r\n", "MAIL FROM:<sender@client.test>\r\n" },
+	};
+	SCRIPT(&t, x);
+	assert_int_equal(t.ncb, 0);
+	assert_int_equal(t.timeout, 300);
+	stop(&t);
+}
+
+/* 535: the credentials are wrong; only the administrator can fix that. */
+static void
+test_auth_535(void **state)
+{
+	struct t t;
+
+	auth_start(&t);
+	STEP(&t, "220 relay.test ESMTP\r\n", "EHLO client.test\r\n");
+	STEP(&t, "250-relay.test\r\n250 AUTH PLAIN\r\n",
+	    "AUTH PLAIN " AUTH_PLAIN_IR "\r\n");
+	STEP(&t, "535 5.7.8 Authentication credentials invalid\r\n", "QUIT\r\n");
+	assert_true(t.closed);
+	assert_int_equal(t.close_why, SMTP_CLIENT_ERR_AUTH);
+	assert_int_equal(t.ncb, 1);
+	assert_int_equal(t.err, SMTP_CLIENT_ERR_AUTH);
+	want_rcpt(&t, 0, SMTP_CLIENT_PERMFAIL, 535, "5.7.8", SMTP_CLIENT_STAGE_AUTH);
+	want_rcpt(&t, 1, SMTP_CLIENT_PERMFAIL, 535, "5.7.8", SMTP_CLIENT_STAGE_AUTH);
+	assert_string_equal(t.res[0].reply.text, "Authentication credentials invalid");
+	stop(&t);
+
+	/* a 4xx is temporary; a 5xx to the LOGIN password too is final */
+	auth_start(&t);
+	STEP(&t, "220 relay.test ESMTP\r\n", "EHLO client.test\r\n");
+	STEP(&t, "250-relay.test\r\n250 AUTH PLAIN\r\n",
+	    "AUTH PLAIN " AUTH_PLAIN_IR "\r\n");
+	STEP(&t, "454 4.7.0 Temporary authentication failure\r\n", "QUIT\r\n");
+	assert_int_equal(t.err, SMTP_CLIENT_ERR_AUTH);
+	want_rcpt(&t, 1, SMTP_CLIENT_TEMPFAIL, 454, "4.7.0", SMTP_CLIENT_STAGE_AUTH);
+	stop(&t);
+
+	auth_start(&t);
+	STEP(&t, "220 relay.test ESMTP\r\n", "EHLO client.test\r\n");
+	STEP(&t, "250-relay.test\r\n250 AUTH LOGIN\r\n", "AUTH LOGIN\r\n");
+	STEP(&t, "334 VXNlcm5hbWU6\r\n", "dGVybg==\r\n");
+	STEP(&t, "334 UGFzc3dvcmQ6\r\n", "czNjcmV0IHB3\r\n");
+	STEP(&t, "535 5.7.8 no\r\n", "QUIT\r\n");
+	want_rcpt(&t, 0, SMTP_CLIENT_PERMFAIL, 535, "5.7.8", SMTP_CLIENT_STAGE_AUTH);
+	stop(&t);
+
+	/* a challenge after the initial response: nothing to answer */
+	auth_start(&t);
+	STEP(&t, "220 relay.test ESMTP\r\n", "EHLO client.test\r\n");
+	STEP(&t, "250-relay.test\r\n250 AUTH PLAIN\r\n",
+	    "AUTH PLAIN " AUTH_PLAIN_IR "\r\n");
+	STEP(&t, "334 \r\n", "");
+	assert_int_equal(t.err, SMTP_CLIENT_ERR_PROTOCOL);
+	want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.5.0", SMTP_CLIENT_STAGE_AUTH);
+	stop(&t);
+}
+
+/* Credentials but no usable mechanism: temporary 4.7.0, nothing sent. */
+static void
+test_auth_no_mechanism(void **state)
+{
+	static const char *const ehlo[] = {
+		"250-relay.test\r\n250 AUTH CRAM-MD5\r\n",
+		"250 relay.test\r\n",
+	};
+
+	for (size_t i = 0; i < nitems(ehlo); i++) {
+		struct t t;
+
+		auth_start(&t);
+		STEP(&t, "220 relay.test ESMTP\r\n", "EHLO client.test\r\n");
+		STEP(&t, ehlo[i], "QUIT\r\n");
+		assert_true(t.closed);
+		assert_int_equal(t.err, SMTP_CLIENT_ERR_AUTH);
+		want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.7.0", SMTP_CLIENT_STAGE_AUTH);
+		want_rcpt(&t, 1, SMTP_CLIENT_TEMPFAIL, 0, "4.7.0", SMTP_CLIENT_STAGE_AUTH);
+		assert_non_null(strstr(t.res[0].reply.text,
+		    "smarthost offers no AUTH PLAIN/LOGIN"));
+		stop(&t);
+	}
+	/* HELO (EHLO refused): no AUTH possible either */
+	struct t t;
+	auth_start(&t);
+	STEP(&t, "220 relay.test\r\n", "EHLO client.test\r\n");
+	STEP(&t, "502 no\r\n", "HELO client.test\r\n");
+	STEP(&t, "250 relay.test\r\n", "QUIT\r\n");
+	want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.7.0", SMTP_CLIENT_STAGE_AUTH);
+	stop(&t);
+}
+
+/* Without credentials, an offered AUTH is never used. */
+static void
+test_auth_not_configured(void **state)
+{
+	struct t t;
+
+	start(&t);
+	add_rcpts(&t, 1);
+	send_msg(&t, "x\r\n");
+	STEP(&t, "220 relay.test ESMTP\r\n", "EHLO client.test\r\n");
+	STEP(&t, "250-relay.test\r\n250 AUTH PLAIN LOGIN\r\n",
+	    "MAIL FROM:<sender@client.test>\r\n");
+	stop(&t);
+}
+
 static void
 test_send_misuse(void **state)
 {
@@ -1298,6 +1466,11 @@ main(void)
 		cmocka_unit_test(test_lost_connection),
 		cmocka_unit_test(test_timeouts),
 		cmocka_unit_test(test_send_misuse),
+		cmocka_unit_test(test_auth_plain_ok),
+		cmocka_unit_test(test_auth_login_ok),
+		cmocka_unit_test(test_auth_535),
+		cmocka_unit_test(test_auth_no_mechanism),
+		cmocka_unit_test(test_auth_not_configured),
 	};
 
 	log_set_level(LOG_LEVEL_ERR);
