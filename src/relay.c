@@ -23,6 +23,16 @@
  * tries the same way, smtp_mx_address_limit), so a domain with 16 dead MX
  * hosts of 8 addresses each costs minutes, not an hour.
  *
+ * Routes (route.h): a job whose domain has a `route` block with a
+ * smarthost resolves and connects to the smarthost (its MX hosts, or in
+ * brackets its own addresses) on the route's port instead of the domain's
+ * MX hosts; any trouble finding it defers the job (never a bounce). Only
+ * such a connection carries the route's AUTH credentials, and a cached
+ * connection is reused only by a job with the same credentials (none, or
+ * the same route's), so credentials never reach another server and an
+ * unauthenticated connection never serves an AUTH route. A route with
+ * require_tls defers every job until the client speaks STARTTLS.
+ *
  * Nothing is freed from inside its own callbacks: a finished job or a dead
  * connection is unlinked, made inert (events deleted, bufferevent
  * disabled) and put on a reap list that an event made active for the
@@ -53,6 +63,7 @@
 #include "ipc.h"
 #include "log.h"
 #include "relay.h"
+#include "route.h"
 #include "smtp_client.h"
 #include "util.h"
 
@@ -107,6 +118,9 @@ struct job {
 	uint64_t id;
 	enum job_state state;
 	char domain[RELAY_DOMAIN_MAX + 1];
+	const struct config_route *route;  /* NULL: MX of the domain */
+	const struct config_route *auth;   /* route whose AUTH applies */
+	unsigned port;                     /* of every address tried */
 	struct envelope env;
 	struct evbuffer *body;
 	const char *flat;        /* the body, contiguous, from END on */
@@ -140,6 +154,7 @@ struct conn {
 	struct event *timer;     /* connect, idle and flush bounds */
 	struct event *io_timer;  /* the client's (io->set_timeout) */
 	struct sockaddr_storage addr;
+	const struct config_route *auth; /* credentials used, or NULL */
 	char mx[DNS_NAME_MAX + 1];
 	char ip[INET6_ADDRSTRLEN];
 	char peer[DNS_NAME_MAX + INET6_ADDRSTRLEN + 3];  /* "mx[ip]" */
@@ -790,6 +805,11 @@ conn_connected(struct conn *c)
 	bufferevent_setwatermark(c->bev, EV_WRITE, SMTP_CLIENT_OUTPUT_HIGH / 2, 0);
 	c->params.helo_name = r->cfg->hostname;
 	c->params.peer = c->peer;
+	/* Only ever on a connection to the route's own smarthost. */
+	if (c->auth != NULL) {
+		c->params.auth_user = c->auth->auth_user;
+		c->params.auth_password = c->auth->auth_password;
+	}
 	c->client = smtp_client_new(&c->params, bufferevent_get_input(c->bev),
 	    bufferevent_get_output(c->bev), &client_io, c);
 	smtp_client_start(c->client);
@@ -871,6 +891,7 @@ conn_connect(struct job *j, const struct job_host *h,
 
 	c->r = r;
 	c->addr = *sa;
+	c->auth = j->auth;
 	util_strlcpy(c->mx, h->name, sizeof(c->mx));
 	addr_text(sa, c->ip, sizeof(c->ip));
 	snprintf(c->peer, sizeof(c->peer), "%s[%s]", c->mx, c->ip);
@@ -953,13 +974,14 @@ conn_slot(struct relay *r, const struct sockaddr_storage *sa)
 	return false;
 }
 
-/* A cached connection to sa, ready for a transaction, or NULL. */
+/* A cached connection to sa, ready for a transaction of j, or NULL: the
+ * same server and the same credentials (see the top of this file). */
 static struct conn *
-conn_idle_find(struct relay *r, const struct sockaddr_storage *sa)
+conn_idle_find(struct job *j, const struct sockaddr_storage *sa)
 {
-	for (struct conn *c = r->conns; c != NULL; c = c->next)
+	for (struct conn *c = j->r->conns; c != NULL; c = c->next)
 		if (c->state == CONN_IDLE && addr_eq(&c->addr, sa) &&
-		    smtp_client_idle(c->client))
+		    c->auth == j->auth && smtp_client_idle(c->client))
 			return c;
 	return NULL;
 }
@@ -1008,7 +1030,7 @@ job_try_cached_best(struct job *j)
 
 	for (size_t h = 0; h < j->nhosts && j->hosts[h].pref == best; h++)
 		for (size_t a = 0; a < j->hosts[h].naddrs; a++) {
-			struct conn *c = conn_idle_find(j->r, &j->hosts[h].addrs[a]);
+			struct conn *c = conn_idle_find(j, &j->hosts[h].addrs[a]);
 
 			if (c == NULL)
 				continue;
@@ -1026,6 +1048,13 @@ static void
 job_attempt(struct job *j)
 {
 	ASSERT(j->state == JOB_SENDING && j->conn == NULL);
+	if (j->nhosts == 0 && j->route != NULL && j->route->smarthost != NULL) {
+		reason_set(&j->last, 0, "4.4.4", "smarthost %s has no usable "
+		    "address (tern's own listeners are skipped)",
+		    j->route->smarthost);
+		job_finish_all(j, 'T', &j->last);
+		return;
+	}
 	if (j->nhosts == 0) {
 		reason_set(&j->last, 0, "4.4.4", "no usable mail exchanger for %s",
 		    j->domain);
@@ -1047,7 +1076,7 @@ job_attempt(struct job *j)
 			break;
 		h = &j->hosts[j->hi];
 		sa = &h->addrs[j->ai];
-		if (!fresh_only && (c = conn_idle_find(j->r, sa)) != NULL) {
+		if (!fresh_only && (c = conn_idle_find(j, sa)) != NULL) {
 			conn_reuse(c, j, h);
 			return;
 		}
@@ -1086,10 +1115,29 @@ static void
 on_mx(void *arg, const struct dns_mx_result *res)
 {
 	struct job *j = arg;
+	const struct config_route *rt = j->route;
+	bool smart = rt != NULL && rt->smarthost != NULL;
+	enum dns_status st = res->status;
 	struct reason rs;
 
 	j->q = NULL;
-	switch (res->status) {
+	if (smart && st == DNS_LOOP)
+		/* A smarthost may be on this machine (route_host_usable()). */
+		for (size_t i = 0; i < res->nhosts; i++)
+			if (route_host_usable(rt, &res->hosts[i]))
+				st = DNS_OK;
+	if (smart && st != DNS_OK) {
+		/* The administrator named it: a lookup failure is a
+		 * configuration or DNS problem to fix, never a bounce. */
+		reason_set(&rs, 0, "4.4.3", "smarthost %s: %s", rt->smarthost,
+		    res->reason);
+		log_info("relay id=%s event=smarthost-unresolved route=%s "
+		    "smarthost=%s reason=\"%s\"", j->env.id, rt->domain,
+		    rt->smarthost, res->reason);
+		job_finish_all(j, 'T', &rs);
+		return;
+	}
+	switch (st) {
 	case DNS_OK:
 		break;
 	case DNS_NULL_MX:
@@ -1122,16 +1170,21 @@ on_mx(void *arg, const struct dns_mx_result *res)
 		const struct dns_mx_host *h = &res->hosts[i];
 		struct job_host *jh = &j->hosts[j->nhosts];
 
-		if (h->status != DNS_HOST_OK || h->naddrs == 0)
+		if (!route_host_usable(rt, h))
 			continue;
 		util_strlcpy(jh->name, h->name, sizeof(jh->name));
 		jh->pref = h->pref;
-		jh->naddrs = h->naddrs < DNS_MAX_ADDRS ? h->naddrs : DNS_MAX_ADDRS;
-		for (size_t a = 0; a < jh->naddrs; a++) {
-			jh->addrs[a] = h->addrs[a];
-			addr_set_port(&jh->addrs[a], j->r->port);
+		jh->naddrs = 0;
+		for (size_t a = 0; a < h->naddrs && a < DNS_MAX_ADDRS; a++) {
+			/* A smarthost that is tern's own listener would loop. */
+			if (smart && route_is_listener(j->r->cfg, &h->addrs[a],
+			    j->port))
+				continue;
+			jh->addrs[jh->naddrs] = h->addrs[a];
+			addr_set_port(&jh->addrs[jh->naddrs++], j->port);
 		}
-		j->nhosts++;
+		if (jh->naddrs > 0)
+			j->nhosts++;
 	}
 	j->state = JOB_SENDING;
 	job_attempt(j);
@@ -1148,7 +1201,39 @@ job_start(struct job *j)
 	j->idx = xcalloc(j->env.nrcpts, sizeof(*j->idx));
 	for (size_t i = 0; i < j->env.nrcpts; i++)
 		j->idx[i] = i;
+	j->route = route_lookup(j->r->cfg, j->domain);
+	j->port = j->r->port;
+	if (j->route != NULL && j->route->require_tls) {
+		struct reason rs;
+
+		/* XXX TLS: when the client speaks STARTTLS (RFC 3207), go on
+		 * and make the client refuse a peer without it (or a failed
+		 * handshake) with this same reason, instead of deferring
+		 * here. Nothing is ever sent in clear text on such a route. */
+		reason_set(&rs, 0, "4.7.10", "TLS required by route but not "
+		    "available (route %s)", j->route->domain);
+		log_info("relay id=%s event=deferred route=%s reason=\"TLS "
+		    "required by route but not available\"", j->env.id,
+		    j->route->domain);
+		job_finish_all(j, 'T', &rs);
+		return;
+	}
 	j->state = JOB_RESOLVING;
+	if (j->route != NULL && j->route->smarthost != NULL) {
+		char q[DNS_NAME_MAX + 16];
+		bool mx;
+
+		route_smarthost_query(j->route, q, sizeof(q), &mx);
+		j->port = j->route->smarthost_port;
+		if (j->route->auth_user != NULL)
+			j->auth = j->route;
+		log_debug("relay id=%s event=route route=%s smarthost=%s "
+		    "auth=%s", j->env.id, j->route->domain,
+		    j->route->smarthost, j->auth != NULL ? "yes" : "no");
+		j->q = mx ? dns_resolve_mx(j->r->dns, q, on_mx, j) :
+		    dns_resolve_host(j->r->dns, q, on_mx, j);
+		return;
+	}
 	j->q = dns_resolve_mx(j->r->dns, j->domain, on_mx, j);
 }
 
