@@ -34,6 +34,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "dns.h"
 #include "ipc.h"
 #include "log.h"
 #include "queue.h"
@@ -261,8 +262,26 @@ spawn(struct parent *p, enum worker_kind kind, const int chan[2],
 		relay_free(&r);
 		break;
 	}
-	default:
+	default: {
+		char err[256];
+		struct event_base *base = event_base_new();
+		struct dns *dns;
+		struct dns_options dopt = {
+			.resolver = p->cfg->resolver,
+			.self_name = p->cfg->hostname,
+			.allow_loopback = p->cfg->allow_loopback_mx,
+			/* a slow resolver must not stall RCPT: after this the
+			 * recipient is accepted and the queue retries */
+			.timeout_ms = 3000,
+		};
+
 		log_set_role("smtp");
+		if (base == NULL)
+			fatal("smtp: event_base_new failed");
+		/* Before chroot: the resolver reads /etc/resolv.conf now. */
+		dns = dns_new(base, &dopt, err, sizeof(err));
+		if (dns == NULL)
+			log_warn("smtp event=no-dns reason=\"%s\" (no RCPT-time domain check)", err);
 		if (p->root) {
 			/* Nothing on disk for a compromised smtp process to read. */
 			if (chroot(p->cfg->chroot_dir) == -1 || chdir("/") == -1)
@@ -270,9 +289,10 @@ spawn(struct parent *p, enum worker_kind kind, const int chan[2],
 			drop_privileges(p->smtp_uid, p->smtp_gid);
 		}
 		harden_worker(parent_pid);
-		status = smtp_server_run(p->cfg, p->listen_fds, p->nlisten,
-		    chan[0], ctl[1]);
+		status = smtp_server_run(p->cfg, base, dns, p->listen_fds,
+		    p->nlisten, chan[0], ctl[1]);
 		break;
+	}
 	}
 	config_free(&p->cfg);
 	_exit(status);

@@ -15,6 +15,7 @@
 #include <event2/listener.h>
 
 #include "config.h"
+#include "dns.h"
 #include "ipc.h"
 #include "log.h"
 #include "queue_client.h"
@@ -47,6 +48,7 @@ struct smtp_server {
 	struct evconnlistener *listeners[CONFIG_MAX_LISTENERS];
 	size_t nlisteners;
 	struct smtp_queue_ipc *queue;
+	struct dns *dns;
 	struct event *ctl_ev;
 	struct event *sig_term, *sig_int, *sig_hup;
 	int ctl_fd;
@@ -210,6 +212,55 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 	conn_free(c);
 }
 
+/* RCPT-time domain check over dns.c (smtp_session.h). */
+struct domain_check {
+	struct dns_query *q;
+	smtp_domain_cb cb;
+	void *arg;
+};
+
+static void
+domain_mx_cb(void *arg, const struct dns_mx_result *r)
+{
+	struct domain_check *dc = arg;
+	enum smtp_domain_verdict v = SMTP_DOMAIN_OK;
+
+	/* Only the null MX is refused here (RFC 7505 3). A domain that does
+	 * not exist is left to the relay's permanent failure: split-horizon
+	 * and not-yet-published domains are common on trusted networks. */
+	if (r->status == DNS_NULL_MX)
+		v = SMTP_DOMAIN_NULL_MX;
+	smtp_domain_cb cb = dc->cb;
+	void *cbarg = dc->arg;
+	free(dc);
+	cb(cbarg, v);
+}
+
+static void *
+domain_check_start(void *ctx, const char *domain, smtp_domain_cb cb, void *arg)
+{
+	struct domain_check *dc = xcalloc(1, sizeof(*dc));
+
+	dc->cb = cb;
+	dc->arg = arg;
+	dc->q = dns_resolve_mx(ctx, domain, domain_mx_cb, dc);
+	return dc;
+}
+
+static void
+domain_check_cancel(void *ctx, void *handle)
+{
+	struct domain_check *dc = handle;
+
+	dns_cancel(dc->q);
+	free(dc);
+}
+
+static const struct smtp_domain_check_ops domain_check_ops = {
+	.start = domain_check_start,
+	.cancel = domain_check_cancel,
+};
+
 static unsigned
 count_from(struct smtp_server *srv, const struct sockaddr_storage *ss)
 {
@@ -299,6 +350,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	c->session = smtp_session_new(cfg, &c->client,
 	    bufferevent_get_input(c->bev), bufferevent_get_output(c->bev),
 	    &session_io, c, &smtp_queue_ipc_ops, srv->queue);
+	if (srv->dns != NULL && c->client.relay_ok)
+		smtp_session_set_domain_check(c->session, &domain_check_ops, srv->dns);
 	c->next = srv->conns;
 	if (srv->conns)
 		srv->conns->prev = c;
@@ -381,17 +434,17 @@ signal_cb(evutil_socket_t sig, short ev, void *arg)
 }
 
 int
-smtp_server_run(const struct config *cfg, const int *listen_fds,
-    size_t nlisten, int queue_fd, int ctl_fd)
+smtp_server_run(const struct config *cfg, struct event_base *base,
+    struct dns *dns, const int *listen_fds, size_t nlisten, int queue_fd,
+    int ctl_fd)
 {
 	struct smtp_server srv = { 0 };
 
 	signal(SIGPIPE, SIG_IGN);
 	srv.cfg = cfg;
 	srv.ctl_fd = ctl_fd;
-	srv.base = event_base_new();
-	if (srv.base == NULL)
-		fatal("smtp: event_base_new failed");
+	srv.base = base;
+	srv.dns = dns;
 	srv.queue = smtp_queue_ipc_new(srv.base, queue_fd, uncongested_cb, &srv);
 	for (size_t i = 0; i < nlisten; i++) {
 		util_set_nonblock(listen_fds[i]);
@@ -433,6 +486,8 @@ smtp_server_run(const struct config *cfg, const int *listen_fds,
 	for (size_t i = 0; i < srv.nlisteners; i++)
 		evconnlistener_free(srv.listeners[i]);
 	smtp_queue_ipc_free(&srv.queue);
+	if (srv.dns != NULL)
+		dns_free(&srv.dns);
 	event_free(srv.ctl_ev);
 	event_free(srv.sig_term);
 	event_free(srv.sig_int);

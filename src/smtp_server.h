@@ -17,7 +17,14 @@ struct config;
  * listen_fds are listening sockets (cfg->listeners order); queue_fd is the
  * submission channel; ctl_fd the control channel. Returns an exit status.
  */
-int smtp_server_run(const struct config *cfg, const int *listen_fds,
-    size_t nlisten, int queue_fd, int ctl_fd);
+struct dns;
+struct event_base;
+
+/* base: the process's event loop, created before chroot; dns: a resolver
+ * on it for the RCPT-time domain check (RFC 7505 null MX), or NULL. Both
+ * are freed by smtp_server_run. */
+int smtp_server_run(const struct config *cfg, struct event_base *base,
+    struct dns *dns, const int *listen_fds, size_t nlisten, int queue_fd,
+    int ctl_fd);
 
 #endif

@@ -99,6 +99,14 @@ struct smtp_session {
 	bool in_process;               /* re-entrancy guard */
 	bool skipping_line;            /* discarding an over-long command line */
 	bool last_cmd_crlf;            /* the last command ended with CRLF */
+	const struct smtp_domain_check_ops *dcheck;
+	void *dcheck_ctx;
+	void *dcheck_handle;           /* a check in progress */
+	/* the recipient waiting for that check */
+	char pend_addr[SMTP_ADDR_PATH_MAX + 1];
+	char pend_orcpt[ORCPT_MAX + 1];
+	bool pend_has_orcpt;
+	unsigned pend_notify;
 	bool closing;
 	struct transaction tx;
 };
@@ -146,6 +154,10 @@ session_close(struct smtp_session *s)
 		return;
 	s->closing = true;
 	s->state = STATE_CLOSED;
+	if (s->dcheck_handle != NULL) {
+		s->dcheck->cancel(s->dcheck_ctx, s->dcheck_handle);
+		s->dcheck_handle = NULL;
+	}
 	tx_reset(s);
 	s->io->close(s->io_arg);
 }
@@ -872,6 +884,62 @@ same_remote_addr(const char *a, const char *b)
 	return util_ascii_casecmp_n(at_a, strlen(at_a), at_b, strlen(at_b));
 }
 
+/* Add a recipient that passed every check. */
+static void
+rcpt_accept(struct smtp_session *s, const char *addr, const char *orcpt,
+    unsigned notify, bool local, const char *q)
+{
+	struct transaction *t = &s->tx;
+	const char *verdict = local ? "local" : "relay";
+
+	/* The same recipient twice in one transaction gets one copy. Local
+	 * parts are case-sensitive except in our own domains (RFC 5321 2.4),
+	 * whose lookups fold case. */
+	for (size_t i = 0; i < t->env.nrcpts; i++) {
+		const char *o = t->env.rcpts[i].addr;
+		bool same = local ?
+		    util_ascii_casecmp_n(o, strlen(o), addr, strlen(addr)) :
+		    same_remote_addr(o, addr);
+		if (same) {
+			verdict = "duplicate";
+			goto out;
+		}
+	}
+	envelope_add_rcpt(&t->env, addr, orcpt, notify);
+out:
+	reply(s, "250 2.1.5 Ok");
+	log_info("smtp session=%s event=rcpt to=<%s> result=%s", s->id, q, verdict);
+}
+
+static void
+domain_checked(void *arg, enum smtp_domain_verdict v)
+{
+	struct smtp_session *s = arg;
+	char q[SMTP_ADDR_PATH_MAX * 4 + 8];
+	const char *addr = s->pend_addr;
+
+	s->dcheck_handle = NULL;
+	log_quote(q, sizeof(q), addr, strlen(addr), SMTP_ADDR_PATH_MAX);
+	switch (v) {
+	case SMTP_DOMAIN_NULL_MX:
+		/* RFC 7505 3: fail at once, never queue. */
+		reply(s, "556 5.1.10 <%s>: Recipient address rejected: "
+		    "domain does not accept mail (null MX)", q);
+		log_info("smtp session=%s event=rcpt to=<%s> result=null-mx", s->id, q);
+		break;
+	case SMTP_DOMAIN_NXDOMAIN:
+		reply(s, "550 5.1.2 <%s>: Recipient address rejected: "
+		    "domain not found", q);
+		log_info("smtp session=%s event=rcpt to=<%s> result=no-domain", s->id, q);
+		break;
+	default:
+		rcpt_accept(s, addr, s->pend_has_orcpt ? s->pend_orcpt : NULL,
+		    s->pend_notify, false, q);
+		break;
+	}
+	resume(s, STATE_MAIL);
+}
+
 static void
 do_rcpt(struct smtp_session *s, const char *args, size_t len)
 {
@@ -989,23 +1057,20 @@ do_rcpt(struct smtp_session *s, const char *args, size_t len)
 		memcpy(orcpt_buf, orcpt->val, orcpt->vallen);
 		orcpt_buf[orcpt->vallen] = '\0';
 	}
-	/* The same recipient twice in one transaction gets one copy. Local
-	 * parts are case-sensitive except in our own domains (RFC 5321 2.4),
-	 * whose lookups fold case. */
-	for (size_t i = 0; i < t->env.nrcpts; i++) {
-		const char *o = t->env.rcpts[i].addr;
-		bool same = d != NULL ?
-		    util_ascii_casecmp_n(o, strlen(o), addr, strlen(addr)) :
-		    same_remote_addr(o, addr);
-		if (same) {
-			reply(s, "250 2.1.5 Ok");
-			verdict = "duplicate";
-			goto log;
-		}
+	if (d == NULL && !a.is_literal && s->dcheck != NULL) {
+		/* Ask DNS about the domain before saying 250; input waits. */
+		util_strlcpy(s->pend_addr, addr, sizeof(s->pend_addr));
+		s->pend_has_orcpt = orcpt != NULL;
+		if (orcpt != NULL)
+			util_strlcpy(s->pend_orcpt, orcpt_buf, sizeof(s->pend_orcpt));
+		s->pend_notify = notify;
+		wait_queue(s);
+		s->dcheck_handle = s->dcheck->start(s->dcheck_ctx, a.domain,
+		    domain_checked, s);
+		return;
 	}
-	envelope_add_rcpt(&t->env, addr, orcpt ? orcpt_buf : NULL, notify);
-	reply(s, "250 2.1.5 Ok");
-	verdict = d != NULL ? "local" : "relay";
+	rcpt_accept(s, addr, orcpt ? orcpt_buf : NULL, notify, d != NULL, q);
+	return;
 log:
 	log_info("smtp session=%s event=rcpt to=<%s> result=%s", s->id, q, verdict);
 }
@@ -1506,6 +1571,14 @@ smtp_session_new(const struct config *cfg,
 }
 
 void
+smtp_session_set_domain_check(struct smtp_session *s,
+    const struct smtp_domain_check_ops *ops, void *ctx)
+{
+	s->dcheck = ops;
+	s->dcheck_ctx = ctx;
+}
+
+void
 smtp_session_start(struct smtp_session *s)
 {
 	log_info("smtp session=%s event=connect client=%s:%u relay=%s", s->id,
@@ -1572,6 +1645,8 @@ smtp_session_free(struct smtp_session **sp)
 	if (s->tx.qtxn != NULL)
 		s->qops->abort(s->qctx, s->tx.qtxn);
 	s->tx.qtxn = NULL;
+	if (s->dcheck_handle != NULL)
+		s->dcheck->cancel(s->dcheck_ctx, s->dcheck_handle);
 	envelope_clear(&s->tx.env);
 	evbuffer_free(s->stage);
 	free(s);

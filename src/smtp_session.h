@@ -48,6 +48,25 @@ struct smtp_session_io {
 };
 
 /*
+ * Optional check of a foreign recipient domain at RCPT (RFC 7505 3: a null
+ * MX domain is refused at once with 556 5.1.10; the engine can also refuse
+ * a domain the checker reports as nonexistent, 550 5.1.2). Anything else,
+ * including a temporary failure or a slow resolver, lets the recipient
+ * through to the queue's retries.
+ */
+enum smtp_domain_verdict {
+	SMTP_DOMAIN_OK,
+	SMTP_DOMAIN_NULL_MX,
+	SMTP_DOMAIN_NXDOMAIN,
+};
+typedef void (*smtp_domain_cb)(void *arg, enum smtp_domain_verdict v);
+struct smtp_domain_check_ops {
+	/* Returns a handle; cb runs later from the loop, never inside. */
+	void *(*start)(void *ctx, const char *domain, smtp_domain_cb cb, void *arg);
+	void (*cancel)(void *ctx, void *handle);
+};
+
+/*
  * Create a session. in/out are the connection's buffers (not owned).
  * cfg, client strings and ops must outlive the session.
  */
@@ -55,6 +74,10 @@ struct smtp_session *smtp_session_new(const struct config *cfg,
     const struct smtp_session_client *client, struct evbuffer *in,
     struct evbuffer *out, const struct smtp_session_io *io, void *io_arg,
     const struct queue_client_ops *queue, void *queue_ctx);
+
+/* Check foreign domains at RCPT with ops (ctx passed back). */
+void smtp_session_set_domain_check(struct smtp_session *s,
+    const struct smtp_domain_check_ops *ops, void *ctx);
 
 /* Send the greeting. */
 void smtp_session_start(struct smtp_session *s);

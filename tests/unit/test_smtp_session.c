@@ -196,10 +196,40 @@ stop(struct t *t)
 	rmdir(t->dir);
 }
 
+/* fake RCPT-time domain check: answers from the domain's first label */
+static smtp_domain_cb dc_cb;
+static void *dc_arg;
+static enum smtp_domain_verdict dc_verdict;
+static int dc_handle;
+
+static void *
+dc_start(void *ctx, const char *domain, smtp_domain_cb cb, void *arg)
+{
+	assert_null(dc_cb);
+	dc_cb = cb;
+	dc_arg = arg;
+	dc_verdict = strncmp(domain, "nullmx.", 7) == 0 ? SMTP_DOMAIN_NULL_MX :
+	    strncmp(domain, "nxdomain.", 9) == 0 ? SMTP_DOMAIN_NXDOMAIN : SMTP_DOMAIN_OK;
+	return &dc_handle;
+}
+
+static void
+dc_cancel(void *ctx, void *handle)
+{
+	dc_cb = NULL;
+}
+
+static const struct smtp_domain_check_ops dc_ops = { dc_start, dc_cancel };
+
 /* Deliver pending queue answers until none is left. */
 static void
 fake_run(struct t *t)
 {
+	while (dc_cb != NULL) {
+		smtp_domain_cb cb = dc_cb;
+		dc_cb = NULL;
+		cb(dc_arg, dc_verdict);
+	}
 	while (t->q.cb != NULL) {
 		queue_client_cb cb = t->q.cb;
 		t->q.cb = NULL;
@@ -668,6 +698,33 @@ test_timeout(void **state)
 	stop(&t);
 }
 
+static void
+test_domain_check(void **state)
+{
+	struct t t;
+
+	start(&t, NULL, true);
+	smtp_session_set_domain_check(t.s, &dc_ops, NULL);
+	ehlo(&t);
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\n"
+	    "RCPT TO:<u@nullmx.test>\r\nRCPT TO:<u@nxdomain.test>\r\n"
+	    "RCPT TO:<u@fine.test>\r\nRCPT TO:<alice@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n"
+	    "556 5.1.10 <u@nullmx.test>: Recipient address rejected: domain does not accept mail (null MX)\r\n"
+	    "550 5.1.2 <u@nxdomain.test>: Recipient address rejected: domain not found\r\n"
+	    "250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n");
+	EXPECT_PREFIX(&t, "DATA\r\nx\r\n.\r\n", "354 ");
+	assert_int_equal(t.q.msgs[0].env.nrcpts, 2);
+	assert_string_equal(t.q.msgs[0].env.rcpts[0].addr, "u@fine.test");
+	/* a check in flight when the session ends is cancelled */
+	free(feed(&t, "MAIL FROM:<a@r.test>\r\n"));
+	evbuffer_add(t.in, "RCPT TO:<u@slow.test>\r\n", 23);
+	smtp_session_process(t.s);
+	assert_non_null(dc_cb);
+	stop(&t);
+	assert_null(dc_cb);
+}
+
 int
 main(void)
 {
@@ -686,6 +743,7 @@ main(void)
 		cmocka_unit_test(test_bdat),
 		cmocka_unit_test(test_queue_failures),
 		cmocka_unit_test(test_timeout),
+		cmocka_unit_test(test_domain_check),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
