@@ -1074,8 +1074,7 @@ auth_start(struct smtp_client *c)
 		c->auth_step = AUTH_LOGIN_USER;
 		cmd_write(c, SMTP_CLIENT_STAGE_AUTH, "AUTH LOGIN", 10);
 	} else {
-		auth_fail_local(c, "smarthost offers no AUTH PLAIN/LOGIN "
-		    "(%s)", c->params->peer ? c->params->peer : "peer");
+		auth_fail_local(c, "smarthost offers no AUTH PLAIN/LOGIN");
 	}
 }
 
