@@ -91,6 +91,7 @@ docs: build/tern
 
 bench: deps build/tern
 	sh bench/smtp-source.sh
+	sh bench/relay.sh
 
 # libFuzzer targets (clang): one per parser and one for the whole session.
 FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
