@@ -75,8 +75,10 @@
 #define RELAY_CLOSE_TIMEOUT 10        /* seconds to flush a last command */
 #define RELAY_MAX_ATTEMPTS 10         /* fresh connections per job */
 #define RELAY_IDLE_SECONDS 5          /* a cached connection waits this long */
-#define RELAY_IDLE_MAX 64             /* idle connections kept in all */
-#define RELAY_IDLE_PER_ADDR 4         /* ... and per server address */
+#define RELAY_IDLE_MAX 64             /* idle connections kept in all, at
+                                       * least; max_relay_connections if more.
+                                       * Per server address: as many as a
+                                       * domain may have open at once. */
 #define RELAY_CONN_READ_HIGH (256 * 1024)
 #define RELAY_QUEUE_READ_HIGH (2 * (IPC_MAX_PAYLOAD + 64))
 
@@ -659,8 +661,13 @@ conn_after_transaction(struct conn *c)
 	for (struct conn *o = r->conns; o != NULL; o = o->next)
 		if (o != c && o->state == CONN_IDLE && addr_eq(&o->addr, &c->addr))
 			same++;
-	if (r->stopping || r->nidle >= RELAY_IDLE_MAX ||
-	    same >= RELAY_IDLE_PER_ADDR || !smtp_client_idle(c->client)) {
+	size_t idle_max = r->cfg->max_relay_connections > RELAY_IDLE_MAX ?
+	    r->cfg->max_relay_connections : RELAY_IDLE_MAX;
+	/* Keeping as many idle as jobs may run for a destination lets a
+	 * steady stream reuse every connection instead of reconnecting. */
+	if (r->stopping || r->nidle >= idle_max ||
+	    same >= r->cfg->max_relay_connections_per_domain ||
+	    !smtp_client_idle(c->client)) {
 		conn_set_state(c, CONN_QUITTING);
 		smtp_client_quit(c->client);
 		return;
