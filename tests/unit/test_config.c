@@ -21,6 +21,7 @@
 
 #include "config.h"
 #include "local_lookup.h"
+#include "route.h"
 #include "util.h"
 
 static char tmpdir[] = "/tmp/tern-test-config-XXXXXX";
@@ -702,6 +703,66 @@ static const struct error_case error_cases[] = {
 	  "@C:14: block 'domain b.org' is never closed (missing '}')\n"
 	  "@D/aliases:1: alias 'info': target 'ghost' is not a mailbox or "
 	  "alias of domain a.org\n" },
+	/* route blocks */
+	{ "route option at top level", "smarthost relay.test\n", NULL, NULL,
+	  "@C:1: option 'smarthost' is only allowed in a route block\n" },
+	{ "route without a domain", "route {\n}\n", NULL, NULL,
+	  "@C:1: route: expects one domain, `*` or `.domain`, got 0\n" },
+	{ "route with a bad domain", "route exa_mple.com {\n}\n", NULL, NULL,
+	  "@C:1: route: 'exa_mple.com' is not `*`, a domain or `.domain`: may "
+	  "only contain letters, digits, '-' and '.'\n" },
+	{ "route brace on the next line", "route *\n{\n}\n", NULL, NULL,
+	  "@C:1: 'route' opens a block: route DOMAIN { ... }\n"
+	  "@C:2: '{' must follow an option on the same line\n"
+	  "@C:3: unexpected '}' (no block is open)\n" },
+	{ "route duplicate", "route b.org { }\nroute B.org { }\n", NULL, NULL,
+	  "@C:2: route b.org is already defined at line 1\n" },
+	{ "route for a local domain",
+	  "domain a.org { mailbox postmaster }\nroute a.org { }\n", NULL, NULL,
+	  "@C:2: route a.org: a.org is a local domain (its mail is delivered "
+	  "to Maildirs; routes are for foreign domains)\n" },
+	{ "smarthost: IPv6 without brackets",
+	  "route * { smarthost 2001:db8::1:25 }\n", NULL, NULL,
+	  "@C:1: smarthost: '2001:db8::1:25': an IPv6 address goes in brackets "
+	  "([2001:db8::1]:25)\n" },
+	{ "smarthost: bad port", "route * { smarthost [192.0.2.1]:0 }\n",
+	  NULL, NULL,
+	  "@C:1: smarthost: '[192.0.2.1]:0': the port must be 1..65535\n" },
+	{ "smarthost: junk after the bracket",
+	  "route * { smarthost [192.0.2.1]x }\n", NULL, NULL,
+	  "@C:1: smarthost: '[192.0.2.1]x': only ':PORT' may follow ']'\n" },
+	{ "smarthost: bad host", "route * { smarthost relay..test:25 }\n",
+	  NULL, NULL,
+	  "@C:1: smarthost: 'relay..test:25': 'relay..test' is not an IP "
+	  "address or a valid host name: has an empty label\n" },
+	{ "auth_user without a smarthost",
+	  "route * {\n auth_user u\n auth_password_file @D/users\n}\n",
+	  "secret\n", NULL,
+	  "@C:1: route *: auth_user needs a smarthost (credentials are only "
+	  "sent to a smarthost)\n" },
+	{ "auth_user without a password file",
+	  "route * {\n smarthost [192.0.2.1]:587\n auth_user u\n}\n", NULL,
+	  NULL, "@C:1: route *: auth_user needs auth_password_file\n" },
+	{ "password file without auth_user",
+	  "route * {\n smarthost [192.0.2.1]:587\n"
+	  " auth_password_file @D/users\n}\n", "secret\n", NULL,
+	  "@C:1: route *: auth_password_file needs auth_user\n" },
+	{ "password file missing",
+	  "route * {\n smarthost [192.0.2.1]:587\n auth_user u\n"
+	  " auth_password_file @D/nope\n}\n", NULL, NULL,
+	  "@C:4: auth_password_file: cannot open @D/nope: No such file or "
+	  "directory\n" },
+	{ "password file empty",
+	  "route * {\n smarthost [192.0.2.1]:587\n auth_user u\n"
+	  " auth_password_file @D/users\n}\n", "\nsecond line\n", NULL,
+	  "@C:4: auth_password_file: @D/users holds no password (its first "
+	  "line is empty)\n" },
+	{ "auth_user with a control character",
+	  "route * {\n smarthost [192.0.2.1]:587\n auth_user \"a\tb\"\n"
+	  "}\n", NULL, NULL,
+	  "@C:3: auth_user: 'a\\x09b' contains a control character\n" },
+	{ "require_tls keyword", "route * { require_tls maybe }\n", NULL, NULL,
+	  "@C:1: require_tls: 'maybe' is not one of no, yes\n" },
 };
 
 static void
@@ -826,6 +887,118 @@ make_sockaddr(const char *ip, struct sockaddr_storage *ss)
 		sin->sin_family = AF_INET;
 		assert_int_equal(inet_pton(AF_INET, ip, &sin->sin_addr), 1);
 	}
+}
+
+/*
+ * Routes: parsing and the matching order (route.h)
+ */
+
+static void
+test_routes_parse(void **state)
+{
+	struct config *cfg;
+	const struct config_route *rt;
+	char pw[512];
+
+	(void)state;
+	/* write_file()'s result is overwritten by the next call: copy it */
+	util_strlcpy(pw, write_file("secret", "p\xc3\xa4ss word\r\nignored\n"),
+	    sizeof(pw));
+	assert_int_equal(chmod(pw, 0600), 0);
+	cfg = load_ok("route * {\n"
+	    "    smarthost [smtp.Provider.test]:587\n"
+	    "    auth_user \"user@example.org\"\n"
+	    "    auth_password_file @D/secret\n"
+	    "}\n"
+	    "route .Sub.test { smarthost relay.test }\n"
+	    "route v6.test { smarthost [IPv6:2001:db8::25] }\n"
+	    "route v4.test { smarthost 192.0.2.25:2525 }\n"
+	    "route mx.test {\n    require_tls yes\n}\n");
+	assert_null(cfg->warnings);
+	assert_int_equal(cfg->nroutes, 5);
+	rt = &cfg->routes[0];
+	assert_string_equal(rt->domain, "*");
+	assert_string_equal(rt->smarthost, "[smtp.Provider.test]:587");
+	assert_string_equal(rt->smarthost_host, "smtp.provider.test");
+	assert_int_equal(rt->smarthost_port, 587);
+	assert_false(rt->smarthost_mx);
+	assert_false(rt->smarthost_ip);
+	assert_string_equal(rt->auth_user, "user@example.org");
+	assert_string_equal(rt->auth_password, "p\xc3\xa4ss word");
+	assert_int_equal(rt->require_tls, 0);
+	rt = &cfg->routes[1];
+	assert_string_equal(rt->domain, ".sub.test");
+	assert_true(rt->smarthost_mx);
+	assert_int_equal(rt->smarthost_port, 25);
+	assert_null(rt->auth_user);
+	rt = &cfg->routes[2];
+	assert_string_equal(rt->smarthost_host, "2001:db8::25");
+	assert_true(rt->smarthost_ip);
+	assert_false(rt->smarthost_mx);
+	rt = &cfg->routes[3];
+	assert_true(rt->smarthost_ip);
+	assert_false(rt->smarthost_mx);
+	assert_int_equal(rt->smarthost_port, 2525);
+	rt = &cfg->routes[4];
+	assert_null(rt->smarthost);
+	assert_int_equal(rt->require_tls, 1);
+	config_free(&cfg);
+
+	/* a password file others may read: loaded, with a warning */
+	assert_int_equal(chmod(pw, 0644), 0);
+	cfg = load_ok("route * {\n smarthost [192.0.2.1]:587\n auth_user u\n"
+	    " auth_password_file @D/secret\n}\n");
+	assert_non_null(cfg->warnings);
+	assert_non_null(strstr(cfg->warnings, "may be read by group or others "
+	    "(mode 0644)"));
+	assert_null(strstr(cfg->warnings, "ss word"));   /* never the password */
+	config_free(&cfg);
+}
+
+static void
+test_route_lookup(void **state)
+{
+	static const struct {
+		const char *name;
+		const char *domain;
+		const char *want;      /* route block, or NULL: none */
+	} cases[] = {
+		{ "exact", "exact.test", "exact.test" },
+		{ "exact, other case and final dot", "EXACT.test.", "exact.test" },
+		{ "exact beats suffix", "b.example.test", "b.example.test" },
+		{ "subdomain", "a.example.test", ".example.test" },
+		{ "deep subdomain", "x.y.a.example.test", ".example.test" },
+		{ "longest suffix", "x.deep.example.test", ".deep.example.test" },
+		{ "suffix is not the domain itself", "example.test", "*" },
+		{ "suffix needs a dot boundary", "badexample.test", "*" },
+		{ "a subdomain of an exact block is not it", "a.exact.test", "*" },
+		{ "default", "other.test", "*" },
+		{ "address literal only matches *", "[192.0.2.1]", "*" },
+	};
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok("route exact.test { }\n"
+	    "route * { smarthost [192.0.2.1] }\n"
+	    "route .example.test { }\n"
+	    "route .deep.example.test { }\n"
+	    "route b.example.test { }\n");
+	for (size_t i = 0; i < nitems(cases); i++) {
+		const struct config_route *rt = route_lookup(cfg,
+		    cases[i].domain);
+		const char *got = rt != NULL ? rt->domain : NULL;
+
+		if (got == NULL || strcmp(got, cases[i].want) != 0)
+			fail_msg("case %s: want %s, got %s", cases[i].name,
+			    cases[i].want, got ? got : "(none)");
+	}
+	config_free(&cfg);
+	/* without "*", a domain without a block: none (MX lookup) */
+	cfg = load_ok("route .example.test { }\n");
+	assert_null(route_lookup(cfg, "other.test"));
+	assert_null(route_lookup(cfg, "[192.0.2.1]"));
+	assert_non_null(route_lookup(cfg, "a.example.test"));
+	config_free(&cfg);
 }
 
 static void
@@ -1210,6 +1383,8 @@ main(void)
 		cmocka_unit_test(test_missing_config_file),
 		cmocka_unit_test(test_too_many_listeners),
 		cmocka_unit_test(test_too_many_errors),
+		cmocka_unit_test(test_routes_parse),
+		cmocka_unit_test(test_route_lookup),
 		cmocka_unit_test(test_relay_networks),
 		cmocka_unit_test(test_local_lookup),
 		cmocka_unit_test(test_local_expand),
