@@ -63,8 +63,7 @@ PY=/usr/bin/python3
 SINK_IP=127.0.0.2
 DEST=relay.test
 
-die() { echo "bench: $*" >&2; exit 1; }
-has() { case " $SYSTEMS " in *" $1 "*) return 0 ;; esac; return 1; }
+. "$TOP/bench/lib.sh"
 
 for n in "$MESSAGES" "$SIZE" "$SESSIONS" "$STALL" "$RELAY_CONCURRENCY"; do
 	case $n in '' | *[!0-9]*) die "MESSAGES, SIZE, SESSIONS, STALL, RELAY_CONCURRENCY must be integers" ;; esac
@@ -89,155 +88,15 @@ if has tern; then
 	done
 fi
 
-# ---------------------------------------------------------------- clean-up
-DIR=$(mktemp -d /tmp/tern-bench-relay.XXXXXX)
-# tern's workers, Postfix's daemons, dnsmasq and smtp-sink drop privileges:
-# they must be able to traverse the temporary directory.
-chmod 755 "$DIR"
-TERN_PID=""
-TERN_BAD=""
-SRC_PID=""
+bench_setup tern-bench-relay
 SINK_PID=""
 DNS_PID=""
-PFX_STARTED=""
-PFX_CONF=$DIR/postfix/etc
-PFX_QUEUE=$DIR/postfix/queue
-
-alive() { [ -n "$1" ] && kill -0 "$1" 2>/dev/null; }
-
-# Send SIGTERM to the given PIDs, wait up to 10 s, then SIGKILL survivors.
-# Returns 1 when SIGKILL was needed.
-stop_pids() {
-	for p in "$@"; do
-		if alive "$p"; then kill -TERM "$p" 2>/dev/null || :; fi
-	done
-	i=0
-	while [ "$i" -lt 100 ]; do
-		any=""
-		for p in "$@"; do
-			if alive "$p"; then any=1; fi
-		done
-		[ -z "$any" ] && return 0
-		sleep 0.1
-		i=$((i + 1))
-	done
-	for p in "$@"; do
-		if alive "$p"; then kill -KILL "$p" 2>/dev/null || :; fi
-	done
-	return 1
-}
-
-# A plain child of this script (smtp-sink, dnsmasq): stop it and reap it.
-stop_child() {
-	[ -n "$1" ] || return 0
-	stop_pids "$1" || :
-	wait "$1" 2>/dev/null || :
-}
-
-# tern's parent is asked to stop (it stops its workers; that is checked too).
-# The workers' PIDs are noted first so that none can outlive the benchmark.
-stop_tern() {
-	[ -n "$TERN_PID" ] || return 0
-	kids=$(ps -o pid= --ppid "$TERN_PID" 2>/dev/null || :)
-	if ! stop_pids "$TERN_PID"; then
-		echo "bench: tern (pid $TERN_PID) ignored SIGTERM for 10 s: killed" >&2
-		TERN_BAD=1
-	fi
-	wait "$TERN_PID" 2>/dev/null || :
-	# shellcheck disable=SC2086
-	if ! stop_pids $kids; then
-		echo "bench: tern workers ($kids) outlived their parent: killed" >&2
-		TERN_BAD=1
-	fi
-	TERN_PID=""
-}
-
-# "postfix stop" stops only the instance of our config directory, and
-# returns before its master has gone: wait for that master, by the PID in
-# our own queue directory, and kill it (and its children) if it lingers.
-stop_postfix() {
-	[ -n "$PFX_STARTED" ] || return 0
-	pid=""
-	if [ -r "$PFX_QUEUE/pid/master.pid" ]; then
-		pid=$(tr -dc 0-9 <"$PFX_QUEUE/pid/master.pid")
-	fi
-	"$POSTFIX" -c "$PFX_CONF" stop >/dev/null 2>&1 || :
-	if [ -n "$pid" ]; then
-		kids=$(ps -o pid= --ppid "$pid" 2>/dev/null || :)
-		# shellcheck disable=SC2086
-		stop_pids "$pid" $kids || :
-	fi
-	PFX_STARTED=""
-}
-
-cleanup() {
-	rc=$?
-	trap - EXIT INT TERM HUP
-	if [ -n "$SRC_PID" ]; then stop_pids "$SRC_PID" || :; fi
-	stop_tern
-	stop_postfix
+stop_extra() {
 	stop_child "$SINK_PID"
 	stop_child "$DNS_PID"
-	if [ "${KEEP:-0}" = 1 ]; then
-		echo "bench: kept $DIR" >&2
-	else
-		rm -rf "$DIR"
-	fi
-	exit "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-trap 'exit 129' HUP
 
 # ---------------------------------------------------------------- helpers
-now() { date +%s.%N; }
-
-# free_port ADDR [udp]: a TCP port free on ADDR (and UDP too with "udp").
-free_port() {
-	"$PY" - "$1" "${2:-}" <<'EOF'
-import socket, sys
-addr, udp = sys.argv[1], sys.argv[2] == "udp"
-for _ in range(100):
-    t = socket.socket()
-    t.bind((addr, 0))
-    port = t.getsockname()[1]
-    if udp:
-        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            u.bind((addr, port))
-        except OSError:
-            t.close()
-            continue
-        u.close()
-    t.close()
-    print(port)
-    sys.exit(0)
-sys.exit(1)
-EOF
-}
-
-# wait_smtp ADDR PORT: until an SMTP server greets there; say QUIT politely
-# so that the probe leaves no error in the server's log.
-wait_smtp() {
-	"$PY" - "$1" "$2" <<'EOF'
-import socket, sys, time
-deadline = time.time() + 30
-while time.time() < deadline:
-    try:
-        with socket.create_connection((sys.argv[1], int(sys.argv[2])), 2) as s:
-            f = s.makefile("rb")
-            if f.readline().startswith(b"220"):
-                s.sendall(b"QUIT\r\n")
-                f.readline()
-                sys.exit(0)
-    except OSError:
-        pass
-    time.sleep(0.1)
-sys.exit(1)
-EOF
-}
-
 # Messages the sink has received so far: the last "mesg=N" of its -c
 # counter line "sess=N quit=N mesg=N", which it rewrites (CR-separated) at
 # every "." it receives and every session's end. sink_sessions: "sess=N",
@@ -248,16 +107,6 @@ sink_field() {
 }
 sink_count() { sink_field mesg "$1"; }
 sink_sessions() { sink_field sess "$1"; }
-
-# CPU time (in clock ticks) used so far by process $1 and its children,
-# living or already reaped: utime+stime+cutime+cstime of /proc/PID/stat.
-# tern's workers and all of Postfix's daemons are children of one process.
-cpu_ticks() {
-	for p in "$1" $(ps -o pid= --ppid "$1" 2>/dev/null); do
-		sed 's/.*) //' "/proc/$p/stat" 2>/dev/null || :
-	done | awk '{ t += $12 + $13 + $14 + $15 } END { print t + 0 }'
-}
-HZ=$(getconf CLK_TCK)
 
 # "PID USER+SYSTEM SYSTEM" ticks for each living child of process $1.
 child_ticks() {
@@ -295,9 +144,6 @@ start_sink() {
 	fi
 }
 
-RESULTS=""
-FAILED=""
-
 # run NAME PORT LOG PID: send to 127.0.0.1:PORT, then poll the sink's
 # counter until it reaches MESSAGES, or until nothing new has arrived for
 # STALL seconds. PID is the MTA's top process, for its CPU time.
@@ -309,55 +155,15 @@ run() {
 	c0=$(cpu_ticks "$spid")
 	s0=$(cpu_ticks "$SINK_PID")
 	k0=$(child_ticks "$spid")
-	t0=$(now)
-	src_rc=0
-	# shellcheck disable=SC2086
-	"$SMTP_SOURCE" $SMTP_SOURCE_OPTS -l "$SIZE" -m "$MESSAGES" -s "$SESSIONS" \
-		-M client.bench.test -f sender@bench.test -t "user@$DEST" \
-		"127.0.0.1:$port" >"$DIR/$name.smtp-source.out" 2>&1 &
-	# In the background, so that a signal reaches our trap at once.
-	SRC_PID=$!
-	wait "$SRC_PID" || src_rc=$?
-	SRC_PID=""
-	t1=$(now)
-	if [ "$src_rc" != 0 ]; then
-		echo "bench: $name: smtp-source failed (exit $src_rc):" >&2
-		tail -n 5 "$DIR/$name.smtp-source.out" >&2
-	fi
-	last=-1
-	last_t=$(date +%s)
-	while :; do
-		n=$(($(sink_count "$SINK_OUT") - base))
-		[ "$n" -ge "$MESSAGES" ] && break
-		if [ "$n" != "$last" ]; then
-			last=$n
-			last_t=$(date +%s)
-		elif [ $(($(date +%s) - last_t)) -ge "$STALL" ]; then
-			break
-		fi
-		sleep 0.05
-	done
-	t2=$(now)
+	send_and_wait "$name" "$port" "user@$DEST" arrived
 	c1=$(cpu_ticks "$spid")
 	s1=$(cpu_ticks "$SINK_PID")
 	if [ "$name" = tern ]; then
 		TERN_SPLIT=$(tern_split "$k0" "$(child_ticks "$spid")" "$log")
 		echo "bench: tern CPU by worker: $TERN_SPLIT" >&2
 	fi
-	if [ "$n" -lt "$MESSAGES" ]; then
-		echo "bench: $name: only $n of $MESSAGES messages reached the sink" \
-			"(nothing new for ${STALL}s); last log lines:" >&2
-		tail -n 20 "$log" >&2 || :
-		FAILED="$FAILED; $name: $((MESSAGES - n)) of $MESSAGES messages missing"
-	else
-		# Not timed: a second later, nothing more may have arrived.
-		sleep 1
-		extra=$(($(sink_count "$SINK_OUT") - base - MESSAGES))
-		if [ "$extra" -gt 0 ]; then
-			echo "bench: $name: the sink received $extra messages more than were sent" >&2
-			FAILED="$FAILED; $name: $extra duplicate deliveries"
-		fi
-	fi
+	check_arrived "$name" "$log" arrived "reached the sink" \
+		"the sink received %d messages more than were sent"
 	# Connections the MTA opened to the sink: those that have ended, plus
 	# those still open (cached for reuse), counted by the kernel.
 	open_now=$(ss -Htn state established "( dport = :$SINK_PORT )" 2>/dev/null | wc -l)
@@ -370,6 +176,8 @@ run() {
 			cpu / 100, scpu / 100, conns }')
 "
 }
+
+arrived() { echo $(($(sink_count "$SINK_OUT") - base)); }
 
 # ---------------------------------------------------------------- tern
 # tern_conf FILE PORT ROUTE_LINES: the benchmark configuration.
@@ -438,12 +246,7 @@ bench_tern() {
 		[ "$i" -lt 50 ] || { cat "$DIR/tern/route.out" >&2; die "tern route user@$DEST fails"; }
 		sleep 0.2
 	done
-	"$TERN" serve -c "$conf" >"$DIR/tern/tern.log" 2>&1 &
-	TERN_PID=$!
-	if ! wait_smtp 127.0.0.1 "$port"; then
-		tail -n 20 "$DIR/tern/tern.log" >&2
-		die "tern did not start listening on 127.0.0.1:$port"
-	fi
+	start_tern "$conf" "$port"
 	i=0
 	until grep -q 'relay event=ready' "$DIR/tern/tern.log"; do
 		i=$((i + 1))
@@ -451,12 +254,11 @@ bench_tern() {
 		sleep 0.1
 	done
 	run tern "$port" "$DIR/tern/tern.log" "$TERN_PID"
-	stop_tern
+	end_tern
 	stop_child "$SINK_PID"
 	SINK_PID=""
 	stop_child "$DNS_PID"
 	DNS_PID=""
-	[ -z "$TERN_BAD" ] || FAILED="$FAILED; tern: did not stop cleanly on SIGTERM"
 	log=$DIR/tern/tern.log
 	# Every relay attempt is one line with its state: anything but
 	# delivered (a deferral, a retry) is worth knowing even when every
@@ -471,64 +273,23 @@ bench_tern() {
 		echo "bench: tern: $twice recipients logged as delivered more than once" >&2
 		FAILED="$FAILED; tern: $twice recipients relayed twice (log)"
 	fi
-	pat=' (warn|error): |^\[(warn|err)\]|reason=error|state=(deferred|failed|temporary|permanent)|fatal|panic|Sanitizer|Assertion'
-	if grep -Eq "$pat" "$log"; then
-		echo "bench: tern logged problems ($(grep -Ec "$pat" "$log") lines; first 10):" >&2
-		grep -E "$pat" "$log" | head -n 10 | cut -c1-300 >&2
-	fi
+	tern_problems ' (warn|error): |^\[(warn|err)\]|reason=error|state=(deferred|failed|temporary|permanent)|fatal|panic|Sanitizer|Assertion' \
+		"$log"
 }
 
 # ---------------------------------------------------------------- Postfix
-# A private instance with its own config, queue and data directories (see
-# bench/smtp-source.sh): nothing is delivered locally, every recipient is
-# relayed to relayhost = [SINK_IP]:SINK_PORT (brackets: no MX lookup).
+# A private instance (bench/lib.sh): nothing is delivered locally, every
+# recipient is relayed to relayhost = [SINK_IP]:SINK_PORT (brackets: no MX
+# lookup).
 bench_postfix() {
 	port=$(free_port 127.0.0.1)
 	start_sink postfix
-	mkdir -p "$PFX_CONF" "$PFX_QUEUE"
-	master_cf=/etc/postfix/master.cf
-	[ -r "$master_cf" ] || master_cf=/usr/share/postfix/master.cf.dist
-	cp "$master_cf" "$PFX_CONF/master.cf"
-	cat >"$PFX_CONF/main.cf" <<-EOF
-	# Private Postfix instance for bench/relay.sh: relays everything from
-	# 127.0.0.0/8 to the sink; default durability and concurrency.
-	compatibility_level = 3.6
-	queue_directory = $PFX_QUEUE
-	data_directory = $DIR/postfix/data
-	myhostname = postfix.bench.test
-	mydomain = bench.test
-	myorigin = bench.test
-	inet_interfaces = 127.0.0.1
-	inet_protocols = ipv4
-	mydestination =
+	postfix_instance "$port" "relays everything from 127.0.0.0/8 to the sink; default durability and concurrency." <<-EOF
 	local_recipient_maps =
-	mynetworks = 127.0.0.0/8
 	relayhost = [$SINK_IP]:$SINK_PORT
-	alias_maps =
-	alias_database =
-	smtpd_recipient_restrictions = permit_mynetworks, reject
-	smtpd_relay_restrictions = permit_mynetworks, reject
-	message_size_limit = 10485760
-	default_process_limit = 100
-	smtpd_client_connection_count_limit = 100
-	maillog_file = $DIR/postfix/postfix.log
-	maillog_file_prefixes = /var, /dev/stdout, $DIR/postfix/
 	EOF
-	"$POSTCONF" -c "$PFX_CONF" -M -X smtp/inet
-	"$POSTCONF" -c "$PFX_CONF" -M "127.0.0.1:$port/inet=127.0.0.1:$port inet n - n - - smtpd"
-	"$POSTCONF" -c "$PFX_CONF" -F '*/*/chroot = n'
-
-	"$POSTFIX" -c "$PFX_CONF" check >"$DIR/postfix/check.out" 2>&1 ||
-		{ cat "$DIR/postfix/check.out" >&2; die "postfix check failed"; }
-	PFX_STARTED=1
-	"$POSTFIX" -c "$PFX_CONF" start >"$DIR/postfix/start.out" 2>&1 ||
-		{ cat "$DIR/postfix/start.out" "$DIR/postfix/postfix.log" >&2; die "postfix start failed"; }
-	if ! wait_smtp 127.0.0.1 "$port"; then
-		tail -n 20 "$DIR/postfix/postfix.log" >&2 || :
-		die "Postfix did not start listening on 127.0.0.1:$port"
-	fi
-	run postfix "$port" "$DIR/postfix/postfix.log" \
-		"$(tr -dc 0-9 <"$PFX_QUEUE/pid/master.pid")"
+	start_postfix "$port"
+	run postfix "$port" "$DIR/postfix/postfix.log" "$(postfix_master)"
 	stop_postfix
 	stop_child "$SINK_PID"
 	SINK_PID=""
@@ -536,12 +297,7 @@ bench_postfix() {
 	PFX_STATES=$(grep -o ' status=[a-z]*' "$log" | sed 's/.*=//' | sort | uniq -c |
 		awk '{ printf "%s%s=%s", sep, $2, $1; sep = " " }')
 	echo "bench: Postfix deliveries by status: ${PFX_STATES:-none}" >&2
-	# (A VM's "file system clock is N seconds ahead" warning is harmless.)
-	pat='warning|error|fatal|panic|status=(deferred|bounced)'
-	if grep -E "$pat" "$log" | grep -Evq 'clock is .* ahead|resetting file time'; then
-		echo "bench: Postfix logged problems (first 10 lines):" >&2
-		grep -E "$pat" "$log" | head -n 10 >&2
-	fi
+	postfix_problems 'warning|error|fatal|panic|status=(deferred|bounced)' "$log"
 }
 
 TERN_STATES=""
@@ -561,15 +317,8 @@ echo "seconds: from the start of smtp-source until the sink has received every m
 echo "accept-s: until smtp-source had its last 250"
 echo "cpu-s: CPU time of the MTA's processes (user + system) during the run; sink-s: the sink's"
 echo "conns: SMTP connections the MTA opened to the sink (fewer: more reuse)"
-printf '%s' "$RESULTS" | awk '
-	BEGIN { printf "%-8s %9s %9s %9s %8s %7s %7s %6s\n", "system", "messages", "accept-s", "seconds", "msg/s", "cpu-s", "sink-s", "conns" }
-	{ printf "%-8s %9d %9.2f %9.2f %8.0f %7.2f %7.2f %6d\n", $1, $2, $3, $4, $5, $6, $7, $8; r[$1] = $5 }
-	END {
-		if (r["tern"] > 0 && r["postfix"] > 0)
-			printf "ratio tern/postfix: %.2f\n", r["tern"] / r["postfix"]
-		else
-			print "ratio tern/postfix: n/a"
-	}'
+result_table system:-8:s messages:9:d accept-s:9:.2f seconds:9:.2f msg/s:8:.0f \
+	cpu-s:7:.2f sink-s:7:.2f conns:6:d
 
 if [ -n "$FAILED" ]; then
 	echo "bench: FAILED:${FAILED#;}" >&2
