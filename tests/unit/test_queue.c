@@ -36,6 +36,8 @@
 
 #define WAIT_MS 15000
 
+#include "ipc_test_util.h"
+
 struct fx {
 	char dir[64];
 	char spool[128];
@@ -100,15 +102,10 @@ setup(void **state)
 static void
 stop_child(struct fx *f, int want_status)
 {
-	int status;
-
 	if (f->pid <= 0)
 		return;
 	assert_int_equal(ipc_send_fd(f->ctl, IPC_CTL_SHUTDOWN, -1), 0);
-	assert_int_equal(waitpid(f->pid, &status, 0), f->pid);
-	f->pid = -1;
-	assert_true(WIFEXITED(status));
-	assert_int_equal(WEXITSTATUS(status), want_status);
+	assert_int_equal(ipc_test_reap(&f->pid), want_status);
 }
 
 static int
@@ -145,26 +142,17 @@ teardown(void **state)
 static void
 start_child_as(struct fx *f, uid_t uid, gid_t gid)
 {
-	int ctl[2], chan[2], rel[2] = { -1, -1 };
+	/* control, submission and (with use_relay) relay channels */
+	int sp[3][2] = { { -1, -1 }, { -1, -1 }, { -1, -1 } };
 	enum ipc_type type;
 	int fd;
 
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, ctl), 0);
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, chan), 0);
-	if (f->use_relay)
-		assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, rel), 0);
-	fflush(NULL);
-	f->pid = fork();
-	assert_true(f->pid >= 0);
+	f->pid = ipc_test_fork(sp, f->use_relay ? 3 : 2);
 	if (f->pid == 0) {
 		char err[256];
 		struct queue *q;
 		int status;
 
-		close(ctl[0]);
-		close(chan[0]);
-		if (rel[0] != -1)
-			close(rel[0]);
 		log_set_role("queue");
 		q = queue_new(&f->cfg, uid, gid, err, sizeof(err));
 		if (q == NULL) {
@@ -176,19 +164,15 @@ start_child_as(struct fx *f, uid_t uid, gid_t gid)
 			log_err("drop privileges: %s", strerror(errno));
 			_exit(4);
 		}
-		status = queue_run(q, ctl[1], chan[1], rel[1]);
+		status = queue_run(q, sp[0][1], sp[1][1], sp[2][1]);
 		queue_free(&q);
-		close(ctl[1]);
+		close(sp[0][1]);
 		/* exit, not _exit: LeakSanitizer checks the queue process too. */
 		exit(status);
 	}
-	close(ctl[1]);
-	close(chan[1]);
-	if (rel[1] != -1)
-		close(rel[1]);
-	f->ctl = ctl[0];
-	f->chan = chan[0];
-	f->relay = rel[0];
+	f->ctl = sp[0][0];
+	f->chan = sp[1][0];
+	f->relay = sp[2][0];
 	assert_int_equal(ipc_recv_fd(f->ctl, &type, &fd), 1);
 	assert_int_equal(type, IPC_CTL_READY);
 	assert_int_equal(fd, -1);
@@ -200,55 +184,15 @@ start_child(struct fx *f)
 	start_child_as(f, (uid_t)-1, (gid_t)-1);
 }
 
-static void
-send_frame(int fd, enum ipc_type type, uint64_t id, const void *p, size_t len)
-{
-	struct evbuffer *b = evbuffer_new();
-
-	ipc_write(b, type, id, p, len);
-	assert_int_equal(util_write_all(fd, evbuffer_pullup(b, -1),
-	    evbuffer_get_length(b)), 0);
-	evbuffer_free(b);
-}
-
-static int
-read_full(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-
-	while (len > 0) {
-		struct pollfd pfd = { fd, POLLIN, 0 };
-		ssize_t n;
-
-		if (poll(&pfd, 1, WAIT_MS) != 1)
-			fail_msg("timed out waiting for the queue");
-		n = read(fd, p, len);
-		if (n == 0)
-			return 0;
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			if (errno == ECONNRESET)
-				return 0;
-			fail_msg("read: %s", strerror(errno));
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 1;
-}
-
 /* One reply frame into h and buf (NUL-terminated); 0 on EOF. */
 static int
 recv_frame(int fd, struct ipc_hdr *h, char *buf, size_t bufsize)
 {
-	if (read_full(fd, h, sizeof(*h)) == 0)
-		return 0;
-	assert_true(h->len < bufsize);
-	if (h->len > 0 && read_full(fd, buf, h->len) == 0)
-		return 0;
-	buf[h->len] = '\0';
-	return 1;
+	int rc = recv_frame_ms(fd, h, buf, bufsize, WAIT_MS);
+
+	if (rc == -1)
+		fail_msg("timed out waiting for the queue");
+	return rc;
 }
 
 static void

@@ -35,6 +35,8 @@
 #define WAIT_MS 20000
 #define QID "0123456789abcdef"
 
+#include "ipc_test_util.h"
+
 /* ------------------------------------------------------------------ */
 /* scripted SMTP servers */
 
@@ -383,20 +385,14 @@ teardown(void **state)
 static void
 start_relay(struct fx *f, unsigned port)
 {
-	int ctl[2], chan[2];
+	int sp[2][2];   /* control and job channels */
 
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, ctl), 0);
-	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, chan), 0);
-	fflush(NULL);
-	f->pid = fork();
-	assert_true(f->pid >= 0);
+	f->pid = ipc_test_fork(sp, 2);
 	if (f->pid == 0) {
 		char err[256];
 		struct relay *r;
 		int status, lfd;
 
-		close(ctl[0]);
-		close(chan[0]);
 		/* every line (and a sanitizer's report) to the log file */
 		lfd = open(f->logpath, O_WRONLY | O_APPEND);
 		dup2(lfd, STDERR_FILENO);
@@ -409,31 +405,24 @@ start_relay(struct fx *f, unsigned port)
 			_exit(3);
 		}
 		relay_set_port(r, port);
-		status = relay_run(r, ctl[1], chan[1]);
+		status = relay_run(r, sp[0][1], sp[1][1]);
 		relay_free(&r);
 		config_free(&f->cfg);
 		free(f);
 		/* exit, not _exit: LeakSanitizer checks the relay too. */
 		exit(status);
 	}
-	close(ctl[1]);
-	close(chan[1]);
-	f->ctl = ctl[0];
-	f->chan = chan[0];
+	f->ctl = sp[0][0];
+	f->chan = sp[1][0];
 }
 
 static int
 stop_relay(struct fx *f)
 {
-	int status;
-
 	if (f->pid <= 0)
 		return -1;
 	(void)ipc_send_fd(f->ctl, IPC_CTL_SHUTDOWN, -1);
-	assert_int_equal(waitpid(f->pid, &status, 0), f->pid);
-	f->pid = -1;
-	assert_true(WIFEXITED(status));
-	return WEXITSTATUS(status);
+	return ipc_test_reap(&f->pid);
 }
 
 static char *
@@ -448,17 +437,6 @@ read_log(struct fx *f)
 	close(fd);
 	buf[n > 0 ? n : 0] = '\0';
 	return buf;
-}
-
-static void
-send_frame(int fd, enum ipc_type type, uint64_t id, const void *p, size_t len)
-{
-	struct evbuffer *b = evbuffer_new();
-
-	ipc_write(b, type, id, p, len);
-	assert_int_equal(util_write_all(fd, evbuffer_pullup(b, -1),
-	    evbuffer_get_length(b)), 0);
-	evbuffer_free(b);
 }
 
 static void
@@ -487,46 +465,6 @@ send_job(int fd, uint64_t id, const char *domain, const char *const *rcpts,
 		send_frame(fd, IPC_RELAY_DATA, id, body, strlen(body));
 		send_frame(fd, IPC_RELAY_END, id, NULL, 0);
 	}
-}
-
-/* 1 with a frame, 0 on EOF, -1 on timeout. */
-static int
-read_full(int fd, void *buf, size_t len, int ms)
-{
-	char *p = buf;
-
-	while (len > 0) {
-		struct pollfd pfd = { fd, POLLIN, 0 };
-		ssize_t n;
-
-		if (poll(&pfd, 1, ms) != 1)
-			return -1;
-		n = read(fd, p, len);
-		if (n == 0 || (n < 0 && errno == ECONNRESET))
-			return 0;
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			fail_msg("read: %s", strerror(errno));
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 1;
-}
-
-static int
-recv_frame_ms(int fd, struct ipc_hdr *h, char *buf, size_t size, int ms)
-{
-	int rc;
-
-	if ((rc = read_full(fd, h, sizeof(*h), ms)) != 1)
-		return rc;
-	assert_true(h->len < size);
-	if (h->len > 0 && (rc = read_full(fd, buf, h->len, WAIT_MS)) != 1)
-		return rc;
-	buf[h->len] = '\0';
-	return 1;
 }
 
 /* The RESULT of job id, whole payload in buf. */
