@@ -1,8 +1,8 @@
 """
 receivers.py - the far side of outbound delivery (issue 3) for the
-integration tests: receiving SMTP servers with scripted behaviour, a DNS
-server (dnsmasq) for the test domains, a private Postfix instance, and a
-lock on a block of loopback addresses.
+integration tests: receiving SMTP servers with scripted behaviour and a
+private Postfix instance. The DNS server (dnsmasq) for the test domains and
+the lock on a block of loopback addresses are in netfixtures.py.
 
 Receiver
     One SMTP server on IP:25 (python3-aiosmtpd, run by /usr/bin/python3 in a
@@ -38,33 +38,29 @@ Receiver
     SMTPUTF8, DSN's RET/ENVID/NOTIFY/ORCPT) is refused with 555 5.5.4, like a
     strict server; a non-ASCII argument without SMTPUTF8 gets 500.
 
-Dnsmasq, PrivatePostfix: started and stopped by PID, like tern itself
-(recorded in $TERN_TEST_PIDDIR so tests/run.py can kill leftovers).
-
-LoopbackBlock: an exclusive lock (flock, released by the kernel if the
-holder dies) on one 127.0.N.0/24 block, N >= 40, so that two test files or
-the two builds of one file running at the same time never want the same
-IP:25. Only loopback is ever used.
+Receiver, PrivatePostfix: started and stopped by PID, like tern itself
+(recorded in $TERN_TEST_PIDDIR so tests/run.py can kill leftovers). Only
+loopback is ever used.
 
 This file is also the receiver program: `python3 receivers.py serve CONF`.
 """
 
-import fcntl
 import json
 import os
 import shutil
 import signal
 import socket
-import struct
 import subprocess
 import sys
 import time
 
 PY = "/usr/bin/python3"
-DNSMASQ = "/usr/sbin/dnsmasq"
 POSTFIX = "/usr/sbin/postfix"
 POSTCONF = "/usr/sbin/postconf"
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+sys.path.insert(0, HERE)
+from netfixtures import spawn, stop_popen  # noqa: E402
 
 
 # --------------------------------------------------------------------------
@@ -122,25 +118,6 @@ def _unrecord(pid):
     _harness()._unrecord_pid(pid)
 
 
-def _stop_popen(p, timeout=5.0):
-    if p is None:
-        return
-    if p.poll() is None:
-        try:
-            p.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            try:
-                p.kill()
-            except ProcessLookupError:
-                pass
-            p.wait(10)
-    _unrecord(p.pid)
-
-
 def aiosmtpd_missing_reason():
     if not os.access(PY, os.X_OK):
         return "%s missing" % PY
@@ -152,38 +129,7 @@ def aiosmtpd_missing_reason():
 
 
 # --------------------------------------------------------------------------
-# loopback address blocks
-
-class LoopbackBlock:
-    """127.0.N.0/24 held exclusively by this process until release()."""
-
-    def __init__(self, first=40, last=250):
-        self.fd = None
-        self.n = None
-        for n in range(first, last):
-            path = "/tmp/tern-test-loopback-127.0.%d.lock" % n
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
-                continue
-            self.fd, self.n = fd, n
-            break
-        if self.fd is None:
-            raise RuntimeError("no free 127.0.N.0/24 block (all locked)")
-
-    def ip(self, host):
-        return "127.0.%d.%d" % (self.n, host)
-
-    def release(self):
-        if self.fd is not None:
-            try:
-                fcntl.flock(self.fd, fcntl.LOCK_UN)
-            finally:
-                os.close(self.fd)
-            self.fd = None
-
+# loopback ports
 
 def tcp_port_in_use(ip, port=25):
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -255,11 +201,8 @@ class Receiver:
         cpath = os.path.join(self.dir, "conf.json")
         with open(cpath, "w") as f:
             json.dump(conf, f)
-        with open(self.err_path, "ab") as err:
-            self.proc = subprocess.Popen([PY, os.path.abspath(__file__), "serve", cpath],
-                                         stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                         start_new_session=True, cwd=self.dir)
-        _record(self.proc.pid, "receiver")
+        self.proc = spawn([PY, os.path.abspath(__file__), "serve", cpath], self.err_path,
+                          "receiver", mode="ab", cwd=self.dir)
         return self
 
     def wait_ready(self, timeout=20.0):
@@ -278,7 +221,7 @@ class Receiver:
         return self.launch().wait_ready()
 
     def stop(self):
-        _stop_popen(self.proc)
+        stop_popen(self.proc, 5.0)
         self.proc = None
 
     def running(self):
@@ -452,73 +395,6 @@ class SocketSampler:
             for ip, n in per.items():
                 self.max_per[ip] = max(self.max_per.get(ip, 0), n)
             time.sleep(self.interval)
-
-
-# --------------------------------------------------------------------------
-# dnsmasq
-
-def _dns_query_rcode(host, port, name, qtype):
-    q = struct.pack("!HHHHHH", 0x4242, 0x0100, 1, 0, 0, 0)
-    for label in name.split("."):
-        q += bytes([len(label)]) + label.encode()
-    q += b"\0" + struct.pack("!HH", qtype, 1)
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(0.5)
-    try:
-        s.sendto(q, (host, port))
-        data, _ = s.recvfrom(4096)
-        return data[3] & 0x0F if len(data) >= 12 else None
-    except OSError:
-        return None
-    finally:
-        s.close()
-
-
-class Dnsmasq:
-    """dnsmasq on 127.0.0.1:<free port> serving `args` (--mx-host=...,
-    --host-record=...), NXDOMAIN for any other name under .test."""
-
-    def __init__(self, args, workdir, probe_name):
-        self.args = list(args)
-        self.workdir = workdir
-        self.probe = probe_name
-        self.proc = None
-        self.port = None
-
-    def start(self):
-        h = _harness()
-        last = ""
-        for _ in range(10):
-            port = h.free_port()
-            u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            try:
-                u.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            finally:
-                u.close()
-            errpath = os.path.join(self.workdir, "dnsmasq.err")
-            cmd = [DNSMASQ, "-k", "--port=%d" % port, "--listen-address=127.0.0.1", "--bind-interfaces",
-                   "--no-resolv", "--no-hosts", "--local=/test/", "--log-facility=-",
-                   "--pid-file=%s" % os.path.join(self.workdir, "dnsmasq.pid")] + self.args
-            with open(errpath, "ab") as err:
-                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                             start_new_session=True)
-            _record(self.proc.pid, "dnsmasq")
-            self.port = port
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and self.proc.poll() is None:
-                if _dns_query_rcode("127.0.0.1", port, self.probe, 15) == 0:
-                    return self
-                time.sleep(0.1)
-            with open(errpath, errors="replace") as f:
-                last = f.read()
-            self.stop()
-        raise AssertionError("dnsmasq did not start: %s" % last[-2000:])
-
-    def stop(self):
-        _stop_popen(self.proc)
-        self.proc = None
 
 
 # --------------------------------------------------------------------------

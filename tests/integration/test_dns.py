@@ -20,21 +20,17 @@ dnsmasq is not installed.
 import json
 import os
 import shutil
-import signal
 import socket
-import struct
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import TernTestCase  # noqa: E402
+from netfixtures import DNSMASQ, Dnsmasq, ServfailDNS  # noqa: E402
 
-DNSMASQ = "/usr/sbin/dnsmasq"
 HOSTNAME = "mx.self.test"
 EX_TEMPFAIL = 75
 
@@ -97,136 +93,6 @@ def zone_args(own_ip):
     if own_ip:
         z += ["--mx-host=own.test,me.own.test,10", "--host-record=me.own.test,%s" % own_ip]
     return z
-
-
-class Dnsmasq:
-    """dnsmasq on 127.0.0.1:port, in its own session, stopped by PID."""
-
-    def __init__(self, args, workdir):
-        self.proc = None
-        self.port = None
-        self.workdir = workdir
-        self.args = args
-
-    def start(self):
-        last = ""
-        for _ in range(10):
-            port = harness.free_port()
-            if not udp_port_free(port):
-                continue
-            errpath = os.path.join(self.workdir, "dnsmasq.err")
-            cmd = [DNSMASQ, "-k", "--port=%d" % port, "--listen-address=127.0.0.1",
-                   "--bind-interfaces", "--no-resolv", "--no-hosts", "--local=/test/",
-                   "--pid-file=%s" % os.path.join(self.workdir, "dnsmasq.pid"),
-                   ] + self.args
-            with open(errpath, "wb") as err:
-                self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                             start_new_session=True)
-            harness._record_pid(self.proc.pid, self.proc.pid, "dnsmasq")
-            self.port = port
-            if self.wait_ready():
-                return
-            last = open(errpath, errors="replace").read()
-            self.stop()
-        raise AssertionError("dnsmasq did not start: %s" % last[-2000:])
-
-    def wait_ready(self, timeout=15.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                return False
-            if dns_query_rcode("127.0.0.1", self.port, "two.test", 15) == 0:
-                return True
-            time.sleep(0.1)
-        return False
-
-    def stop(self):
-        p = self.proc
-        if p is None:
-            return
-        if p.poll() is None:
-            p.send_signal(signal.SIGTERM)
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
-        harness._unrecord_pid(p.pid)
-        self.proc = None
-
-
-def udp_port_free(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def build_query(name, qtype, qid=0x1234):
-    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
-    for label in name.split("."):
-        q += bytes([len(label)]) + label.encode()
-    return q + b"\0" + struct.pack("!HH", qtype, 1)
-
-
-def dns_query_rcode(host, port, name, qtype):
-    """rcode of a plain UDP query, or None without an answer."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(0.5)
-    try:
-        s.sendto(build_query(name, qtype), (host, port))
-        data, _ = s.recvfrom(4096)
-        return data[3] & 0x0F if len(data) >= 12 else None
-    except OSError:
-        return None
-    finally:
-        s.close()
-
-
-class ServfailResponder:
-    """Answers every UDP query with SERVFAIL (rcode 2), from a thread."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.queries = 0
-        self.stopping = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while not self.stopping:
-            try:
-                data, peer = self.sock.recvfrom(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if len(data) < 12:
-                continue
-            self.queries += 1
-            qid, flags = struct.unpack("!HH", data[:4])
-            rflags = 0x8000 | (flags & 0x7900) | 0x0080 | 2   # QR, opcode, RD, RA, SERVFAIL
-            # echo the question section (up to the end of the first question)
-            end = 12
-            while end < len(data) and data[end] != 0:
-                end += data[end] + 1
-            question = data[12:end + 5]
-            try:
-                self.sock.sendto(struct.pack("!HHHHHH", qid, rflags, 1, 0, 0, 0) + question, peer)
-            except OSError:
-                pass
-
-    def stop(self):
-        self.stopping = True
-        self.thread.join(5)
-        self.sock.close()
 
 
 class DnsRoute(TernTestCase):
@@ -425,7 +291,7 @@ class DnsRoute(TernTestCase):
         self.assertEqual(r["status"], "bad-address")
 
     def test_servfail_is_temporary(self):
-        resp = ServfailResponder()
+        resp = ServfailDNS()
         try:
             rc, r, err = self.route("u@two.test", conf=self.config(resolver="127.0.0.1:%d" % resp.port))
         finally:

@@ -71,6 +71,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+import netfixtures  # noqa: E402
 import receivers  # noqa: E402
 from harness import TernTestCase  # noqa: E402
 from receivers import Receiver  # noqa: E402
@@ -216,7 +217,7 @@ class OutboundCase(TernTestCase):
         if not harness.IS_ROOT:
             cls._skip_reason = "needs root: the receiving MX hosts listen on port 25"
             return
-        if not os.access(receivers.DNSMASQ, os.X_OK):
+        if not os.access(netfixtures.DNSMASQ, os.X_OK):
             cls._skip_reason = "dnsmasq not installed (Debian package dnsmasq-base)"
             return
         cls._skip_reason = receivers.aiosmtpd_missing_reason()
@@ -225,8 +226,8 @@ class OutboundCase(TernTestCase):
         try:
             cls.workdir = tempfile.mkdtemp(prefix="tern-outbound-", dir="/tmp")
             os.chmod(cls.workdir, 0o755)
-            cls.block = receivers.LoopbackBlock()
-            cls.dns = receivers.Dnsmasq(zone_args(cls.block), cls.workdir, "batch.test").start()
+            cls.block = netfixtures.LoopbackBlock()
+            cls.dns = netfixtures.Dnsmasq(zone_args(cls.block), cls.workdir, "batch.test").start()
             opts = {"resolver": "127.0.0.1:%d" % cls.dns.port}
             opts.update(cls.RELAY_OPTIONS)
             cls.tern = harness.Tern(options=opts)

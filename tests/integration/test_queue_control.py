@@ -19,66 +19,14 @@ import json
 import os
 import re
 import socket
-import struct
 import subprocess
 import sys
-import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-
-
-class ServfailDNS:
-    """A UDP DNS server on loopback that answers SERVFAIL to everything."""
-
-    def __init__(self):
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.sock.settimeout(0.2)
-        self.stopping = False
-        self.thread = threading.Thread(target=self.run, daemon=True)
-        self.thread.start()
-
-    def run(self):
-        while not self.stopping:
-            try:
-                q, addr = self.sock.recvfrom(4096)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            if len(q) < 12:
-                continue
-            qid, flags, qd = struct.unpack("!HHH", q[:6])
-            # QR, the query's opcode and RD, RA, RCODE 2 (SERVFAIL); echo the question.
-            rflags = 0x8000 | (flags & 0x7900) | 0x0080 | 2
-            end = 12
-            while end < len(q) and q[end] != 0:
-                end += q[end] + 1
-            end += 5
-            resp = struct.pack("!HHHHHH", qid, rflags, 1 if qd else 0, 0, 0, 0) + q[12:end]
-            try:
-                self.sock.sendto(resp, addr)
-            except OSError:
-                pass
-
-    def stop(self):
-        self.stopping = True
-        self.sock.close()
-        self.thread.join(2)
-
-
-def wait_for(pred, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    return pred()
+from netfixtures import ServfailDNS, wait_for  # noqa: E402
 
 
 class QueueControl(unittest.TestCase):

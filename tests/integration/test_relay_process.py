@@ -16,45 +16,18 @@ needs only dnsmasq and smtp-sink. Skips without root, dnsmasq or
 smtp-sink. Every process started here is stopped by PID.
 """
 
-import fcntl
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from test_dns import Dnsmasq  # noqa: E402
+from netfixtures import DNSMASQ, Dnsmasq, LoopbackBlock, spawn, stop_popen, wait_for  # noqa: E402
 
-DNSMASQ = "/usr/sbin/dnsmasq"
 SMTP_SINK = "/usr/sbin/smtp-sink"
-
-
-def hold_block():
-    """(fd, N) for a locked 127.0.N.0/24 block, or (None, None)."""
-    for n in range(250, 255):
-        fd = os.open("/tmp/tern-test-loopback-127.0.%d.lock" % n, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd, n
-        except OSError:
-            os.close(fd)
-    return None, None
-
-
-def wait_for(pred, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    return pred()
 
 
 @unittest.skipUnless(os.geteuid() == 0, "needs root (port 25)")
@@ -68,11 +41,12 @@ class RelayProcess(unittest.TestCase):
         if reason:
             raise unittest.SkipTest(reason)
         cls.tern = cls.dns = cls.sink = None
-        cls.lockfd, n = hold_block()
-        if cls.lockfd is None:
+        try:
+            cls.block = LoopbackBlock(250, 255)
+        except RuntimeError:
             raise unittest.SkipTest("no free 127.0.N.0/24 block")
-        cls.mx_ip = "127.0.%d.2" % n
-        cls.dead_ip = "127.0.%d.3" % n     # nothing listens here
+        cls.mx_ip = cls.block.ip(2)
+        cls.dead_ip = cls.block.ip(3)     # nothing listens here
         cls.workdir = tempfile.mkdtemp(prefix="tern-relay-", dir="/tmp")
         os.chmod(cls.workdir, 0o755)
         try:
@@ -83,19 +57,15 @@ class RelayProcess(unittest.TestCase):
                 "--mx-host=two.test,mx2.two.test,20",
                 "--host-record=mx1.two.test,%s" % cls.dead_ip,
                 "--host-record=mx2.two.test,%s" % cls.mx_ip,
-                # Dnsmasq.wait_ready() asks for two.test
+                # Dnsmasq.wait_ready() asks for two.test (its default probe)
             ], cls.workdir)
             cls.dns.start()
             cls.dump_dir = os.path.join(cls.workdir, "sink")
             os.mkdir(cls.dump_dir)
             os.chmod(cls.dump_dir, 0o777)
-            err = open(os.path.join(cls.workdir, "sink.err"), "wb")
-            cls.sink = subprocess.Popen(
-                [SMTP_SINK, "-u", "nobody", "-D", os.path.join(cls.dump_dir, "dump"),
-                 "%s:25" % cls.mx_ip, "100"],
-                stdin=subprocess.DEVNULL, stdout=err, stderr=err, start_new_session=True)
-            err.close()
-            harness._record_pid(cls.sink.pid, cls.sink.pid, "smtp-sink")
+            cls.sink = spawn([SMTP_SINK, "-u", "nobody", "-D", os.path.join(cls.dump_dir, "dump"),
+                              "%s:25" % cls.mx_ip, "100"],
+                             os.path.join(cls.workdir, "sink.err"), "smtp-sink")
             cls.tern = harness.Tern(options={
                 "resolver": "127.0.0.1:%d" % cls.dns.port,
                 "allow_loopback_mx": "yes",
@@ -114,23 +84,13 @@ class RelayProcess(unittest.TestCase):
             cls.tern.stop()
             report = cls.tern.sanitizer_report()
             cls.tern = None
-        if cls.sink is not None:
-            if cls.sink.poll() is None:
-                cls.sink.send_signal(signal.SIGTERM)
-                try:
-                    cls.sink.wait(10)
-                except subprocess.TimeoutExpired:
-                    cls.sink.kill()
-                    cls.sink.wait(10)
-            harness._unrecord_pid(cls.sink.pid)
-            cls.sink = None
+        stop_popen(cls.sink)
+        cls.sink = None
         if cls.dns is not None:
             cls.dns.stop()
             cls.dns = None
         shutil.rmtree(cls.workdir, ignore_errors=True)
-        if cls.lockfd is not None:
-            os.close(cls.lockfd)
-            cls.lockfd = None
+        cls.block.release()
         if report:
             raise AssertionError("sanitizer report in tern stderr:\n%s" % report)
 

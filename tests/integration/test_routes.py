@@ -29,7 +29,6 @@ Covered:
 Skips without python3-aiosmtpd for /usr/bin/python3.
 """
 
-import fcntl
 import json
 import os
 import re
@@ -41,6 +40,7 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
+from netfixtures import lock_first, spawn, stop_popen, wait_for  # noqa: E402
 
 PY = "/usr/bin/python3"
 SMARTHOST_IP = "127.0.0.40"
@@ -56,25 +56,8 @@ def aiosmtpd_missing_reason():
 
 def hold_ports():
     """(fd, base port) for a locked set of three ports on SMARTHOST_IP."""
-    for base in (2526, 2536, 2546):
-        fd = os.open("/tmp/tern-test-routes-%s-%d.lock" % (SMARTHOST_IP, base),
-                     os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return fd, base
-        except OSError:
-            os.close(fd)
-    return None, None
-
-
-def wait_for(pred, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = pred()
-        if v:
-            return v
-        time.sleep(0.1)
-    return pred()
+    return lock_first((2526, 2536, 2546),
+                      lambda base: "/tmp/tern-test-routes-%s-%d.lock" % (SMARTHOST_IP, base))
 
 
 # --------------------------------------------------------------------------
@@ -194,12 +177,8 @@ class Routes(unittest.TestCase):
                 "}",
             ])
             cls.tern.write_config()
-            err = open(os.path.join(d, "smarthost.err"), "wb")
-            cls.server = subprocess.Popen([PY, os.path.abspath(__file__), "serve", conf],
-                                          stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                                          start_new_session=True)
-            err.close()
-            harness._record_pid(cls.server.pid, cls.server.pid, "smarthost")
+            cls.server = spawn([PY, os.path.abspath(__file__), "serve", conf],
+                               os.path.join(d, "smarthost.err"), "smarthost")
             if not wait_for(lambda: any(e["ev"] == "ready" for e in cls.read_events()), 20):
                 with open(os.path.join(d, "smarthost.err"), errors="replace") as f:
                     raise AssertionError("smarthost not ready:\n" + f.read())
@@ -216,16 +195,8 @@ class Routes(unittest.TestCase):
         if cls.tern is not None:
             cls.tern.stop()
             report = cls.tern.sanitizer_report()
-        if cls.server is not None:
-            if cls.server.poll() is None:
-                cls.server.send_signal(signal.SIGTERM)
-                try:
-                    cls.server.wait(10)
-                except subprocess.TimeoutExpired:
-                    cls.server.kill()
-                    cls.server.wait(10)
-            harness._unrecord_pid(cls.server.pid)
-            cls.server = None
+        stop_popen(cls.server)
+        cls.server = None
         if cls.tern is not None:
             cls.tern.cleanup()
             cls.tern = None
