@@ -104,8 +104,8 @@ def free_port(host="127.0.0.1"):
         s.close()
 
 
-def port_is_free(port, host="127.0.0.1"):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+def port_is_free(port, host="127.0.0.1", kind=socket.SOCK_STREAM):
+    s = socket.socket(socket.AF_INET, kind)
     try:
         s.bind((host, port))
         return True

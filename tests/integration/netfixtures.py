@@ -118,17 +118,6 @@ class LoopbackBlock:
 # --------------------------------------------------------------------------
 # DNS
 
-def udp_port_free(port, host="127.0.0.1"):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        s.bind((host, port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def build_query(name, qtype, qid=0x1234):
     q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
     for label in name.split("."):
@@ -211,7 +200,7 @@ class Dnsmasq:
         last = ""
         for _ in range(10):
             port = harness.free_port()
-            if not udp_port_free(port):
+            if not harness.port_is_free(port, kind=socket.SOCK_DGRAM):
                 continue
             errpath = os.path.join(self.workdir, "dnsmasq.err")
             cmd = [DNSMASQ, "-k", "--port=%d" % port, "--listen-address=127.0.0.1",
