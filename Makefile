@@ -67,11 +67,11 @@ build/asan/tern: build/asan/obj/main.o $(OBJ_LIB_ASAN)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
 
-build/tests/%: tests/unit/%.c $(OBJ_LIB) tests/unit/unit.h
+build/tests/%: tests/unit/%.c $(OBJ_LIB) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC LD   $@"
 	$(Q)$(CC) $(BASEFLAGS) $(OPT_CFLAGS) $(PKG_CFLAGS) -Itests/unit -o $@ $< $(OBJ_LIB) $(LIBS) -lcmocka
-build/asan/tests/%: tests/unit/%.c $(OBJ_LIB_ASAN) tests/unit/unit.h
+build/asan/tests/%: tests/unit/%.c $(OBJ_LIB_ASAN) $(wildcard tests/unit/*.h)
 	@mkdir -p $(dir $@)
 	@echo "  CC LD   $@"
 	$(Q)$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) $(PKG_CFLAGS) -Itests/unit -o $@ $< $(OBJ_LIB_ASAN) $(LIBS) -lcmocka

@@ -397,9 +397,12 @@ worker_died(struct parent *p, enum worker_kind kind, int status)
 	time_t now = time(NULL);
 	size_t recent = 0;
 
-	if (WIFSIGNALED(status))
+	if (WIFSIGNALED(status) && !(p->stopping && WTERMSIG(status) == SIGTERM))
 		log_err("parent event=worker-died worker=%s pid=%ld signal=%d",
 		    w->name, (long)w->pid, WTERMSIG(status));
+	else if (WIFSIGNALED(status))
+		log_info("parent event=worker-exited worker=%s pid=%ld signal=%d",
+		    w->name, (long)w->pid, WTERMSIG(status));   /* our SIGTERM */
 	else
 		log_info("parent event=worker-exited worker=%s pid=%ld status=%d",
 		    w->name, (long)w->pid, WEXITSTATUS(status));
