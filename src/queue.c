@@ -203,6 +203,8 @@ struct rdomain {
 	struct rdomain *rnext;     /* ready list */
 	struct rjob *head, *tail;  /* jobs waiting for a slot, FIFO */
 	unsigned inflight;         /* jobs holding a slot */
+	unsigned refs;             /* jobs pointing here (any state): the
+	                            * domain lives at least as long */
 	bool ready;                /* on the ready list */
 	char name[];               /* lower case */
 };
@@ -1839,7 +1841,7 @@ dom_check(struct queue *q, struct rdomain *d)
 		else
 			q->ready_head = d;
 		q->ready_tail = d;
-	} else if (d->head == NULL && d->inflight == 0) {
+	} else if (d->head == NULL && d->inflight == 0 && d->refs == 0) {
 		dom_free(q, d);
 	}
 }
@@ -1883,7 +1885,18 @@ job_unslot(struct queue *q, struct rjob *j)
 	q->relay_bytes -= j->bytes;
 	j->bytes = 0;
 	j->state = RJ_DONE;
-	dom_check(q, j->dom);
+	/* No dom_check here: the caller re-queues or releases j first. */
+}
+
+/* Free a job that is in no list or table, and let its domain go. */
+static void
+job_release(struct queue *q, struct rjob *j)
+{
+	struct rdomain *d = j->dom;
+
+	job_free(j);
+	d->refs--;
+	dom_check(q, d);
 }
 
 /*
@@ -1894,12 +1907,10 @@ static void
 job_drop(struct queue *q, struct rjob *j, int64_t due)
 {
 	struct qmsg *m = j->m;
-	struct rdomain *d = j->dom;
 
 	job_unslot(q, j);
-	job_free(j);
+	job_release(q, j);
 	m->njobs--;
-	dom_check(q, d);
 	msg_settle(q, m, due);
 }
 
@@ -1915,6 +1926,7 @@ jobs_add(struct queue *q, struct qmsg *m, struct rgroup *groups)
 
 		j->m = m;
 		j->dom = d;
+		d->refs++;
 		j->idx = g->idx;
 		j->n = g->n;
 		g->idx = NULL;
@@ -2019,6 +2031,7 @@ static void
 job_answered(struct queue *q, struct rjob *j)
 {
 	job_unslot(q, j);
+	dom_check(q, j->dom);   /* a slot is free; j keeps the domain alive */
 	task_start(q, j->m, TASK_RESULT, j, true);
 }
 
@@ -2451,7 +2464,7 @@ task_done(struct queue *q, struct task *t)
 	case TASK_RESULT:
 		if (t->result == TR_KEEP)
 			due = t->next_due;
-		job_free(t->job);
+		job_release(q, t->job);
 		m->njobs--;
 		break;
 	}

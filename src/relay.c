@@ -479,17 +479,28 @@ result_line(struct job *j, struct result *res, size_t i, char letter,
 	for (char *p = enh; *p; p++)
 		if (*p == ' ')
 			*p = '?';
+	/* The status class must agree with the outcome (RFC 3463 2): a
+	 * server may answer a greeting or EHLO with a 3xx, which we report as
+	 * a failure of ours, never as a "3.x.x" the queue would refuse. */
+	char cls = letter == 'D' ? '2' : letter == 'F' ? '5' : '4';
+	unsigned code = rs->code;
+	if (enh[0] != cls || enh[1] != '.') {
+		enh[0] = cls;
+		util_strlcpy(enh + 1, ".0.0", sizeof(enh) - 1);
+	}
+	if (code != 0 && code / 100 != (unsigned)(cls - '0'))
+		code = 0;
 	if (text[0] == '\0')
 		util_strlcpy(text, letter == 'D' ? "delivered" : "no reply text",
 		    sizeof(text));
 	evbuffer_add_printf(res->buf, "%zu %c %u %s %s\n", i, letter,
-	    rs->code, enh, text);
+	    code, enh, text);
 	log_info("relay id=%s rcpt=%s mx=%s ip=%s tls=none reply=\"%u %s %s\" "
 	    "state=%s delay=%llds", j->env.id,
 	    log_quote(qrcpt, sizeof(qrcpt), addr, strlen(addr), 200),
 	    j->via_mx[0] ? log_quote(qmx, sizeof(qmx), j->via_mx,
 	    strlen(j->via_mx), 253) : "-", j->via_ip[0] ? j->via_ip : "-",
-	    rs->code, enh, log_quote(qtext, sizeof(qtext), text, strlen(text),
+	    code, enh, log_quote(qtext, sizeof(qtext), text, strlen(text),
 	    200), state_name(letter), (long long)res->delay);
 }
 
@@ -666,7 +677,7 @@ conn_after_transaction(struct conn *c)
 	/* Keeping as many idle as jobs may run for a destination lets a
 	 * steady stream reuse every connection instead of reconnecting. */
 	if (r->stopping || r->nidle >= idle_max ||
-	    same >= r->cfg->max_relay_connections_per_domain ||
+	    same >= r->max_conns_dest ||
 	    !smtp_client_idle(c->client)) {
 		conn_set_state(c, CONN_QUITTING);
 		smtp_client_quit(c->client);
@@ -1399,10 +1410,15 @@ queue_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct relay *r = arg;
 
-	/* The queue went away (it is restarted: a new channel comes on the
-	 * control socket); every job dies with the channel. */
-	log_info("relay event=queue-channel-closed jobs=%zu", r->njobs);
+	/* The queue went away or closed the channel on us. Exit and let the
+	 * parent restart us: it then hands both sides a fresh channel, which
+	 * it would not do for a channel the queue closed on its own. */
+	log_info("relay event=queue-channel-closed jobs=%zu action=restart", r->njobs);
 	queue_close(r);
+	if (!r->stopping) {
+		r->status = 1;
+		event_base_loopbreak(r->base);
+	}
 }
 
 static void

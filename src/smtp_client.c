@@ -1018,10 +1018,15 @@ auth_fail(struct smtp_client *c, const struct smtp_client_reply *r)
 	    c->params->peer ? c->params->peer : "-",
 	    c->auth_mech ? c->auth_mech : "none", r->code, r->enhanced,
 	    log_quote(q, sizeof(q), r->text, strlen(r->text), 200));
+	/* Temporary whatever the code: a rejected or rotated password is the
+	 * administrator's to fix, and the mail must wait for that rather
+	 * than be failed (as Postfix's smtp_sasl_auth_soft_bounce). */
 	if (c->tx.active)
 		for (size_t i = 0; i < c->tx.n; i++)
-			if (c->tx.rst[i] != R_DONE)
+			if (c->tx.rst[i] != R_DONE) {
 				rcpt_final(&c->tx, i, SMTP_CLIENT_STAGE_AUTH, r);
+				c->tx.res[i].status = SMTP_CLIENT_TEMPFAIL;
+			}
 	evbuffer_add(c->out, "QUIT\r\n", 6);
 	conn_fail(c, SMTP_CLIENT_ERR_AUTH, r);
 }

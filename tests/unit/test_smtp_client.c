@@ -1331,8 +1331,8 @@ test_auth_535(void **state)
 	assert_int_equal(t.close_why, SMTP_CLIENT_ERR_AUTH);
 	assert_int_equal(t.ncb, 1);
 	assert_int_equal(t.err, SMTP_CLIENT_ERR_AUTH);
-	want_rcpt(&t, 0, SMTP_CLIENT_PERMFAIL, 535, "5.7.8", SMTP_CLIENT_STAGE_AUTH);
-	want_rcpt(&t, 1, SMTP_CLIENT_PERMFAIL, 535, "5.7.8", SMTP_CLIENT_STAGE_AUTH);
+	want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 535, "5.7.8", SMTP_CLIENT_STAGE_AUTH);
+	want_rcpt(&t, 1, SMTP_CLIENT_TEMPFAIL, 535, "5.7.8", SMTP_CLIENT_STAGE_AUTH);
 	assert_string_equal(t.res[0].reply.text, "Authentication credentials invalid");
 	stop(&t);
 
@@ -1352,7 +1352,7 @@ test_auth_535(void **state)
 	STEP(&t, "334 VXNlcm5hbWU6\r\n", "dGVybg==\r\n");
 	STEP(&t, "334 UGFzc3dvcmQ6\r\n", "czNjcmV0IHB3\r\n");
 	STEP(&t, "535 5.7.8 no\r\n", "QUIT\r\n");
-	want_rcpt(&t, 0, SMTP_CLIENT_PERMFAIL, 535, "5.7.8", SMTP_CLIENT_STAGE_AUTH);
+	want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 535, "5.7.8", SMTP_CLIENT_STAGE_AUTH);
 	stop(&t);
 
 	/* a challenge after the initial response: nothing to answer */
