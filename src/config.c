@@ -2419,13 +2419,30 @@ check_routes(struct parser *p)
 	}
 }
 
+static int
+domain_ptr_cmp(const void *a, const void *b)
+{
+	return strcmp((*(const struct config_domain *const *)a)->name,
+	    (*(const struct config_domain *const *)b)->name);
+}
+
 static void
 finish(struct parser *p)
 {
+	struct config *cfg = p->cfg;
+
 	apply_defaults(p);
+	for (size_t i = 0; i < cfg->ndomains; i++)
+		local_lookup_prepare(&cfg->domains[i]);
+	/* Names are stored lower-cased: a sorted index makes the lookup at
+	 * every RCPT a binary search, however many domains are hosted. */
+	cfg->domain_index = xreallocarray(NULL, cfg->ndomains ? cfg->ndomains : 1,
+	    sizeof(*cfg->domain_index));
+	for (size_t i = 0; i < cfg->ndomains; i++)
+		cfg->domain_index[i] = &cfg->domains[i];
+	qsort(cfg->domain_index, cfg->ndomains, sizeof(*cfg->domain_index),
+	    domain_ptr_cmp);
 	check_routes(p);
-	for (size_t i = 0; i < p->cfg->ndomains; i++)
-		local_lookup_prepare(&p->cfg->domains[i]);
 	check_aliases(p);
 }
 
@@ -2554,6 +2571,7 @@ config_free(struct config **cfgp)
 	free(cfg->user_relay);
 	free(cfg->chroot_dir);
 	free(cfg->resolver);
+	free(cfg->domain_index);
 	free(cfg);
 	*cfgp = NULL;
 }
@@ -2561,13 +2579,31 @@ config_free(struct config **cfgp)
 const struct config_domain *
 config_find_domain(const struct config *cfg, const char *domain, size_t len)
 {
-	/* XXX linear: fine for tens of domains; sort and bsearch like the
-	 * mailboxes if someone hosts thousands. */
-	for (size_t i = 0; i < cfg->ndomains; i++) {
-		const char *name = cfg->domains[i].name;
+	size_t lo = 0, hi = cfg->domain_index != NULL ? cfg->ndomains : 0;
 
-		if (util_ascii_casecmp_n(name, strlen(name), domain, len))
-			return &cfg->domains[i];
+	/* Binary search over lower-cased names, folding the key as we go. */
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const char *name = cfg->domain_index[mid]->name;
+		int c = 0;
+		size_t i;
+
+		for (i = 0; i < len && name[i] != '\0'; i++) {
+			int k = (unsigned char)domain[i];
+			if (k >= 'A' && k <= 'Z')
+				k += 'a' - 'A';
+			c = (unsigned char)name[i] - k;
+			if (c != 0)
+				break;
+		}
+		if (c == 0)
+			c = name[i] != '\0' ? 1 : i < len ? -1 : 0;
+		if (c == 0)
+			return cfg->domain_index[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
 	}
 	return NULL;
 }

@@ -108,6 +108,9 @@ struct config {
 
 	struct config_domain *domains;
 	size_t ndomains;
+	/* the same domains sorted by name, for config_find_domain(); a
+	 * configuration built by hand (tests) must fill it too */
+	const struct config_domain **domain_index;
 
 	struct config_route *routes;   /* in file order; route.h matches */
 	size_t nroutes;

@@ -1553,8 +1553,11 @@ smtp_client_process(struct smtp_client *c)
 	c->in_process = false;
 }
 
-void
-smtp_client_timeout(struct smtp_client *c)
+/* The connection ended (timer or EOF): after our QUIT that is the normal
+ * end; otherwise every open recipient fails temporarily with why. */
+static void
+connection_ended(struct smtp_client *c, enum smtp_client_error err,
+    const char *why)
 {
 	if (c->closing)
 		return;
@@ -1564,22 +1567,20 @@ smtp_client_timeout(struct smtp_client *c)
 		c->io->close(c->io_arg, SMTP_CLIENT_ERR_NONE);
 		return;
 	}
-	conn_fail_local(c, SMTP_CLIENT_ERR_TIMEOUT, "4.4.2", "timeout");
+	conn_fail_local(c, err, "4.4.2", why);
+}
+
+void
+smtp_client_timeout(struct smtp_client *c)
+{
+	connection_ended(c, SMTP_CLIENT_ERR_TIMEOUT, "timeout");
 }
 
 void
 smtp_client_eof(struct smtp_client *c)
 {
 	smtp_client_process(c);   /* a last reply, such as 421, counts */
-	if (c->closing)
-		return;
-	if (c->quit_sent) {
-		c->closing = true;
-		c->state = CS_CLOSED;
-		c->io->close(c->io_arg, SMTP_CLIENT_ERR_NONE);
-		return;
-	}
-	conn_fail_local(c, SMTP_CLIENT_ERR_LOST, "4.4.2", "lost connection");
+	connection_ended(c, SMTP_CLIENT_ERR_LOST, "lost connection");
 }
 
 unsigned

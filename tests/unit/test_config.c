@@ -1226,8 +1226,10 @@ test_local_expand_runtime_limits(void **state)
 	d.nmailboxes = 70;
 	d.aliases = aliases;
 	d.naliases = 3;
+	const struct config_domain *index[1] = { &d };
 	cfg.domains = &d;
 	cfg.ndomains = 1;
+	cfg.domain_index = index;
 	local_lookup_prepare(&d);
 	assert_int_equal(d.nmailboxes, 70);
 
@@ -1336,6 +1338,40 @@ test_maildir_path_from_config(void **state)
 	config_free(&cfg);
 }
 
+static void
+test_find_domain(void **state)
+{
+	static const struct {
+		const char *name, *key, *want;
+	} cases[] = {
+		{ "exact", "b.org", "b.org" },
+		{ "case folded", "A.ORG", "a.org" },
+		{ "mixed", "C.Net", "c.net" },
+		{ "unknown", "d.org", NULL },
+		{ "prefix of a name", "a.or", NULL },
+		{ "name is a prefix", "a.orgx", NULL },
+		{ "empty", "", NULL },
+	};
+	struct config *cfg;
+
+	(void)state;
+	cfg = load_ok("domain b.org {\n mailbox postmaster\n}\n"
+	    "domain a.org {\n mailbox postmaster\n}\n"
+	    "domain c.net {\n mailbox postmaster\n}\n");
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const struct config_domain *d = config_find_domain(cfg,
+		    cases[i].key, strlen(cases[i].key));
+		const char *got = d ? d->name : NULL;
+		if ((got == NULL) != (cases[i].want == NULL) ||
+		    (got != NULL && strcmp(got, cases[i].want) != 0))
+			fail_msg("%s: want %s got %s", cases[i].name,
+			    cases[i].want ? cases[i].want : "none", got ? got : "none");
+	}
+	/* the first domain keeps its place (postmaster without a domain) */
+	assert_string_equal(cfg->domains[0].name, "b.org");
+	config_free(&cfg);
+}
+
 /*
  * The generated reference
  */
@@ -1373,6 +1409,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_default_loads),
+		cmocka_unit_test(test_find_domain),
 		cmocka_unit_test(test_default_text),
 		cmocka_unit_test(test_empty_file_gets_table_defaults),
 		cmocka_unit_test(test_example_loads),

@@ -44,6 +44,7 @@ struct fx {
 	char pattern[128];
 	struct config cfg;
 	struct config_domain dom;
+	const struct config_domain *dom_index[1];   /* cfg.domain_index */
 	struct config_alias alias;
 	pid_t pid;
 	int ctl;      /* parent end of the control channel */
@@ -89,6 +90,8 @@ setup(void **state)
 	f->cfg.spool_dir = f->spool;
 	f->cfg.domains = &f->dom;
 	f->cfg.ndomains = 1;
+	f->dom_index[0] = &f->dom;
+	f->cfg.domain_index = f->dom_index;
 	f->cfg.max_message_size = 64 * 1024;
 	f->cfg.max_recipients = 50;
 	f->cfg.max_connections = 4;
