@@ -22,12 +22,6 @@ struct fx {
 };
 
 static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static int
 setup(void **state)
 {
 	struct fx *f = xcalloc(1, sizeof(*f));
@@ -46,7 +40,7 @@ teardown(void **state)
 	struct fx *f = *state;
 
 	close(f->fd);
-	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	unit_rm_tree(f->dir);
 	free(f);
 	return 0;
 }

@@ -54,12 +54,6 @@ struct fx {
 };
 
 static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static int
 setup(void **state)
 {
 	struct fx *f = xcalloc(1, sizeof(*f));
@@ -127,7 +121,7 @@ teardown(void **state)
 	if (f->relay != -1)
 		close(f->relay);
 	(void)umount2(f->spool, MNT_DETACH);   /* test_disk_full, if it failed */
-	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	unit_rm_tree(f->dir);
 	free(f->dom.name);
 	for (size_t i = 0; i < f->dom.nmailboxes; i++)
 		free(f->dom.mailboxes[i]);
@@ -1214,7 +1208,7 @@ test_memory_per_message(void **state)
 	print_message("queue RSS: empty %ld KiB, %ld deferred messages %ld KiB: "
 	    "%.1f bytes per message\n", base, n, full,
 	    (double)(full - base) * 1024.0 / (double)n);
-	nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	unit_rm_tree(dir);
 }
 
 int

@@ -22,12 +22,6 @@ struct fx {
 };
 
 static int
-rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
-static int
 setup(void **state)
 {
 	struct fx *f = xcalloc(1, sizeof(*f));
@@ -48,7 +42,7 @@ teardown(void **state)
 	struct fx *f = *state;
 
 	spool_free(&f->sp);
-	nftw(f->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	unit_rm_tree(f->dir);
 	free(f);
 	return 0;
 }
