@@ -114,6 +114,10 @@ struct option {
 
 static const char *const bare_newline_names[] = { "normalize", "reject", NULL };
 static const char *const no_yes_names[] = { "no", "yes", NULL };
+static const char *const require_tls_names[] = { "no", "yes", "verify", NULL };
+static const char *const relay_tls_names[] = { "no", "may", "encrypt",
+	"verify", NULL };
+static const char *const tls_version_names[] = { "TLSv1.2", "TLSv1.3", NULL };
 _Static_assert(sizeof(enum config_bare_newline) == sizeof(unsigned),
     "T_ENUM fields are stored as unsigned");
 
@@ -187,12 +191,22 @@ static const struct option route_opts[] = {
 	  "(`chmod 600`): tern warns when group or others may read it. The "
 	  "password never appears in the main configuration, in messages or "
 	  "in logs." },
-	{ "require_tls", T_ENUM, "no|yes", "no", NULL, 0, 0, false,
-	  RTE(require_tls), no_yes_names, NULL,
-	  "With `yes`, mail of this route is only ever sent over TLS. tern does "
-	  "not speak STARTTLS yet, so today every delivery of such a route is "
-	  "deferred with `4.7.10 TLS required by route but not available` and "
-	  "nothing is sent in clear text." },
+	{ "require_tls", T_ENUM, "no|yes|verify", "no", NULL, 0, 0, false,
+	  RTE(require_tls), require_tls_names, NULL,
+	  "With `yes`, mail of this route is only ever sent over TLS "
+	  "(STARTTLS, RFC 3207): a server that does not offer STARTTLS, refuses "
+	  "it or fails the handshake counts as unreachable (the next MX is "
+	  "tried, then the mail is deferred with 4.7.10); nothing is sent in "
+	  "clear text. With `verify`, the server's certificate must also chain "
+	  "to `tls_ca_file` and match the smarthost's or MX host's name (RFC "
+	  "6125; for a smarthost given as an IP address, that address). `no` "
+	  "leaves the route at the top-level `relay_tls` level." },
+	{ "auth_plaintext", T_ENUM, "no|yes", "no", NULL, 0, 0, false,
+	  RTE(auth_plaintext), no_yes_names, NULL,
+	  "With `yes`, `auth_user`'s credentials may be sent over a connection "
+	  "without TLS (a smarthost on loopback or on a trusted link). With "
+	  "`no`, AUTH waits for STARTTLS, and a smarthost that does not offer "
+	  "TLS gets no password: the mail is deferred with 4.7.10." },
 };
 
 static const struct ctx route_ctx = {
@@ -348,6 +362,39 @@ static const struct option top_opts[] = {
 	  "still deferred when its message is older than this fails "
 	  "permanently (logged as `event=expired`, status 4.4.7, delivery "
 	  "time expired: RFC 3463 3.5)." },
+	{ "tls_certificate", T_PATH, "PATH", NULL, "none: no TLS offered",
+	  0, 0, false, TOP(tls_certificate), NULL, NULL,
+	  "The server certificate in PEM, followed by its intermediate "
+	  "certificates (leaf first). With `tls_key`, listeners offer STARTTLS "
+	  "(RFC 3207) or speak implicit TLS (RFC 8314), as each listener's "
+	  "`tls` says. Read by root at start and on SIGHUP (a new certificate "
+	  "applies to new connections; open ones keep theirs)." },
+	{ "tls_key", T_PATH, "PATH", NULL, "none", 0, 0, false, TOP(tls_key),
+	  NULL, NULL,
+	  "The private key of `tls_certificate`, in PEM, unencrypted. Keep it "
+	  "readable by root only: tern reads it as root and never from the "
+	  "network-facing process (docs/security.md)." },
+	{ "tls_min_version", T_ENUM, "TLSv1.2|TLSv1.3", "TLSv1.2", NULL, 0, 0,
+	  false, TOP(tls_min_version), tls_version_names, NULL,
+	  "The oldest TLS version tern accepts, as a server and as a client "
+	  "(RFC 8996 retired TLS 1.0 and 1.1). A client offering less gets a "
+	  "failed handshake." },
+	{ "tls_ca_file", T_PATH, "PATH", "/etc/ssl/certs/ca-certificates.crt",
+	  NULL, 0, 0, false, TOP(tls_ca_file), NULL, NULL,
+	  "The CA certificates (PEM bundle) that outbound delivery trusts when "
+	  "it verifies a server's certificate (`relay_tls verify`, a route's "
+	  "`require_tls verify`). Read at start, before the relay process is "
+	  "confined; a missing file trusts nothing." },
+	{ "relay_tls", T_ENUM, "no|may|encrypt|verify", "may", NULL, 0, 0,
+	  false, TOP(relay_tls), relay_tls_names, NULL,
+	  "TLS on outbound connections. `may` (opportunistic, RFC 3207): "
+	  "STARTTLS whenever the server offers it, without checking its "
+	  "certificate (logged as verified or untrusted); a failed handshake "
+	  "makes tern try that server in clear text at its next attempt. "
+	  "`encrypt`: TLS or nothing. `verify`: TLS with a certificate that "
+	  "chains to `tls_ca_file` and matches the MX host name. `no`: never "
+	  "STARTTLS. A route's `require_tls` can raise the level for its "
+	  "domains." },
 	{ "domain", T_DOMAIN, "NAME { ... }", NULL, "none", 0, 0, true, 0,
 	  NULL, &domain_ctx,
 	  "A local domain: tern accepts mail for its mailboxes and aliases and "
@@ -2314,6 +2361,9 @@ apply_defaults(struct parser *p)
 		host[sizeof(host) - 1] = '\0';
 		cfg->hostname = xstrdup(host);
 	}
+	if ((cfg->tls_certificate == NULL) != (cfg->tls_key == NULL))
+		perr_at(p, p->file, 0, "tls_certificate and tls_key go "
+		    "together: give both or neither");
 	if (cfg->spool_dir == NULL)
 		return;   /* reported already (working directory unknown) */
 	if (cfg->chroot_dir == NULL) {
@@ -2571,6 +2621,9 @@ config_free(struct config **cfgp)
 	free(cfg->user_relay);
 	free(cfg->chroot_dir);
 	free(cfg->resolver);
+	free(cfg->tls_certificate);
+	free(cfg->tls_key);
+	free(cfg->tls_ca_file);
 	free(cfg->domain_index);
 	free(cfg);
 	*cfgp = NULL;

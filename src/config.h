@@ -76,6 +76,26 @@ struct config_domain {
  */
 #define CONFIG_AUTH_MAX 255      /* user name and password, RFC 4616 2 */
 
+/* A route's require_tls. */
+enum config_route_tls {
+	CONFIG_ROUTE_TLS_DEFAULT, /* "no": the top-level relay_tls */
+	CONFIG_ROUTE_TLS_ENCRYPT, /* "yes" */
+	CONFIG_ROUTE_TLS_VERIFY,  /* "verify" */
+};
+
+/* relay_tls: outbound TLS levels, in increasing strength. */
+enum config_relay_tls {
+	CONFIG_RELAY_TLS_NO,
+	CONFIG_RELAY_TLS_MAY,
+	CONFIG_RELAY_TLS_ENCRYPT,
+	CONFIG_RELAY_TLS_VERIFY,
+};
+
+enum config_tls_version {
+	CONFIG_TLS_1_2,
+	CONFIG_TLS_1_3,
+};
+
 struct config_route {
 	char *domain;
 	char *smarthost;         /* as written, or NULL: the recipient
@@ -87,7 +107,8 @@ struct config_route {
 	char *auth_user;         /* NULL: no AUTH */
 	char *auth_password_file;
 	char *auth_password;     /* read at load; never logged, zeroed on free */
-	unsigned require_tls;    /* 0 no, 1 yes */
+	unsigned require_tls;    /* enum config_route_tls */
+	unsigned auth_plaintext; /* 0 no, 1 yes: AUTH without TLS allowed */
 };
 
 struct config {
@@ -133,6 +154,11 @@ struct config {
 	unsigned retry_min;            /* seconds: first back-off step */
 	unsigned retry_max;            /* seconds: back-off cap */
 	unsigned max_queue_lifetime;   /* seconds, then deferred mail fails */
+	char *tls_certificate;         /* PEM chain, absolute, or NULL */
+	char *tls_key;                 /* PEM key, absolute, or NULL */
+	unsigned tls_min_version;      /* enum config_tls_version */
+	char *tls_ca_file;             /* absolute */
+	unsigned relay_tls;            /* enum config_relay_tls */
 };
 
 /*

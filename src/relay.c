@@ -30,8 +30,17 @@
  * such a connection carries the route's AUTH credentials, and a cached
  * connection is reused only by a job with the same credentials (none, or
  * the same route's), so credentials never reach another server and an
- * unauthenticated connection never serves an AUTH route. A route with
- * require_tls defers every job until the client speaks STARTTLS.
+ * unauthenticated connection never serves an AUTH route.
+ *
+ * TLS (RFC 3207): each job has a level, the top-level relay_tls raised
+ * by its route's require_tls. "may" speaks STARTTLS when offered and
+ * goes on in clear text otherwise; a handshake that fails at that level
+ * marks the server's address as TLS-broken for RELAY_TLS_BROKEN_SECONDS
+ * and the job retries the same address at once in clear text (as
+ * Postfix does), so a server with a broken TLS stack still gets its mail.
+ * "encrypt" and "verify" never send anything in clear text: a server
+ * without TLS counts as unreachable. A cached connection serves a job
+ * only if its TLS state satisfies the job's level.
  *
  * Nothing is freed from inside its own callbacks: a finished job or a dead
  * connection is unlinked, made inert (events deleted, bufferevent
@@ -65,6 +74,7 @@
 #include "relay.h"
 #include "route.h"
 #include "smtp_client.h"
+#include "tls.h"
 #include "util.h"
 
 #define RELAY_HASH 1024               /* job hash buckets (power of 2) */
@@ -81,6 +91,8 @@
                                        * domain may have open at once. */
 #define RELAY_CONN_READ_HIGH (256 * 1024)
 #define RELAY_QUEUE_READ_HIGH (2 * (IPC_MAX_PAYLOAD + 64))
+#define RELAY_TLS_BROKEN_MAX 256      /* addresses remembered */
+#define RELAY_TLS_BROKEN_SECONDS 3600
 
 enum job_state {
 	JOB_RECEIVING,   /* JOB seen, DATA frames until END */
@@ -123,6 +135,7 @@ struct job {
 	const struct config_route *route;  /* NULL: MX of the domain */
 	const struct config_route *auth;   /* route whose AUTH applies */
 	unsigned port;                     /* of every address tried */
+	enum config_relay_tls tls;         /* level of this job */
 	struct envelope env;
 	struct evbuffer *body;
 	const char *flat;        /* the body, contiguous, from END on */
@@ -143,6 +156,7 @@ struct job {
 	struct reason last;      /* why the last attempt failed */
 	char via_mx[DNS_NAME_MAX + 1];
 	char via_ip[INET6_ADDRSTRLEN];
+	char via_tls[TLS_DESC_MAX];
 	struct job *hnext;       /* hash chain */
 	struct job *reap_next;
 };
@@ -157,6 +171,11 @@ struct conn {
 	struct event *io_timer;  /* the client's (io->set_timeout) */
 	struct sockaddr_storage addr;
 	const struct config_route *auth; /* credentials used, or NULL */
+	enum config_relay_tls tls;       /* level asked when connecting */
+	bool handshake;          /* tls_wrap() done, handshake running */
+	bool tls_failed;         /* the handshake failed */
+	bool tls_on, tls_verified;
+	char tls_desc[TLS_DESC_MAX];     /* "none" or "TLSv1.3:CIPHER" */
 	char mx[DNS_NAME_MAX + 1];
 	char ip[INET6_ADDRSTRLEN];
 	char peer[DNS_NAME_MAX + INET6_ADDRSTRLEN + 3];  /* "mx[ip]" */
@@ -167,8 +186,17 @@ struct conn {
 	struct conn *reap_next;
 };
 
+/* An address whose TLS handshake failed at level "may". */
+struct tls_broken {
+	struct sockaddr_storage addr;
+	int64_t until;           /* util_mono_ms() */
+};
+
 struct relay {
 	const struct config *cfg;
+	SSL_CTX *tls_ctx;        /* NULL: TLS unavailable */
+	struct tls_broken broken[RELAY_TLS_BROKEN_MAX];
+	size_t nbroken_next;     /* ring position */
 	struct event_base *base;
 	struct dns *dns;
 	unsigned port;           /* relay_port, or relay_set_port() */
@@ -460,8 +488,9 @@ result_begin(struct job *j, struct result *res)
 	if (res->textmax > SMTP_CLIENT_TEXT_MAX - 1)
 		res->textmax = SMTP_CLIENT_TEXT_MAX - 1;
 	res->delay = now > j->env.arrival ? now - j->env.arrival : 0;
-	evbuffer_add_printf(res->buf, "via %s %s -\n",
-	    j->via_mx[0] ? j->via_mx : "-", j->via_ip[0] ? j->via_ip : "-");
+	evbuffer_add_printf(res->buf, "via %s %s %s\n",
+	    j->via_mx[0] ? j->via_mx : "-", j->via_ip[0] ? j->via_ip : "-",
+	    j->via_ip[0] && j->via_tls[0] ? j->via_tls : "-");
 }
 
 /* One recipient's line, and its log line. */
@@ -495,11 +524,12 @@ result_line(struct job *j, struct result *res, size_t i, char letter,
 		    sizeof(text));
 	evbuffer_add_printf(res->buf, "%zu %c %u %s %s\n", i, letter,
 	    code, enh, text);
-	log_info("relay id=%s rcpt=%s mx=%s ip=%s tls=none reply=\"%u %s %s\" "
+	log_info("relay id=%s rcpt=%s mx=%s ip=%s tls=%s reply=\"%u %s %s\" "
 	    "state=%s delay=%llds", j->env.id,
 	    log_quote(qrcpt, sizeof(qrcpt), addr, strlen(addr), 200),
 	    j->via_mx[0] ? log_quote(qmx, sizeof(qmx), j->via_mx,
 	    strlen(j->via_mx), 253) : "-", j->via_ip[0] ? j->via_ip : "-",
+	    j->via_ip[0] && j->via_tls[0] ? j->via_tls : "-",
 	    code, enh, log_quote(qtext, sizeof(qtext), text, strlen(text),
 	    200), state_name(letter), (long long)res->delay);
 }
@@ -608,6 +638,28 @@ conn_kill(struct conn *c)
 	reap_later(r);
 }
 
+/* TLS-broken addresses (see the top of this file). */
+static bool
+tls_broken(struct relay *r, const struct sockaddr_storage *sa)
+{
+	int64_t now = util_mono_ms();
+
+	for (size_t i = 0; i < RELAY_TLS_BROKEN_MAX; i++)
+		if (r->broken[i].until > now && addr_eq(&r->broken[i].addr, sa))
+			return true;
+	return false;
+}
+
+static void
+tls_broken_add(struct relay *r, const struct sockaddr_storage *sa)
+{
+	struct tls_broken *b = &r->broken[r->nbroken_next];
+
+	r->nbroken_next = (r->nbroken_next + 1) % RELAY_TLS_BROKEN_MAX;
+	b->addr = *sa;
+	b->until = util_mono_ms() + RELAY_TLS_BROKEN_SECONDS * 1000;
+}
+
 static void
 job_defer_attempt(struct job *j)
 {
@@ -649,6 +701,7 @@ connection_level(const struct smtp_client_result *cr)
 		case SMTP_CLIENT_STAGE_EHLO:
 		case SMTP_CLIENT_STAGE_HELO:
 		case SMTP_CLIENT_STAGE_RSET:
+		case SMTP_CLIENT_STAGE_STARTTLS:
 		case SMTP_CLIENT_STAGE_MAIL:
 			/* error != NONE at MAIL: the reply to MAIL was 421,
 			 * or none came: the server never took the
@@ -709,8 +762,13 @@ on_result(void *arg, const struct smtp_client_result *cr)
 			    j->last.enh, log_quote(q, sizeof(q), j->last.text,
 			    strlen(j->last.text), 200));
 			/* A cached connection gone stale says nothing about
-			 * the server: try it again on a fresh one. */
+			 * the server: try it again on a fresh one. So does
+			 * a failed opportunistic handshake: in clear text. */
 			j->retry_here = reused;
+			if (c->tls_failed && c->tls == CONFIG_RELAY_TLS_MAY) {
+				tls_broken_add(c->r, &c->addr);
+				j->retry_here = true;
+			}
 			job_defer_attempt(j);
 		} else {
 			job_finish_client(j, cr);
@@ -779,9 +837,71 @@ cio_close(void *arg, enum smtp_client_error why)
 	timer_start(c->timer, RELAY_CLOSE_TIMEOUT);
 }
 
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_write_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* The server said 220 to STARTTLS: wrap the connection (tls.h). */
+static void
+cio_starttls(void *arg)
+{
+	struct conn *c = arg;
+	struct relay *r = c->r;
+	struct bufferevent *tb;
+
+	tb = tls_wrap(r->base, c->bev, r->tls_ctx, false, c->mx,
+	    c->tls == CONFIG_RELAY_TLS_VERIFY);
+	c->handshake = true;
+	if (tb == NULL) {
+		/* Reported from the timer, never from inside the client. */
+		c->tls_failed = true;
+		timer_start(c->timer, 0);
+		return;
+	}
+	c->bev = tb;
+	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, RELAY_CONN_READ_HIGH);
+	bufferevent_setwatermark(c->bev, EV_WRITE, SMTP_CLIENT_OUTPUT_HIGH / 2, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+/* The handshake is over (ok) or failed. */
+static void
+conn_tls_done(struct conn *c, bool ok)
+{
+	char why[256];
+
+	c->handshake = false;
+	if (!ok) {
+		if (c->tls_failed)
+			util_strlcpy(why, "TLS handshake failed: cannot start TLS",
+			    sizeof(why));
+		else
+			tls_error_text(c->bev, why, sizeof(why));
+		c->tls_failed = true;
+		log_info("relay id=%s event=tls-failed mx=%s ip=%s level=%s "
+		    "reason=\"%s\"", c->job ? c->job->env.id : "-", c->mx, c->ip,
+		    route_tls_name(c->tls), why);
+		smtp_client_tls_done(c->client, NULL, NULL, why);
+		return;
+	}
+	c->tls_on = true;
+	c->tls_verified = tls_peer_verified(c->bev);
+	tls_describe(c->bev, c->tls_desc, sizeof(c->tls_desc));
+	if (c->job != NULL)
+		util_strlcpy(c->job->via_tls, c->tls_desc,
+		    sizeof(c->job->via_tls));
+	log_info("relay id=%s event=tls mx=%s ip=%s tls=%s cert=%s",
+	    c->job ? c->job->env.id : "-", c->mx, c->ip, c->tls_desc,
+	    c->tls_verified ? "verified" : "untrusted");
+	smtp_client_tls_done(c->client, bufferevent_get_input(c->bev),
+	    bufferevent_get_output(c->bev), NULL);
+}
+
 static const struct smtp_client_io client_io = {
 	.set_timeout = cio_set_timeout,
 	.close = cio_close,
+	.starttls = cio_starttls,
 };
 
 static void
@@ -823,6 +943,19 @@ conn_connected(struct conn *c)
 	bufferevent_setwatermark(c->bev, EV_WRITE, SMTP_CLIENT_OUTPUT_HIGH / 2, 0);
 	c->params.helo_name = r->cfg->hostname;
 	c->params.peer = c->peer;
+	util_strlcpy(c->tls_desc, "none", sizeof(c->tls_desc));
+	util_strlcpy(j->via_tls, "none", sizeof(j->via_tls));
+	c->params.tls = r->tls_ctx == NULL || c->tls == CONFIG_RELAY_TLS_NO ?
+	    SMTP_CLIENT_TLS_NO : c->tls == CONFIG_RELAY_TLS_MAY ?
+	    SMTP_CLIENT_TLS_MAY : SMTP_CLIENT_TLS_MUST;
+	if (c->tls == CONFIG_RELAY_TLS_MAY && tls_broken(r, &c->addr)) {
+		log_debug("relay id=%s event=tls-skipped mx=%s ip=%s "
+		    "reason=\"handshake failed recently\"", j->env.id, c->mx,
+		    c->ip);
+		c->params.tls = SMTP_CLIENT_TLS_NO;
+	}
+	c->params.auth_plaintext = c->auth != NULL &&
+	    c->auth->auth_plaintext != 0;
 	/* Only ever on a connection to the route's own smarthost. */
 	if (c->auth != NULL) {
 		c->params.auth_user = c->auth->auth_user;
@@ -855,6 +988,13 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		conn_kill(c);
 		return;
 	default:
+		if (c->handshake) {
+			if (what & BEV_EVENT_CONNECTED)
+				conn_tls_done(c, true);
+			else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
+				conn_tls_done(c, false);
+			return;
+		}
 		/* The client reads what is left (a last 421 counts), fails
 		 * the transaction if one runs, and closes (io->close). */
 		if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
@@ -881,6 +1021,8 @@ conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 		conn_kill(c);
 		break;
 	default:
+		if (c->handshake && c->tls_failed)
+			conn_tls_done(c, false);   /* tls_wrap() failed */
 		break;
 	}
 }
@@ -910,6 +1052,7 @@ conn_connect(struct job *j, const struct job_host *h,
 	c->r = r;
 	c->addr = *sa;
 	c->auth = j->auth;
+	c->tls = j->tls;
 	util_strlcpy(c->mx, h->name, sizeof(c->mx));
 	addr_text(sa, c->ip, sizeof(c->ip));
 	snprintf(c->peer, sizeof(c->peer), "%s[%s]", c->mx, c->ip);
@@ -999,7 +1142,9 @@ conn_idle_find(struct job *j, const struct sockaddr_storage *sa)
 {
 	for (struct conn *c = j->r->conns; c != NULL; c = c->next)
 		if (c->state == CONN_IDLE && addr_eq(&c->addr, sa) &&
-		    c->auth == j->auth && smtp_client_idle(c->client))
+		    c->auth == j->auth && smtp_client_idle(c->client) &&
+		    (j->tls < CONFIG_RELAY_TLS_ENCRYPT || c->tls_on) &&
+		    (j->tls < CONFIG_RELAY_TLS_VERIFY || c->tls_verified))
 			return c;
 	return NULL;
 }
@@ -1014,6 +1159,7 @@ conn_reuse(struct conn *c, struct job *j, const struct job_host *h)
 	j->conn = c;
 	util_strlcpy(j->via_mx, h->name, sizeof(j->via_mx));
 	util_strlcpy(j->via_ip, c->ip, sizeof(j->via_ip));
+	util_strlcpy(j->via_tls, c->tls_desc, sizeof(j->via_tls));
 	log_debug("relay id=%s event=reuse mx=%s ip=%s", j->env.id, c->mx, c->ip);
 	conn_send(c);
 }
@@ -1221,18 +1367,13 @@ job_start(struct job *j)
 		j->idx[i] = i;
 	j->route = route_lookup(j->r->cfg, j->domain);
 	j->port = j->r->port;
-	if (j->route != NULL && j->route->require_tls) {
+	j->tls = route_tls_level(j->r->cfg, j->route);
+	if (j->tls >= CONFIG_RELAY_TLS_ENCRYPT && j->r->tls_ctx == NULL) {
 		struct reason rs;
 
-		/* XXX TLS: when the client speaks STARTTLS (RFC 3207), go on
-		 * and make the client refuse a peer without it (or a failed
-		 * handshake) with this same reason, instead of deferring
-		 * here. Nothing is ever sent in clear text on such a route. */
-		reason_set(&rs, 0, "4.7.10", "TLS required by route but not "
-		    "available (route %s)", j->route->domain);
-		log_info("relay id=%s event=deferred route=%s reason=\"TLS "
-		    "required by route but not available\"", j->env.id,
-		    j->route->domain);
+		/* Never in clear text what must be encrypted. */
+		reason_set(&rs, 0, "4.7.10", "TLS required but unavailable "
+		    "(the TLS context could not be created; see the log)");
 		job_finish_all(j, 'T', &rs);
 		return;
 	}
@@ -1563,6 +1704,15 @@ relay_new(const struct config *cfg, char *err, size_t errsize)
 	r->dns = dns_new(r->base, &opt, err, errsize);
 	if (r->dns == NULL)
 		goto fail;
+	/* Now too: the CA file is read before the chroot hides it. A
+	 * failure only costs TLS: "may" goes on in clear text, stronger
+	 * levels defer. */
+	char terr[256];
+	r->tls_ctx = tls_client_ctx_new(cfg->tls_ca_file,
+	    cfg->tls_min_version == CONFIG_TLS_1_3 ? TLS1_3_VERSION :
+	    TLS1_2_VERSION, terr, sizeof(terr));
+	if (r->tls_ctx == NULL)
+		log_warn("relay event=tls-unavailable reason=\"%s\"", terr);
 	return r;
 fail:
 	relay_free(&r);
@@ -1583,6 +1733,7 @@ relay_free(struct relay **rp)
 	if (r == NULL)
 		return;
 	dns_free(&r->dns);
+	SSL_CTX_free(r->tls_ctx);
 	if (r->reap_ev != NULL)
 		event_free(r->reap_ev);
 	if (r->base != NULL)
@@ -1632,7 +1783,9 @@ relay_teardown(struct relay *r)
 		if (c->state == CONN_IDLE) {
 			smtp_client_quit(c->client);
 			smtp_client_process(c->client);
-			flush_best_effort(c->bev);
+			/* raw bytes would corrupt a TLS stream */
+			if (!c->tls_on && !c->handshake)
+				flush_best_effort(c->bev);
 		}
 		conn_kill(c);
 	}

@@ -65,6 +65,27 @@ route_lookup(const struct config *cfg, const char *domain)
 	return exact != NULL ? exact : suffix != NULL ? suffix : star;
 }
 
+unsigned
+route_tls_level(const struct config *cfg, const struct config_route *rt)
+{
+	unsigned lvl = cfg->relay_tls;
+
+	if (rt != NULL && rt->require_tls == CONFIG_ROUTE_TLS_ENCRYPT &&
+	    lvl < CONFIG_RELAY_TLS_ENCRYPT)
+		lvl = CONFIG_RELAY_TLS_ENCRYPT;
+	if (rt != NULL && rt->require_tls == CONFIG_ROUTE_TLS_VERIFY)
+		lvl = CONFIG_RELAY_TLS_VERIFY;
+	return lvl;
+}
+
+const char *
+route_tls_name(unsigned level)
+{
+	static const char *const names[] = { "no", "may", "encrypt", "verify" };
+
+	return level < 4 ? names[level] : "?";
+}
+
 const char *
 route_smarthost_query(const struct config_route *rt, char *buf, size_t size,
     bool *mx_r)
@@ -213,8 +234,10 @@ write_json(struct explain *e, const struct dns_mx_result *r,
 		json_str(out, rt->auth_user);
 	else
 		fprintf(out, "null");
-	fprintf(out, ", \"require_tls\": %s, \"status\": \"%s\", "
-	    "\"reason\": ", rt != NULL && rt->require_tls ? "true" : "false",
+	fprintf(out, ", \"require_tls\": %s, \"tls\": \"%s\", "
+	    "\"status\": \"%s\", \"reason\": ",
+	    route_tls_level(e->cfg, rt) >= CONFIG_RELAY_TLS_ENCRYPT ? "true" :
+	    "false", route_tls_name(route_tls_level(e->cfg, rt)),
 	    dns_status_name(st));
 	json_str(out, reason);
 	fprintf(out, ", \"implicit\": %s, \"literal\": %s, \"hosts\": [",
@@ -264,9 +287,9 @@ write_text(struct explain *e, const struct dns_mx_result *r,
 		    rt->auth_user);
 	else
 		fprintf(out, "  auth required: no\n");
-	/* XXX TLS: say "STARTTLS required" once the client speaks it. */
-	fprintf(out, "  tls required: %s\n", rt != NULL && rt->require_tls ?
-	    "yes (not available yet: deliveries are deferred, 4.7.10)" : "no");
+	unsigned lvl = route_tls_level(e->cfg, rt);
+	fprintf(out, "  tls required: %s (relay_tls level %s)\n",
+	    lvl >= CONFIG_RELAY_TLS_ENCRYPT ? "yes" : "no", route_tls_name(lvl));
 	for (size_t i = 0; i < r->nhosts; i++) {
 		const struct dns_mx_host *h = &r->hosts[i];
 

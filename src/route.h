@@ -36,6 +36,17 @@ const struct config_route *route_lookup(const struct config *cfg,
     const char *domain);
 
 /*
+ * The outbound TLS level (enum config_relay_tls) of mail taking route rt
+ * (NULL: none): the top-level relay_tls, raised by the route's
+ * require_tls. Pure.
+ */
+unsigned route_tls_level(const struct config *cfg,
+    const struct config_route *rt);
+
+/* "no", "may", "encrypt" or "verify". */
+const char *route_tls_name(unsigned level);
+
+/*
  * What the relay resolves for a route's smarthost, into buf: "[a.b.c.d]"
  * or "[IPv6:...]" for an address (dns_resolve_mx() reads it as a literal),
  * else the host name. *mx_r says whether to look up MX records (no

@@ -43,6 +43,7 @@ enum client_state {
 	CS_GREETING,   /* waiting for the greeting */
 	CS_HELLO,      /* EHLO or HELO sent */
 	CS_AUTH,       /* AUTH exchange running (RFC 4954) */
+	CS_TLS,        /* STARTTLS sent, or the handshake runs (RFC 3207) */
 	CS_READY,      /* greeted (and authenticated if asked) */
 	CS_CLOSED,
 };
@@ -104,6 +105,8 @@ struct smtp_client {
 	void *io_arg;
 
 	enum client_state state;
+	bool tls;                  /* the handshake succeeded */
+	bool handshake;            /* io->starttls() called, not done yet */
 	unsigned caps;
 	uint64_t size_max;
 	bool need_rset;            /* a transaction was left open */
@@ -142,7 +145,7 @@ stage_name(enum smtp_client_stage st)
 {
 	static const char *const names[] = { "local decision", "greeting",
 		"EHLO", "HELO", "RSET", "MAIL FROM", "RCPT TO", "DATA",
-		"message content", "end of data", "QUIT", "AUTH" };
+		"message content", "end of data", "QUIT", "AUTH", "STARTTLS" };
 
 	return (size_t)st < nitems(names) ? names[st] : "?";
 }
@@ -205,7 +208,8 @@ timeout_for(const struct smtp_client *c, enum smtp_client_stage st)
 	case SMTP_CLIENT_STAGE_BODY: return c->to.data_block;
 	case SMTP_CLIENT_STAGE_DOT: return c->to.data_done;
 	case SMTP_CLIENT_STAGE_QUIT: return c->to.quit;
-	case SMTP_CLIENT_STAGE_AUTH: return c->to.helo;
+	case SMTP_CLIENT_STAGE_AUTH:
+	case SMTP_CLIENT_STAGE_STARTTLS: return c->to.helo;
 	default: return 0;
 	}
 }
@@ -216,6 +220,8 @@ current_stage(const struct smtp_client *c)
 {
 	if (c->handling)
 		return c->handled;
+	if (c->handshake)
+		return SMTP_CLIENT_STAGE_STARTTLS;
 	if (c->ex_len > 0)
 		return expect_head(c);
 	if (c->tx.active && c->tx.phase == TX_BODY)
@@ -320,7 +326,7 @@ rcpt_accepted(struct tx *t, enum smtp_client_stage st,
 }
 
 static const char *const error_names[] = { "none", "greeting", "helo",
-	"protocol", "shutdown", "timeout", "lost", "auth" };
+	"protocol", "shutdown", "timeout", "lost", "auth", "tls" };
 
 /*
  * The connection is over: every open recipient is TEMPFAIL (with the
@@ -338,8 +344,10 @@ conn_fail(struct smtp_client *c, enum smtp_client_error err,
 		return;
 	c->closing = true;
 	c->state = CS_CLOSED;
-	/* nothing more is read from this peer */
-	evbuffer_drain(c->in, evbuffer_get_length(c->in));
+	/* nothing more is read from this peer (during a handshake the
+	 * buffers belong to the TLS layer) */
+	if (!c->handshake)
+		evbuffer_drain(c->in, evbuffer_get_length(c->in));
 	if (why != NULL && why != &c->last)
 		c->last = *why;
 	char q[SMTP_CLIENT_TEXT_MAX * 4 + 8];
@@ -1119,22 +1127,89 @@ on_auth(struct smtp_client *c, const struct smtp_client_reply *r)
 	auth_fail(c, r);
 }
 
-/*
- * Greeted. Hook point for STARTTLS (RFC 3207, a later issue): when the
- * peer offers it (c->caps & SMTP_CLIENT_CAP_STARTTLS) and policy asks,
- * write "STARTTLS", expect 220, hand the connection to io->starttls() and,
- * once the handshake is done, forget the caps and send EHLO again
- * (RFC 3207 4.2). Until then, transactions start here in clear text.
- * XXX TLS: AUTH must then wait for the second EHLO.
- */
+/* Greeted (and, if it came to that, TLS is up): AUTH, or ready. */
 static void
-ehlo_done(struct smtp_client *c)
+hello_done(struct smtp_client *c)
 {
 	if (c->params->auth_user != NULL && c->params->auth_password != NULL) {
+		/* RFC 4954 4 lets the client refuse to send a password in
+		 * clear text; tern does unless the route allows it. */
+		if (!c->tls && !c->params->auth_plaintext) {
+			c->state = CS_AUTH;
+			auth_fail_local(c, c->params->tls == SMTP_CLIENT_TLS_NO ||
+			    !(c->caps & SMTP_CLIENT_CAP_STARTTLS) ?
+			    "smarthost offers no STARTTLS: AUTH refused in clear "
+			    "text (route auth_plaintext no)" :
+			    "STARTTLS refused: AUTH refused in clear text (route "
+			    "auth_plaintext no)");
+			return;
+		}
 		auth_start(c);
 		return;
 	}
 	c->state = CS_READY;
+}
+
+/* Fail the connection for TLS policy, with the server's reply if any. */
+static void
+tls_fail(struct smtp_client *c, const struct smtp_client_reply *r,
+    const char *what)
+{
+	struct smtp_client_reply e;
+
+	if (r != NULL)
+		set_reply(&e, 0, "4.7.10", "%s: %s said %u %s", what,
+		    c->params->peer ? c->params->peer : "peer", r->code, r->text);
+	else
+		set_reply(&e, 0, "4.7.10", "%s (%s)", what,
+		    c->params->peer ? c->params->peer : "peer");
+	conn_fail(c, SMTP_CLIENT_ERR_TLS, &e);
+}
+
+/*
+ * EHLO (or HELO) accepted. RFC 3207 4: STARTTLS only after EHLO, only
+ * once; after the handshake the second EHLO's reply counts.
+ */
+static void
+ehlo_done(struct smtp_client *c)
+{
+	bool want = c->params->tls != SMTP_CLIENT_TLS_NO &&
+	    c->io->starttls != NULL && !c->tls;
+
+	if (want && (c->caps & SMTP_CLIENT_CAP_STARTTLS)) {
+		c->state = CS_TLS;
+		cmd_write(c, SMTP_CLIENT_STAGE_STARTTLS, "STARTTLS", 8);
+		return;
+	}
+	if (want && c->params->tls == SMTP_CLIENT_TLS_MUST) {
+		c->state = CS_TLS;
+		tls_fail(c, NULL, "TLS required, but the server does not offer "
+		    "STARTTLS");
+		return;
+	}
+	hello_done(c);
+}
+
+static void
+on_starttls(struct smtp_client *c, const struct smtp_client_reply *r)
+{
+	if (r->code == 220) {
+		/* RFC 3207 4.2: nothing of the clear-text dialogue survives;
+		 * the transport drops any input that came with the 220. */
+		c->handshake = true;
+		c->caps = 0;
+		c->size_max = 0;
+		c->io->starttls(c->io_arg);
+		return;
+	}
+	if (reply_is_421(c, r))
+		return;
+	if (c->params->tls == SMTP_CLIENT_TLS_MUST) {
+		tls_fail(c, r, "TLS required, but STARTTLS was refused");
+		return;
+	}
+	/* Opportunistic: go on in clear text (RFC 3207 4.1). */
+	hello_done(c);
 }
 
 static void
@@ -1320,6 +1395,7 @@ handle_reply(struct smtp_client *c, enum smtp_client_stage st,
 	case SMTP_CLIENT_STAGE_DOT: on_dot(c, r); break;
 	case SMTP_CLIENT_STAGE_QUIT: on_quit(c, r); break;
 	case SMTP_CLIENT_STAGE_AUTH: on_auth(c, r); break;
+	case SMTP_CLIENT_STAGE_STARTTLS: on_starttls(c, r); break;
 	default: on_unsolicited(c, r); break;
 	}
 }
@@ -1334,7 +1410,8 @@ step_read(struct smtp_client *c)
 	enum smtp_client_stage st;
 	int r;
 
-	if (c->state == CS_NEW || evbuffer_get_length(c->in) == 0)
+	if (c->state == CS_NEW || c->handshake ||
+	    evbuffer_get_length(c->in) == 0)
 		return false;
 	st = c->ex_len > 0 ? expect_head(c) : SMTP_CLIENT_STAGE_LOCAL;
 	r = read_reply(c, st == SMTP_CLIENT_STAGE_EHLO);
@@ -1533,7 +1610,7 @@ smtp_client_quit(struct smtp_client *c)
 		return;
 	c->want_quit = true;
 	if (c->state == CS_NEW || c->state == CS_GREETING ||
-	    c->state == CS_HELLO || c->state == CS_AUTH) {
+	    c->state == CS_HELLO || c->state == CS_AUTH || c->state == CS_TLS) {
 		if (c->tx.active)
 			return;   /* QUIT follows the transaction */
 		/* Not greeted yet and nothing to send: just hang up. */
@@ -1581,6 +1658,36 @@ smtp_client_eof(struct smtp_client *c)
 {
 	smtp_client_process(c);   /* a last reply, such as 421, counts */
 	connection_ended(c, SMTP_CLIENT_ERR_LOST, "lost connection");
+}
+
+void
+smtp_client_tls_done(struct smtp_client *c, struct evbuffer *in,
+    struct evbuffer *out, const char *error)
+{
+	if (!c->handshake || c->closing)
+		return;
+	if (error != NULL) {
+		struct smtp_client_reply e;
+
+		set_reply(&e, 0, "4.7.10", "%s (%s)", error,
+		    c->params->peer ? c->params->peer : "peer");
+		conn_fail(c, SMTP_CLIENT_ERR_TLS, &e);
+		c->handshake = false;
+		return;
+	}
+	c->handshake = false;
+	c->tls = true;
+	c->in = in;
+	c->out = out;
+	/* RFC 3207 4.2: the client SHOULD send EHLO again. */
+	write_hello(c, true);
+	client_run(c);
+}
+
+bool
+smtp_client_tls_active(const struct smtp_client *c)
+{
+	return c->tls;
 }
 
 unsigned

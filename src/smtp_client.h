@@ -60,9 +60,16 @@
  *   or LOGIN (4.7.0), or HELO instead of EHLO, fails them temporarily.
  *   Either way the connection ends (QUIT) with error AUTH. The password
  *   is never logged.
+ * - STARTTLS (RFC 3207) after EHLO when params.tls asks for it and the
+ *   peer offers it: "STARTTLS", 220, then io->starttls() and, once the
+ *   transport calls smtp_client_tls_done(), EHLO again with every
+ *   capability forgotten (RFC 3207 4.2). With SMTP_CLIENT_TLS_MAY a peer
+ *   without STARTTLS, or a refusal of it, leaves the connection in clear
+ *   text; with SMTP_CLIENT_TLS_MUST either ends the connection with error
+ *   TLS (4.7.10), and so does any failed handshake: the caller moves on
+ *   to the next server. AUTH waits for TLS unless params.auth_plaintext.
  * - CHUNKING is recognised but not used: DATA with dot-stuffing is always
- *   used. STARTTLS is recognised (smtp_client_caps()) but not spoken yet;
- *   see the hook in smtp_client.c (ehlo_done()).
+ *   used.
  * - The content is sent with every line ending made CRLF (a bare CR or LF
  *   becomes CRLF), dot-stuffed (RFC 5321 4.5.2), ended by CRLF "." CRLF;
  *   so tern never emits an SMTP smuggling sequence whatever is stored.
@@ -124,6 +131,7 @@ enum smtp_client_stage {
 	SMTP_CLIENT_STAGE_DOT,       /* reply to the final "." */
 	SMTP_CLIENT_STAGE_QUIT,
 	SMTP_CLIENT_STAGE_AUTH,      /* AUTH and its challenges (RFC 4954) */
+	SMTP_CLIENT_STAGE_STARTTLS,  /* STARTTLS and the handshake (RFC 3207) */
 };
 
 /* Connection-level outcome. NONE: the connection is still usable. */
@@ -137,6 +145,8 @@ enum smtp_client_error {
 	SMTP_CLIENT_ERR_LOST,      /* connection closed or broken */
 	SMTP_CLIENT_ERR_AUTH,      /* AUTH refused or impossible: the
 	                            * recipients are decided (stage AUTH) */
+	SMTP_CLIENT_ERR_TLS,       /* TLS required but not offered or
+	                            * refused, or the handshake failed */
 };
 
 enum smtp_client_status {
@@ -191,6 +201,13 @@ struct smtp_client_timeouts {
 	unsigned quit;        /* 60: not in 4.5.3.2; nothing depends on it */
 };
 
+/* STARTTLS policy of a connection. */
+enum smtp_client_tls {
+	SMTP_CLIENT_TLS_NO,     /* never */
+	SMTP_CLIENT_TLS_MAY,    /* when offered; clear text otherwise */
+	SMTP_CLIENT_TLS_MUST,   /* TLS or no transaction at all */
+};
+
 struct smtp_client_params {
 	const char *helo_name;     /* our name for EHLO/HELO; required */
 	const char *peer;          /* for log lines, e.g. "mx.example[192.0.2.1]" */
@@ -200,6 +217,9 @@ struct smtp_client_params {
 	 * 4616 2), or NULL: never authenticate. */
 	const char *auth_user;
 	const char *auth_password;
+	/* SMTP_CLIENT_TLS_NO unless the transport has io->starttls. */
+	enum smtp_client_tls tls;
+	bool auth_plaintext;       /* AUTH allowed without TLS */
 };
 
 /* What the engine asks of the transport. */
@@ -213,6 +233,11 @@ struct smtp_client_io {
 	 * free the client outside the engine's calls. why is NONE after a
 	 * QUIT; smtp_client_last_reply() has the reply that ended it. */
 	void (*close)(void *arg, enum smtp_client_error why);
+	/* The server said 220 to STARTTLS: discard any input buffered in
+	 * clear text and start the TLS handshake; report its end with
+	 * smtp_client_tls_done() (never from inside this call). Until then
+	 * the engine touches neither buffer. NULL: no TLS here. */
+	void (*starttls)(void *arg);
 };
 
 /*
@@ -253,6 +278,18 @@ void smtp_client_quit(struct smtp_client *c);
  * read event, when the output has drained below the caller's low-water
  * mark, and after smtp_client_send()/smtp_client_quit(). */
 void smtp_client_process(struct smtp_client *c);
+
+/*
+ * The handshake that io->starttls() began is over. error NULL: success,
+ * and in/out are the buffers of the protected connection from now on;
+ * otherwise the connection ends with error TLS (text: why, for the log
+ * and the recipients' reason).
+ */
+void smtp_client_tls_done(struct smtp_client *c, struct evbuffer *in,
+    struct evbuffer *out, const char *error);
+
+/* true once TLS is up. */
+bool smtp_client_tls_active(const struct smtp_client *c);
 
 /* The timer asked for by io->set_timeout() fired. */
 void smtp_client_timeout(struct smtp_client *c);

@@ -33,7 +33,11 @@ Receiver
           final dot, then close without a reply;
       reply_delay=seconds: wait that long before answering the final dot;
       greeting="421 4.3.2 text": greet with that reply and close;
-      ehlo_reject=True: 502 5.5.1 to EHLO (HELO works, without extensions).
+      ehlo_reject=True: 502 5.5.1 to EHLO (HELO works, without extensions);
+      tls={"cert": PEM path, "key": PEM path}: offer STARTTLS (RFC 3207)
+          with that certificate; each message event then says "tls" (the
+          protocol version and cipher, or null in clear text). With
+          "broken": True the handshake can only fail (TLS 1.0 only).
     A parameter the server did not offer (BODY=8BITMIME without 8BITMIME,
     SMTPUTF8, DSN's RET/ENVID/NOTIFY/ORCPT) is refused with 555 5.5.4, like a
     strict server; a non-ASCII argument without SMTPUTF8 gets 500.
@@ -157,6 +161,7 @@ class Transaction:
         self.bare_lf = ev["bare_lf"]
         self.bare_cr = ev["bare_cr"]
         self.reply = ev["reply"]
+        self.tls = ev.get("tls")
 
     def param(self, name, rcpt=None):
         """Value of a MAIL (or RCPT, with rcpt) parameter, None if absent,
@@ -620,6 +625,17 @@ def serve(conf_path):
     class Handler:
         pass
 
+    tls_context = None
+    if b.get("tls"):
+        import ssl
+        tls_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        tls_context.load_cert_chain(b["tls"]["cert"], b["tls"]["key"])
+        if b["tls"].get("broken"):
+            # A TLS stack that cannot agree with anyone modern: TLS 1.0 only
+            # (OpenSSL 3 refuses it at its default security level).
+            tls_context.minimum_version = ssl.TLSVersion.TLSv1
+            tls_context.maximum_version = ssl.TLSVersion.TLSv1
+
     class Receiver(SMTP):
         command_size_limit = 4096
         command_size_limits = collections.defaultdict(lambda: 4096)
@@ -628,7 +644,8 @@ def serve(conf_path):
         def __init__(self):
             super().__init__(Handler(), hostname=conf["hostname"], ident="tern-test-receiver",
                              enable_SMTPUTF8=bool(b.get("smtputf8")), decode_data=False,
-                             data_size_limit=None, timeout=120, loop=loop)
+                             data_size_limit=None, timeout=120, loop=loop,
+                             tls_context=tls_context)
             self.conn_id = None
 
         # -- connection accounting
@@ -688,6 +705,8 @@ def serve(conf_path):
                 lines.append("SMTPUTF8")
             if b.get("dsn"):
                 lines.append("DSN")
+            if tls_context is not None and not self._tls_protocol:
+                lines.append("STARTTLS")
             lines.append("ENHANCEDSTATUSCODES")
             lines.append("HELP")
             for i, l in enumerate(lines):
@@ -825,8 +844,16 @@ def serve(conf_path):
             lf, cr = bare_line_ends(raw)
             emit("transaction", conn=self.conn_id, n=state["tx"], mail_from=env.mail_from,
                  mail_params=env.mail_options, rcpts=env.rcpts, raw=_b2s(raw), data=_b2s(unstuff(raw)),
-                 bare_lf=lf, bare_cr=cr, reply=reply)
+                 bare_lf=lf, bare_cr=cr, reply=reply, tls=self.tls_text())
             await self.push(reply)
+
+        def tls_text(self):
+            if not self._tls_protocol:
+                return None
+            obj = self.transport.get_extra_info("ssl_object")
+            if obj is None:
+                return "unknown"
+            return "%s:%s" % (obj.version(), obj.cipher()[0])
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -196,6 +196,7 @@ class OutboundCase(TernTestCase):
         "max_relay_connections": "100",
         "max_relay_connections_per_domain": "10",
     }
+    PROBE = "batch.test"   # a name of zone() whose MX answers once dnsmasq is up
     block = None
     dns = None
     workdir = None
@@ -227,10 +228,11 @@ class OutboundCase(TernTestCase):
             cls.workdir = tempfile.mkdtemp(prefix="tern-outbound-", dir="/tmp")
             os.chmod(cls.workdir, 0o755)
             cls.block = netfixtures.LoopbackBlock()
-            cls.dns = netfixtures.Dnsmasq(zone_args(cls.block), cls.workdir, "batch.test").start()
+            cls.dns = netfixtures.Dnsmasq(cls.zone(cls.block), cls.workdir, cls.PROBE).start()
             opts = {"resolver": "127.0.0.1:%d" % cls.dns.port}
             opts.update(cls.RELAY_OPTIONS)
-            cls.tern = harness.Tern(options=opts)
+            opts.update(cls.prepare())
+            cls.tern = harness.Tern(options=opts, extra_config=cls.extra_config())
             cls.dropped = cls.drop_rejected_options(["resolver"] + list(cls.RELAY_OPTIONS))
             if "resolver" in cls.dropped or "allow_loopback_mx" in cls.dropped:
                 cls._skip_reason = NOT_YET + " (check-config: %s)" % "; ".join(
@@ -251,6 +253,22 @@ class OutboundCase(TernTestCase):
     @classmethod
     def class_setup(cls):
         pass
+
+    @classmethod
+    def zone(cls, block):
+        """dnsmasq arguments of the class's test zones."""
+        return zone_args(block)
+
+    @classmethod
+    def prepare(cls):
+        """Before tern's configuration is written (workdir exists): more
+        options for it."""
+        return {}
+
+    @classmethod
+    def extra_config(cls):
+        """Configuration text appended (route blocks)."""
+        return ""
 
     @classmethod
     def tearDownClass(cls):

@@ -22,8 +22,11 @@ Covered:
   - a smarthost without AUTH PLAIN/LOGIN: deferred, 4.7.0;
   - a route with a smarthost but no credentials: delivered without AUTH
     (credentials belong to their own route only);
-  - `require_tls yes`: deferred with "4.7.10 TLS required by route but not
-    available", and the smarthost never sees a connection for it;
+  - `require_tls yes` to a smarthost without STARTTLS: deferred with
+    "4.7.10 TLS required, but the server does not offer STARTTLS", and the
+    smarthost never sees the message;
+  - AUTH without `auth_plaintext yes` to a smarthost without STARTTLS:
+    deferred, and no AUTH is ever sent (the password stays here);
   - `tern route` prints the route, smarthost, AUTH and TLS requirement and
     the addresses (text and JSON), and picks the most specific block.
 Skips without python3-aiosmtpd for /usr/bin/python3.
@@ -152,19 +155,28 @@ class Routes(unittest.TestCase):
                 "    smarthost %s" % (sh % cls.base),
                 "    auth_user %s" % USER,
                 "    auth_password_file %s/pw" % d,
+                "    auth_plaintext yes",
                 "}",
                 "route .login.test {",
                 "    smarthost %s" % (sh % (cls.base + 1)),
                 "    auth_user %s" % USER,
                 "    auth_password_file %s/pw" % d,
+                "    auth_plaintext yes",
                 "}",
                 "route badpw.test {",
                 "    smarthost %s" % (sh % cls.base),
                 "    auth_user %s" % USER,
                 "    auth_password_file %s/badpw" % d,
+                "    auth_plaintext yes",
                 "}",
                 "route nomech.test {",
                 "    smarthost %s" % (sh % (cls.base + 2)),
+                "    auth_user %s" % USER,
+                "    auth_password_file %s/pw" % d,
+                "    auth_plaintext yes",
+                "}",
+                "route cleartext.test {",
+                "    smarthost %s" % (sh % cls.base),
                 "    auth_user %s" % USER,
                 "    auth_password_file %s/pw" % d,
                 "}",
@@ -311,12 +323,25 @@ class Routes(unittest.TestCase):
         self.assertEqual(m["port"], self.base + 2)
         self.assertFalse(m["authenticated"])
 
+    def test_no_password_in_clear_text(self):
+        """Without auth_plaintext, AUTH waits for TLS (RFC 4954 4): this
+        smarthost offers no STARTTLS, so no AUTH is ever sent."""
+        tok = harness.token()
+        n_before = len(self.read_events())
+        qid = self.submit("gina@cleartext.test", tok)
+        line = self.result_line(qid, "gina@cleartext.test", "deferred")
+        self.assertIn("AUTH refused in clear text", line)
+        time.sleep(0.5)
+        new = self.read_events()[n_before:]
+        self.assertFalse([e for e in new if e.get("ev") == "auth"], new)
+        self.assertFalse(any(tok in e.get("content", "") for e in new))
+
     def test_require_tls_defers(self):
         tok = harness.token()
         n_before = len(self.read_events())
         qid = self.submit("frank@tls.test", tok)
         line = self.result_line(qid, "frank@tls.test", "deferred")
-        self.assertIn("4.7.10 TLS required by route but not available", line)
+        self.assertIn("4.7.10 TLS required, but the server does not offer STARTTLS", line)
         time.sleep(0.5)
         self.assertFalse(any(tok in e.get("content", "") for e in self.read_events()[n_before:]))
 
@@ -329,7 +354,7 @@ class Routes(unittest.TestCase):
         self.assertIn("  route *", lines)
         self.assertIn("  smarthost %s port %d, IP address" % (SMARTHOST_IP, self.base), lines)
         self.assertIn("  auth required: yes (PLAIN or LOGIN, user %s)" % USER, lines)
-        self.assertIn("  tls required: no", lines)
+        self.assertIn("  tls required: no (relay_tls level may)", lines)
         self.assertIn("    %s" % SMARTHOST_IP, lines)
         self.assertTrue(lines[-1].startswith("ok:"), out)
         self.assertNotIn(PASSWORD, out)

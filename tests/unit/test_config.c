@@ -753,7 +753,7 @@ static const struct error_case error_cases[] = {
 	  "}\n", NULL, NULL,
 	  "@C:3: auth_user: 'a\\x09b' contains a control character\n" },
 	{ "require_tls keyword", "route * { require_tls maybe }\n", NULL, NULL,
-	  "@C:1: require_tls: 'maybe' is not one of no, yes\n" },
+	  "@C:1: require_tls: 'maybe' is not one of no, yes, verify\n" },
 };
 
 static void
@@ -1388,7 +1388,7 @@ test_doc_mentions_every_option(void **state)
 		snprintf(heading, sizeof(heading), "[`%s`](#%s)", name, name);
 		assert_non_null(strstr(doc, heading));
 	}
-	assert_int_equal(n, 37);
+	assert_int_equal(n, 43);
 	assert_non_null(strstr(doc, "## Users file"));
 	assert_non_null(strstr(doc, "## Aliases file"));
 	assert_non_null(strstr(doc, config_default_text()));

@@ -515,7 +515,7 @@ test_per_recipient_results(void **state)
 	srv_run(s);
 	send_job(f->chan, 7, "[127.0.0.1]", rcpts, 3, BODY);
 	recv_result(f, 7, res, sizeof(res));
-	assert_has(res, "via [127.0.0.1] 127.0.0.1 -\n");
+	assert_has(res, "via [127.0.0.1] 127.0.0.1 none\n");
 	assert_has(res, "\n0 D 250 2.0.0 ");
 	assert_has(res, "\n1 F 550 5.1.1 no such user\n");
 	assert_has(res, "\n2 T 450 4.2.0 mailbox busy\n");
@@ -650,7 +650,7 @@ test_connection_limit(void **state)
 	}
 	send_job(f->chan, 3, "[127.0.0.3]", rcpts, 1, BODY);
 	recv_result(f, 3, res, sizeof(res));
-	assert_has(res, "via [127.0.0.3] 127.0.0.3 -\n0 D 250 ");
+	assert_has(res, "via [127.0.0.3] 127.0.0.3 none\n0 D 250 ");
 	assert_int_equal(srv_count(s, &s->txs), 3);
 	/* one QUIT: the idle timer (which would close both) played no part */
 	if (srv_count(s, &s->quits) != 1)
@@ -919,7 +919,7 @@ test_mx(void **state)
 	srv_run(s);
 	send_job(f->chan, 1, "two.test", rcpts, 2, BODY);
 	recv_result(f, 1, res, sizeof(res));
-	assert_has(res, "via mx2.two.test 127.0.0.3 -\n0 D 250 2.0.0 ");
+	assert_has(res, "via mx2.two.test 127.0.0.3 none\n0 D 250 2.0.0 ");
 	assert_has(res, "\n1 D 250 2.0.0 ");
 	assert_int_equal(srv_count(s, &s->conns[0]), 1);
 	assert_int_equal(srv_count(s, &s->conns[1]), 1);

@@ -40,6 +40,8 @@ struct t {
 	struct smtp_client_rcpt_result res[MAXR];
 	/* run from the callback: start this transaction next */
 	const char *next_body;
+	int nstarttls;           /* io->starttls() calls */
+	struct evbuffer *old_in, *old_out;   /* before TLS */
 };
 
 static void
@@ -62,7 +64,16 @@ io_close(void *arg, enum smtp_client_error why)
 	t->close_why = why;
 }
 
-static const struct smtp_client_io test_io = { io_set_timeout, io_close };
+static void
+io_starttls(void *arg)
+{
+	struct t *t = arg;
+
+	t->nstarttls++;
+}
+
+static const struct smtp_client_io test_io = { io_set_timeout, io_close,
+	io_starttls };
 
 static void
 on_result(void *arg, const struct smtp_client_result *res)
@@ -105,6 +116,21 @@ stop(struct t *t)
 	envelope_clear(&t->env);
 	evbuffer_free(t->in);
 	evbuffer_free(t->out);
+	if (t->old_in != NULL)
+		evbuffer_free(t->old_in);
+	if (t->old_out != NULL)
+		evbuffer_free(t->old_out);
+}
+
+/* The transport's side of a successful handshake: fresh buffers. */
+static void
+tls_up(struct t *t)
+{
+	t->old_in = t->in;
+	t->old_out = t->out;
+	t->in = evbuffer_new();
+	t->out = evbuffer_new();
+	smtp_client_tls_done(t->c, t->in, t->out, NULL);
 }
 
 /* Everything the client wrote since the last call. */
@@ -1263,6 +1289,7 @@ auth_start(struct t *t)
 	start(t);
 	t->params.auth_user = "tern";
 	t->params.auth_password = "s3cret pw";
+	t->params.auth_plaintext = true;
 	add_rcpts(t, 2);
 	send_msg(t, "x\r\n");
 }
@@ -1414,6 +1441,136 @@ test_auth_not_configured(void **state)
 	stop(&t);
 }
 
+/* RFC 3207: STARTTLS when offered, then EHLO again on the new buffers,
+ * and nothing read in clear text after the 220 counts. */
+static void
+test_starttls_may(void **state)
+{
+	struct t t;
+
+	start(&t);
+	t.params.tls = SMTP_CLIENT_TLS_MAY;
+	add_rcpts(&t, 1);
+	send_msg(&t, "x\r\n");
+	STEP(&t, "220 mx.test ESMTP\r\n", "EHLO client.test\r\n");
+	STEP(&t, EHLO_FULL, "STARTTLS\r\n");
+	assert_int_equal(t.nstarttls, 0);
+	/* an injected reply after the 220 must not be read by the engine */
+	STEP(&t, "220 2.0.0 go ahead\r\n250 injected\r\n", "");
+	assert_int_equal(t.nstarttls, 1);
+	assert_false(smtp_client_tls_active(t.c));
+	assert_int_equal(smtp_client_caps(t.c, NULL), 0);   /* forgotten */
+	assert_int_equal(t.timeout, 300);                   /* handshake bound */
+	tls_up(&t);
+	assert_true(smtp_client_tls_active(t.c));
+	STEP(&t, NULL, "EHLO client.test\r\n");
+	STEP(&t, "250-mx.test\r\n250 PIPELINING\r\n",
+	    "MAIL FROM:<sender@client.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "DATA\r\n");
+	assert_int_equal(smtp_client_caps(t.c, NULL),
+	    SMTP_CLIENT_CAP_ESMTP | SMTP_CLIENT_CAP_PIPELINING);
+	STEP(&t, "250 ok\r\n250 ok\r\n354 go\r\n", "x\r\n.\r\n");
+	STEP(&t, "250 2.0.0 queued\r\n", "");
+	want_rcpt(&t, 0, SMTP_CLIENT_DELIVERED, 250, "2.0.0", SMTP_CLIENT_STAGE_DOT);
+	assert_int_equal(t.nstarttls, 1);   /* once only */
+	stop(&t);
+}
+
+/* Opportunistic: no STARTTLS offered, or refused: clear text. */
+static void
+test_starttls_may_fallback(void **state)
+{
+	struct t t;
+
+	start(&t);
+	t.params.tls = SMTP_CLIENT_TLS_MAY;
+	STEP(&t, "220 mx.test ESMTP\r\n", "EHLO client.test\r\n");
+	STEP(&t, EHLO_BARE, "");
+	assert_true(smtp_client_idle(t.c));
+	assert_int_equal(t.nstarttls, 0);
+	stop(&t);
+
+	start(&t);
+	t.params.tls = SMTP_CLIENT_TLS_MAY;
+	STEP(&t, "220 mx.test ESMTP\r\n", "EHLO client.test\r\n");
+	STEP(&t, EHLO_FULL, "STARTTLS\r\n");
+	STEP(&t, "454 4.7.0 TLS not available\r\n", "");
+	assert_true(smtp_client_idle(t.c));
+	assert_int_equal(t.nstarttls, 0);
+	assert_false(smtp_client_tls_active(t.c));
+	stop(&t);
+}
+
+/* Required: not offered, refused, or a failed handshake end it all. */
+static void
+test_starttls_must(void **state)
+{
+	static const char *const after_ehlo[] = { EHLO_BARE, EHLO_FULL };
+
+	for (size_t i = 0; i < 3; i++) {
+		struct t t;
+
+		start(&t);
+		t.params.tls = SMTP_CLIENT_TLS_MUST;
+		add_rcpts(&t, 2);
+		send_msg(&t, "x\r\n");
+		STEP(&t, "220 mx.test ESMTP\r\n", "EHLO client.test\r\n");
+		STEP(&t, after_ehlo[i > 0], i == 0 ? "" : "STARTTLS\r\n");
+		if (i == 1)
+			STEP(&t, "454 4.7.0 not now\r\n", "");
+		if (i == 2) {
+			STEP(&t, "220 go\r\n", "");
+			assert_int_equal(t.nstarttls, 1);
+			smtp_client_tls_done(t.c, NULL, NULL,
+			    "certificate verification failed: x");
+		}
+		assert_true(t.closed);
+		assert_int_equal(t.close_why, SMTP_CLIENT_ERR_TLS);
+		assert_int_equal(t.ncb, 1);
+		assert_int_equal(t.err, SMTP_CLIENT_ERR_TLS);
+		for (size_t r = 0; r < 2; r++)
+			want_rcpt(&t, r, SMTP_CLIENT_TEMPFAIL, 0, "4.7.10",
+			    i == 0 ? SMTP_CLIENT_STAGE_EHLO :
+			    SMTP_CLIENT_STAGE_STARTTLS);
+		assert_non_null(strstr(t.res[0].reply.text, i == 0 ?
+		    "does not offer STARTTLS" : i == 1 ? "454" :
+		    "certificate verification failed"));
+		stop(&t);
+	}
+}
+
+/* AUTH waits for TLS (RFC 4954 4), and without TLS is refused unless
+ * auth_plaintext. */
+static void
+test_auth_after_tls(void **state)
+{
+	struct t t;
+
+	auth_start(&t);
+	t.params.auth_plaintext = false;
+	t.params.tls = SMTP_CLIENT_TLS_MAY;
+	STEP(&t, "220 relay.test ESMTP\r\n", "EHLO client.test\r\n");
+	STEP(&t, "250-relay.test\r\n250-STARTTLS\r\n250 AUTH PLAIN\r\n",
+	    "STARTTLS\r\n");
+	STEP(&t, "220 go\r\n", "");
+	tls_up(&t);
+	STEP(&t, NULL, "EHLO client.test\r\n");
+	STEP(&t, "250-relay.test\r\n250 AUTH PLAIN\r\n",
+	    "AUTH PLAIN " AUTH_PLAIN_IR "\r\n");
+	stop(&t);
+
+	/* no STARTTLS offered: the password stays here */
+	auth_start(&t);
+	t.params.auth_plaintext = false;
+	t.params.tls = SMTP_CLIENT_TLS_MAY;
+	STEP(&t, "220 relay.test ESMTP\r\n", "EHLO client.test\r\n");
+	STEP(&t, "250-relay.test\r\n250 AUTH PLAIN\r\n", "QUIT\r\n");
+	assert_int_equal(t.err, SMTP_CLIENT_ERR_AUTH);
+	want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.7.0", SMTP_CLIENT_STAGE_AUTH);
+	assert_non_null(strstr(t.res[0].reply.text, "clear text"));
+	stop(&t);
+}
+
 static void
 test_send_misuse(void **state)
 {
@@ -1440,6 +1597,10 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ehlo_ok),
+		cmocka_unit_test(test_starttls_may),
+		cmocka_unit_test(test_starttls_may_fallback),
+		cmocka_unit_test(test_starttls_must),
+		cmocka_unit_test(test_auth_after_tls),
 		cmocka_unit_test(test_ehlo_keywords),
 		cmocka_unit_test(test_ehlo_5xx_helo),
 		cmocka_unit_test(test_helo_refused),
