@@ -72,6 +72,7 @@ enum ipc_type {
 	IPC_CTL_SHUTDOWN,       /* parent -> child: finish and exit */
 	IPC_CTL_READY,          /* child -> parent: initialised, privileges dropped */
 	IPC_CTL_RELAY_FD,       /* parent -> queue: your new relay channel (fd attached) */
+	IPC_CTL_TLS_FD,         /* parent -> smtp: new certificate and key (memfd attached, tls.h) */
 };
 
 #define IPC_RELAY_MAX_RCPTS 1000

@@ -42,6 +42,7 @@
 #include "relay.h"
 #include "route.h"
 #include "smtp_server.h"
+#include "tls.h"
 #include "util.h"
 
 #define TERN_VERSION "0.1.0"
@@ -288,8 +289,18 @@ spawn(struct parent *p, enum worker_kind kind, const int chan[2],
 				fatal("chroot %s: %s", p->cfg->chroot_dir, strerror(errno));
 			drop_privileges(p->smtp_uid, p->smtp_gid);
 		}
+		/* The key is read now, as root: once the session code runs
+		 * this process can no longer open it (docs/security.md). */
+		SSL_CTX *tls = NULL;
+		if (p->cfg->tls_certificate != NULL) {
+			tls = tls_server_ctx_load(p->cfg->tls_certificate,
+			    p->cfg->tls_key, tls_min_version(p->cfg), err,
+			    sizeof(err));
+			if (tls == NULL)
+				log_err("smtp event=tls-unavailable reason=\"%s\"", err);
+		}
 		harden_worker(parent_pid);
-		status = smtp_server_run(p->cfg, base, dns, p->listen_fds,
+		status = smtp_server_run(p->cfg, base, dns, tls, p->listen_fds,
 		    p->nlisten, chan[0], ctl[1]);
 		break;
 	}
@@ -466,12 +477,48 @@ sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 		event_base_loopbreak(p->base);
 }
 
+/*
+ * SIGHUP: the certificate and key are read again (by the parent, as
+ * root) and handed to the smtp process as a memfd; new connections use
+ * them, open ones keep theirs. A bad pair is logged and the old one
+ * stays. XXX The rest of the configuration is not reloaded (a restart
+ * applies it), and log_file is not reopened.
+ */
 static void
 sighup_cb(evutil_socket_t sig, short ev, void *arg)
 {
-	/* XXX configuration reload (and TLS certificates) come with the
-	 * submission issue; for now SIGHUP is logged and ignored. */
-	log_info("parent event=sighup action=ignored");
+	struct parent *p = arg;
+	const struct config *cfg = p->cfg;
+	char err[256];
+	SSL_CTX *check;
+	int fd;
+
+	if (cfg->tls_certificate == NULL) {
+		log_info("parent event=sighup action=none reason=\"no "
+		    "tls_certificate; configuration changes need a restart\"");
+		return;
+	}
+	check = tls_server_ctx_load(cfg->tls_certificate, cfg->tls_key,
+	    tls_min_version(cfg), err, sizeof(err));
+	if (check == NULL) {
+		log_err("parent event=sighup action=tls-reload result=failed "
+		    "reason=\"%s\" (the current certificate stays)", err);
+		return;
+	}
+	SSL_CTX_free(check);
+	fd = tls_bundle_fd(cfg->tls_certificate, cfg->tls_key, err, sizeof(err));
+	if (fd == -1) {
+		log_err("parent event=sighup action=tls-reload result=failed "
+		    "reason=\"%s\"", err);
+		return;
+	}
+	if (p->w[WORKER_SMTP].pid > 0 &&
+	    ipc_send_fd(p->w[WORKER_SMTP].ctl, IPC_CTL_TLS_FD, fd) == -1)
+		log_err("parent event=sighup action=tls-reload result=failed "
+		    "reason=\"cannot reach the smtp process\"");
+	else
+		log_info("parent event=sighup action=tls-reload result=sent");
+	close(fd);
 }
 
 static void
@@ -504,6 +551,16 @@ cmd_serve(const char *path)
 	if (p.cfg == NULL)
 		return 78;   /* EX_CONFIG */
 	p.root = geteuid() == 0;
+	if (p.cfg->tls_certificate != NULL) {
+		/* A bad certificate or key is found now, not at the first
+		 * STARTTLS. */
+		char err[256];
+		SSL_CTX *check = tls_server_ctx_load(p.cfg->tls_certificate,
+		    p.cfg->tls_key, tls_min_version(p.cfg), err, sizeof(err));
+		if (check == NULL)
+			fatal("tls_certificate/tls_key: %s", err);
+		SSL_CTX_free(check);
+	}
 	p.w[WORKER_QUEUE].name = "queue";
 	p.w[WORKER_SMTP].name = "smtp";
 	p.w[WORKER_RELAY].name = "relay";

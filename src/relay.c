@@ -1708,9 +1708,8 @@ relay_new(const struct config *cfg, char *err, size_t errsize)
 	 * failure only costs TLS: "may" goes on in clear text, stronger
 	 * levels defer. */
 	char terr[256];
-	r->tls_ctx = tls_client_ctx_new(cfg->tls_ca_file,
-	    cfg->tls_min_version == CONFIG_TLS_1_3 ? TLS1_3_VERSION :
-	    TLS1_2_VERSION, terr, sizeof(terr));
+	r->tls_ctx = tls_client_ctx_new(cfg->tls_ca_file, tls_min_version(cfg),
+	    terr, sizeof(terr));
 	if (r->tls_ctx == NULL)
 		log_warn("relay event=tls-unavailable reason=\"%s\"", terr);
 	return r;

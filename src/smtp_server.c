@@ -22,6 +22,7 @@
 #include "smtp_queue_ipc.h"
 #include "smtp_server.h"
 #include "smtp_session.h"
+#include "tls.h"
 #include "util.h"
 
 /* Input buffered beyond this stops reading from the socket until the
@@ -49,6 +50,7 @@ struct smtp_server {
 	size_t nlisteners;
 	struct smtp_queue_ipc *queue;
 	struct dns *dns;
+	SSL_CTX *tls;             /* NULL: no TLS; replaced on reload */
 	struct event *ctl_ev;
 	struct event *sig_term, *sig_int, *sig_hup;
 	int ctl_fd;
@@ -415,6 +417,25 @@ ctl_cb(evutil_socket_t fd, short ev, void *arg)
 	case IPC_CTL_SHUTDOWN:
 		server_stop(srv, 0);
 		break;
+	case IPC_CTL_TLS_FD: {
+		char err[256];
+		SSL_CTX *ctx;
+
+		if (pfd == -1)
+			break;
+		ctx = tls_server_ctx_from_fd(pfd, tls_min_version(srv->cfg), err,
+		    sizeof(err));
+		if (ctx == NULL) {
+			log_err("smtp event=tls-reload result=failed reason=\"%s\"",
+			    err);
+			break;
+		}
+		/* Open connections hold their own reference (SSL_new). */
+		SSL_CTX_free(srv->tls);
+		srv->tls = ctx;
+		log_info("smtp event=tls-reload result=ok");
+		break;
+	}
 	default:
 		log_err("smtp: unexpected control frame %d", (int)type);
 		break;
@@ -435,13 +456,14 @@ signal_cb(evutil_socket_t sig, short ev, void *arg)
 
 int
 smtp_server_run(const struct config *cfg, struct event_base *base,
-    struct dns *dns, const int *listen_fds, size_t nlisten, int queue_fd,
-    int ctl_fd)
+    struct dns *dns, SSL_CTX *tls, const int *listen_fds, size_t nlisten,
+    int queue_fd, int ctl_fd)
 {
 	struct smtp_server srv = { 0 };
 
 	signal(SIGPIPE, SIG_IGN);
 	srv.cfg = cfg;
+	srv.tls = tls;
 	srv.ctl_fd = ctl_fd;
 	srv.base = base;
 	srv.dns = dns;
@@ -488,6 +510,7 @@ smtp_server_run(const struct config *cfg, struct event_base *base,
 	smtp_queue_ipc_free(&srv.queue);
 	if (srv.dns != NULL)
 		dns_free(&srv.dns);
+	SSL_CTX_free(srv.tls);
 	event_free(srv.ctl_ev);
 	event_free(srv.sig_term);
 	event_free(srv.sig_int);

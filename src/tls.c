@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -17,10 +18,18 @@
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
+#include "config.h"
 #include "tls.h"
 #include "util.h"
 
 #define TLS_PEM_MAX (1u << 20)
+
+int
+tls_min_version(const struct config *cfg)
+{
+	return cfg->tls_min_version == CONFIG_TLS_1_3 ? TLS1_3_VERSION :
+	    TLS1_2_VERSION;
+}
 
 /* The first queued OpenSSL error as text (and the queue cleared). */
 static void
@@ -292,4 +301,102 @@ tls_read_pem(const char *path, size_t *len, char *err, size_t errsize)
 	buf[got] = '\0';
 	*len = got;
 	return buf;
+}
+
+SSL_CTX *
+tls_server_ctx_load(const char *cert_path, const char *key_path,
+    int min_version, char *err, size_t errsize)
+{
+	size_t clen, klen;
+	char *cert, *key;
+	SSL_CTX *ctx = NULL;
+
+	if ((cert = tls_read_pem(cert_path, &clen, err, errsize)) == NULL)
+		return NULL;
+	if ((key = tls_read_pem(key_path, &klen, err, errsize)) != NULL) {
+		ctx = tls_server_ctx_new(cert, clen, key, klen, min_version, err,
+		    errsize);
+		explicit_bzero(key, klen);
+		free(key);
+	}
+	free(cert);
+	return ctx;
+}
+
+/* Write all of buf to fd. */
+static int
+write_all(int fd, const char *buf, size_t len)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -1;
+		buf += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int
+tls_bundle_fd(const char *cert_path, const char *key_path, char *err,
+    size_t errsize)
+{
+	size_t clen, klen;
+	char *cert, *key;
+	int fd, rc;
+
+	if ((cert = tls_read_pem(cert_path, &clen, err, errsize)) == NULL)
+		return -1;
+	if ((key = tls_read_pem(key_path, &klen, err, errsize)) == NULL) {
+		free(cert);
+		return -1;
+	}
+	fd = memfd_create("tern-tls", MFD_CLOEXEC);
+	if (fd == -1) {
+		snprintf(err, errsize, "memfd_create: %s", strerror(errno));
+		rc = -1;
+	} else {
+		/* PEM readers skip blocks of other types, so one text holds
+		 * both: certificates first, then the key. */
+		rc = write_all(fd, cert, clen) == 0 && write_all(fd, "\n", 1) == 0 &&
+		    write_all(fd, key, klen) == 0 && lseek(fd, 0, SEEK_SET) == 0 ?
+		    0 : -1;
+		if (rc == -1) {
+			snprintf(err, errsize, "memfd: %s", strerror(errno));
+			close(fd);
+			fd = -1;
+		}
+	}
+	explicit_bzero(key, klen);
+	free(key);
+	free(cert);
+	return fd;
+}
+
+SSL_CTX *
+tls_server_ctx_from_fd(int fd, int min_version, char *err, size_t errsize)
+{
+	struct stat st;
+	char *buf;
+	size_t got = 0;
+	ssize_t n;
+	SSL_CTX *ctx;
+
+	if (fstat(fd, &st) == -1 || st.st_size <= 0 ||
+	    st.st_size > (off_t)(2 * TLS_PEM_MAX)) {
+		snprintf(err, errsize, "certificate bundle unreadable");
+		return NULL;
+	}
+	buf = xmalloc((size_t)st.st_size + 1);
+	while (got < (size_t)st.st_size &&
+	    (n = pread(fd, buf + got, (size_t)st.st_size - got, (off_t)got)) > 0)
+		got += (size_t)n;
+	buf[got] = '\0';
+	ctx = tls_server_ctx_new(buf, got, buf, got, min_version, err, errsize);
+	explicit_bzero(buf, got);
+	free(buf);
+	return ctx;
 }

@@ -17,7 +17,11 @@
 #include <openssl/ssl.h>
 
 struct bufferevent;
+struct config;
 struct event_base;
+
+/* TLS1_2_VERSION or TLS1_3_VERSION, from tls_min_version. */
+int tls_min_version(const struct config *cfg);
 
 /* "TLSv1.3:TLS_AES_256_GCM_SHA384" fits with room to spare. */
 #define TLS_DESC_MAX 128
@@ -77,5 +81,22 @@ void tls_error_text(struct bufferevent *bev, char *buf, size_t size);
 /* Read a whole PEM file (at most 1 MiB) into a new NUL-terminated buffer.
  * Returns NULL with err set. */
 char *tls_read_pem(const char *path, size_t *len, char *err, size_t errsize);
+
+/* tls_server_ctx_new() from the two files (read now, as whoever calls;
+ * the key's copy in memory is wiped after use). */
+SSL_CTX *tls_server_ctx_load(const char *cert_path, const char *key_path,
+    int min_version, char *err, size_t errsize);
+
+/*
+ * Certificate reload without giving the smtp process the files: the
+ * parent (root) reads both into an anonymous memory file (memfd) and
+ * passes its descriptor; the smtp process builds its new context from it.
+ * tls_bundle_fd() returns the fd (read position 0) or -1 with err set;
+ * tls_server_ctx_from_fd() reads it (not closing it) and wipes its copy.
+ */
+int tls_bundle_fd(const char *cert_path, const char *key_path, char *err,
+    size_t errsize);
+SSL_CTX *tls_server_ctx_from_fd(int fd, int min_version, char *err,
+    size_t errsize);
 
 #endif
