@@ -336,7 +336,13 @@ sendmail_parse_addresses(const char *s, size_t len, const char *domain,
 			continue;
 		}
 		if (c == ':') {
-			/* group: "name: a, b;" (the words were its name) */
+			/* group: "name: a, b;" (the words were its name, a
+			 * phrase: never an address) */
+			if (have_angle || (word.len > 0 &&
+			    memchr(word.p, '@', word.len) != NULL)) {
+				snprintf(err, errsize, "unexpected ':'");
+				goto fail;
+			}
 			word.len = 0;
 			space = phrase = false;
 			i++;
