@@ -6,6 +6,8 @@
  *   tern config-doc              print the configuration reference
  *   tern queue list|show ID|flush [ID]|delete ID|hold ID|release ID
  *              [--json] [-c FILE]  ask the running queue (queue_control.h)
+ *   tern sendmail [-t] [-i] [-f ADDR] [-F NAME] [-C FILE] [ADDRESS...]
+ *              (also argv[0] "sendmail") submit stdin over submit_socket
  *   tern version
  *
  * The parent reads the configuration and binds the listening sockets
