@@ -78,6 +78,7 @@ enum opt_type {
 	T_SMARTHOST,  /* HOST[:PORT] or [HOST][:PORT] */
 	T_AUTH_USER,  /* a SASL user name, printable */
 	T_SECRET,     /* password file: path, read at load */
+	T_SOCKET,     /* path of a UNIX socket, made absolute, or none */
 };
 
 enum ctx_kind { CTX_TOP, CTX_DOMAIN, CTX_ROUTE };
@@ -253,6 +254,21 @@ static const struct option top_opts[] = {
 	  TOP(chroot_dir), NULL, NULL,
 	  "An empty directory the smtp and relay processes are chrooted "
 	  "into when tern starts as root." },
+	{ "submit_socket", T_SOCKET, "PATH | none", NULL,
+	  "SPOOL/../submit.sock (`./var/submit.sock` for the default spool)",
+	  0, 0, false, TOP(submit_socket), NULL, NULL,
+	  "The local submission socket of `tern sendmail` (and of the same "
+	  "binary run as `sendmail`). The parent process creates it at start "
+	  "(replacing a stale socket, never another kind of file, and "
+	  "refusing to start while another tern answers on it) with mode "
+	  "0666, so every local user may submit, as with Postfix's default "
+	  "`authorized_submit_users`; its directory is created if missing "
+	  "(mode 0755). The smtp process accepts on it and runs the normal "
+	  "SMTP engine with relaying allowed: a local program may send to any "
+	  "domain. The peer's uid, gid and pid come from the kernel "
+	  "(SO_PEERCRED), are logged and end up in the `Received:` header "
+	  "(`from localhost (uid 1000)`). At most 107 bytes (the limit of a "
+	  "socket address). `none` disables local submission." },
 	{ "relay_networks", T_CIDRS, "CIDR...", "127.0.0.0/8 ::1/128", NULL,
 	  0, 0, true, 0, NULL, NULL,
 	  "Clients in these networks may relay: send to domains that are not "
@@ -813,6 +829,23 @@ path_parent(const char *abs)
 	if (slash == NULL || slash == abs)
 		return xstrdup("/");
 	return xstrndup(abs, (size_t)(slash - abs));
+}
+
+char *
+config_path_absolute(const char *cwd, const char *path)
+{
+	return path_absolute(cwd, path);
+}
+
+char *
+config_default_submit_socket(const char *spool_dir)
+{
+	char *parent = path_parent(spool_dir);
+	char *path = xasprintf("%s%ssubmit.sock", parent,
+	    strcmp(parent, "/") == 0 ? "" : "/");
+
+	free(parent);
+	return path;
 }
 
 /* An absolute copy of path, or NULL after reporting why not. */
@@ -1871,6 +1904,20 @@ apply_option(struct parser *p, struct frame *f, const struct option *o,
 		set_string(field, abs);
 		read_secret(p, o, base, abs);
 		return;
+	case T_SOCKET:
+		/* "" stands for none until apply_defaults() sees it. */
+		if (strcmp(args[0], "none") == 0)
+			set_string(field, xstrdup(""));
+		else if ((abs = resolve_path(p, o->name, args[0])) == NULL)
+			return;
+		else if (strlen(abs) >= CONFIG_SOCKET_PATH_MAX) {
+			perr(p, "%s: '%s' is longer than %d bytes, the limit of "
+			    "a socket address", o->name, show(sh, abs,
+			    strlen(abs)), CONFIG_SOCKET_PATH_MAX - 1);
+			free(abs);
+		} else
+			set_string(field, abs);
+		return;
 	case T_DOMAIN:
 	case T_ROUTE:
 		break;
@@ -2373,6 +2420,18 @@ apply_defaults(struct parser *p)
 		    strcmp(parent, "/") == 0 ? "" : "/");
 		free(parent);
 	}
+	if (cfg->submit_socket == NULL) {
+		cfg->submit_socket = config_default_submit_socket(cfg->spool_dir);
+		if (strlen(cfg->submit_socket) >= CONFIG_SOCKET_PATH_MAX) {
+			perr(p, "submit_socket: the default %s is longer than %d "
+			    "bytes (the limit of a socket address): set "
+			    "submit_socket or none", cfg->submit_socket,
+			    CONFIG_SOCKET_PATH_MAX - 1);
+		}
+	} else if (cfg->submit_socket[0] == '\0') {
+		free(cfg->submit_socket);       /* submit_socket none */
+		cfg->submit_socket = NULL;
+	}
 	for (size_t i = 0; i < cfg->ndomains; i++) {
 		struct config_domain *d = &cfg->domains[i];
 		char *parent;
@@ -2620,6 +2679,7 @@ config_free(struct config **cfgp)
 	free(cfg->user_queue);
 	free(cfg->user_relay);
 	free(cfg->chroot_dir);
+	free(cfg->submit_socket);
 	free(cfg->resolver);
 	free(cfg->tls_certificate);
 	free(cfg->tls_key);
@@ -2744,6 +2804,15 @@ config_maildir_path(const struct config_domain *d, const char *user,
 }
 
 const char *
+config_option_default(const char *name)
+{
+	for (size_t i = 0; i < nitems(top_opts); i++)
+		if (strcmp(top_opts[i].name, name) == 0)
+			return top_opts[i].def;
+	return NULL;
+}
+
+const char *
 config_option_name(size_t i)
 {
 	for (size_t c = 0; c < nitems(all_ctx); c++) {
@@ -2781,6 +2850,7 @@ type_doc(enum opt_type t)
 	case T_SMARTHOST: return "host and port";
 	case T_AUTH_USER: return "string";
 	case T_SECRET: return "path (password file)";
+	case T_SOCKET: return "path (socket) or `none`";
 	}
 	return "?";
 }
@@ -2849,6 +2919,10 @@ doc_bounds(const struct option *o, char *buf, size_t size)
 		return;
 	case T_AUTH_USER:
 		snprintf(buf, size, "1..%d bytes", CONFIG_AUTH_MAX);
+		return;
+	case T_SOCKET:
+		snprintf(buf, size, "at most %d bytes, made absolute",
+		    CONFIG_SOCKET_PATH_MAX - 1);
 		return;
 	case T_ENUM:
 		break;

@@ -32,6 +32,8 @@
 #include <sys/socket.h>
 
 #define CONFIG_MAX_LISTENERS 32
+/* sizeof(sun_path) on Linux: a socket path has at most 107 bytes. */
+#define CONFIG_SOCKET_PATH_MAX 108
 
 enum config_bare_newline {
 	CONFIG_BARE_NEWLINE_NORMALIZE, /* bare CR/LF become CRLF; never end DATA */
@@ -123,6 +125,7 @@ struct config {
 	char *user_queue;
 	char *user_relay;      /* the outbound delivery process */
 	char *chroot_dir;      /* empty directory for the smtp process (root) */
+	char *submit_socket;   /* absolute; NULL: no local submission (none) */
 
 	struct config_cidr *relay_networks;
 	size_t nrelay_networks;
@@ -186,9 +189,25 @@ void config_write_doc(FILE *out);
  */
 const char *config_option_name(size_t i);
 
+/* The default of a top-level option as written in the table ("./var/spool"
+ * for spool), or NULL if it has none or is computed. */
+const char *config_option_default(const char *name);
+
 /* Look up a local domain (ASCII case-insensitive); NULL if not local. */
 const struct config_domain *config_find_domain(const struct config *cfg,
     const char *domain, size_t len);
+
+/*
+ * cwd joined with path (unless path is absolute), "." and ".." resolved
+ * lexically, as the loader makes paths absolute; NULL if longer than
+ * PATH_MAX. Caller frees. For readers of the file that do not load it
+ * whole (tern sendmail).
+ */
+char *config_path_absolute(const char *cwd, const char *path);
+
+/* submit_socket's default for an absolute, normalised spool directory:
+ * submit.sock next to it. Caller frees. */
+char *config_default_submit_socket(const char *spool_dir);
 
 /* true if addr falls in one of relay_networks. */
 bool config_is_relay_client(const struct config *cfg,

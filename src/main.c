@@ -6,6 +6,8 @@
  *   tern config-doc              print the configuration reference
  *   tern queue list|show ID|flush [ID]|delete ID|hold ID|release ID
  *              [--json] [-c FILE]  ask the running queue (queue_control.h)
+ *   tern sendmail [-t] [-i] [-f ADDR] [-F NAME] [-C FILE] [ADDRESS...]
+ *              (also argv[0] "sendmail") submit stdin over submit_socket
  *   tern version
  *
  * The parent reads the configuration and binds the listening sockets
@@ -27,6 +29,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +44,7 @@
 #include "queue_control.h"
 #include "relay.h"
 #include "route.h"
+#include "sendmail.h"
 #include "smtp_server.h"
 #include "tls.h"
 #include "util.h"
@@ -65,6 +69,8 @@ struct parent {
 	struct event_base *base;
 	int listen_fds[CONFIG_MAX_LISTENERS];
 	size_t nlisten;
+	int submit_fd;            /* submit_socket, or -1 (sendmail.h) */
+	ino_t submit_ino;         /* to remove only our own socket at exit */
 	bool root;
 	uid_t smtp_uid, queue_uid, relay_uid;
 	gid_t smtp_gid, queue_gid, relay_gid;
@@ -86,6 +92,7 @@ usage(void)
 	    "       tern check-config [-c FILE]\n"
 	    "       tern config-doc\n"
 	    "       tern queue list|show ID|flush [ID]|delete ID|hold ID|release ID [--json] [-c FILE]\n"
+	    "       tern sendmail [-t] [-i] [-f SENDER] [-F NAME] [-C FILE] [ADDRESS...]\n"
 	    "       tern version\n");
 	exit(64);
 }
@@ -167,6 +174,57 @@ bind_listener(const struct config_listener *l)
 	return fd;
 }
 
+/*
+ * The local submission socket (submit_socket; tern sendmail connects to
+ * it). A stale socket is replaced, anything else at the path is left
+ * alone, and a socket another tern still answers on is never stolen.
+ * Mode 0666: every local user may submit; who did is known from
+ * SO_PEERCRED in the smtp process. Returns the listening fd.
+ */
+static int
+bind_submit_socket(const char *path, ino_t *ino)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	struct stat st;
+	char *dir, *slash;
+	int fd;
+
+	if (strlen(path) >= sizeof(sun.sun_path))
+		fatal("submit_socket %s: path too long", path);
+	memcpy(sun.sun_path, path, strlen(path) + 1);
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode))
+			fatal("submit_socket %s exists and is not a socket; "
+			    "refusing to replace it", path);
+		fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		if (fd != -1 && connect(fd, (struct sockaddr *)&sun,
+		    sizeof(sun)) == 0)
+			fatal("submit_socket %s: another tern is running "
+			    "(it accepts connections there)", path);
+		if (fd != -1)
+			close(fd);
+		if (unlink(path) == -1)
+			fatal("cannot remove stale submit_socket %s: %s", path,
+			    strerror(errno));
+	}
+	dir = xstrdup(path);
+	if ((slash = strrchr(dir, '/')) != NULL && slash != dir) {
+		*slash = '\0';
+		if (util_mkdirs(dir, 0755) == -1)
+			fatal("cannot create %s for submit_socket: %s", dir,
+			    strerror(errno));
+	}
+	free(dir);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd == -1 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
+	    chmod(path, 0666) == -1 || listen(fd, 128) == -1 ||
+	    lstat(path, &st) == -1)
+		fatal("cannot listen on submit_socket %s: %s", path,
+		    strerror(errno));
+	*ino = st.st_ino;
+	return fd;
+}
+
 /* ------------------------------------------------------------------ */
 /* workers */
 
@@ -176,9 +234,12 @@ close_other_fds(struct parent *p, int keep1, int keep2, bool keep_listen)
 	for (int k = 0; k < WORKER_COUNT; k++)
 		if (p->w[k].ctl != -1 && p->w[k].ctl != keep1 && p->w[k].ctl != keep2)
 			close(p->w[k].ctl);
-	if (!keep_listen)
+	if (!keep_listen) {
 		for (size_t i = 0; i < p->nlisten; i++)
 			close(p->listen_fds[i]);
+		if (p->submit_fd != -1)
+			close(p->submit_fd);
+	}
 }
 
 /*
@@ -301,7 +362,7 @@ spawn(struct parent *p, enum worker_kind kind, const int chan[2],
 		}
 		harden_worker(parent_pid);
 		status = smtp_server_run(p->cfg, base, dns, tls, p->listen_fds,
-		    p->nlisten, chan[0], ctl[1]);
+		    p->nlisten, p->submit_fd, chan[0], ctl[1]);
 		break;
 	}
 	}
@@ -528,6 +589,8 @@ print_banner(const struct parent *p)
 
 	for (size_t i = 0; i < cfg->nlisteners; i++)
 		log_info("parent event=listening address=%s", cfg->listeners[i].text);
+	if (cfg->submit_socket != NULL)
+		log_info("parent event=listening submit_socket=%s", cfg->submit_socket);
 	log_info("parent event=started version=%s spool=%s user=%s", TERN_VERSION,
 	    cfg->spool_dir, p->root ? "root (workers drop privileges)" : "unprivileged");
 	fprintf(stderr, "tern %s: listening on", TERN_VERSION);
@@ -580,6 +643,9 @@ cmd_serve(const char *path)
 			    strerror(errno));
 		p.listen_fds[p.nlisten++] = fd;
 	}
+	p.submit_fd = -1;
+	if (p.cfg->submit_socket != NULL)
+		p.submit_fd = bind_submit_socket(p.cfg->submit_socket, &p.submit_ino);
 	if (p.root) {
 		lookup_user(p.cfg->user_smtp, &p.smtp_uid, &p.smtp_gid);
 		lookup_user(p.cfg->user_queue, &p.queue_uid, &p.queue_gid);
@@ -645,6 +711,14 @@ cmd_serve(const char *path)
 	event_base_free(p.base);
 	for (size_t i = 0; i < p.nlisten; i++)
 		close(p.listen_fds[i]);
+	if (p.submit_fd != -1) {
+		struct stat st;
+
+		close(p.submit_fd);
+		if (lstat(p.cfg->submit_socket, &st) == 0 && S_ISSOCK(st.st_mode) &&
+		    st.st_ino == p.submit_ino)
+			(void)unlink(p.cfg->submit_socket);
+	}
 	log_info("parent event=stopped");
 	config_free(&p.cfg);
 	return p.exit_status;
@@ -737,6 +811,9 @@ main(int argc, char **argv)
 	const char *cmd;
 	int c;
 
+	/* The classic interface: the binary installed as sendmail. */
+	if (argc >= 1 && sendmail_invoked_as(argv[0]))
+		return sendmail_main(argc, argv, 1);
 	if (argc < 2)
 		usage();
 	cmd = argv[1];
@@ -752,6 +829,8 @@ main(int argc, char **argv)
 		return cmd_route(argc, argv);
 	if (strcmp(cmd, "queue") == 0)
 		return cmd_queue(argc, argv);
+	if (strcmp(cmd, "sendmail") == 0)
+		return sendmail_main(argc, argv, 2);
 	optind = 2;
 	while ((c = getopt(argc, argv, "c:")) != -1) {
 		switch (c) {

@@ -48,6 +48,7 @@ struct smtp_server {
 	struct event_base *base;
 	struct evconnlistener *listeners[CONFIG_MAX_LISTENERS];
 	size_t nlisteners;
+	struct evconnlistener *submit;   /* submit_socket, or NULL */
 	struct smtp_queue_ipc *queue;
 	struct dns *dns;
 	SSL_CTX *tls;             /* NULL: no TLS; replaced on reload */
@@ -309,10 +310,23 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	char addr[INET6_ADDRSTRLEN] = "unknown";
 	unsigned port = 0;
 	char reply[200];
+	/* Local submission: who is calling, from the kernel. */
+	struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+	bool local = sa->sa_family == AF_UNIX;
 
 	if ((size_t)salen <= sizeof(ss))
 		memcpy(&ss, sa, (size_t)salen);
-	if (sa->sa_family == AF_INET) {
+	if (local) {
+		socklen_t clen = sizeof(cred);
+
+		util_strlcpy(addr, "local", sizeof(addr));
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == -1) {
+			log_warn("smtp event=refused client=local reason=peercred "
+			    "error=\"%s\"", strerror(errno));
+			close(fd);
+			return;
+		}
+	} else if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
 		inet_ntop(AF_INET, &sin->sin_addr, addr, sizeof(addr));
 		port = ntohs(sin->sin_port);
@@ -342,7 +356,10 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	memcpy(c->addr, addr, sizeof(addr));
 	c->client.addr = c->addr;
 	c->client.port = port;
-	c->client.relay_ok = config_is_relay_client(cfg, sa);
+	/* A local program may send anywhere, as with Postfix's sendmail. */
+	c->client.relay_ok = local || config_is_relay_client(cfg, sa);
+	c->client.local = local;
+	c->client.uid = (unsigned long)cred.uid;
 	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->free_ev = event_new(srv->base, -1, 0, free_cb, c);
 	if (c->bev == NULL || c->free_ev == NULL)
@@ -361,6 +378,10 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	srv->nconns++;
 	c->timeout = cfg->timeout_greeting;
 	conn_apply_timeouts(c);
+	if (local)
+		log_info("smtp session=%s event=local-submission uid=%lu gid=%lu "
+		    "pid=%ld", smtp_session_id(c->session), (unsigned long)cred.uid,
+		    (unsigned long)cred.gid, (long)cred.pid);
 	smtp_session_start(c->session);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
@@ -457,6 +478,7 @@ signal_cb(evutil_socket_t sig, short ev, void *arg)
 int
 smtp_server_run(const struct config *cfg, struct event_base *base,
     struct dns *dns, SSL_CTX *tls, const int *listen_fds, size_t nlisten,
+    int submit_fd,
     int queue_fd, int ctl_fd)
 {
 	struct smtp_server srv = { 0 };
@@ -476,6 +498,14 @@ smtp_server_run(const struct config *cfg, struct event_base *base,
 			fatal("smtp: cannot listen on %s", cfg->listeners[i].text);
 		evconnlistener_set_error_cb(srv.listeners[i], accept_error_cb);
 		srv.nlisteners++;
+	}
+	if (submit_fd != -1) {
+		util_set_nonblock(submit_fd);
+		srv.submit = evconnlistener_new(srv.base, accept_cb, &srv,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, submit_fd);
+		if (srv.submit == NULL)
+			fatal("smtp: cannot listen on %s", cfg->submit_socket);
+		evconnlistener_set_error_cb(srv.submit, accept_error_cb);
 	}
 	srv.ctl_ev = event_new(srv.base, ctl_fd, EV_READ | EV_PERSIST, ctl_cb, &srv);
 	srv.sig_term = evsignal_new(srv.base, SIGTERM, signal_cb, &srv);
@@ -507,6 +537,8 @@ smtp_server_run(const struct config *cfg, struct event_base *base,
 	}
 	for (size_t i = 0; i < srv.nlisteners; i++)
 		evconnlistener_free(srv.listeners[i]);
+	if (srv.submit != NULL)
+		evconnlistener_free(srv.submit);
 	smtp_queue_ipc_free(&srv.queue);
 	if (srv.dns != NULL)
 		dns_free(&srv.dns);

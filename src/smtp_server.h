@@ -22,12 +22,14 @@ struct event_base;
 
 /* base: the process's event loop, created before chroot; dns: a resolver
  * on it for the RCPT-time domain check (RFC 7505 null MX), or NULL. Both
- * are freed by smtp_server_run. */
-/* tls: the server TLS context (owned from now on), or NULL: no TLS; a
- * new one arrives with IPC_CTL_TLS_FD on SIGHUP. */
+ * are freed by smtp_server_run. submit_fd: the listening AF_UNIX socket of
+ * local submission (submit_socket, tern sendmail), or -1; its clients may
+ * relay, and are named by their SO_PEERCRED uid. tls: the server TLS
+ * context (owned from now on), or NULL: no TLS; a new one arrives with
+ * IPC_CTL_TLS_FD on SIGHUP. */
 struct ssl_ctx_st;
 int smtp_server_run(const struct config *cfg, struct event_base *base,
     struct dns *dns, struct ssl_ctx_st *tls, const int *listen_fds,
-    size_t nlisten, int queue_fd, int ctl_fd);
+    size_t nlisten, int submit_fd, int queue_fd, int ctl_fd);
 
 #endif

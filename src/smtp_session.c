@@ -338,10 +338,16 @@ write_received(struct smtp_session *s)
 	/* RFC 5321 4.4: "for" names a single recipient, never a list. */
 	if (t->env.nrcpts == 1 && strlen(t->env.rcpts[0].addr) < SMTP_ADDR_PATH_MAX)
 		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", t->env.rcpts[0].addr);
-	evbuffer_add_printf(s->stage,
-	    "Received: from %s ([%s])\r\n\tby %s (tern) with %s id %s%s;\r\n\t%s\r\n",
-	    helo[0] ? helo : "unknown", s->client->addr, s->cfg->hostname,
-	    t->env.protocol, t->queue_id, rcpt, date);
+	if (s->client->local)   /* tern sendmail: the kernel's word on who */
+		evbuffer_add_printf(s->stage,
+		    "Received: from %s (uid %lu)\r\n\tby %s (tern) with %s id %s%s;\r\n\t%s\r\n",
+		    helo[0] ? helo : "unknown", s->client->uid, s->cfg->hostname,
+		    t->env.protocol, t->queue_id, rcpt, date);
+	else
+		evbuffer_add_printf(s->stage,
+		    "Received: from %s ([%s])\r\n\tby %s (tern) with %s id %s%s;\r\n\t%s\r\n",
+		    helo[0] ? helo : "unknown", s->client->addr, s->cfg->hostname,
+		    t->env.protocol, t->queue_id, rcpt, date);
 }
 
 static void

@@ -32,6 +32,8 @@ struct smtp_session_client {
 	const char *addr;     /* peer IP as text */
 	unsigned port;
 	bool relay_ok;        /* peer is in relay_networks */
+	bool local;           /* local submission (submit_socket), addr "local" */
+	unsigned long uid;    /* if local: the peer's uid (SO_PEERCRED) */
 };
 
 /* What the session asks of the transport. */
