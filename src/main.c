@@ -37,6 +37,7 @@
 #include "dns.h"
 #include "ipc.h"
 #include "log.h"
+#include "passwd.h"
 #include "queue.h"
 #include "queue_control.h"
 #include "relay.h"
@@ -84,6 +85,7 @@ usage(void)
 	    "usage: tern serve [-c FILE]\n"
 	    "       tern check-config [-c FILE]\n"
 	    "       tern config-doc\n"
+	    "       tern passwd USER [FILE] [-c FILE]\n"
 	    "       tern queue list|show ID|flush [ID]|delete ID|hold ID|release ID [--json] [-c FILE]\n"
 	    "       tern version\n");
 	exit(64);
@@ -693,6 +695,8 @@ main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "route") == 0)
 		return cmd_route(argc, argv);
+	if (strcmp(cmd, "passwd") == 0)      /* passwd.c */
+		return passwd_main(argc, argv);
 	if (strcmp(cmd, "queue") == 0)
 		return cmd_queue(argc, argv);
 	optind = 2;
