@@ -12,9 +12,9 @@
  *
  * Which options exist, their types, defaults and bounds all come from the
  * option tables below; a block is just an option whose row points to
- * another table. `domain` and `route` open blocks; per-listener blocks
- * (`listen 0.0.0.0:587 { tls required }`) will be another row of the same
- * kind. docs/configuration.md is written from the same tables by
+ * another table. `domain`, `route` and `listen` open blocks (`listen` may
+ * also stand alone: `listen 0.0.0.0:25`, or open a per-listener block
+ * `listen 0.0.0.0:587 { auth required }`). docs/configuration.md is written from the same tables by
  * config_write_doc(), so the reference cannot drift from the code.
  *
  * Errors never stop the load: each is recorded as "file:line: reason" and
@@ -22,6 +22,7 @@
  * problem at once. Any error makes config_load() return NULL.
  */
 #include <arpa/inet.h>
+#include <crypt.h>
 #include <errno.h>
 #include <limits.h>
 #include <fcntl.h>
@@ -53,6 +54,8 @@ extern const char config_default_text_data[];
 #define CONFIG_LABEL_MAX 63            /* RFC 1035 2.3.4 */
 #define CONFIG_LOCAL_MAX 64            /* RFC 5321 4.5.3.1.1 */
 #define CONFIG_USER_MAX 32             /* useradd's limit */
+#define CONFIG_PASSWD_MAX 100000       /* users in passwd_file */
+#define CONFIG_PASSWD_ADDRS_MAX 1024   /* addresses per passwd user */
 
 /*
  * Option table
@@ -79,9 +82,10 @@ enum opt_type {
 	T_AUTH_USER,  /* a SASL user name, printable */
 	T_SECRET,     /* password file: path, read at load */
 	T_SOCKET,     /* path of a UNIX socket, made absolute, or none */
+	T_PASSWD,     /* passwd_file: path, read at load */
 };
 
-enum ctx_kind { CTX_TOP, CTX_DOMAIN, CTX_ROUTE };
+enum ctx_kind { CTX_TOP, CTX_DOMAIN, CTX_ROUTE, CTX_LISTEN };
 
 struct option;
 
@@ -112,6 +116,7 @@ struct option {
 #define TOP(f) offsetof(struct config, f)
 #define DOM(f) offsetof(struct config_domain, f)
 #define RTE(f) offsetof(struct config_route, f)
+#define LIS(f) offsetof(struct config_listener, f)
 
 static const char *const bare_newline_names[] = { "normalize", "reject", NULL };
 static const char *const no_yes_names[] = { "no", "yes", NULL };
@@ -119,7 +124,13 @@ static const char *const require_tls_names[] = { "no", "yes", "verify", NULL };
 static const char *const relay_tls_names[] = { "no", "may", "encrypt",
 	"verify", NULL };
 static const char *const tls_version_names[] = { "TLSv1.2", "TLSv1.3", NULL };
+static const char *const tls_names[] = { "none", "starttls", "implicit",
+	NULL };
+static const char *const auth_names[] = { "no", "yes", "required", NULL };
 _Static_assert(sizeof(enum config_bare_newline) == sizeof(unsigned),
+    "T_ENUM fields are stored as unsigned");
+_Static_assert(sizeof(enum config_listener_tls) == sizeof(unsigned) &&
+    sizeof(enum config_listener_auth) == sizeof(unsigned),
     "T_ENUM fields are stored as unsigned");
 
 static const struct option domain_opts[] = {
@@ -214,6 +225,66 @@ static const struct ctx route_ctx = {
 	CTX_ROUTE, "route block", route_opts, nitems(route_opts),
 };
 
+/*
+ * Options of a `listen ADDR:PORT { ... }` block. Their defaults are set by
+ * listener_defaults() for every listener, with or without a block; the
+ * `def` strings below must say the same (test_config checks it).
+ */
+static const struct option listen_opts[] = {
+	{ "tls", T_ENUM, "none|starttls|implicit", "starttls", NULL, 0, 0,
+	  false, LIS(tls), tls_names, NULL,
+	  "TLS on this listener: `starttls` offers STARTTLS (RFC 3207) once "
+	  "TLS certificates are configured, `implicit` speaks TLS from the "
+	  "first byte (port 465, RFC 8314), `none` never offers TLS." },
+	{ "auth", T_ENUM, "no|yes|required", "no", NULL, 0, 0, false,
+	  LIS(auth), auth_names, NULL,
+	  "SMTP AUTH (RFC 4954) with PLAIN (RFC 4616) and LOGIN, checked "
+	  "against `passwd_file` (which `yes` and `required` need). `yes` "
+	  "offers AUTH; `required` makes this a submission listener (RFC "
+	  "6409): MAIL before a successful AUTH gets `530 5.7.0 "
+	  "Authentication required`, and every message gets `Date:` and "
+	  "`Message-ID:` fields when it lacks them (RFC 6409 8.3, 8.6; also "
+	  "done for authenticated sessions on `auth yes` listeners)." },
+	{ "auth_plaintext", T_ENUM, "no|yes", "no", NULL, 0, 0, false,
+	  LIS(auth_plaintext), no_yes_names, NULL,
+	  "Whether AUTH is offered and accepted on a connection without TLS. "
+	  "With `no`, EHLO does not advertise AUTH before TLS is active and "
+	  "the AUTH command gets `538 5.7.11 Encryption required for "
+	  "requested authentication mechanism` (RFC 4954 6): passwords never "
+	  "cross the network in clear text. `yes` is for trusted networks "
+	  "and tests only." },
+	{ "receive", T_ENUM, "no|yes", "yes", NULL, 0, 0, false,
+	  LIS(receive), no_yes_names, NULL,
+	  "Accept mail for the local domains from anyone (an MX listener). "
+	  "With `no`, only clients allowed to relay (authenticated users, "
+	  "or `relay_networks` clients when that is allowed here) may send "
+	  "to local domains too; others get 554 5.7.1." },
+	{ "relay_networks", T_ENUM, "no|yes", "yes", NULL, 0, 0, false,
+	  LIS(relay_networks), no_yes_names, NULL,
+	  "Whether clients in the top-level `relay_networks` may relay "
+	  "(send to foreign domains) on this listener without AUTH." },
+	{ "relay_auth", T_ENUM, "no|yes", "yes", NULL, 0, 0, false,
+	  LIS(relay_auth), no_yes_names, NULL,
+	  "Whether an authenticated user may relay to any domain on this "
+	  "listener. Unauthenticated clients outside `relay_networks` never "
+	  "relay, whatever the listener says." },
+};
+
+static const struct ctx listen_ctx = {
+	CTX_LISTEN, "listen block", listen_opts, nitems(listen_opts),
+};
+
+static void
+listener_defaults(struct config_listener *l)
+{
+	l->tls = CONFIG_LISTENER_TLS_STARTTLS;
+	l->auth = CONFIG_LISTENER_AUTH_NO;
+	l->auth_plaintext = 0;
+	l->receive = 1;
+	l->relay_networks = 1;
+	l->relay_auth = 1;
+}
+
 static const struct option top_opts[] = {
 	{ "hostname", T_HOSTNAME, "HOSTNAME", NULL,
 	  "the system's host name (gethostname())", 0, 0, false, TOP(hostname),
@@ -221,13 +292,17 @@ static const struct option top_opts[] = {
 	  "The name tern gives itself in its greeting, in EHLO replies and in "
 	  "Received: headers. Use the fully qualified name that the server's "
 	  "address resolves to." },
-	{ "listen", T_LISTEN, "ADDR:PORT", "127.0.0.1:2525", NULL, 0, 0, true,
-	  0, NULL, NULL,
+	{ "listen", T_LISTEN, "ADDR:PORT [{ ... }]", "127.0.0.1:2525", NULL,
+	  0, 0, true, 0, NULL, &listen_ctx,
 	  "An address and port to accept SMTP connections on: IPv4 "
 	  "`192.0.2.1:25`, or IPv6 in brackets `[2001:db8::1]:25`; "
 	  "`0.0.0.0:25` and `[::]:25` mean every address. Repeatable, up to 32 "
 	  "listeners; the default applies only when none is given. Host names "
-	  "are not accepted (no DNS at start-up)." },
+	  "are not accepted (no DNS at start-up). A block after the address "
+	  "sets that listener's own policy (TLS, AUTH, who may relay): see "
+	  "the options of a listen block below. Without a block a listener "
+	  "takes their defaults: an MX listener that relays only for "
+	  "`relay_networks`." },
 	{ "spool", T_PATH, "PATH", "./var/spool", NULL, 0, 0, false,
 	  TOP(spool_dir), NULL, NULL,
 	  "The queue directory, owned by the queue process. Created if "
@@ -411,6 +486,37 @@ static const struct option top_opts[] = {
 	  "chains to `tls_ca_file` and matches the MX host name. `no`: never "
 	  "STARTTLS. A route's `require_tls` can raise the level for its "
 	  "domains." },
+	{ "passwd_file", T_PASSWD, "PATH", NULL, "none: no AUTH", 0, 0,
+	  false, TOP(passwd_file), NULL, NULL,
+	  "The users who may authenticate (SMTP AUTH on listeners with "
+	  "`auth yes` or `auth required`), one per line: "
+	  "`user:hash[:addresses]` (format below). Read once, when the "
+	  "configuration is loaded, before the smtp process is chrooted; "
+	  "tern warns when others may read it. `tern passwd USER FILE` adds "
+	  "a user or changes a password. Without it AUTH is never offered." },
+	{ "auth_max_failures", T_UINT, "N", "5", NULL, 1, 1000, false,
+	  TOP(auth_max_failures), NULL, NULL,
+	  "Failed AUTH attempts one client address may make within "
+	  "`auth_throttle_time`; the last one is answered `421 4.7.0` and the "
+	  "connection closed, and that address's new connections get 421 "
+	  "until `auth_throttle_time` has passed." },
+	{ "auth_throttle_time", T_DURATION, "DURATION", "10m", NULL, 1, 86400,
+	  false, TOP(auth_throttle_time), NULL, NULL,
+	  "How long an address stays refused after `auth_max_failures` "
+	  "failed AUTH attempts; also how long a failure is remembered (a "
+	  "client whose last failure is older starts again from zero)." },
+	{ "auth_failure_delay", T_DURATION, "DURATION", "1s", NULL, 0, 60,
+	  false, TOP(auth_failure_delay), NULL, NULL,
+	  "The delay before the `535 5.7.8` answer to a failed AUTH; it "
+	  "doubles with each further failure from the same address, up to 16 "
+	  "times this value. The session waits on a timer, never blocking "
+	  "other clients." },
+	{ "auth_check_from", T_ENUM, "no|yes", "yes", NULL, 0, 0, false,
+	  TOP(auth_check_from), no_yes_names, NULL,
+	  "Whether the addresses of the `From:` header of a message from an "
+	  "authenticated user must be among that user's addresses, like its "
+	  "envelope sender (always checked). A mismatch gets `553 5.7.1` "
+	  "after the message data, and a message without `From:` too." },
 	{ "domain", T_DOMAIN, "NAME { ... }", NULL, "none", 0, 0, true, 0,
 	  NULL, &domain_ctx,
 	  "A local domain: tern accepts mail for its mailboxes and aliases and "
@@ -439,7 +545,7 @@ static const struct ctx top_ctx = {
 };
 
 static const struct ctx *const all_ctx[] = { &top_ctx, &domain_ctx,
-	&route_ctx };
+	&route_ctx, &listen_ctx };
 
 /*
  * Small helpers: growing arrays and strings, error lists
@@ -527,6 +633,7 @@ struct parser {
 	struct frame stack[CONFIG_MAX_DEPTH + 2];
 	size_t depth;
 	unsigned listen_line[CONFIG_MAX_LISTENERS];
+	struct config_listener bad_listener; /* options of an invalid listen */
 	unsigned relay_line;   /* first relay_networks line, 0 if none */
 	unsigned relay_none_line;
 	unsigned *domain_line; /* per domain: where its block opened */
@@ -1488,7 +1595,9 @@ apply_cidrs(struct parser *p, const struct option *o, char **args,
 	}
 }
 
-static void
+/* Add a listener; returns its index, or SIZE_MAX after reporting why
+ * not. Every listener starts with the listen block's defaults. */
+static size_t
 apply_listen(struct parser *p, const struct option *o, const char *arg)
 {
 	struct config *cfg = p->cfg;
@@ -1498,7 +1607,7 @@ apply_listen(struct parser *p, const struct option *o, const char *arg)
 	if (cfg->nlisteners >= CONFIG_MAX_LISTENERS) {
 		perr(p, "%s: more than %d listeners", o->name,
 		    CONFIG_MAX_LISTENERS);
-		return;
+		return SIZE_MAX;
 	}
 	l = &cfg->listeners[cfg->nlisteners];
 	if (strlen(arg) >= sizeof(l->text) ||
@@ -1507,7 +1616,7 @@ apply_listen(struct parser *p, const struct option *o, const char *arg)
 		    "[2001:db8::1]:25; ports 1..65535)", o->name,
 		    show(sh, arg, strlen(arg)));
 		memset(l, 0, sizeof(*l));
-		return;
+		return SIZE_MAX;
 	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {
 		if (cfg->listeners[i].addrlen == l->addrlen &&
@@ -1515,11 +1624,13 @@ apply_listen(struct parser *p, const struct option *o, const char *arg)
 			perr(p, "%s: %s is already listed at line %u", o->name,
 			    arg, p->listen_line[i]);
 			memset(l, 0, sizeof(*l));
-			return;
+			return SIZE_MAX;
 		}
 	}
 	util_strlcpy(l->text, arg, sizeof(l->text));
-	p->listen_line[cfg->nlisteners++] = p->line;
+	listener_defaults(l);
+	p->listen_line[cfg->nlisteners] = p->line;
+	return cfg->nlisteners++;
 }
 
 static void
@@ -1771,6 +1882,172 @@ read_secret(struct parser *p, const struct option *o,
 	explicit_bzero(buf, sizeof(buf));
 }
 
+/*
+ * passwd_file: "user:hash[:addresses]" per line. Read here, with the
+ * loader's privileges, so the chrooted smtp process never needs the file.
+ */
+static int
+passwd_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct config_passwd *)a)->name,
+	    ((const struct config_passwd *)b)->name);
+}
+
+/* Check and add one address of a passwd user ("a@b" or "@b"); false
+ * after reporting why not. */
+static bool
+passwd_add_address(struct parser *p, const char *path, unsigned lineno,
+    struct config_passwd *u, const char *a, size_t alen)
+{
+	const char *at = alen > 0 ? memrchr(a, '@', alen) : NULL;
+	const char *why = NULL;
+	char sh[96];
+
+	if (at == NULL)
+		why = "not an address (local@domain) or @domain";
+	else if (at != a && memchr(a, '@', (size_t)(at - a)) != NULL)
+		why = "more than one '@'";
+	else if ((why = check_domain(at + 1, alen - (size_t)(at - a) - 1)) ==
+	    NULL) {
+		for (const char *c = a; c < at; c++)
+			if ((unsigned char)*c <= ' ' || *c == 0x7f || *c == ',' ||
+			    *c == '<' || *c == '>')
+				why = "the local part contains a blank, control "
+				    "character, ',' or angle bracket";
+	}
+	if (why != NULL) {
+		perr_at(p, path, lineno, "user '%s': address '%s': %s",
+		    u->name, show(sh, a, alen), why);
+		return false;
+	}
+	if (u->naddresses >= CONFIG_PASSWD_ADDRS_MAX) {
+		perr_at(p, path, lineno, "user '%s': more than %d addresses",
+		    u->name, CONFIG_PASSWD_ADDRS_MAX);
+		return false;
+	}
+	u->addresses = grow(u->addresses, u->naddresses,
+	    sizeof(*u->addresses));
+	u->addresses[u->naddresses++] = lower_dup(a, alen);
+	return true;
+}
+
+static void
+read_passwd(struct parser *p, const struct option *o, const char *path)
+{
+	struct config *cfg = p->cfg;
+	struct lines it = { 0 };
+	struct stat st;
+	const char *line;
+	size_t llen;
+	char *text;
+
+	if (read_file(path, CONFIG_LIST_FILE_MAX, &text, &it.len) == -1) {
+		perr(p, "%s: cannot read %s: %s", o->name, path,
+		    errno == EFBIG ? "file too large" : strerror(errno));
+		return;
+	}
+	/* The hashes are not the passwords, but they allow offline guessing:
+	 * others have no business reading them. */
+	if (stat(path, &st) == 0 && (st.st_mode & S_IROTH))
+		pwarn_at(p, p->file, p->line, "%s: %s is readable by everyone "
+		    "(mode %04o); make it readable by root only (chmod 600)",
+		    o->name, path, (unsigned)(st.st_mode & 07777));
+	it.text = text;
+	while (next_line(&it, &line, &llen)) {
+		const char *c1, *c2, *h, *rest;
+		size_t nlen, hlen, rlen;
+		struct config_passwd *u;
+		char sh[96];
+		bool bad = false;
+
+		trim(&line, &llen);
+		if (llen == 0 || line[0] == '#')
+			continue;
+		if (llen > CONFIG_LINE_MAX) {
+			perr_at(p, path, it.no, "line too long");
+			continue;
+		}
+		if ((c1 = memchr(line, ':', llen)) == NULL) {
+			perr_at(p, path, it.no, "expected 'user:hash[:addresses]'");
+			continue;
+		}
+		nlen = (size_t)(c1 - line);
+		h = c1 + 1;
+		c2 = memchr(h, ':', llen - nlen - 1);
+		hlen = c2 != NULL ? (size_t)(c2 - h) : llen - nlen - 1;
+		rest = c2 != NULL ? c2 + 1 : line + llen;
+		rlen = (size_t)(line + llen - rest);
+		if (nlen == 0 || nlen > CONFIG_AUTH_MAX) {
+			perr_at(p, path, it.no, "the user name must be 1..%d "
+			    "bytes", CONFIG_AUTH_MAX);
+			continue;
+		}
+		for (size_t i = 0; i < nlen; i++)
+			if ((unsigned char)line[i] <= ' ' || line[i] == 0x7f)
+				bad = true;
+		if (bad) {
+			perr_at(p, path, it.no, "user '%s': blank or control "
+			    "character in the name", show(sh, line, nlen));
+			continue;
+		}
+		if (cfg->npasswd >= CONFIG_PASSWD_MAX) {
+			perr_at(p, path, it.no, "more than %d users",
+			    CONFIG_PASSWD_MAX);
+			break;
+		}
+		cfg->passwd = grow(cfg->passwd, cfg->npasswd,
+		    sizeof(*cfg->passwd));
+		u = &cfg->passwd[cfg->npasswd++];
+		memset(u, 0, sizeof(*u));
+		u->name = xstrndup(line, nlen);
+		u->hash = xstrndup(h, hlen);
+		/* '!' or '*' first: a locked account, never matches. */
+		if (hlen == 0)
+			perr_at(p, path, it.no, "user '%s': no password hash "
+			    "(set one with tern passwd)", u->name);
+		else if (h[0] != '!' && h[0] != '*') {
+			int cs = crypt_checksalt(u->hash);
+
+			if (cs == CRYPT_SALT_INVALID ||
+			    cs == CRYPT_SALT_METHOD_DISABLED)
+				perr_at(p, path, it.no, "user '%s': not a "
+				    "crypt(3) hash this system supports (use "
+				    "$y$ yescrypt or $6$ SHA-512)", u->name);
+			else if (cs != CRYPT_SALT_OK)
+				pwarn_at(p, path, it.no, "user '%s': weak or "
+				    "legacy hash method; set a new password "
+				    "with tern passwd", u->name);
+		}
+		while (rlen > 0) {
+			const char *comma = memchr(rest, ',', rlen);
+			size_t alen = comma != NULL ? (size_t)(comma - rest) : rlen;
+			const char *a = rest;
+
+			rest += alen + (comma != NULL);
+			rlen -= alen + (comma != NULL);
+			trim(&a, &alen);
+			if (alen > 0)
+				passwd_add_address(p, path, it.no, u, a, alen);
+		}
+		/* By default a user may send as its own name, if that is an
+		 * address. */
+		if (u->naddresses == 0 && memchr(u->name, '@', nlen) != NULL)
+			passwd_add_address(p, path, it.no, u, u->name, nlen);
+		if (u->naddresses == 0)
+			pwarn_at(p, path, it.no, "user '%s' has no sender "
+			    "address: it can authenticate but only send with "
+			    "MAIL FROM:<>", u->name);
+	}
+	free(text);
+	if (cfg->npasswd > 1)
+		qsort(cfg->passwd, cfg->npasswd, sizeof(*cfg->passwd),
+		    passwd_cmp);
+	for (size_t i = 1; i < cfg->npasswd; i++)
+		if (strcmp(cfg->passwd[i].name, cfg->passwd[i - 1].name) == 0)
+			perr_at(p, path, 0, "user '%s' is listed twice",
+			    cfg->passwd[i].name);
+}
+
 /* The record a frame's options go to. */
 static void *
 frame_base(struct parser *p, const struct frame *f)
@@ -1782,6 +2059,9 @@ frame_base(struct parser *p, const struct frame *f)
 		return frame_domain(p, f);
 	case CTX_ROUTE:
 		return &p->cfg->routes[f->dom];
+	case CTX_LISTEN:
+		return f->dom == SIZE_MAX ? &p->bad_listener :
+		    &p->cfg->listeners[f->dom];
 	}
 	ASSERT(!"unreachable context");
 	return NULL;
@@ -1839,7 +2119,7 @@ apply_option(struct parser *p, struct frame *f, const struct option *o,
 			set_string(field, abs);
 		return;
 	case T_LISTEN:
-		apply_listen(p, o, args[0]);
+		(void)apply_listen(p, o, args[0]);
 		return;
 	case T_ADDRPORT: {
 		struct sockaddr_storage ss;
@@ -1917,6 +2197,12 @@ apply_option(struct parser *p, struct frame *f, const struct option *o,
 			free(abs);
 		} else
 			set_string(field, abs);
+		return;
+	case T_PASSWD:
+		if ((abs = resolve_path(p, o->name, args[0])) == NULL)
+			return;
+		set_string(field, abs);
+		read_passwd(p, o, abs);
 		return;
 	case T_DOMAIN:
 	case T_ROUTE:
@@ -2052,6 +2338,21 @@ close_route(struct parser *p, size_t i)
 		    "auth_user", name);
 }
 
+/* Open a listen block: the listener it configures, or SIZE_MAX when the
+ * address is invalid (its options are still checked, into a scratch). */
+static size_t
+open_listen(struct parser *p, const struct option *o, char **args,
+    size_t nargs)
+{
+	memset(&p->bad_listener, 0, sizeof(p->bad_listener));
+	if (nargs != 1) {
+		perr(p, "listen: expects one ADDR:PORT before '{', got %zu",
+		    nargs);
+		return SIZE_MAX;
+	}
+	return apply_listen(p, o, args[0]);
+}
+
 static void
 push_frame(struct parser *p, const struct ctx *ctx, size_t dom,
     const char *label)
@@ -2131,7 +2432,7 @@ statement(struct parser *p, char **t, size_t n)
 		unknown_option(p, f->ctx, t[0]);
 		return;
 	}
-	if (o->block != NULL) {
+	if (o->block != NULL && o->type != T_LISTEN) {
 		perr(p, "'%s' opens a block: %s %s", o->name, o->name, o->arg);
 		return;
 	}
@@ -2166,9 +2467,14 @@ open_block(struct parser *p, char **t, size_t n, char **inner, size_t ninner,
 	}
 	snprintf(label, sizeof(label), "%s%s%s", o->name, n > 1 ? " " : "",
 	    n > 1 ? t[1] : "");
-	ASSERT(o->type == T_DOMAIN || o->type == T_ROUTE);
-	push_frame(p, o->block, o->type == T_ROUTE ?
-	    open_route(p, t + 1, n - 1) : open_domain(p, t + 1, n - 1), label);
+	ASSERT(o->type == T_DOMAIN || o->type == T_ROUTE ||
+	    o->type == T_LISTEN);
+	if (o->type == T_LISTEN)
+		push_frame(p, o->block, open_listen(p, o, t + 1, n - 1), label);
+	else
+		push_frame(p, o->block, o->type == T_ROUTE ?
+		    open_route(p, t + 1, n - 1) : open_domain(p, t + 1, n - 1),
+		    label);
 	if (oneline) {
 		if (ninner > 0)
 			statement(p, inner, ninner);
@@ -2553,6 +2859,13 @@ finish(struct parser *p)
 	    domain_ptr_cmp);
 	check_routes(p);
 	check_aliases(p);
+	for (size_t i = 0; i < cfg->nlisteners; i++)
+		if (cfg->listeners[i].auth != CONFIG_LISTENER_AUTH_NO &&
+		    cfg->passwd_file == NULL)
+			perr_at(p, p->file, p->listen_line[i], "listen %s: auth "
+			    "%s needs passwd_file (the users who may "
+			    "authenticate)", cfg->listeners[i].text,
+			    auth_names[cfg->listeners[i].auth]);
 }
 
 /*
@@ -2669,6 +2982,14 @@ config_free(struct config **cfgp)
 		}
 	}
 	free(cfg->routes);
+	for (size_t i = 0; i < cfg->npasswd; i++) {
+		free(cfg->passwd[i].name);
+		free(cfg->passwd[i].hash);
+		free_strings(cfg->passwd[i].addresses,
+		    cfg->passwd[i].naddresses);
+	}
+	free(cfg->passwd);
+	free(cfg->passwd_file);
 	free(cfg->relay_networks);
 	free(cfg->source);
 	free(cfg->warnings);
@@ -2719,6 +3040,64 @@ config_find_domain(const struct config *cfg, const char *domain, size_t len)
 			hi = mid;
 	}
 	return NULL;
+}
+
+const struct config_passwd *
+config_find_passwd(const struct config *cfg, const char *name, size_t len)
+{
+	size_t lo = 0, hi = cfg->npasswd;
+
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const char *n = cfg->passwd[mid].name;
+		size_t nl = strlen(n);
+		int c = memcmp(n, name, nl < len ? nl : len);
+
+		if (c == 0)
+			c = nl < len ? -1 : nl > len ? 1 : 0;
+		if (c == 0)
+			return &cfg->passwd[mid];
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+bool
+config_passwd_owns(const struct config_passwd *u, const char *addr,
+    size_t len)
+{
+	const char *at = len > 0 ? memrchr(addr, '@', len) : NULL;
+
+	if (u == NULL || at == NULL)
+		return false;
+	for (size_t i = 0; i < u->naddresses; i++) {
+		const char *a = u->addresses[i];
+
+		if (a[0] == '@') {
+			if (util_ascii_casecmp_n(at + 1, len - (size_t)(at -
+			    addr) - 1, a + 1, strlen(a + 1)))
+				return true;
+		} else if (util_ascii_casecmp_n(addr, len, a, strlen(a))) {
+			return true;
+		}
+	}
+	return false;
+}
+
+const struct config_listener *
+config_default_listener(void)
+{
+	static struct config_listener l;
+	static bool init;
+
+	if (!init) {
+		listener_defaults(&l);
+		init = true;
+	}
+	return &l;
 }
 
 static bool
@@ -2851,6 +3230,7 @@ type_doc(enum opt_type t)
 	case T_AUTH_USER: return "string";
 	case T_SECRET: return "path (password file)";
 	case T_SOCKET: return "path (socket) or `none`";
+	case T_PASSWD: return "path (passwd file)";
 	}
 	return "?";
 }
@@ -2901,6 +3281,7 @@ doc_bounds(const struct option *o, char *buf, size_t size)
 	case T_ALIASES:
 	case T_MAILDIR:
 	case T_SECRET:
+	case T_PASSWD:
 		snprintf(buf, size, "at most %d bytes, made absolute",
 		    CONFIG_PATH_MAX);
 		return;
@@ -3078,12 +3459,70 @@ config_write_doc(FILE *out)
 	doc_table(out, &route_ctx);
 	doc_options(out, &route_ctx);
 	fprintf(out,
+"## Options in a listen block\n"
+"\n"
+"`listen ADDR:PORT { ... }` sets the policy of one listener; a `listen`\n"
+"line without a block takes the defaults below. Who may send what:\n"
+"\n"
+"| client | local domains | foreign domains |\n"
+"|---|---|---|\n"
+"| authenticated (AUTH) | yes | if `relay_auth yes` |\n"
+"| in `relay_networks`, not authenticated | yes | if `relay_networks yes` |\n"
+"| anyone else | if `receive yes` | never (554 5.7.1) |\n"
+"\n"
+"With `auth required` nobody gets past MAIL without AUTH (530 5.7.0).\n"
+"An authenticated user's envelope sender must be one of its addresses\n"
+"(553 5.7.1 otherwise); `MAIL FROM:<>` is allowed, as RFC 6409 4.2\n"
+"requires (disposition notifications use it). So the defaults make an MX\n"
+"listener, and a submission listener (RFC 6409) on port 587 is:\n"
+"\n"
+"```\n"
+"listen 0.0.0.0:25\n"
+"listen 0.0.0.0:587 {\n"
+"    auth            required\n"
+"    receive         no\n"
+"    relay_networks  no\n"
+"}\n"
+"passwd_file /etc/tern/passwd\n"
+"```\n"
+"\n");
+	doc_table(out, &listen_ctx);
+	doc_options(out, &listen_ctx);
+	fprintf(out,
+"## Passwd file\n"
+"\n"
+"One user per line, `user:hash[:addresses]`; `#` at the start of a line\n"
+"makes it a comment; blank lines are ignored.\n"
+"\n"
+"- `user` is the name given to AUTH (1..255 bytes, no blanks), matched\n"
+"  exactly (case-sensitive).\n"
+"- `hash` is a crypt(3) hash, yescrypt (`$y$`, what `tern passwd`\n"
+"  writes) or SHA-512 (`$6$`). A hash starting with `!` or `*` locks the\n"
+"  account.\n"
+"- `addresses` is a comma-separated list of the envelope senders (and\n"
+"  `From:` addresses) the user may use: `alice@example.org` or\n"
+"  `@example.org` for every address of that domain; compared without\n"
+"  regard to case. Without it, the user name itself when that is an\n"
+"  address.\n"
+"\n"
+"```\n"
+"alice@example.org:$y$j9T$...$...\n"
+"bob:$6$salt$...:bob@example.org,robert@example.org\n"
+"robot@example.org:$y$j9T$...$...:@notify.example.org\n"
+"```\n"
+"\n"
+"`tern passwd USER FILE` asks for a password twice (or reads one line\n"
+"from standard input when it is not a terminal) and writes USER's line\n"
+"with a new yescrypt hash, keeping its addresses, by writing a new file\n"
+"and renaming it over the old one. tern reads the file when it loads\n"
+"its configuration: restart it after a change.\n"
+"\n"
 "## Users file\n"
 "\n"
 "One mailbox name per line; names are lower-cased and validated like\n"
 "`mailbox` names. `#` starts a comment; blank lines are ignored. Text after\n"
-"the first `:` on a line is reserved for a password hash (for AUTH, in a\n"
-"later version) and ignored today, so `alice:$6$...` declares `alice`.\n"
+"the first `:` on a line is ignored, so `alice:$6$...` declares `alice`;\n"
+"AUTH passwords live in `passwd_file`, not here.\n"
 "Errors are reported as `usersfile:line: reason`. Names listed twice, or\n"
 "both here and in `mailbox`, are one mailbox. Lookups stay fast with\n"
 "hundreds of thousands of names (sorted at load, binary search).\n"

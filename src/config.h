@@ -40,11 +40,38 @@ enum config_bare_newline {
 	CONFIG_BARE_NEWLINE_REJECT,    /* message refused with 550 5.5.2 */
 };
 
+/* Per-listener options (`listen ADDR:PORT { ... }`); T_ENUM fields are
+ * stored as the index of their name, so the values below are fixed. */
+enum config_listener_tls {
+	CONFIG_LISTENER_TLS_NONE = 0,      /* plaintext only */
+	CONFIG_LISTENER_TLS_STARTTLS = 1,  /* offer STARTTLS (RFC 3207) */
+	CONFIG_LISTENER_TLS_IMPLICIT = 2,  /* TLS from the first byte (RFC 8314) */
+};
+
+enum config_listener_auth {
+	CONFIG_LISTENER_AUTH_NO = 0,       /* no AUTH */
+	CONFIG_LISTENER_AUTH_YES = 1,      /* AUTH offered */
+	CONFIG_LISTENER_AUTH_REQUIRED = 2, /* submission: MAIL needs AUTH */
+};
+
 struct config_listener {
 	char text[80];                 /* as written, e.g. "[::1]:2525" */
 	struct sockaddr_storage addr;
 	socklen_t addrlen;
-	/* Later issues add per-listener TLS and policy; keep this a struct. */
+	enum config_listener_tls tls;  /* parsed and stored; TLS is the lead's */
+	enum config_listener_auth auth;
+	unsigned auth_plaintext;       /* 0 no, 1 yes: AUTH without TLS */
+	unsigned receive;              /* 1: local domains from anyone */
+	unsigned relay_networks;       /* 1: relay_networks clients may relay */
+	unsigned relay_auth;           /* 1: authenticated users may relay */
+};
+
+/* One line of passwd_file: "user:hash[:addresses]". */
+struct config_passwd {
+	char *name;            /* SASL authcid, as written (matched exactly) */
+	char *hash;            /* crypt(3) hash: $y$ (yescrypt), $6$ (SHA-512) */
+	char **addresses;      /* lower case; "@domain" is any address there */
+	size_t naddresses;
 };
 
 struct config_cidr {
@@ -162,6 +189,15 @@ struct config {
 	unsigned tls_min_version;      /* enum config_tls_version */
 	char *tls_ca_file;             /* absolute */
 	unsigned relay_tls;            /* enum config_relay_tls */
+
+	/* AUTH for clients (RFC 4954): the credentials are read at load */
+	char *passwd_file;             /* absolute, or NULL: no AUTH */
+	struct config_passwd *passwd;  /* sorted by name */
+	size_t npasswd;
+	unsigned auth_max_failures;    /* per client IP, then 421 and throttle */
+	unsigned auth_throttle_time;   /* seconds: throttle and failure window */
+	unsigned auth_failure_delay;   /* seconds: first 535 delay, doubling */
+	unsigned auth_check_from;      /* 0 no, 1 yes: From: must be the user's */
 };
 
 /*
@@ -208,6 +244,19 @@ char *config_path_absolute(const char *cwd, const char *path);
 /* submit_socket's default for an absolute, normalised spool directory:
  * submit.sock next to it. Caller frees. */
 char *config_default_submit_socket(const char *spool_dir);
+/* The passwd_file entry of a SASL user name (exact match), or NULL. */
+const struct config_passwd *config_find_passwd(const struct config *cfg,
+    const char *name, size_t len);
+
+/* true if the user may use addr (a formatted envelope address, or one
+ * from a header) as sender: one of its addresses, or in one of its
+ * "@domain" wildcards; ASCII case-insensitive. */
+bool config_passwd_owns(const struct config_passwd *u, const char *addr,
+    size_t len);
+
+/* A listener with every option at its default: for sessions whose
+ * transport names no listener (tests, fuzzers). */
+const struct config_listener *config_default_listener(void);
 
 /* true if addr falls in one of relay_networks. */
 bool config_is_relay_client(const struct config *cfg,

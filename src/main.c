@@ -40,6 +40,7 @@
 #include "dns.h"
 #include "ipc.h"
 #include "log.h"
+#include "passwd.h"
 #include "queue.h"
 #include "queue_control.h"
 #include "relay.h"
@@ -91,6 +92,7 @@ usage(void)
 	    "usage: tern serve [-c FILE]\n"
 	    "       tern check-config [-c FILE]\n"
 	    "       tern config-doc\n"
+	    "       tern passwd USER [FILE] [-c FILE]\n"
 	    "       tern queue list|show ID|flush [ID]|delete ID|hold ID|release ID [--json] [-c FILE]\n"
 	    "       tern sendmail [-t] [-i] [-f SENDER] [-F NAME] [-C FILE] [ADDRESS...]\n"
 	    "       tern version\n");
@@ -827,6 +829,8 @@ main(int argc, char **argv)
 	}
 	if (strcmp(cmd, "route") == 0)
 		return cmd_route(argc, argv);
+	if (strcmp(cmd, "passwd") == 0)      /* passwd.c */
+		return passwd_main(argc, argv);
 	if (strcmp(cmd, "queue") == 0)
 		return cmd_queue(argc, argv);
 	if (strcmp(cmd, "sendmail") == 0)

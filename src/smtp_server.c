@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
+#include "auth.h"
 #include "config.h"
 #include "dns.h"
 #include "ipc.h"
@@ -52,6 +53,7 @@ struct smtp_server {
 	struct smtp_queue_ipc *queue;
 	struct dns *dns;
 	SSL_CTX *tls;             /* NULL: no TLS; replaced on reload */
+	struct auth *auth;        /* AUTH verifier, NULL without passwd_file */
 	struct event *ctl_ev;
 	struct event *sig_term, *sig_int, *sig_hup;
 	int ctl_fd;
@@ -360,6 +362,9 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	c->client.relay_ok = local || config_is_relay_client(cfg, sa);
 	c->client.local = local;
 	c->client.uid = (unsigned long)cred.uid;
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		if (srv->listeners[i] == l)   /* its policy (auth, relay) */
+			c->client.listener = &cfg->listeners[i];
 	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->free_ev = event_new(srv->base, -1, 0, free_cb, c);
 	if (c->bev == NULL || c->free_ev == NULL)
@@ -371,6 +376,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	    &session_io, c, &smtp_queue_ipc_ops, srv->queue);
 	if (srv->dns != NULL && c->client.relay_ok)
 		smtp_session_set_domain_check(c->session, &domain_check_ops, srv->dns);
+	if (srv->auth != NULL)
+		smtp_session_set_auth(c->session, &auth_ops, srv->auth);
 	c->next = srv->conns;
 	if (srv->conns)
 		srv->conns->prev = c;
@@ -490,6 +497,8 @@ smtp_server_run(const struct config *cfg, struct event_base *base,
 	srv.base = base;
 	srv.dns = dns;
 	srv.queue = smtp_queue_ipc_new(srv.base, queue_fd, uncongested_cb, &srv);
+	if (cfg->passwd_file != NULL)
+		srv.auth = auth_new(srv.base, cfg);
 	for (size_t i = 0; i < nlisten; i++) {
 		util_set_nonblock(listen_fds[i]);
 		srv.listeners[i] = evconnlistener_new(srv.base, accept_cb, &srv,
@@ -535,6 +544,7 @@ smtp_server_run(const struct config *cfg, struct event_base *base,
 			    MSG_NOSIGNAL | MSG_DONTWAIT);
 		conn_free(c);
 	}
+	auth_free(&srv.auth);
 	for (size_t i = 0; i < srv.nlisteners; i++)
 		evconnlistener_free(srv.listeners[i]);
 	if (srv.submit != NULL)

@@ -17,6 +17,15 @@
  * So a message can only end where a standards-conforming receiver would
  * end it, and what tern stores (and later relays) always has CRLF lines:
  * no SMTP smuggling sequence (CVE-2023-51764 class) survives either way.
+ *
+ * AUTH (RFC 4954) with PLAIN (RFC 4616) and LOGIN: the engine decodes the
+ * exchange (sasl.h) and hands the credentials to smtp_auth_ops, which
+ * verifies them off the event loop and delays failures. The listener's
+ * policy (config_listener) decides who may send to local and foreign
+ * domains. For an authenticated session the message header is held back
+ * until its end (at most HDR_CAPTURE_MAX octets) so that its From: can be
+ * checked against the user's addresses and Date:/Message-ID: added when
+ * missing (RFC 6409 8.3, 8.6) before anything reaches the queue.
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -27,6 +36,7 @@
 #include "local_lookup.h"
 #include "log.h"
 #include "queue_client.h"
+#include "sasl.h"
 #include "smtp_addr.h"
 #include "smtp_session.h"
 #include "util.h"
@@ -36,6 +46,8 @@
 #define ENVID_MAX 100            /* RFC 3461 4.4 */
 #define ORCPT_MAX 500            /* RFC 3461 4.2 */
 #define HELO_MAX 255
+#define HDR_CAPTURE_MAX (64 * 1024) /* header held back for From: checks */
+#define FROM_ADDRS_MAX 64        /* addresses in one From: field */
 
 enum session_state {
 	STATE_NEW,       /* greeting sent, no HELO/EHLO yet */
@@ -43,6 +55,7 @@ enum session_state {
 	STATE_MAIL,      /* MAIL accepted */
 	STATE_DATA,      /* reading DATA content */
 	STATE_BDAT,      /* reading a BDAT chunk */
+	STATE_AUTH,      /* reading an AUTH response line (RFC 4954 4) */
 	STATE_WAIT,      /* waiting for the queue */
 	STATE_CLOSED,
 };
@@ -77,6 +90,18 @@ struct transaction {
 	enum body_error body_error;
 	const char *fail_reply;  /* queue failure reply, if any */
 	char fail_buf[256];
+	/* authenticated sessions: the header is captured in s->hdr first */
+	bool hdr_phase;          /* content still goes to s->hdr */
+	bool from_error;         /* From: refused: from_buf is the reply */
+	char from_buf[600];
+};
+
+/* Where an AUTH exchange stands (STATE_AUTH). */
+enum auth_step {
+	AUTH_STEP_NONE,
+	AUTH_STEP_PLAIN,         /* waiting for the PLAIN message */
+	AUTH_STEP_LOGIN_USER,    /* waiting for the LOGIN user name */
+	AUTH_STEP_LOGIN_PASS,    /* waiting for the LOGIN password */
 };
 
 struct smtp_session {
@@ -109,6 +134,19 @@ struct smtp_session {
 	unsigned pend_notify;
 	bool closing;
 	struct transaction tx;
+
+	const struct config_listener *listener;
+	/* set by the transport after a TLS handshake (smtp_session_tls_started()) */
+	bool tls_active;
+	const struct smtp_auth_ops *aops;
+	void *actx;
+	void *auth_handle;             /* a verification in progress */
+	enum auth_step auth_step;
+	const char *auth_mech;         /* "PLAIN" or "LOGIN", for the log */
+	char auth_try[SASL_FIELD_MAX + 1]; /* user name being verified */
+	const struct config_passwd *auth_user; /* NULL until AUTH succeeds */
+	bool skipping_auth_line;       /* discarding an over-long response */
+	struct evbuffer *hdr;          /* captured header (hdr_phase) */
 };
 
 static unsigned session_counter;
@@ -158,6 +196,10 @@ session_close(struct smtp_session *s)
 		s->dcheck->cancel(s->dcheck_ctx, s->dcheck_handle);
 		s->dcheck_handle = NULL;
 	}
+	if (s->auth_handle != NULL) {
+		s->aops->cancel(s->actx, s->auth_handle);
+		s->auth_handle = NULL;
+	}
 	tx_reset(s);
 	s->io->close(s->io_arg);
 }
@@ -187,6 +229,7 @@ tx_reset(struct smtp_session *s)
 	memset(t, 0, sizeof(*t));
 	envelope_init(&t->env);
 	evbuffer_drain(s->stage, evbuffer_get_length(s->stage));
+	evbuffer_drain(s->hdr, evbuffer_get_length(s->hdr));
 }
 
 static void
@@ -201,6 +244,22 @@ stage_flush(struct smtp_session *s)
 	evbuffer_drain(s->stage, n);
 }
 
+static void hdr_finish(struct smtp_session *s, bool overflow);
+
+/* Normalised content out: to the header capture while it lasts, else
+ * to the stage for the queue. */
+static void
+body_out(struct smtp_session *s, const char *p, size_t n)
+{
+	if (!s->tx.hdr_phase) {
+		evbuffer_add(s->stage, p, n);
+		return;
+	}
+	evbuffer_add(s->hdr, p, n);
+	if (evbuffer_get_length(s->hdr) > HDR_CAPTURE_MAX)
+		hdr_finish(s, true);
+}
+
 /*
  * Body filter: octets of content (after dot handling for DATA). Applies the
  * bare CR / LF policy, counts line length and size, stages CRLF output.
@@ -210,6 +269,7 @@ static void
 body_newline(struct smtp_session *s, bool bare)
 {
 	struct transaction *t = &s->tx;
+	bool empty_line = t->line_len == 0;
 
 	if (bare && s->cfg->bare_newline == CONFIG_BARE_NEWLINE_REJECT &&
 	    t->body_error == BODY_OK)
@@ -220,7 +280,10 @@ body_newline(struct smtp_session *s, bool bare)
 	if (t->size > s->cfg->max_message_size && t->body_error == BODY_OK)
 		t->body_error = BODY_TOO_BIG;
 	if (t->body_error == BODY_OK)
-		evbuffer_add(s->stage, "\r\n", 2);
+		body_out(s, "\r\n", 2);
+	/* RFC 5322 2.1: the first empty line ends the header. */
+	if (empty_line && t->hdr_phase)
+		hdr_finish(s, false);
 }
 
 static void
@@ -253,7 +316,7 @@ body_put(struct smtp_session *s, const char *p, size_t n)
 			    t->body_error == BODY_OK)
 				t->body_error = BODY_TOO_BIG;
 			if (t->body_error == BODY_OK)
-				evbuffer_add(s->stage, p + i, span);
+				body_out(s, p + i, span);
 		}
 		if (j == n)
 			break;
@@ -280,6 +343,8 @@ body_finish(struct smtp_session *s)
 	/* BDAT content may lack a final CRLF; a message always ends with one. */
 	if (t->line_len > 0)
 		body_newline(s, false);
+	if (t->hdr_phase)
+		hdr_finish(s, false);   /* a message that is all header */
 	stage_flush(s);
 }
 
@@ -350,6 +415,270 @@ write_received(struct smtp_session *s)
 		    t->env.protocol, t->queue_id, rcpt, date);
 }
 
+/* ------------------------------------------------------------------ */
+/* the header of a submitted message (authenticated sessions) */
+
+/* true if the header (h, n), CRLF lines, has a field called name. */
+static bool
+header_has(const char *h, size_t n, const char *name)
+{
+	size_t nl = strlen(name);
+
+	for (size_t i = 0; i < n;) {
+		const char *eol = memchr(h + i, '\n', n - i);
+		size_t len = eol ? (size_t)(eol - (h + i)) : n - i;
+		size_t k = nl;
+
+		if (len > nl && util_ascii_casecmp_n(h + i, nl, name, nl)) {
+			while (k < len && (h[i + k] == ' ' || h[i + k] == '\t'))
+				k++;
+			if (k < len && h[i + k] == ':')
+				return true;
+		}
+		i += len + 1;
+	}
+	return false;
+}
+
+/*
+ * The unfolded value of the field name (RFC 5322 2.2.3) in the header
+ * (h, n), in a fresh string; NULL if absent. *count is how many such
+ * fields there are.
+ */
+static char *
+header_value(const char *h, size_t n, const char *name, unsigned *count)
+{
+	size_t nl = strlen(name);
+	char *val = NULL;
+	size_t o = 0;
+	bool in_field = false;
+
+	*count = 0;
+	for (size_t i = 0; i < n;) {
+		const char *eol = memchr(h + i, '\n', n - i);
+		size_t len = eol ? (size_t)(eol - (h + i)) : n - i;
+		const char *line = h + i;
+		size_t k = nl;
+
+		i += len + 1;
+		if (len > 0 && line[len - 1] == '\r')
+			len--;
+		if (len > 0 && (line[0] == ' ' || line[0] == '\t')) {
+			if (in_field) {
+				memcpy(val + o, line, len);   /* unfold */
+				o += len;
+			}
+			continue;
+		}
+		in_field = false;
+		if (len <= nl || !util_ascii_casecmp_n(line, nl, name, nl))
+			continue;
+		while (k < len && (line[k] == ' ' || line[k] == '\t'))
+			k++;
+		if (k == len || line[k] != ':')
+			continue;
+		if ((*count)++ > 0)
+			continue;
+		val = xmalloc(n + 1);   /* the value is never longer */
+		memcpy(val, line + k + 1, len - k - 1);
+		o = len - k - 1;
+		in_field = true;
+	}
+	if (val != NULL)
+		val[o] = '\0';
+	return val;
+}
+
+/*
+ * The addresses of a mailbox-list (RFC 5322 3.4: From:), each as
+ * "local@domain" with comments, blanks and display names gone and a
+ * quoted local part unquoted, into out[] (each SMTP_ADDR_PATH_MAX + 1
+ * bytes). Returns how many, or -1 if the list is malformed (groups,
+ * unbalanced quotes, comments or brackets, too many or too long).
+ */
+static int
+mailbox_list(const char *v, char (*out)[SMTP_ADDR_PATH_MAX + 1], int max)
+{
+	char plain[SMTP_ADDR_PATH_MAX + 1], angle[SMTP_ADDR_PATH_MAX + 1];
+	size_t np = 0, na = 0;
+	int nout = 0, depth = 0, angles = 0;
+	bool quote = false, in_angle = false, overflow = false;
+
+	for (const char *c = v;; c++) {
+		char ch = *c;
+
+		if (ch == '\0' || (ch == ',' && !quote && depth == 0 && !in_angle)) {
+			const char *a = angles > 0 ? angle : plain;
+			size_t al = angles > 0 ? na : np;
+
+			if (quote || depth > 0 || in_angle || angles > 1 || overflow)
+				return -1;
+			if (al > 0) {
+				char *d;
+				size_t o = 0;
+
+				if (nout == max)
+					return -1;
+				d = out[nout++];
+				/* "local"@domain: unquote the local part */
+				if (a[0] == '"') {
+					size_t i = 1;
+
+					for (; i < al && a[i] != '"'; i++) {
+						if (a[i] == '\\' && i + 1 < al)
+							i++;
+						d[o++] = a[i];
+					}
+					if (i >= al)
+						return -1;
+					memcpy(d + o, a + i + 1, al - i - 1);
+					o += al - i - 1;
+				} else {
+					memcpy(d, a, al);
+					o = al;
+				}
+				d[o] = '\0';
+			}
+			if (ch == '\0')
+				return nout;
+			np = na = 0;
+			angles = 0;
+			continue;
+		}
+		if (depth > 0) {                 /* inside a comment */
+			if (ch == '\\' && c[1] != '\0')
+				c++;
+			else if (ch == '(')
+				depth++;
+			else if (ch == ')')
+				depth--;
+			continue;
+		}
+		if (!quote) {
+			if (ch == '(') {
+				depth = 1;
+				continue;
+			}
+			if (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')
+				continue;
+			if (ch == '<') {
+				if (in_angle)
+					return -1;
+				in_angle = true;
+				angles++;
+				continue;
+			}
+			if (ch == '>') {
+				if (!in_angle)
+					return -1;
+				in_angle = false;
+				continue;
+			}
+			/* group syntax (or obs-route) has no place in From: */
+			if ((ch == ':' || ch == ';') && !in_angle)
+				return -1;
+		}
+		if (ch == '"')
+			quote = !quote;
+		else if (ch == '\\' && quote && c[1] != '\0') {
+			/* keep the escape: the unquoting above removes it */
+			if (in_angle ? na + 2 > SMTP_ADDR_PATH_MAX :
+			    np + 2 > SMTP_ADDR_PATH_MAX) {
+				overflow = true;
+				c++;
+				continue;
+			}
+			if (in_angle)
+				angle[na++] = ch;
+			else
+				plain[np++] = ch;
+			ch = *++c;
+		}
+		if (in_angle ? na >= SMTP_ADDR_PATH_MAX : np >= SMTP_ADDR_PATH_MAX)
+			overflow = true;
+		else if (in_angle)
+			angle[na++] = ch;
+		else
+			plain[np++] = ch;
+	}
+}
+
+/* From: of a submitted message: present once, and every address in it
+ * one of the user's (auth_check_from). Sets from_error and its reply. */
+static void
+check_from(struct smtp_session *s, const char *h, size_t n, bool overflow)
+{
+	struct transaction *t = &s->tx;
+	char (*addrs)[SMTP_ADDR_PATH_MAX + 1];
+	char q[SMTP_ADDR_PATH_MAX * 4 + 8], u[SASL_FIELD_MAX * 4 + 8];
+	const char *name = s->auth_user->name;
+	unsigned count;
+	char *v = header_value(h, n, "From", &count);
+	int na = -1;
+
+	log_quote(u, sizeof(u), name, strlen(name), SASL_FIELD_MAX);
+	t->from_error = true;
+	if (v == NULL) {
+		snprintf(t->from_buf, sizeof(t->from_buf), "553 5.7.1 Sender "
+		    "address rejected: %s", overflow ? "no From: header in the "
+		    "first 64 KiB" : "message has no From: header");
+		return;
+	}
+	addrs = xcalloc(FROM_ADDRS_MAX, sizeof(*addrs));
+	/* RFC 5322 3.6: exactly one From: field */
+	if (count == 1)
+		na = mailbox_list(v, addrs, FROM_ADDRS_MAX);
+	if (na <= 0) {
+		snprintf(t->from_buf, sizeof(t->from_buf), "553 5.7.1 Sender "
+		    "address rejected: malformed From: header");
+		goto out;
+	}
+	for (int i = 0; i < na; i++) {
+		if (!config_passwd_owns(s->auth_user, addrs[i], strlen(addrs[i]))) {
+			log_quote(q, sizeof(q), addrs[i], strlen(addrs[i]),
+			    SMTP_ADDR_PATH_MAX);
+			snprintf(t->from_buf, sizeof(t->from_buf), "553 5.7.1 "
+			    "<%.200s>: Sender address rejected: From: not owned "
+			    "by user %.200s", q, u);
+			goto out;
+		}
+	}
+	t->from_error = false;
+out:
+	free(addrs);
+	free(v);
+}
+
+/*
+ * The header of a submitted message is complete (or too large to hold):
+ * check From:, add what a submission server adds, and let it and the
+ * rest of the content through to the queue.
+ */
+static void
+hdr_finish(struct smtp_session *s, bool overflow)
+{
+	struct transaction *t = &s->tx;
+	size_t n = evbuffer_get_length(s->hdr);
+	const char *h = (const char *)evbuffer_pullup(s->hdr, -1);
+	char date[64];
+
+	t->hdr_phase = false;
+	if (s->cfg->auth_check_from)
+		check_from(s, h ? h : "", n, overflow);
+	if (!overflow) {
+		/* RFC 6409 8.3: add Date: when missing */
+		if (!header_has(h ? h : "", n, "Date")) {
+			util_rfc5322_date(t->env.arrival, date, sizeof(date));
+			evbuffer_add_printf(s->stage, "Date: %s\r\n", date);
+		}
+		/* RFC 6409 8.6: add Message-ID: when missing */
+		if (!header_has(h ? h : "", n, "Message-ID"))
+			evbuffer_add_printf(s->stage, "Message-ID: <%s.%s@%s>\r\n",
+			    t->queue_id, s->id, s->cfg->hostname);
+	}
+	evbuffer_add_buffer(s->stage, s->hdr);
+}
+
 static void
 begin_done(void *arg, const struct queue_result *res)
 {
@@ -374,6 +703,9 @@ begin_done(void *arg, const struct queue_result *res)
 	}
 	util_strlcpy(t->queue_id, res->queue_id ? res->queue_id : "", sizeof(t->queue_id));
 	write_received(s);
+	/* Submission: hold the header back for From: and the fields an MSA
+	 * adds (hdr_finish()). */
+	t->hdr_phase = s->auth_user != NULL;
 	if (t->bdat) {
 		resume(s, STATE_BDAT);
 	} else {
@@ -431,6 +763,8 @@ content_end(struct smtp_session *s)
 		why = "550 5.5.2 Error: bare <CR> or <LF> received; lines must end with <CR><LF>";
 		break;
 	}
+	if (why == NULL && t->from_error)
+		why = t->from_buf;
 	if (why == NULL && t->qtxn == NULL)
 		why = t->fail_reply ? t->fail_reply : "451 4.3.0 Error: queue file write error";
 	if (why != NULL) {
@@ -539,6 +873,23 @@ struct command {
 	bool params_line;   /* may use SMTP_SESSION_PARAM_LINE_MAX */
 };
 
+/* AUTH exists here: a verifier, users, and a listener that offers it. */
+static bool
+auth_enabled(const struct smtp_session *s)
+{
+	return s->aops != NULL && s->cfg->passwd_file != NULL &&
+	    s->listener->auth != CONFIG_LISTENER_AUTH_NO;
+}
+
+/* ... and may be used now: over TLS, or in clear text if the listener
+ * allows it. RFC 4954 6 (538): do not offer what cannot be used. */
+static bool
+auth_usable(const struct smtp_session *s)
+{
+	return auth_enabled(s) && (s->tls_active ||
+	    s->listener->auth_plaintext);
+}
+
 static bool
 need_helo(struct smtp_session *s)
 {
@@ -605,8 +956,11 @@ do_helo_common(struct smtp_session *s, const char *args, size_t len, bool esmtp)
 	    "250-SMTPUTF8\r\n"
 	    "250-ENHANCEDSTATUSCODES\r\n"
 	    "250-DSN\r\n"
+	    "%s"
 	    "250 CHUNKING\r\n",
-	    s->cfg->hostname, s->cfg->max_message_size);
+	    s->cfg->hostname, s->cfg->max_message_size,
+	    auth_usable(s) && s->auth_user == NULL ?
+	    "250-AUTH PLAIN LOGIN\r\n" : "");
 }
 
 static void
@@ -677,6 +1031,12 @@ do_mail(struct smtp_session *s, const char *args, size_t len)
 		return;
 	if (s->state != STATE_READY) {
 		reply(s, "503 5.5.1 Error: nested MAIL command");
+		return;
+	}
+	if (s->listener->auth == CONFIG_LISTENER_AUTH_REQUIRED &&
+	    s->auth_user == NULL) {
+		/* RFC 4954 6, RFC 6409 4.3: submission needs AUTH first */
+		reply(s, "530 5.7.0 Authentication required");
 		return;
 	}
 	if (!skip_keyword(&args, &len, "FROM:")) {
@@ -756,6 +1116,14 @@ do_mail(struct smtp_session *s, const char *args, size_t len)
 			}
 			memcpy(envid, p->val, p->vallen);
 			envid[p->vallen] = '\0';
+		} else if (key_is(p, "AUTH") && auth_enabled(s)) {
+			/* RFC 4954 5: accepted and not passed on (tern does
+			 * not trust another server's AUTH= claims). */
+			if (p->val == NULL || !smtp_xtext_valid(p->val,
+			    p->vallen)) {
+				reply(s, "501 5.5.4 Error: bad AUTH parameter");
+				return;
+			}
 		} else {
 			char k[32];
 			reply(s, "555 5.5.4 Error: unsupported MAIL parameter %s",
@@ -779,6 +1147,20 @@ do_mail(struct smtp_session *s, const char *args, size_t len)
 	}
 	if (smtp_addr_format(&a, addr, sizeof(addr)) < 0) {
 		reply(s, "%s", addr_error_reply(SMTP_ADDR_ERR_PATH_TOO_LONG, true));
+		return;
+	}
+	if (s->auth_user != NULL && addr[0] != '\0' &&
+	    !config_passwd_owns(s->auth_user, addr, strlen(addr))) {
+		/* An authenticated user sends as itself only. The null
+		 * sender stays allowed: RFC 6409 4.2 says it MUST NOT in
+		 * itself be refused (disposition notifications use it). */
+		char q[SMTP_ADDR_PATH_MAX * 4 + 8], u[SASL_FIELD_MAX * 4 + 8];
+
+		log_quote(q, sizeof(q), addr, strlen(addr), SMTP_ADDR_PATH_MAX);
+		log_quote(u, sizeof(u), s->auth_user->name,
+		    strlen(s->auth_user->name), SASL_FIELD_MAX);
+		reply(s, "553 5.7.1 <%.200s>: Sender address rejected: not "
+		    "owned by user %.200s", q, u);
 		return;
 	}
 	tx_reset(s);
@@ -1044,6 +1426,18 @@ do_rcpt(struct smtp_session *s, const char *args, size_t len)
 			d = config_find_domain(s->cfg, a.domain, strlen(a.domain));
 	}
 	log_quote(q, sizeof(q), addr, strlen(addr), SMTP_ADDR_PATH_MAX);
+	/* Who may relay here: authenticated users and relay_networks
+	 * clients, each if the listener allows it; nobody else, whatever
+	 * the listener says, so tern is never an open relay. */
+	bool may_relay = (s->auth_user != NULL && s->listener->relay_auth) ||
+	    (s->client->relay_ok && s->listener->relay_networks);
+	if (d != NULL && !may_relay && !s->listener->receive &&
+	    !a.is_postmaster) {
+		/* a listener that only serves its own users */
+		reply(s, "554 5.7.1 <%s>: Recipient address rejected: Access denied", q);
+		verdict = "receive-denied";
+		goto log;
+	}
 	if (d != NULL) {
 		if (!a.is_postmaster && local_lookup(d, a.local_value,
 		    strlen(a.local_value)) == LOCAL_LOOKUP_UNKNOWN) {
@@ -1052,8 +1446,8 @@ do_rcpt(struct smtp_session *s, const char *args, size_t len)
 			verdict = "unknown";
 			goto log;
 		}
-	} else if (!s->client->relay_ok) {
-		/* Never an open relay: foreign domains only for relay_networks. */
+	} else if (!may_relay) {
+		/* Never an open relay (RFC 5321 3.6.2). */
 		reply(s, "554 5.7.1 <%s>: Relay access denied", q);
 		verdict = "relay-denied";
 		goto log;
@@ -1223,6 +1617,300 @@ bdat_chunk_done(struct smtp_session *s)
 	content_end(s);
 }
 
+/* ------------------------------------------------------------------ */
+/* AUTH (RFC 4954) with PLAIN (RFC 4616) and LOGIN */
+
+static void
+auth_log(struct smtp_session *s, const char *user, size_t ulen,
+    const char *result)
+{
+	char u[SASL_FIELD_MAX * 4 + 8];
+
+	log_info("smtp session=%s event=auth mech=%s user=\"%s\" result=%s",
+	    s->id, s->auth_mech ? s->auth_mech : "-",
+	    log_quote(u, sizeof(u), user, ulen, SASL_FIELD_MAX), result);
+}
+
+/* The exchange ends without a verification: back to commands. */
+static void
+auth_end(struct smtp_session *s)
+{
+	s->auth_step = AUTH_STEP_NONE;
+	explicit_bzero(s->auth_try, sizeof(s->auth_try));
+	s->state = STATE_READY;
+	set_timeout_for_state(s);
+}
+
+static void
+auth_done(void *arg, enum smtp_auth_verdict v)
+{
+	struct smtp_session *s = arg;
+	size_t ulen = strlen(s->auth_try);
+
+	s->auth_handle = NULL;
+	switch (v) {
+	case SMTP_AUTH_OK:
+		s->auth_user = config_find_passwd(s->cfg, s->auth_try, ulen);
+		if (s->auth_user == NULL) {
+			/* the verifier and the config disagree: never */
+			reply(s, "454 4.7.0 Temporary authentication failure");
+			auth_log(s, s->auth_try, ulen, "tempfail");
+			break;
+		}
+		reply(s, "235 2.7.0 Authentication successful");
+		auth_log(s, s->auth_try, ulen, "ok");
+		break;
+	case SMTP_AUTH_FAILED:
+		reply(s, "535 5.7.8 Error: authentication failed");
+		auth_log(s, s->auth_try, ulen, "failed");
+		break;
+	case SMTP_AUTH_LOCKED:
+		reply(s, "421 4.7.0 %s Error: too many failed authentications, "
+		    "try again later", s->cfg->hostname);
+		auth_log(s, s->auth_try, ulen, "locked");
+		explicit_bzero(s->auth_try, sizeof(s->auth_try));
+		s->auth_step = AUTH_STEP_NONE;
+		session_close(s);
+		resume(s, STATE_CLOSED);
+		return;
+	case SMTP_AUTH_TEMPFAIL:
+		reply(s, "454 4.7.0 Temporary authentication failure");
+		auth_log(s, s->auth_try, ulen, "tempfail");
+		break;
+	}
+	s->auth_step = AUTH_STEP_NONE;
+	explicit_bzero(s->auth_try, sizeof(s->auth_try));
+	resume(s, STATE_READY);
+}
+
+/* Hand user and password to the verifier and wait for its answer. */
+static void
+auth_verify(struct smtp_session *s, const char *user, size_t ulen,
+    const char *pass, size_t plen)
+{
+	memcpy(s->auth_try, user, ulen);
+	s->auth_try[ulen] = '\0';
+	s->auth_step = AUTH_STEP_NONE;
+	wait_queue(s);
+	s->auth_handle = s->aops->start(s->actx, s->client->addr, user, ulen,
+	    pass, plen, auth_done, s);
+}
+
+/* A user name or password must be 1..255 octets without NUL or line
+ * ends (RFC 4616 2: UTF-8 without NUL). */
+static bool
+auth_field_ok(const char *p, size_t n)
+{
+	if (n == 0 || n > SASL_FIELD_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (p[i] == '\0' || p[i] == '\r' || p[i] == '\n')
+			return false;
+	return true;
+}
+
+/*
+ * One client response of the exchange (the initial response or a line
+ * after a 334), still base64. Replies, or starts a verification.
+ */
+static void
+auth_response(struct smtp_session *s, const char *line, size_t len)
+{
+	unsigned char dec[SMTP_SESSION_AUTH_LINE_MAX / 4 * 3 + 3];
+	ssize_t n;
+
+	/* RFC 4954 4: "*" cancels, with a 501 */
+	if (len == 1 && line[0] == '*') {
+		reply(s, "501 5.7.0 Authentication aborted");
+		auth_log(s, s->auth_try, strlen(s->auth_try), "aborted");
+		auth_end(s);
+		return;
+	}
+	/* RFC 4954 4: "=" is an empty initial response; base64 is strict */
+	if (len == 1 && line[0] == '=')
+		n = 0;
+	else if ((n = sasl_b64_decode(line, len, dec, sizeof(dec))) < 0 ||
+	    (n == 0 && len > 0)) {
+		reply(s, "501 5.5.2 Error: cannot decode response");
+		auth_end(s);
+		return;
+	}
+	if (len == 0) {
+		/* an empty line is not base64 of anything, not even "" */
+		reply(s, "501 5.5.2 Error: cannot decode response");
+		auth_end(s);
+		return;
+	}
+	switch (s->auth_step) {
+	case AUTH_STEP_PLAIN: {
+		struct sasl_plain pl;
+
+		if (!sasl_plain_parse(dec, (size_t)n, &pl) ||
+		    !auth_field_ok(pl.authcid, pl.authcid_len) ||
+		    !auth_field_ok(pl.passwd, pl.passwd_len)) {
+			reply(s, "501 5.5.2 Error: malformed PLAIN response");
+			auth_end(s);
+			break;
+		}
+		/* RFC 4616 2: an authzid other than the authcid asks to act
+		 * as someone else; tern has no such right to give. */
+		if (pl.authzid_len > 0 && (pl.authzid_len != pl.authcid_len ||
+		    memcmp(pl.authzid, pl.authcid, pl.authcid_len) != 0)) {
+			reply(s, "535 5.7.8 Error: authentication failed: "
+			    "authorization identity not allowed");
+			auth_log(s, pl.authcid, pl.authcid_len, "bad-authzid");
+			auth_end(s);
+			break;
+		}
+		auth_verify(s, pl.authcid, pl.authcid_len, pl.passwd,
+		    pl.passwd_len);
+		break;
+	}
+	case AUTH_STEP_LOGIN_USER:
+		if (!auth_field_ok((const char *)dec, (size_t)n)) {
+			reply(s, "501 5.5.2 Error: malformed user name");
+			auth_end(s);
+			break;
+		}
+		memcpy(s->auth_try, dec, (size_t)n);
+		s->auth_try[n] = '\0';
+		s->auth_step = AUTH_STEP_LOGIN_PASS;
+		s->state = STATE_AUTH;
+		set_timeout_for_state(s);
+		reply(s, "334 UGFzc3dvcmQ6");        /* "Password:" */
+		break;
+	case AUTH_STEP_LOGIN_PASS:
+		if (!auth_field_ok((const char *)dec, (size_t)n)) {
+			reply(s, "501 5.5.2 Error: malformed password");
+			auth_end(s);
+			break;
+		}
+		auth_verify(s, s->auth_try, strlen(s->auth_try),
+		    (const char *)dec, (size_t)n);
+		break;
+	case AUTH_STEP_NONE:
+		ASSERT(!"AUTH response without an exchange");
+	}
+	explicit_bzero(dec, sizeof(dec));
+}
+
+static void
+do_auth(struct smtp_session *s, const char *args, size_t len)
+{
+	size_t ml = 0;
+
+	if (!need_helo(s))
+		return;
+	if (!auth_enabled(s) || !s->esmtp) {
+		reply(s, "503 5.5.1 Error: authentication not enabled");
+		return;
+	}
+	/* RFC 4954 4: never twice, never inside a transaction (503) */
+	if (s->auth_user != NULL) {
+		reply(s, "503 5.5.1 Error: already authenticated");
+		return;
+	}
+	if (s->state != STATE_READY) {
+		reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+		return;
+	}
+	if (!auth_usable(s)) {
+		/* RFC 4954 6 */
+		reply(s, "538 5.7.11 Encryption required for requested "
+		    "authentication mechanism");
+		return;
+	}
+	if (s->aops->throttled != NULL &&
+	    s->aops->throttled(s->actx, s->client->addr)) {
+		reply(s, "421 4.7.0 %s Error: too many failed authentications, "
+		    "try again later", s->cfg->hostname);
+		log_info("smtp session=%s event=disconnect reason=auth-throttled",
+		    s->id);
+		session_close(s);
+		return;
+	}
+	while (ml < len && args[ml] != ' ')
+		ml++;
+	const char *ir = ml < len ? args + ml + 1 : NULL;
+	size_t irlen = ml < len ? len - ml - 1 : 0;
+	if (ml == 0 || (ir != NULL && (irlen == 0 || memchr(ir, ' ', irlen)))) {
+		reply(s, "501 5.5.4 Syntax: AUTH mechanism [initial-response]");
+		return;
+	}
+	s->auth_try[0] = '\0';
+	if (util_ascii_casecmp_n(args, ml, "PLAIN", 5)) {
+		s->auth_mech = "PLAIN";
+		s->auth_step = AUTH_STEP_PLAIN;
+		if (ir != NULL) {
+			auth_response(s, ir, irlen);
+			return;
+		}
+		/* RFC 4954 4: an empty challenge is "334 " */
+		s->state = STATE_AUTH;
+		set_timeout_for_state(s);
+		evbuffer_add(s->out, "334 \r\n", 6);
+		return;
+	}
+	if (util_ascii_casecmp_n(args, ml, "LOGIN", 5)) {
+		s->auth_mech = "LOGIN";
+		s->auth_step = AUTH_STEP_LOGIN_USER;
+		if (ir != NULL) {
+			/* some clients send the user name at once */
+			auth_response(s, ir, irlen);
+			return;
+		}
+		s->state = STATE_AUTH;
+		set_timeout_for_state(s);
+		reply(s, "334 VXNlcm5hbWU6");        /* "Username:" */
+		return;
+	}
+	/* RFC 4954 4: 504, 5.5.4 */
+	reply(s, "504 5.5.4 Error: unsupported authentication mechanism");
+}
+
+/*
+ * Read one AUTH response line (STATE_AUTH), up to
+ * SMTP_SESSION_AUTH_LINE_MAX octets; a longer one is discarded to its
+ * end and fails the exchange (RFC 4954 4: 500 5.5.6). Returns 1 when a
+ * line was handled, 0 if more input is needed.
+ */
+static int
+read_auth_line(struct smtp_session *s)
+{
+	size_t avail = evbuffer_get_length(s->in);
+	size_t lim = avail < SMTP_SESSION_AUTH_LINE_MAX ? avail :
+	    SMTP_SESSION_AUTH_LINE_MAX;
+	struct evbuffer_ptr endp, pos;
+	char buf[SMTP_SESSION_AUTH_LINE_MAX + 1];
+
+	if (avail == 0)
+		return 0;
+	if (evbuffer_ptr_set(s->in, &endp, lim, EVBUFFER_PTR_SET) != 0)
+		return 0;
+	pos = evbuffer_search_range(s->in, "\n", 1, NULL, &endp);
+	if (pos.pos < 0) {
+		if (avail < SMTP_SESSION_AUTH_LINE_MAX)
+			return 0;
+		evbuffer_drain(s->in, lim);
+		s->skipping_auth_line = true;
+		return 1;
+	}
+	size_t rawlen = (size_t)pos.pos + 1;
+	size_t len = rawlen - 1;
+	evbuffer_remove(s->in, buf, rawlen);
+	if (len > 0 && buf[len - 1] == '\r')
+		len--;
+	if (s->skipping_auth_line) {
+		s->skipping_auth_line = false;
+		reply(s, "500 5.5.6 Authentication Exchange line is too long");
+		auth_end(s);
+	} else {
+		auth_response(s, buf, len);
+	}
+	explicit_bzero(buf, rawlen);
+	return 1;
+}
+
 static void
 do_rset(struct smtp_session *s, const char *args, size_t len)
 {
@@ -1255,7 +1943,7 @@ do_vrfy(struct smtp_session *s, const char *args, size_t len)
 static void
 do_help(struct smtp_session *s, const char *args, size_t len)
 {
-	reply(s, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT");
+	reply(s, "214 2.0.0 Commands: EHLO HELO AUTH MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT");
 }
 
 static void
@@ -1301,7 +1989,7 @@ static const struct command commands[] = {
 	{ "SOML", do_not_impl, false },
 	{ "SAML", do_not_impl, false },
 	{ "STARTTLS", do_not_impl, false },
-	{ "AUTH", do_not_impl, false },
+	{ "AUTH", do_auth, true },
 	{ "GET", do_http, false },
 	{ "POST", do_http, false },
 	{ "CONNECT", do_http, false },
@@ -1538,6 +2226,10 @@ session_process_input(struct smtp_session *s)
 				return;
 			bdat_chunk_done(s);
 			break;
+		case STATE_AUTH:
+			if (read_auth_line(s) == 0)
+				return;
+			break;
 		default:
 			if (read_command(s) == 0)
 				return;
@@ -1565,8 +2257,11 @@ smtp_session_new(const struct config *cfg,
 	s->in = in;
 	s->out = out;
 	s->stage = evbuffer_new();
-	if (s->stage == NULL)
+	s->hdr = evbuffer_new();
+	if (s->stage == NULL || s->hdr == NULL)
 		fatal("out of memory");
+	s->listener = client->listener != NULL ? client->listener :
+	    config_default_listener();
 	s->io = io;
 	s->io_arg = io_arg;
 	s->qops = queue;
@@ -1585,10 +2280,28 @@ smtp_session_set_domain_check(struct smtp_session *s,
 }
 
 void
+smtp_session_set_auth(struct smtp_session *s, const struct smtp_auth_ops *ops,
+    void *ctx)
+{
+	s->aops = ops;
+	s->actx = ctx;
+}
+
+void
 smtp_session_start(struct smtp_session *s)
 {
 	log_info("smtp session=%s event=connect client=%s:%u relay=%s", s->id,
 	    s->client->addr, s->client->port, s->client->relay_ok ? "yes" : "no");
+	if (s->aops != NULL && s->aops->throttled != NULL &&
+	    s->aops->throttled(s->actx, s->client->addr)) {
+		/* too many failed AUTH attempts from this address lately */
+		reply(s, "421 4.7.0 %s Error: too many failed authentications, "
+		    "try again later", s->cfg->hostname);
+		log_info("smtp session=%s event=disconnect reason=auth-throttled",
+		    s->id);
+		session_close(s);
+		return;
+	}
 	/* No enhanced code on the greeting (RFC 2034 4). */
 	evbuffer_add_printf(s->out, "220 %s ESMTP tern\r\n", s->cfg->hostname);
 	set_timeout_for_state(s);
@@ -1653,8 +2366,12 @@ smtp_session_free(struct smtp_session **sp)
 	s->tx.qtxn = NULL;
 	if (s->dcheck_handle != NULL)
 		s->dcheck->cancel(s->dcheck_ctx, s->dcheck_handle);
+	if (s->auth_handle != NULL)
+		s->aops->cancel(s->actx, s->auth_handle);
+	explicit_bzero(s->auth_try, sizeof(s->auth_try));
 	envelope_clear(&s->tx.env);
 	evbuffer_free(s->stage);
+	evbuffer_free(s->hdr);
 	free(s);
 	*sp = NULL;
 }

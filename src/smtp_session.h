@@ -15,6 +15,7 @@
 #include <stddef.h>
 
 struct config;
+struct config_listener;
 struct evbuffer;
 struct queue_client_ops;
 struct smtp_session;
@@ -27,6 +28,9 @@ struct smtp_session;
 /* Replies queued but unread by the client beyond this pause input (a client
  * that pipelines without reading cannot make us buffer without bound). */
 #define SMTP_SESSION_OUTPUT_MAX (64 * 1024)
+/* Longest AUTH response line, CRLF included (RFC 4954 4 calls 12288
+ * octets sufficient for deployed mechanisms). */
+#define SMTP_SESSION_AUTH_LINE_MAX 12288
 
 struct smtp_session_client {
 	const char *addr;     /* peer IP as text */
@@ -34,6 +38,9 @@ struct smtp_session_client {
 	bool relay_ok;        /* peer is in relay_networks */
 	bool local;           /* local submission (submit_socket), addr "local" */
 	unsigned long uid;    /* if local: the peer's uid (SO_PEERCRED) */
+	/* the listener that accepted the connection (its policy: AUTH, who
+	 * may relay); NULL: config_default_listener() */
+	const struct config_listener *listener;
 };
 
 /* What the session asks of the transport. */
@@ -69,6 +76,30 @@ struct smtp_domain_check_ops {
 };
 
 /*
+ * Password verification for AUTH (RFC 4954), done outside the engine
+ * (auth.h: worker threads, per-address failure throttling). start()
+ * copies what it needs (the caller wipes its copy of the password at
+ * once) and returns a handle; cb runs later from the event loop, never
+ * inside start(), and after a failure only once the failure delay has
+ * passed. After cancel() no callback runs.
+ */
+enum smtp_auth_verdict {
+	SMTP_AUTH_OK,         /* 235 */
+	SMTP_AUTH_FAILED,     /* 535 5.7.8 */
+	SMTP_AUTH_LOCKED,     /* too many failures from this address: 421 */
+	SMTP_AUTH_TEMPFAIL,   /* 454 4.7.0 */
+};
+typedef void (*smtp_auth_cb)(void *arg, enum smtp_auth_verdict v);
+struct smtp_auth_ops {
+	void *(*start)(void *ctx, const char *client_addr, const char *user,
+	    size_t ulen, const char *pass, size_t plen, smtp_auth_cb cb,
+	    void *arg);
+	void (*cancel)(void *ctx, void *handle);
+	/* true while client_addr is refused after too many failures */
+	bool (*throttled)(void *ctx, const char *client_addr);
+};
+
+/*
  * Create a session. in/out are the connection's buffers (not owned).
  * cfg, client strings and ops must outlive the session.
  */
@@ -81,7 +112,13 @@ struct smtp_session *smtp_session_new(const struct config *cfg,
 void smtp_session_set_domain_check(struct smtp_session *s,
     const struct smtp_domain_check_ops *ops, void *ctx);
 
-/* Send the greeting. */
+/* Verify AUTH credentials with ops (ctx passed back). Without it, or
+ * without passwd_file, or on a listener with `auth no`, AUTH is not
+ * offered. Set before smtp_session_start(). */
+void smtp_session_set_auth(struct smtp_session *s,
+    const struct smtp_auth_ops *ops, void *ctx);
+
+/* Send the greeting (or 421 if the client's address is throttled). */
 void smtp_session_start(struct smtp_session *s);
 
 /* Consume what input allows: call on every read event and whenever output

@@ -524,8 +524,8 @@ static const struct error_case error_cases[] = {
 	{ "block without a brace", "domain a.org\n", NULL, NULL,
 	  "@C:1: 'domain' opens a block: domain NAME { ... }\n" },
 	{ "unknown block is skipped to its end",
-	  "tls {\n  foo bar\n  nested {\n  }\n}\nmax_recipients 0\n", NULL,
-	  NULL, "@C:1: unknown option 'tls'\n"
+	  "tlsx {\n  foo bar\n  nested {\n  }\n}\nmax_recipients 0\n", NULL,
+	  NULL, "@C:1: unknown option 'tlsx'\n"
 	  "@C:6: max_recipients: 0 is out of bounds (1..10000)\n" },
 	{ "unterminated quote", "log_file \"/var/log\n", NULL, NULL,
 	  "@C:1: unterminated quoted string\n" },
@@ -754,6 +754,28 @@ static const struct error_case error_cases[] = {
 	  "@C:3: auth_user: 'a\\x09b' contains a control character\n" },
 	{ "require_tls keyword", "route * { require_tls maybe }\n", NULL, NULL,
 	  "@C:1: require_tls: 'maybe' is not one of no, yes, verify\n" },
+	{ "listen block keyword", "listen 127.0.0.1:25 { auth maybe }\n", NULL,
+	  NULL, "@C:1: auth: 'maybe' is not one of no, yes, required\n" },
+	{ "listen block needs passwd_file",
+	  "listen 127.0.0.1:25\nlisten 127.0.0.1:587 {\n auth required\n}\n",
+	  NULL, NULL, "@C:2: listen 127.0.0.1:587: auth required needs "
+	  "passwd_file (the users who may authenticate)\n" },
+	{ "listen block with a bad address still checked",
+	  "listen nowhere:25 {\n tls sometimes\n}\n", NULL, NULL,
+	  "@C:1: listen: 'nowhere:25' is not an address:port (use "
+	  "192.0.2.1:25 or [2001:db8::1]:25; ports 1..65535)\n"
+	  "@C:2: tls: 'sometimes' is not one of none, starttls, implicit\n" },
+	{ "listen block option at top level", "relay_auth no\n", NULL, NULL,
+	  "@C:1: option 'relay_auth' is only allowed in a listen block\n" },
+	{ "duplicate option in a listen block",
+	  "listen 127.0.0.1:25 {\n tls none\n tls none\n}\n", NULL, NULL,
+	  "@C:3: duplicate option 'tls' (first set at line 2)\n" },
+	{ "listen block takes one address",
+	  "listen 127.0.0.1:25 127.0.0.1:26 { tls none }\n", NULL, NULL,
+	  "@C:1: listen: expects one ADDR:PORT before '{', got 2\n" },
+	{ "missing passwd_file", "passwd_file @D/no-such-passwd\n", NULL, NULL,
+	  "@C:1: passwd_file: cannot read @D/no-such-passwd: No such file or "
+	  "directory\n" },
 };
 
 static void
@@ -1388,11 +1410,133 @@ test_doc_mentions_every_option(void **state)
 		snprintf(heading, sizeof(heading), "[`%s`](#%s)", name, name);
 		assert_non_null(strstr(doc, heading));
 	}
-	assert_int_equal(n, 44);   /* + submit_socket */
+	assert_int_equal(n, 55);
 	assert_non_null(strstr(doc, "## Users file"));
 	assert_non_null(strstr(doc, "## Aliases file"));
 	assert_non_null(strstr(doc, config_default_text()));
 	free(doc);
+}
+
+/*
+ * Listener blocks and passwd_file
+ */
+
+static void
+test_listeners_and_passwd(void **state)
+{
+	struct config *cfg;
+	const struct config_listener *l, *def = config_default_listener();
+	const struct config_passwd *u;
+	char *err = NULL;
+	const char *pw;
+
+	(void)state;
+	/* the documented defaults are what a listener gets */
+	assert_int_equal(def->tls, CONFIG_LISTENER_TLS_STARTTLS);
+	assert_int_equal(def->auth, CONFIG_LISTENER_AUTH_NO);
+	assert_int_equal(def->auth_plaintext, 0);
+	assert_int_equal(def->receive, 1);
+	assert_int_equal(def->relay_networks, 1);
+	assert_int_equal(def->relay_auth, 1);
+
+	pw = write_file("passwd",
+	    "# users\n"
+	    "alice@a.org:$6$saltsalt$abc\n"
+	    "bob:$6$saltsalt$abc: bob@a.org , @B.ORG \n"
+	    "\n"
+	    "carol:!$6$saltsalt$abc:carol@a.org\n");
+	chmod(pw, 0600);
+	cfg = load_ok("listen 127.0.0.1:25\n"
+	    "listen 127.0.0.1:587 {\n"
+	    "    tls none\n"
+	    "    auth required\n"
+	    "    auth_plaintext yes\n"
+	    "    receive no\n"
+	    "    relay_networks no\n"
+	    "    relay_auth no\n"
+	    "}\n"
+	    "listen [::1]:465 { tls implicit }\n"
+	    "passwd_file @D/passwd\n"
+	    "auth_max_failures 3\nauth_throttle_time 1m\nauth_failure_delay 0\n"
+	    "auth_check_from no\n");
+	assert_int_equal(cfg->nlisteners, 3);
+	l = &cfg->listeners[0];
+	assert_memory_equal(&l->tls, &def->tls, sizeof(*l) - offsetof(struct
+	    config_listener, tls));
+	l = &cfg->listeners[1];
+	assert_string_equal(l->text, "127.0.0.1:587");
+	assert_int_equal(l->tls, CONFIG_LISTENER_TLS_NONE);
+	assert_int_equal(l->auth, CONFIG_LISTENER_AUTH_REQUIRED);
+	assert_int_equal(l->auth_plaintext, 1);
+	assert_int_equal(l->receive, 0);
+	assert_int_equal(l->relay_networks, 0);
+	assert_int_equal(l->relay_auth, 0);
+	l = &cfg->listeners[2];
+	assert_int_equal(l->tls, CONFIG_LISTENER_TLS_IMPLICIT);
+	assert_int_equal(l->auth, CONFIG_LISTENER_AUTH_NO);
+	assert_int_equal(cfg->auth_max_failures, 3);
+	assert_int_equal(cfg->auth_throttle_time, 60);
+	assert_int_equal(cfg->auth_failure_delay, 0);
+	assert_int_equal(cfg->auth_check_from, 0);
+
+	assert_int_equal(cfg->npasswd, 3);
+	u = config_find_passwd(cfg, "alice@a.org", 11);
+	assert_non_null(u);
+	/* default: the name itself, being an address */
+	assert_int_equal(u->naddresses, 1);
+	assert_string_equal(u->addresses[0], "alice@a.org");
+	assert_true(config_passwd_owns(u, "ALICE@A.ORG", 11));
+	assert_false(config_passwd_owns(u, "alice@a.org.", 12));
+	assert_null(config_find_passwd(cfg, "Alice@a.org", 11));
+	assert_null(config_find_passwd(cfg, "alice@a.or", 10));
+	u = config_find_passwd(cfg, "bob", 3);
+	assert_non_null(u);
+	assert_int_equal(u->naddresses, 2);
+	assert_true(config_passwd_owns(u, "bob@a.org", 9));
+	assert_true(config_passwd_owns(u, "anyone@b.org", 12));
+	assert_true(config_passwd_owns(u, "\"x@y\"@b.org", 11));
+	assert_false(config_passwd_owns(u, "anyone@sub.b.org", 16));
+	assert_false(config_passwd_owns(u, "bob@a.org@evil.test", 19));
+	assert_false(config_passwd_owns(u, "bob", 3));
+	u = config_find_passwd(cfg, "carol", 5);
+	assert_non_null(u);
+	assert_int_equal(u->hash[0], '!');
+	config_free(&cfg);
+
+	/* the defaults: no AUTH, From: checked */
+	cfg = load_ok("");
+	assert_null(cfg->passwd_file);
+	assert_int_equal(cfg->npasswd, 0);
+	assert_int_equal(cfg->auth_max_failures, 5);
+	assert_int_equal(cfg->auth_throttle_time, 600);
+	assert_int_equal(cfg->auth_failure_delay, 1);
+	assert_int_equal(cfg->auth_check_from, 1);
+	config_free(&cfg);
+
+	/* errors in the passwd file, each with its line; a world-readable
+	 * file is a warning */
+	pw = write_file("passwd",
+	    "nocolon\n"
+	    "a b:$6$saltsalt$abc\n"
+	    "dup:$6$saltsalt$abc\n"
+	    "dup:$6$saltsalt$abc\n"
+	    "nohash:\n"
+	    "badhash:$9$nonsense\n"
+	    "badaddr:$6$saltsalt$abc:not-an-address,x@-bad-.org\n");
+	chmod(pw, 0644);
+	cfg = load_conf("passwd_file @D/passwd\n", &err);
+	assert_null(cfg);
+	char *want = subst(
+	    "@D/passwd:1: expected 'user:hash[:addresses]'\n"
+	    "@D/passwd:2: user 'a b': blank or control character in the name\n"
+	    "@D/passwd:5: user 'nohash': no password hash (set one with tern passwd)\n"
+	    "@D/passwd:6: user 'badhash': not a crypt(3) hash this system supports (use $y$ yescrypt or $6$ SHA-512)\n"
+	    "@D/passwd:7: user 'badaddr': address 'not-an-address': not an address (local@domain) or @domain\n"
+	    "@D/passwd:7: user 'badaddr': address 'x@-bad-.org': has a label starting with '-'\n"
+	    "@D/passwd: user 'dup' is listed twice\n");
+	assert_string_equal(err, want);
+	free(want);
+	free(err);
 }
 
 int
@@ -1421,6 +1565,7 @@ main(void)
 		cmocka_unit_test(test_maildir_path),
 		cmocka_unit_test(test_maildir_path_from_config),
 		cmocka_unit_test(test_doc_mentions_every_option),
+		cmocka_unit_test(test_listeners_and_passwd),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);

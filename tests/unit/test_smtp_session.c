@@ -725,6 +725,446 @@ test_domain_check(void **state)
 	assert_null(dc_cb);
 }
 
+/* ------------------------------------------------------------------ */
+/* AUTH (RFC 4954) with a fake verifier: "secret" is the password,
+ * "lock" locks the address out; answers wait for fake_run(). */
+
+static smtp_auth_cb fa_cb;
+static void *fa_arg;
+static enum smtp_auth_verdict fa_verdict;
+static bool fa_throttled;
+static char fa_user[300];
+static int fa_handle;
+
+static void *
+fa_start(void *ctx, const char *addr, const char *user, size_t ulen,
+    const char *pass, size_t plen, smtp_auth_cb cb, void *arg)
+{
+	assert_null(fa_cb);
+	fa_cb = cb;
+	fa_arg = arg;
+	assert_true(ulen < sizeof(fa_user));
+	memcpy(fa_user, user, ulen);
+	fa_user[ulen] = '\0';
+	fa_verdict = plen == 6 && memcmp(pass, "secret", 6) == 0 ? SMTP_AUTH_OK :
+	    plen == 4 && memcmp(pass, "lock", 4) == 0 ? SMTP_AUTH_LOCKED :
+	    SMTP_AUTH_FAILED;
+	return &fa_handle;
+}
+
+static void
+fa_cancel(void *ctx, void *handle)
+{
+	fa_cb = NULL;
+}
+
+static bool
+fa_is_throttled(void *ctx, const char *addr)
+{
+	return fa_throttled;
+}
+
+static const struct smtp_auth_ops fa_ops = { fa_start, fa_cancel,
+	fa_is_throttled };
+
+static void
+fa_run(void)
+{
+	while (fa_cb != NULL) {
+		smtp_auth_cb cb = fa_cb;
+		fa_cb = NULL;
+		cb(fa_arg, fa_verdict);
+	}
+}
+
+/* AUTH_B64_*: base64 of PLAIN messages and LOGIN fields */
+#define B64_PLAIN_OK "AGFsaWNlQGV4YW1wbGUudGVzdABzZWNyZXQ="     /* \0alice@example.test\0secret */
+#define B64_PLAIN_BAD "AGFsaWNlQGV4YW1wbGUudGVzdAB3cm9uZw=="   /* ...\0wrong */
+#define B64_PLAIN_LOCK "AGFsaWNlQGV4YW1wbGUudGVzdABsb2Nr"      /* ...\0lock */
+#define B64_PLAIN_AUTHZ "Ym9iQGV4YW1wbGUudGVzdABhbGljZUBleGFtcGxlLnRlc3QAc2VjcmV0"
+#define B64_ALICE "YWxpY2VAZXhhbXBsZS50ZXN0"
+#define B64_SECRET "c2VjcmV0"
+#define B64_WRONG "d3Jvbmc="
+
+/* Listeners of AUTH_CONF: [0] plain MX, [1] submission (auth required,
+ * in clear text), [2] auth yes in clear text, [3] auth yes, TLS only. */
+#define AUTH_CONF(passwd, extra)                                                \
+	"max_message_size 4K\nmax_recipients 3\nmax_errors 20\n"               \
+	"listen 127.0.0.1:2587 {\n auth required\n auth_plaintext yes\n"       \
+	" relay_networks no\n receive no\n}\n"                                 \
+	"listen 127.0.0.1:2588 {\n auth yes\n auth_plaintext yes\n}\n"         \
+	"listen 127.0.0.1:2589 { auth yes }\n"                                 \
+	"passwd_file " passwd "\n" extra
+
+static char auth_pw_path[64];
+
+/* Start a session on listener li of an AUTH configuration. */
+static void
+start_auth(struct t *t, size_t li, bool relay_ok, const char *extra)
+{
+	char conf[1024];
+	FILE *f;
+
+	snprintf(auth_pw_path, sizeof(auth_pw_path), "/tmp/tern-pw-%d", (int)getpid());
+	f = fopen(auth_pw_path, "w");
+	assert_non_null(f);
+	fprintf(f, "alice@example.test:$6$saltsalt$abc:alice@example.test,@alias.test\n"
+	    "nobody:$6$saltsalt$abc\n");
+	fclose(f);
+	chmod(auth_pw_path, 0600);
+	snprintf(conf, sizeof(conf), AUTH_CONF("%s", "%s"), auth_pw_path,
+	    extra ? extra : "");
+	memset(t, 0, sizeof(*t));
+	t->cfg = load_cfg(t, conf);
+	unlink(auth_pw_path);
+	assert_true(li < t->cfg->nlisteners);
+	t->in = evbuffer_new();
+	t->out = evbuffer_new();
+	t->client.addr = "192.0.2.1";
+	t->client.port = 40000;
+	t->client.relay_ok = relay_ok;
+	t->client.listener = &t->cfg->listeners[li];
+	t->s = smtp_session_new(t->cfg, &t->client, t->in, t->out, &test_io, t,
+	    &fake_ops, &t->q);
+	smtp_session_set_auth(t->s, &fa_ops, NULL);
+	smtp_session_start(t->s);
+	fa_throttled = false;
+}
+
+/* feed(), with the verifier's answers delivered too */
+static char *
+feed_auth(struct t *t, const char *data)
+{
+	char *a = feed(t, data), *b;
+	size_t la, lb;
+
+	fa_run();
+	b = feed(t, "");
+	la = strlen(a);
+	lb = strlen(b);
+	a = realloc(a, la + lb + 1);
+	memcpy(a + la, b, lb + 1);
+	free(b);
+	return a;
+}
+
+#define EXPECT_AUTH(t, input, want)                                            \
+	do {                                                                   \
+		char *got_ = feed_auth((t), (input));                          \
+		if (strcmp(got_, (want)) != 0)                                 \
+			fail_msg("input %s\nwant: %s\ngot:  %s", #input, (want), got_); \
+		free(got_);                                                    \
+	} while (0)
+
+static void
+ehlo_auth(struct t *t, bool want_auth)
+{
+	free(feed(t, ""));   /* greeting */
+	char *r = feed(t, "EHLO client.test\r\n");
+	if ((strstr(r, "250-AUTH PLAIN LOGIN\r\n") != NULL) != want_auth)
+		fail_msg("EHLO reply %s AUTH: %s", want_auth ? "lacks" : "has", r);
+	free(r);
+}
+
+static void
+test_auth_advertised(void **state)
+{
+	struct t t;
+
+	/* no AUTH on a listener without it */
+	start_auth(&t, 0, false, NULL);
+	ehlo_auth(&t, false);
+	EXPECT(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n",
+	    "503 5.5.1 Error: authentication not enabled\r\n");
+	stop(&t);
+	/* TLS-only AUTH without TLS: not offered, and 538 (RFC 4954 6) */
+	start_auth(&t, 3, false, NULL);
+	ehlo_auth(&t, false);
+	EXPECT(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n",
+	    "538 5.7.11 Encryption required for requested authentication mechanism\r\n");
+	stop(&t);
+	/* offered; not after HELO; not before EHLO */
+	start_auth(&t, 2, false, NULL);
+	free(feed(&t, ""));
+	EXPECT(&t, "AUTH PLAIN\r\n", "503 5.5.1 Error: send HELO/EHLO first\r\n");
+	EXPECT(&t, "HELO client.test\r\n", "250 mx.test\r\n");
+	EXPECT(&t, "AUTH PLAIN\r\n", "503 5.5.1 Error: authentication not enabled\r\n");
+	ehlo_auth(&t, true);
+	stop(&t);
+	/* without a verifier there is no AUTH either */
+	start(&t, NULL, false);
+	ehlo(&t);
+	EXPECT(&t, "AUTH LOGIN\r\n", "503 5.5.1 Error: authentication not enabled\r\n");
+	stop(&t);
+}
+
+static void
+test_auth_plain(void **state)
+{
+	struct t t;
+
+	start_auth(&t, 2, false, NULL);
+	ehlo_auth(&t, true);
+	/* wrong password, then right, with and without initial response */
+	EXPECT_AUTH(&t, "AUTH PLAIN " B64_PLAIN_BAD "\r\n",
+	    "535 5.7.8 Error: authentication failed\r\n");
+	EXPECT_AUTH(&t, "AUTH PLAIN\r\n", "334 \r\n");
+	EXPECT_AUTH(&t, B64_PLAIN_OK "\r\n", "235 2.7.0 Authentication successful\r\n");
+	assert_string_equal(fa_user, "alice@example.test");
+	/* RFC 4954 4: never twice; EHLO no longer offers it */
+	EXPECT(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n",
+	    "503 5.5.1 Error: already authenticated\r\n");
+	char *r = feed(&t, "EHLO client.test\r\n");
+	assert_null(strstr(r, "AUTH"));
+	free(r);
+	stop(&t);
+
+	start_auth(&t, 2, false, NULL);
+	ehlo_auth(&t, true);
+	/* "=" is an empty initial response: not a PLAIN message */
+	EXPECT(&t, "AUTH PLAIN =\r\n", "501 5.5.2 Error: malformed PLAIN response\r\n");
+	/* RFC 4954 4: strict base64 */
+	EXPECT(&t, "AUTH PLAIN AGFsaWNl*GV4\r\n", "501 5.5.2 Error: cannot decode response\r\n");
+	EXPECT(&t, "AUTH PLAIN =AAA\r\n", "501 5.5.2 Error: cannot decode response\r\n");
+	EXPECT(&t, "AUTH PLAIN\r\nAAA=BBBB\r\n",
+	    "334 \r\n501 5.5.2 Error: cannot decode response\r\n");
+	EXPECT(&t, "AUTH PLAIN\r\n\r\n", "334 \r\n501 5.5.2 Error: cannot decode response\r\n");
+	/* "*" cancels with 501 */
+	EXPECT(&t, "AUTH PLAIN\r\n*\r\n", "334 \r\n501 5.7.0 Authentication aborted\r\n");
+	/* authzid other than authcid */
+	EXPECT(&t, "AUTH PLAIN " B64_PLAIN_AUTHZ "\r\n",
+	    "535 5.7.8 Error: authentication failed: authorization identity not allowed\r\n");
+	EXPECT(&t, "AUTH CRAM-MD5\r\n", "504 5.5.4 Error: unsupported authentication mechanism\r\n");
+	EXPECT(&t, "AUTH\r\n", "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n");
+	EXPECT(&t, "AUTH PLAIN a b\r\n", "501 5.5.4 Syntax: AUTH mechanism [initial-response]\r\n");
+	/* the session still works */
+	EXPECT(&t, "NOOP\r\n", "250 2.0.0 Ok\r\n");
+	stop(&t);
+}
+
+static void
+test_auth_login(void **state)
+{
+	struct t t;
+
+	start_auth(&t, 2, false, NULL);
+	ehlo_auth(&t, true);
+	EXPECT_AUTH(&t, "AUTH LOGIN\r\n", "334 VXNlcm5hbWU6\r\n");
+	EXPECT_AUTH(&t, B64_ALICE "\r\n", "334 UGFzc3dvcmQ6\r\n");
+	EXPECT_AUTH(&t, B64_WRONG "\r\n", "535 5.7.8 Error: authentication failed\r\n");
+	/* user name as initial response */
+	EXPECT_AUTH(&t, "auth login " B64_ALICE "\r\n", "334 UGFzc3dvcmQ6\r\n");
+	EXPECT_AUTH(&t, "*\r\n", "501 5.7.0 Authentication aborted\r\n");
+	EXPECT_AUTH(&t, "AUTH LOGIN\r\n" B64_ALICE "\r\n" B64_SECRET "\r\n",
+	    "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n235 2.7.0 Authentication successful\r\n");
+	stop(&t);
+}
+
+static void
+test_auth_line_limit(void **state)
+{
+	struct t t;
+	size_t n = SMTP_SESSION_AUTH_LINE_MAX + 100;
+	char *big = malloc(n + 3);
+
+	start_auth(&t, 2, false, NULL);
+	ehlo_auth(&t, true);
+	EXPECT(&t, "AUTH PLAIN\r\n", "334 \r\n");
+	memset(big, 'A', n);
+	memcpy(big + n, "\r\n", 3);
+	/* RFC 4954 4: 500 5.5.6, once, and the line is gone */
+	EXPECT(&t, big, "500 5.5.6 Authentication Exchange line is too long\r\n");
+	EXPECT(&t, "NOOP\r\n", "250 2.0.0 Ok\r\n");
+	/* a long but bounded line is decoded (and is no PLAIN message) */
+	EXPECT(&t, "AUTH PLAIN\r\n", "334 \r\n");
+	memset(big, 'A', 8000);
+	memcpy(big + 8000, "\r\n", 3);
+	EXPECT(&t, big, "501 5.5.2 Error: malformed PLAIN response\r\n");
+	free(big);
+	stop(&t);
+}
+
+static void
+test_auth_state_errors(void **state)
+{
+	struct t t;
+
+	/* RFC 4954 4: no AUTH inside a transaction */
+	start_auth(&t, 2, false, NULL);
+	ehlo_auth(&t, true);
+	EXPECT(&t, "MAIL FROM:<x@remote.test>\r\n", "250 2.1.0 Ok\r\n");
+	EXPECT(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n",
+	    "503 5.5.1 Error: MAIL transaction in progress\r\n");
+	EXPECT(&t, "RSET\r\n", "250 2.0.0 Ok\r\n");
+	EXPECT_AUTH(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n",
+	    "235 2.7.0 Authentication successful\r\n");
+	stop(&t);
+	/* the verifier locks the address out: 421 and close */
+	start_auth(&t, 2, false, NULL);
+	ehlo_auth(&t, true);
+	EXPECT_AUTH(&t, "AUTH PLAIN " B64_PLAIN_LOCK "\r\n",
+	    "421 4.7.0 mx.test Error: too many failed authentications, try again later\r\n");
+	assert_true(t.closed);
+	stop(&t);
+	/* a throttled address: AUTH gets 421 */
+	start_auth(&t, 2, false, NULL);
+	ehlo_auth(&t, true);
+	fa_throttled = true;
+	EXPECT(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n",
+	    "421 4.7.0 mx.test Error: too many failed authentications, try again later\r\n");
+	assert_true(t.closed);
+	fa_throttled = false;
+	stop(&t);
+	/* a session that ends during a verification cancels it */
+	start_auth(&t, 2, false, NULL);
+	ehlo_auth(&t, true);
+	free(feed(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n"));
+	assert_non_null(fa_cb);
+	stop(&t);
+	assert_null(fa_cb);
+}
+
+static void
+test_auth_throttled_greeting(void **state)
+{
+	struct t t;
+
+	memset(&t, 0, sizeof(t));
+	fa_throttled = true;
+	/* start_auth() clears the flag only after the greeting */
+	start_auth(&t, 2, false, NULL);
+	EXPECT(&t, "", "421 4.7.0 mx.test Error: too many failed authentications, "
+	    "try again later\r\n");
+	assert_true(t.closed);
+	stop(&t);
+}
+
+static void
+test_submission_policy(void **state)
+{
+	struct t t;
+
+	/* auth required: 530 before AUTH (RFC 4954 6), even from a trusted
+	 * network; receive no: not even local mail */
+	start_auth(&t, 1, true, NULL);
+	ehlo_auth(&t, true);
+	EXPECT(&t, "MAIL FROM:<alice@example.test>\r\n", "530 5.7.0 Authentication required\r\n");
+	EXPECT(&t, "RCPT TO:<alice@example.test>\r\n", "503 5.5.1 Error: need MAIL command\r\n");
+	EXPECT_AUTH(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n", "235 2.7.0 Authentication successful\r\n");
+	/* the envelope sender must be the user's (553 5.7.1) */
+	EXPECT(&t, "MAIL FROM:<bob@example.test>\r\n",
+	    "553 5.7.1 <bob@example.test>: Sender address rejected: not owned by user alice@example.test\r\n");
+	EXPECT(&t, "MAIL FROM:<alice%remote.test@example.test>\r\n",
+	    "553 5.7.1 <alice%remote.test@example.test>: Sender address rejected: not owned by user alice@example.test\r\n");
+	EXPECT(&t, "MAIL FROM:<Alice@Example.TEST>\r\nRSET\r\n", "250 2.1.0 Ok\r\n250 2.0.0 Ok\r\n");
+	EXPECT(&t, "MAIL FROM:<anything@alias.test>\r\nRSET\r\n", "250 2.1.0 Ok\r\n250 2.0.0 Ok\r\n");
+	EXPECT(&t, "MAIL FROM:<x@sub.alias.test>\r\n",
+	    "553 5.7.1 <x@sub.alias.test>: Sender address rejected: not owned by user alice@example.test\r\n");
+	/* RFC 6409 4.2: the null sender is allowed */
+	EXPECT(&t, "MAIL FROM:<>\r\nRSET\r\n", "250 2.1.0 Ok\r\n250 2.0.0 Ok\r\n");
+	/* authenticated: relays anywhere (relay_auth yes), and local too */
+	EXPECT(&t, "MAIL FROM:<alice@example.test> AUTH=<>\r\n"
+	    "RCPT TO:<x@remote.test>\r\nRCPT TO:<bob@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n");
+	stop(&t);
+
+	/* auth yes, a stranger: local mail only, no relay */
+	start_auth(&t, 2, false, NULL);
+	ehlo_auth(&t, true);
+	EXPECT(&t, "MAIL FROM:<x@remote.test>\r\nRCPT TO:<x@remote.test>\r\n"
+	    "RCPT TO:<bob@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n554 5.7.1 <x@remote.test>: Relay access denied\r\n"
+	    "250 2.1.5 Ok\r\n");
+	stop(&t);
+
+	/* a trusted client on a listener with relay_networks no: no relay */
+	start_auth(&t, 2, true, "listen 127.0.0.1:2590 {\n relay_networks no\n receive no\n}\n");
+	stop(&t);
+	start_auth(&t, 4, true, "listen 127.0.0.1:2590 {\n relay_networks no\n receive no\n}\n");
+	ehlo_auth(&t, false);
+	/* receive no: not even local mail, postmaster excepted (RFC 5321 4.5.1) */
+	EXPECT(&t, "MAIL FROM:<x@remote.test>\r\nRCPT TO:<x@remote.test>\r\n"
+	    "RCPT TO:<bob@example.test>\r\nRCPT TO:<postmaster>\r\n",
+	    "250 2.1.0 Ok\r\n554 5.7.1 <x@remote.test>: Relay access denied\r\n"
+	    "554 5.7.1 <bob@example.test>: Recipient address rejected: Access denied\r\n"
+	    "250 2.1.5 Ok\r\n");
+	stop(&t);
+}
+
+static void
+test_submission_headers(void **state)
+{
+	struct t t;
+	char *body;
+
+	start_auth(&t, 2, false, NULL);
+	ehlo_auth(&t, true);
+	EXPECT_AUTH(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n", "235 2.7.0 Authentication successful\r\n");
+	/* From: not the user's: 553 after the data, nothing queued */
+	EXPECT(&t, "MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	EXPECT(&t, "From: Alice <alice@example.test>, bob@example.test\r\n\r\nhi\r\n.\r\n",
+	    "553 5.7.1 <bob@example.test>: Sender address rejected: From: not owned by user alice@example.test\r\n");
+	assert_true(t.q.msgs[0].aborted);
+	/* display names, comments, quoted local parts, folding: accepted;
+	 * Date: and Message-ID: added (RFC 6409 8.3, 8.6) */
+	EXPECT(&t, "MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	EXPECT_PREFIX(&t, "Subject: x\r\nFROM : \"Smith, A. <evil@x.test>\" (c <evil@y.test>)\r\n"
+	    " <\"alice\"@example.TEST>\r\n\r\nhi\r\n.\r\n", "250 2.0.0 Ok: queued as");
+	body = stored_body(&t.q.msgs[1]);
+	assert_true(strncmp(body, "Date: ", 6) == 0);
+	assert_non_null(strstr(body, "\r\nMessage-ID: <"));
+	assert_non_null(strstr(body, "@mx.test>\r\nSubject: x\r\nFROM :"));
+	assert_non_null(strstr(body, "\r\n\r\nhi\r\n"));
+	free(body);
+	/* present fields are kept, not doubled; BDAT goes the same way */
+	EXPECT(&t, "MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	EXPECT_PREFIX(&t, "BDAT 79 LAST\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+	    "Message-ID: <a@b>\r\nFrom: x@alias.test\r\n\r\n",
+	    "250 2.0.0 Ok: queued as");
+	body = stored_body(&t.q.msgs[2]);
+	assert_string_equal(body, "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+	    "Message-ID: <a@b>\r\nFrom: x@alias.test\r\n\r\n");
+	free(body);
+	/* no From:, two From:, a group, an unbalanced comment: refused */
+	static const char *const bad[] = {
+		"Subject: none\r\n\r\nhi\r\n.\r\n",
+		"From: alice@example.test\r\nFrom: alice@example.test\r\n\r\n.\r\n",
+		"From: friends: alice@example.test;\r\n\r\n.\r\n",
+		"From: (open alice@example.test\r\n\r\n.\r\n",
+		"From: <alice@example.test\r\n\r\n.\r\n",
+		"From: \"alice@example.test\"@evil.test\r\n\r\n.\r\n",
+		"From: alice@example.test.\r\n\r\n.\r\n",
+	};
+	for (size_t i = 0; i < nitems(bad); i++) {
+		EXPECT(&t, "MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n",
+		    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+		EXPECT_PREFIX(&t, bad[i], "553 5.7.1 ");
+	}
+	stop(&t);
+
+	/* auth_check_from no: any From:, still Date/Message-ID */
+	start_auth(&t, 2, false, "auth_check_from no\n");
+	ehlo_auth(&t, true);
+	EXPECT_AUTH(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n", "235 2.7.0 Authentication successful\r\n");
+	EXPECT(&t, "MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	EXPECT_PREFIX(&t, "From: someone@else.test\r\n\r\nhi\r\n.\r\n", "250 2.0.0 Ok");
+	stop(&t);
+
+	/* not authenticated: the content is stored as it came */
+	start_auth(&t, 2, false, NULL);
+	ehlo_auth(&t, true);
+	EXPECT_PREFIX(&t, "MAIL FROM:<x@remote.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n"
+	    "From: x@remote.test\r\n\r\nhi\r\n.\r\n", "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 ");
+	body = stored_body(&t.q.msgs[0]);
+	assert_string_equal(body, "From: x@remote.test\r\n\r\nhi\r\n");
+	free(body);
+	stop(&t);
+}
+
 int
 main(void)
 {
@@ -744,6 +1184,14 @@ main(void)
 		cmocka_unit_test(test_queue_failures),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_domain_check),
+		cmocka_unit_test(test_auth_advertised),
+		cmocka_unit_test(test_auth_plain),
+		cmocka_unit_test(test_auth_login),
+		cmocka_unit_test(test_auth_line_limit),
+		cmocka_unit_test(test_auth_state_errors),
+		cmocka_unit_test(test_auth_throttled_greeting),
+		cmocka_unit_test(test_submission_policy),
+		cmocka_unit_test(test_submission_headers),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

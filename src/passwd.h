@@ -1,0 +1,20 @@
+/*
+ * passwd.h - `tern passwd USER [FILE] [-c CONF]`: set a user's password
+ * in passwd_file (config.h) as a yescrypt hash.
+ */
+#ifndef TERN_PASSWD_H
+#define TERN_PASSWD_H
+
+/* The command; argv[1] is "passwd". Returns the exit status: 0, 1
+ * (error), 64 (usage), 78 (configuration). */
+int passwd_main(int argc, char **argv);
+
+/*
+ * Replace or add USER's line of the passwd file text (old, oldlen; NULL
+ * for none) with hash, keeping its addresses field; returns the new text
+ * (caller frees). For the command and its tests.
+ */
+char *passwd_update_text(const char *old, size_t oldlen, const char *user,
+    const char *hash);
+
+#endif
