@@ -346,12 +346,6 @@ spawn(struct parent *p, enum worker_kind kind, const int chan[2],
 		dns = dns_new(base, &dopt, err, sizeof(err));
 		if (dns == NULL)
 			log_warn("smtp event=no-dns reason=\"%s\" (no RCPT-time domain check)", err);
-		if (p->root) {
-			/* Nothing on disk for a compromised smtp process to read. */
-			if (chroot(p->cfg->chroot_dir) == -1 || chdir("/") == -1)
-				fatal("chroot %s: %s", p->cfg->chroot_dir, strerror(errno));
-			drop_privileges(p->smtp_uid, p->smtp_gid);
-		}
 		/* The key is read now, as root: once the session code runs
 		 * this process can no longer open it (docs/security.md). */
 		SSL_CTX *tls = NULL;
@@ -361,6 +355,12 @@ spawn(struct parent *p, enum worker_kind kind, const int chan[2],
 			    sizeof(err));
 			if (tls == NULL)
 				log_err("smtp event=tls-unavailable reason=\"%s\"", err);
+		}
+		if (p->root) {
+			/* Nothing on disk for a compromised smtp process to read. */
+			if (chroot(p->cfg->chroot_dir) == -1 || chdir("/") == -1)
+				fatal("chroot %s: %s", p->cfg->chroot_dir, strerror(errno));
+			drop_privileges(p->smtp_uid, p->smtp_gid);
 		}
 		harden_worker(parent_pid);
 		status = smtp_server_run(p->cfg, base, dns, tls, p->listen_fds,

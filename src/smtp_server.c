@@ -40,6 +40,9 @@ struct conn {
 	unsigned timeout;         /* current input timeout, seconds; 0: none */
 	bool closing;
 	bool eof;                 /* the client half-closed; finish, then go */
+	bool handshake;           /* a TLS handshake runs */
+	bool implicit;            /* ... the one of an implicit-TLS listener */
+	bool tls;                 /* c->bev is a TLS bufferevent */
 	struct event *free_ev;
 	struct conn *next, *prev;
 };
@@ -87,10 +90,20 @@ io_set_timeout(void *arg, unsigned seconds)
 	conn_apply_timeouts(c);
 }
 
+/* Every reply is out: end TLS with close_notify (RFC 8314 3.4), then
+ * free. */
+static void
+conn_finish(struct conn *c)
+{
+	if (c->tls && !c->handshake)
+		tls_shutdown(c->bev);
+	conn_free(c);
+}
+
 static void
 free_cb(evutil_socket_t fd, short ev, void *arg)
 {
-	conn_free(arg);
+	conn_finish(arg);
 }
 
 static void
@@ -136,11 +149,66 @@ io_progress(void *arg)
 	conn_check_eof(arg);
 }
 
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* After "220 Ready to start TLS": wrap the connection (tls.h drops what
+ * the client pipelined in clear text). */
+static void
+io_starttls(void *arg)
+{
+	struct conn *c = arg;
+	struct bufferevent *tb;
+
+	tb = c->srv->tls != NULL ? tls_wrap(c->srv->base, c->bev, c->srv->tls,
+	    true, NULL, false) : NULL;
+	if (tb == NULL) {
+		log_err("smtp session=%s event=tls-failed reason=\"cannot start "
+		    "TLS\"", smtp_session_id(c->session));
+		io_close(c);
+		return;
+	}
+	c->bev = tb;
+	c->handshake = true;
+	c->tls = true;
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
+	conn_apply_timeouts(c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
 static const struct smtp_session_io session_io = {
 	.set_timeout = io_set_timeout,
 	.close = io_close,
 	.progress = io_progress,
+	.starttls = io_starttls,
 };
+
+/* The handshake is over: the session goes on over TLS, or the connection
+ * ends. */
+static void
+conn_tls_done(struct conn *c, bool ok)
+{
+	char buf[256];
+
+	c->handshake = false;
+	if (!ok) {
+		tls_error_text(c->bev, buf, sizeof(buf));
+		log_info("smtp session=%s event=tls-failed client=%s reason=\"%s\"",
+		    smtp_session_id(c->session), c->addr, buf);
+		conn_free(c);
+		return;
+	}
+	tls_describe(c->bev, buf, sizeof(buf));
+	smtp_session_tls_started(c->session, bufferevent_get_input(c->bev),
+	    bufferevent_get_output(c->bev), buf);
+	if (c->implicit) {
+		c->implicit = false;
+		smtp_session_start(c->session);
+	}
+	smtp_session_process(c->session);
+}
 
 static void
 conn_free(struct conn *c)
@@ -165,7 +233,7 @@ read_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 
-	if (!c->closing)
+	if (!c->closing && !c->handshake)
 		smtp_session_process(c->session);
 }
 
@@ -175,9 +243,11 @@ write_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 
 	if (c->closing) {
-		conn_free(c);
+		conn_finish(c);
 		return;
 	}
+	if (c->handshake)
+		return;
 	/* Output drained: a session paused on unread replies may go on. */
 	smtp_session_process(c->session);
 	conn_check_eof(c);
@@ -188,6 +258,13 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 
+	if (c->handshake && !c->closing) {
+		if (what & BEV_EVENT_CONNECTED)
+			conn_tls_done(c, true);
+		else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+			conn_tls_done(c, false);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		/* libevent has stopped writing already on a write timeout: a
 		 * client that reads nothing will not read a 421 either. */
@@ -365,7 +442,22 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	for (size_t i = 0; i < srv->nlisteners; i++)
 		if (srv->listeners[i] == l)   /* its policy (auth, relay) */
 			c->client.listener = &cfg->listeners[i];
-	c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	enum config_listener_tls ltls = c->client.listener != NULL ?
+	    c->client.listener->tls : CONFIG_LISTENER_TLS_NONE;
+	if (ltls == CONFIG_LISTENER_TLS_IMPLICIT) {
+		/* RFC 8314 3.3: TLS from the first octet. */
+		c->bev = srv->tls != NULL ? tls_accept(srv->base, fd, srv->tls) :
+		    NULL;
+		if (c->bev == NULL) {
+			log_err("smtp event=refused client=%s reason=\"implicit TLS "
+			    "without a usable certificate\"", addr);
+			close(fd);
+			free(c);
+			return;
+		}
+		c->handshake = c->implicit = c->tls = true;
+	} else
+		c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->free_ev = event_new(srv->base, -1, 0, free_cb, c);
 	if (c->bev == NULL || c->free_ev == NULL)
 		fatal("out of memory creating a connection");
@@ -378,6 +470,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		smtp_session_set_domain_check(c->session, &domain_check_ops, srv->dns);
 	if (srv->auth != NULL)
 		smtp_session_set_auth(c->session, &auth_ops, srv->auth);
+	if (ltls == CONFIG_LISTENER_TLS_STARTTLS && srv->tls != NULL)
+		smtp_session_set_starttls(c->session, true);
 	c->next = srv->conns;
 	if (srv->conns)
 		srv->conns->prev = c;
@@ -389,7 +483,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		log_info("smtp session=%s event=local-submission uid=%lu gid=%lu "
 		    "pid=%ld", smtp_session_id(c->session), (unsigned long)cred.uid,
 		    (unsigned long)cred.gid, (long)cred.pid);
-	smtp_session_start(c->session);
+	if (!c->implicit)   /* else the greeting follows the handshake */
+		smtp_session_start(c->session);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
@@ -539,7 +634,7 @@ smtp_server_run(const struct config *cfg, struct event_base *base,
 		struct evbuffer *out = bufferevent_get_output(c->bev);
 		char last[4096];
 		ev_ssize_t n = evbuffer_copyout(out, last, sizeof(last));
-		if (n > 0)
+		if (n > 0 && !c->tls)   /* raw octets would break TLS */
 			(void)send(bufferevent_getfd(c->bev), last, (size_t)n,
 			    MSG_NOSIGNAL | MSG_DONTWAIT);
 		conn_free(c);

@@ -56,6 +56,7 @@ enum session_state {
 	STATE_DATA,      /* reading DATA content */
 	STATE_BDAT,      /* reading a BDAT chunk */
 	STATE_AUTH,      /* reading an AUTH response line (RFC 4954 4) */
+	STATE_TLS,       /* 220 to STARTTLS sent: the handshake runs */
 	STATE_WAIT,      /* waiting for the queue */
 	STATE_CLOSED,
 };
@@ -138,6 +139,8 @@ struct smtp_session {
 	const struct config_listener *listener;
 	/* set by the transport after a TLS handshake (smtp_session_tls_started()) */
 	bool tls_active;
+	bool tls_offer;                /* STARTTLS may be offered */
+	char tls_desc[128];            /* "TLSv1.3:CIPHER" once active */
 	const struct smtp_auth_ops *aops;
 	void *actx;
 	void *auth_handle;             /* a verification in progress */
@@ -403,6 +406,15 @@ write_received(struct smtp_session *s)
 	/* RFC 5321 4.4: "for" names a single recipient, never a list. */
 	if (t->env.nrcpts == 1 && strlen(t->env.rcpts[0].addr) < SMTP_ADDR_PATH_MAX)
 		snprintf(rcpt, sizeof(rcpt), "\r\n\tfor <%s>", t->env.rcpts[0].addr);
+	/* The TLS version and cipher as a comment, as Postfix does. */
+	char tls[sizeof(s->tls_desc) + 40] = "";
+	if (s->tls_active) {
+		const char *colon = strchr(s->tls_desc, ':');
+		int vl = colon ? (int)(colon - s->tls_desc) : (int)strlen(s->tls_desc);
+
+		snprintf(tls, sizeof(tls), "\r\n\t(using %.*s with cipher %s)", vl,
+		    s->tls_desc, colon ? colon + 1 : "unknown");
+	}
 	if (s->client->local)   /* tern sendmail: the kernel's word on who */
 		evbuffer_add_printf(s->stage,
 		    "Received: from %s (uid %lu)\r\n\tby %s (tern) with %s id %s%s;\r\n\t%s\r\n",
@@ -410,9 +422,9 @@ write_received(struct smtp_session *s)
 		    t->env.protocol, t->queue_id, rcpt, date);
 	else
 		evbuffer_add_printf(s->stage,
-		    "Received: from %s ([%s])\r\n\tby %s (tern) with %s id %s%s;\r\n\t%s\r\n",
-		    helo[0] ? helo : "unknown", s->client->addr, s->cfg->hostname,
-		    t->env.protocol, t->queue_id, rcpt, date);
+		    "Received: from %s ([%s])%s\r\n\tby %s (tern) with %s id %s%s;\r\n\t%s\r\n",
+		    helo[0] ? helo : "unknown", s->client->addr, tls,
+		    s->cfg->hostname, t->env.protocol, t->queue_id, rcpt, date);
 }
 
 /* ------------------------------------------------------------------ */
@@ -956,9 +968,10 @@ do_helo_common(struct smtp_session *s, const char *args, size_t len, bool esmtp)
 	    "250-SMTPUTF8\r\n"
 	    "250-ENHANCEDSTATUSCODES\r\n"
 	    "250-DSN\r\n"
-	    "%s"
+	    "%s%s"
 	    "250 CHUNKING\r\n",
 	    s->cfg->hostname, s->cfg->max_message_size,
+	    s->tls_offer && !s->tls_active ? "250-STARTTLS\r\n" : "",
 	    auth_usable(s) && s->auth_user == NULL ?
 	    "250-AUTH PLAIN LOGIN\r\n" : "");
 }
@@ -1168,7 +1181,12 @@ do_mail(struct smtp_session *s, const char *args, size_t len)
 	envelope_set(&t->env.sender, addr);
 	envelope_set(&t->env.helo, s->helo);
 	envelope_set(&t->env.client_addr, s->client->addr);
-	envelope_set(&t->env.protocol, !s->esmtp ? "SMTP" : utf8 ? "UTF8SMTP" : "ESMTP");
+	/* RFC 3848 (and RFC 6531 4.3 for UTF8SMTP): S for TLS, A for AUTH. */
+	char proto[16];
+	snprintf(proto, sizeof(proto), "%s%s%s", !s->esmtp ? "SMTP" :
+	    utf8 ? "UTF8SMTP" : "ESMTP", s->esmtp && s->tls_active ? "S" : "",
+	    s->esmtp && s->auth_user != NULL ? "A" : "");
+	envelope_set(&t->env.protocol, proto);
 	t->env.body = body;
 	t->env.smtputf8 = utf8;
 	t->env.ret = ret;
@@ -1961,6 +1979,35 @@ do_not_impl(struct smtp_session *s, const char *args, size_t len)
 	reply(s, "502 5.5.1 Error: command not implemented");
 }
 
+/* RFC 3207 4. */
+static void
+do_starttls(struct smtp_session *s, const char *args, size_t len)
+{
+	if (s->tls_active) {
+		reply(s, "503 5.5.1 Error: TLS already active");
+		return;
+	}
+	if (!s->tls_offer || s->io->starttls == NULL) {
+		reply(s, "502 5.5.1 Error: command not implemented");
+		return;
+	}
+	if (len > 0) {
+		reply(s, "501 5.5.4 Syntax: STARTTLS");
+		return;
+	}
+	if (s->state == STATE_MAIL) {
+		reply(s, "503 5.5.1 Error: MAIL transaction in progress");
+		return;
+	}
+	reply(s, "220 2.0.0 Ready to start TLS");
+	log_info("smtp session=%s event=starttls", s->id);
+	/* Nothing more is read in clear text: the transport discards what
+	 * the client pipelined after the command (RFC 3207 5). */
+	s->state = STATE_TLS;
+	s->io->set_timeout(s->io_arg, s->cfg->timeout_command);
+	s->io->starttls(s->io_arg);
+}
+
 static void
 do_http(struct smtp_session *s, const char *args, size_t len)
 {
@@ -1988,7 +2035,7 @@ static const struct command commands[] = {
 	{ "SEND", do_not_impl, false },
 	{ "SOML", do_not_impl, false },
 	{ "SAML", do_not_impl, false },
-	{ "STARTTLS", do_not_impl, false },
+	{ "STARTTLS", do_starttls, false },
 	{ "AUTH", do_auth, true },
 	{ "GET", do_http, false },
 	{ "POST", do_http, false },
@@ -2214,6 +2261,7 @@ session_process_input(struct smtp_session *s)
 			return;   /* resumed when the client reads its replies */
 		switch (s->state) {
 		case STATE_WAIT:
+		case STATE_TLS:
 		case STATE_CLOSED:
 			return;
 		case STATE_DATA:
@@ -2288,6 +2336,34 @@ smtp_session_set_auth(struct smtp_session *s, const struct smtp_auth_ops *ops,
 }
 
 void
+smtp_session_set_starttls(struct smtp_session *s, bool offer)
+{
+	s->tls_offer = offer;
+}
+
+void
+smtp_session_tls_started(struct smtp_session *s, struct evbuffer *in,
+    struct evbuffer *out, const char *desc)
+{
+	s->in = in;
+	s->out = out;
+	s->tls_active = true;
+	util_strlcpy(s->tls_desc, desc, sizeof(s->tls_desc));
+	log_info("smtp session=%s event=tls tls=%s", s->id, s->tls_desc);
+	if (s->state != STATE_TLS)
+		return;   /* implicit TLS: the greeting comes next */
+	/* RFC 3207 4.2: discard all knowledge obtained from the client
+	 * before TLS; it must send EHLO again. */
+	tx_reset(s);
+	s->helo[0] = '\0';
+	s->esmtp = false;
+	s->auth_user = NULL;
+	s->auth_step = AUTH_STEP_NONE;
+	s->state = STATE_NEW;
+	set_timeout_for_state(s);
+}
+
+void
 smtp_session_start(struct smtp_session *s)
 {
 	log_info("smtp session=%s event=connect client=%s:%u relay=%s", s->id,
@@ -2332,7 +2408,9 @@ smtp_session_shutdown(struct smtp_session *s)
 {
 	if (s->closing)
 		return;
-	reply(s, "421 4.3.2 %s Service shutting down", s->cfg->hostname);
+	/* during a handshake the buffers belong to the TLS layer */
+	if (s->state != STATE_TLS)
+		reply(s, "421 4.3.2 %s Service shutting down", s->cfg->hostname);
 	session_close(s);
 }
 

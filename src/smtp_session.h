@@ -54,6 +54,13 @@ struct smtp_session_io {
 	/* The session went on after a queue answer (it may have written
 	 * replies, or be idle waiting for input). May be NULL. */
 	void (*progress)(void *arg);
+	/* The client asked for STARTTLS and was told 220: flush that reply,
+	 * discard every octet of input already received (RFC 3207 5, the
+	 * CVE-2011-0411 class), start the server side of the handshake, and
+	 * report its success with smtp_session_tls_started() or its failure
+	 * by closing. Until then the session touches neither buffer. May be
+	 * NULL when the transport has no TLS. */
+	void (*starttls)(void *arg);
 };
 
 /*
@@ -117,6 +124,20 @@ void smtp_session_set_domain_check(struct smtp_session *s,
  * offered. Set before smtp_session_start(). */
 void smtp_session_set_auth(struct smtp_session *s,
     const struct smtp_auth_ops *ops, void *ctx);
+
+/* Offer STARTTLS (RFC 3207) in EHLO: the transport has a certificate and
+ * the listener says `tls starttls`. Set before smtp_session_start(). */
+void smtp_session_set_starttls(struct smtp_session *s, bool offer);
+
+/*
+ * The TLS handshake succeeded: in/out are the buffers of the protected
+ * connection from now on, desc says "VERSION:CIPHER" (tls_describe()).
+ * After STARTTLS the session forgets everything it learnt before (RFC
+ * 3207 4.2: HELO name, AUTH, transaction) and waits for EHLO; with
+ * implicit TLS (RFC 8314) call it before smtp_session_start().
+ */
+void smtp_session_tls_started(struct smtp_session *s, struct evbuffer *in,
+    struct evbuffer *out, const char *desc);
 
 /* Send the greeting (or 421 if the client's address is throttled). */
 void smtp_session_start(struct smtp_session *s);

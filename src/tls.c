@@ -8,12 +8,14 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509v3.h>
@@ -223,6 +225,39 @@ tls_accept(struct event_base *base, int fd, SSL_CTX *ctx)
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	return bev;
+}
+
+void
+tls_shutdown(struct bufferevent *bev)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	struct bufferevent *under = bufferevent_get_underlying(bev);
+	struct evbuffer_iovec v[16];
+	evutil_socket_t fd;
+	int n;
+
+	if (ssl != NULL && !(SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
+		(void)SSL_shutdown(ssl);
+	ERR_clear_error();
+	/* A socket-based TLS bufferevent wrote the alert to the socket. A
+	 * filter put it, maybe behind the last reply, in the output of the
+	 * connection below, which the filter no longer drives once closing:
+	 * hand those octets to the kernel now, without waiting (a peer that
+	 * does not read loses them, as it would lose them anyway). The
+	 * output's start is frozen by its bufferevent, so copy, not drain. */
+	if (under == NULL || (fd = bufferevent_getfd(under)) == -1)
+		return;
+	n = evbuffer_peek(bufferevent_get_output(under), -1, NULL, v,
+	    (int)(sizeof(v) / sizeof(v[0])));
+	if (n > (int)(sizeof(v) / sizeof(v[0])))
+		n = (int)(sizeof(v) / sizeof(v[0]));
+	for (int i = 0; i < n; i++) {
+		ssize_t w = send(fd, v[i].iov_base, v[i].iov_len,
+		    MSG_NOSIGNAL | MSG_DONTWAIT);
+
+		if (w < (ssize_t)v[i].iov_len)
+			break;
+	}
 }
 
 void

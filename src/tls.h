@@ -14,9 +14,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include <event2/bufferevent.h>
 #include <openssl/ssl.h>
 
-struct bufferevent;
 struct config;
 struct event_base;
 
@@ -64,6 +64,14 @@ struct bufferevent *tls_wrap(struct event_base *base, struct bufferevent *under,
 
 /* Implicit TLS (RFC 8314): a server-side TLS bufferevent on a fresh fd. */
 struct bufferevent *tls_accept(struct event_base *base, int fd, SSL_CTX *ctx);
+
+/*
+ * End TLS politely before freeing bev: close_notify (RFC 8446 6.1; RFC
+ * 8314 3.4 asks it of the server after QUIT), and for a filter the
+ * octets still waiting below it, handed to the kernel without waiting.
+ * Call once the bufferevent's own output is empty.
+ */
+void tls_shutdown(struct bufferevent *bev);
 
 /* "TLSv1.3:TLS_AES_256_GCM_SHA384" of a TLS bufferevent. */
 void tls_describe(struct bufferevent *bev, char *buf, size_t size);
