@@ -133,6 +133,8 @@ struct config {
 	unsigned retry_min;            /* seconds: first back-off step */
 	unsigned retry_max;            /* seconds: back-off cap */
 	unsigned max_queue_lifetime;   /* seconds, then deferred mail fails */
+	unsigned delay_warning_time;   /* seconds deferred before a delay DSN; 0 none */
+	uint64_t dsn_max_return_size;  /* octets of a bounced message returned */
 };
 
 /*
