@@ -622,6 +622,8 @@ test_concurrent_transaction_bound(void **state)
 	assert_int_equal(count_sub(f, "spool/incoming"), 0);
 }
 
+static char *queue_file(struct fx *f, const char *qid);
+
 static void
 test_recovery_at_start(void **state)
 {
@@ -658,6 +660,30 @@ test_recovery_at_start(void **state)
 	snprintf(path, sizeof(path), "%s/queue/%s", f->spool, env.id);
 	wait_gone(path);   /* carol delivered, nobody failed: all done */
 	assert_int_equal(count_sub(f, "spool/incoming"), 0);
+	/* The failure is reported: a queue file of its own, from <>, for the
+	 * sender (no relay here, so it waits in queue/). */
+	{
+		DIR *d;
+		struct dirent *de;
+		char *got = NULL;
+
+		snprintf(path, sizeof(path), "%s/queue", f->spool);
+		d = opendir(path);
+		assert_non_null(d);
+		while ((de = readdir(d)) != NULL)
+			if (de->d_name[0] != '.') {
+				assert_null(got);
+				got = queue_file(f, de->d_name);
+			}
+		closedir(d);
+		assert_non_null(got);
+		assert_non_null(strstr(got, "\nsender \n"));
+		assert_non_null(strstr(got, "\nrcpt - - old@example.org\n"));
+		assert_non_null(strstr(got, "Final-Recipient: rfc822;nobody@localhost\r\n"
+		    "Action: failed\r\nStatus: 5.1.1\r\n"));
+		assert_null(strstr(got, "carol@localhost\r\nAction"));
+		free(got);
+	}
 	envelope_clear(&env);
 	stop_child(f, 0);
 }
