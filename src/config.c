@@ -517,6 +517,21 @@ static const struct option top_opts[] = {
 	  "authenticated user must be among that user's addresses, like its "
 	  "envelope sender (always checked). A mismatch gets `553 5.7.1` "
 	  "after the message data, and a message without `From:` too." },
+	{ "delay_warning_time", T_DURATION, "DURATION", "4h", NULL, 0,
+	  60 * 86400, false, TOP(delay_warning_time), NULL, NULL,
+	  "How long a recipient may stay deferred before tern warns the "
+	  "sender with a delay report (a DSN with `Action: delayed` and "
+	  "`Will-Retry-Until`, RFC 3464), once per recipient, unless its "
+	  "NOTIFY parameter leaves out DELAY. `0` sends no delay reports. "
+	  "See docs/dsn.md." },
+	{ "dsn_max_return_size", T_SIZE, "SIZE", "100K", NULL, 0,
+	  4 * KIB * KIB * KIB, false, TOP(dsn_max_return_size), NULL, NULL,
+	  "How much of a failed message a failure report (bounce) returns to "
+	  "its sender when RET=FULL or no RET was given: a longer message is "
+	  "cut at a line end after this many bytes (its header always comes "
+	  "back whole). `0` returns only the header, like RET=HDRS. Reports "
+	  "are sent from `MAILER-DAEMON@` the `hostname` option, which is "
+	  "also their Reporting-MTA." },
 	{ "domain", T_DOMAIN, "NAME { ... }", NULL, "none", 0, 0, true, 0,
 	  NULL, &domain_ctx,
 	  "A local domain: tern accepts mail for its mailboxes and aliases and "

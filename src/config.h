@@ -198,6 +198,8 @@ struct config {
 	unsigned auth_throttle_time;   /* seconds: throttle and failure window */
 	unsigned auth_failure_delay;   /* seconds: first 535 delay, doubling */
 	unsigned auth_check_from;      /* 0 no, 1 yes: From: must be the user's */
+	unsigned delay_warning_time;   /* seconds deferred before a delay DSN; 0 none */
+	uint64_t dsn_max_return_size;  /* octets of a bounced message returned */
 };
 
 /*

@@ -38,7 +38,10 @@
  *                               (D delivered, T temporary, F permanent;
  *                               code 0 when tern decided without a reply),
  *                               preceded by a line "via <mx> <ip> <tls>\n"
- *                               ("via - - -" if no server was reached).
+ *                               ("via - - -" if no server was reached)
+ *                               and, when the server offered DSN, a line
+ *                               "peer-dsn\n" after it (RFC 3461 5.2.2:
+ *                               then it, not tern, reports success).
  * The relay answers every JOB with exactly one RESULT (or the channel
  * closes: the queue then treats every job in flight as deferred).
  */

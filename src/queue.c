@@ -29,6 +29,7 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -39,6 +40,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "dsn.h"
 #include "envelope.h"
 #include "ipc.h"
 #include "local_lookup.h"
@@ -141,6 +143,19 @@ struct qmsg {
 enum task_kind { TASK_SCAN, TASK_LOAD, TASK_RESULT, TASK_CTL };
 enum task_result { TR_KEEP, TR_REMOVED, TR_GONE, TR_RETRY, TR_SKIPPED };
 
+/*
+ * A recipient outcome the sender is owed a report about (dsn.h), noted by
+ * a task and turned into one report per task before its journal is
+ * written (docs/dsn.md).
+ */
+struct dsn_note {
+	size_t rcpt;
+	enum dsn_action action;
+	char *diag;                /* the SMTP reply, or NULL */
+	char *mta;                 /* the server that gave it, or NULL */
+	int64_t when;              /* last attempt, unix s; 0: unknown */
+};
+
 struct rgroup {                /* SCAN output: the recipients of one job */
 	struct rgroup *next;
 	char *domain;              /* lower case */
@@ -165,6 +180,10 @@ struct task {
 	bool held;                 /* SCAN: the journal holds the message */
 	unsigned nrcpt, npending;  /* after the task; nrcpt 0: not loaded */
 	char *sender;              /* copy for the loop's record, or NULL */
+	/* SCAN, RESULT: reports owed, and the one spooled for them */
+	struct dsn_note *notes;
+	size_t nnotes, notes_cap;
+	char dsn_id[QUEUE_ID_LEN + 1];   /* "" if none */
 	/* CTL */
 	enum queue_ctl_op ctl_op;
 	int ctl_status;            /* QUEUE_CTL_* */
@@ -196,6 +215,8 @@ struct rjob {
 	char *outcome;             /* n of 'D', 'F', 'T'; NULL: all T */
 	char **reply;              /* n SMTP reply lines; NULL entries: default */
 	char *via;                 /* log fields "relay=.. ip=.. tls=.." */
+	char *via_mx;              /* the server's name (Remote-MTA), or NULL */
+	bool peer_dsn;             /* it offers DSN: it reports from now on */
 };
 
 struct rdomain {
@@ -262,6 +283,7 @@ struct queue {
 
 	/* Scheduling (loop only). */
 	int64_t retry_min, retry_max, lifetime;   /* seconds */
+	int64_t delay_warn;                 /* seconds; 0: no delay reports */
 	unsigned max_relay, max_relay_domain;
 	struct qmsg **heap;                 /* idle messages by due time */
 	size_t nheap, heapcap;
@@ -364,6 +386,8 @@ queue_new(const struct config *cfg, uid_t uid, gid_t gid, char *err,
 		q->retry_max = q->retry_min;
 	q->lifetime = cfg->max_queue_lifetime != 0 ? cfg->max_queue_lifetime :
 	    5 * 86400;
+	/* Zero here means none: a configuration made by hand sends none. */
+	q->delay_warn = cfg->delay_warning_time;
 	q->max_relay = cfg->max_relay_connections != 0 ?
 	    cfg->max_relay_connections : 100;
 	q->max_relay_domain = cfg->max_relay_connections_per_domain != 0 ?
@@ -936,6 +960,175 @@ defer_or_expire(const struct queue *q, struct spool_msg *m, size_t i,
 	return 'T';
 }
 
+/* ---- delivery status notifications (worker threads; docs/dsn.md) ---- */
+
+static atomic_uint dsn_seq;   /* makes each report's Message-ID unique */
+
+/*
+ * Recipient i of m is owed a report with action a, if its sender and its
+ * NOTIFY want one: never for the null reverse-path (RFC 3461 6.2, RFC
+ * 5321 4.5.5: a report is never reported on, so reports cannot loop),
+ * and as NOTIFY asks (RFC 3461 4.1; without it, failures and delays).
+ */
+static void
+dsn_note(struct task *t, const struct spool_msg *m, size_t i,
+    enum dsn_action a, const char *diag, const char *mta, int64_t when)
+{
+	const struct envelope *env = spool_msg_envelope(m);
+	struct dsn_note *n;
+
+	if (env->sender[0] == '\0' || !dsn_wanted(env->rcpts[i].notify, a))
+		return;
+	if (t->nnotes == t->notes_cap) {
+		t->notes_cap = t->notes_cap ? t->notes_cap * 2 : 4;
+		t->notes = xreallocarray(t->notes, t->notes_cap,
+		    sizeof(*t->notes));
+	}
+	n = &t->notes[t->nnotes++];
+	n->rcpt = i;
+	n->action = a;
+	n->diag = diag != NULL ? xstrdup(diag) : NULL;
+	n->mta = mta != NULL ? xstrdup(mta) : NULL;
+	n->when = when;
+}
+
+static void
+notes_free(struct task *t)
+{
+	for (size_t k = 0; k < t->nnotes; k++) {
+		free(t->notes[k].diag);
+		free(t->notes[k].mta);
+	}
+	free(t->notes);
+	t->notes = NULL;
+	t->nnotes = t->notes_cap = 0;
+}
+
+/*
+ * true if recipient i (deferred) is owed its one delay report now: it has
+ * waited delay_warning_time since arrival and was not warned yet (the
+ * journal's W record makes that durable).
+ */
+static bool
+delay_due(const struct queue *q, const struct envelope *env, size_t i,
+    const struct spool_rcpt_status *st, int64_t now)
+{
+	return q->delay_warn > 0 && st->state == SPOOL_RCPT_DEFERRED &&
+	    !st->warned && env->sender[0] != '\0' &&
+	    dsn_wanted(env->rcpts[i].notify, DSN_ACTION_DELAYED) &&
+	    now >= env->arrival + q->delay_warn;
+}
+
+/* After defer_or_expire() answered o for recipient i: a failure (it
+ * expired) or maybe a delay warning is owed. */
+static void
+dsn_after_defer(const struct queue *q, struct task *t,
+    const struct spool_msg *m, size_t i, char o, const char *mta, int64_t now)
+{
+	const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
+
+	if (o == 'F')
+		dsn_note(t, m, i, DSN_ACTION_FAILED, st->reply, mta, now);
+	else if (delay_due(q, spool_msg_envelope(m), i, st, now))
+		dsn_note(t, m, i, DSN_ACTION_DELAYED, st->reply, mta, now);
+}
+
+/*
+ * One report for every note of t (dsn.h), spooled as a new message with
+ * the null reverse-path through the same path as received mail
+ * (incoming/, fdatasync, rename into queue/, directory fsync), in this
+ * worker. It is durable before m's journal records the outcomes it
+ * reports, so an outcome is never on disk without its report; a crash in
+ * between tries the recipients again and may report twice, never zero
+ * times. Then the delay reports are journaled (W) with the outcomes.
+ * Returns 0, or -1 if the report could not be spooled: the caller must
+ * then not journal the outcomes (they are retried, like a failed
+ * journal write).
+ */
+static int
+dsn_emit(struct queue *q, struct task *t, struct spool_msg *m, int64_t now)
+{
+	const struct envelope *env = spool_msg_envelope(m);
+	struct dsn_rcpt *rc;
+	struct envelope renv;
+	struct evbuffer *buf;
+	struct spool_txn *st;
+	struct dsn_params p;
+	char unique[96], acts[64] = "", sq[600];
+	const char *body;
+	size_t body_len, len = 0;
+	int err = 0;
+
+	if (t->nnotes == 0)
+		return 0;
+	rc = xcalloc(t->nnotes, sizeof(*rc));
+	for (size_t k = 0; k < t->nnotes; k++) {
+		const struct dsn_note *n = &t->notes[k];
+		const char *name = n->action == DSN_ACTION_FAILED ? "failed" :
+		    n->action == DSN_ACTION_DELAYED ? "delayed" :
+		    n->action == DSN_ACTION_DELIVERED ? "delivered" : "relayed";
+
+		rc[k].addr = env->rcpts[n->rcpt].addr;
+		rc[k].orcpt = env->rcpts[n->rcpt].orcpt;
+		rc[k].action = n->action;
+		rc[k].diagnostic = n->diag;
+		rc[k].remote_mta = n->mta;
+		rc[k].last_attempt = n->when;
+		rc[k].retry_until = n->action == DSN_ACTION_DELAYED ?
+		    env->arrival + q->lifetime : 0;
+		if (strstr(acts, name) == NULL)
+			snprintf(acts + strlen(acts), sizeof(acts) - strlen(acts),
+			    "%s%s", acts[0] ? "," : "", name);
+	}
+	snprintf(unique, sizeof(unique), "%s.%" PRId64 ".%u.dsn", t->id, now,
+	    atomic_fetch_add(&dsn_seq, 1));
+	p.reporting_mta = q->cfg->hostname != NULL ? q->cfg->hostname :
+	    "localhost";
+	p.unique = unique;
+	p.now = now;
+	p.max_return = (size_t)q->cfg->dsn_max_return_size;
+	body = spool_msg_body(m, &body_len);
+	envelope_init(&renv);
+	buf = evbuffer_new();
+	if (buf == NULL)
+		fatal("out of memory");
+	dsn_build(env, rc, t->nnotes, body, body_len, &p, buf, &renv);
+	free(rc);
+	st = spool_txn_begin(q->spool, &renv);
+	if (st == NULL) {
+		err = errno;
+	} else {
+		len = evbuffer_get_length(buf);
+		if (spool_txn_write(st, evbuffer_pullup(buf, -1), len) == -1) {
+			err = errno;
+			spool_txn_abort(&st);
+		} else {
+			spool_commit_batch(q->spool, &st, 1);
+			err = spool_txn_error(st);
+			if (err == 0)
+				util_strlcpy(t->dsn_id, spool_txn_id(st),
+				    sizeof(t->dsn_id));
+			spool_txn_free(&st);
+		}
+	}
+	evbuffer_free(buf);
+	envelope_clear(&renv);
+	log_quote(sq, sizeof(sq), env->sender, strlen(env->sender), 300);
+	if (err != 0) {
+		log_err("queue id=%s event=dsn-failed action=%s to=<%s> error=\"%s\"",
+		    t->id, acts, sq, strerror(err));
+		return -1;
+	}
+	for (size_t k = 0; k < t->nnotes; k++)
+		if (t->notes[k].action == DSN_ACTION_DELAYED)
+			spool_msg_warned(m, t->notes[k].rcpt);
+	log_info("queue id=%s event=dsn dsn_id=%s action=%s nrcpt=%zu to=<%s>",
+	    t->id, t->dsn_id, acts, t->nnotes, sq);
+	log_info("queue id=%s event=committed size=%zu nrcpt=1 from=<> dsn_for=%s",
+	    t->dsn_id, len, t->id);
+	return 0;
+}
+
 /* The Maildir base holding path, and path relative to it; NULL if none. */
 static const struct base_dir *
 find_base(const struct queue *q, const char *path, const char **rel)
@@ -993,8 +1186,11 @@ unquote_local(const char *p, size_t len, char *buf, size_t bufsize)
 	return (int)o;
 }
 
-/* Deliver recipient i of m (a local one) to every mailbox it expands to. */
-static void
+/*
+ * Deliver recipient i of m (a local one) to every mailbox it expands to.
+ * Returns its outcome: 'D', 'F' or 'T' (deferred).
+ */
+static char
 deliver_local(struct queue *q, struct spool_msg *m, size_t i,
     const struct config_domain *d, const char *local, size_t llen,
     int64_t now)
@@ -1007,6 +1203,7 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 	size_t body_len;
 	const char *body = spool_msg_body(m, &body_len);
 	bool temp_fail = false;
+	int err = 0;
 
 	log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
 	ll = unquote_local(local, llen, lbuf, sizeof(lbuf));
@@ -1021,7 +1218,7 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 		spool_msg_failed(m, i, reason);
 		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"no such mailbox\" detail=\"%s\"",
 		    spool_msg_id(m), aq, why[0] ? why : "unparsable local part");
-		return;
+		return 'F';
 	}
 	for (int k = 0; k < n && !temp_fail; k++) {
 		const struct local_target *t = &targets[k];
@@ -1050,6 +1247,7 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 		mm.body = body;
 		mm.len = body_len;
 		if (maildir_deliver(b->fd, rel, &mm, name, sizeof(name)) == -1) {
+			err = errno;
 			snprintf(why, sizeof(why), "maildir %s: %s", pq,
 			    strerror(errno));
 			temp_fail = true;
@@ -1059,6 +1257,16 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 		    spool_msg_id(m), aq, mq, pq, name,
 		    (double)(util_now_us() - spool_id_time_us(spool_msg_id(m))) / 1e6);
 	}
+	if (temp_fail && err == EDQUOT) {
+		/* The mailbox's quota, not the disk: the recipient's own
+		 * problem, final (RFC 3463 3.3 X.2.2 mailbox full). */
+		snprintf(reason, sizeof(reason),
+		    "552 5.2.2 <%s>: Mailbox full", addr);
+		spool_msg_failed(m, i, reason);
+		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"mailbox full\" detail=\"%s\"",
+		    spool_msg_id(m), aq, why);
+		return 'F';
+	}
 	if (temp_fail) {
 		/*
 		 * XXX the recipient is retried as a whole: mailboxes of an alias
@@ -1066,10 +1274,10 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 		 * would need a journal record per expanded mailbox.
 		 */
 		snprintf(reason, sizeof(reason), "451 4.3.0 %s", why);
-		defer_or_expire(q, m, i, now, reason, false, NULL);
-		return;
+		return defer_or_expire(q, m, i, now, reason, false, NULL);
 	}
 	spool_msg_delivered(m, i);
+	return 'D';
 }
 
 /* ---- tasks (worker threads) ---- */
@@ -1106,7 +1314,8 @@ task_load(struct queue *q, struct task *t)
  * left to do (a pending recipient: now). Closes m.
  */
 static void
-task_finish(struct task *t, struct spool_msg **mp, int64_t now)
+task_finish(const struct queue *q, struct task *t, struct spool_msg **mp,
+    int64_t now)
 {
 	struct spool_msg *m = *mp;
 	const struct envelope *env = spool_msg_envelope(m);
@@ -1139,9 +1348,15 @@ task_finish(struct task *t, struct spool_msg **mp, int64_t now)
 		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
 		int64_t due;
 
-		if (st->state == SPOOL_RCPT_DEFERRED)
+		if (st->state == SPOOL_RCPT_DEFERRED) {
 			due = st->next_attempt;
-		else if (st->state == SPOOL_RCPT_PENDING)
+			/* the delay report is due before the next attempt */
+			if (q->delay_warn > 0 && !st->warned &&
+			    env->sender[0] != '\0' &&
+			    dsn_wanted(env->rcpts[i].notify, DSN_ACTION_DELAYED) &&
+			    env->arrival + q->delay_warn < due)
+				due = env->arrival + q->delay_warn;
+		} else if (st->state == SPOOL_RCPT_PENDING)
 			due = now;
 		else
 			continue;
@@ -1240,16 +1455,26 @@ task_scan(struct queue *q, struct task *t)
 		const struct config_domain *d;
 		char aq[600];
 
+		char o;
+
 		if (st->state == SPOOL_RCPT_DELIVERED || st->state == SPOOL_RCPT_FAILED)
 			continue;
 		if (st->state == SPOOL_RCPT_DEFERRED && st->next_attempt > now &&
-		    !t->force)
+		    !t->force) {
+			/* not tried now, but it has waited long enough for
+			 * its delay report */
+			if (delay_due(q, env, i, st, now))
+				dsn_note(t, m, i, DSN_ACTION_DELAYED, st->reply,
+				    NULL, 0);
 			continue;
+		}
 		if (at == NULL || at == addr || at[1] == '\0') {
 			log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
 			spool_msg_failed(m, i, "550 5.1.3 Bad recipient address syntax");
 			log_warn("queue id=%s event=failed rcpt=<%s> reason=\"bad address\"",
 			    t->id, aq);
+			dsn_note(t, m, i, DSN_ACTION_FAILED,
+			    spool_msg_rcpt(m, i)->reply, NULL, now);
 			continue;
 		}
 		d = config_find_domain(q->cfg, at + 1, strlen(at + 1));
@@ -1257,9 +1482,24 @@ task_scan(struct queue *q, struct task *t)
 			scan_add_remote(t, env, i, at + 1);
 			continue;
 		}
-		deliver_local(q, m, i, d, addr, (size_t)(at - addr), now);
+		o = deliver_local(q, m, i, d, addr, (size_t)(at - addr), now);
+		if (o == 'D')
+			dsn_note(t, m, i, DSN_ACTION_DELIVERED, NULL, NULL, now);
+		else if (o == 'F')
+			dsn_note(t, m, i, DSN_ACTION_FAILED,
+			    spool_msg_rcpt(m, i)->reply, NULL, now);
+		else
+			dsn_after_defer(q, t, m, i, o, NULL, now);
 	}
-	task_finish(t, &m, now);
+	if (dsn_emit(q, t, m, now) == -1) {
+		/* Nothing journaled: tried again, report included. */
+		spool_msg_close(&m);
+		t->result = TR_RETRY;
+		groups_free(t->groups);
+		t->groups = NULL;
+		return;
+	}
+	task_finish(q, t, &m, now);
 	if (t->result != TR_KEEP) {
 		/* Removed (nothing remote was due) or not journaled: no jobs. */
 		groups_free(t->groups);
@@ -1311,7 +1551,7 @@ task_ctl(struct queue *q, struct task *t)
 		log_info("queue id=%s event=%s by=admin", t->id,
 		    hold ? "held" : "released");
 	}
-	task_finish(t, &m, now);   /* journals H/U; counts, next_due */
+	task_finish(q, t, &m, now);   /* journals H/U; counts, next_due */
 	t->ctl_status = t->result == TR_KEEP ? QUEUE_CTL_OK :
 	    t->result == TR_REMOVED ? QUEUE_CTL_NOTFOUND : QUEUE_CTL_FAILED;
 }
@@ -1434,19 +1674,34 @@ task_relay_result(struct queue *q, struct task *t)
 			log_info("queue id=%s event=delivered rcpt=<%s> %s reply=\"%s\" delay=%.3fs",
 			    t->id, aq, j->via != NULL ? j->via : "", rq,
 			    (double)(util_now_us() - spool_id_time_us(t->id)) / 1e6);
+			/* RFC 3461 5.2.2: a next hop with DSN got NOTIFY and
+			 * ORCPT and reports from now on; one without it
+			 * leaves the "relayed" report to us */
+			if (!j->peer_dsn)
+				dsn_note(t, m, i, DSN_ACTION_RELAYED, reply,
+				    j->via_mx, now);
 			break;
 		case 'F':
 			spool_msg_failed(m, i, reply);
 			log_warn("queue id=%s event=failed rcpt=<%s> %s reply=\"%s\"",
 			    t->id, aq, j->via != NULL ? j->via : "", rq);
+			dsn_note(t, m, i, DSN_ACTION_FAILED, reply, j->via_mx,
+			    now);
 			break;
 		default:
-			(void)defer_or_expire(q, m, i, now, reply, j->lost,
+			o = defer_or_expire(q, m, i, now, reply, j->lost,
 			    j->via);
+			dsn_after_defer(q, t, m, i, o, j->via_mx, now);
 			break;
 		}
 	}
-	task_finish(t, &m, now);
+	if (dsn_emit(q, t, m, now) == -1) {
+		/* Nothing journaled: the relay's outcomes are retried. */
+		spool_msg_close(&m);
+		t->result = TR_RETRY;
+		return;
+	}
+	task_finish(q, t, &m, now);
 }
 
 static void *
@@ -1870,6 +2125,7 @@ job_free(struct rjob *j)
 	free(j->reply);
 	free(j->outcome);
 	free(j->via);
+	free(j->via_mx);
 	free(j->idx);
 	free(j);
 }
@@ -2154,6 +2410,12 @@ result_parse(struct rjob *j, const char *p, size_t len, char *why,
 		s = e + 1;
 	}
 	p = nl + 1;
+	/* Optional "peer-dsn": the server offered DSN (RFC 3461 5.2.2). */
+	j->peer_dsn = false;
+	if ((size_t)(end - p) >= 9 && memcmp(p, "peer-dsn\n", 9) == 0) {
+		j->peer_dsn = true;
+		p += 9;
+	}
 	if (p < end) {
 		j->outcome = xcalloc(j->n + 1, 1);
 		j->reply = xcalloc(j->n, sizeof(*j->reply));
@@ -2231,6 +2493,9 @@ result_parse(struct rjob *j, const char *p, size_t len, char *why,
 	log_quote(q2, sizeof(q2), tok[1], toklen[1], RESULT_VIA_MAX);
 	log_quote(q3, sizeof(q3), tok[2], toklen[2], RESULT_VIA_MAX);
 	j->via = xasprintf("relay=%s ip=%s tls=%s", q1, q2, q3);
+	free(j->via_mx);
+	j->via_mx = toklen[0] == 1 && tok[0][0] == '-' ? NULL :
+	    xstrndup(tok[0], toklen[0]);
 	return 0;
 bad:
 	if (j->reply != NULL)
@@ -2468,6 +2733,15 @@ task_done(struct queue *q, struct task *t)
 		m->njobs--;
 		break;
 	}
+	if (t->dsn_id[0] != '\0') {
+		/* A report this task spooled: a message like any other,
+		 * scanned at once (at the next start if stopping). */
+		struct qmsg *r = msg_new(q, t->dsn_id);
+
+		if (!q->stopping)
+			task_start(q, r, TASK_SCAN, NULL, true);
+	}
+	notes_free(t);
 	groups_free(t->groups);
 	if (t->frames != NULL)
 		evbuffer_free(t->frames);
@@ -2937,6 +3211,7 @@ free_task_list(struct task *t)
 			job_free(t->job);
 		free(t->ctl_json);
 		free(t->sender);
+		notes_free(t);
 		free(t);
 		t = n;
 	}

@@ -570,6 +570,9 @@ job_finish_client(struct job *j, const struct smtp_client_result *cr)
 
 	ASSERT(cr->nrcpts == j->env.nrcpts);
 	result_begin(j, &res);
+	/* The queue owes "relayed" DSNs only to a peer without DSN. */
+	if (cr->peer_dsn)
+		evbuffer_add(res.buf, "peer-dsn\n", 9);
 	for (size_t i = 0; i < cr->nrcpts; i++) {
 		const struct smtp_client_rcpt_result *x = &cr->rcpts[i];
 

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -42,6 +43,8 @@ struct spool {
 	int incoming_fd;
 	int queue_fd;
 	int corrupt_fd;
+	pthread_mutex_t id_mu;           /* last_id: the loop and workers
+	                                  * (reports) both make ids */
 	uint64_t last_id;
 };
 
@@ -92,6 +95,7 @@ spool_open(const char *dir, uid_t uid, gid_t gid, char *err, size_t errsize)
 	int *fds[] = { &sp->incoming_fd, &sp->queue_fd, &sp->corrupt_fd };
 
 	sp->path = xstrdup(dir);
+	pthread_mutex_init(&sp->id_mu, NULL);
 	sp->incoming_fd = sp->queue_fd = sp->corrupt_fd = -1;
 	sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sp->dirfd == -1) {
@@ -133,6 +137,7 @@ spool_free(struct spool **spp)
 	if (sp->corrupt_fd != -1)
 		close(sp->corrupt_fd);
 	free(sp->path);
+	pthread_mutex_destroy(&sp->id_mu);
 	free(sp);
 	*spp = NULL;
 }
@@ -166,9 +171,11 @@ spool_next_id(struct spool *sp, char id[QUEUE_ID_LEN + 1])
 	uint64_t v = (uint64_t)util_now_us() << 12;
 
 	/* Never repeat, never go backwards, even within one microsecond. */
+	pthread_mutex_lock(&sp->id_mu);
 	if (v <= sp->last_id)
 		v = sp->last_id + 1;
 	sp->last_id = v;
+	pthread_mutex_unlock(&sp->id_mu);
 	snprintf(id, QUEUE_ID_LEN + 1, "%016" PRIx64, v);
 }
 
@@ -259,8 +266,10 @@ scan_one(void *arg, int dirfd, const char *name)
 		return;
 	}
 	v = id_value(name);
+	pthread_mutex_lock(&c->sp->id_mu);
 	if (v > c->sp->last_id)
 		c->sp->last_id = v;
+	pthread_mutex_unlock(&c->sp->id_mu);
 	c->count++;
 	c->cb(c->arg, name);
 }
@@ -563,6 +572,13 @@ replay_record(struct spool_msg *m, const char *p, const char *end)
 	if (!rec_number(&p, end, m->env.nrcpts, &idx) || idx >= m->env.nrcpts)
 		goto bad;
 	st = &m->st[idx];
+	/* "W <i>": the sender was warned that i is delayed (docs/dsn.md) */
+	if (kind == 'W') {
+		if (p != end)
+			goto bad;
+		st->warned = true;
+		return;
+	}
 	if (st->state == SPOOL_RCPT_DELIVERED || st->state == SPOOL_RCPT_FAILED)
 		return;   /* final states are final */
 	switch (kind) {
@@ -827,6 +843,14 @@ spool_msg_deferred(struct spool_msg *m, size_t i, int64_t next_attempt,
 	    next_attempt, st->attempts, r);
 	free(st->reply);
 	st->reply = r;
+}
+
+void
+spool_msg_warned(struct spool_msg *m, size_t i)
+{
+	ASSERT(i < m->env.nrcpts);
+	m->st[i].warned = true;
+	evbuffer_add_printf(m->records, "W %zu\n", i);
 }
 
 void

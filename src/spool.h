@@ -68,7 +68,7 @@ int spool_scan(struct spool *sp, void (*cb)(void *arg, const char *id),
 /*
  * A new queue id: 16 lower-case hex digits holding (microseconds since the
  * epoch << 12 | counter), so ids sort by arrival and never repeat within
- * a spool. Loop thread only.
+ * a spool. Any thread (the loop receives mail, workers spool reports).
  */
 void spool_next_id(struct spool *sp, char id[QUEUE_ID_LEN + 1]);
 /* The arrival time in microseconds encoded in a queue id; 0 if malformed. */
@@ -76,7 +76,8 @@ int64_t spool_id_time_us(const char *id);
 /* true if s is QUEUE_ID_LEN lower-case hex digits and nothing else. */
 bool spool_valid_id(const char *s);
 
-/* ---- receiving a message (loop thread) ---- */
+/* ---- receiving a message (the loop; a worker for a report it spools
+ * and commits itself with spool_commit_batch) ---- */
 
 /*
  * Allocate a queue id into env->id, create incoming/<id> with O_EXCL and
@@ -127,6 +128,7 @@ struct spool_rcpt_status {
 	unsigned attempts;     /* temporary failures so far */
 	int64_t next_attempt;  /* unix seconds, when DEFERRED */
 	char *reply;           /* last failure reply (FAILED/DEFERRED) or NULL */
+	bool warned;           /* a delay report was sent (journal "W") */
 };
 
 /*
@@ -156,6 +158,8 @@ void spool_msg_delivered(struct spool_msg *m, size_t i);
 void spool_msg_failed(struct spool_msg *m, size_t i, const char *reply);
 void spool_msg_deferred(struct spool_msg *m, size_t i, int64_t next_attempt,
     const char *reply);
+/* The sender got a delay report for recipient i: buffers "W <i>". */
+void spool_msg_warned(struct spool_msg *m, size_t i);
 /*
  * Hold (tern queue hold) or release a message: buffers an "H <now>" or
  * "U <now>" journal record; the last one wins on replay. A held message is

@@ -261,6 +261,9 @@ test_empty_file_gets_table_defaults(void **state)
 	assert_int_equal(cfg->retry_min, 300);
 	assert_int_equal(cfg->retry_max, 4 * 3600);
 	assert_int_equal(cfg->max_queue_lifetime, 5 * 86400);
+	/* Delivery status notifications (docs/dsn.md). */
+	assert_int_equal(cfg->delay_warning_time, 4 * 3600);
+	assert_int_equal(cfg->dsn_max_return_size, 100 * 1024);
 	want = cwd_path("var/spool");
 	assert_string_equal(cfg->spool_dir, want);
 	free(want);
@@ -1410,7 +1413,7 @@ test_doc_mentions_every_option(void **state)
 		snprintf(heading, sizeof(heading), "[`%s`](#%s)", name, name);
 		assert_non_null(strstr(doc, heading));
 	}
-	assert_int_equal(n, 55);
+	assert_int_equal(n, 57);
 	assert_non_null(strstr(doc, "## Users file"));
 	assert_non_null(strstr(doc, "## Aliases file"));
 	assert_non_null(strstr(doc, config_default_text()));

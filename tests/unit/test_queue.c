@@ -622,6 +622,8 @@ test_concurrent_transaction_bound(void **state)
 	assert_int_equal(count_sub(f, "spool/incoming"), 0);
 }
 
+static char *queue_file(struct fx *f, const char *qid);
+
 static void
 test_recovery_at_start(void **state)
 {
@@ -658,6 +660,30 @@ test_recovery_at_start(void **state)
 	snprintf(path, sizeof(path), "%s/queue/%s", f->spool, env.id);
 	wait_gone(path);   /* carol delivered, nobody failed: all done */
 	assert_int_equal(count_sub(f, "spool/incoming"), 0);
+	/* The failure is reported: a queue file of its own, from <>, for the
+	 * sender (no relay here, so it waits in queue/). */
+	{
+		DIR *d;
+		struct dirent *de;
+		char *got = NULL;
+
+		snprintf(path, sizeof(path), "%s/queue", f->spool);
+		d = opendir(path);
+		assert_non_null(d);
+		while ((de = readdir(d)) != NULL)
+			if (de->d_name[0] != '.') {
+				assert_null(got);
+				got = queue_file(f, de->d_name);
+			}
+		closedir(d);
+		assert_non_null(got);
+		assert_non_null(strstr(got, "\nsender \n"));
+		assert_non_null(strstr(got, "\nrcpt - - old@example.org\n"));
+		assert_non_null(strstr(got, "Final-Recipient: rfc822;nobody@localhost\r\n"
+		    "Action: failed\r\nStatus: 5.1.1\r\n"));
+		assert_null(strstr(got, "carol@localhost\r\nAction"));
+		free(got);
+	}
 	envelope_clear(&env);
 	stop_child(f, 0);
 }
@@ -701,7 +727,7 @@ test_privilege_drop(void **state)
 struct got_job {
 	uint64_t id;
 	char head[8192];      /* "domain <d>\n" + envelope */
-	char body[4096];
+	char body[16384];     /* room for a report (DSN) */
 	size_t body_len;
 };
 
@@ -900,6 +926,20 @@ test_relay_jobs(void **state)
 	assert_non_null(strstr(got, "\nD 2\n"));
 	assert_non_null(strstr(got, "\nT 3 "));
 	free(got);
+	/* The failure of z@ONE.test is reported to the sender at once
+	 * (docs/dsn.md): a message of its own, null sender. */
+	relay_expect_job(f, &c);
+	assert_memory_equal(c.head, "domain example.org\n", 19);
+	assert_non_null(strstr(c.head, "\nsender \n"));
+	assert_non_null(strstr(c.head, "\nrcpt - - alice@example.org\n"));
+	assert_non_null(strstr(c.body, "Auto-Submitted: auto-replied\r\n"));
+	assert_non_null(strstr(c.body, "Final-Recipient: rfc822;z@ONE.test\r\n"
+	    "Action: failed\r\nStatus: 5.1.1\r\n"
+	    "Remote-MTA: dns; mx.one.test\r\n"));
+	/* x@one.test (no NOTIFY) and the locals: no success report */
+	assert_null(strstr(c.body, "x@one.test"));
+	assert_null(strstr(c.body, "Action: relayed"));
+	relay_answer(f, c.id, "via mx.example.org 127.0.0.4 -\n0 D 250 2.0.0 Ok\n");
 	/* After retry_min (1 s) the deferred recipient comes back alone. */
 	relay_expect_job(f, &c);
 	assert_true((int64_t)time(NULL) >= t0 + 1);
@@ -932,7 +972,55 @@ test_relay_expiry(void **state)
 	relay_answer(f, j.id, "via mx.far.test 127.0.0.2 -\n"
 	    "0 T 451 4.7.1 try later\n");
 	wait_queue_gone(f, qid);
-	assert_false(relay_readable(f, 300));
+	/* The sender gets the failure report; it fails too: dropped, and
+	 * never reported on (null sender). */
+	relay_expect_job(f, &j);
+	assert_memory_equal(j.head, "domain example.org\n", 19);
+	assert_non_null(strstr(j.head, "\nsender \n"));
+	assert_non_null(strstr(j.body, "Action: failed\r\nStatus: 4.4.7\r\n"));
+	assert_non_null(strstr(j.body, "Diagnostic-Code: smtp; 451 4.4.7 "
+	    "Delivery time expired"));
+	relay_answer(f, j.id, "via mx.example.org 127.0.0.4 -\n"
+	    "0 F 550 5.1.1 no alice here\n");
+	assert_false(relay_readable(f, 500));
+	stop_child(f, 0);
+}
+
+/*
+ * A recipient deferred longer than delay_warning_time gets one delay
+ * report, even before its next attempt is due; the journal's W record
+ * keeps it from being sent again after a restart (docs/dsn.md).
+ */
+static void
+test_delay_report_once(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "slow@far.test" };
+	struct got_job j;
+	char qid[17];
+	int64_t now = (int64_t)time(NULL);
+
+	make_queued(f, now - 7200, rcpts, 1, qid);
+	journal_deferred(f, qid, 0, now + 3600);
+	f->use_relay = true;
+	f->cfg.delay_warning_time = 3600;
+	start_child(f);
+	relay_expect_job(f, &j);
+	assert_memory_equal(j.head, "domain example.org\n", 19);
+	assert_non_null(strstr(j.head, "\nsender \n"));
+	assert_non_null(strstr(j.head, "\nrcpt - - old@example.org\n"));
+	assert_non_null(strstr(j.body, "Subject: Delayed Mail"));
+	assert_non_null(strstr(j.body, "Final-Recipient: rfc822;slow@far.test\r\n"
+	    "Action: delayed\r\nStatus: 4.4.1\r\n"));
+	assert_non_null(strstr(j.body, "Will-Retry-Until: "));
+	assert_non_null(strstr(j.body, "Content-Type: text/rfc822-headers\r\n"));
+	wait_journal(f, qid, "\nW 0\n");
+	relay_answer(f, j.id, "via mx.example.org 127.0.0.4 -\n0 D 250 2.0.0 Ok\n");
+	/* not tried before its next attempt, not warned twice */
+	assert_false(relay_readable(f, 500));
+	stop_child(f, 0);
+	start_child(f);
+	assert_false(relay_readable(f, 800));
 	stop_child(f, 0);
 }
 
@@ -1226,6 +1314,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_privilege_drop, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_jobs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_expiry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_delay_report_once, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_per_domain_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_global_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_recovery, setup, teardown),
