@@ -504,7 +504,10 @@ class DeliveryStatusNotifications(DSNCase):
         r = d.rcpts[0]
         self.assertEqual(r["status"][:2], "4.")
         self.assertIn("will-retry-until", r)
-        self.assertEqual(r["remote-mta"], "dns; mx.slow.test")
+        # Remote-MTA names the server of the last attempt; under load (the
+        # ASan build) the warning may come before the first attempt ended
+        if "remote-mta" in r:
+            self.assertEqual(r["remote-mta"], "dns; mx.slow.test")
         until = email.utils.parsedate_to_datetime(r["will-retry-until"]).timestamp()
         arrival = email.utils.parsedate_to_datetime(d.per_message["arrival-date"]).timestamp()
         self.assertAlmostEqual(until - arrival, LIFETIME, delta=1)
