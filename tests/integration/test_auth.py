@@ -17,7 +17,10 @@ envelope sender and From: must be the user's (553 5.7.1); Date: and
 Message-ID: are added to submitted mail; hostile recipient forms from an
 unauthenticated client are never relayed on either listener; an
 authenticated user's mail to a foreign domain reaches an aiosmtpd
-receiver (a smarthost route on loopback); repeated failures from one
+receiver (a smarthost route on loopback); on a submission listener
+without `auth_plaintext`, AUTH is neither offered nor accepted (538
+5.7.11) before STARTTLS and works after it (smtplib, swaks --tls --auth),
+with ESMTPSA in Received:; repeated failures from one
 address get growing delays, then 421 and a refused address for
 auth_throttle_time, while other addresses are served.
 """
@@ -269,6 +272,100 @@ class AuthRelay(AuthCase):
         with self.tern.session() as c:
             self.assertReply(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
             self.assertReply(c.cmd("RCPT TO:<someone@remote.test>"), 554, "5.7.1")
+
+
+class SubmissionOverTls(AuthCase):
+    """The real submission set-up (RFC 6409 with RFC 3207 and RFC 4954 4):
+    `auth required` without `auth_plaintext`, a certificate: AUTH is
+    neither offered nor accepted before STARTTLS, and works after it; an
+    authenticated user's mail to a foreign domain leaves through a
+    smarthost, with ESMTPSA in its Received: field."""
+
+    BLOCKS = {1: "auth required\nrelay_networks no"}
+    receiver = None
+
+    @classmethod
+    def before_start(cls):
+        import tempfile
+        import tlsfixtures
+        reason = receivers.aiosmtpd_missing_reason() or tlsfixtures.openssl_missing_reason()
+        if reason:
+            raise unittest.SkipTest(reason)
+        cls.rdir = tempfile.mkdtemp(prefix="tern-auth-tls-")
+        os.chmod(cls.rdir, 0o755)
+        cls.pki = tlsfixtures.Pki(cls.rdir)
+        cert, key = cls.pki.issue(harness.HOSTNAME, ips=["127.0.0.1"])
+        cls.OPTIONS = {"tls_certificate": cert, "tls_key": key}
+        cls.rport = harness.free_port()
+        cls.receiver = receivers.Receiver("127.0.0.1", cls.rdir, port=cls.rport).start()
+        cls.EXTRA = "route * { smarthost [127.0.0.1]:%d }" % cls.rport
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if cls.receiver is not None:
+                cls.receiver.stop()
+                shutil.rmtree(cls.rdir, ignore_errors=True)
+
+    def test_no_auth_before_tls(self):
+        import smtplib
+        s = smtplib.SMTP("127.0.0.1", self.sub, local_hostname="client.test", timeout=30)
+        try:
+            s.ehlo()
+            self.assertTrue(s.has_extn("starttls"))
+            self.assertFalse(s.has_extn("auth"), "AUTH offered in clear text")
+            code, msg = s.docmd("AUTH", "PLAIN " + plain(ALICE, ALICE_PW))
+            self.assertEqual(code, 538, msg)
+            self.assertTrue(msg.startswith(b"5.7.11"), msg)
+            code, msg = s.docmd("MAIL", "FROM:<%s>" % ALICE)
+            self.assertEqual(code, 530, msg)
+        finally:
+            s.close()
+
+    def test_smtplib_starttls_login_local(self):
+        import smtplib
+        import ssl
+        tok = harness.token("subtls")
+        user = self.tern.fresh_user()
+        ctx = ssl.create_default_context(cafile=self.pki.ca_cert)
+        s = smtplib.SMTP("127.0.0.1", self.sub, local_hostname="client.test", timeout=30)
+        try:
+            s._host = harness.HOSTNAME   # the name the certificate is for
+            s.starttls(context=ctx)
+            s.ehlo()
+            self.assertEqual(s.esmtp_features.get("auth", "").split(), ["PLAIN", "LOGIN"])
+            s.login(ALICE, ALICE_PW)
+            s.sendmail(ALICE, ["%s@%s" % (user, DOMAIN)],
+                       "From: %s\r\nSubject: %s\r\n\r\n%s\r\n" % (ALICE, tok, tok))
+        finally:
+            s.quit()
+        data = self.tern.wait_for_token(tok, user)
+        text = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        self.assertRegex(text, r"with ESMTPSA id ")
+        self.assertRegex(text, r"\(using TLSv1\.[23] with cipher ")
+        self.assertRegex(text, r"(?m)^Date: ")
+        self.assertRegex(text, r"(?m)^Message-I[dD]: <")
+
+    def test_swaks_tls_auth_relay(self):
+        if not shutil.which("swaks"):
+            self.skipTest("swaks not installed")
+        if subprocess.run(["perl", "-MIO::Socket::SSL", "-e1"], capture_output=True).returncode:
+            self.skipTest("swaks --tls needs libio-socket-ssl-perl (make deps)")
+        tok = harness.token("swakstls")
+        r = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % self.sub, "--tls",
+                            "--auth", "LOGIN", "--auth-user", ALICE, "--auth-password", ALICE_PW,
+                            "--from", ALICE, "--to", "someone@remote.test",
+                            "--helo", "client.test", "--header", "Subject: " + tok,
+                            "--header", "From: " + ALICE],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertIn("235 2.7.0", r.stdout)
+        tx = self.receiver.wait_transactions(1, token=tok, timeout=60)
+        self.assertEqual(tx[0].mail_from, ALICE)
+        self.assertEqual(tx[0].rcpts, ["someone@remote.test"])
+        self.assertRegex(tx[0].data.decode("utf-8", "replace"), r"with ESMTPSA id ")
 
 
 class Throttle(AuthCase):
