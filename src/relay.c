@@ -852,7 +852,22 @@ cio_starttls(void *arg)
 	struct relay *r = c->r;
 	struct bufferevent *tb;
 
-	tb = tls_wrap(r->base, c->bev, r->tls_ctx, false, c->mx,
+	/* An address literal ("[192.0.2.1]", "[IPv6:2001:db8::1]") is checked
+	 * as an address and sent without SNI (RFC 6066 3). */
+	char host[DNS_NAME_MAX + 1];
+	size_t hl = strlen(c->mx);
+	if (hl > 2 && c->mx[0] == '[' && c->mx[hl - 1] == ']') {
+		const char *a = c->mx + 1;
+		size_t al = hl - 2;
+
+		if (al > 5 && strncasecmp(a, "IPv6:", 5) == 0) {
+			a += 5;
+			al -= 5;
+		}
+		snprintf(host, sizeof(host), "%.*s", (int)al, a);
+	} else
+		util_strlcpy(host, c->mx, sizeof(host));
+	tb = tls_wrap(r->base, c->bev, r->tls_ctx, false, host,
 	    c->tls == CONFIG_RELAY_TLS_VERIFY);
 	c->handshake = true;
 	if (tb == NULL) {
@@ -1138,16 +1153,21 @@ conn_slot(struct relay *r, const struct sockaddr_storage *sa)
 	return false;
 }
 
-/* A cached connection to sa, ready for a transaction of j, or NULL: the
- * same server and the same credentials (see the top of this file). */
+/* A cached connection to sa (host name host), ready for a transaction of
+ * j, or NULL: the same server, the same credentials (see the top of this
+ * file), and TLS as strong as j needs. A verified certificate was only
+ * checked against the name the connection was made for, so a job that
+ * needs verification reuses it only for that same name. */
 static struct conn *
-conn_idle_find(struct job *j, const struct sockaddr_storage *sa)
+conn_idle_find(struct job *j, const struct sockaddr_storage *sa,
+    const char *host)
 {
 	for (struct conn *c = j->r->conns; c != NULL; c = c->next)
 		if (c->state == CONN_IDLE && addr_eq(&c->addr, sa) &&
 		    c->auth == j->auth && smtp_client_idle(c->client) &&
 		    (j->tls < CONFIG_RELAY_TLS_ENCRYPT || c->tls_on) &&
-		    (j->tls < CONFIG_RELAY_TLS_VERIFY || c->tls_verified))
+		    (j->tls < CONFIG_RELAY_TLS_VERIFY || (c->tls_verified &&
+		    strcasecmp(c->mx, host) == 0)))
 			return c;
 	return NULL;
 }
@@ -1197,7 +1217,8 @@ job_try_cached_best(struct job *j)
 
 	for (size_t h = 0; h < j->nhosts && j->hosts[h].pref == best; h++)
 		for (size_t a = 0; a < j->hosts[h].naddrs; a++) {
-			struct conn *c = conn_idle_find(j, &j->hosts[h].addrs[a]);
+			struct conn *c = conn_idle_find(j, &j->hosts[h].addrs[a],
+			    j->hosts[h].name);
 
 			if (c == NULL)
 				continue;
@@ -1243,7 +1264,7 @@ job_attempt(struct job *j)
 			break;
 		h = &j->hosts[j->hi];
 		sa = &h->addrs[j->ai];
-		if (!fresh_only && (c = conn_idle_find(j, sa)) != NULL) {
+		if (!fresh_only && (c = conn_idle_find(j, sa, h->name)) != NULL) {
 			conn_reuse(c, j, h);
 			return;
 		}
@@ -1715,6 +1736,10 @@ relay_new(const struct config *cfg, char *err, size_t errsize)
 	    terr, sizeof(terr));
 	if (r->tls_ctx == NULL)
 		log_warn("relay event=tls-unavailable reason=\"%s\"", terr);
+	else if (cfg->tls_ca_file != NULL && access(cfg->tls_ca_file, R_OK) != 0)
+		log_warn("relay event=no-ca-file file=%s reason=\"%s\" (no "
+		    "certificate can verify: require_tls verify routes defer)",
+		    cfg->tls_ca_file, strerror(errno));
 	return r;
 fail:
 	relay_free(&r);

@@ -43,6 +43,7 @@ struct conn {
 	bool handshake;           /* a TLS handshake runs */
 	bool implicit;            /* ... the one of an implicit-TLS listener */
 	bool tls;                 /* c->bev is a TLS bufferevent */
+	struct event *hs_timer;   /* the whole handshake's deadline */
 	struct event *free_ev;
 	struct conn *next, *prev;
 };
@@ -153,6 +154,31 @@ static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 
+static void
+hs_timeout_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn *c = arg;
+
+	if (!c->handshake)
+		return;
+	log_info("smtp session=%s event=tls-failed client=%s reason=\"handshake "
+	    "timed out\"", smtp_session_id(c->session), c->addr);
+	conn_free(c);
+}
+
+/* The input timeouts restart on every octet; a handshake fed one octet
+ * at a time must still end: one deadline for all of it. */
+static void
+conn_handshake_deadline(struct conn *c, unsigned seconds)
+{
+	struct timeval tv = { .tv_sec = seconds ? seconds : 300, .tv_usec = 0 };
+
+	if (c->hs_timer == NULL &&
+	    (c->hs_timer = evtimer_new(c->srv->base, hs_timeout_cb, c)) == NULL)
+		fatal("out of memory creating a timer");
+	evtimer_add(c->hs_timer, &tv);
+}
+
 /* After "220 Ready to start TLS": wrap the connection (tls.h drops what
  * the client pipelined in clear text). */
 static void
@@ -172,6 +198,7 @@ io_starttls(void *arg)
 	c->bev = tb;
 	c->handshake = true;
 	c->tls = true;
+	conn_handshake_deadline(c, c->srv->cfg->timeout_command);
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
 	conn_apply_timeouts(c);
@@ -193,6 +220,8 @@ conn_tls_done(struct conn *c, bool ok)
 	char buf[256];
 
 	c->handshake = false;
+	if (c->hs_timer != NULL)
+		evtimer_del(c->hs_timer);
 	if (!ok) {
 		tls_error_text(c->bev, buf, sizeof(buf));
 		log_info("smtp session=%s event=tls-failed client=%s reason=\"%s\"",
@@ -215,6 +244,8 @@ conn_free(struct conn *c)
 {
 	struct smtp_server *srv = c->srv;
 
+	if (c->hs_timer != NULL)
+		event_free(c->hs_timer);
 	smtp_session_free(&c->session);
 	bufferevent_free(c->bev);
 	event_free(c->free_ev);
@@ -485,6 +516,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		    (unsigned long)cred.gid, (long)cred.pid);
 	if (!c->implicit)   /* else the greeting follows the handshake */
 		smtp_session_start(c->session);
+	else
+		conn_handshake_deadline(c, cfg->timeout_greeting);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 

@@ -105,7 +105,15 @@ tls_server_ctx_new(const char *cert_pem, size_t cert_len, const char *key_pem,
 		}
 		x = NULL;   /* owned by ctx */
 	}
-	ERR_clear_error();   /* the end of the PEM is an "error" */
+	/* The end of the PEM text is "no start line"; anything else is a
+	 * damaged certificate (a renewal caught half-written, say). */
+	unsigned long e = ERR_peek_last_error();
+	if (e != 0 && !(ERR_GET_LIB(e) == ERR_LIB_PEM &&
+	    ERR_GET_REASON(e) == PEM_R_NO_START_LINE)) {
+		ssl_err(err, errsize, "damaged certificate chain");
+		goto fail;
+	}
+	ERR_clear_error();
 	BIO_free(bio);
 
 	bio = BIO_new_mem_buf(key_pem, (int)key_len);
@@ -174,6 +182,11 @@ tls_wrap(struct event_base *base, struct bufferevent *under, SSL_CTX *ctx,
 
 	if (ssl == NULL)
 		return NULL;
+	if (!server && verify && (host == NULL || host[0] == '\0')) {
+		/* nothing to verify against: refuse rather than fail open */
+		SSL_free(ssl);
+		return NULL;
+	}
 	if (!server && host != NULL && host[0] != '\0') {
 		bool ip = inet_pton(AF_INET, host, &a4) == 1 ||
 		    inet_pton(AF_INET6, host, &a6) == 1;

@@ -31,7 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tlsfixtures  # noqa: E402
 from test_outbound import OutboundCase, HOSTS  # noqa: E402
 
-TLS_HOSTS = {"tgood": 40, "tself": 41, "tbroken": 42, "tnone": 43, "vself": 44, "vgood": 45}
+TLS_HOSTS = {"tgood": 40, "tself": 41, "tbroken": 42, "tnone": 43, "vself": 44, "vgood": 45,
+             "vwrong": 46, "shared": 47, "iplit": 48}
 HOSTS.update(TLS_HOSTS)
 
 
@@ -45,6 +46,9 @@ class OutboundTls(OutboundCase):
         for name, n in TLS_HOSTS.items():
             z.append("--mx-host=%s.test,mx.%s.test,10" % (name, name))
             z.append("--host-record=mx.%s.test,%s" % (name, block.ip(n)))
+        # two domains whose MX hosts share one address (connection reuse)
+        z.append("--mx-host=reuse-b.test,mx.reuse-b.test,10")
+        z.append("--host-record=mx.reuse-b.test,%s" % block.ip(TLS_HOSTS["shared"]))
         return z
 
     @classmethod
@@ -59,14 +63,18 @@ class OutboundTls(OutboundCase):
     def extra_config(cls):
         return ("route tnone.test {\n    require_tls yes\n}\n"
                 "route vself.test {\n    require_tls verify\n}\n"
-                "route vgood.test {\n    require_tls verify\n}\n")
+                "route vgood.test {\n    require_tls verify\n}\n"
+                "route vwrong.test {\n    require_tls verify\n}\n"
+                "route reuse-b.test {\n    require_tls verify\n}\n"
+                "route iplit.test {\n    smarthost [%s]:25\n    require_tls verify\n}\n"
+                % cls.block.ip(TLS_HOSTS["iplit"]))
 
-    def tls_receiver(self, host, self_signed=False, broken=False):
-        name = "mx.%s.test" % host
+    def tls_receiver(self, host, self_signed=False, broken=False, name=None, ips=None):
+        name = name or "mx.%s.test" % host
         if self_signed:
             cert, key = self.pki.self_signed(name)
         else:
-            cert, key = self.pki.issue(name)
+            cert, key = self.pki.issue(name, ips=ips)
         return self.receiver(host, tls={"cert": cert, "key": key, "broken": broken})
 
     def assert_tls(self, tx, what):
@@ -99,8 +107,12 @@ class OutboundTls(OutboundCase):
         tx = self.only_one(rcv, sub.tok, settle=2.0, what="broken TLS")
         self.assertIsNone(tx.tls, "the handshake cannot succeed, yet tx.tls=%r" % tx.tls)
         self.wait_log(["event=tls-failed", rcv.ip, "level=may"], what="failed handshake logged")
-        # the plain retry went straight on: no STARTTLS on the second connection
+        # the plain retry went straight on: no STARTTLS on the connection
+        # that carried the message
         self.assertGreaterEqual(rcv.connection_count(), 2)
+        verbs = [c["verb"] for c in rcv.commands() if c["conn"] == tx.conn]
+        self.assertIn("MAIL", verbs)
+        self.assertNotIn("STARTTLS", verbs, "the fallback connection tried TLS again")
 
     def test_require_tls_without_starttls(self):
         rcv = self.receiver("tnone")          # no STARTTLS offered
@@ -125,6 +137,38 @@ class OutboundTls(OutboundCase):
         sub = self.submit(["u@vgood.test"])
         tx = self.only_one(rcv, sub.tok, what="verify with the CA")
         self.assert_tls(tx, "require_tls verify")
+
+    def test_require_verify_refuses_name_mismatch(self):
+        """A certificate from the trusted CA, but for another host (RFC
+        6125 6.4): refused."""
+        rcv = self.tls_receiver("vwrong", name="mx.elsewhere.test")
+        sub = self.submit(["u@vwrong.test"])
+        self.wait_log([sub.qid, "certificate verification failed"], what="name mismatch refused")
+        time.sleep(1.0)
+        self.assertEqual(rcv.transactions(sub.tok), [])
+        self.assertNotIn("MAIL", [c["verb"] for c in rcv.commands()])
+
+    def test_verify_never_rides_a_cached_connection(self):
+        """A connection whose certificate was checked for mx.shared.test
+        (or not at all) must not carry mail for a verify route whose MX is
+        another name at the same address."""
+        rcv = self.tls_receiver("shared")          # certificate: mx.shared.test
+        first = self.submit(["u@shared.test"])     # level may: delivered, connection cached
+        self.only_one(rcv, first.tok, settle=0.0, what="first message")
+        sub = self.submit(["u@reuse-b.test"])      # verify, MX mx.reuse-b.test
+        self.wait_log([sub.qid, "certificate verification failed"], what="verified per name")
+        time.sleep(1.0)
+        self.assertEqual(rcv.transactions(sub.tok), [], "verify-route mail sent over a "
+                         "connection verified for another name")
+
+    def test_require_verify_ip_literal_smarthost(self):
+        """A smarthost given as [address]: its certificate must name that
+        address (an IP SAN); no SNI is sent for an address."""
+        ip = self.block.ip(TLS_HOSTS["iplit"])
+        rcv = self.tls_receiver("iplit", name="smarthost.iplit.test", ips=[ip])
+        sub = self.submit(["u@iplit.test"])
+        tx = self.only_one(rcv, sub.tok, what="IP literal smarthost, verify")
+        self.assert_tls(tx, "require_tls verify to [%s]" % ip)
 
 
 if __name__ == "__main__":
