@@ -370,7 +370,10 @@ test_submit_and_deliver(void **state)
 		close(fd);
 		assert_true(n > 0);
 		buf[n] = '\0';
-		if (strstr(buf, "\r\nD 0\nD 1\n") != NULL)
+		/* each outcome after the A record of who decided it */
+		if (strstr(buf, "\r\nA 0 ") != NULL &&
+		    strstr(buf, " l -\nD 0\nA 1 ") != NULL &&
+		    strstr(buf, " l -\nD 1\n") != NULL)
 			break;
 		if (i == 499)
 			fail_msg("journal records missing");
