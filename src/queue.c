@@ -1736,15 +1736,19 @@ task_relay_result(struct queue *q, struct task *t)
 	task_finish(q, t, &m, now);
 }
 
-/* Bounded back-off for a report that could not be spooled (seconds). */
+/*
+ * Seconds before the next try of a report that could not be spooled
+ * `tries` times in a row: the recipients' schedule, retry_min doubled up
+ * to retry_max.
+ */
 static int64_t
-report_backoff(unsigned tries)
+report_backoff(const struct queue *q, unsigned tries)
 {
-	int64_t d = LOAD_RETRY_SECS;
+	int64_t d = q->retry_min;
 
-	for (unsigned k = 1; k < tries && d < 3600; k++)
+	for (unsigned k = 1; k < tries && d < q->retry_max; k++)
 		d *= 2;
-	return d < 3600 ? d : 3600;
+	return d < q->retry_max ? d : q->retry_max;
 }
 
 /*
@@ -2848,7 +2852,7 @@ task_done(struct queue *q, struct task *t)
 
 			if (m->dsn_tries < 127)
 				m->dsn_tries++;
-			rd = now + report_backoff(m->dsn_tries);
+			rd = now + report_backoff(q, m->dsn_tries);
 			if (due == 0 || rd < due)
 				due = rd;
 		} else {
