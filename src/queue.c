@@ -1102,7 +1102,7 @@ dsn_emit(struct queue *q, struct task *t, struct spool_msg *m, int64_t now)
 	struct evbuffer *buf;
 	struct spool_txn *st;
 	struct dsn_params p;
-	char unique[96], acts[64] = "", sq[600];
+	char unique[96], nonce[33], acts[64] = "", sq[600];
 	const char *body;
 	size_t body_len, len = 0;
 	int err = 0;
@@ -1133,6 +1133,16 @@ dsn_emit(struct queue *q, struct task *t, struct spool_msg *m, int64_t now)
 	p.reporting_mta = q->cfg->hostname != NULL ? q->cfg->hostname :
 	    "localhost";
 	p.unique = unique;
+	/* an unpredictable MIME boundary: nothing a sender or a server
+	 * wrote into the report can guess it */
+	{
+		unsigned char rnd[16];
+
+		arc4random_buf(rnd, sizeof(rnd));
+		for (size_t k = 0; k < sizeof(rnd); k++)
+			snprintf(nonce + 2 * k, 3, "%02x", rnd[k]);
+	}
+	p.nonce = nonce;
 	p.now = now;
 	p.max_return = (size_t)q->cfg->dsn_max_return_size;
 	body = spool_msg_body(m, &body_len);
@@ -2458,7 +2468,12 @@ digits(const char *p, size_t n, size_t max, unsigned long *v)
 	return true;
 }
 
-/* RFC 3463 2: class "." subject "." detail, class 2, 4 or 5. */
+/*
+ * RFC 3463 2: class "." subject "." detail, class 2, 4 or 5. Loose on
+ * purpose (leading zeros pass): it is the server's code, passed on by the
+ * relay, and refusing it would close the relay channel. A report
+ * normalises it (dsn.c: RFC 3464 2.3.4 allows no leading zeros).
+ */
 static bool
 enhanced_status(const char *p, size_t n)
 {
