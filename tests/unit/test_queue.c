@@ -1180,6 +1180,36 @@ test_owed_report_after_restart(void **state)
 }
 
 /*
+ * A Maildir that cannot be written (here: its directory is a file, which
+ * stops root too) defers the recipient with a generic reply: the path
+ * and the system error stay in the log, since the reply reaches the
+ * sender in delay and expiry reports (docs/dsn.md).
+ */
+static void
+test_local_deferral_reply_is_generic(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost" };
+	char qid[17], path[256], *got;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/mail/localhost", f->dir);
+	assert_int_equal(util_mkdirs(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/mail/localhost/bob", f->dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	start_child(f);
+	submit(f, 1, rcpts, 1, BODY, qid);
+	wait_journal(f, qid, " 1 451 4.3.0 mailbox temporarily unavailable\n");
+	got = queue_file(f, qid);
+	assert_null(strstr(got, f->dir));
+	assert_null(strstr(got, "maildir"));
+	free(got);
+	stop_child(f, 0);
+}
+
+/*
  * max_relay_connections_per_domain 1: three messages to one domain go
  * one at a time, while a message to another domain is not held up.
  */
@@ -1473,6 +1503,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_one_report_per_message, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_report_spool_failure_no_redelivery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_owed_report_after_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_local_deferral_reply_is_generic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_per_domain_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_global_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_recovery, setup, teardown),
