@@ -15,6 +15,7 @@
 
 #include "dsn.h"
 #include "envelope.h"
+#include "log.h"
 #include "util.h"
 
 #define FOLD_AT 78            /* RFC 5322 2.1.1 SHOULD */
@@ -494,29 +495,64 @@ header_len(const char *msg, size_t len)
 	return e != NULL ? (size_t)(e - msg) + 2 : len;
 }
 
-/* The status code of a report line: rc->status, else from the reply. */
+/*
+ * true if (p, n) is an RFC 3463 status code as RFC 3464 2.3.4 allows it:
+ * class "." subject "." detail, class 2, 4 or 5, subject and detail 1 to
+ * 3 digits without a leading zero ("5.1.1", "4.4.10"; not "5.01.001").
+ */
+static bool
+status_valid(const char *p, size_t n)
+{
+	size_t i = 2;
+
+	if (n < 5 || (p[0] != '2' && p[0] != '4' && p[0] != '5') || p[1] != '.')
+		return false;
+	for (int part = 0; part < 2; part++) {
+		size_t start = i;
+
+		while (i < n && p[i] >= '0' && p[i] <= '9')
+			i++;
+		if (i == start || i - start > 3 || (p[start] == '0' && i - start > 1))
+			return false;
+		if (part == 0 && (i >= n || p[i++] != '.'))
+			return false;
+	}
+	return i == n;
+}
+
+/*
+ * The status code of a report line: rc->status, else the enhanced code
+ * of the reply ("550 5.1.1 text"), when either is valid (status_valid);
+ * otherwise X.0.0 (RFC 3461 6.3(g)) of the reply's class, or of the
+ * action's when the reply has none.
+ */
 static void
 rcpt_status(const struct dsn_rcpt *rc, char *buf, size_t size)
 {
 	const char *d = rc->diagnostic;
+	char cls = rc->action == DSN_ACTION_FAILED ? '5' :
+	    rc->action == DSN_ACTION_DELAYED ? '4' : '2';
 
-	if (rc->status != NULL) {
+	if (rc->status != NULL && status_valid(rc->status, strlen(rc->status))) {
 		util_strlcpy(buf, rc->status, size);
 		return;
 	}
-	/* "550 5.1.1 text": the enhanced code after the reply code */
-	if (d != NULL && strlen(d) >= 9 && d[3] == ' ' &&
-	    (d[4] == '2' || d[4] == '4' || d[4] == '5') && d[5] == '.') {
+	if (d != NULL && strlen(d) >= 4 && (d[0] == '2' || d[0] == '4' ||
+	    d[0] == '5') && d[1] >= '0' && d[1] <= '9' && d[2] >= '0' &&
+	    d[2] <= '9' && (d[3] == ' ' || d[3] == '-')) {
 		size_t n = 4;
 
 		while (d[n] != '\0' && d[n] != ' ')
 			n++;
-		snprintf(buf, size, "%.*s", (int)(n - 4), d + 4);
-		return;
+		/* the enhanced code after the reply code, of the same class
+		 * (RFC 3463 2) */
+		if (status_valid(d + 4, n - 4) && d[4] == d[0]) {
+			snprintf(buf, size, "%.*s", (int)(n - 4), d + 4);
+			return;
+		}
+		cls = d[0];
 	}
-	/* RFC 3461 6.3(g): 4.0.0 / 5.0.0 when nothing better is known */
-	util_strlcpy(buf, rc->action == DSN_ACTION_FAILED ? "5.0.0" :
-	    rc->action == DSN_ACTION_DELAYED ? "4.0.0" : "2.0.0", size);
+	snprintf(buf, size, "%c.0.0", cls);
 }
 
 static const char *
@@ -577,18 +613,38 @@ advice(const char *status, enum dsn_action a)
 	    "your postmaster, who can read the details below.";
 }
 
-/* A boundary that occurs nowhere in the returned content. */
+/* true if the n octets at s occur in buffer b. */
+static bool
+in_buffer(struct evbuffer *b, const char *s, size_t n)
+{
+	struct evbuffer_ptr at = evbuffer_search(b, s, n, NULL);
+
+	return at.pos != -1;
+}
+
+/*
+ * A boundary that occurs in none of the parts: the returned content
+ * (content, n), the text part p1 and the delivery-status part p2. Made
+ * of p->nonce (random, from the caller), or p->unique without one.
+ */
 static void
 make_boundary(const struct dsn_params *p, const char *content, size_t n,
-    char *buf, size_t size)
+    struct evbuffer *p1, struct evbuffer *p2, char *buf, size_t size)
 {
+	const char *token = p->nonce != NULL && p->nonce[0] != '\0' ?
+	    p->nonce : p->unique;
+
 	for (unsigned k = 0;; k++) {
-		snprintf(buf, size, "=_tern-dsn-%s-%u", p->unique, k);
+		size_t bl;
+
+		snprintf(buf, size, "=_tern-dsn-%s-%u", token, k);
 		sanitize(buf, false);
 		for (char *c = buf; *c; c++)
 			if (*c == ' ' || *c == '"')
 				*c = '_';
-		if (memmem(content, n, buf, strlen(buf)) == NULL)
+		bl = strlen(buf);
+		if (memmem(content, n, buf, bl) == NULL &&
+		    !in_buffer(p1, buf, bl) && !in_buffer(p2, buf, bl))
 			return;
 	}
 }
@@ -608,6 +664,7 @@ dsn_build(const struct envelope *orig, const struct dsn_rcpt *rcpts,
 	    HEADERS_MIN_RETURN;
 	int64_t retry_until = 0;
 	const char *ctype;
+	struct evbuffer *p1, *p2;   /* the first two parts, without delimiter */
 
 	ASSERT(nrcpts > 0 && orig->sender != NULL && orig->sender[0] != '\0');
 	for (size_t i = 0; i < nrcpts; i++) {
@@ -661,7 +718,163 @@ dsn_build(const struct envelope *orig, const struct dsn_rcpt *rcpts,
 
 	util_strlcpy(sender, orig->sender, sizeof(sender));
 	sanitize(sender, report_env->smtputf8);
-	make_boundary(p, msg, ret_len, boundary, sizeof(boundary));
+
+	p1 = evbuffer_new();
+	p2 = evbuffer_new();
+	if (p1 == NULL || p2 == NULL)
+		fatal("out of memory");
+	/* ---- part 1: for a person (RFC 6522 3: first, human-readable) ---- */
+	put_field(p1, "Content-Description", "Notification");
+	put_field(p1, "Content-Type", "text/plain; charset=us-ascii");
+	evbuffer_add(p1, "\r\n", 2);
+	put_textf(p1, "", "This is the mail system at host %s.\n\n",
+	    p->reporting_mta);
+	if (any_failed)
+		put_text(p1, "", "Your message could not be delivered to one "
+		    "or more recipients. This is a permanent error: the mail "
+		    "system will not try again for the recipients listed as "
+		    "failed below.\n\n");
+	if (any_delayed) {
+		char until[64];
+
+		util_rfc5322_date(retry_until, until, sizeof(until));
+		put_textf(p1, "", "Your message has not been delivered yet "
+		    "to the recipients listed as delayed below. This is only a "
+		    "warning: you do not need to send the message again. The "
+		    "mail system keeps trying until %s; if it still cannot "
+		    "deliver the message by then, you will get another "
+		    "report.\n\n", retry_until > 0 ? until : "it gives up");
+	}
+	if (!any_failed && !any_delayed)
+		put_text(p1, "", "Your message was delivered to the "
+		    "recipients listed below, as you asked with NOTIFY=SUCCESS."
+		    "\n\n");
+	if (any_relayed)
+		put_text(p1, "", "For recipients listed as relayed, the message "
+		    "was handed to a mail server that does not send delivery "
+		    "reports: you will get no further report for them.\n\n");
+	for (size_t i = 0; i < nrcpts; i++) {
+		const struct dsn_rcpt *rc = &rcpts[i];
+		const char *adv;
+
+		char diag[FIELD_MAX / 2], mta[512];
+		const char *shown;
+
+		rcpt_status(rc, status, sizeof(status));
+		sanitize(status, false);
+		/* us-ascii text: the address as in Final-Recipient, the
+		 * rest with every control or 8-bit octet as '?' */
+		if (dsn_address_field(rc->addr, NULL, addrf, sizeof(addrf)) < 0)
+			util_strlcpy(addrf, ";(address too long)", sizeof(addrf));
+		shown = strchr(addrf, ';') + 1;
+		util_strlcpy(diag, rc->diagnostic != NULL ? rc->diagnostic : "",
+		    sizeof(diag));
+		sanitize(diag, false);
+		util_strlcpy(mta, rc->remote_mta != NULL ? rc->remote_mta :
+		    "the next mail server", sizeof(mta));
+		sanitize(mta, false);
+		put_textf(p1, "", "<%s>: %s", shown, action_name(rc->action));
+		switch (rc->action) {
+		case DSN_ACTION_FAILED:
+		case DSN_ACTION_DELAYED:
+			if (rc->diagnostic != NULL && rc->remote_mta != NULL)
+				put_textf(p1, "    ", "Why: the mail server %s "
+				    "answered: %s", mta, diag);
+			else if (rc->diagnostic != NULL)
+				put_textf(p1, "    ", "Why: %s", diag);
+			else
+				put_textf(p1, "    ", "Why: status %s", status);
+			break;
+		case DSN_ACTION_DELIVERED:
+			put_text(p1, "    ", "Delivered into the recipient's "
+			    "mailbox.");
+			break;
+		case DSN_ACTION_RELAYED:
+			put_textf(p1, "    ", "Handed to %s, which does not "
+			    "send delivery reports.", mta);
+			break;
+		}
+		adv = advice(status, rc->action);
+		if (adv != NULL)
+			put_textf(p1, "    ", "What you can do: %s", adv);
+		evbuffer_add(p1, "\r\n", 2);
+	}
+	if (truncated)
+		put_textf(p1, "", "The message is returned below cut short: its "
+		    "first %zu of %zu octets.\n", ret_len, msglen);
+	else if (!full && any_failed)
+		put_text(p1, "", "Only the header of your message is returned "
+		    "below.\n");
+	evbuffer_add(p1, "\r\n", 2);
+
+	/* ---- part 2: message/delivery-status (RFC 3464 2.1) ---- */
+	put_field(p2, "Content-Description", "Delivery report");
+	put_field(p2, "Content-Type", "message/delivery-status");
+	evbuffer_add(p2, "\r\n", 2);
+	/* per-message fields (RFC 3464 2.2) */
+	if (orig->envid != NULL) {
+		char envid[512];
+
+		/* RFC 3461 6.3(a): decoded from xtext */
+		if (dsn_xtext_decode(orig->envid, strlen(orig->envid), envid,
+		    sizeof(envid)) < 0)
+			util_strlcpy(envid, orig->envid, sizeof(envid));
+		put_fieldf(p2, "Original-Envelope-Id", "%s", envid);
+	}
+	/* RFC 3461 6.3(b): "dns" and our fully-qualified name */
+	put_fieldf(p2, "Reporting-MTA", "dns; %s", p->reporting_mta);
+	if (orig->helo != NULL && orig->helo[0] != '\0' &&
+	    printable_ascii(orig->helo, strlen(orig->helo)))
+		put_fieldf(p2, "Received-From-MTA", "dns; %s", orig->helo);
+	if (orig->arrival > 0) {
+		util_rfc5322_date(orig->arrival, date, sizeof(date));
+		put_fieldf(p2, "Arrival-Date", "%s", date);
+	}
+	if (orig->id[0] != '\0')
+		put_fieldf(p2, "X-Tern-Queue-ID", "%s", orig->id);
+	/* per-recipient fields (RFC 3464 2.3), each group after a blank line */
+	for (size_t i = 0; i < nrcpts; i++) {
+		const struct dsn_rcpt *rc = &rcpts[i];
+
+		evbuffer_add(p2, "\r\n", 2);
+		rcpt_status(rc, status, sizeof(status));
+		sanitize(status, false);
+		/* RFC 3461 6.3(d): only when ORCPT was given */
+		if (rc->orcpt != NULL &&
+		    dsn_address_field(rc->addr, rc->orcpt, addrf,
+		    sizeof(addrf)) > 0)
+			put_fieldf(p2, "Original-Recipient", "%s", addrf);
+		/* RFC 3461 6.3(e) */
+		if (dsn_address_field(rc->addr, NULL, addrf, sizeof(addrf)) < 0)
+			util_strlcpy(addrf, "unknown;address too long",
+			    sizeof(addrf));
+		put_fieldf(p2, "Final-Recipient", "%s", addrf);
+		put_fieldf(p2, "Action", "%s", action_name(rc->action));
+		put_fieldf(p2, "Status", "%s", status);
+		/* RFC 3461 6.3(h): the server tried, when there was one */
+		if (rc->remote_mta != NULL)
+			put_fieldf(p2, "Remote-MTA", "dns; %s", rc->remote_mta);
+		/* RFC 3461 6.3(i), 9.2: the reply as the server gave it */
+		if (rc->diagnostic != NULL)
+			put_fieldf(p2, "Diagnostic-Code", "smtp; %s",
+			    rc->diagnostic);
+		if (rc->last_attempt > 0) {
+			util_rfc5322_date(rc->last_attempt, date, sizeof(date));
+			put_fieldf(p2, "Last-Attempt-Date", "%s", date);
+		}
+		if (rc->action == DSN_ACTION_DELAYED && rc->retry_until > 0) {
+			util_rfc5322_date(rc->retry_until, date, sizeof(date));
+			put_fieldf(p2, "Will-Retry-Until", "%s", date);
+		}
+	}
+	evbuffer_add(p2, "\r\n", 2);
+
+	/*
+	 * The boundary: random (the caller's nonce), and checked against
+	 * every part it delimits, so no text of the original message, of a
+	 * reply or of an address can end a part early (RFC 2046 5.1.1).
+	 */
+	make_boundary(p, msg, ret_len, p1, p2, boundary, sizeof(boundary));
 
 	/* ---- the report's header ---- */
 	util_rfc5322_date(p->now, date, sizeof(date));
@@ -691,153 +904,12 @@ dsn_build(const struct envelope *orig, const struct dsn_rcpt *rcpts,
 	put_text(out, "", "This is a MIME-encapsulated message.");
 	evbuffer_add(out, "\r\n", 2);
 
-	/* ---- part 1: for a person (RFC 6522 3: first, human-readable) ---- */
 	evbuffer_add_printf(out, "--%s\r\n", boundary);
-	put_field(out, "Content-Description", "Notification");
-	put_field(out, "Content-Type", "text/plain; charset=us-ascii");
-	evbuffer_add(out, "\r\n", 2);
-	put_textf(out, "", "This is the mail system at host %s.\n\n",
-	    p->reporting_mta);
-	if (any_failed)
-		put_text(out, "", "Your message could not be delivered to one "
-		    "or more recipients. This is a permanent error: the mail "
-		    "system will not try again for the recipients listed as "
-		    "failed below.\n\n");
-	if (any_delayed) {
-		char until[64];
-
-		util_rfc5322_date(retry_until, until, sizeof(until));
-		put_textf(out, "", "Your message has not been delivered yet "
-		    "to the recipients listed as delayed below. This is only a "
-		    "warning: you do not need to send the message again. The "
-		    "mail system keeps trying until %s; if it still cannot "
-		    "deliver the message by then, you will get another "
-		    "report.\n\n", retry_until > 0 ? until : "it gives up");
-	}
-	if (!any_failed && !any_delayed)
-		put_text(out, "", "Your message was delivered to the "
-		    "recipients listed below, as you asked with NOTIFY=SUCCESS."
-		    "\n\n");
-	if (any_relayed)
-		put_text(out, "", "For recipients listed as relayed, the message "
-		    "was handed to a mail server that does not send delivery "
-		    "reports: you will get no further report for them.\n\n");
-	for (size_t i = 0; i < nrcpts; i++) {
-		const struct dsn_rcpt *rc = &rcpts[i];
-		const char *adv;
-
-		char diag[FIELD_MAX / 2], mta[512];
-		const char *shown;
-
-		rcpt_status(rc, status, sizeof(status));
-		sanitize(status, false);
-		/* us-ascii text: the address as in Final-Recipient, the
-		 * rest with every control or 8-bit octet as '?' */
-		if (dsn_address_field(rc->addr, NULL, addrf, sizeof(addrf)) < 0)
-			util_strlcpy(addrf, ";(address too long)", sizeof(addrf));
-		shown = strchr(addrf, ';') + 1;
-		util_strlcpy(diag, rc->diagnostic != NULL ? rc->diagnostic : "",
-		    sizeof(diag));
-		sanitize(diag, false);
-		util_strlcpy(mta, rc->remote_mta != NULL ? rc->remote_mta :
-		    "the next mail server", sizeof(mta));
-		sanitize(mta, false);
-		put_textf(out, "", "<%s>: %s", shown, action_name(rc->action));
-		switch (rc->action) {
-		case DSN_ACTION_FAILED:
-		case DSN_ACTION_DELAYED:
-			if (rc->diagnostic != NULL && rc->remote_mta != NULL)
-				put_textf(out, "    ", "Why: the mail server %s "
-				    "answered: %s", mta, diag);
-			else if (rc->diagnostic != NULL)
-				put_textf(out, "    ", "Why: %s", diag);
-			else
-				put_textf(out, "    ", "Why: status %s", status);
-			break;
-		case DSN_ACTION_DELIVERED:
-			put_text(out, "    ", "Delivered into the recipient's "
-			    "mailbox.");
-			break;
-		case DSN_ACTION_RELAYED:
-			put_textf(out, "    ", "Handed to %s, which does not "
-			    "send delivery reports.", mta);
-			break;
-		}
-		adv = advice(status, rc->action);
-		if (adv != NULL)
-			put_textf(out, "    ", "What you can do: %s", adv);
-		evbuffer_add(out, "\r\n", 2);
-	}
-	if (truncated)
-		put_textf(out, "", "The message is returned below cut short: its "
-		    "first %zu of %zu octets.\n", ret_len, msglen);
-	else if (!full && any_failed)
-		put_text(out, "", "Only the header of your message is returned "
-		    "below.\n");
-	evbuffer_add(out, "\r\n", 2);
-
-	/* ---- part 2: message/delivery-status (RFC 3464 2.1) ---- */
+	evbuffer_add_buffer(out, p1);
 	evbuffer_add_printf(out, "--%s\r\n", boundary);
-	put_field(out, "Content-Description", "Delivery report");
-	put_field(out, "Content-Type", "message/delivery-status");
-	evbuffer_add(out, "\r\n", 2);
-	/* per-message fields (RFC 3464 2.2) */
-	if (orig->envid != NULL) {
-		char envid[512];
-
-		/* RFC 3461 6.3(a): decoded from xtext */
-		if (dsn_xtext_decode(orig->envid, strlen(orig->envid), envid,
-		    sizeof(envid)) < 0)
-			util_strlcpy(envid, orig->envid, sizeof(envid));
-		put_fieldf(out, "Original-Envelope-Id", "%s", envid);
-	}
-	/* RFC 3461 6.3(b): "dns" and our fully-qualified name */
-	put_fieldf(out, "Reporting-MTA", "dns; %s", p->reporting_mta);
-	if (orig->helo != NULL && orig->helo[0] != '\0' &&
-	    printable_ascii(orig->helo, strlen(orig->helo)))
-		put_fieldf(out, "Received-From-MTA", "dns; %s", orig->helo);
-	if (orig->arrival > 0) {
-		util_rfc5322_date(orig->arrival, date, sizeof(date));
-		put_fieldf(out, "Arrival-Date", "%s", date);
-	}
-	if (orig->id[0] != '\0')
-		put_fieldf(out, "X-Tern-Queue-ID", "%s", orig->id);
-	/* per-recipient fields (RFC 3464 2.3), each group after a blank line */
-	for (size_t i = 0; i < nrcpts; i++) {
-		const struct dsn_rcpt *rc = &rcpts[i];
-
-		evbuffer_add(out, "\r\n", 2);
-		rcpt_status(rc, status, sizeof(status));
-		sanitize(status, false);
-		/* RFC 3461 6.3(d): only when ORCPT was given */
-		if (rc->orcpt != NULL &&
-		    dsn_address_field(rc->addr, rc->orcpt, addrf,
-		    sizeof(addrf)) > 0)
-			put_fieldf(out, "Original-Recipient", "%s", addrf);
-		/* RFC 3461 6.3(e) */
-		if (dsn_address_field(rc->addr, NULL, addrf, sizeof(addrf)) < 0)
-			util_strlcpy(addrf, "unknown;address too long",
-			    sizeof(addrf));
-		put_fieldf(out, "Final-Recipient", "%s", addrf);
-		put_fieldf(out, "Action", "%s", action_name(rc->action));
-		put_fieldf(out, "Status", "%s", status);
-		/* RFC 3461 6.3(h): the server tried, when there was one */
-		if (rc->remote_mta != NULL)
-			put_fieldf(out, "Remote-MTA", "dns; %s", rc->remote_mta);
-		/* RFC 3461 6.3(i), 9.2: the reply as the server gave it */
-		if (rc->diagnostic != NULL)
-			put_fieldf(out, "Diagnostic-Code", "smtp; %s",
-			    rc->diagnostic);
-		if (rc->last_attempt > 0) {
-			util_rfc5322_date(rc->last_attempt, date, sizeof(date));
-			put_fieldf(out, "Last-Attempt-Date", "%s", date);
-		}
-		if (rc->action == DSN_ACTION_DELAYED && rc->retry_until > 0) {
-			util_rfc5322_date(rc->retry_until, date, sizeof(date));
-			put_fieldf(out, "Will-Retry-Until", "%s", date);
-		}
-	}
-	evbuffer_add(out, "\r\n", 2);
+	evbuffer_add_buffer(out, p2);
+	evbuffer_free(p1);
+	evbuffer_free(p2);
 
 	/* ---- part 3: the returned message or its header ---- */
 	evbuffer_add_printf(out, "--%s\r\n", boundary);

@@ -41,7 +41,10 @@ struct dsn_rcpt {
 struct dsn_params {
 	const char *reporting_mta;  /* our host name: From:, Reporting-MTA */
 	const char *unique;         /* token unique to this report (letters,
-	                             * digits, '.', '-'): Message-ID, boundary */
+	                             * digits, '.', '-'): Message-ID */
+	const char *nonce;          /* random letters and digits for the MIME
+	                             * boundary, so it cannot be predicted; NULL:
+	                             * unique is used (tests) */
 	int64_t now;                /* Date:, unix seconds */
 	size_t max_return;          /* octets of the original returned at most */
 };

@@ -118,7 +118,10 @@ struct qmsg {
 	uint64_t idn;              /* the queue id, as a number */
 	int64_t due;               /* next scan, unix seconds, while in the heap */
 	uint32_t heap_idx;         /* HEAP_NONE when not in the heap */
-	uint32_t njobs;            /* relay jobs waiting or in flight */
+	uint32_t njobs : 24;       /* relay jobs waiting or in flight
+	                              (at most one per recipient) */
+	uint32_t dsn_tries : 7;    /* reports that failed to spool in a row */
+	uint32_t dsn_owed : 1;     /* the last task found a report owed */
 	uint32_t size_kib;         /* message size, for the relay byte budget */
 	/* Recipients (ENVELOPE_MAX_RCPTS < 2^14) and flags in one word. */
 	unsigned nrcpt : 14;       /* in the envelope; 0 until loaded */
@@ -138,15 +141,16 @@ struct qmsg {
  *          recipients that are due, grouped into relay jobs;
  *  LOAD    load a relay job's envelope and message into ready frames;
  *  RESULT  journal a relay job's outcome, remove the file when done;
- *  CTL     tern queue show/hold/release/delete (queue_control.h).
+ *  CTL     tern queue show/hold/release/delete (queue_control.h);
+ *  REPORT  spool the one report the message owes its sender, covering
+ *          every recipient owed one (docs/dsn.md), journal R/W records.
  */
-enum task_kind { TASK_SCAN, TASK_LOAD, TASK_RESULT, TASK_CTL };
+enum task_kind { TASK_SCAN, TASK_LOAD, TASK_RESULT, TASK_CTL, TASK_REPORT };
 enum task_result { TR_KEEP, TR_REMOVED, TR_GONE, TR_RETRY, TR_SKIPPED };
 
 /*
- * A recipient outcome the sender is owed a report about (dsn.h), noted by
- * a task and turned into one report per task before its journal is
- * written (docs/dsn.md).
+ * A recipient outcome the sender is owed a report about (dsn.h), as a
+ * REPORT task finds it in the journal (docs/dsn.md).
  */
 struct dsn_note {
 	size_t rcpt;
@@ -180,10 +184,14 @@ struct task {
 	bool held;                 /* SCAN: the journal holds the message */
 	unsigned nrcpt, npending;  /* after the task; nrcpt 0: not loaded */
 	char *sender;              /* copy for the loop's record, or NULL */
-	/* SCAN, RESULT: reports owed, and the one spooled for them */
+	/* After the task: the message owes its sender a report (its file
+	 * is kept for it) */
+	bool owes;
+	/* REPORT: the recipients covered, and the report spooled */
 	struct dsn_note *notes;
 	size_t nnotes, notes_cap;
 	char dsn_id[QUEUE_ID_LEN + 1];   /* "" if none */
+	bool dsn_failed;           /* could not be spooled: retry later */
 	/* CTL */
 	enum queue_ctl_op ctl_op;
 	int ctl_status;            /* QUEUE_CTL_* */
@@ -214,6 +222,8 @@ struct rjob {
 	bool lost;                 /* none: the channel went away */
 	char *outcome;             /* n of 'D', 'F', 'T'; NULL: all T */
 	char **reply;              /* n SMTP reply lines; NULL entries: default */
+	bool *own;                 /* n: decided by the relay itself (reply
+	                            * code 0), not the server's reply */
 	char *via;                 /* log fields "relay=.. ip=.. tls=.." */
 	char *via_mx;              /* the server's name (Remote-MTA), or NULL */
 	bool peer_dsn;             /* it offers DSN: it reports from now on */
@@ -923,12 +933,16 @@ backoff(const struct queue *q, unsigned attempts)
  * the next attempt, or, once the message is older than
  * max_queue_lifetime, an F record (delivery time expired, RFC 3463 3.5
  * X.4.7). lost: the relay went away, retry after retry_min. via: log
- * fields of the server tried, or NULL. Logs the outcome; returns 'T' or
- * 'F'.
+ * fields of the server tried, or NULL. how/mta: who gave reply
+ * (spool_msg_attempt); an expiry is tern's own diagnosis, so it names
+ * no server (RFC 3464 2.3.5: Remote-MTA goes with that server's
+ * Diagnostic-Code) and keeps the last reply as text. Logs the outcome;
+ * returns 'T' or 'F'.
  */
 static char
 defer_or_expire(const struct queue *q, struct spool_msg *m, size_t i,
-    int64_t now, const char *reply, bool lost, const char *via)
+    int64_t now, const char *reply, bool lost, const char *via, char how,
+    const char *mta)
 {
 	const struct envelope *env = spool_msg_envelope(m);
 	const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
@@ -943,6 +957,7 @@ defer_or_expire(const struct queue *q, struct spool_msg *m, size_t i,
 
 		snprintf(final, sizeof(final),
 		    "451 4.4.7 Delivery time expired, last reply: %s", reply);
+		spool_msg_attempt(m, i, now, '-', NULL);
 		spool_msg_failed(m, i, final);
 		log_warn("queue id=%s event=expired rcpt=<%s> attempts=%u age=%" PRId64 "s%s%s reply=\"%s\"",
 		    spool_msg_id(m), aq, attempts, now - env->arrival,
@@ -952,6 +967,7 @@ defer_or_expire(const struct queue *q, struct spool_msg *m, size_t i,
 	{
 		int64_t wait = lost ? q->retry_min : backoff(q, attempts);
 
+		spool_msg_attempt(m, i, now, how, mta);
 		spool_msg_deferred(m, i, now + wait, reply);
 		log_warn("queue id=%s event=deferred rcpt=<%s> attempts=%u retry_in=%" PRId64 "s%s%s reply=\"%s\"",
 		    spool_msg_id(m), aq, attempts, wait,
@@ -1019,31 +1035,63 @@ delay_due(const struct queue *q, const struct envelope *env, size_t i,
 	    now >= env->arrival + q->delay_warn;
 }
 
-/* After defer_or_expire() answered o for recipient i: a failure (it
- * expired) or maybe a delay warning is owed. */
-static void
-dsn_after_defer(const struct queue *q, struct task *t,
-    const struct spool_msg *m, size_t i, char o, const char *mta, int64_t now)
+/*
+ * Is recipient i of m (state st) owed a report now, and with which
+ * action (*a)? Never for the null reverse-path; as NOTIFY asks:
+ *  - failed, or delivered into a mailbox / relayed to a server without
+ *    DSN, and not reported yet (no R record). A final outcome without
+ *    an A record comes from a tern that spooled the report before
+ *    journaling the outcome: it counts as reported;
+ *  - deferred, delay_due() and not warned yet (no W record).
+ */
+static bool
+report_owed(const struct queue *q, const struct envelope *env, size_t i,
+    const struct spool_rcpt_status *st, int64_t now, enum dsn_action *a)
 {
-	const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
+	if (env->sender[0] == '\0')
+		return false;
+	switch (st->state) {
+	case SPOOL_RCPT_FAILED:
+		*a = DSN_ACTION_FAILED;
+		break;
+	case SPOOL_RCPT_DELIVERED:
+		/* 'd': the next hop got NOTIFY and reports itself (RFC 3461
+		 * 5.2.2) */
+		if (st->how == 'd')
+			return false;
+		*a = st->how == 'l' ? DSN_ACTION_DELIVERED : DSN_ACTION_RELAYED;
+		break;
+	case SPOOL_RCPT_DEFERRED:
+		*a = DSN_ACTION_DELAYED;
+		return delay_due(q, env, i, st, now);
+	default:
+		return false;
+	}
+	return st->how != 0 && !st->reported &&
+	    dsn_wanted(env->rcpts[i].notify, *a);
+}
 
-	if (o == 'F')
-		dsn_note(t, m, i, DSN_ACTION_FAILED, st->reply, mta, now);
-	else if (delay_due(q, spool_msg_envelope(m), i, st, now))
-		dsn_note(t, m, i, DSN_ACTION_DELAYED, st->reply, mta, now);
+/* Does any recipient of m owe a report now? */
+static bool
+msg_owes_report(const struct queue *q, const struct spool_msg *m,
+    int64_t now)
+{
+	const struct envelope *env = spool_msg_envelope(m);
+	enum dsn_action a;
+
+	for (size_t i = 0; i < env->nrcpts; i++)
+		if (report_owed(q, env, i, spool_msg_rcpt(m, i), now, &a))
+			return true;
+	return false;
 }
 
 /*
  * One report for every note of t (dsn.h), spooled as a new message with
  * the null reverse-path through the same path as received mail
  * (incoming/, fdatasync, rename into queue/, directory fsync), in this
- * worker. It is durable before m's journal records the outcomes it
- * reports, so an outcome is never on disk without its report; a crash in
- * between tries the recipients again and may report twice, never zero
- * times. Then the delay reports are journaled (W) with the outcomes.
- * Returns 0, or -1 if the report could not be spooled: the caller must
- * then not journal the outcomes (they are retried, like a failed
- * journal write).
+ * worker. Returns 0 once it is durable (t->dsn_id names it), -1 if it
+ * could not be spooled (logged). The caller journals R/W records only
+ * after 0: the outcomes themselves are journaled long before.
  */
 static int
 dsn_emit(struct queue *q, struct task *t, struct spool_msg *m, int64_t now)
@@ -1054,7 +1102,7 @@ dsn_emit(struct queue *q, struct task *t, struct spool_msg *m, int64_t now)
 	struct evbuffer *buf;
 	struct spool_txn *st;
 	struct dsn_params p;
-	char unique[96], acts[64] = "", sq[600];
+	char unique[96], nonce[33], acts[64] = "", sq[600];
 	const char *body;
 	size_t body_len, len = 0;
 	int err = 0;
@@ -1085,6 +1133,16 @@ dsn_emit(struct queue *q, struct task *t, struct spool_msg *m, int64_t now)
 	p.reporting_mta = q->cfg->hostname != NULL ? q->cfg->hostname :
 	    "localhost";
 	p.unique = unique;
+	/* an unpredictable MIME boundary: nothing a sender or a server
+	 * wrote into the report can guess it */
+	{
+		unsigned char rnd[16];
+
+		arc4random_buf(rnd, sizeof(rnd));
+		for (size_t k = 0; k < sizeof(rnd); k++)
+			snprintf(nonce + 2 * k, 3, "%02x", rnd[k]);
+	}
+	p.nonce = nonce;
 	p.now = now;
 	p.max_return = (size_t)q->cfg->dsn_max_return_size;
 	body = spool_msg_body(m, &body_len);
@@ -1115,13 +1173,10 @@ dsn_emit(struct queue *q, struct task *t, struct spool_msg *m, int64_t now)
 	envelope_clear(&renv);
 	log_quote(sq, sizeof(sq), env->sender, strlen(env->sender), 300);
 	if (err != 0) {
-		log_err("queue id=%s event=dsn-failed action=%s to=<%s> error=\"%s\"",
-		    t->id, acts, sq, strerror(err));
+		log_err("queue id=%s event=dsn-failed action=%s nrcpt=%zu to=<%s> error=\"%s\"",
+		    t->id, acts, t->nnotes, sq, strerror(err));
 		return -1;
 	}
-	for (size_t k = 0; k < t->nnotes; k++)
-		if (t->notes[k].action == DSN_ACTION_DELAYED)
-			spool_msg_warned(m, t->notes[k].rcpt);
 	log_info("queue id=%s event=dsn dsn_id=%s action=%s nrcpt=%zu to=<%s>",
 	    t->id, t->dsn_id, acts, t->nnotes, sq);
 	log_info("queue id=%s event=committed size=%zu nrcpt=1 from=<> dsn_for=%s",
@@ -1215,6 +1270,7 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 		snprintf(reason, sizeof(reason),
 		    "550 5.1.1 <%s>: Recipient address rejected: no such mailbox",
 		    addr);
+		spool_msg_attempt(m, i, now, 'l', NULL);
 		spool_msg_failed(m, i, reason);
 		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"no such mailbox\" detail=\"%s\"",
 		    spool_msg_id(m), aq, why[0] ? why : "unparsable local part");
@@ -1262,6 +1318,7 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 		 * problem, final (RFC 3463 3.3 X.2.2 mailbox full). */
 		snprintf(reason, sizeof(reason),
 		    "552 5.2.2 <%s>: Mailbox full", addr);
+		spool_msg_attempt(m, i, now, 'l', NULL);
 		spool_msg_failed(m, i, reason);
 		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"mailbox full\" detail=\"%s\"",
 		    spool_msg_id(m), aq, why);
@@ -1273,9 +1330,15 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 		 * that already got the message get it again. Per-target state
 		 * would need a journal record per expanded mailbox.
 		 */
-		snprintf(reason, sizeof(reason), "451 4.3.0 %s", why);
-		return defer_or_expire(q, m, i, now, reason, false, NULL);
+		/* The reply reaches the sender (reports, tern queue show):
+		 * generic; paths and errno stay in the log. */
+		log_warn("queue id=%s event=mailbox-unavailable rcpt=<%s> detail=\"%s\"",
+		    spool_msg_id(m), aq, why);
+		return defer_or_expire(q, m, i, now,
+		    "451 4.3.0 mailbox temporarily unavailable", false, NULL,
+		    'l', NULL);
 	}
+	spool_msg_attempt(m, i, now, 'l', NULL);
 	spool_msg_delivered(m, i);
 	return 'D';
 }
@@ -1309,9 +1372,11 @@ task_load(struct queue *q, struct task *t)
 
 /*
  * Journal what is buffered in m, or remove the file when every recipient
- * is final (no record needed: see docs/spool-format.md). Sets t->result
- * and, when the file stays, t->next_due: the earliest time anything is
- * left to do (a pending recipient: now). Closes m.
+ * is final and no report is owed any more (no record needed: see
+ * docs/spool-format.md). Sets t->result, t->owes (a REPORT task is due
+ * once nothing else holds the message) and, when the file stays,
+ * t->next_due: the earliest time anything is left to do (a pending
+ * recipient: now). Closes m.
  */
 static void
 task_finish(const struct queue *q, struct task *t, struct spool_msg **mp,
@@ -1320,7 +1385,8 @@ task_finish(const struct queue *q, struct task *t, struct spool_msg **mp,
 	struct spool_msg *m = *mp;
 	const struct envelope *env = spool_msg_envelope(m);
 
-	if (spool_msg_done(m)) {
+	t->owes = msg_owes_report(q, m, now);
+	if (spool_msg_done(m) && !t->owes) {
 		/* The unlink is not fsync'ed: if a crash brings the file
 		 * back, its recipients get the message again (at least once). */
 		if (spool_msg_remove(m) == 0) {
@@ -1455,26 +1521,19 @@ task_scan(struct queue *q, struct task *t)
 		const struct config_domain *d;
 		char aq[600];
 
-		char o;
-
 		if (st->state == SPOOL_RCPT_DELIVERED || st->state == SPOOL_RCPT_FAILED)
 			continue;
+		/* not due; a delay report it may be owed is the REPORT
+		 * task's business */
 		if (st->state == SPOOL_RCPT_DEFERRED && st->next_attempt > now &&
-		    !t->force) {
-			/* not tried now, but it has waited long enough for
-			 * its delay report */
-			if (delay_due(q, env, i, st, now))
-				dsn_note(t, m, i, DSN_ACTION_DELAYED, st->reply,
-				    NULL, 0);
+		    !t->force)
 			continue;
-		}
 		if (at == NULL || at == addr || at[1] == '\0') {
 			log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
+			spool_msg_attempt(m, i, now, '-', NULL);
 			spool_msg_failed(m, i, "550 5.1.3 Bad recipient address syntax");
 			log_warn("queue id=%s event=failed rcpt=<%s> reason=\"bad address\"",
 			    t->id, aq);
-			dsn_note(t, m, i, DSN_ACTION_FAILED,
-			    spool_msg_rcpt(m, i)->reply, NULL, now);
 			continue;
 		}
 		d = config_find_domain(q->cfg, at + 1, strlen(at + 1));
@@ -1482,23 +1541,10 @@ task_scan(struct queue *q, struct task *t)
 			scan_add_remote(t, env, i, at + 1);
 			continue;
 		}
-		o = deliver_local(q, m, i, d, addr, (size_t)(at - addr), now);
-		if (o == 'D')
-			dsn_note(t, m, i, DSN_ACTION_DELIVERED, NULL, NULL, now);
-		else if (o == 'F')
-			dsn_note(t, m, i, DSN_ACTION_FAILED,
-			    spool_msg_rcpt(m, i)->reply, NULL, now);
-		else
-			dsn_after_defer(q, t, m, i, o, NULL, now);
+		(void)deliver_local(q, m, i, d, addr, (size_t)(at - addr), now);
 	}
-	if (dsn_emit(q, t, m, now) == -1) {
-		/* Nothing journaled: tried again, report included. */
-		spool_msg_close(&m);
-		t->result = TR_RETRY;
-		groups_free(t->groups);
-		t->groups = NULL;
-		return;
-	}
+	/* The outcomes are journaled before anything is reported: a report
+	 * waits for the REPORT task (docs/dsn.md). */
 	task_finish(q, t, &m, now);
 	if (t->result != TR_KEEP) {
 		/* Removed (nothing remote was due) or not journaled: no jobs. */
@@ -1656,6 +1702,7 @@ task_relay_result(struct queue *q, struct task *t)
 		const struct spool_rcpt_status *st;
 		const char *addr, *reply;
 		char o, aq[600], rq[700];
+		bool own;
 
 		if (i >= env->nrcpts)
 			continue;
@@ -1668,38 +1715,102 @@ task_relay_result(struct queue *q, struct task *t)
 		    j->reply[k] != NULL ? j->reply[k] : REPLY_NONE;
 		log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
 		log_quote(rq, sizeof(rq), reply, strlen(reply), 600);
+		own = j->lost || j->own == NULL || j->own[k] || j->via_mx == NULL;
 		switch (o) {
 		case 'D':
+			/* RFC 3461 5.2.2: a next hop with DSN got NOTIFY and
+			 * ORCPT and reports from now on ('d'); one without it
+			 * leaves the "relayed" report to us */
+			spool_msg_attempt(m, i, now, own ? '-' : j->peer_dsn ?
+			    'd' : 's', own ? NULL : j->via_mx);
 			spool_msg_delivered(m, i);
 			log_info("queue id=%s event=delivered rcpt=<%s> %s reply=\"%s\" delay=%.3fs",
 			    t->id, aq, j->via != NULL ? j->via : "", rq,
 			    (double)(util_now_us() - spool_id_time_us(t->id)) / 1e6);
-			/* RFC 3461 5.2.2: a next hop with DSN got NOTIFY and
-			 * ORCPT and reports from now on; one without it
-			 * leaves the "relayed" report to us */
-			if (!j->peer_dsn)
-				dsn_note(t, m, i, DSN_ACTION_RELAYED, reply,
-				    j->via_mx, now);
 			break;
 		case 'F':
+			spool_msg_attempt(m, i, now, own ? '-' : 's',
+			    own ? NULL : j->via_mx);
 			spool_msg_failed(m, i, reply);
 			log_warn("queue id=%s event=failed rcpt=<%s> %s reply=\"%s\"",
 			    t->id, aq, j->via != NULL ? j->via : "", rq);
-			dsn_note(t, m, i, DSN_ACTION_FAILED, reply, j->via_mx,
-			    now);
 			break;
 		default:
-			o = defer_or_expire(q, m, i, now, reply, j->lost,
-			    j->via);
-			dsn_after_defer(q, t, m, i, o, j->via_mx, now);
+			(void)defer_or_expire(q, m, i, now, reply, j->lost,
+			    j->via, own ? '-' : 's', own ? NULL : j->via_mx);
 			break;
 		}
 	}
-	if (dsn_emit(q, t, m, now) == -1) {
-		/* Nothing journaled: the relay's outcomes are retried. */
-		spool_msg_close(&m);
-		t->result = TR_RETRY;
+	/* Journaled first, whatever happens to the report: a report owed
+	 * goes out once no other job of the message is out (docs/dsn.md). */
+	task_finish(q, t, &m, now);
+}
+
+/*
+ * Seconds before the next try of a report that could not be spooled
+ * `tries` times in a row: the recipients' schedule, retry_min doubled up
+ * to retry_max.
+ */
+static int64_t
+report_backoff(const struct queue *q, unsigned tries)
+{
+	int64_t d = q->retry_min;
+
+	for (unsigned k = 1; k < tries && d < q->retry_max; k++)
+		d *= 2;
+	return d < q->retry_max ? d : q->retry_max;
+}
+
+/*
+ * REPORT: the one report message t->id owes its sender now, covering
+ * every recipient owed one (report_owed), spooled, then journaled as
+ * reported (R for final outcomes, W for delays) and fdatasync'ed: a crash
+ * in between sends the report again at the next start (at least once).
+ * If it cannot be spooled, t->dsn_failed: the loop tries the report
+ * alone again later; no recipient is tried again for it.
+ */
+static void
+task_report(struct queue *q, struct task *t)
+{
+	struct spool_msg *m;
+	const struct envelope *env;
+	int64_t now = (int64_t)time(NULL);
+
+	m = task_load(q, t);
+	if (m == NULL)
 		return;
+	env = spool_msg_envelope(m);
+	for (size_t i = 0; i < env->nrcpts && !spool_msg_held(m, NULL); i++) {
+		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
+		enum dsn_action a;
+
+		if (!report_owed(q, env, i, st, now, &a))
+			continue;
+		/* Remote-MTA only with that server's own reply (RFC 3464
+		 * 2.3.5, 2.3.6); the relayed reply itself is not kept */
+		dsn_note(t, m, i, a, a == DSN_ACTION_FAILED ||
+		    a == DSN_ACTION_DELAYED ? st->reply : NULL,
+		    st->how == 's' || st->how == 'd' ? st->mta : NULL,
+		    st->last_attempt);
+	}
+	if (t->nnotes > 0 && dsn_emit(q, t, m, now) == -1) {
+		t->dsn_failed = true;
+	} else if (t->nnotes > 0) {
+		for (size_t k = 0; k < t->nnotes; k++) {
+			if (t->notes[k].action == DSN_ACTION_DELAYED)
+				spool_msg_warned(m, t->notes[k].rcpt);
+			else
+				spool_msg_reported(m, t->notes[k].rcpt);
+		}
+		/* Before a removal too: a crash that undoes the unlink must
+		 * not bring the report back. */
+		if (spool_msg_flush(m) == -1) {
+			log_err("queue id=%s event=journal-failed error=\"%s\"",
+			    t->id, strerror(errno));
+			t->result = TR_RETRY;
+			spool_msg_close(&m);
+			return;
+		}
 	}
 	task_finish(q, t, &m, now);
 }
@@ -1745,6 +1856,9 @@ task_main(void *arg)
 			break;
 		case TASK_CTL:
 			task_ctl(q, t);
+			break;
+		case TASK_REPORT:
+			task_report(q, t);
 			break;
 		}
 
@@ -2124,6 +2238,7 @@ job_free(struct rjob *j)
 			free(j->reply[k]);
 	free(j->reply);
 	free(j->outcome);
+	free(j->own);
 	free(j->via);
 	free(j->via_mx);
 	free(j->idx);
@@ -2353,7 +2468,12 @@ digits(const char *p, size_t n, size_t max, unsigned long *v)
 	return true;
 }
 
-/* RFC 3463 2: class "." subject "." detail, class 2, 4 or 5. */
+/*
+ * RFC 3463 2: class "." subject "." detail, class 2, 4 or 5. Loose on
+ * purpose (leading zeros pass): it is the server's code, passed on by the
+ * relay, and refusing it would close the relay channel. A report
+ * normalises it (dsn.c: RFC 3464 2.3.4 allows no leading zeros).
+ */
 static bool
 enhanced_status(const char *p, size_t n)
 {
@@ -2419,6 +2539,7 @@ result_parse(struct rjob *j, const char *p, size_t len, char *why,
 	if (p < end) {
 		j->outcome = xcalloc(j->n + 1, 1);
 		j->reply = xcalloc(j->n, sizeof(*j->reply));
+		j->own = xcalloc(j->n, sizeof(*j->own));
 	}
 	while (p < end) {
 		const char *f[4];
@@ -2476,6 +2597,7 @@ result_parse(struct rjob *j, const char *p, size_t len, char *why,
 			goto bad;
 		}
 		/* code 0: tern decided without a reply; journal a reply line. */
+		j->own[k] = code == 0;
 		if (code == 0)
 			code = o == 'D' ? 250 : o == 'F' ? 550 : 451;
 		j->outcome[k] = o;
@@ -2503,8 +2625,10 @@ bad:
 			free(j->reply[i]);
 	free(j->reply);
 	free(j->outcome);
+	free(j->own);
 	j->reply = NULL;
 	j->outcome = NULL;
+	j->own = NULL;
 	return -1;
 }
 
@@ -2732,7 +2856,27 @@ task_done(struct queue *q, struct task *t)
 		job_release(q, t->job);
 		m->njobs--;
 		break;
+	case TASK_REPORT:
+		if (t->result != TR_KEEP)
+			break;
+		due = t->next_due;
+		if (t->dsn_failed) {
+			/* The report alone is tried again: a scan then finds
+			 * nothing to deliver and owes it still. */
+			int64_t rd;
+
+			if (m->dsn_tries < 127)
+				m->dsn_tries++;
+			rd = now + report_backoff(q, m->dsn_tries);
+			if (due == 0 || rd < due)
+				due = rd;
+		} else {
+			m->dsn_tries = 0;
+		}
+		break;
 	}
+	if (t->kind != TASK_LOAD)
+		m->dsn_owed = t->result == TR_KEEP && t->owes;
 	if (t->dsn_id[0] != '\0') {
 		/* A report this task spooled: a message like any other,
 		 * scanned at once (at the next start if stopping). */
@@ -2752,6 +2896,12 @@ task_done(struct queue *q, struct task *t)
 		m->waiting = next->next;
 		next->next = NULL;
 		task_submit(q, next);
+	} else if (m->dsn_owed && (t->kind == TASK_SCAN ||
+	    t->kind == TASK_RESULT) && m->njobs == 0 && !m->held && !m->gone &&
+	    !q->stopping) {
+		/* Nothing else holds the message: its one report now,
+		 * covering every recipient owed one (docs/dsn.md). */
+		task_start(q, m, TASK_REPORT, NULL, false);
 	} else {
 		if (due != 0 && due < now)
 			due = now;

@@ -56,6 +56,14 @@ struct spool_txn {
 	int error;
 };
 
+/* An "A" record, until the outcome record it describes (D, F, T). */
+struct staged_attempt {
+	bool set;
+	char how;
+	int64_t when;
+	char *mta;
+};
+
 struct spool_msg {
 	struct spool *sp;
 	char id[QUEUE_ID_LEN + 1];
@@ -70,6 +78,7 @@ struct spool_msg {
 	struct evbuffer *records;        /* buffered, not yet written */
 	bool held;                       /* last H/U record was H */
 	int64_t held_since;              /* its time, unix seconds */
+	struct staged_attempt *staged;   /* env.nrcpts entries */
 };
 
 /* ---- opening ---- */
@@ -544,6 +553,47 @@ set_reply(struct spool_rcpt_status *st, const char *p, size_t len)
 	st->reply = xstrndup(p, len);
 }
 
+/* The outcome of i is being recorded: it takes the staged A record. */
+static void
+take_attempt(struct spool_msg *m, size_t i)
+{
+	struct spool_rcpt_status *st = &m->st[i];
+	struct staged_attempt *a = &m->staged[i];
+
+	free(st->mta);
+	st->how = a->set ? a->how : 0;
+	st->last_attempt = a->set ? a->when : 0;
+	st->mta = a->set ? a->mta : NULL;
+	a->mta = NULL;
+	a->set = false;
+}
+
+/* A server name worth keeping: printable ASCII, no space, not "-". */
+static bool
+mta_token(const char *p, size_t n)
+{
+	if (n == 0 || n > 255 || (n == 1 && p[0] == '-'))
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)p[i] <= 0x20 || (unsigned char)p[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+static void
+stage_attempt(struct spool_msg *m, size_t i, int64_t when, char how,
+    const char *mta, size_t mlen)
+{
+	struct staged_attempt *a = &m->staged[i];
+
+	free(a->mta);
+	a->set = true;
+	a->how = how;
+	a->when = when;
+	a->mta = (how == 's' || how == 'd') && mta != NULL &&
+	    mta_token(mta, mlen) ? xstrndup(mta, mlen) : NULL;
+}
+
 /*
  * Apply one journal record (p, end) without its newline. Records that do
  * not parse are skipped with a warning: the journal is advisory beyond
@@ -579,6 +629,27 @@ replay_record(struct spool_msg *m, const char *p, const char *end)
 		st->warned = true;
 		return;
 	}
+	/* "R <i>": the report on i's final outcome is spooled */
+	if (kind == 'R') {
+		if (p != end)
+			goto bad;
+		st->reported = true;
+		return;
+	}
+	/* "A <i> <when> <how> <mta>": who decides the next outcome of i */
+	if (kind == 'A') {
+		char how;
+
+		if (p == end || *p++ != ' ' ||
+		    !rec_number(&p, end, (uint64_t)1 << 40, &next) ||
+		    end - p < 4 || p[0] != ' ' || p[2] != ' ' ||
+		    (p[1] != '-' && p[1] != 'l' && p[1] != 's' && p[1] != 'd'))
+			goto bad;
+		how = p[1];
+		p += 3;
+		stage_attempt(m, idx, (int64_t)next, how, p, (size_t)(end - p));
+		return;
+	}
 	if (st->state == SPOOL_RCPT_DELIVERED || st->state == SPOOL_RCPT_FAILED)
 		return;   /* final states are final */
 	switch (kind) {
@@ -586,12 +657,14 @@ replay_record(struct spool_msg *m, const char *p, const char *end)
 		if (p != end)
 			goto bad;
 		st->state = SPOOL_RCPT_DELIVERED;
+		take_attempt(m, idx);
 		return;
 	case 'F':
 		if (p == end || *p++ != ' ')
 			goto bad;
 		st->state = SPOOL_RCPT_FAILED;
 		set_reply(st, p, (size_t)(end - p));
+		take_attempt(m, idx);
 		return;
 	case 'T':
 		if (p == end || *p++ != ' ' ||
@@ -604,6 +677,7 @@ replay_record(struct spool_msg *m, const char *p, const char *end)
 		st->next_attempt = (int64_t)next;
 		st->attempts = (unsigned)attempts;
 		set_reply(st, p, (size_t)(end - p));
+		take_attempt(m, idx);
 		return;
 	default:
 		break;
@@ -706,6 +780,7 @@ spool_msg_load(struct spool *sp, const char *id, char *err, size_t errsize)
 	}
 	m->body_len = (size_t)body_len;
 	m->st = xcalloc(m->env.nrcpts, sizeof(*m->st));
+	m->staged = xcalloc(m->env.nrcpts, sizeof(*m->staged));
 
 	/* Journal replay. A last record without its newline is torn: cut it. */
 	j = m->body + m->body_len;
@@ -757,9 +832,15 @@ spool_msg_close(struct spool_msg **mp)
 	if (m->fd != -1)
 		close(m->fd);
 	if (m->st != NULL)
-		for (size_t i = 0; i < m->env.nrcpts; i++)
+		for (size_t i = 0; i < m->env.nrcpts; i++) {
 			free(m->st[i].reply);
+			free(m->st[i].mta);
+		}
 	free(m->st);
+	if (m->staged != NULL)
+		for (size_t i = 0; i < m->env.nrcpts; i++)
+			free(m->staged[i].mta);
+	free(m->staged);
 	if (m->records != NULL)
 		evbuffer_free(m->records);
 	envelope_clear(&m->env);
@@ -811,6 +892,7 @@ spool_msg_delivered(struct spool_msg *m, size_t i)
 {
 	ASSERT(i < m->env.nrcpts);
 	m->st[i].state = SPOOL_RCPT_DELIVERED;
+	take_attempt(m, i);
 	evbuffer_add_printf(m->records, "D %zu\n", i);
 }
 
@@ -821,6 +903,7 @@ spool_msg_failed(struct spool_msg *m, size_t i, const char *reply)
 
 	ASSERT(i < m->env.nrcpts);
 	m->st[i].state = SPOOL_RCPT_FAILED;
+	take_attempt(m, i);
 	evbuffer_add_printf(m->records, "F %zu %s\n", i, r);
 	free(m->st[i].reply);
 	m->st[i].reply = r;
@@ -839,6 +922,7 @@ spool_msg_deferred(struct spool_msg *m, size_t i, int64_t next_attempt,
 	st->state = SPOOL_RCPT_DEFERRED;
 	st->attempts++;
 	st->next_attempt = next_attempt;
+	take_attempt(m, i);
 	evbuffer_add_printf(m->records, "T %zu %" PRId64 " %u %s\n", i,
 	    next_attempt, st->attempts, r);
 	free(st->reply);
@@ -851,6 +935,30 @@ spool_msg_warned(struct spool_msg *m, size_t i)
 	ASSERT(i < m->env.nrcpts);
 	m->st[i].warned = true;
 	evbuffer_add_printf(m->records, "W %zu\n", i);
+}
+
+void
+spool_msg_reported(struct spool_msg *m, size_t i)
+{
+	ASSERT(i < m->env.nrcpts);
+	m->st[i].reported = true;
+	evbuffer_add_printf(m->records, "R %zu\n", i);
+}
+
+void
+spool_msg_attempt(struct spool_msg *m, size_t i, int64_t when, char how,
+    const char *mta)
+{
+	const char *keep;
+
+	ASSERT(i < m->env.nrcpts);
+	ASSERT(how == '-' || how == 'l' || how == 's' || how == 'd');
+	if (when < 0)
+		when = 0;
+	stage_attempt(m, i, when, how, mta, mta != NULL ? strlen(mta) : 0);
+	keep = m->staged[i].mta;
+	evbuffer_add_printf(m->records, "A %zu %" PRId64 " %c %s\n", i, when,
+	    how, keep != NULL ? keep : "-");
 }
 
 void

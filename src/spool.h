@@ -129,6 +129,18 @@ struct spool_rcpt_status {
 	int64_t next_attempt;  /* unix seconds, when DEFERRED */
 	char *reply;           /* last failure reply (FAILED/DEFERRED) or NULL */
 	bool warned;           /* a delay report was sent (journal "W") */
+	bool reported;         /* the report on the final outcome is spooled
+	                        * (journal "R") */
+	/*
+	 * Who decided the last outcome (journal "A", written just before
+	 * it): 0 no A record (a journal from before reports were owed: its
+	 * final outcome counts as reported), '-' tern itself, 'l' a local
+	 * mailbox, 's' the SMTP server mta, 'd' the SMTP server mta, which
+	 * offers DSN and reports from then on (RFC 3461 5.2.2).
+	 */
+	char how;
+	int64_t last_attempt;  /* of the last outcome, unix s; 0: unknown */
+	char *mta;             /* with 's'/'d': the server's name, else NULL */
 };
 
 /*
@@ -160,6 +172,20 @@ void spool_msg_deferred(struct spool_msg *m, size_t i, int64_t next_attempt,
     const char *reply);
 /* The sender got a delay report for recipient i: buffers "W <i>". */
 void spool_msg_warned(struct spool_msg *m, size_t i);
+/*
+ * The report on recipient i's final outcome (failed, delivered, relayed)
+ * is durable in the queue: buffers "R <i>".
+ */
+void spool_msg_reported(struct spool_msg *m, size_t i);
+/*
+ * Who decides the outcome of recipient i that is recorded next (call it
+ * just before spool_msg_delivered/failed/deferred): buffers "A <i> <when>
+ * <how> <mta>" (how and mta as in struct spool_rcpt_status; mta NULL or a
+ * token of printable ASCII without spaces, else it is not kept). The
+ * outcome record then carries it; an outcome without one has how 0.
+ */
+void spool_msg_attempt(struct spool_msg *m, size_t i, int64_t when, char how,
+    const char *mta);
 /*
  * Hold (tern queue hold) or release a message: buffers an "H <now>" or
  * "U <now>" journal record; the last one wins on replay. A held message is

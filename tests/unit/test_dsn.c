@@ -458,6 +458,97 @@ test_boundary_collision(void **state)
 	envelope_clear(&orig);
 }
 
+/*
+ * The boundary occurs in no part: not in the returned content, and not
+ * in the text or delivery-status parts either (a reply or an address
+ * that holds it); with a nonce, it is made of the nonce.
+ */
+static void
+test_boundary_in_every_part(void **state)
+{
+	struct envelope orig;
+	struct report r;
+	struct dsn_rcpt rc = { .addr = "bob@remote.example",
+	    .action = DSN_ACTION_FAILED,
+	    .diagnostic = "550 5.1.1 no --=_tern-dsn-0123456789abcdef.1.dsn-0" };
+	struct evbuffer *b;
+	struct dsn_params p = {
+		.reporting_mta = "mx.example.net",
+		.unique = "0123456789abcdef.1.dsn",
+		.nonce = "5f1c0a9e7d3b44c2a1e8f06b9d2c7e13",
+		.now = 1796000100,
+		.max_return = 100000,
+	};
+	char *text;
+	size_t len;
+
+	(void)state;
+	orig_init(&orig);
+	build(&r, &orig, &rc, 1, MSG, 100000);
+	assert_lines_ok(&r);
+	assert_true(contains(&r, "boundary=\"=_tern-dsn-0123456789abcdef.1.dsn-1\""));
+	report_free(&r);
+
+	b = evbuffer_new();
+	envelope_init(&r.env);
+	dsn_build(&orig, &rc, 1, MSG, strlen(MSG), &p, b, &r.env);
+	len = evbuffer_get_length(b);
+	text = xmalloc(len + 1);
+	evbuffer_remove(b, text, len);
+	text[len] = '\0';
+	evbuffer_free(b);
+	assert_non_null(strstr(text, "boundary=\"=_tern-dsn-"
+	    "5f1c0a9e7d3b44c2a1e8f06b9d2c7e13-0\""));
+	assert_null(strstr(text, "0123456789abcdef.1.dsn-1"));
+	free(text);
+	envelope_clear(&r.env);
+	envelope_clear(&orig);
+}
+
+/* RFC 3464 2.3.4, RFC 3463 2: Status from the reply, normalised. */
+static void
+test_status_grammar(void **state)
+{
+	static const struct {
+		const char *name;
+		enum dsn_action action;
+		const char *status, *diag, *want;
+	} cases[] = {
+		{ "plain", DSN_ACTION_FAILED, NULL, "550 5.1.1 no", "5.1.1" },
+		{ "three digits", DSN_ACTION_FAILED, NULL, "550 5.7.255 x", "5.7.255" },
+		{ "leading zeros", DSN_ACTION_FAILED, NULL, "550 5.01.001 x", "5.0.0" },
+		{ "zero detail", DSN_ACTION_FAILED, NULL, "550 5.1.0 x", "5.1.0" },
+		{ "too many digits", DSN_ACTION_FAILED, NULL, "550 5.1.1000 x", "5.0.0" },
+		{ "class 4 reply", DSN_ACTION_DELAYED, NULL, "451 4.04.1 x", "4.0.0" },
+		{ "class mismatch", DSN_ACTION_FAILED, NULL, "550 4.1.1 x", "5.0.0" },
+		{ "no enhanced code", DSN_ACTION_FAILED, NULL, "550 no such user", "5.0.0" },
+		{ "4xx failure", DSN_ACTION_FAILED, NULL, "451 too long", "4.0.0" },
+		{ "no reply", DSN_ACTION_DELAYED, NULL, NULL, "4.0.0" },
+		{ "given", DSN_ACTION_FAILED, "5.2.2", "550 5.1.1 x", "5.2.2" },
+		{ "given, bad", DSN_ACTION_FAILED, "5.02.2", "550 5.1.1 x", "5.1.1" },
+		{ "trailing dot", DSN_ACTION_FAILED, NULL, "550 5.1.1. x", "5.0.0" },
+	};
+	struct envelope orig;
+
+	(void)state;
+	orig_init(&orig);
+	for (size_t i = 0; i < nitems(cases); i++) {
+		struct dsn_rcpt rc = { .addr = "bob@remote.example",
+		    .action = cases[i].action, .status = cases[i].status,
+		    .diagnostic = cases[i].diag };
+		struct report r;
+		char want[64];
+
+		print_message("case %s\n", cases[i].name);
+		build(&r, &orig, &rc, 1, MSG, 100000);
+		snprintf(want, sizeof(want), "\r\nStatus: %s\r\n", cases[i].want);
+		if (!contains(&r, want))
+			fail_msg("case %s: want %s", cases[i].name, cases[i].want);
+		report_free(&r);
+	}
+	envelope_clear(&orig);
+}
+
 static void
 test_utf8(void **state)
 {
@@ -508,6 +599,8 @@ main(void)
 		cmocka_unit_test(test_success_report),
 		cmocka_unit_test(test_long_and_hostile),
 		cmocka_unit_test(test_boundary_collision),
+		cmocka_unit_test(test_boundary_in_every_part),
+		cmocka_unit_test(test_status_grammar),
 		cmocka_unit_test(test_utf8),
 	};
 

@@ -370,7 +370,10 @@ test_submit_and_deliver(void **state)
 		close(fd);
 		assert_true(n > 0);
 		buf[n] = '\0';
-		if (strstr(buf, "\r\nD 0\nD 1\n") != NULL)
+		/* each outcome after the A record of who decided it */
+		if (strstr(buf, "\r\nA 0 ") != NULL &&
+		    strstr(buf, " l -\nD 0\nA 1 ") != NULL &&
+		    strstr(buf, " l -\nD 1\n") != NULL)
 			break;
 		if (i == 499)
 			fail_msg("journal records missing");
@@ -1025,6 +1028,188 @@ test_delay_report_once(void **state)
 }
 
 /*
+ * One report per message (docs/dsn.md): a local recipient whose mailbox
+ * no longer exists fails at the scan, two remote ones fail in two relay
+ * jobs (two domains); the sender gets ONE report naming all three, once
+ * both jobs are answered, and nothing more.
+ */
+static void
+test_one_report_per_message(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "gone@localhost", "a@one.test",
+		"b@two.test" };
+	struct got_job a, b, r;
+	char qid[17];
+
+	make_queued(f, (int64_t)time(NULL), rcpts, 3, qid);
+	f->use_relay = true;
+	start_child(f);
+	relay_expect_job(f, &a);
+	relay_expect_job(f, &b);
+	wait_journal(f, qid, "\nF 0 550 5.1.1 <gone@localhost>");
+	/* the local failure waits for the jobs: no report yet */
+	assert_false(relay_readable(f, 300));
+	relay_answer(f, a.id, "via mx.x.test 127.0.0.2 -\n"
+	    "0 F 550 5.1.1 no such user\n");
+	assert_false(relay_readable(f, 300));
+	relay_answer(f, b.id, "via - - -\n0 F 0 5.1.2 domain does not exist\n");
+	relay_expect_job(f, &r);
+	assert_memory_equal(r.head, "domain example.org\n", 19);
+	assert_non_null(strstr(r.head, "\nsender \n"));
+	assert_non_null(strstr(r.body, "Final-Recipient: rfc822;gone@localhost\r\n"
+	    "Action: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550"));
+	assert_non_null(strstr(r.body, "Final-Recipient: rfc822;a@one.test\r\n"
+	    "Action: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; mx.x.test\r\n"
+	    "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"));
+	/* decided by the relay (reply code 0): no Remote-MTA */
+	assert_non_null(strstr(r.body, "Final-Recipient: rfc822;b@two.test\r\n"
+	    "Action: failed\r\nStatus: 5.1.2\r\nDiagnostic-Code: smtp; 550 5.1.2"));
+	wait_queue_gone(f, qid);
+	relay_answer(f, r.id, "via mx.example.org 127.0.0.4 -\n0 D 250 2.0.0 Ok\n");
+	assert_false(relay_readable(f, 800));
+	stop_child(f, 0);
+}
+
+/*
+ * A report that cannot be spooled (incoming/ not writable) is not a
+ * reason to deliver again: the outcomes are journaled, the local
+ * recipient keeps its one copy, and the report alone is retried until
+ * the spool takes it (docs/dsn.md). The queue runs as nobody when the
+ * test is root, so the directory's mode applies to it.
+ */
+static void
+test_report_spool_failure_no_redelivery(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost", "x@far.test" };
+	struct got_job j, r;
+	char qid[17], incoming[256];
+	char *got;
+
+	f->use_relay = true;
+	f->cfg.retry_min = 1;
+	f->cfg.retry_max = 1;
+	if (geteuid() == 0)
+		start_child_as(f, 65534, 65534);
+	else
+		start_child(f);
+	submit(f, 1, rcpts, 2, BODY, qid);
+	relay_expect_job(f, &j);
+	wait_count(f, "mail/localhost/bob/new", 1);
+	wait_journal(f, qid, "\nD 0\n");
+	snprintf(incoming, sizeof(incoming), "%s/incoming", f->spool);
+	assert_int_equal(chmod(incoming, 0500), 0);
+	relay_answer(f, j.id, "via mx.far.test 127.0.0.2 -\n"
+	    "0 F 550 5.1.1 no such user\n");
+	wait_journal(f, qid, "\nF 1 550 5.1.1 no such user\n");
+	/* several report attempts fail (1 s apart): nothing is sent, bob
+	 * is not delivered to again, the file stays for the report */
+	assert_false(relay_readable(f, 3500));
+	assert_int_equal(count_sub(f, "mail/localhost/bob/new"), 1);
+	got = queue_file(f, qid);
+	assert_non_null(strstr(got, "\nF 1 "));
+	assert_null(strstr(got, "\nR 1\n"));
+	free(got);
+	/* the spool works again: the report goes out, once */
+	assert_int_equal(chmod(incoming, 0700), 0);
+	relay_expect_job(f, &r);
+	assert_memory_equal(r.head, "domain example.org\n", 19);
+	assert_non_null(strstr(r.body, "Final-Recipient: rfc822;x@far.test\r\n"
+	    "Action: failed\r\n"));
+	assert_null(strstr(r.body, "bob@localhost"));
+	wait_queue_gone(f, qid);
+	relay_answer(f, r.id, "via mx.example.org 127.0.0.4 -\n0 D 250 2.0.0 Ok\n");
+	assert_false(relay_readable(f, 800));
+	assert_int_equal(count_sub(f, "mail/localhost/bob/new"), 1);
+	stop_child(f, 0);
+}
+
+/*
+ * A crash after the outcomes were journaled and before the report was
+ * spooled: the journal says the report is owed (an A record before F,
+ * no R), so the next start sends it without trying the recipient again.
+ * A final outcome without an A record comes from an older tern, which
+ * spooled the report before journaling: not reported twice.
+ */
+static void
+test_owed_report_after_restart(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "x@far.test" };
+	struct got_job r;
+	char owed[17], old[17], err[256];
+	struct spool *sp;
+	struct spool_msg *m;
+	int64_t now = (int64_t)time(NULL);
+
+	make_queued(f, now - 60, rcpts, 1, owed);
+	make_queued(f, now - 60, rcpts, 1, old);
+	sp = spool_open(f->spool, (uid_t)-1, (gid_t)-1, err, sizeof(err));
+	assert_non_null(sp);
+	m = spool_msg_load(sp, owed, err, sizeof(err));
+	assert_non_null(m);
+	spool_msg_attempt(m, 0, now - 30, 's', "mx.far.test");
+	spool_msg_failed(m, 0, "550 5.1.1 no such user");
+	assert_int_equal(spool_msg_flush(m), 0);
+	spool_msg_close(&m);
+	m = spool_msg_load(sp, old, err, sizeof(err));
+	assert_non_null(m);
+	spool_msg_failed(m, 0, "550 5.1.1 no such user");
+	/* every recipient final, none owed a report: simply removed */
+	assert_int_equal(spool_msg_flush(m), 0);
+	spool_msg_close(&m);
+	spool_free(&sp);
+
+	f->use_relay = true;
+	start_child(f);
+	relay_expect_job(f, &r);
+	assert_memory_equal(r.head, "domain example.org\n", 19);
+	assert_non_null(strstr(r.body, owed));
+	assert_null(strstr(r.body, old));
+	assert_non_null(strstr(r.body, "Final-Recipient: rfc822;x@far.test\r\n"
+	    "Action: failed\r\nStatus: 5.1.1\r\nRemote-MTA: dns; mx.far.test\r\n"
+	    "Diagnostic-Code: smtp; 550 5.1.1 no such user\r\n"
+	    "Last-Attempt-Date: "));
+	wait_queue_gone(f, owed);
+	wait_queue_gone(f, old);
+	relay_answer(f, r.id, "via mx.example.org 127.0.0.4 -\n0 D 250 2.0.0 Ok\n");
+	/* no job for far.test, no second report */
+	assert_false(relay_readable(f, 800));
+	stop_child(f, 0);
+}
+
+/*
+ * A Maildir that cannot be written (here: its directory is a file, which
+ * stops root too) defers the recipient with a generic reply: the path
+ * and the system error stay in the log, since the reply reaches the
+ * sender in delay and expiry reports (docs/dsn.md).
+ */
+static void
+test_local_deferral_reply_is_generic(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost" };
+	char qid[17], path[256], *got;
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/mail/localhost", f->dir);
+	assert_int_equal(util_mkdirs(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/mail/localhost/bob", f->dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	start_child(f);
+	submit(f, 1, rcpts, 1, BODY, qid);
+	wait_journal(f, qid, " 1 451 4.3.0 mailbox temporarily unavailable\n");
+	got = queue_file(f, qid);
+	assert_null(strstr(got, f->dir));
+	assert_null(strstr(got, "maildir"));
+	free(got);
+	stop_child(f, 0);
+}
+
+/*
  * max_relay_connections_per_domain 1: three messages to one domain go
  * one at a time, while a message to another domain is not held up.
  */
@@ -1315,6 +1500,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_relay_jobs, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_expiry, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_delay_report_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_one_report_per_message, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_report_spool_failure_no_redelivery, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_owed_report_after_restart, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_local_deferral_reply_is_generic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_per_domain_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_global_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_recovery, setup, teardown),
