@@ -486,12 +486,19 @@ sendmail_msg_parse(const char *in, size_t len, bool ignore_dots,
 	memset(m, 0, sizeof(*m));
 	while (pos < len) {
 		const char *l = in + pos;
-		const char *nlp = memchr(l, '\n', len - pos);
-		size_t n = nlp ? (size_t)(nlp - l) : len - pos;
+		size_t n = 0;
 
-		pos += n + (nlp != NULL);
-		if (n > 0 && l[n - 1] == '\r')
-			n--;
+		/* CR LF, a lone CR and a lone LF each end a line, as the
+		 * daemon's bare_newline normalize reads them (RFC 5321 2.3.8
+		 * allows only CRLF): a CR kept inside a line here would become
+		 * a line end there, after Bcc: removal and -t, and a "Bcc:"
+		 * hidden behind it would be delivered. */
+		while (pos + n < len && l[n] != '\r' && l[n] != '\n')
+			n++;
+		pos += n;
+		if (pos < len)
+			pos += in[pos] == '\r' && pos + 1 < len &&
+			    in[pos + 1] == '\n' ? 2 : 1;
 		if (!ignore_dots && n == 1 && l[0] == '.')
 			break;
 		if (in_header) {

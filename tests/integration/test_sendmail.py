@@ -94,6 +94,20 @@ class SendmailLocal(SendmailMixin, TernTestCase):
         self.assertNoMail(self.tern.fresh_user())
         self.assertRegex(self.tern.log_text(), r"event=local-submission uid=%d gid=\d+ pid=\d+" % os.getuid())
 
+    def test_lone_cr_ends_a_line(self):
+        # The daemon (bare_newline normalize) reads a lone CR as a line end:
+        # the client must too, or a Bcc: behind one is delivered.
+        tok = harness.token("sm")
+        to, bcc = self.tern.fresh_user(), self.tern.fresh_user()
+        msg = ("To: %s@%s\nSubject: %s\rBcc: %s@%s\r\n\nb\n" % (to, DOMAIN, tok, bcc, DOMAIN))
+        p = self.sendmail(["-t"], msg)
+        self.assertExit(p, 0, "sendmail -t, lone CR before Bcc:")
+        for user in (to, bcc):
+            m = self.tern.wait_for_token(tok, user)
+            self.assertEqual(field_count(m, "Bcc"), 0, "Bcc: delivered to %s:\n%r" % (user, m))
+            self.assertNotIn(b"\r\r", m)
+            self.assertEqual(field_value(m, "Subject"), tok)
+
     def test_existing_fields_kept(self):
         tok = harness.token("sm")
         user = self.tern.fresh_user()
