@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -235,6 +236,73 @@ class SendmailNotRunning(SendmailMixin, TernTestCase):
         finally:
             self.tern.stop()
         self.assertFalse(os.path.exists(path), "the socket outlived tern")
+
+
+def local_greeting(path, timeout=15.0):
+    """Connect to the submit socket; returns (socket, first reply line)."""
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    buf = b""
+    while b"\r\n" not in buf:
+        d = s.recv(512)
+        if not d:
+            break
+        buf += d
+    return s, buf.split(b"\r\n")[0]
+
+
+LOCAL_GREETING = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(15)
+s.connect(sys.argv[1])
+sys.stdout.write(s.recv(512).decode())
+"""
+
+
+class SubmitSocketLimit(TernTestCase):
+    """max_connections_per_ip counts local submission clients by peer uid."""
+    TERN_OPTIONS = {"options": {"max_connections_per_ip": "3", "max_connections": "50"}}
+
+    def test_per_uid_limit(self):
+        path = os.path.join(self.tern.dir, "submit.sock")
+        held = []
+        try:
+            for _ in range(3):
+                s, g = local_greeting(path)
+                held.append(s)
+                self.assertTrue(g.startswith(b"220 "), g)
+            s, g = local_greeting(path)
+            with s:
+                self.assertTrue(g.startswith(b"421 4.7.0 "), g)
+                self.assertIn(b"too many connections from your user", g)
+                self.assertEqual(s.recv(512), b"", "refused connection not closed")
+            self.assertRegex(self.tern.log_text(),
+                             r"event=refused client=local uid=%d reason=max_connections_per_ip" % os.getuid())
+            # another user is not affected
+            if harness.IS_ROOT and os.access(RUNUSER, os.X_OK) and harness.user_exists("nobody"):
+                p = subprocess.run([RUNUSER, "-u", "nobody", "--", "/usr/bin/python3", "-c",
+                                    LOCAL_GREETING, path], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, timeout=30)
+                self.assertTrue(p.stdout.startswith(b"220 "), (p.stdout, p.stderr))
+            # the held ones still work; a freed slot can be used again
+            held[0].sendall(b"NOOP\r\n")
+            self.assertTrue(held[0].recv(512).startswith(b"250 "))
+            held.pop(0).close()
+            deadline = time.monotonic() + 15
+            while True:
+                s, g = local_greeting(path)
+                if g.startswith(b"220 "):
+                    held.append(s)
+                    break
+                s.close()
+                self.assertLess(time.monotonic(), deadline, "no slot freed: %r" % g)
+                time.sleep(0.1)
+        finally:
+            for s in held:
+                s.close()
 
 
 class SendmailRemote(SendmailMixin, test_outbound.OutboundCase):
