@@ -2415,9 +2415,13 @@ smtp_session_start(struct smtp_session *s)
 {
 	log_info("smtp session=%s event=connect client=%s:%u relay=%s", s->id,
 	    s->client->addr, s->client->port, s->client->relay_ok ? "yes" : "no");
-	if (s->aops != NULL && s->aops->throttled != NULL &&
+	if (auth_enabled(s) && s->aops->throttled != NULL &&
 	    s->aops->throttled(s->actx, s->client->addr)) {
-		/* too many failed AUTH attempts from this address lately */
+		/* Too many failed AUTH attempts from this address lately.
+		 * Only where AUTH is offered: a listener without it (the MX
+		 * on port 25) serves the address as ever, or anyone sharing
+		 * its NAT or /64 could cut a legitimate MTA off by failing
+		 * AUTH on the submission port. */
 		reply(s, "421 4.7.0 %s Error: too many failed authentications, "
 		    "try again later", s->cfg->hostname);
 		log_info("smtp session=%s event=disconnect reason=auth-throttled",

@@ -1040,6 +1040,22 @@ test_auth_throttled_greeting(void **state)
 	    "try again later\r\n");
 	assert_true(t.closed);
 	stop(&t);
+
+	/* a listener without AUTH (the MX) serves a throttled address */
+	memset(&t, 0, sizeof(t));
+	fa_throttled = true;
+	start_auth(&t, 0, false, NULL);
+	fa_throttled = true;
+	EXPECT(&t, "", "220 mx.test ESMTP tern\r\n");
+	assert_false(t.closed);
+	EXPECT_PREFIX(&t, "EHLO client.test\r\n", "250-mx.test");
+	EXPECT(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n",
+	    "503 5.5.1 Error: authentication not enabled\r\n");
+	EXPECT(&t, "MAIL FROM:<x@remote.test>\r\nRCPT TO:<bob@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	assert_false(t.closed);
+	stop(&t);
+	fa_throttled = false;
 }
 
 static void
