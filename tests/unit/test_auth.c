@@ -49,6 +49,12 @@ test_b64_decode(void **state)
 		{ "url-safe alphabet", "YW_j", -1, NULL },
 		{ "CR", "YWJj\r", -1, NULL },
 		{ "8-bit", "YWJ\xc3", -1, NULL },
+		/* RFC 4648 3.5: non-zero bits before the padding */
+		{ "two pads, lowest unused bit set", "YR==", -1, NULL },
+		{ "two pads, unused bits set", "YX==", -1, NULL },
+		{ "one pad, lowest unused bit set", "YWJ=", -1, NULL },
+		{ "one pad, unused bits set", "YWH=", -1, NULL },
+		{ "one pad, canonical", "YWE=", 2, "aa" },
 	};
 	unsigned char out[64];
 
