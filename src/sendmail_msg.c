@@ -464,8 +464,11 @@ take_field(struct sendmail_msg *m, const char *f, size_t n, bool extract,
 			return -1;
 		}
 	}
-	if (bcc)
-		return 0;   /* RFC 5322 3.6.3: never shown to the recipients */
+	/* RFC 5322 3.6.3, 3.6.6: Bcc: and Resent-Bcc: are never shown to
+	 * the recipients (Resent-* fields name no recipients for -t, as
+	 * Resent-To: does not) */
+	if (bcc || name_is(f, nl, "resent-bcc"))
+		return 0;
 	m->has_from |= name_is(f, nl, "from");
 	m->has_date |= name_is(f, nl, "date");
 	m->has_message_id |= name_is(f, nl, "message-id");

@@ -244,6 +244,11 @@ static const struct msg_case msg_cases[] = {
 	  "To: Joe Smith\r\n", "b\r\n", "", false, false, false },
 	{ "group in To", "To: list:;\nCc: a@x.org\n\nb\n", false, true, 0,
 	  "To: list:;\r\nCc: a@x.org\r\n", "b\r\n", "a@x.org", false, false, false },
+	{ "Resent-Bcc removed, not extracted", "Resent-To: r@x.org\n"
+	  "Resent-Bcc: rb@x.org,\n rc@x.org\nRESENT-BCC : rd@x.org\nTo: a@x.org\n"
+	  "X-Resent-Bcc: x@x.org\n\nResent-Bcc: body@x.org\n", false, true, 0,
+	  "Resent-To: r@x.org\r\nTo: a@x.org\r\nX-Resent-Bcc: x@x.org\r\n",
+	  "Resent-Bcc: body@x.org\r\n", "a@x.org", false, false, false },
 	/* a lone CR ends a line as the daemon reads it (bare_newline
 	 * normalize): the Bcc: behind it is a field, and removed */
 	{ "lone CR before Bcc", "Subject: x\rBcc: u01@x.org\rTo: a@x.org\n\nb\n",
