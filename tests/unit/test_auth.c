@@ -294,6 +294,7 @@ test_auth_cancel_and_table_bound(void **state)
 	struct event_base *base = event_base_new();
 	struct auth *a = auth_new(base, cfg);
 	struct result r = { 0 }, r2 = { 0 };
+	int nfill = AUTH_TABLE_BUCKETS * AUTH_TABLE_WAYS + 100, nlocked = 0;
 	void *h;
 
 	/* cancelled while a worker hashes: no callback, freed later */
@@ -312,15 +313,26 @@ test_auth_cancel_and_table_bound(void **state)
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	assert_false(r.done);
 	assert_false(r2.done);
-	/* more failing addresses than the table holds: it stays bounded
-	 * (a fixed array), and the newest lock-outs are kept */
-	for (int i = 0; i < AUTH_TABLE_BUCKETS * AUTH_TABLE_WAYS + 100; i += 97) {
+	/* more failing addresses than the table holds (every one of them):
+	 * it stays bounded (a fixed array: some early ones are forgotten),
+	 * and the newest lock-outs are kept */
+	for (int i = 0; i < nfill; i++) {
 		snprintf(addr, sizeof(addr), "10.%d.%d.%d", i >> 16 & 255,
 		    i >> 8 & 255, i & 255);
 		assert_int_equal(verify(a, base, addr, "nobody", "x", NULL),
 		    SMTP_AUTH_LOCKED);
 		assert_true(auth_ops.throttled(a, addr));
 	}
+	for (int i = 0; i < nfill; i++) {
+		snprintf(addr, sizeof(addr), "10.%d.%d.%d", i >> 16 & 255,
+		    i >> 8 & 255, i & 255);
+		if (auth_ops.throttled(a, addr))
+			nlocked++;
+		else if (i >= nfill - 32)   /* 5 of the last 32 in one bucket */
+			fail_msg("%s, among the newest, was evicted", addr);
+	}
+	assert_true(nlocked <= AUTH_TABLE_BUCKETS * AUTH_TABLE_WAYS);
+	assert_true(nlocked >= nfill / 2);   /* ~850 evicted, by chance */
 	auth_free(&a);
 	event_base_free(base);
 	config_free(&cfg);
