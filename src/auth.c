@@ -5,8 +5,13 @@
  * A job goes: start() -> todo list (under mu) -> a worker runs crypt_r()
  * -> done list (under mu) + eventfd -> the loop (done_cb) -> the session's
  * callback, at once on success, or after the failure delay (a timer).
- * cancel() only marks a job that a worker holds; the loop frees it when it
- * comes back. The failure table is touched by the loop only.
+ * cancel() takes a job nobody has started off the todo list (under mu)
+ * and frees it; it only marks a job that a worker holds, and the loop
+ * frees that one when it comes back. Every job queued or hashing is also
+ * on the loop's pending list, which the limits (AUTH_PENDING_MAX, ..._PER_ADDR)
+ * count. The attempt is counted against the address when the job is
+ * queued and given back if it succeeds. The failure table and the pending
+ * list are touched by the loop only.
  */
 #include <arpa/inet.h>
 #include <crypt.h>
@@ -32,6 +37,7 @@ struct auth_job {
 	struct auth *a;
 	enum job_state state;
 	bool cancelled;          /* loop only */
+	bool charged;            /* counted against the address (loop only) */
 	bool ok;                 /* the worker's answer */
 	bool known;              /* a real, unlocked account */
 	enum smtp_auth_verdict verdict;   /* JOB_DELAY: what cb gets */
@@ -43,6 +49,7 @@ struct auth_job {
 	void *arg;
 	struct event *delay_ev;
 	struct auth_job *next;
+	struct auth_job *pend_prev, *pend_next;   /* pending list (loop only) */
 };
 
 struct peer {
@@ -66,6 +73,8 @@ struct auth {
 	size_t nthreads;
 	int done_fd;
 	struct event *done_ev;
+	struct auth_job *pending;   /* queued or hashing (loop only) */
+	size_t npending;
 	uint64_t seed;
 	struct peer table[AUTH_TABLE_BUCKETS][AUTH_TABLE_WAYS];
 };
@@ -151,6 +160,88 @@ peer_locked(struct auth *a, const uint8_t key[17], int64_t now)
 	struct peer *p = peer_get(a, key, false, now);
 
 	return p != NULL && p->locked_until > now;
+}
+
+/* An attempt from key is queued: it counts as a failure until it
+ * succeeds (peer_refund()), so one given up on still counts. */
+static void
+peer_charge(struct auth *a, const uint8_t key[17], int64_t now)
+{
+	struct peer *p = peer_get(a, key, true, now);
+
+	if (now - p->last_fail > (int64_t)a->cfg->auth_throttle_time * 1000)
+		p->failures = 0;
+	p->failures++;
+	p->last_fail = now;
+}
+
+/* The attempt succeeded: it was not a failure after all. */
+static void
+peer_refund(struct auth *a, const uint8_t key[17], int64_t now)
+{
+	struct peer *p = peer_get(a, key, false, now);
+
+	if (p != NULL && p->failures > 0)
+		p->failures--;
+}
+
+/* j's attempt failed (wrong password, or given up on): its charge
+ * stands; the auth_max_failures-th locks the address out. Returns the
+ * address's entry. */
+static struct peer *
+peer_failed(struct auth *a, const struct auth_job *j, int64_t now)
+{
+	const struct config *cfg = a->cfg;
+	struct peer *p = peer_get(a, j->key, true, now);
+
+	if (p->failures == 0) {
+		/* the entry was recycled since the charge: charge again */
+		p->failures = 1;
+		p->last_fail = now;
+	}
+	if (p->failures >= cfg->auth_max_failures && p->locked_until <= now) {
+		p->locked_until = now + (int64_t)cfg->auth_throttle_time * 1000;
+		log_info("smtp event=auth-throttle client=%s failures=%u "
+		    "seconds=%u", j->addr, p->failures, cfg->auth_throttle_time);
+	}
+	return p;
+}
+
+/* ---- the pending list (loop only) ---- */
+
+static void
+pending_add(struct auth *a, struct auth_job *j)
+{
+	j->pend_prev = NULL;
+	j->pend_next = a->pending;
+	if (a->pending != NULL)
+		a->pending->pend_prev = j;
+	a->pending = j;
+	a->npending++;
+}
+
+static void
+pending_del(struct auth *a, struct auth_job *j)
+{
+	if (j->pend_prev != NULL)
+		j->pend_prev->pend_next = j->pend_next;
+	else
+		a->pending = j->pend_next;
+	if (j->pend_next != NULL)
+		j->pend_next->pend_prev = j->pend_prev;
+	j->pend_prev = j->pend_next = NULL;
+	a->npending--;
+}
+
+/* Jobs of key queued or hashing (at most AUTH_PENDING_MAX to look at). */
+static size_t
+pending_for(const struct auth *a, const uint8_t key[17])
+{
+	size_t n = 0;
+
+	for (const struct auth_job *j = a->pending; j != NULL; j = j->pend_next)
+		n += memcmp(j->key, key, 17) == 0;
+	return n;
 }
 
 /* ---- workers ---- */
@@ -264,19 +355,13 @@ job_finish(struct auth *a, struct auth_job *j)
 		smtp_auth_cb cb = j->cb;
 		void *cbarg = j->arg;
 
+		peer_refund(a, j->key, now);
 		job_free(j);
 		cb(cbarg, SMTP_AUTH_OK);
 		return;
 	}
-	p = peer_get(a, j->key, true, now);
-	if (now - p->last_fail > (int64_t)cfg->auth_throttle_time * 1000)
-		p->failures = 0;
-	p->failures++;
-	p->last_fail = now;
-	if (p->failures >= cfg->auth_max_failures) {
-		p->locked_until = now + (int64_t)cfg->auth_throttle_time * 1000;
-		log_info("smtp event=auth-throttle client=%s failures=%u "
-		    "seconds=%u", j->addr, p->failures, cfg->auth_throttle_time);
+	p = peer_failed(a, j, now);
+	if (p->locked_until > now) {
 		job_answer_later(j, SMTP_AUTH_LOCKED, 0);
 		return;
 	}
@@ -301,6 +386,7 @@ done_cb(evutil_socket_t fd, short ev, void *arg)
 	pthread_mutex_unlock(&a->mu);
 	for (; j != NULL; j = next) {
 		next = j->next;
+		pending_del(a, j);
 		if (j->cancelled)
 			job_free(j);
 		else
@@ -315,6 +401,7 @@ auth_start(void *ctx, const char *client_addr, const char *user, size_t ulen,
 	struct auth *a = ctx;
 	struct auth_job *j = xcalloc(1, sizeof(*j));
 	const struct config_passwd *u = config_find_passwd(a->cfg, user, ulen);
+	int64_t now = util_mono_ms();
 
 	j->a = a;
 	j->cb = cb;
@@ -322,11 +409,22 @@ auth_start(void *ctx, const char *client_addr, const char *user, size_t ulen,
 	j->state = JOB_WORKING;
 	util_strlcpy(j->addr, client_addr, sizeof(j->addr));
 	peer_key(client_addr, j->key);
-	if (peer_locked(a, j->key, util_mono_ms())) {
+	if (peer_locked(a, j->key, now)) {
 		/* locked out by failures on another connection */
 		job_answer_later(j, SMTP_AUTH_LOCKED, 0);
 		return j;
 	}
+	/* RFC 4954 6: 454 4.7.0 when the server cannot verify now. Nothing
+	 * is hashed and nothing counted: the queue of hashes stays short
+	 * whoever floods it. */
+	if (a->npending >= AUTH_PENDING_MAX ||
+	    pending_for(a, j->key) >= AUTH_PENDING_PER_ADDR) {
+		job_answer_later(j, SMTP_AUTH_TEMPFAIL, 0);
+		return j;
+	}
+	peer_charge(a, j->key, now);
+	j->charged = true;
+	pending_add(a, j);
 	ASSERT(plen <= SASL_FIELD_MAX);
 	memcpy(j->pass, pass, plen);
 	j->pass[plen] = '\0';
@@ -346,12 +444,36 @@ auth_start(void *ctx, const char *client_addr, const char *user, size_t ulen,
 static void
 auth_cancel(void *ctx, void *handle)
 {
-	struct auth_job *j = handle;
+	struct auth *a = ctx;
+	struct auth_job *j = handle, **pp, *prev = NULL;
+	bool unlisted = false;
 
-	if (j->state == JOB_DELAY)
+	if (j->state == JOB_DELAY) {
+		job_free(j);   /* answered already: counted as it was */
+		return;
+	}
+	/* Given up on before the answer: a failure (the client may be
+	 * flooding us with attempts it never waits for). */
+	if (j->charged)
+		(void)peer_failed(a, j, util_mono_ms());
+	pthread_mutex_lock(&a->mu);
+	for (pp = &a->todo_head; *pp != NULL; prev = *pp, pp = &(*pp)->next) {
+		if (*pp == j) {
+			*pp = j->next;
+			if (a->todo_tail == j)
+				a->todo_tail = prev;
+			unlisted = true;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (unlisted) {
+		/* no worker took it: no hash for it */
+		pending_del(a, j);
 		job_free(j);
-	else
+	} else {
 		j->cancelled = true;   /* a worker has it; done_cb frees it */
+	}
 }
 
 static bool

@@ -16,6 +16,14 @@
  * within auth_throttle_time (up to 16 times), on a timer; the
  * auth_max_failures-th is SMTP_AUTH_LOCKED, and the address is then
  * refused (throttled()) for auth_throttle_time.
+ *
+ * An attempt counts as a failure from the moment it is queued and is
+ * given back only when it succeeds: a client that gives up (or resets
+ * the connection) before the answer has still failed once. A cancelled
+ * job that no worker has taken leaves the queue at once, so it costs no
+ * hash. At most AUTH_PENDING_MAX verifications wait or run at a time,
+ * AUTH_PENDING_PER_ADDR of them for one address; beyond that start()
+ * answers SMTP_AUTH_TEMPFAIL (454 4.7.0, RFC 4954 6) without hashing.
  */
 #ifndef TERN_AUTH_H
 #define TERN_AUTH_H
@@ -29,6 +37,8 @@ struct event_base;
 #define AUTH_THREADS 2           /* hash workers */
 #define AUTH_TABLE_BUCKETS 1024  /* per-address failure table ... */
 #define AUTH_TABLE_WAYS 4        /* ... 4096 addresses, LRU per bucket */
+#define AUTH_PENDING_MAX 64      /* verifications queued or hashing */
+#define AUTH_PENDING_PER_ADDR 4  /* ... of them for one address (key) */
 
 /* The verifier for cfg's passwd_file on base; starts the workers.
  * cfg must outlive it. Never NULL (aborts on failure). */

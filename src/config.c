@@ -369,7 +369,8 @@ static const struct option top_opts[] = {
 	  "421 4.7.0 and are closed." },
 	{ "max_connections_per_ip", T_UINT, "N", "20", NULL, 1, 65535, false,
 	  TOP(max_connections_per_ip), NULL, NULL,
-	  "Simultaneous sessions from one client address; further "
+	  "Simultaneous sessions from one client address (for the local "
+	  "submit_socket: from one user, by peer uid); further "
 	  "connections get 421 4.7.0 and are closed." },
 	{ "max_errors", T_UINT, "N", "10", NULL, 1, 1000, false,
 	  TOP(max_errors), NULL, NULL,

@@ -180,8 +180,9 @@ bind_listener(const struct config_listener *l)
  * The local submission socket (submit_socket; tern sendmail connects to
  * it). A stale socket is replaced, anything else at the path is left
  * alone, and a socket another tern still answers on is never stolen.
- * Mode 0666: every local user may submit; who did is known from
- * SO_PEERCRED in the smtp process. Returns the listening fd.
+ * Mode 0666 (set by the umask at bind(), never by a chmod of the path):
+ * every local user may submit; who did is known from SO_PEERCRED in the
+ * smtp process. Returns the listening fd.
  */
 static int
 bind_submit_socket(const char *path, ino_t *ino)
@@ -189,7 +190,8 @@ bind_submit_socket(const char *path, ino_t *ino)
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct stat st;
 	char *dir, *slash;
-	int fd;
+	mode_t old_umask;
+	int fd, rc, e;
 
 	if (strlen(path) >= sizeof(sun.sun_path))
 		fatal("submit_socket %s: path too long", path);
@@ -218,11 +220,22 @@ bind_submit_socket(const char *path, ino_t *ino)
 	}
 	free(dir);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd == -1 || bind(fd, (struct sockaddr *)&sun, sizeof(sun)) == -1 ||
-	    chmod(path, 0666) == -1 || listen(fd, 128) == -1 ||
-	    lstat(path, &st) == -1)
+	if (fd == -1)
 		fatal("cannot listen on submit_socket %s: %s", path,
 		    strerror(errno));
+	/* bind() creates the file with mode 0777 & ~umask: 0666 here. No
+	 * chmod(path) afterwards, which would follow whatever the path has
+	 * become by then (a symlink swapped in, if the directory lets
+	 * someone else write to it). */
+	old_umask = umask(0111);
+	rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
+	e = errno;
+	umask(old_umask);
+	if (rc == -1 || listen(fd, 128) == -1)
+		fatal("cannot listen on submit_socket %s: %s", path,
+		    strerror(rc == -1 ? e : errno));
+	if (lstat(path, &st) == -1 || !S_ISSOCK(st.st_mode))
+		fatal("submit_socket %s: not our socket after bind", path);
 	*ino = st.st_ino;
 	return fd;
 }

@@ -51,6 +51,12 @@ sasl_b64_decode(const char *src, size_t len, unsigned char *dst,
 			if (pad > 0 || (v[k] = b64_value(c)) < 0)
 				return -1;
 		}
+		/* RFC 4648 3.5: the unused bits before padding are zero in a
+		 * canonical encoding; a decoder may refuse others, and one
+		 * that accepts them lets one message have many encodings
+		 * ("YR==" and "YQ==" would both be "a"). */
+		if ((pad == 2 && (v[1] & 15) != 0) || (pad == 1 && (v[2] & 3) != 0))
+			return -1;
 		if (o + (size_t)(3 - pad) > dstsize)
 			return -1;
 		dst[o++] = (unsigned char)(v[0] << 2 | v[1] >> 4);

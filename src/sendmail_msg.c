@@ -464,8 +464,11 @@ take_field(struct sendmail_msg *m, const char *f, size_t n, bool extract,
 			return -1;
 		}
 	}
-	if (bcc)
-		return 0;   /* RFC 5322 3.6.3: never shown to the recipients */
+	/* RFC 5322 3.6.3, 3.6.6: Bcc: and Resent-Bcc: are never shown to
+	 * the recipients (Resent-* fields name no recipients for -t, as
+	 * Resent-To: does not) */
+	if (bcc || name_is(f, nl, "resent-bcc"))
+		return 0;
 	m->has_from |= name_is(f, nl, "from");
 	m->has_date |= name_is(f, nl, "date");
 	m->has_message_id |= name_is(f, nl, "message-id");
@@ -486,12 +489,19 @@ sendmail_msg_parse(const char *in, size_t len, bool ignore_dots,
 	memset(m, 0, sizeof(*m));
 	while (pos < len) {
 		const char *l = in + pos;
-		const char *nlp = memchr(l, '\n', len - pos);
-		size_t n = nlp ? (size_t)(nlp - l) : len - pos;
+		size_t n = 0;
 
-		pos += n + (nlp != NULL);
-		if (n > 0 && l[n - 1] == '\r')
-			n--;
+		/* CR LF, a lone CR and a lone LF each end a line, as the
+		 * daemon's bare_newline normalize reads them (RFC 5321 2.3.8
+		 * allows only CRLF): a CR kept inside a line here would become
+		 * a line end there, after Bcc: removal and -t, and a "Bcc:"
+		 * hidden behind it would be delivered. */
+		while (pos + n < len && l[n] != '\r' && l[n] != '\n')
+			n++;
+		pos += n;
+		if (pos < len)
+			pos += in[pos] == '\r' && pos + 1 < len &&
+			    in[pos + 1] == '\n' ? 2 : 1;
 		if (!ignore_dots && n == 1 && l[0] == '.')
 			break;
 		if (in_header) {

@@ -374,13 +374,21 @@ static const struct smtp_domain_check_ops domain_check_ops = {
 	.cancel = domain_check_cancel,
 };
 
+/* Connections from the client of ss: the same IPv4 or IPv6 address, or
+ * for local submission (AF_UNIX, no address to tell clients apart) the
+ * same peer uid (SO_PEERCRED). */
 static unsigned
-count_from(struct smtp_server *srv, const struct sockaddr_storage *ss)
+count_from(struct smtp_server *srv, const struct sockaddr_storage *ss,
+    bool local, unsigned long uid)
 {
 	unsigned n = 0;
 
 	for (struct conn *c = srv->conns; c; c = c->next) {
-		if (c->ss.ss_family != ss->ss_family)
+		if (local) {
+			n += c->client.local && c->client.uid == uid;
+			continue;
+		}
+		if (c->client.local || c->ss.ss_family != ss->ss_family)
 			continue;
 		if (ss->ss_family == AF_INET &&
 		    ((const struct sockaddr_in *)&c->ss)->sin_addr.s_addr ==
@@ -452,11 +460,18 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		refuse(srv, fd, addr, reply, "max_connections");
 		return;
 	}
-	if (count_from(srv, &ss) >= cfg->max_connections_per_ip) {
+	if (count_from(srv, &ss, local, (unsigned long)cred.uid) >=
+	    cfg->max_connections_per_ip) {
+		char who[64];
+
 		snprintf(reply, sizeof(reply),
-		    "421 4.7.0 %s Error: too many connections from your address",
-		    cfg->hostname);
-		refuse(srv, fd, addr, reply, "max_connections_per_ip");
+		    "421 4.7.0 %s Error: too many connections from your %s",
+		    cfg->hostname, local ? "user" : "address");
+		if (local)
+			snprintf(who, sizeof(who), "local uid=%lu",
+			    (unsigned long)cred.uid);
+		refuse(srv, fd, local ? who : addr, reply,
+		    "max_connections_per_ip");
 		return;
 	}
 

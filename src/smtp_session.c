@@ -25,7 +25,10 @@
  * domains. For an authenticated session the message header is held back
  * until its end (at most HDR_CAPTURE_MAX octets) so that its From: can be
  * checked against the user's addresses and Date:/Message-ID: added when
- * missing (RFC 6409 8.3, 8.6) before anything reaches the queue.
+ * missing (RFC 6409 8.3, 8.6) before anything reaches the queue. With
+ * the From: check, a larger header, or one with control characters
+ * (other than TAB), is refused: it cannot be checked whole. A header that
+ * starts with a continuation line is refused in any case.
  */
 #include <errno.h>
 #include <event2/buffer.h>
@@ -615,10 +618,34 @@ mailbox_list(const char *v, char (*out)[SMTP_ADDR_PATH_MAX + 1], int max)
 	}
 }
 
+/*
+ * true if the header (h, n) has a control character other than TAB and
+ * the CR LF line ends: NUL ends a C string early (mailbox_list() would
+ * not see what follows it), and others are read differently by different
+ * programs, so a header with one cannot be checked (RFC 5322 2.2: a
+ * field body is printable US-ASCII and WSP; control characters appear
+ * only in the obsolete syntax of RFC 5322 4).
+ */
+static bool
+header_has_ctl(const char *h, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)h[i];
+
+		if (c == '\r' && i + 1 < n && h[i + 1] == '\n') {
+			i++;
+			continue;
+		}
+		if ((c < 0x20 && c != '\t') || c == 0x7f)
+			return true;
+	}
+	return false;
+}
+
 /* From: of a submitted message: present once, and every address in it
  * one of the user's (auth_check_from). Sets from_error and its reply. */
 static void
-check_from(struct smtp_session *s, const char *h, size_t n, bool overflow)
+check_from(struct smtp_session *s, const char *h, size_t n)
 {
 	struct transaction *t = &s->tx;
 	char (*addrs)[SMTP_ADDR_PATH_MAX + 1];
@@ -632,8 +659,7 @@ check_from(struct smtp_session *s, const char *h, size_t n, bool overflow)
 	t->from_error = true;
 	if (v == NULL) {
 		snprintf(t->from_buf, sizeof(t->from_buf), "553 5.7.1 Sender "
-		    "address rejected: %s", overflow ? "no From: header in the "
-		    "first 64 KiB" : "message has no From: header");
+		    "address rejected: message has no From: header");
 		return;
 	}
 	addrs = xcalloc(FROM_ADDRS_MAX, sizeof(*addrs));
@@ -675,8 +701,29 @@ hdr_finish(struct smtp_session *s, bool overflow)
 	char date[64];
 
 	t->hdr_phase = false;
-	if (s->cfg->auth_check_from)
-		check_from(s, h ? h : "", n, overflow);
+	if (n > 0 && (h[0] == ' ' || h[0] == '\t')) {
+		/* RFC 5322 2.2.3: a line starting with WSP continues the field
+		 * before it; here that would be the Message-ID: or Date: added
+		 * below (or the Received: field), so the field would change. */
+		t->from_error = true;
+		util_strlcpy(t->from_buf, "554 5.6.0 Error: malformed message "
+		    "header: it starts with a continuation line",
+		    sizeof(t->from_buf));
+	} else if (s->cfg->auth_check_from && overflow) {
+		/* What is past the capture was never seen: a second From:
+		 * could hide there. Refuse rather than check half. */
+		t->from_error = true;
+		snprintf(t->from_buf, sizeof(t->from_buf), "552 5.3.4 Error: "
+		    "message header too large to check (over %d octets)",
+		    HDR_CAPTURE_MAX);
+	} else if (s->cfg->auth_check_from && header_has_ctl(h, n)) {
+		t->from_error = true;
+		util_strlcpy(t->from_buf, "553 5.7.1 Sender address rejected: "
+		    "control character in the message header, From: cannot be "
+		    "checked", sizeof(t->from_buf));
+	} else if (s->cfg->auth_check_from) {
+		check_from(s, h ? h : "", n);
+	}
 	if (!overflow) {
 		/* RFC 6409 8.3: add Date: when missing */
 		if (!header_has(h ? h : "", n, "Date")) {
@@ -2368,9 +2415,13 @@ smtp_session_start(struct smtp_session *s)
 {
 	log_info("smtp session=%s event=connect client=%s:%u relay=%s", s->id,
 	    s->client->addr, s->client->port, s->client->relay_ok ? "yes" : "no");
-	if (s->aops != NULL && s->aops->throttled != NULL &&
+	if (auth_enabled(s) && s->aops->throttled != NULL &&
 	    s->aops->throttled(s->actx, s->client->addr)) {
-		/* too many failed AUTH attempts from this address lately */
+		/* Too many failed AUTH attempts from this address lately.
+		 * Only where AUTH is offered: a listener without it (the MX
+		 * on port 25) serves the address as ever, or anyone sharing
+		 * its NAT or /64 could cut a legitimate MTA off by failing
+		 * AUTH on the submission port. */
 		reply(s, "421 4.7.0 %s Error: too many failed authentications, "
 		    "try again later", s->cfg->hostname);
 		log_info("smtp session=%s event=disconnect reason=auth-throttled",

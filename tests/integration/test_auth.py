@@ -391,8 +391,13 @@ class Throttle(AuthCase):
         # the address is refused now, even for the right password ...
         with self.tern.client(port=self.sub, source=self.SRC) as c2:
             self.assertReply(c2.greeting(), 421)
+        # ... but not on the MX listener, which offers no AUTH: a NAT or /64
+        # shared with an attacker must not cut a legitimate MTA off
         with self.tern.client(source=self.SRC) as c2:
-            self.assertReply(c2.greeting(), 421)
+            self.assertReply(c2.greeting(), 220)
+            self.assertReply(c2.ehlo("client.test"), 250)
+            self.assertReply(c2.cmd("MAIL FROM:<someone@remote.test>"), 250)
+            self.assertReply(c2.cmd("RCPT TO:<alice@%s>" % DOMAIN), 250)
         # ... other addresses are not
         with self.login_session() as c3:
             self.assertReply(c3.cmd("NOOP"), 250)

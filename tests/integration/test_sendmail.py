@@ -17,9 +17,11 @@ others); 64 for bad usage; 65 for a bad address.
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -85,14 +87,31 @@ class SendmailLocal(SendmailMixin, TernTestCase):
         for user in (to, bcc):
             m = self.tern.wait_for_token(tok, user)
             self.assertEqual(field_count(m, "Bcc"), 0, "Bcc: kept for %s:\n%r" % (user, m))
+            if user == to:
+                # nothing in the To: recipient's copy names the Bcc recipient
+                self.assertNotIn(("%s@%s" % (bcc, DOMAIN)).encode(), m,
+                                 "the Bcc recipient shows in the To: recipient's copy")
             for name in ("From", "Date", "Message-ID", "To", "Subject"):
                 self.assertEqual(field_count(m, name), 1, "%s: %s: not exactly once:\n%r" % (user, name, m))
             harness.parse_date(field_value(m, "Date"))
             self.assertRegex(field_value(m, "Message-ID"), r"^<[^<>@\s]+@%s>$" % re.escape(harness.HOSTNAME))
             self.assertIn("uid %d" % os.getuid(), field_value(m, "Received"))
             self.assertIn(b"\nbody of " + tok.encode(), harness.crlf_to_lf(m))
-        self.assertNoMail(self.tern.fresh_user())
         self.assertRegex(self.tern.log_text(), r"event=local-submission uid=%d gid=\d+ pid=\d+" % os.getuid())
+
+    def test_lone_cr_ends_a_line(self):
+        # The daemon (bare_newline normalize) reads a lone CR as a line end:
+        # the client must too, or a Bcc: behind one is delivered.
+        tok = harness.token("sm")
+        to, bcc = self.tern.fresh_user(), self.tern.fresh_user()
+        msg = ("To: %s@%s\nSubject: %s\rBcc: %s@%s\r\n\nb\n" % (to, DOMAIN, tok, bcc, DOMAIN))
+        p = self.sendmail(["-t"], msg)
+        self.assertExit(p, 0, "sendmail -t, lone CR before Bcc:")
+        for user in (to, bcc):
+            m = self.tern.wait_for_token(tok, user)
+            self.assertEqual(field_count(m, "Bcc"), 0, "Bcc: delivered to %s:\n%r" % (user, m))
+            self.assertNotIn(b"\r\r", m)
+            self.assertEqual(field_value(m, "Subject"), tok)
 
     def test_existing_fields_kept(self):
         tok = harness.token("sm")
@@ -221,6 +240,122 @@ class SendmailNotRunning(SendmailMixin, TernTestCase):
         finally:
             self.tern.stop()
         self.assertFalse(os.path.exists(path), "the socket outlived tern")
+
+
+class SubmitSocketMode(SendmailMixin, TernTestCase):
+    """The submit socket gets mode 0666 from the umask at bind(), whatever
+    umask tern inherited, and its path is never chmod()ed (a chmod after
+    bind() follows a symlink swapped in meanwhile)."""
+    START = False
+
+    def test_mode_by_umask_no_chmod(self):
+        strace = shutil.which("strace")
+        if strace is None:
+            self.skipTest("strace missing")
+        trace = os.path.join(self.tern.dir, "strace.out")
+        path = os.path.join(self.tern.dir, "submit.sock")
+        orig = self.tern.command
+        # strace -f follows the workers; only the file-mode calls are traced
+        self.tern.command = lambda *a: [strace, "-f", "-qq", "-o", trace, "-e",
+                                        "trace=chmod,fchmodat,umask,bind"] + orig(*a)
+        orig_env = self.tern.env
+        # LeakSanitizer cannot run under ptrace; the rest of ASan can
+        self.tern.env = lambda: dict(orig_env(), ASAN_OPTIONS="detect_leaks=0:abort_on_error=0")
+        old = os.umask(0o077)
+        try:
+            self.tern.start()
+        finally:
+            os.umask(old)
+            self.tern.command = orig
+            self.tern.env = orig_env
+        try:
+            st = os.lstat(path)
+            self.assertEqual(st.st_mode & 0o777, 0o666)
+            tok = harness.token("sm")
+            p = self.sendmail(["alice@%s" % DOMAIN], "Subject: %s\n\nb\n" % tok)
+            self.assertExit(p, 0)
+            self.tern.wait_for_token(tok, "alice")
+        finally:
+            # SIGTERM the traced tern parent (strace's child) by PID, so
+            # it shuts down as usual and strace exits with it
+            sp = self.tern.proc.pid
+            with open("/proc/%d/task/%d/children" % (sp, sp)) as f:
+                kids = [int(k) for k in f.read().split()]
+            for k in kids:
+                os.kill(k, signal.SIGTERM)
+            self.tern.stop()
+        with open(trace) as f:
+            text = f.read()
+        self.assertNotRegex(text, r"chmod(at)?\(.*submit\.sock", "the socket path was chmod()ed")
+        self.assertRegex(text, r"umask\(0111\).*\n(.*\n)*?.*bind\(\d+, \{sa_family=AF_UNIX, sun_path=\"%s\"" %
+                         re.escape(path))
+
+
+def local_greeting(path, timeout=15.0):
+    """Connect to the submit socket; returns (socket, first reply line)."""
+    import socket
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect(path)
+    buf = b""
+    while b"\r\n" not in buf:
+        d = s.recv(512)
+        if not d:
+            break
+        buf += d
+    return s, buf.split(b"\r\n")[0]
+
+
+LOCAL_GREETING = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(15)
+s.connect(sys.argv[1])
+sys.stdout.write(s.recv(512).decode())
+"""
+
+
+class SubmitSocketLimit(TernTestCase):
+    """max_connections_per_ip counts local submission clients by peer uid."""
+    TERN_OPTIONS = {"options": {"max_connections_per_ip": "3", "max_connections": "50"}}
+
+    def test_per_uid_limit(self):
+        path = os.path.join(self.tern.dir, "submit.sock")
+        held = []
+        try:
+            for _ in range(3):
+                s, g = local_greeting(path)
+                held.append(s)
+                self.assertTrue(g.startswith(b"220 "), g)
+            s, g = local_greeting(path)
+            with s:
+                self.assertTrue(g.startswith(b"421 4.7.0 "), g)
+                self.assertIn(b"too many connections from your user", g)
+                self.assertEqual(s.recv(512), b"", "refused connection not closed")
+            self.assertRegex(self.tern.log_text(),
+                             r"event=refused client=local uid=%d reason=max_connections_per_ip" % os.getuid())
+            # another user is not affected
+            if harness.IS_ROOT and os.access(RUNUSER, os.X_OK) and harness.user_exists("nobody"):
+                p = subprocess.run([RUNUSER, "-u", "nobody", "--", "/usr/bin/python3", "-c",
+                                    LOCAL_GREETING, path], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, timeout=30)
+                self.assertTrue(p.stdout.startswith(b"220 "), (p.stdout, p.stderr))
+            # the held ones still work; a freed slot can be used again
+            held[0].sendall(b"NOOP\r\n")
+            self.assertTrue(held[0].recv(512).startswith(b"250 "))
+            held.pop(0).close()
+            deadline = time.monotonic() + 15
+            while True:
+                s, g = local_greeting(path)
+                if g.startswith(b"220 "):
+                    held.append(s)
+                    break
+                s.close()
+                self.assertLess(time.monotonic(), deadline, "no slot freed: %r" % g)
+                time.sleep(0.1)
+        finally:
+            for s in held:
+                s.close()
 
 
 class SendmailRemote(SendmailMixin, test_outbound.OutboundCase):

@@ -49,6 +49,12 @@ test_b64_decode(void **state)
 		{ "url-safe alphabet", "YW_j", -1, NULL },
 		{ "CR", "YWJj\r", -1, NULL },
 		{ "8-bit", "YWJ\xc3", -1, NULL },
+		/* RFC 4648 3.5: non-zero bits before the padding */
+		{ "two pads, lowest unused bit set", "YR==", -1, NULL },
+		{ "two pads, unused bits set", "YX==", -1, NULL },
+		{ "one pad, lowest unused bit set", "YWJ=", -1, NULL },
+		{ "one pad, unused bits set", "YWH=", -1, NULL },
+		{ "one pad, canonical", "YWE=", 2, "aa" },
 	};
 	unsigned char out[64];
 
@@ -148,6 +154,9 @@ on_result(void *arg, enum smtp_auth_verdict v)
 	r->at = util_mono_ms();
 }
 
+/* rounds of the test users' SHA-512 hashes: cheap keeps tests fast */
+static unsigned hash_rounds = 1000;
+
 static struct config *
 auth_config(char *dir, size_t dirsize, const char *extra)
 {
@@ -158,8 +167,7 @@ auth_config(char *dir, size_t dirsize, const char *extra)
 
 	snprintf(dir, dirsize, "/tmp/tern-auth-XXXXXX");
 	assert_non_null(mkdtemp(dir));
-	/* a cheap SHA-512 hash keeps the test fast */
-	assert_non_null(crypt_gensalt_rn("$6$", 1000, NULL, 0, hash_setting,
+	assert_non_null(crypt_gensalt_rn("$6$", hash_rounds, NULL, 0, hash_setting,
 	    sizeof(hash_setting)));
 	memset(&cd, 0, sizeof(cd));
 	assert_non_null(crypt_r("secret", hash_setting, &cd));
@@ -286,6 +294,7 @@ test_auth_cancel_and_table_bound(void **state)
 	struct event_base *base = event_base_new();
 	struct auth *a = auth_new(base, cfg);
 	struct result r = { 0 }, r2 = { 0 };
+	int nfill = AUTH_TABLE_BUCKETS * AUTH_TABLE_WAYS + 100, nlocked = 0;
 	void *h;
 
 	/* cancelled while a worker hashes: no callback, freed later */
@@ -304,15 +313,124 @@ test_auth_cancel_and_table_bound(void **state)
 	event_base_loop(base, EVLOOP_NONBLOCK);
 	assert_false(r.done);
 	assert_false(r2.done);
-	/* more failing addresses than the table holds: it stays bounded
-	 * (a fixed array), and the newest lock-outs are kept */
-	for (int i = 0; i < AUTH_TABLE_BUCKETS * AUTH_TABLE_WAYS + 100; i += 97) {
+	/* more failing addresses than the table holds (every one of them):
+	 * it stays bounded (a fixed array: some early ones are forgotten),
+	 * and the newest lock-outs are kept */
+	for (int i = 0; i < nfill; i++) {
 		snprintf(addr, sizeof(addr), "10.%d.%d.%d", i >> 16 & 255,
 		    i >> 8 & 255, i & 255);
 		assert_int_equal(verify(a, base, addr, "nobody", "x", NULL),
 		    SMTP_AUTH_LOCKED);
 		assert_true(auth_ops.throttled(a, addr));
 	}
+	for (int i = 0; i < nfill; i++) {
+		snprintf(addr, sizeof(addr), "10.%d.%d.%d", i >> 16 & 255,
+		    i >> 8 & 255, i & 255);
+		if (auth_ops.throttled(a, addr))
+			nlocked++;
+		else if (i >= nfill - 32)   /* 5 of the last 32 in one bucket */
+			fail_msg("%s, among the newest, was evicted", addr);
+	}
+	assert_true(nlocked <= AUTH_TABLE_BUCKETS * AUTH_TABLE_WAYS);
+	assert_true(nlocked >= nfill / 2);   /* ~850 evicted, by chance */
+	auth_free(&a);
+	event_base_free(base);
+	config_free(&cfg);
+	unit_rm_tree(dir);
+}
+
+/*
+ * Clients that send AUTH and reset the connection before the answer
+ * (the session cancels the job): the cancelled jobs leave the queue
+ * without a hash, each counts as a failure, and the queue is bounded
+ * overall and per address (454 4.7.0 beyond that).
+ */
+static void
+test_auth_cancel_flood(void **state)
+{
+	char dir[64], addr[64];
+	struct config *cfg;
+	struct event_base *base = event_base_new();
+	struct auth *a;
+	static struct result rs[AUTH_PENDING_MAX + 8];
+	void *hs[AUTH_PENDING_MAX + 8];
+	struct result r = { 0 };
+	int64_t took, t0;
+	size_t n = 0;
+	void *h;
+
+	/* a costly hash (tens of ms): 300 hashes would take seconds */
+	hash_rounds = 300000;
+	cfg = auth_config(dir, sizeof(dir),
+	    "auth_failure_delay 1s\nauth_max_failures 3\nauth_throttle_time 1h");
+	hash_rounds = 1000;
+	a = auth_new(base, cfg);
+
+	/* 300 attempts from 300 addresses, each given up on at once */
+	t0 = util_mono_ms();
+	for (int i = 0; i < 300; i++) {
+		snprintf(addr, sizeof(addr), "10.1.%d.%d", i >> 8, i & 255);
+		h = auth_ops.start(a, addr, "alice@example.test", 18, "x", 1,
+		    on_result, &r);
+		event_base_loop(base, EVLOOP_NONBLOCK);
+		auth_ops.cancel(a, h);
+	}
+	assert_false(r.done);
+	/* the queue is empty: a real login waits for no flood */
+	assert_int_equal(verify(a, base, "192.0.2.1", "alice@example.test",
+	    "secret", &took), SMTP_AUTH_OK);
+	if (util_mono_ms() - t0 > 3000)
+		fail_msg("login after the flood took %lld ms",
+		    (long long)(util_mono_ms() - t0));
+
+	/* given up on counts as failed: the third locks the address out */
+	for (int i = 0; i < 3; i++) {
+		assert_false(auth_ops.throttled(a, "192.0.2.50"));
+		h = auth_ops.start(a, "192.0.2.50", "alice@example.test", 18,
+		    "x", 1, on_result, &r);
+		auth_ops.cancel(a, h);
+	}
+	assert_true(auth_ops.throttled(a, "192.0.2.50"));
+	/* and a success gives its attempt back */
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(verify(a, base, "192.0.2.51",
+		    "alice@example.test", "secret", NULL), SMTP_AUTH_OK);
+	assert_false(auth_ops.throttled(a, "192.0.2.51"));
+	auth_free(&a);
+	config_free(&cfg);
+	unit_rm_tree(dir);
+
+	/* bounded: AUTH_PENDING_PER_ADDR for one address ... */
+	cfg = auth_config(dir, sizeof(dir),
+	    "auth_failure_delay 0\nauth_max_failures 1000");
+	a = auth_new(base, cfg);
+	memset(rs, 0, sizeof(rs));
+	/* (nothing runs the loop until all are started, so none ends) */
+	for (; n < AUTH_PENDING_PER_ADDR + 1; n++)
+		hs[n] = auth_ops.start(a, "192.0.2.60", "alice@example.test",
+		    18, "x", 1, on_result, &rs[n]);
+	/* ... and AUTH_PENDING_MAX in all */
+	for (; n < AUTH_PENDING_MAX + 2; n++) {
+		snprintf(addr, sizeof(addr), "10.2.0.%zu", n);
+		hs[n] = auth_ops.start(a, addr, "alice@example.test", 18,
+		    n == AUTH_PENDING_MAX + 1 ? "secret" : "x",
+		    n == AUTH_PENDING_MAX + 1 ? 6 : 1, on_result, &rs[n]);
+	}
+	/* the verifier answers on the loop, never inside start() */
+	assert_false(rs[AUTH_PENDING_PER_ADDR].done);
+	run_until(base, &rs[AUTH_PENDING_PER_ADDR]);
+	assert_int_equal(rs[AUTH_PENDING_PER_ADDR].v, SMTP_AUTH_TEMPFAIL);
+	run_until(base, &rs[AUTH_PENDING_MAX + 1]);
+	assert_int_equal(rs[AUTH_PENDING_MAX + 1].v, SMTP_AUTH_TEMPFAIL);
+	for (size_t i = 0; i < AUTH_PENDING_MAX + 1; i++)
+		if (i != AUTH_PENDING_PER_ADDR && rs[i].done)
+			assert_int_equal(rs[i].v, SMTP_AUTH_FAILED);
+	/* once they are gone, there is room again */
+	for (size_t i = 0; i < n; i++)
+		if (!rs[i].done)
+			auth_ops.cancel(a, hs[i]);
+	assert_int_equal(verify(a, base, "10.3.0.1", "alice@example.test",
+	    "secret", NULL), SMTP_AUTH_OK);
 	auth_free(&a);
 	event_base_free(base);
 	config_free(&cfg);
@@ -360,6 +478,7 @@ main(void)
 		cmocka_unit_test(test_auth_verify),
 		cmocka_unit_test(test_auth_delay_and_throttle),
 		cmocka_unit_test(test_auth_cancel_and_table_bound),
+		cmocka_unit_test(test_auth_cancel_flood),
 		cmocka_unit_test(test_passwd_update_text),
 	};
 

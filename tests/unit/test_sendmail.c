@@ -244,6 +244,30 @@ static const struct msg_case msg_cases[] = {
 	  "To: Joe Smith\r\n", "b\r\n", "", false, false, false },
 	{ "group in To", "To: list:;\nCc: a@x.org\n\nb\n", false, true, 0,
 	  "To: list:;\r\nCc: a@x.org\r\n", "b\r\n", "a@x.org", false, false, false },
+	{ "Resent-Bcc removed, not extracted", "Resent-To: r@x.org\n"
+	  "Resent-Bcc: rb@x.org,\n rc@x.org\nRESENT-BCC : rd@x.org\nTo: a@x.org\n"
+	  "X-Resent-Bcc: x@x.org\n\nResent-Bcc: body@x.org\n", false, true, 0,
+	  "Resent-To: r@x.org\r\nTo: a@x.org\r\nX-Resent-Bcc: x@x.org\r\n",
+	  "Resent-Bcc: body@x.org\r\n", "a@x.org", false, false, false },
+	/* a lone CR ends a line as the daemon reads it (bare_newline
+	 * normalize): the Bcc: behind it is a field, and removed */
+	{ "lone CR before Bcc", "Subject: x\rBcc: u01@x.org\rTo: a@x.org\n\nb\n",
+	  false, true, 0, "Subject: x\r\nTo: a@x.org\r\n", "b\r\n",
+	  "u01@x.org|a@x.org", false, false, false },
+	{ "lone CR before Bcc without -t", "Subject: x\rBcc: u01@x.org\r\n\r\nb\r\n",
+	  false, false, 0, "Subject: x\r\n", "b\r\n", "", false, false, false },
+	{ "CR lines only", "To: a@x.org\rBCC: c@x.org\r\rb\rc\r", false, true, 0,
+	  "To: a@x.org\r\n", "b\r\nc\r\n", "a@x.org|c@x.org", false, false,
+	  false },
+	{ "CR CR LF is two line ends", "Subject: s\r\r\nBcc: z@x.org\n", false,
+	  true, 0, "Subject: s\r\n", "Bcc: z@x.org\r\n", "", false, false, false },
+	{ "LF CR is two line ends", "To: a@x.org\n\rb\n", false, true, 0,
+	  "To: a@x.org\r\n", "b\r\n", "a@x.org", false, false, false },
+	{ "lone CR in a folded Bcc", "To: a@x.org\nBcc: b@x.org,\r c@x.org\n\nb\n",
+	  false, true, 0, "To: a@x.org\r\n", "b\r\n", "a@x.org|b@x.org|c@x.org",
+	  false, false, false },
+	{ "lone CR before the dot", "Subject: s\n\nline\r.\rafter\n", false,
+	  false, 0, "Subject: s\r\n", "line\r\n", "", false, false, false },
 };
 
 static void

@@ -789,7 +789,7 @@ fa_run(void)
 /* Listeners of AUTH_CONF: [0] plain MX, [1] submission (auth required,
  * in clear text), [2] auth yes in clear text, [3] auth yes, TLS only. */
 #define AUTH_CONF(passwd, extra)                                                \
-	"max_message_size 4K\nmax_recipients 3\nmax_errors 20\n"               \
+	"%s"                                                                   \
 	"listen 127.0.0.1:2587 {\n auth required\n auth_plaintext yes\n"       \
 	" relay_networks no\n receive no\n}\n"                                 \
 	"listen 127.0.0.1:2588 {\n auth yes\n auth_plaintext yes\n}\n"         \
@@ -797,6 +797,9 @@ fa_run(void)
 	"passwd_file " passwd "\n" extra
 
 static char auth_pw_path[64];
+/* the limits of the next start_auth() */
+static const char *auth_limits =
+    "max_message_size 4K\nmax_recipients 3\nmax_errors 20\n";
 
 /* Start a session on listener li of an AUTH configuration. */
 static void
@@ -812,8 +815,8 @@ start_auth(struct t *t, size_t li, bool relay_ok, const char *extra)
 	    "nobody:$6$saltsalt$abc\n");
 	fclose(f);
 	chmod(auth_pw_path, 0600);
-	snprintf(conf, sizeof(conf), AUTH_CONF("%s", "%s"), auth_pw_path,
-	    extra ? extra : "");
+	snprintf(conf, sizeof(conf), AUTH_CONF("%s", "%s"), auth_limits,
+	    auth_pw_path, extra ? extra : "");
 	memset(t, 0, sizeof(*t));
 	t->cfg = load_cfg(t, conf);
 	unlink(auth_pw_path);
@@ -1037,6 +1040,22 @@ test_auth_throttled_greeting(void **state)
 	    "try again later\r\n");
 	assert_true(t.closed);
 	stop(&t);
+
+	/* a listener without AUTH (the MX) serves a throttled address */
+	memset(&t, 0, sizeof(t));
+	fa_throttled = true;
+	start_auth(&t, 0, false, NULL);
+	fa_throttled = true;
+	EXPECT(&t, "", "220 mx.test ESMTP tern\r\n");
+	assert_false(t.closed);
+	EXPECT_PREFIX(&t, "EHLO client.test\r\n", "250-mx.test");
+	EXPECT(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n",
+	    "503 5.5.1 Error: authentication not enabled\r\n");
+	EXPECT(&t, "MAIL FROM:<x@remote.test>\r\nRCPT TO:<bob@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	assert_false(t.closed);
+	stop(&t);
+	fa_throttled = false;
 }
 
 static void
@@ -1165,6 +1184,117 @@ test_submission_headers(void **state)
 	stop(&t);
 }
 
+/* DATA with the given content for alice; returns the reply to it. */
+static char *
+submit_n(struct t *t, const char *content, size_t len)
+{
+	EXPECT(t, "MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	return feed_n(t, content, len);
+}
+
+#define EXPECT_SUBMIT(t, content, prefix)                                      \
+	do {                                                                   \
+		char *got_ = submit_n((t), (content), sizeof(content) - 1);    \
+		if (strncmp(got_, (prefix), strlen(prefix)) != 0)              \
+			fail_msg("content %s\nwant prefix: %s\ngot: %s",        \
+			    #content, (prefix), got_);                         \
+		free(got_);                                                    \
+	} while (0)
+
+/*
+ * The From: check cannot be bypassed: a header larger than the capture
+ * (a second From: past it), NUL or other control characters (a NUL ended
+ * the From: value early), and a header that starts with a continuation
+ * line (it folded into the Message-ID: tern adds).
+ */
+static void
+test_submission_header_bypass(void **state)
+{
+	struct t t;
+	struct evbuffer *big = evbuffer_new();
+	char pad[901], *got, *body;
+	size_t nbig;
+
+	auth_limits = "max_message_size 1M\nmax_recipients 3\nmax_errors 40\n";
+	start_auth(&t, 2, false, NULL);
+	auth_limits = "max_message_size 4K\nmax_recipients 3\nmax_errors 20\n";
+	ehlo_auth(&t, true);
+	EXPECT_AUTH(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n", "235 2.7.0 Authentication successful\r\n");
+
+	/* (a) From: alice, 80 lines of padding (72 KB), From: ceo */
+	memset(pad, 'x', sizeof(pad) - 1);
+	pad[sizeof(pad) - 1] = '\0';
+	evbuffer_add_printf(big, "From: alice@example.test\r\n");
+	for (int i = 0; i < 80; i++)
+		evbuffer_add_printf(big, "X-Pad-%d: %s\r\n", i, pad);
+	evbuffer_add_printf(big, "From: ceo@bank.example\r\n\r\nhi\r\n.\r\n");
+	nbig = evbuffer_get_length(big);
+	got = submit_n(&t, (const char *)evbuffer_pullup(big, -1), nbig);
+	if (strncmp(got, "552 5.3.4 Error: message header too large", 41) != 0)
+		fail_msg("header past the capture: %s", got);
+	free(got);
+	/* ... and one large header with a single, good From: too */
+	evbuffer_drain(big, nbig);
+	evbuffer_add_printf(big, "From: alice@example.test\r\n");
+	for (int i = 0; i < 80; i++)
+		evbuffer_add_printf(big, "X-Pad-%d: %s\r\n", i, pad);
+	evbuffer_add_printf(big, "\r\nhi\r\n.\r\n");
+	nbig = evbuffer_get_length(big);
+	got = submit_n(&t, (const char *)evbuffer_pullup(big, -1), nbig);
+	if (strncmp(got, "552 5.3.4 ", 10) != 0)
+		fail_msg("large header: %s", got);
+	free(got);
+	/* a large body behind a small header is fine */
+	evbuffer_drain(big, nbig);
+	evbuffer_add_printf(big, "From: alice@example.test\r\n\r\n");
+	for (int i = 0; i < 80; i++)
+		evbuffer_add_printf(big, "%s\r\n", pad);
+	evbuffer_add_printf(big, ".\r\n");
+	nbig = evbuffer_get_length(big);
+	got = submit_n(&t, (const char *)evbuffer_pullup(big, -1), nbig);
+	if (strncmp(got, "250 2.0.0 Ok", 12) != 0)
+		fail_msg("large body: %s", got);
+	free(got);
+
+	/* (b) NUL in From: (and other control characters anywhere) */
+	EXPECT_SUBMIT(&t, "From: alice@example.test\0, ceo@bank.example\r\n\r\nhi\r\n.\r\n",
+	    "553 5.7.1 Sender address rejected: control character");
+	EXPECT_SUBMIT(&t, "From: alice@example.test\x01, ceo@bank.example\r\n\r\n.\r\n",
+	    "553 5.7.1 Sender address rejected: control character");
+	EXPECT_SUBMIT(&t, "Subject: a\x1b b\r\nFrom: alice@example.test\r\n\r\n.\r\n",
+	    "553 5.7.1 Sender address rejected: control character");
+	EXPECT_SUBMIT(&t, "From: alice@example.test\x7f\r\n\r\n.\r\n",
+	    "553 5.7.1 Sender address rejected: control character");
+	/* TAB is white space; control characters in the body are not looked at */
+	EXPECT_SUBMIT(&t, "From:\talice@example.test\r\n\t(me)\r\n\r\na\0b\x01\r\n.\r\n",
+	    "250 2.0.0 Ok");
+
+	/* (c) a first line that continues nothing */
+	EXPECT_SUBMIT(&t, " x@evil.test>\r\nFrom: alice@example.test\r\n\r\nhi\r\n.\r\n",
+	    "554 5.6.0 Error: malformed message header");
+	EXPECT_SUBMIT(&t, "\tBcc: x\r\nFrom: alice@example.test\r\n\r\n.\r\n",
+	    "554 5.6.0 Error: malformed message header");
+	/* an empty header is not one */
+	EXPECT_SUBMIT(&t, "\r\n From: alice@example.test\r\n.\r\n", "553 5.7.1 ");
+	for (int i = 0; i < t.q.nmsgs; i++)
+		assert_true(t.q.msgs[i].committed == (i == 2 || i == 7));
+	body = stored_body(&t.q.msgs[7]);
+	assert_non_null(strstr(body, "\r\nFrom:\talice@example.test\r\n\t(me)\r\n"));
+	free(body);
+	stop(&t);
+
+	/* without the From: check a continuation first line is still refused */
+	start_auth(&t, 2, false, "auth_check_from no\n");
+	ehlo_auth(&t, true);
+	EXPECT_AUTH(&t, "AUTH PLAIN " B64_PLAIN_OK "\r\n", "235 2.7.0 Authentication successful\r\n");
+	EXPECT_SUBMIT(&t, " x\r\nFrom: a@b.test\r\n\r\n.\r\n",
+	    "554 5.6.0 Error: malformed message header");
+	EXPECT_SUBMIT(&t, "From: a@b.test\0\r\n\r\n.\r\n", "250 2.0.0 Ok");
+	stop(&t);
+	evbuffer_free(big);
+}
+
 int
 main(void)
 {
@@ -1192,6 +1322,7 @@ main(void)
 		cmocka_unit_test(test_auth_throttled_greeting),
 		cmocka_unit_test(test_submission_policy),
 		cmocka_unit_test(test_submission_headers),
+		cmocka_unit_test(test_submission_header_bypass),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
