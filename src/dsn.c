@@ -462,15 +462,6 @@ put_textf(struct evbuffer *out, const char *indent, const char *fmt, ...)
 	put_text(out, indent, v);
 }
 
-static bool
-has_8bit(const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)p[i] >= 0x80)
-			return true;
-	return false;
-}
-
 /* End of the line that holds offset max at most: a cut after a CRLF. */
 static size_t
 cut_at_line(const char *p, size_t n, size_t max)
@@ -696,8 +687,8 @@ dsn_build(const struct envelope *orig, const struct dsn_rcpt *rcpts,
 		if (ret_len == 0)
 			ret_len = hlen < hmax ? hlen : 0;
 	}
-	headers_8bit = has_8bit(msg, ret_len < hlen ? ret_len : hlen);
-	part_8bit = has_8bit(msg, ret_len);
+	headers_8bit = util_has_8bit(msg, ret_len < hlen ? ret_len : hlen);
+	part_8bit = util_has_8bit(msg, ret_len);
 	/* RFC 6532 3.7: UTF-8 header fields travel as message/global */
 	global = orig->smtputf8 && headers_8bit;
 	if (full)
@@ -712,7 +703,7 @@ dsn_build(const struct envelope *orig, const struct dsn_rcpt *rcpts,
 	envelope_set(&report_env->protocol, "LOCAL");
 	report_env->body = part_8bit ? ENVELOPE_BODY_8BITMIME :
 	    ENVELOPE_BODY_7BIT;
-	report_env->smtputf8 = global || has_8bit(orig->sender,
+	report_env->smtputf8 = global || util_has_8bit(orig->sender,
 	    strlen(orig->sender));
 	envelope_add_rcpt(report_env, orig->sender, NULL, 0);
 

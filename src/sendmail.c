@@ -337,15 +337,6 @@ sm_connect(const char *path, int *status)
 	return fd;
 }
 
-static bool
-has_8bit(const char *p, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)p[i] >= 0x80)
-			return true;
-	return false;
-}
-
 /* 4xx: try later; 5xx: the given permanent status. */
 static int
 reply_status(int code, int permanent)
@@ -363,11 +354,11 @@ submit(struct sm_conn *c, const char *path, const char *sender,
     size_t size, bool eightbit)
 {
 	struct sendmail_buf line = { 0 };
-	bool utf8 = has_8bit(sender, strlen(sender));
+	bool utf8 = util_has_8bit(sender, strlen(sender));
 	int code, status = 0, worst = 0;
 
 	for (size_t i = 0; i < rcpts->n; i++)
-		utf8 |= has_8bit(rcpts->v[i], strlen(rcpts->v[i]));
+		utf8 |= util_has_8bit(rcpts->v[i], strlen(rcpts->v[i]));
 	if (utf8 && !c->ext_smtputf8) {
 		sm_warn("the daemon does not offer SMTPUTF8, needed for a "
 		    "non-ASCII address");
@@ -613,7 +604,7 @@ sendmail_main(int argc, char **argv, int first)
 		goto out;
 	}
 	status = submit(&c, sock, sender, &rcpts, &data, content.len,
-	    has_8bit(content.p, content.len));
+	    util_has_8bit(content.p, content.len));
 	(void)sm_cmd(&c, "QUIT");
 out:
 	if (c.fd != -1)

@@ -622,23 +622,6 @@ read_reply(struct smtp_client *c, bool ehlo)
 /* ------------------------------------------------------------------ */
 /* starting a transaction: local checks, then the commands */
 
-static bool
-has_8bit(const char *p, size_t n)
-{
-	const unsigned char *s = (const unsigned char *)p;
-
-	/* OR blocks together (vectorises), stop at the first hit. */
-	for (size_t i = 0; i < n; i += 4096) {
-		size_t e = n - i < 4096 ? n : i + 4096;
-		unsigned char acc = 0;
-		for (size_t j = i; j < e; j++)
-			acc |= s[j];
-		if (acc & 0x80)
-			return true;
-	}
-	return false;
-}
-
 /* 8-bit octets in the header section (up to the first empty line). */
 static bool
 header_has_8bit(const char *p, size_t n)
@@ -651,7 +634,7 @@ header_has_8bit(const char *p, size_t n)
 		size_t le = e > i && p[e - 1] == '\r' ? e - 1 : e;
 		if (le == i)
 			return false;        /* empty line: the body follows */
-		if (has_8bit(p + i, le - i))
+		if (util_has_8bit(p + i, le - i))
 			return true;
 		i = e + 1;
 	}
@@ -739,7 +722,7 @@ tx_start(struct smtp_client *c)
 
 	/* RFC 6152 3: 8-bit content only to an 8BITMIME server; we do not
 	 * convert (see smtp_client.h). */
-	bool eightbit = has_8bit(t->body, t->bodylen);
+	bool eightbit = util_has_8bit(t->body, t->bodylen);
 	if (eightbit && !(c->caps & SMTP_CLIENT_CAP_8BITMIME) && !utf8) {
 		tx_local_all(t, "5.6.3", "message has 8-bit content, but the host "
 		    "does not offer 8BITMIME");
@@ -826,7 +809,7 @@ write_rcpt(struct smtp_client *c)
 		if (r->orcpt != NULL && orcpt_valid(r->orcpt)) {
 			n += snprintf(line + n, sizeof(line) - (size_t)n,
 			    " ORCPT=%s", r->orcpt);
-		} else if (r->orcpt == NULL && !has_8bit(r->addr, strlen(r->addr))) {
+		} else if (r->orcpt == NULL && !util_has_8bit(r->addr, strlen(r->addr))) {
 			char x[ORCPT_MAX + 1];
 			if (smtp_xtext_encode(r->addr, strlen(r->addr), x,
 			    sizeof(x) - 7) >= 0)

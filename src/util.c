@@ -224,3 +224,20 @@ util_mkdirs(const char *path, unsigned mode)
 		return -1;
 	return 0;
 }
+
+bool
+util_has_8bit(const char *p, size_t n)
+{
+	const unsigned char *s = (const unsigned char *)p;
+
+	/* OR blocks together (vectorises), stop at the first hit. */
+	for (size_t i = 0; i < n; i += 4096) {
+		size_t e = n - i < 4096 ? n : i + 4096;
+		unsigned char acc = 0;
+		for (size_t j = i; j < e; j++)
+			acc |= s[j];
+		if (acc & 0x80)
+			return true;
+	}
+	return false;
+}

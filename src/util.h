@@ -44,6 +44,9 @@ size_t util_strlcpy(char *dst, const char *src, size_t dstsize);
 
 /* ASCII-only case folding: addresses and keywords are compared this way. */
 bool util_ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen);
+
+/* true if any of the n octets at p is >= 0x80 (8-bit content, UTF-8). */
+bool util_has_8bit(const char *p, size_t n);
 void util_ascii_lower(char *s);
 
 /* Wall clock in microseconds / seconds since the epoch. */
