@@ -72,6 +72,7 @@ enum body_error {
 	BODY_TOO_BIG,
 	BODY_LINE_TOO_LONG,
 	BODY_BARE_NEWLINE,
+	BODY_LEADING_WSP,   /* the first line is a continuation line */
 };
 
 struct transaction {
@@ -314,6 +315,12 @@ body_put(struct smtp_session *s, const char *p, size_t n)
 			j++;
 		if (j > i) {
 			size_t span = j - i;
+			/* RFC 5322 2.2.3: a line starting with WSP continues
+			 * the field before it, which would be tern's own
+			 * Received: (RFC 5321 4.4) prepended to the message. */
+			if (t->size == 0 && (p[i] == ' ' || p[i] == '\t') &&
+			    t->body_error == BODY_OK)
+				t->body_error = BODY_LEADING_WSP;
 			t->line_len += span;
 			t->size += span;
 			if (t->line_len > BODY_LINE_MAX && t->body_error == BODY_OK)
@@ -820,6 +827,10 @@ content_end(struct smtp_session *s)
 		break;
 	case BODY_BARE_NEWLINE:
 		why = "550 5.5.2 Error: bare <CR> or <LF> received; lines must end with <CR><LF>";
+		break;
+	case BODY_LEADING_WSP:
+		why = "554 5.6.0 Error: malformed message header: it starts with "
+		    "a continuation line";
 		break;
 	}
 	if (why == NULL && t->from_error)

@@ -476,6 +476,32 @@ test_smuggling_reject(void **state)
 	stop(&t);
 }
 
+/* A first line starting with WSP would continue tern's Received: field
+ * (RFC 5322 2.2.3): refused, whoever sends it, by DATA or BDAT. */
+static void
+test_leading_whitespace(void **state)
+{
+	struct t t;
+
+	start(&t, "max_message_size 4K", false);
+	ehlo(&t);
+	free(feed(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"));
+	EXPECT(&t, " by evil.test; forged\r\nSubject: x\r\n\r\nhi\r\n.\r\n",
+	    "554 5.6.0 Error: malformed message header: it starts with a "
+	    "continuation line\r\n");
+	assert_false(t.q.msgs[0].committed);
+	free(feed(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\n"));
+	EXPECT(&t, "BDAT 6 LAST\r\n\tx\r\n\r\n",
+	    "554 5.6.0 Error: malformed message header: it starts with a "
+	    "continuation line\r\n");
+	/* an empty header (first line empty) is fine, and so is WSP later */
+	free(feed(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"));
+	char *r = feed(&t, "\r\n body\r\n.\r\n");
+	assert_true(strncmp(r, "250 2.0.0 Ok", 12) == 0);
+	free(r);
+	stop(&t);
+}
+
 static void
 test_long_lines(void **state)
 {
@@ -1305,6 +1331,7 @@ main(void)
 		cmocka_unit_test(test_pipelined_batch),
 		cmocka_unit_test(test_smuggling_normalize),
 		cmocka_unit_test(test_smuggling_reject),
+		cmocka_unit_test(test_leading_whitespace),
 		cmocka_unit_test(test_long_lines),
 		cmocka_unit_test(test_size_limits),
 		cmocka_unit_test(test_params),
