@@ -344,6 +344,14 @@ static const struct option top_opts[] = {
 	  "(SO_PEERCRED), are logged and end up in the `Received:` header "
 	  "(`from localhost (uid 1000)`). At most 107 bytes (the limit of a "
 	  "socket address). `none` disables local submission." },
+	{ "submit_group", T_USER, "GROUP", NULL,
+	  "none: every local user may submit", 0, 0, false, TOP(submit_group),
+	  NULL, NULL,
+	  "Only members of this group (and root) may use `submit_socket`: "
+	  "the socket is created with mode 0660 and this group, so the kernel "
+	  "refuses everyone else's `tern sendmail` (exit 77, EX_NOPERM), as "
+	  "Postfix's `authorized_submit_users` does. Applied when tern starts "
+	  "as root; the group must exist." },
 	{ "relay_networks", T_CIDRS, "CIDR...", "127.0.0.0/8 ::1/128", NULL,
 	  0, 0, true, 0, NULL, NULL,
 	  "Clients in these networks may relay: send to domains that are not "
@@ -3017,6 +3025,7 @@ config_free(struct config **cfgp)
 	free(cfg->user_relay);
 	free(cfg->chroot_dir);
 	free(cfg->submit_socket);
+	free(cfg->submit_group);
 	free(cfg->resolver);
 	free(cfg->tls_certificate);
 	free(cfg->tls_key);

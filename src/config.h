@@ -153,6 +153,7 @@ struct config {
 	char *user_relay;      /* the outbound delivery process */
 	char *chroot_dir;      /* empty directory for the smtp process (root) */
 	char *submit_socket;   /* absolute; NULL: no local submission (none) */
+	char *submit_group;    /* NULL: every local user may submit */
 
 	struct config_cidr *relay_networks;
 	size_t nrelay_networks;

@@ -185,7 +185,7 @@ bind_listener(const struct config_listener *l)
  * smtp process. Returns the listening fd.
  */
 static int
-bind_submit_socket(const char *path, ino_t *ino)
+bind_submit_socket(const char *path, const char *group, bool root, ino_t *ino)
 {
 	struct sockaddr_un sun = { .sun_family = AF_UNIX };
 	struct stat st;
@@ -227,7 +227,9 @@ bind_submit_socket(const char *path, ino_t *ino)
 	 * chmod(path) afterwards, which would follow whatever the path has
 	 * become by then (a symlink swapped in, if the directory lets
 	 * someone else write to it). */
-	old_umask = umask(0111);
+	/* With submit_group: 0660, then that group (lchown never follows a
+	 * symlink); until the lchown only root may connect. */
+	old_umask = umask(group != NULL && root ? 0117 : 0111);
 	rc = bind(fd, (struct sockaddr *)&sun, sizeof(sun));
 	e = errno;
 	umask(old_umask);
@@ -236,6 +238,15 @@ bind_submit_socket(const char *path, ino_t *ino)
 		    strerror(rc == -1 ? e : errno));
 	if (lstat(path, &st) == -1 || !S_ISSOCK(st.st_mode))
 		fatal("submit_socket %s: not our socket after bind", path);
+	if (group != NULL && root) {
+		struct group *gr = getgrnam(group);
+
+		if (gr == NULL)
+			fatal("submit_group %s: no such group", group);
+		if (lchown(path, 0, gr->gr_gid) == -1)
+			fatal("submit_socket %s: cannot give it to group %s: %s",
+			    path, group, strerror(errno));
+	}
 	*ino = st.st_ino;
 	return fd;
 }
@@ -660,7 +671,8 @@ cmd_serve(const char *path)
 	}
 	p.submit_fd = -1;
 	if (p.cfg->submit_socket != NULL)
-		p.submit_fd = bind_submit_socket(p.cfg->submit_socket, &p.submit_ino);
+		p.submit_fd = bind_submit_socket(p.cfg->submit_socket,
+		    p.cfg->submit_group, p.root, &p.submit_ino);
 	if (p.root) {
 		lookup_user(p.cfg->user_smtp, &p.smtp_uid, &p.smtp_gid);
 		lookup_user(p.cfg->user_queue, &p.queue_uid, &p.queue_gid);

@@ -14,6 +14,7 @@ is not running; 67 for a refused recipient (and nothing queued for the
 others); 64 for bad usage; 65 for a bad address.
 """
 
+import grp
 import os
 import re
 import shutil
@@ -205,6 +206,31 @@ class SendmailLocal(SendmailMixin, TernTestCase):
         self.assertRegex(self.tern.log_text(), r"event=local-submission uid=%d " % uid)
         st = os.stat(os.path.join(self.tern.dir, "submit.sock"))
         self.assertEqual(st.st_mode & 0o777, 0o666)
+
+
+class SubmitGroup(SendmailMixin, TernTestCase):
+    """submit_group: the socket is 0660 and that group's; the kernel keeps
+    everyone else out (EX_NOPERM), root and the group's members get in."""
+    TERN_OPTIONS = {"options": {"submit_group": "tern"}}
+
+    def test_only_the_group_submits(self):
+        if not harness.IS_ROOT:
+            self.skipTest("submit_group applies when tern starts as root")
+        if not os.access(RUNUSER, os.X_OK) or not harness.user_exists("nobody"):
+            self.skipTest("runuser or user nobody missing")
+        gid = grp.getgrnam("tern").gr_gid
+        st = os.stat(os.path.join(self.tern.dir, "submit.sock"))
+        self.assertEqual(st.st_mode & 0o777, 0o660)
+        self.assertEqual(st.st_gid, gid)
+        user = self.tern.fresh_user()
+        tok = harness.token("grp")
+        msg = "To: %s@%s\nSubject: %s\n\nb\n" % (user, DOMAIN, tok)
+        p = self.sendmail(["-t"], msg, user="nobody")
+        self.assertExit(p, 77, "nobody is not in group tern")
+        self.assertIn(b"ermission denied", p.stderr)
+        p = self.sendmail(["-t"], msg, user="tern")     # a member (its own group)
+        self.assertExit(p, 0, "user tern, member of group tern")
+        self.tern.wait_for_token(tok, user)
 
 
 class SendmailNotRunning(SendmailMixin, TernTestCase):
