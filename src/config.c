@@ -310,7 +310,8 @@ static const struct option top_opts[] = {
 	{ "log_file", T_PATH, "PATH", NULL, "none: log to stderr only", 0, 0,
 	  false, TOP(log_file), NULL, NULL,
 	  "Also append every log line to this file. Lines always go to "
-	  "stderr as well." },
+	  "stderr as well. SIGHUP reopens it by name in every process (after "
+	  "logrotate has moved it away)." },
 	{ "user_smtp", T_USER, "USER", "tern-smtp", NULL, 0, 0, false,
 	  TOP(user_smtp), NULL, NULL,
 	  "The unprivileged user of the network-facing smtp process. Used "

@@ -76,6 +76,7 @@ enum ipc_type {
 	IPC_CTL_READY,          /* child -> parent: initialised, privileges dropped */
 	IPC_CTL_RELAY_FD,       /* parent -> queue: your new relay channel (fd attached) */
 	IPC_CTL_TLS_FD,         /* parent -> smtp: new certificate and key (memfd attached, tls.h) */
+	IPC_CTL_LOG_FD,         /* parent -> all: log_file reopened (fd attached) */
 };
 
 #define IPC_RELAY_MAX_RCPTS 1000

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <time.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -29,6 +30,18 @@ void
 log_set_file_fd(int fd)
 {
 	log_file_fd = fd;
+}
+
+void
+log_reopen_fd(int fd)
+{
+	if (fd == -1)
+		return;
+	if (log_file_fd == -1) {
+		log_file_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+		return;
+	}
+	(void)dup3(fd, log_file_fd, O_CLOEXEC);
 }
 
 void

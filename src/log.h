@@ -16,6 +16,11 @@ enum log_level { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERR 
 void log_init(const char *role);
 /* Also copy every line to fd (the log_file, opened by the parent). -1: none. */
 void log_set_file_fd(int fd);
+/* Log rotation: from now on the log file is the one open at fd (the
+ * caller still closes fd). The descriptor number stays the same (dup2),
+ * so a thread writing at that moment writes to the old file or the new
+ * one, never to a closed or reused descriptor. */
+void log_reopen_fd(int fd);
 void log_set_level(enum log_level lvl);
 void log_set_role(const char *role);
 

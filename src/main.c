@@ -564,12 +564,39 @@ sigterm_cb(evutil_socket_t sig, short ev, void *arg)
 		event_base_loopbreak(p->base);
 }
 
+/* SIGHUP, first: log_file is opened again by path (after logrotate moved
+ * it) and every process switches to the new file. */
+static void
+log_reopen(struct parent *p)
+{
+	int fd;
+
+	if (p->cfg->log_file == NULL)
+		return;
+	fd = open(p->cfg->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+	    0640);
+	if (fd == -1) {
+		log_err("parent event=sighup action=log-reopen result=failed "
+		    "file=%s reason=\"%s\"", p->cfg->log_file, strerror(errno));
+		return;
+	}
+	log_reopen_fd(fd);
+	for (int k = 0; k < WORKER_COUNT; k++)
+		if (p->w[k].pid > 0 &&
+		    ipc_send_fd(p->w[k].ctl, IPC_CTL_LOG_FD, fd) == -1)
+			log_err("parent event=sighup action=log-reopen "
+			    "result=failed worker=%s", p->w[k].name);
+	close(fd);
+	log_info("parent event=sighup action=log-reopen result=ok file=%s",
+	    p->cfg->log_file);
+}
+
 /*
- * SIGHUP: the certificate and key are read again (by the parent, as
- * root) and handed to the smtp process as a memfd; new connections use
- * them, open ones keep theirs. A bad pair is logged and the old one
- * stays. XXX The rest of the configuration is not reloaded (a restart
- * applies it), and log_file is not reopened.
+ * SIGHUP: log_file is reopened, and the certificate and key are read
+ * again (by the parent, as root) and handed to the smtp process as a
+ * memfd; new connections use them, open ones keep theirs. A bad pair is
+ * logged and the old one stays. XXX The rest of the configuration is not
+ * reloaded (a restart applies it).
  */
 static void
 sighup_cb(evutil_socket_t sig, short ev, void *arg)
@@ -580,6 +607,7 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 	SSL_CTX *check;
 	int fd;
 
+	log_reopen(p);
 	if (cfg->tls_certificate == NULL) {
 		log_info("parent event=sighup action=none reason=\"no "
 		    "tls_certificate; configuration changes need a restart\"");

@@ -3240,6 +3240,9 @@ ctl_cb(evutil_socket_t fd, short ev, void *arg)
 	case IPC_CTL_SHUTDOWN:
 		begin_shutdown(q, 0, "requested");
 		break;
+	case IPC_CTL_LOG_FD:
+		log_reopen_fd(pfd);
+		break;
 	default:
 		log_warn("queue event=control-bad type=%u", (unsigned)type);
 		break;

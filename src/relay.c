@@ -1679,6 +1679,9 @@ ctl_cb(evutil_socket_t fd, short ev, void *arg)
 	case IPC_CTL_SHUTDOWN:
 		relay_stop(r, r->status);
 		break;
+	case IPC_CTL_LOG_FD:
+		log_reopen_fd(pfd);
+		break;
 	default:
 		log_err("relay: unexpected control frame %d", (int)type);
 		break;

@@ -588,6 +588,9 @@ ctl_cb(evutil_socket_t fd, short ev, void *arg)
 	case IPC_CTL_SHUTDOWN:
 		server_stop(srv, 0);
 		break;
+	case IPC_CTL_LOG_FD:
+		log_reopen_fd(pfd);
+		break;
 	case IPC_CTL_TLS_FD: {
 		char err[256];
 		SSL_CTX *ctx;
