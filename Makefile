@@ -7,7 +7,7 @@
 #   make bench      run the benchmarks under bench/
 
 CC      ?= gcc
-PKGS    := libevent libevent_pthreads libevent_openssl openssl libunbound
+PKGS    := libevent libevent_pthreads libevent_openssl openssl libunbound libidn2
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wpointer-arith \
            -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 BASEFLAGS := -std=c17 -D_GNU_SOURCE -g -pthread $(WARN) -Isrc -Ibuild/gen

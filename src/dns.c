@@ -131,6 +131,25 @@ default_rnd(unsigned bound)
 	return arc4random_uniform(bound);
 }
 
+void
+dns_mx_keep(struct dns_mx_rr *rrs, size_t *n, size_t max,
+    const struct dns_mx_rr *rr)
+{
+	size_t worst = 0;
+
+	if (*n < max) {
+		rrs[(*n)++] = *rr;
+		return;
+	}
+	/* Linear: answers this long are rare and bounded by the 64 KiB
+	 * message size (some thousands of records). */
+	for (size_t k = 1; k < *n; k++)
+		if (rrs[k].pref > rrs[worst].pref)
+			worst = k;
+	if (*n > 0 && rr->pref < rrs[worst].pref)
+		rrs[worst] = *rr;
+}
+
 enum dns_status
 dns_mx_sort(struct dns_mx_rr *rrs, size_t *n, unsigned (*rnd)(unsigned))
 {
@@ -276,6 +295,21 @@ static const char *
 name_check(const char *s, char out[DNS_NAME_MAX + 1])
 {
 	size_t len = strlen(s), label = 0;
+	char alabel[DNS_NAME_MAX + 2];
+
+	/* RFC 5891 5: an SMTPUTF8 domain is looked up by its A-labels. */
+	if (util_has_8bit(s, len)) {
+		int rc = util_idna_to_ascii(s, len, alabel, sizeof(alabel));
+
+		if (rc == -2)
+			return "domain or label too long as A-labels (RFC 1035 "
+			    "2.3.4)";
+		if (rc != 0)
+			return "invalid internationalized domain (IDNA2008, "
+			    "RFC 5891)";
+		s = alabel;
+		len = strlen(s);
+	}
 
 	if (len > 0 && s[len - 1] == '.')
 		len--;
@@ -290,11 +324,6 @@ name_check(const char *s, char out[DNS_NAME_MAX + 1])
 			if (label == 0)
 				return "empty label in domain";
 			label = 0;
-		} else if (c >= 0x80) {
-			/* XXX IDNA: SMTPUTF8 domains need U-label to A-label
-			 * conversion (RFC 5891) before DNS; not done yet. */
-			return "internationalized domain (IDNA conversion is "
-			    "not supported)";
 		} else if (!is_name_char(c)) {
 			return "invalid character in domain";
 		} else if (++label > DNS_LABEL_MAX) {
@@ -831,17 +860,16 @@ on_mx_answer(struct sub *s, int err, struct ub_result *r)
 	}
 	for (nrr = 0; r->data[nrr] != NULL; nrr++)
 		continue;
-	if (nrr > DNS_MAX_MX_RRS)
-		nrr = DNS_MAX_MX_RRS;   /* XXX the rest are ignored unsorted */
-	rrs = xcalloc(nrr, sizeof(*rrs));
+	rrs = xcalloc(nrr < DNS_MAX_MX_RRS ? nrr : DNS_MAX_MX_RRS, sizeof(*rrs));
 	for (size_t i = 0; i < nrr; i++) {
 		const unsigned char *p = (const unsigned char *)r->data[i];
+		struct dns_mx_rr rr;
 
 		if (r->len[i] < 3 || !wire_name(p + 2, (size_t)r->len[i] - 2,
-		    rrs[n].name))
+		    rr.name))
 			continue;   /* not a host name we can use */
-		rrs[n].pref = (unsigned)p[0] << 8 | p[1];
-		n++;
+		rr.pref = (unsigned)p[0] << 8 | p[1];
+		dns_mx_keep(rrs, &n, DNS_MAX_MX_RRS, &rr);
 	}
 	st = dns_mx_sort(rrs, &n, NULL);
 	if (st == DNS_NULL_MX) {

@@ -165,6 +165,15 @@ enum dns_status dns_mx_sort(struct dns_mx_rr *rrs, size_t *n,
     unsigned (*rnd)(unsigned bound));
 
 /*
+ * Add rr to rrs[0..*n), which holds at most max records: past that, rr
+ * replaces the least preferred record kept if it is more preferred, so
+ * an answer with more records than max keeps its best ones whatever
+ * their order. Memory stays bounded by max, not by the answer.
+ */
+void dns_mx_keep(struct dns_mx_rr *rrs, size_t *n, size_t max,
+    const struct dns_mx_rr *rr);
+
+/*
  * RFC 5321 5.1 self-detection on sorted hosts: the first host whose status
  * is DNS_HOST_SELF discards itself and every later host of equal or higher
  * preference (status DNS_HOST_SKIPPED). Then decides the overall status:

@@ -1389,6 +1389,24 @@ job_start(struct job *j)
 	j->idx = xcalloc(j->env.nrcpts, sizeof(*j->idx));
 	for (size_t i = 0; i < j->env.nrcpts; i++)
 		j->idx[i] = i;
+	if (util_has_8bit(j->domain, strlen(j->domain))) {
+		/* RFC 5891 5: DNS, routes and TLS names all use A-labels. */
+		char alabel[RELAY_DOMAIN_MAX + 1];
+		struct reason rs;
+
+		switch (util_idna_to_ascii(j->domain, strlen(j->domain), alabel,
+		    sizeof(alabel))) {
+		case 0:
+			util_strlcpy(j->domain, alabel, sizeof(j->domain));
+			break;
+		default:
+			reason_set(&rs, 0, "5.1.2", "%s is not a valid "
+			    "internationalized domain (IDNA2008, RFC 5891)",
+			    j->domain);
+			job_finish_all(j, 'F', &rs);
+			return;
+		}
+	}
 	j->route = route_lookup(j->r->cfg, j->domain);
 	j->port = j->r->port;
 	j->tls = route_tls_level(j->r->cfg, j->route);
@@ -1455,8 +1473,10 @@ job_new(struct relay *r, const struct ipc_msg *m, const char **why)
 		return NULL;
 	}
 	for (size_t i = 0; i < dlen; i++)
-		if ((unsigned char)p[7 + i] <= 0x20 || (unsigned char)p[7 + i] >= 0x7f) {
-			*why = "job domain with a control, space or non-ASCII octet";
+		if ((unsigned char)p[7 + i] <= 0x20 || (unsigned char)p[7 + i] == 0x7f) {
+			/* UTF-8 is fine: an SMTPUTF8 recipient's U-labels
+			 * (job_start() turns them into A-labels) */
+			*why = "job domain with a control or space octet";
 			return NULL;
 		}
 	j = xcalloc(1, sizeof(*j));

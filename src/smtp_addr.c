@@ -137,8 +137,10 @@ utf8_seq_len(const unsigned char *s, size_t avail)
  * >= 0x80 where RFC 6531 3.3 allows one). Without SMTPUTF8 no such octet
  * may appear at all: RFC 5321 4.1.2 says they MUST NOT be used in MAIL or
  * RCPT.
- * XXX C1 controls (U+0080..U+009F) pass: RFC 6532 3.1 UTF8-non-ascii
- * includes them. Refuse them here if they ever reach a log or header raw.
+ * C1 controls (U+0080..U+009F) are refused like the ASCII controls:
+ * RFC 6532 3.1's UTF8-non-ascii includes them, but an address ends up raw
+ * in Received:, Return-Path: and reports, where a control (U+009B is a
+ * terminal's CSI) has no business.
  */
 static enum smtp_addr_error
 take_utf8(struct cur *c)
@@ -150,6 +152,8 @@ take_utf8(struct cur *c)
 	n = utf8_seq_len(c->p + c->pos, c->len - c->pos);
 	if (n == 0)
 		return SMTP_ADDR_ERR_BAD_UTF8;
+	if (n == 2 && c->p[c->pos] == 0xC2 && c->p[c->pos + 1] < 0xA0)
+		return SMTP_ADDR_ERR_SYNTAX;
 	c->pos += n;
 	c->utf8_seen = true;
 	return SMTP_ADDR_OK;
@@ -248,11 +252,36 @@ parse_quoted_string(struct cur *c)
  * is refused. With SMTPUTF8 a label may also hold UTF-8 (RFC 6531 3.3
  * U-label); whether it is a valid IDNA2008 label is left to the DNS.
  * *max_label receives the longest label in octets; the length limits are
- * the caller's to check, after the syntax.
- * XXX a U-label's limit really applies to its A-label (RFC 5890 2.3.2.1),
- * which can be longer or shorter than the UTF-8; we count octets as sent
- * until tern has an IDNA converter.
+ * the caller's to check, after the syntax (labels_check()).
  */
+static enum smtp_addr_error parse_domain(struct cur *c, size_t *max_label);
+
+/*
+ * The 63-octet label limit (RFC 1035 2.3.4) of a syntactically valid
+ * domain (p, len) whose longest label has max_label octets. A domain with
+ * U-labels is held to the limits of its A-labels (RFC 5890 2.3.2.1),
+ * which may be shorter or longer than the UTF-8, and must be a valid
+ * IDNA2008 name (RFC 5891): otherwise no DNS lookup could ever find it.
+ */
+static enum smtp_addr_error
+labels_check(const unsigned char *p, size_t len, size_t max_label)
+{
+	char alabel[SMTP_ADDR_DOMAIN_MAX + 1];
+
+	if (!util_has_8bit((const char *)p, len))
+		return max_label <= SMTP_ADDR_LABEL_MAX ? SMTP_ADDR_OK :
+		    SMTP_ADDR_ERR_DOMAIN_TOO_LONG;
+	switch (util_idna_to_ascii((const char *)p, len, alabel,
+	    sizeof(alabel))) {
+	case 0:
+		return SMTP_ADDR_OK;
+	case -2:
+		return SMTP_ADDR_ERR_DOMAIN_TOO_LONG;
+	default:
+		return SMTP_ADDR_ERR_BAD_IDN;
+	}
+}
+
 static enum smtp_addr_error
 parse_domain(struct cur *c, size_t *max_label)
 {
@@ -499,15 +528,18 @@ dequote(const unsigned char *s, size_t n, char *dst)
 static enum smtp_addr_error
 mbox_finish(const struct cur *c, const struct mbox *m, struct smtp_addr *out)
 {
+	enum smtp_addr_error err;
 	size_t mbox_len;
 
 	/* RFC 5321 4.5.3.1.1: local part as sent, quotes included. */
 	if (m->local_len > SMTP_ADDR_LOCAL_MAX)
 		return SMTP_ADDR_ERR_LOCAL_TOO_LONG;
 	/* RFC 5321 4.5.3.1.2; labels: RFC 1035 2.3.4. */
-	if (m->domain_len > SMTP_ADDR_DOMAIN_MAX ||
-	    m->max_label > SMTP_ADDR_LABEL_MAX)
+	if (m->domain_len > SMTP_ADDR_DOMAIN_MAX)
 		return SMTP_ADDR_ERR_DOMAIN_TOO_LONG;
+	err = labels_check(c->p + m->domain_off, m->domain_len, m->max_label);
+	if (err != SMTP_ADDR_OK)
+		return err;
 	/* RFC 5321 4.5.3.1.3: 256 for the path, less its two brackets. */
 	mbox_len = m->local_len + (m->postmaster ? 0 : 1 + m->domain_len);
 	if (mbox_len > SMTP_ADDR_MAILBOX_MAX)
@@ -694,7 +726,7 @@ smtp_addr_valid_domain(const char *p, size_t len, unsigned flags,
 		err = parse_domain(&c, &max_label);
 	}
 	return err == SMTP_ADDR_OK && c.pos == len &&
-	    max_label <= SMTP_ADDR_LABEL_MAX;
+	    labels_check(c.p, len, max_label) == SMTP_ADDR_OK;
 }
 
 /*
@@ -748,6 +780,8 @@ smtp_addr_strerror(enum smtp_addr_error err)
 		return "malformed UTF-8 in address";
 	case SMTP_ADDR_ERR_NULL_NOT_ALLOWED:
 		return "null path not allowed";
+	case SMTP_ADDR_ERR_BAD_IDN:
+		return "not a valid internationalized domain (IDNA2008)";
 	}
 	return "unknown address error";
 }

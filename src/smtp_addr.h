@@ -18,8 +18,8 @@
 #define SMTP_ADDR_DOMAIN_MAX 255
 #define SMTP_ADDR_PATH_MAX 256       /* "<" Mailbox ">" included */
 #define SMTP_ADDR_MAILBOX_MAX 254    /* path minus the angle brackets */
-/* RFC 1035 2.3.4; a longer label is SMTP_ADDR_ERR_DOMAIN_TOO_LONG. Counted
- * in octets as sent, also for UTF-8 labels (no IDNA conversion here). */
+/* RFC 1035 2.3.4; a longer label is SMTP_ADDR_ERR_DOMAIN_TOO_LONG. A
+ * U-label is held to this limit as its A-label (RFC 5890 2.3.2.1). */
 #define SMTP_ADDR_LABEL_MAX 63
 
 enum smtp_addr_flags {
@@ -41,6 +41,7 @@ enum smtp_addr_error {
 	SMTP_ADDR_ERR_UTF8_NOT_ALLOWED, /* non-ASCII without SMTPUTF8: 553 5.6.7 */
 	SMTP_ADDR_ERR_BAD_UTF8,      /* malformed UTF-8 sequence */
 	SMTP_ADDR_ERR_NULL_NOT_ALLOWED,
+	SMTP_ADDR_ERR_BAD_IDN,       /* U-labels that are not IDNA2008 (RFC 5891) */
 };
 
 struct smtp_addr {

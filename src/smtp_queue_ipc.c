@@ -17,6 +17,7 @@
 #define CONGESTED_HIGH (1024 * 1024)
 #define CONGESTED_LOW (256 * 1024)
 #define REPLY_MAX 512
+#define TXN_BUCKETS 1024   /* ids are sequential: id % TXN_BUCKETS spreads */
 
 enum txn_state { TXN_BEGIN_SENT, TXN_OPEN, TXN_COMMIT_SENT, TXN_FAILED };
 
@@ -27,6 +28,7 @@ struct txn {
 	void *arg;
 	char reply[REPLY_MAX];    /* failure reply for a deferred callback */
 	struct txn *next, *prev;
+	struct txn *hnext, *hprev;   /* its bucket's chain */
 };
 
 struct smtp_queue_ipc {
@@ -34,6 +36,7 @@ struct smtp_queue_ipc {
 	struct bufferevent *bev;  /* NULL while the channel is down */
 	uint64_t next_id;
 	struct txn *txns;         /* live transactions */
+	struct txn *buckets[TXN_BUCKETS];  /* the same, by id */
 	struct event *notify_ev;  /* runs deferred failure callbacks */
 	bool congested;
 	void (*on_uncongested)(void *);
@@ -52,14 +55,35 @@ txn_unlink(struct smtp_queue_ipc *q, struct txn *t)
 	if (t->next)
 		t->next->prev = t->prev;
 	t->next = t->prev = NULL;
+	if (t->hprev)
+		t->hprev->hnext = t->hnext;
+	else
+		q->buckets[t->id % TXN_BUCKETS] = t->hnext;
+	if (t->hnext)
+		t->hnext->hprev = t->hprev;
+	t->hnext = t->hprev = NULL;
 }
 
+static void
+txn_link(struct smtp_queue_ipc *q, struct txn *t)
+{
+	struct txn **b = &q->buckets[t->id % TXN_BUCKETS];
+
+	t->next = q->txns;
+	if (q->txns)
+		q->txns->prev = t;
+	q->txns = t;
+	t->hnext = *b;
+	if (*b)
+		(*b)->hprev = t;
+	*b = t;
+}
+
+/* Every queue answer looks its transaction up: by hash, not by scan. */
 static struct txn *
 txn_find(struct smtp_queue_ipc *q, uint64_t id)
 {
-	/* XXX linear: fine for hundreds of connections; a hash when
-	 * max_connections grows into the tens of thousands. */
-	for (struct txn *t = q->txns; t; t = t->next)
+	for (struct txn *t = q->buckets[id % TXN_BUCKETS]; t; t = t->hnext)
 		if (t->id == id)
 			return t;
 	return NULL;
@@ -243,10 +267,7 @@ ops_begin(void *ctx, const struct envelope *env, queue_client_cb cb, void *arg)
 	t->id = ++q->next_id;
 	t->cb = cb;
 	t->arg = arg;
-	t->next = q->txns;
-	if (q->txns)
-		q->txns->prev = t;
-	q->txns = t;
+	txn_link(q, t);
 	if (q->bev == NULL) {
 		txn_fail_deferred(q, t, DOWN_REPLY);
 		return t;

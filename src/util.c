@@ -7,6 +7,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <idn2.h>
+
 #include "log.h"
 #include "util.h"
 
@@ -240,4 +242,35 @@ util_has_8bit(const char *p, size_t n)
 			return true;
 	}
 	return false;
+}
+
+int
+util_idna_to_ascii(const char *p, size_t len, char *out, size_t outsize)
+{
+	char in[1024];
+	char *ascii = NULL;
+	int rc;
+
+	/* 255 octets of domain are at most 1020 octets of UTF-8 */
+	if (len >= sizeof(in) || memchr(p, '\0', len) != NULL)
+		return -1;
+	memcpy(in, p, len);
+	in[len] = '\0';
+	rc = idn2_to_ascii_8z(in, &ascii, IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL);
+	if (rc == IDN2_TOO_BIG_LABEL || rc == IDN2_TOO_BIG_DOMAIN ||
+	    rc == IDN2_PUNYCODE_BIG_OUTPUT ||
+	    (rc == IDN2_OK && ascii != NULL && strlen(ascii) >= outsize)) {
+		idn2_free(ascii);
+		return -2;
+	}
+	if (rc != IDN2_OK || ascii == NULL) {
+		idn2_free(ascii);
+		return -1;
+	}
+	for (size_t i = 0; ascii[i] != '\0'; i++)
+		out[i] = (char)(ascii[i] >= 'A' && ascii[i] <= 'Z' ?
+		    ascii[i] + 32 : ascii[i]);
+	out[strlen(ascii)] = '\0';
+	idn2_free(ascii);
+	return 0;
 }

@@ -47,6 +47,17 @@ bool util_ascii_casecmp_n(const char *a, size_t alen, const char *b, size_t blen
 
 /* true if any of the n octets at p is >= 0x80 (8-bit content, UTF-8). */
 bool util_has_8bit(const char *p, size_t n);
+
+/*
+ * The A-label form (RFC 5890 2.3.2.1, "xn--...") of the domain (p, len)
+ * whose labels may be UTF-8 U-labels, by IDNA2008 (RFC 5891, libidn2,
+ * with UTS #46 mapping of case and width so "Bücher" and "bücher" are one
+ * name); ASCII labels are lower-cased. Returns 0 with out filled (at most
+ * outsize - 1 octets); -2 if a label or the name is too long as A-labels
+ * (RFC 1035 2.3.4), or the result does not fit; -1 if it is not a valid
+ * IDN at all.
+ */
+int util_idna_to_ascii(const char *p, size_t len, char *out, size_t outsize);
 void util_ascii_lower(char *s);
 
 /* Wall clock in microseconds / seconds since the epoch. */

@@ -118,6 +118,8 @@ def zone_args(block):
         "--host-record=mx2.greet.test,%s" % block.ip(HOSTS["greet2"]),
         "--mx-host=nullmx.test,.,0",
         "--mx-host=pf.test,mx.pf.test,10",
+        # bücher.test, as DNS knows it (RFC 5891: A-labels)
+        "--mx-host=xn--bcher-kva.test,mx.plain.test,10",
         "--host-record=mx.pf.test,%s" % block.ip(HOSTS["postfix"]),
     ]
     for d in SIMPLE_DOMAINS:
@@ -731,6 +733,23 @@ class OutboundDelivery(OutboundCase):
         lines = self.wait_log([qid, "u@no8bit.test"], FAIL_RE, what="SMTPUTF8 message to a peer without it")
         self.assertTrue([l for l in lines if "5.6.7" in l], "SMTPUTF8 failure without 5.6.7:\n%s" % "\n".join(lines))
         self.assertEqual(no8.commands("MAIL"), [], "an SMTPUTF8 message was started to a peer without SMTPUTF8")
+
+    def test_idn_domain_looked_up_by_a_label(self):
+        """RFC 5891 5 / RFC 6531: a recipient at bücher.test is delivered
+        through the MX of xn--bcher-kva.test; the envelope keeps the
+        U-label the client sent."""
+        plain = self.receiver("plain")
+        tok = harness.token("idn")
+        rcpt = "anna@b\u00fccher.test"
+        with self.tern.session() as c:
+            self.assertReply(c.cmd("MAIL FROM:<%s> SMTPUTF8" % SENDER), 250)
+            self.assertReply(c.cmd("RCPT TO:<%s>" % rcpt), 250)
+            self.assertReply(c.cmd("DATA"), 354)
+            c.send(harness.dot_stuff(harness.simple_body(tok)) + b".\r\n")
+            self.assertReply(c.read_reply(), 250)
+        tx = self.only_one(plain, tok, what="IDN recipient")
+        self.assertEqual(tx.rcpts, [rcpt])
+        self.assertIsNotNone(tx.param("SMTPUTF8"))
 
     def test_dsn_parameters(self):
         dsn = self.receiver("dsn", dsn=True)

@@ -357,6 +357,63 @@ on_result(void *arg, const struct dns_mx_result *r)
 	}
 }
 
+/* More records than can be kept: the most preferred survive, in any
+ * order of arrival (a long answer listing the best MX last). */
+static void
+test_mx_keep_best(void **state)
+{
+	struct dns_mx_rr rrs[4], rr;
+	size_t n = 0;
+	static const unsigned prefs[] = { 50, 40, 60, 30, 70, 5, 45, 10, 20 };
+
+	for (size_t i = 0; i < nitems(prefs); i++) {
+		rr.pref = prefs[i];
+		snprintf(rr.name, sizeof(rr.name), "mx%u.test", prefs[i]);
+		dns_mx_keep(rrs, &n, nitems(rrs), &rr);
+	}
+	assert_int_equal(n, 4);
+	assert_int_equal(dns_mx_sort(rrs, &n, NULL), DNS_OK);
+	assert_int_equal(n, 4);
+	assert_int_equal(rrs[0].pref, 5);
+	assert_int_equal(rrs[1].pref, 10);
+	assert_int_equal(rrs[2].pref, 20);
+	assert_int_equal(rrs[3].pref, 30);
+	assert_string_equal(rrs[0].name, "mx5.test");
+}
+
+/* RFC 5891: U-labels become A-labels before DNS (util_idna_to_ascii). */
+static void
+test_idna(void **state)
+{
+	static const struct {
+		const char *in, *want;   /* want NULL: refused */
+	} cases[] = {
+		{ "b\xc3\xbc" "cher.example", "xn--bcher-kva.example" },
+		{ "B\xc3\x9c" "CHER.Example", "xn--bcher-kva.example" },
+		{ "\xe4\xbe\x8b\xe3\x81\x88.test", "xn--r8jz45g.test" },
+		{ "Plain.Example", "plain.example" },
+		{ "\xe2\x98\x95.example", NULL },
+		{ "b\xff" "cher.example", NULL },
+	};
+	char out[256];
+
+	for (size_t i = 0; i < nitems(cases); i++) {
+		int rc = util_idna_to_ascii(cases[i].in, strlen(cases[i].in), out,
+		    sizeof(out));
+
+		if (cases[i].want == NULL) {
+			if (rc != -1)
+				fail_msg("%s: accepted as %s", cases[i].in, out);
+		} else if (rc != 0 || strcmp(out, cases[i].want) != 0) {
+			fail_msg("%s: want %s, got rc %d %s", cases[i].in,
+			    cases[i].want, rc, rc == 0 ? out : "");
+		}
+	}
+	/* a result that does not fit is refused, never cut */
+	assert_int_equal(util_idna_to_ascii("b\xc3\xbc" "cher.example", 14, out,
+	    10), -2);
+}
+
 static void
 test_no_dns_table(void **state)
 {
@@ -382,7 +439,9 @@ test_no_dns_table(void **state)
 		{ ".a", false, DNS_BAD_NAME, NULL },
 		{ "ex ample.org", false, DNS_BAD_NAME, NULL },
 		{ "ex\\.ample.org", false, DNS_BAD_NAME, NULL },
-		{ "b\xc3\xbc" "cher.example", false, DNS_BAD_NAME, NULL },
+		/* not valid IDNA2008: a symbol, broken UTF-8 */
+		{ "\xe2\x98\x95.example", false, DNS_BAD_NAME, NULL },
+		{ "b\xff" "cher.example", false, DNS_BAD_NAME, NULL },
 		{ "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
 		  ".example", false, DNS_BAD_NAME, NULL },
 	};
@@ -528,6 +587,8 @@ main(void)
 		cmocka_unit_test(test_mx_decide_table),
 		cmocka_unit_test(test_interleave_table),
 		cmocka_unit_test(test_loopback_table),
+		cmocka_unit_test(test_mx_keep_best),
+		cmocka_unit_test(test_idna),
 		cmocka_unit_test(test_no_dns_table),
 		cmocka_unit_test(test_cancel_and_free),
 		cmocka_unit_test(test_bad_resolver),

@@ -367,6 +367,14 @@ static const struct path_case path_cases[] = {
 	  "a", NULL, "b\xC3\xBC" "cher.example", W_UTF8 },
 	{ "utf8 whole label", "<a@\xE4\xBE\x8B\xE5\xAD\x90.\xE6\xB5\x8B>", 0,
 	  F_UTF8, OK, 0, "a", NULL, NULL, W_UTF8 },
+	/* label limits apply to the A-label (RFC 5890 2.3.2.1): 80 octets of
+	 * UTF-8 make "xn--4ca..." of 46; 140 make 72, too long */
+	{ "utf8 long U-label, short A-label", "<a@" "\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4" ".test>", 0, F_UTF8,
+	  OK, 0, "a", NULL, NULL, W_UTF8 },
+	{ "utf8 A-label too long", "<a@" "\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4\xC3\xA4" ".test>", 0, F_UTF8,
+	  E_DOMAIN, NO_WANT },
+	{ "utf8 not IDNA2008", "<a@\xE2\x98\x95.test>", 0, F_UTF8,
+	  SMTP_ADDR_ERR_BAD_IDN, NO_WANT },
 	{ "utf8 quoted refused", "<\"\xC3\xB6\"@x>", 0, 0, E_8BIT, NO_WANT },
 	{ "utf8 quoted", "<\"\xC3\xB6 x\"@x>", 0, F_UTF8, OK, 0,
 	  "\"\xC3\xB6 x\"", "\xC3\xB6 x", "x", W_UTF8 | W_QUOTED },
@@ -379,7 +387,10 @@ static const struct path_case path_cases[] = {
 	  NULL, NULL, "x", W_UTF8 },
 	{ "utf8 U+FFFF", "<\xEF\xBF\xBF@x>", 0, F_UTF8, OK, 0,
 	  NULL, NULL, "x", W_UTF8 },
-	{ "utf8 U+0080", "<\xC2\x80@x>", 0, F_UTF8, OK, 0,
+	/* C1 controls are controls: refused like ASCII ones */
+	{ "utf8 U+0080", "<\xC2\x80@x>", 0, F_UTF8, E_SYNTAX, NO_WANT },
+	{ "utf8 U+009B CSI", "<a\xC2\x9B[2J@x>", 0, F_UTF8, E_SYNTAX, NO_WANT },
+	{ "utf8 U+00A0", "<\xC2\xA0@x>", 0, F_UTF8, OK, 0,
 	  NULL, NULL, "x", W_UTF8 },
 	{ "utf8 U+D7FF", "<\xED\x9F\xBF@x>", 0, F_UTF8, OK, 0,
 	  NULL, NULL, "x", W_UTF8 },
@@ -705,7 +716,7 @@ static void
 test_strerror(void **state)
 {
 	(void)state;
-	for (int i = SMTP_ADDR_OK; i <= SMTP_ADDR_ERR_NULL_NOT_ALLOWED; i++) {
+	for (int i = SMTP_ADDR_OK; i <= SMTP_ADDR_ERR_BAD_IDN; i++) {
 		const char *s = smtp_addr_strerror((enum smtp_addr_error)i);
 
 		assert_non_null(s);
