@@ -19,8 +19,11 @@ OPT_CFLAGS  := -O2 -D_FORTIFY_SOURCE=2 -fstack-protector-strong
 ASAN_CFLAGS := -O1 -fno-omit-frame-pointer -fsanitize=address,undefined \
                -fno-sanitize-recover=undefined
 
-SRC_ALL   := $(sort $(wildcard src/*.c))
-SRC_LIB   := $(filter-out src/main.c,$(SRC_ALL))
+# One folder per layer and process role (docs/architecture.md); the
+# include direction between them is checked by scripts/check-layers.py.
+SRC_ALL   := $(sort $(wildcard src/*/*.c))
+SRC_LIB   := $(filter-out src/cmd/main.c,$(SRC_ALL))
+HDR_ALL   := $(wildcard src/*/*.h)
 GEN_SRC   := build/gen/config_default.c
 UNIT_SRC  := $(sort $(wildcard tests/unit/test_*.c))
 
@@ -29,7 +32,7 @@ OBJ_LIB_ASAN := $(patsubst src/%.c,build/asan/obj/%.o,$(SRC_LIB)) build/asan/obj
 UNIT_BIN      := $(patsubst tests/unit/%.c,build/tests/%,$(UNIT_SRC))
 UNIT_BIN_ASAN := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
 
-.PHONY: all asan run test unit deps bench clean docs fuzz
+.PHONY: all asan run test unit deps bench clean docs fuzz check-layers
 all: build/tern
 
 asan: build/asan/tern
@@ -44,14 +47,14 @@ build/gen/config_default.c: etc/default.conf scripts/embed.sh
 # V=1 shows the full compiler command lines.
 Q := $(if $(V),,@)
 
-build/obj/%.o: src/%.c $(wildcard src/*.h)
+build/obj/%.o: src/%.c $(HDR_ALL)
 	@mkdir -p $(dir $@)
 	@echo "  CC      $<"
 	$(Q)$(CC) $(BASEFLAGS) $(OPT_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
 build/obj/config_default.o: build/gen/config_default.c
 	@echo "  CC      $<"
 	$(Q)$(CC) $(BASEFLAGS) $(OPT_CFLAGS) -c $< -o $@
-build/asan/obj/%.o: src/%.c $(wildcard src/*.h)
+build/asan/obj/%.o: src/%.c $(HDR_ALL)
 	@mkdir -p $(dir $@)
 	@echo "  CC asan $<"
 	$(Q)$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) $(PKG_CFLAGS) -c $< -o $@
@@ -60,10 +63,10 @@ build/asan/obj/config_default.o: build/gen/config_default.c
 	@echo "  CC asan $<"
 	$(Q)$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) -c $< -o $@
 
-build/tern: build/obj/main.o $(OBJ_LIB)
+build/tern: build/obj/cmd/main.o $(OBJ_LIB)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(BASEFLAGS) $(OPT_CFLAGS) -o $@ $^ $(LIBS)
-build/asan/tern: build/asan/obj/main.o $(OBJ_LIB_ASAN)
+build/asan/tern: build/asan/obj/cmd/main.o $(OBJ_LIB_ASAN)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(BASEFLAGS) $(ASAN_CFLAGS) -o $@ $^ $(LIBS)
 
@@ -82,9 +85,12 @@ run: deps
 	@$(MAKE) --no-print-directory build/tern
 	./build/tern serve
 
-test: deps
+test: deps check-layers
 	@$(MAKE) --no-print-directory build/tern build/asan/tern unit
 	/usr/bin/python3 tests/run.py
+
+check-layers:
+	@/usr/bin/python3 scripts/check-layers.py
 
 docs: build/tern
 	./build/tern config-doc > docs/configuration.md
@@ -96,9 +102,9 @@ bench: deps build/tern
 # libFuzzer targets (clang): one per parser and one for the whole session.
 FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
                -Isrc -Ibuild/gen -pthread
-FUZZ_SRC := $(filter-out src/main.c,$(SRC_ALL)) build/gen/config_default.c
+FUZZ_SRC := $(SRC_LIB) build/gen/config_default.c
 fuzz: build/fuzz/fuzz_smtp_addr build/fuzz/fuzz_smtp_session build/fuzz/fuzz_smtp_client
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC) $(wildcard src/*.h)
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC) $(HDR_ALL)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(FUZZ_SRC) $(LIBS)
 

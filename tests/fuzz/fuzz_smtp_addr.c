@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "smtp_addr.h"
+#include "mail/smtp_addr.h"
 
 #define CHECK(e)                                                               \
 	do {                                                                   \

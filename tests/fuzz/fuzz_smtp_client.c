@@ -23,10 +23,10 @@
 
 #include <event2/buffer.h>
 
-#include "envelope.h"
-#include "log.h"
-#include "smtp_client.h"
-#include "util.h"
+#include "mail/envelope.h"
+#include "lib/log.h"
+#include "relay/smtp_client.h"
+#include "lib/util.h"
 
 #define CHECK(e)                                                               \
 	do {                                                                   \

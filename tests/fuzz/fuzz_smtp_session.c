@@ -17,12 +17,12 @@
 
 #include <event2/buffer.h>
 
-#include "config.h"
-#include "envelope.h"
-#include "log.h"
-#include "queue_client.h"
-#include "smtp_session.h"
-#include "util.h"
+#include "conf/config.h"
+#include "mail/envelope.h"
+#include "lib/log.h"
+#include "smtpd/queue_client.h"
+#include "smtpd/smtp_session.h"
+#include "lib/util.h"
 
 #define CHECK(e)                                                               \
 	do {                                                                   \

@@ -23,8 +23,8 @@
 
 #include <event2/buffer.h>
 
-#include "ipc.h"
-#include "util.h"
+#include "lib/ipc.h"
+#include "lib/util.h"
 
 #ifndef WAIT_MS
 #error "define WAIT_MS before including ipc_test_util.h"

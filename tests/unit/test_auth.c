@@ -14,11 +14,11 @@
 
 #include "unit.h"
 
-#include "auth.h"
-#include "config.h"
-#include "passwd.h"
-#include "sasl.h"
-#include "util.h"
+#include "smtpd/auth.h"
+#include "conf/config.h"
+#include "conf/passwd.h"
+#include "mail/sasl.h"
+#include "lib/util.h"
 
 /* ------------------------------------------------------------------ */
 /* base64 */

@@ -19,10 +19,10 @@
 
 #include "unit.h"
 
-#include "config.h"
-#include "local_lookup.h"
-#include "route.h"
-#include "util.h"
+#include "conf/config.h"
+#include "conf/local_lookup.h"
+#include "relay/route.h"
+#include "lib/util.h"
 
 static char tmpdir[] = "/tmp/tern-test-config-XXXXXX";
 static char conf_path[256];
@@ -348,7 +348,7 @@ test_example_loads(void **state)
 	assert_int_equal(org->nmailboxes, 6);
 	assert_int_equal(local_lookup(org, "sales", 5), LOCAL_LOOKUP_ALIAS);
 	/* sales: info, erin, dave@example.net; info: alice, bob */
-	n = local_expand(cfg, org, "sales", 5, out);
+	n = local_expand(&cfg->domain_index, org, "sales", 5, out);
 	assert_int_equal(n, 4);
 	assert_string_equal(out[0].mailbox, "alice");
 	assert_string_equal(out[1].mailbox, "bob");
@@ -1217,7 +1217,7 @@ test_local_expand(void **state)
 		int n;
 
 		print_message("case %s\n", cases[i].name);
-		n = local_expand(cfg, d, cases[i].local,
+		n = local_expand(&cfg->domain_index, d, cases[i].local,
 		    strlen(cases[i].local), out);
 		assert_int_equal(n, cases[i].want);
 		for (int j = 0; j < n; j++)
@@ -1260,19 +1260,20 @@ test_local_expand_runtime_limits(void **state)
 	const struct config_domain *index[1] = { &d };
 	cfg.domains = &d;
 	cfg.ndomains = 1;
-	cfg.domain_index = index;
+	cfg.domain_index.sorted = index;
+	cfg.domain_index.n = 1;
 	local_lookup_prepare(&d);
 	assert_int_equal(d.nmailboxes, 70);
 
-	assert_int_equal(local_expand_explain(&cfg, &d, "x", 1, out, why,
+	assert_int_equal(local_expand_explain(&cfg.domain_index, &d, "x", 1, out, why,
 	    sizeof(why)), -1);
 	assert_string_equal(why, "alias loop through 'x@a.org'");
-	assert_int_equal(local_expand_explain(&cfg, &d, "big", 3, out, why,
+	assert_int_equal(local_expand_explain(&cfg.domain_index, &d, "big", 3, out, why,
 	    sizeof(why)), -1);
 	assert_string_equal(why, "expands to more than 64 mailboxes");
-	assert_int_equal(local_expand(&cfg, &d, "m05", 3, out), 1);
+	assert_int_equal(local_expand(&cfg.domain_index, &d, "m05", 3, out), 1);
 	assert_ptr_equal(out[0].mailbox, names[5]);
-	assert_int_equal(local_expand(&cfg, NULL, "m05", 3, out), -1);
+	assert_int_equal(local_expand(&cfg.domain_index, NULL, "m05", 3, out), -1);
 }
 
 static void

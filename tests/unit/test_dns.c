@@ -14,9 +14,9 @@
 
 #include <unistd.h>
 
-#include "config.h"
-#include "dns.h"
-#include "util.h"
+#include "conf/config.h"
+#include "dns/dns.h"
+#include "lib/util.h"
 
 /* "10:a 20:b 0:." into rrs; returns the count. */
 static size_t

@@ -9,9 +9,9 @@
 
 #include <event2/buffer.h>
 
-#include "dsn.h"
-#include "envelope.h"
-#include "util.h"
+#include "mail/dsn.h"
+#include "mail/envelope.h"
+#include "lib/util.h"
 
 /* ---- NOTIFY policy (RFC 3461 4.1) ---- */
 

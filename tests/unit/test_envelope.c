@@ -6,8 +6,8 @@
 
 #include <event2/buffer.h>
 
-#include "envelope.h"
-#include "util.h"
+#include "mail/envelope.h"
+#include "lib/util.h"
 
 static char *
 serialize(const struct envelope *env, size_t *len)

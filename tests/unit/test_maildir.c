@@ -13,8 +13,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "maildir.h"
-#include "util.h"
+#include "queue/maildir.h"
+#include "lib/util.h"
 
 struct fx {
 	char dir[64];

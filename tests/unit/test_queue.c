@@ -25,14 +25,14 @@
 
 #include <event2/buffer.h>
 
-#include "config.h"
-#include "envelope.h"
-#include "ipc.h"
-#include "local_lookup.h"
-#include "log.h"
-#include "queue.h"
-#include "spool.h"
-#include "util.h"
+#include "conf/config.h"
+#include "mail/envelope.h"
+#include "lib/ipc.h"
+#include "conf/local_lookup.h"
+#include "lib/log.h"
+#include "queue/queue.h"
+#include "queue/spool.h"
+#include "lib/util.h"
 
 #define WAIT_MS 15000
 
@@ -85,7 +85,8 @@ setup(void **state)
 	f->cfg.domains = &f->dom;
 	f->cfg.ndomains = 1;
 	f->dom_index[0] = &f->dom;
-	f->cfg.domain_index = f->dom_index;
+	f->cfg.domain_index.sorted = f->dom_index;
+	f->cfg.domain_index.n = 1;
 	f->cfg.max_message_size = 64 * 1024;
 	f->cfg.max_recipients = 50;
 	f->cfg.max_connections = 4;

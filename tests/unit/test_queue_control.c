@@ -5,9 +5,9 @@
  */
 #include <event2/buffer.h>
 
-#include "queue_control.h"
+#include "queue/queue_control.h"
 #include "unit.h"
-#include "util.h"
+#include "lib/util.h"
 
 struct parse_case {
 	const char *name;

@@ -25,12 +25,12 @@
 
 #include <event2/buffer.h>
 
-#include "config.h"
-#include "envelope.h"
-#include "ipc.h"
-#include "log.h"
-#include "relay.h"
-#include "util.h"
+#include "conf/config.h"
+#include "mail/envelope.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "relay/relay.h"
+#include "lib/util.h"
 
 #define WAIT_MS 20000
 #define QID "0123456789abcdef"

@@ -15,8 +15,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "config.h"
-#include "sendmail_msg.h"
+#include "conf/config.h"
+#include "cmd/sendmail_msg.h"
 
 /* ------------------------------------------------------------------ */
 

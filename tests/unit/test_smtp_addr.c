@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "smtp_addr.h"
+#include "mail/smtp_addr.h"
 
 /* Building blocks for the length boundaries. */
 #define S10 "abcdefghij"

@@ -12,10 +12,10 @@
 
 #include "unit.h"
 
-#include "envelope.h"
-#include "log.h"
-#include "smtp_client.h"
-#include "util.h"
+#include "mail/envelope.h"
+#include "lib/log.h"
+#include "relay/smtp_client.h"
+#include "lib/util.h"
 
 /* ------------------------------------------------------------------ */
 /* harness */

@@ -12,11 +12,11 @@
 
 #include "unit.h"
 
-#include "config.h"
-#include "envelope.h"
-#include "queue_client.h"
-#include "smtp_session.h"
-#include "util.h"
+#include "conf/config.h"
+#include "mail/envelope.h"
+#include "smtpd/queue_client.h"
+#include "smtpd/smtp_session.h"
+#include "lib/util.h"
 
 /* ------------------------------------------------------------------ */
 /* fake queue: answers are deferred until fake_run(), as the contract says */

@@ -11,10 +11,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "envelope.h"
-#include "log.h"
-#include "spool.h"
-#include "util.h"
+#include "mail/envelope.h"
+#include "lib/log.h"
+#include "queue/spool.h"
+#include "lib/util.h"
 
 struct fx {
 	char dir[64];

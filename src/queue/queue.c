@@ -1,0 +1,3546 @@
+/*
+ * queue.c - the queue process (see queue.h and docs/spool-format.md).
+ *
+ * Ownership and threads:
+ *  - struct txn, struct chan, struct qmsg, struct rjob, struct rdomain and
+ *    struct rchan belong to the event loop. A txn in TXN_COMMITTING is
+ *    also referenced by the commit pipeline; the loop frees it only when
+ *    the commit thread hands it back.
+ *  - A task (struct task) carries a copy of the queue id and, for relay
+ *    work, its job; workers never touch the loop's struct qmsg. At most
+ *    one task per message is in a worker (qmsg.busy; the others wait in
+ *    qmsg.waiting), so no two threads ever work on one queue file.
+ *  - q->mu guards the task lists, the done lists and the stop flags; the
+ *    loop learns about finished work by reading q->done_fd (an eventfd).
+ *
+ * Scheduling (docs/queue.md): idle messages sit in a min-heap by due time
+ * with one timer for its top. A scan delivers local recipients and turns
+ * due remote ones into relay jobs (one message, one domain, at most
+ * IPC_RELAY_MAX_RCPTS recipients), queued FIFO per destination domain.
+ * Jobs go to the relay process while the global and per-domain slots and
+ * the octet budget allow; their results are journaled by RESULT tasks.
+ *
+ * Memory per queued message is one small struct qmsg plus a heap slot:
+ * the envelope and the message stay on disk and are loaded by the worker
+ * that needs them.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <sys/eventfd.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "mail/dsn.h"
+#include "mail/envelope.h"
+#include "lib/ipc.h"
+#include "conf/local_lookup.h"
+#include "lib/log.h"
+#include "queue/maildir.h"
+#include "queue/queue.h"
+#include "queue/queue_control.h"
+#include "queue/spool.h"
+#include "lib/util.h"
+
+#define COMMIT_BATCH_MAX 256
+#define CHAN_OUT_HIGH (1024 * 1024)   /* stop reading while replies pile up */
+#define CHAN_OUT_LOW (64 * 1024)
+#define CHAN_IN_HIGH (2 * IPC_MAX_PAYLOAD)
+#define SHUTDOWN_GRACE_SECS 30
+#define LOAD_RETRY_SECS 60
+#define HEAP_NONE UINT32_MAX
+#define SCAN_MAX 64                    /* scans queued for workers at once */
+#define RELAY_BYTES_MAX (64u << 20)    /* sent to the relay, unanswered */
+#define RELAY_OUT_HIGH (4u << 20)      /* stop dispatching: relay not reading */
+#define RELAY_OUT_LOW (1u << 20)
+#define RELAY_HEAD_SLACK (16 * 1024)   /* envelope records other than rcpt */
+#define RELAY_RCPT_BYTES (IPC_MAX_PAYLOAD - RELAY_HEAD_SLACK)
+#define RESULT_VIA_MAX 255             /* octets of one "via" token */
+#define ERR_TOO_BIG (-1)               /* txn.err: not an errno */
+
+static const char REPLY_NOSPACE[] = "452 4.3.1 Insufficient system storage";
+static const char REPLY_WRITE[] = "451 4.3.0 Queue file write error";
+static const char REPLY_TOO_BIG[] =
+    "552 5.3.4 Message size exceeds fixed maximum message size";
+static const char REPLY_BUSY[] =
+    "451 4.3.2 Too many concurrent transactions, try again later";
+static const char REPLY_STOPPING[] =
+    "451 4.3.2 Queue shutting down, try again later";
+
+enum txn_state { TXN_OPEN, TXN_FAILED, TXN_COMMITTING };
+
+struct chan;
+
+struct txn {
+	uint64_t sid;              /* the smtp side's transaction number */
+	struct chan *chan;         /* NULL once the channel is gone */
+	struct txn *hnext;         /* chan bucket chain */
+	struct txn *qnext;         /* commit queue / done list */
+	struct spool_txn *st;      /* NULL once failed */
+	enum txn_state state;
+	int err;                   /* errno or ERR_TOO_BIG when failed */
+	bool abandoned;            /* ABORT arrived during the commit */
+	size_t nrcpt;
+	char *from_q;              /* log-quoted sender */
+	char *client_q;            /* log-quoted client address */
+};
+
+struct chan {
+	struct queue *q;
+	struct bufferevent *bev;
+	struct txn **buckets;
+	size_t mask;               /* nbuckets - 1 */
+	size_t ntxns;
+	bool paused;               /* reading stopped: output backed up */
+	bool dead;
+};
+
+/*
+ * One queued message, as the loop knows it. Everything else (envelope,
+ * recipients' states, the message) stays on disk until a worker loads it:
+ * this is the whole in-memory cost of a deferred message (docs/queue.md).
+ * Invariant: a message is in the due heap only while no task runs or
+ * waits for it and it has no relay job (whoever holds it reschedules it).
+ */
+struct qmsg {
+	struct qmsg *prev, *next;  /* every message (q->msgs) */
+	struct task *waiting;      /* tasks queued behind the running one */
+	char *sender;              /* for tern queue list; NULL until loaded */
+	uint64_t idn;              /* the queue id, as a number */
+	int64_t due;               /* next scan, unix seconds, while in the heap */
+	uint32_t heap_idx;         /* HEAP_NONE when not in the heap */
+	uint32_t njobs : 24;       /* relay jobs waiting or in flight
+	                              (at most one per recipient) */
+	uint32_t dsn_tries : 7;    /* reports that failed to spool in a row */
+	uint32_t dsn_owed : 1;     /* the last task found a report owed */
+	uint32_t size_kib;         /* message size, for the relay byte budget */
+	/* Recipients (ENVELOPE_MAX_RCPTS < 2^14) and flags in one word. */
+	unsigned nrcpt : 14;       /* in the envelope; 0 until loaded */
+	unsigned npending : 14;    /* not final yet, as of the last task */
+	unsigned busy : 1;         /* a task is in a worker: one at a time */
+	unsigned gone : 1;         /* removed or quarantined: free when idle */
+	unsigned held : 1;         /* tern queue hold: never in the heap */
+	unsigned force : 1;        /* tern queue flush: next scan ignores
+	                              the deferred recipients' next attempt */
+};
+
+/*
+ * Work on one message for the worker threads. Tasks for one message run
+ * one after the other (qmsg.busy, qmsg.waiting), so no two threads ever
+ * touch one queue file and each journal append sees the records before it.
+ *  SCAN    load, deliver local recipients, journal, and list the remote
+ *          recipients that are due, grouped into relay jobs;
+ *  LOAD    load a relay job's envelope and message into ready frames;
+ *  RESULT  journal a relay job's outcome, remove the file when done;
+ *  CTL     tern queue show/hold/release/delete (queue_control.h);
+ *  REPORT  spool the one report the message owes its sender, covering
+ *          every recipient owed one (docs/dsn.md), journal R/W records.
+ */
+enum task_kind { TASK_SCAN, TASK_LOAD, TASK_RESULT, TASK_CTL, TASK_REPORT };
+enum task_result { TR_KEEP, TR_REMOVED, TR_GONE, TR_RETRY, TR_SKIPPED };
+
+/*
+ * A recipient outcome the sender is owed a report about (dsn.h), as a
+ * REPORT task finds it in the journal (docs/dsn.md).
+ */
+struct dsn_note {
+	size_t rcpt;
+	enum dsn_action action;
+	char *diag;                /* the SMTP reply, or NULL */
+	char *mta;                 /* the server that gave it, or NULL */
+	int64_t when;              /* last attempt, unix s; 0: unknown */
+};
+
+struct rgroup {                /* SCAN output: the recipients of one job */
+	struct rgroup *next;
+	char *domain;              /* lower case */
+	uint32_t *idx;             /* recipient indexes, in envelope order */
+	size_t n, cap;
+	size_t bytes;              /* their envelope records, bounded */
+};
+
+struct task {
+	struct task *next;
+	struct qmsg *m;            /* loop only */
+	enum task_kind kind;
+	bool fresh;                /* new mail goes ahead of retries */
+	char id[QUEUE_ID_LEN + 1];
+	enum task_result result;
+	int64_t next_due;          /* SCAN/RESULT KEEP: earliest work left; 0 none */
+	uint64_t size;             /* SCAN: message octets */
+	struct rgroup *groups;     /* SCAN: relay jobs to queue */
+	struct rjob *job;          /* LOAD, RESULT */
+	struct evbuffer *frames;   /* LOAD: JOB, DATA..., END, ready to send */
+	bool force;                /* SCAN: deferred recipients are due now */
+	bool held;                 /* SCAN: the journal holds the message */
+	unsigned nrcpt, npending;  /* after the task; nrcpt 0: not loaded */
+	char *sender;              /* copy for the loop's record, or NULL */
+	/* After the task: the message owes its sender a report (its file
+	 * is kept for it) */
+	bool owes;
+	/* REPORT: the recipients covered, and the report spooled */
+	struct dsn_note *notes;
+	size_t nnotes, notes_cap;
+	char dsn_id[QUEUE_ID_LEN + 1];   /* "" if none */
+	bool dsn_failed;           /* could not be spooled: retry later */
+	/* CTL */
+	enum queue_ctl_op ctl_op;
+	int ctl_status;            /* QUEUE_CTL_* */
+	char *ctl_json;            /* SHOW: the message object */
+	queue_ctl_done_fn *ctl_done;
+	void *ctl_arg;
+};
+
+/*
+ * A relay job: one message, one destination domain, up to
+ * IPC_RELAY_MAX_RCPTS of its recipients. It waits in its domain's FIFO,
+ * then holds a slot (global and per domain) from dispatch until its
+ * RESULT arrives or the channel is lost.
+ */
+enum rjob_state { RJ_WAITING, RJ_LOADING, RJ_SENT, RJ_DONE };
+
+struct rjob {
+	struct rjob *next;         /* domain FIFO */
+	struct rjob *hnext;        /* relay channel's table of sent jobs */
+	struct qmsg *m;
+	struct rdomain *dom;
+	uint64_t id;               /* job number on the channel, never reused */
+	uint32_t *idx;             /* recipient indexes in the message, job order */
+	size_t n;
+	uint64_t bytes;            /* held against RELAY_BYTES_MAX */
+	enum rjob_state state;
+	/* The answer, for the RESULT task. */
+	bool lost;                 /* none: the channel went away */
+	char *outcome;             /* n of 'D', 'F', 'T'; NULL: all T */
+	char **reply;              /* n SMTP reply lines; NULL entries: default */
+	bool *own;                 /* n: decided by the relay itself (reply
+	                            * code 0), not the server's reply */
+	char *via;                 /* log fields "relay=.. ip=.. tls=.." */
+	char *via_mx;              /* the server's name (Remote-MTA), or NULL */
+	bool peer_dsn;             /* it offers DSN: it reports from now on */
+};
+
+struct rdomain {
+	struct rdomain *hnext;     /* q->dom_buckets chain */
+	struct rdomain *rnext;     /* ready list */
+	struct rjob *head, *tail;  /* jobs waiting for a slot, FIFO */
+	unsigned inflight;         /* jobs holding a slot */
+	unsigned refs;             /* jobs pointing here (any state): the
+	                            * domain lives at least as long */
+	bool ready;                /* on the ready list */
+	char name[];               /* lower case */
+};
+
+/* The channel to the relay process. */
+struct rchan {
+	struct queue *q;
+	struct bufferevent *bev;
+	struct rjob **buckets;     /* sent jobs by id */
+	size_t mask;
+	size_t nsent;
+	bool dead;
+};
+
+struct base_dir {
+	char *path;                /* static prefix of a Maildir pattern */
+	size_t len;
+	int fd;
+};
+
+struct list {                  /* singly linked FIFO, intrusive */
+	void *head, *tail;
+};
+
+struct queue {
+	const struct config *cfg;
+	struct spool *spool;
+	struct base_dir *bases;
+	size_t nbases;
+	size_t max_txns;
+	uint64_t max_size;
+
+	struct event_base *base;
+	struct event *ctl_ev, *done_ev, *sig_ev, *grace_ev;
+	int ctl_fd;
+	int done_fd;
+	int sig_fd;                /* signalfd for SIGTERM, SIGINT */
+	struct chan *chan;
+	struct qmsg *msgs;
+	size_t nmsgs;
+	struct queue_control *control;     /* tern queue ... (control socket) */
+
+	/* Shared with the workers, under mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t commit_cv, deliver_cv;
+	struct txn *commit_head, *commit_tail;
+	struct task *new_head, *new_tail;   /* fresh mail and relay work first */
+	struct task *old_head, *old_tail;   /* recovered and retried */
+	struct txn *done_txn_head, *done_txn_tail;
+	struct task *done_job_head, *done_job_tail;
+	bool stop_threads;
+	uint64_t ncommits, nbatches;        /* group commit statistics */
+	pthread_t *threads;
+	size_t nthreads;
+
+	/* Scheduling (loop only). */
+	int64_t retry_min, retry_max, lifetime;   /* seconds */
+	int64_t delay_warn;                 /* seconds; 0: no delay reports */
+	unsigned max_relay, max_relay_domain;
+	struct qmsg **heap;                 /* idle messages by due time */
+	size_t nheap, heapcap;
+	struct event *timer_ev;             /* fires for heap[0] */
+	size_t scans_inflight;
+	struct rchan *relay;                /* NULL while there is none */
+	struct rdomain **dom_buckets;
+	size_t dom_mask, ndoms;
+	struct rdomain *ready_head, *ready_tail;  /* domains that may send */
+	uint64_t next_job_id;
+	size_t relay_inflight;              /* jobs holding a slot */
+	uint64_t relay_bytes;               /* their octets, reserved */
+	bool pumping;
+
+	/* Loop only. */
+	size_t commits_inflight;
+	size_t tasks_inflight;
+	bool stopping;
+	bool threads_started;
+	int exit_code;
+};
+
+static void maybe_exit(struct queue *q);
+
+/* ---- helpers ---- */
+
+static const char *
+reply_for(int err)
+{
+	if (err == ERR_TOO_BIG)
+		return REPLY_TOO_BIG;
+	if (err == ENOSPC || err == EDQUOT)
+		return REPLY_NOSPACE;
+	return REPLY_WRITE;
+}
+
+static char *
+quote_dup(const char *s)
+{
+	char buf[1200];
+
+	if (s == NULL)
+		return xstrdup("");
+	return xstrdup(log_quote(buf, sizeof(buf), s, strlen(s), 300));
+}
+
+/* mkdir -p that hands each directory it creates to uid/gid. */
+static int
+mkdirs_owned(const char *path, unsigned mode, uid_t uid, gid_t gid)
+{
+	char buf[4096];
+	size_t n = util_strlcpy(buf, path, sizeof(buf));
+
+	if (n >= sizeof(buf)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	for (char *p = buf + 1;; p++) {
+		bool last = *p == '\0';
+
+		if (!last && *p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) == 0) {
+			if ((uid != (uid_t)-1 || gid != (gid_t)-1) &&
+			    chown(buf, uid, gid) == -1)
+				return -1;
+		} else if (errno != EEXIST) {
+			return -1;
+		}
+		if (last)
+			break;
+		*p = '/';
+	}
+	return 0;
+}
+
+/* ---- start-up ---- */
+
+struct queue *
+queue_new(const struct config *cfg, uid_t uid, gid_t gid, char *err,
+    size_t errsize)
+{
+	struct queue *q = xcalloc(1, sizeof(*q));
+
+	q->cfg = cfg;
+	q->ctl_fd = -1;
+	q->done_fd = -1;
+	q->sig_fd = -1;
+	pthread_mutex_init(&q->mu, NULL);
+	pthread_cond_init(&q->commit_cv, NULL);
+	pthread_cond_init(&q->deliver_cv, NULL);
+	q->max_txns = cfg->max_connections != 0 ? cfg->max_connections + 8 : 1024;
+	if (q->max_txns > 65536)
+		q->max_txns = 65536;
+	/* Zero (a configuration filled by hand) means the table default. */
+	q->retry_min = cfg->retry_min != 0 ? cfg->retry_min : 300;
+	q->retry_max = cfg->retry_max != 0 ? cfg->retry_max : 4 * 3600;
+	if (q->retry_max < q->retry_min)
+		q->retry_max = q->retry_min;
+	q->lifetime = cfg->max_queue_lifetime != 0 ? cfg->max_queue_lifetime :
+	    5 * 86400;
+	/* Zero here means none: a configuration made by hand sends none. */
+	q->delay_warn = cfg->delay_warning_time;
+	q->max_relay = cfg->max_relay_connections != 0 ?
+	    cfg->max_relay_connections : 100;
+	q->max_relay_domain = cfg->max_relay_connections_per_domain != 0 ?
+	    cfg->max_relay_connections_per_domain : 10;
+	q->max_size = cfg->max_message_size != 0 &&
+	    cfg->max_message_size < UINT64_MAX - QUEUE_RECEIVED_ALLOWANCE ?
+	    cfg->max_message_size + QUEUE_RECEIVED_ALLOWANCE : UINT64_MAX;
+
+	if (cfg->spool_dir == NULL || cfg->spool_dir[0] != '/') {
+		snprintf(err, errsize, "spool directory must be an absolute path");
+		goto fail;
+	}
+	if (mkdirs_owned(cfg->spool_dir, 0700, uid, gid) == -1) {
+		snprintf(err, errsize, "spool %s: %s", cfg->spool_dir,
+		    strerror(errno));
+		goto fail;
+	}
+	q->spool = spool_open(cfg->spool_dir, uid, gid, err, errsize);
+	if (q->spool == NULL)
+		goto fail;
+	q->control = queue_control_new(cfg->spool_dir, uid, gid, err, errsize);
+	if (q->control == NULL)
+		goto fail;
+
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		const struct config_domain *d = &cfg->domains[i];
+		size_t blen;
+		bool dup = false;
+
+		if (d->maildir == NULL)
+			continue;
+		blen = maildir_pattern_base(d->maildir);
+		if (blen == 0) {
+			snprintf(err, errsize, "domain %s: maildir %s is not absolute",
+			    d->name, d->maildir);
+			goto fail;
+		}
+		for (size_t k = 0; k < q->nbases; k++)
+			if (q->bases[k].len == blen &&
+			    memcmp(q->bases[k].path, d->maildir, blen) == 0)
+				dup = true;
+		if (dup)
+			continue;
+		q->bases = xreallocarray(q->bases, q->nbases + 1, sizeof(*q->bases));
+		struct base_dir *b = &q->bases[q->nbases];
+		b->path = xstrndup(d->maildir, blen);
+		b->len = blen;
+		b->fd = -1;
+		q->nbases++;
+		if (mkdirs_owned(b->path, 0755, uid, gid) == -1) {
+			snprintf(err, errsize, "maildir base %s: %s", b->path,
+			    strerror(errno));
+			goto fail;
+		}
+		b->fd = open(b->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (b->fd == -1) {
+			snprintf(err, errsize, "maildir base %s: %s", b->path,
+			    strerror(errno));
+			goto fail;
+		}
+	}
+	return q;
+fail:
+	queue_free(&q);
+	return NULL;
+}
+
+/* ---- channel to the smtp process ---- */
+
+static size_t
+txn_hash(const struct chan *c, uint64_t sid)
+{
+	return (size_t)((sid * 0x9e3779b97f4a7c15ULL) >> 32) & c->mask;
+}
+
+static struct txn *
+txn_find(struct chan *c, uint64_t sid)
+{
+	for (struct txn *t = c->buckets[txn_hash(c, sid)]; t; t = t->hnext)
+		if (t->sid == sid)
+			return t;
+	return NULL;
+}
+
+static void
+txn_unhash(struct chan *c, struct txn *t)
+{
+	struct txn **pp = &c->buckets[txn_hash(c, t->sid)];
+
+	while (*pp != t)
+		pp = &(*pp)->hnext;
+	*pp = t->hnext;
+	t->hnext = NULL;
+	c->ntxns--;
+}
+
+static void
+txn_free(struct txn *t)
+{
+	if (t->st != NULL)
+		spool_txn_abort(&t->st);
+	free(t->from_q);
+	free(t->client_q);
+	free(t);
+}
+
+static void
+reply(struct chan *c, enum ipc_type type, uint64_t sid, const char *text)
+{
+	if (c == NULL || c->dead)
+		return;
+	ipc_write(bufferevent_get_output(c->bev), type, sid, text, strlen(text));
+}
+
+static void
+violation(struct chan *c, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* The smtp process broke the protocol: log, and close the channel once
+ * the current callback is done with it. */
+static void
+violation(struct chan *c, const char *fmt, ...)
+{
+	char why[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	log_err("queue event=protocol-violation peer=smtp reason=\"%s\"", why);
+	c->dead = true;
+}
+
+static void
+chan_reap_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct chan *c = arg;
+
+	bufferevent_free(c->bev);
+	free(c->buckets);
+	free(c);
+}
+
+/*
+ * Detach c from the queue: open transactions are aborted (their files
+ * removed), committing ones are orphaned (rolled back when their commit
+ * ends: no COMMIT_OK can reach the client). The bufferevent is freed
+ * from a fresh callback, never from inside its own.
+ */
+static void
+chan_close(struct queue *q, struct chan *c, const char *why)
+{
+	size_t aborted = 0;
+	struct timeval now = { 0, 0 };
+
+	if (q->chan == c)
+		q->chan = NULL;
+	c->dead = true;
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	for (size_t i = 0; i <= c->mask; i++) {
+		struct txn *t, *next;
+
+		for (t = c->buckets[i]; t; t = next) {
+			next = t->hnext;
+			t->hnext = NULL;
+			if (t->state == TXN_COMMITTING) {
+				t->chan = NULL;
+			} else {
+				txn_free(t);
+				aborted++;
+			}
+		}
+		c->buckets[i] = NULL;
+	}
+	c->ntxns = 0;
+	log_info("queue event=smtp-channel-closed reason=\"%s\" aborted=%zu",
+	    why, aborted);
+	if (event_base_once(q->base, -1, EV_TIMEOUT, chan_reap_cb, c, &now) == -1)
+		fatal("event_base_once failed");
+	maybe_exit(q);
+}
+
+static void
+txn_fail(struct txn *t, int err)
+{
+	t->state = TXN_FAILED;
+	t->err = err;
+	spool_txn_abort(&t->st);
+}
+
+static void
+on_begin(struct queue *q, struct chan *c, const struct ipc_msg *msg)
+{
+	struct envelope env;
+	struct spool_txn *st;
+	struct txn *t;
+	char perr[160];
+	size_t max_rcpts = q->cfg->max_recipients != 0 ?
+	    q->cfg->max_recipients : ENVELOPE_MAX_RCPTS;
+
+	if (txn_find(c, msg->hdr.id) != NULL) {
+		violation(c, "duplicate transaction id %" PRIu64, msg->hdr.id);
+		return;
+	}
+	envelope_init(&env);
+	if (envelope_parse(&env, (const char *)msg->payload, msg->hdr.len,
+	    max_rcpts, perr, sizeof(perr)) == -1) {
+		violation(c, "bad envelope: %s", perr);
+		return;
+	}
+	if (env.id[0] != '\0') {
+		envelope_clear(&env);
+		violation(c, "envelope carries a queue id");
+		return;
+	}
+	if (q->stopping) {
+		envelope_clear(&env);
+		reply(c, IPC_SUBMIT_BEGIN_FAIL, msg->hdr.id, REPLY_STOPPING);
+		return;
+	}
+	if (c->ntxns >= q->max_txns) {
+		envelope_clear(&env);
+		log_warn("queue event=begin-refused reason=\"too many transactions\" open=%zu",
+		    c->ntxns);
+		reply(c, IPC_SUBMIT_BEGIN_FAIL, msg->hdr.id, REPLY_BUSY);
+		return;
+	}
+	st = spool_txn_begin(q->spool, &env);
+	if (st == NULL) {
+		int e = errno;
+		log_err("queue event=begin-failed error=\"%s\"", strerror(e));
+		reply(c, IPC_SUBMIT_BEGIN_FAIL, msg->hdr.id, reply_for(e));
+		envelope_clear(&env);
+		return;
+	}
+	t = xcalloc(1, sizeof(*t));
+	t->sid = msg->hdr.id;
+	t->chan = c;
+	t->st = st;
+	t->state = TXN_OPEN;
+	t->nrcpt = env.nrcpts;
+	t->from_q = quote_dup(env.sender);
+	t->client_q = quote_dup(env.client_addr);
+	envelope_clear(&env);
+	t->hnext = c->buckets[txn_hash(c, t->sid)];
+	c->buckets[txn_hash(c, t->sid)] = t;
+	c->ntxns++;
+	reply(c, IPC_SUBMIT_BEGIN_OK, t->sid, spool_txn_id(st));
+}
+
+static void
+on_data(struct queue *q, struct chan *c, const struct ipc_msg *msg)
+{
+	struct txn *t = txn_find(c, msg->hdr.id);
+
+	if (t == NULL || t->state == TXN_COMMITTING) {
+		violation(c, "DATA for %s transaction %" PRIu64,
+		    t == NULL ? "unknown" : "committing", msg->hdr.id);
+		return;
+	}
+	if (t->state == TXN_FAILED)
+		return;   /* the failure is reported at COMMIT */
+	/* A compromised smtp process must not fill the disk: bound it here too. */
+	if (msg->hdr.len > q->max_size - spool_txn_size(t->st)) {
+		log_warn("queue id=%s event=too-big size=%" PRIu64 " limit=%" PRIu64,
+		    spool_txn_id(t->st), spool_txn_size(t->st) + msg->hdr.len,
+		    q->max_size);
+		txn_fail(t, ERR_TOO_BIG);
+		return;
+	}
+	if (spool_txn_write(t->st, msg->payload, msg->hdr.len) == -1) {
+		int e = errno;
+		log_err("queue id=%s event=write-failed error=\"%s\"",
+		    spool_txn_id(t->st), strerror(e));
+		txn_fail(t, e);
+	}
+}
+
+static void
+commit_push(struct queue *q, struct txn *t)
+{
+	pthread_mutex_lock(&q->mu);
+	t->qnext = NULL;
+	if (q->commit_tail != NULL)
+		q->commit_tail->qnext = t;
+	else
+		q->commit_head = t;
+	q->commit_tail = t;
+	pthread_cond_signal(&q->commit_cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
+static void
+on_commit(struct queue *q, struct chan *c, const struct ipc_msg *msg)
+{
+	struct txn *t = txn_find(c, msg->hdr.id);
+
+	if (t == NULL || t->state == TXN_COMMITTING) {
+		violation(c, "COMMIT for %s transaction %" PRIu64,
+		    t == NULL ? "unknown" : "committing", msg->hdr.id);
+		return;
+	}
+	if (t->state == TXN_FAILED) {
+		reply(c, IPC_SUBMIT_COMMIT_FAIL, t->sid, reply_for(t->err));
+		txn_unhash(c, t);
+		txn_free(t);
+		return;
+	}
+	t->state = TXN_COMMITTING;
+	q->commits_inflight++;
+	commit_push(q, t);
+}
+
+static void
+on_abort(struct queue *q, struct chan *c, const struct ipc_msg *msg)
+{
+	struct txn *t = txn_find(c, msg->hdr.id);
+
+	if (t == NULL)
+		return;   /* e.g. after BEGIN_FAIL: nothing to do */
+	if (t->state == TXN_COMMITTING) {
+		t->abandoned = true;   /* rolled back when the commit ends */
+		return;
+	}
+	log_info("queue id=%s event=aborted",
+	    t->st != NULL ? spool_txn_id(t->st) : "-");
+	txn_unhash(c, t);
+	txn_free(t);
+}
+
+static void
+handle_frame(struct queue *q, struct chan *c, const struct ipc_msg *msg)
+{
+	if (msg->hdr.id == 0) {
+		violation(c, "frame type %u with id 0", msg->hdr.type);
+		return;
+	}
+	switch (msg->hdr.type) {
+	case IPC_SUBMIT_BEGIN:
+		on_begin(q, c, msg);
+		break;
+	case IPC_SUBMIT_DATA:
+		on_data(q, c, msg);
+		break;
+	case IPC_SUBMIT_COMMIT:
+		if (msg->hdr.len != 0)
+			violation(c, "COMMIT with a payload");
+		else
+			on_commit(q, c, msg);
+		break;
+	case IPC_SUBMIT_ABORT:
+		if (msg->hdr.len != 0)
+			violation(c, "ABORT with a payload");
+		else
+			on_abort(q, c, msg);
+		break;
+	default:
+		violation(c, "unexpected frame type %u", msg->hdr.type);
+		break;
+	}
+}
+
+/* Take every complete frame, unless replies are piling up unread. */
+static void
+chan_process(struct chan *c)
+{
+	struct queue *q = c->q;
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+
+	while (!c->dead) {
+		struct ipc_msg msg;
+		int r;
+
+		if (evbuffer_get_length(out) > CHAN_OUT_HIGH) {
+			c->paused = true;
+			bufferevent_disable(c->bev, EV_READ);
+			break;
+		}
+		r = ipc_read(in, &msg);
+		if (r == 0)
+			break;
+		if (r < 0) {
+			violation(c, "bad frame header");
+			break;
+		}
+		handle_frame(q, c, &msg);
+		ipc_msg_clear(&msg);
+	}
+	if (c->dead)
+		chan_close(q, c, "protocol violation");
+}
+
+static void
+chan_read_cb(struct bufferevent *bev, void *arg)
+{
+	chan_process(arg);
+}
+
+static void
+chan_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct chan *c = arg;
+
+	if (c->paused) {
+		c->paused = false;
+		bufferevent_enable(c->bev, EV_READ);
+		chan_process(c);
+	}
+	if (!c->dead && c->q->stopping)
+		maybe_exit(c->q);
+}
+
+static void
+chan_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct chan *c = arg;
+
+	if (c->dead)
+		return;
+	chan_close(c->q, c, (what & BEV_EVENT_EOF) ? "closed by smtp" :
+	    "channel error");
+}
+
+static void
+chan_open(struct queue *q, int fd)
+{
+	struct chan *c = xcalloc(1, sizeof(*c));
+	size_t n = 16;
+
+	while (n < q->max_txns)
+		n <<= 1;
+	c->q = q;
+	c->mask = n - 1;
+	c->buckets = xcalloc(n, sizeof(*c->buckets));
+	if (util_set_nonblock(fd) == -1 || util_set_cloexec(fd) == -1)
+		log_warn("queue event=smtp-channel-setup error=\"%s\"",
+		    strerror(errno));
+	c->bev = bufferevent_socket_new(q->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL)
+		fatal("bufferevent_socket_new failed");
+	bufferevent_setcb(c->bev, chan_read_cb, chan_write_cb, chan_event_cb, c);
+	/* Never buffer more than two frames' worth of input. */
+	bufferevent_setwatermark(c->bev, EV_READ, 0, CHAN_IN_HIGH);
+	bufferevent_setwatermark(c->bev, EV_WRITE, CHAN_OUT_LOW, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	q->chan = c;
+	log_info("queue event=smtp-channel-open");
+}
+
+/* ---- worker threads ---- */
+
+static void
+notify_loop(struct queue *q)
+{
+	uint64_t one = 1;
+
+	/* Only fails if the counter would overflow: then the loop is awake. */
+	if (write(q->done_fd, &one, sizeof(one)) == -1 && errno != EAGAIN)
+		log_err("queue event=eventfd-write error=\"%s\"", strerror(errno));
+}
+
+static void *
+commit_main(void *arg)
+{
+	struct queue *q = arg;
+	struct txn *batch[COMMIT_BATCH_MAX];
+	struct spool_txn *st[COMMIT_BATCH_MAX];
+
+	pthread_mutex_lock(&q->mu);
+	for (;;) {
+		size_t n = 0;
+		bool wake;
+
+		while (q->commit_head == NULL && !q->stop_threads)
+			pthread_cond_wait(&q->commit_cv, &q->mu);
+		if (q->commit_head == NULL)
+			break;   /* stopping, and nothing left to commit */
+		while (q->commit_head != NULL && n < COMMIT_BATCH_MAX) {
+			struct txn *t = q->commit_head;
+			q->commit_head = t->qnext;
+			t->qnext = NULL;
+			batch[n] = t;
+			st[n] = t->st;
+			n++;
+		}
+		if (q->commit_head == NULL)
+			q->commit_tail = NULL;
+		pthread_mutex_unlock(&q->mu);
+
+		spool_commit_batch(q->spool, st, n);
+
+		pthread_mutex_lock(&q->mu);
+		q->ncommits += n;
+		q->nbatches++;
+		wake = q->done_txn_head == NULL && q->done_job_head == NULL;
+		for (size_t i = 0; i < n; i++) {
+			if (q->done_txn_tail != NULL)
+				q->done_txn_tail->qnext = batch[i];
+			else
+				q->done_txn_head = batch[i];
+			q->done_txn_tail = batch[i];
+		}
+		if (wake)
+			notify_loop(q);
+	}
+	pthread_mutex_unlock(&q->mu);
+	return NULL;
+}
+
+/*
+ * Seconds to wait before attempt `attempts` + 1 of a deferred recipient:
+ * retry_min doubled per attempt, capped at retry_max, minus up to a tenth
+ * of jitter so the recipients of one burst do not all come back at once.
+ * Thread-safe (arc4random).
+ */
+static int64_t
+backoff(const struct queue *q, unsigned attempts)
+{
+	int64_t d = q->retry_min;
+
+	for (unsigned i = 1; i < attempts && d < q->retry_max; i++)
+		d *= 2;
+	if (d > q->retry_max)
+		d = q->retry_max;
+	if (d >= 10)
+		d -= (int64_t)arc4random_uniform((uint32_t)(d / 10) + 1);
+	return d;
+}
+
+/*
+ * Recipient i of m failed temporarily with reply: journal a T record for
+ * the next attempt, or, once the message is older than
+ * max_queue_lifetime, an F record (delivery time expired, RFC 3463 3.5
+ * X.4.7). lost: the relay went away, retry after retry_min. via: log
+ * fields of the server tried, or NULL. how/mta: who gave reply
+ * (spool_msg_attempt); an expiry is tern's own diagnosis, so it names
+ * no server (RFC 3464 2.3.5: Remote-MTA goes with that server's
+ * Diagnostic-Code) and keeps the last reply as text. Logs the outcome;
+ * returns 'T' or 'F'.
+ */
+static char
+defer_or_expire(const struct queue *q, struct spool_msg *m, size_t i,
+    int64_t now, const char *reply, bool lost, const char *via, char how,
+    const char *mta)
+{
+	const struct envelope *env = spool_msg_envelope(m);
+	const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
+	const char *addr = env->rcpts[i].addr;
+	char aq[600], rq[700];
+	unsigned attempts = st->attempts + 1;
+
+	log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
+	log_quote(rq, sizeof(rq), reply, strlen(reply), 600);
+	if (now >= env->arrival + q->lifetime) {
+		char final[SPOOL_MAX_REPLY + 80];
+
+		snprintf(final, sizeof(final),
+		    "451 4.4.7 Delivery time expired, last reply: %s", reply);
+		spool_msg_attempt(m, i, now, '-', NULL);
+		spool_msg_failed(m, i, final);
+		log_warn("queue id=%s event=expired rcpt=<%s> attempts=%u age=%" PRId64 "s%s%s reply=\"%s\"",
+		    spool_msg_id(m), aq, attempts, now - env->arrival,
+		    via != NULL ? " " : "", via != NULL ? via : "", rq);
+		return 'F';
+	}
+	{
+		int64_t wait = lost ? q->retry_min : backoff(q, attempts);
+
+		spool_msg_attempt(m, i, now, how, mta);
+		spool_msg_deferred(m, i, now + wait, reply);
+		log_warn("queue id=%s event=deferred rcpt=<%s> attempts=%u retry_in=%" PRId64 "s%s%s reply=\"%s\"",
+		    spool_msg_id(m), aq, attempts, wait,
+		    via != NULL ? " " : "", via != NULL ? via : "", rq);
+	}
+	return 'T';
+}
+
+/* ---- delivery status notifications (worker threads; docs/dsn.md) ---- */
+
+static atomic_uint dsn_seq;   /* makes each report's Message-ID unique */
+
+/*
+ * Recipient i of m is owed a report with action a, if its sender and its
+ * NOTIFY want one: never for the null reverse-path (RFC 3461 6.2, RFC
+ * 5321 4.5.5: a report is never reported on, so reports cannot loop),
+ * and as NOTIFY asks (RFC 3461 4.1; without it, failures and delays).
+ */
+static void
+dsn_note(struct task *t, const struct spool_msg *m, size_t i,
+    enum dsn_action a, const char *diag, const char *mta, int64_t when)
+{
+	const struct envelope *env = spool_msg_envelope(m);
+	struct dsn_note *n;
+
+	if (env->sender[0] == '\0' || !dsn_wanted(env->rcpts[i].notify, a))
+		return;
+	if (t->nnotes == t->notes_cap) {
+		t->notes_cap = t->notes_cap ? t->notes_cap * 2 : 4;
+		t->notes = xreallocarray(t->notes, t->notes_cap,
+		    sizeof(*t->notes));
+	}
+	n = &t->notes[t->nnotes++];
+	n->rcpt = i;
+	n->action = a;
+	n->diag = diag != NULL ? xstrdup(diag) : NULL;
+	n->mta = mta != NULL ? xstrdup(mta) : NULL;
+	n->when = when;
+}
+
+static void
+notes_free(struct task *t)
+{
+	for (size_t k = 0; k < t->nnotes; k++) {
+		free(t->notes[k].diag);
+		free(t->notes[k].mta);
+	}
+	free(t->notes);
+	t->notes = NULL;
+	t->nnotes = t->notes_cap = 0;
+}
+
+/*
+ * true if recipient i (deferred) is owed its one delay report now: it has
+ * waited delay_warning_time since arrival and was not warned yet (the
+ * journal's W record makes that durable).
+ */
+static bool
+delay_due(const struct queue *q, const struct envelope *env, size_t i,
+    const struct spool_rcpt_status *st, int64_t now)
+{
+	return q->delay_warn > 0 && st->state == SPOOL_RCPT_DEFERRED &&
+	    !st->warned && env->sender[0] != '\0' &&
+	    dsn_wanted(env->rcpts[i].notify, DSN_ACTION_DELAYED) &&
+	    now >= env->arrival + q->delay_warn;
+}
+
+/*
+ * Is recipient i of m (state st) owed a report now, and with which
+ * action (*a)? Never for the null reverse-path; as NOTIFY asks:
+ *  - failed, or delivered into a mailbox / relayed to a server without
+ *    DSN, and not reported yet (no R record). A final outcome without
+ *    an A record comes from a tern that spooled the report before
+ *    journaling the outcome: it counts as reported;
+ *  - deferred, delay_due() and not warned yet (no W record).
+ */
+static bool
+report_owed(const struct queue *q, const struct envelope *env, size_t i,
+    const struct spool_rcpt_status *st, int64_t now, enum dsn_action *a)
+{
+	if (env->sender[0] == '\0')
+		return false;
+	switch (st->state) {
+	case SPOOL_RCPT_FAILED:
+		*a = DSN_ACTION_FAILED;
+		break;
+	case SPOOL_RCPT_DELIVERED:
+		/* 'd': the next hop got NOTIFY and reports itself (RFC 3461
+		 * 5.2.2) */
+		if (st->how == 'd')
+			return false;
+		*a = st->how == 'l' ? DSN_ACTION_DELIVERED : DSN_ACTION_RELAYED;
+		break;
+	case SPOOL_RCPT_DEFERRED:
+		*a = DSN_ACTION_DELAYED;
+		return delay_due(q, env, i, st, now);
+	default:
+		return false;
+	}
+	return st->how != 0 && !st->reported &&
+	    dsn_wanted(env->rcpts[i].notify, *a);
+}
+
+/* Does any recipient of m owe a report now? */
+static bool
+msg_owes_report(const struct queue *q, const struct spool_msg *m,
+    int64_t now)
+{
+	const struct envelope *env = spool_msg_envelope(m);
+	enum dsn_action a;
+
+	for (size_t i = 0; i < env->nrcpts; i++)
+		if (report_owed(q, env, i, spool_msg_rcpt(m, i), now, &a))
+			return true;
+	return false;
+}
+
+/*
+ * One report for every note of t (dsn.h), spooled as a new message with
+ * the null reverse-path through the same path as received mail
+ * (incoming/, fdatasync, rename into queue/, directory fsync), in this
+ * worker. Returns 0 once it is durable (t->dsn_id names it), -1 if it
+ * could not be spooled (logged). The caller journals R/W records only
+ * after 0: the outcomes themselves are journaled long before.
+ */
+static int
+dsn_emit(struct queue *q, struct task *t, struct spool_msg *m, int64_t now)
+{
+	const struct envelope *env = spool_msg_envelope(m);
+	struct dsn_rcpt *rc;
+	struct envelope renv;
+	struct evbuffer *buf;
+	struct spool_txn *st;
+	struct dsn_params p;
+	char unique[96], nonce[33], acts[64] = "", sq[600];
+	const char *body;
+	size_t body_len, len = 0;
+	int err = 0;
+
+	if (t->nnotes == 0)
+		return 0;
+	rc = xcalloc(t->nnotes, sizeof(*rc));
+	for (size_t k = 0; k < t->nnotes; k++) {
+		const struct dsn_note *n = &t->notes[k];
+		const char *name = n->action == DSN_ACTION_FAILED ? "failed" :
+		    n->action == DSN_ACTION_DELAYED ? "delayed" :
+		    n->action == DSN_ACTION_DELIVERED ? "delivered" : "relayed";
+
+		rc[k].addr = env->rcpts[n->rcpt].addr;
+		rc[k].orcpt = env->rcpts[n->rcpt].orcpt;
+		rc[k].action = n->action;
+		rc[k].diagnostic = n->diag;
+		rc[k].remote_mta = n->mta;
+		rc[k].last_attempt = n->when;
+		rc[k].retry_until = n->action == DSN_ACTION_DELAYED ?
+		    env->arrival + q->lifetime : 0;
+		if (strstr(acts, name) == NULL)
+			snprintf(acts + strlen(acts), sizeof(acts) - strlen(acts),
+			    "%s%s", acts[0] ? "," : "", name);
+	}
+	snprintf(unique, sizeof(unique), "%s.%" PRId64 ".%u.dsn", t->id, now,
+	    atomic_fetch_add(&dsn_seq, 1));
+	p.reporting_mta = q->cfg->hostname != NULL ? q->cfg->hostname :
+	    "localhost";
+	p.unique = unique;
+	/* an unpredictable MIME boundary: nothing a sender or a server
+	 * wrote into the report can guess it */
+	{
+		unsigned char rnd[16];
+
+		arc4random_buf(rnd, sizeof(rnd));
+		for (size_t k = 0; k < sizeof(rnd); k++)
+			snprintf(nonce + 2 * k, 3, "%02x", rnd[k]);
+	}
+	p.nonce = nonce;
+	p.now = now;
+	p.max_return = (size_t)q->cfg->dsn_max_return_size;
+	body = spool_msg_body(m, &body_len);
+	envelope_init(&renv);
+	buf = evbuffer_new();
+	if (buf == NULL)
+		fatal("out of memory");
+	dsn_build(env, rc, t->nnotes, body, body_len, &p, buf, &renv);
+	free(rc);
+	st = spool_txn_begin(q->spool, &renv);
+	if (st == NULL) {
+		err = errno;
+	} else {
+		len = evbuffer_get_length(buf);
+		if (spool_txn_write(st, evbuffer_pullup(buf, -1), len) == -1) {
+			err = errno;
+			spool_txn_abort(&st);
+		} else {
+			spool_commit_batch(q->spool, &st, 1);
+			err = spool_txn_error(st);
+			if (err == 0)
+				util_strlcpy(t->dsn_id, spool_txn_id(st),
+				    sizeof(t->dsn_id));
+			spool_txn_free(&st);
+		}
+	}
+	evbuffer_free(buf);
+	envelope_clear(&renv);
+	log_quote(sq, sizeof(sq), env->sender, strlen(env->sender), 300);
+	if (err != 0) {
+		log_err("queue id=%s event=dsn-failed action=%s nrcpt=%zu to=<%s> error=\"%s\"",
+		    t->id, acts, t->nnotes, sq, strerror(err));
+		return -1;
+	}
+	log_info("queue id=%s event=dsn dsn_id=%s action=%s nrcpt=%zu to=<%s>",
+	    t->id, t->dsn_id, acts, t->nnotes, sq);
+	log_info("queue id=%s event=committed size=%zu nrcpt=1 from=<> dsn_for=%s",
+	    t->dsn_id, len, t->id);
+	return 0;
+}
+
+/* The Maildir base holding path, and path relative to it; NULL if none. */
+static const struct base_dir *
+find_base(const struct queue *q, const char *path, const char **rel)
+{
+	const struct base_dir *best = NULL;
+
+	for (size_t i = 0; i < q->nbases; i++) {
+		const struct base_dir *b = &q->bases[i];
+
+		if (strncmp(path, b->path, b->len) != 0)
+			continue;
+		if (b->len > 1 && path[b->len] != '/' && path[b->len] != '\0')
+			continue;
+		if (best == NULL || b->len > best->len)
+			best = b;
+	}
+	if (best != NULL) {
+		const char *r = path + best->len;
+		while (*r == '/')
+			r++;
+		*rel = r;
+	}
+	return best;
+}
+
+/*
+ * The local part of addr with RFC 5321 quoting removed (4.1.2
+ * Quoted-string: "\" escapes the next octet), into buf. -1 if it does not
+ * fit or the quoting is broken.
+ */
+static int
+unquote_local(const char *p, size_t len, char *buf, size_t bufsize)
+{
+	size_t o = 0;
+
+	if (len >= 2 && p[0] == '"' && p[len - 1] == '"') {
+		for (size_t i = 1; i + 1 < len; i++) {
+			char ch = p[i];
+			if (ch == '\\') {
+				if (i + 2 >= len)
+					return -1;
+				ch = p[++i];
+			}
+			if (o + 1 >= bufsize)
+				return -1;
+			buf[o++] = ch;
+		}
+	} else {
+		if (len + 1 > bufsize)
+			return -1;
+		memcpy(buf, p, len);
+		o = len;
+	}
+	buf[o] = '\0';
+	return (int)o;
+}
+
+/*
+ * Deliver recipient i of m (a local one) to every mailbox it expands to.
+ * Returns its outcome: 'D', 'F' or 'T' (deferred).
+ */
+static char
+deliver_local(struct queue *q, struct spool_msg *m, size_t i,
+    const struct config_domain *d, const char *local, size_t llen,
+    int64_t now)
+{
+	const struct envelope *env = spool_msg_envelope(m);
+	const char *addr = env->rcpts[i].addr;
+	struct local_target targets[LOCAL_EXPAND_MAX];
+	char aq[600], lbuf[256], why[1400], reason[1500];
+	int n, ll;
+	size_t body_len;
+	const char *body = spool_msg_body(m, &body_len);
+	bool temp_fail = false;
+	int err = 0;
+
+	log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
+	ll = unquote_local(local, llen, lbuf, sizeof(lbuf));
+	why[0] = '\0';
+	n = ll < 0 ? -1 : local_expand_explain(&q->cfg->domain_index, d, lbuf,
+	    (size_t)ll, targets, why, sizeof(why));
+	if (n < 0) {
+		/* Accepted at RCPT time, so the configuration has changed since. */
+		snprintf(reason, sizeof(reason),
+		    "550 5.1.1 <%s>: Recipient address rejected: no such mailbox",
+		    addr);
+		spool_msg_attempt(m, i, now, 'l', NULL);
+		spool_msg_failed(m, i, reason);
+		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"no such mailbox\" detail=\"%s\"",
+		    spool_msg_id(m), aq, why[0] ? why : "unparsable local part");
+		return 'F';
+	}
+	for (int k = 0; k < n && !temp_fail; k++) {
+		const struct local_target *t = &targets[k];
+		char path[4096], mbox[600], mq[700], pq[1200], name[600];
+		const struct base_dir *b;
+		const char *rel = NULL;
+		struct maildir_msg mm;
+
+		snprintf(mbox, sizeof(mbox), "%s@%s", t->mailbox, t->domain->name);
+		log_quote(mq, sizeof(mq), mbox, strlen(mbox), 300);
+		if (config_maildir_path(t->domain, t->mailbox, path,
+		    sizeof(path)) != 0) {
+			snprintf(why, sizeof(why), "bad maildir path for %s", mq);
+			temp_fail = true;
+			break;
+		}
+		log_quote(pq, sizeof(pq), path, strlen(path), 500);
+		b = find_base(q, path, &rel);
+		if (b == NULL) {
+			snprintf(why, sizeof(why), "maildir %s outside its base", pq);
+			temp_fail = true;
+			break;
+		}
+		mm.return_path = env->sender;
+		mm.delivered_to = mbox;
+		mm.body = body;
+		mm.len = body_len;
+		if (maildir_deliver(b->fd, rel, &mm, name, sizeof(name)) == -1) {
+			err = errno;
+			snprintf(why, sizeof(why), "maildir %s: %s", pq,
+			    strerror(errno));
+			temp_fail = true;
+			break;
+		}
+		log_info("queue id=%s event=delivered rcpt=<%s> mailbox=%s path=%s file=%s delay=%.3fs",
+		    spool_msg_id(m), aq, mq, pq, name,
+		    (double)(util_now_us() - spool_id_time_us(spool_msg_id(m))) / 1e6);
+	}
+	if (temp_fail && err == EDQUOT) {
+		/* The mailbox's quota, not the disk: the recipient's own
+		 * problem, final (RFC 3463 3.3 X.2.2 mailbox full). */
+		snprintf(reason, sizeof(reason),
+		    "552 5.2.2 <%s>: Mailbox full", addr);
+		spool_msg_attempt(m, i, now, 'l', NULL);
+		spool_msg_failed(m, i, reason);
+		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"mailbox full\" detail=\"%s\"",
+		    spool_msg_id(m), aq, why);
+		return 'F';
+	}
+	if (temp_fail) {
+		/*
+		 * XXX the recipient is retried as a whole: mailboxes of an alias
+		 * that already got the message get it again. Per-target state
+		 * would need a journal record per expanded mailbox.
+		 */
+		/* The reply reaches the sender (reports, tern queue show):
+		 * generic; paths and errno stay in the log. */
+		log_warn("queue id=%s event=mailbox-unavailable rcpt=<%s> detail=\"%s\"",
+		    spool_msg_id(m), aq, why);
+		return defer_or_expire(q, m, i, now,
+		    "451 4.3.0 mailbox temporarily unavailable", false, NULL,
+		    'l', NULL);
+	}
+	spool_msg_attempt(m, i, now, 'l', NULL);
+	spool_msg_delivered(m, i);
+	return 'D';
+}
+
+/* ---- tasks (worker threads) ---- */
+
+/* Load t->id; on failure set t->result (quarantining a corrupt file). */
+static struct spool_msg *
+task_load(struct queue *q, struct task *t)
+{
+	char err[300];
+	struct spool_msg *m = spool_msg_load(q->spool, t->id, err, sizeof(err));
+
+	if (m != NULL)
+		return m;
+	if (errno == ENOENT) {
+		t->result = TR_GONE;
+	} else if (errno == EBADMSG) {
+		log_err("queue id=%s event=corrupt reason=\"%s\" action=quarantine",
+		    t->id, err);
+		if (spool_quarantine(q->spool, t->id) == -1)
+			log_err("queue id=%s event=quarantine-failed error=\"%s\"",
+			    t->id, strerror(errno));
+		t->result = TR_GONE;
+	} else {
+		log_err("queue id=%s event=load-failed error=\"%s\"", t->id, err);
+		t->result = TR_RETRY;
+	}
+	return NULL;
+}
+
+/*
+ * Journal what is buffered in m, or remove the file when every recipient
+ * is final and no report is owed any more (no record needed: see
+ * docs/spool-format.md). Sets t->result, t->owes (a REPORT task is due
+ * once nothing else holds the message) and, when the file stays,
+ * t->next_due: the earliest time anything is left to do (a pending
+ * recipient: now). Closes m.
+ */
+static void
+task_finish(const struct queue *q, struct task *t, struct spool_msg **mp,
+    int64_t now)
+{
+	struct spool_msg *m = *mp;
+	const struct envelope *env = spool_msg_envelope(m);
+
+	t->owes = msg_owes_report(q, m, now);
+	if (spool_msg_done(m) && !t->owes) {
+		/* The unlink is not fsync'ed: if a crash brings the file
+		 * back, its recipients get the message again (at least once). */
+		if (spool_msg_remove(m) == 0) {
+			log_info("queue id=%s event=removed", t->id);
+			t->result = TR_REMOVED;
+		} else {
+			log_err("queue id=%s event=remove-failed error=\"%s\"",
+			    t->id, strerror(errno));
+			t->result = TR_RETRY;
+		}
+		spool_msg_close(mp);
+		return;
+	}
+	if (spool_msg_flush(m) == -1) {
+		log_err("queue id=%s event=journal-failed error=\"%s\"", t->id,
+		    strerror(errno));
+		/* The outcome is not durable: retry (at worst a duplicate). */
+		t->result = TR_RETRY;
+		spool_msg_close(mp);
+		return;
+	}
+	t->next_due = 0;
+	t->npending = 0;
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
+		int64_t due;
+
+		if (st->state == SPOOL_RCPT_DEFERRED) {
+			due = st->next_attempt;
+			/* the delay report is due before the next attempt */
+			if (q->delay_warn > 0 && !st->warned &&
+			    env->sender[0] != '\0' &&
+			    dsn_wanted(env->rcpts[i].notify, DSN_ACTION_DELAYED) &&
+			    env->arrival + q->delay_warn < due)
+				due = env->arrival + q->delay_warn;
+		} else if (st->state == SPOOL_RCPT_PENDING)
+			due = now;
+		else
+			continue;
+		t->npending++;
+		if (t->next_due == 0 || due < t->next_due)
+			t->next_due = due;
+	}
+	/* For the loop's record (tern queue list). */
+	t->nrcpt = (unsigned)env->nrcpts;
+	if (t->sender == NULL)
+		t->sender = xstrdup(env->sender);
+	t->result = TR_KEEP;
+	spool_msg_close(mp);
+}
+
+/* Octets recipient r takes in an envelope's text, with room to spare. */
+static size_t
+rcpt_record_bytes(const struct envelope_rcpt *r)
+{
+	return strlen(r->addr) + (r->orcpt != NULL ? strlen(r->orcpt) : 1) + 48;
+}
+
+/* Add recipient i (domain dom, not NUL-terminated) to a job of t. */
+static void
+scan_add_remote(struct task *t, const struct envelope *env, size_t i,
+    const char *dom)
+{
+	struct rgroup *g, *last = NULL;
+	size_t rb = rcpt_record_bytes(&env->rcpts[i]);
+
+	/* The last group of that domain, if it has room; else a new one. */
+	for (g = t->groups; g != NULL; g = g->next)
+		if (strcasecmp(g->domain, dom) == 0)
+			last = g;
+	g = last;
+	if (g == NULL || g->n >= IPC_RELAY_MAX_RCPTS ||
+	    g->bytes + rb > RELAY_RCPT_BYTES) {
+		g = xcalloc(1, sizeof(*g));
+		g->domain = xstrdup(dom);
+		util_ascii_lower(g->domain);
+		/* Keep the groups in first-seen order. */
+		if (t->groups == NULL) {
+			t->groups = g;
+		} else {
+			struct rgroup *e = t->groups;
+			while (e->next != NULL)
+				e = e->next;
+			e->next = g;
+		}
+	}
+	if (g->n == g->cap) {
+		g->cap = g->cap ? g->cap * 2 : 4;
+		g->idx = xreallocarray(g->idx, g->cap, sizeof(*g->idx));
+	}
+	g->idx[g->n++] = (uint32_t)i;
+	g->bytes += rb;
+}
+
+static void
+groups_free(struct rgroup *g)
+{
+	while (g != NULL) {
+		struct rgroup *next = g->next;
+		free(g->domain);
+		free(g->idx);
+		free(g);
+		g = next;
+	}
+}
+
+/*
+ * SCAN: one pass over message t->id: deliver every local recipient that
+ * is pending or due, and group the due remote ones into relay jobs
+ * (t->groups) for the loop to queue.
+ */
+static void
+task_scan(struct queue *q, struct task *t)
+{
+	struct spool_msg *m;
+	const struct envelope *env;
+	int64_t now = (int64_t)time(NULL);
+	size_t body_len;
+
+	m = task_load(q, t);
+	if (m == NULL)
+		return;
+	env = spool_msg_envelope(m);
+	(void)spool_msg_body(m, &body_len);
+	t->size = body_len;
+	/* Held (tern queue hold): nothing is tried until the release. */
+	t->held = spool_msg_held(m, NULL);
+	for (size_t i = 0; i < env->nrcpts && !t->held; i++) {
+		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
+		const char *addr = env->rcpts[i].addr;
+		const char *at = strrchr(addr, '@');
+		const struct config_domain *d;
+		char aq[600];
+
+		if (st->state == SPOOL_RCPT_DELIVERED || st->state == SPOOL_RCPT_FAILED)
+			continue;
+		/* not due; a delay report it may be owed is the REPORT
+		 * task's business */
+		if (st->state == SPOOL_RCPT_DEFERRED && st->next_attempt > now &&
+		    !t->force)
+			continue;
+		if (at == NULL || at == addr || at[1] == '\0') {
+			log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
+			spool_msg_attempt(m, i, now, '-', NULL);
+			spool_msg_failed(m, i, "550 5.1.3 Bad recipient address syntax");
+			log_warn("queue id=%s event=failed rcpt=<%s> reason=\"bad address\"",
+			    t->id, aq);
+			continue;
+		}
+		d = config_find_domain(q->cfg, at + 1, strlen(at + 1));
+		if (d == NULL) {
+			scan_add_remote(t, env, i, at + 1);
+			continue;
+		}
+		(void)deliver_local(q, m, i, d, addr, (size_t)(at - addr), now);
+	}
+	/* The outcomes are journaled before anything is reported: a report
+	 * waits for the REPORT task (docs/dsn.md). */
+	task_finish(q, t, &m, now);
+	if (t->result != TR_KEEP) {
+		/* Removed (nothing remote was due) or not journaled: no jobs. */
+		groups_free(t->groups);
+		t->groups = NULL;
+		return;
+	}
+	/* Recipients now in jobs are not due again until their result. */
+	if (t->groups != NULL || t->held)
+		t->next_due = 0;
+}
+
+/* CTL: tern queue show, hold, release or delete of message t->id. */
+static void
+task_ctl(struct queue *q, struct task *t)
+{
+	struct spool_msg *m;
+	int64_t now = (int64_t)time(NULL);
+
+	if (t->ctl_op == QUEUE_CTL_DO_DELETE) {
+		/* Jobs the relay holds are not recalled: their results find
+		 * no file and are ignored (docs/queue.md). */
+		if (spool_unlink_committed(q->spool, t->id) == 0) {
+			log_info("queue id=%s event=deleted by=admin", t->id);
+			t->result = TR_REMOVED;
+			t->ctl_status = QUEUE_CTL_OK;
+		} else if (errno == ENOENT) {
+			t->result = TR_GONE;
+			t->ctl_status = QUEUE_CTL_NOTFOUND;
+		} else {
+			log_err("queue id=%s event=delete-failed error=\"%s\"",
+			    t->id, strerror(errno));
+			t->result = TR_RETRY;
+			t->ctl_status = QUEUE_CTL_FAILED;
+		}
+		return;
+	}
+	m = task_load(q, t);
+	if (m == NULL) {
+		t->ctl_status = t->result == TR_GONE ? QUEUE_CTL_NOTFOUND :
+		    QUEUE_CTL_FAILED;
+		return;
+	}
+	if (t->ctl_op == QUEUE_CTL_SHOW) {
+		t->ctl_json = queue_control_show_json(m);
+	} else {
+		bool hold = t->ctl_op == QUEUE_CTL_DO_HOLD;
+
+		spool_msg_set_held(m, hold, now);
+		log_info("queue id=%s event=%s by=admin", t->id,
+		    hold ? "held" : "released");
+	}
+	task_finish(q, t, &m, now);   /* journals H/U; counts, next_due */
+	t->ctl_status = t->result == TR_KEEP ? QUEUE_CTL_OK :
+	    t->result == TR_REMOVED ? QUEUE_CTL_NOTFOUND : QUEUE_CTL_FAILED;
+}
+
+/* LOAD: the frames of relay job t->job (ipc.h), ready to send. */
+static void
+task_relay_load(struct queue *q, struct task *t)
+{
+	struct rjob *j = t->job;
+	struct spool_msg *m;
+	const struct envelope *env;
+	struct envelope sub;
+	struct evbuffer *payload;
+	const char *body;
+	size_t body_len;
+
+	m = task_load(q, t);
+	if (m == NULL)
+		return;
+	env = spool_msg_envelope(m);
+	for (size_t k = 0; k < j->n; k++) {
+		const struct spool_rcpt_status *st;
+
+		if (j->idx[k] >= env->nrcpts)
+			goto bad;
+		st = spool_msg_rcpt(m, j->idx[k]);
+		if (st->state == SPOOL_RCPT_DELIVERED || st->state == SPOOL_RCPT_FAILED)
+			goto bad;
+	}
+	/* The same envelope with only the job's recipients (DSN fields kept). */
+	envelope_init(&sub);
+	memcpy(sub.id, env->id, sizeof(sub.id));
+	sub.arrival = env->arrival;
+	envelope_set(&sub.sender, env->sender);
+	envelope_set(&sub.helo, env->helo);
+	envelope_set(&sub.client_addr, env->client_addr);
+	envelope_set(&sub.protocol, env->protocol);
+	sub.body = env->body;
+	sub.smtputf8 = env->smtputf8;
+	sub.ret = env->ret;
+	envelope_set(&sub.envid, env->envid);
+	sub.size_declared = env->size_declared;
+	for (size_t k = 0; k < j->n; k++) {
+		const struct envelope_rcpt *r = &env->rcpts[j->idx[k]];
+		envelope_add_rcpt(&sub, r->addr, r->orcpt, r->notify);
+	}
+	payload = evbuffer_new();
+	if (payload == NULL)
+		fatal("out of memory");
+	evbuffer_add_printf(payload, "domain %s\n", j->dom->name);
+	envelope_serialize(&sub, payload);
+	envelope_clear(&sub);
+	if (evbuffer_get_length(payload) > IPC_MAX_PAYLOAD) {
+		/* scan_add_remote bounds the records: cannot happen. */
+		evbuffer_free(payload);
+		goto bad;
+	}
+	t->frames = evbuffer_new();
+	if (t->frames == NULL)
+		fatal("out of memory");
+	ipc_write(t->frames, IPC_RELAY_JOB, j->id, evbuffer_pullup(payload, -1),
+	    evbuffer_get_length(payload));
+	evbuffer_free(payload);
+	/* Copied here, in the worker: the loop never touches the file. */
+	body = spool_msg_body(m, &body_len);
+	for (size_t off = 0; off < body_len; off += IPC_MAX_PAYLOAD) {
+		size_t n = body_len - off < IPC_MAX_PAYLOAD ? body_len - off :
+		    IPC_MAX_PAYLOAD;
+		ipc_write(t->frames, IPC_RELAY_DATA, j->id, body + off, n);
+	}
+	ipc_write(t->frames, IPC_RELAY_END, j->id, NULL, 0);
+	spool_msg_close(&m);
+	t->result = TR_KEEP;
+	return;
+bad:
+	log_err("queue id=%s event=relay-job-stale job=%" PRIu64, t->id, j->id);
+	spool_msg_close(&m);
+	t->result = TR_RETRY;
+}
+
+/* RESULT: journal the outcome of relay job t->job. */
+static void
+task_relay_result(struct queue *q, struct task *t)
+{
+	static const char REPLY_NONE[] = "451 4.4.0 No result from the relay";
+	static const char REPLY_LOST[] = "451 4.4.0 Relay process unavailable";
+	struct rjob *j = t->job;
+	struct spool_msg *m;
+	const struct envelope *env;
+	int64_t now = (int64_t)time(NULL);
+
+	m = task_load(q, t);
+	if (m == NULL) {
+		if (t->result == TR_RETRY)
+			log_err("queue id=%s event=result-lost job=%" PRIu64
+			    " reason=\"cannot load\"", t->id, j->id);
+		return;
+	}
+	env = spool_msg_envelope(m);
+	for (size_t k = 0; k < j->n; k++) {
+		size_t i = j->idx[k];
+		const struct spool_rcpt_status *st;
+		const char *addr, *reply;
+		char o, aq[600], rq[700];
+		bool own;
+
+		if (i >= env->nrcpts)
+			continue;
+		st = spool_msg_rcpt(m, i);
+		if (st->state == SPOOL_RCPT_DELIVERED || st->state == SPOOL_RCPT_FAILED)
+			continue;
+		addr = env->rcpts[i].addr;
+		o = j->lost || j->outcome == NULL ? 'T' : j->outcome[k];
+		reply = j->lost ? REPLY_LOST : j->reply != NULL &&
+		    j->reply[k] != NULL ? j->reply[k] : REPLY_NONE;
+		log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
+		log_quote(rq, sizeof(rq), reply, strlen(reply), 600);
+		own = j->lost || j->own == NULL || j->own[k] || j->via_mx == NULL;
+		switch (o) {
+		case 'D':
+			/* RFC 3461 5.2.2: a next hop with DSN got NOTIFY and
+			 * ORCPT and reports from now on ('d'); one without it
+			 * leaves the "relayed" report to us */
+			spool_msg_attempt(m, i, now, own ? '-' : j->peer_dsn ?
+			    'd' : 's', own ? NULL : j->via_mx);
+			spool_msg_delivered(m, i);
+			log_info("queue id=%s event=delivered rcpt=<%s> %s reply=\"%s\" delay=%.3fs",
+			    t->id, aq, j->via != NULL ? j->via : "", rq,
+			    (double)(util_now_us() - spool_id_time_us(t->id)) / 1e6);
+			break;
+		case 'F':
+			spool_msg_attempt(m, i, now, own ? '-' : 's',
+			    own ? NULL : j->via_mx);
+			spool_msg_failed(m, i, reply);
+			log_warn("queue id=%s event=failed rcpt=<%s> %s reply=\"%s\"",
+			    t->id, aq, j->via != NULL ? j->via : "", rq);
+			break;
+		default:
+			(void)defer_or_expire(q, m, i, now, reply, j->lost,
+			    j->via, own ? '-' : 's', own ? NULL : j->via_mx);
+			break;
+		}
+	}
+	/* Journaled first, whatever happens to the report: a report owed
+	 * goes out once no other job of the message is out (docs/dsn.md). */
+	task_finish(q, t, &m, now);
+}
+
+/*
+ * Seconds before the next try of a report that could not be spooled
+ * `tries` times in a row: the recipients' schedule, retry_min doubled up
+ * to retry_max.
+ */
+static int64_t
+report_backoff(const struct queue *q, unsigned tries)
+{
+	int64_t d = q->retry_min;
+
+	for (unsigned k = 1; k < tries && d < q->retry_max; k++)
+		d *= 2;
+	return d < q->retry_max ? d : q->retry_max;
+}
+
+/*
+ * REPORT: the one report message t->id owes its sender now, covering
+ * every recipient owed one (report_owed), spooled, then journaled as
+ * reported (R for final outcomes, W for delays) and fdatasync'ed: a crash
+ * in between sends the report again at the next start (at least once).
+ * If it cannot be spooled, t->dsn_failed: the loop tries the report
+ * alone again later; no recipient is tried again for it.
+ */
+static void
+task_report(struct queue *q, struct task *t)
+{
+	struct spool_msg *m;
+	const struct envelope *env;
+	int64_t now = (int64_t)time(NULL);
+
+	m = task_load(q, t);
+	if (m == NULL)
+		return;
+	env = spool_msg_envelope(m);
+	for (size_t i = 0; i < env->nrcpts && !spool_msg_held(m, NULL); i++) {
+		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
+		enum dsn_action a;
+
+		if (!report_owed(q, env, i, st, now, &a))
+			continue;
+		/* Remote-MTA only with that server's own reply (RFC 3464
+		 * 2.3.5, 2.3.6); the relayed reply itself is not kept */
+		dsn_note(t, m, i, a, a == DSN_ACTION_FAILED ||
+		    a == DSN_ACTION_DELAYED ? st->reply : NULL,
+		    st->how == 's' || st->how == 'd' ? st->mta : NULL,
+		    st->last_attempt);
+	}
+	if (t->nnotes > 0 && dsn_emit(q, t, m, now) == -1) {
+		t->dsn_failed = true;
+	} else if (t->nnotes > 0) {
+		for (size_t k = 0; k < t->nnotes; k++) {
+			if (t->notes[k].action == DSN_ACTION_DELAYED)
+				spool_msg_warned(m, t->notes[k].rcpt);
+			else
+				spool_msg_reported(m, t->notes[k].rcpt);
+		}
+		/* Before a removal too: a crash that undoes the unlink must
+		 * not bring the report back. */
+		if (spool_msg_flush(m) == -1) {
+			log_err("queue id=%s event=journal-failed error=\"%s\"",
+			    t->id, strerror(errno));
+			t->result = TR_RETRY;
+			spool_msg_close(&m);
+			return;
+		}
+	}
+	task_finish(q, t, &m, now);
+}
+
+static void *
+task_main(void *arg)
+{
+	struct queue *q = arg;
+
+	pthread_mutex_lock(&q->mu);
+	for (;;) {
+		struct task *t;
+		bool wake;
+
+		while (q->new_head == NULL && q->old_head == NULL &&
+		    !q->stop_threads)
+			pthread_cond_wait(&q->deliver_cv, &q->mu);
+		if (q->stop_threads)
+			break;
+		if (q->new_head != NULL) {
+			t = q->new_head;
+			q->new_head = t->next;
+			if (q->new_head == NULL)
+				q->new_tail = NULL;
+		} else {
+			t = q->old_head;
+			q->old_head = t->next;
+			if (q->old_head == NULL)
+				q->old_tail = NULL;
+		}
+		t->next = NULL;
+		pthread_mutex_unlock(&q->mu);
+
+		switch (t->kind) {
+		case TASK_SCAN:
+			task_scan(q, t);
+			break;
+		case TASK_LOAD:
+			task_relay_load(q, t);
+			break;
+		case TASK_RESULT:
+			task_relay_result(q, t);
+			break;
+		case TASK_CTL:
+			task_ctl(q, t);
+			break;
+		case TASK_REPORT:
+			task_report(q, t);
+			break;
+		}
+
+		pthread_mutex_lock(&q->mu);
+		wake = q->done_txn_head == NULL && q->done_job_head == NULL;
+		if (q->done_job_tail != NULL)
+			q->done_job_tail->next = t;
+		else
+			q->done_job_head = t;
+		q->done_job_tail = t;
+		if (wake)
+			notify_loop(q);
+	}
+	pthread_mutex_unlock(&q->mu);
+	return NULL;
+}
+
+/* ---- messages and the due heap (loop) ---- */
+
+static void
+msg_idstr(const struct qmsg *m, char id[QUEUE_ID_LEN + 1])
+{
+	snprintf(id, QUEUE_ID_LEN + 1, "%016" PRIx64, m->idn);
+}
+
+/* m as tern queue list shows it; e->sender is a copy. */
+static void
+msg_entry(const struct qmsg *m, int64_t now, struct queue_ctl_entry *e)
+{
+	bool in_heap = m->heap_idx != HEAP_NONE;
+
+	msg_idstr(m, e->id);
+	e->size_kib = m->size_kib;
+	e->nrcpt = m->nrcpt;
+	e->npending = m->npending;
+	e->sender = m->sender != NULL ? xstrdup(m->sender) : NULL;
+	e->next = in_heap ? m->due : 0;
+	if (m->held)
+		e->state = QUEUE_CTL_HELD;
+	else if (in_heap && m->due > now && !m->force)
+		e->state = QUEUE_CTL_DEFERRED;
+	else
+		e->state = QUEUE_CTL_ACTIVE;   /* due, in a worker or a job */
+}
+
+static struct qmsg *
+msg_new(struct queue *q, const char *id)
+{
+	struct qmsg *m = xcalloc(1, sizeof(*m));
+
+	m->idn = strtoull(id, NULL, 16);
+	m->heap_idx = HEAP_NONE;
+	m->next = q->msgs;
+	if (q->msgs != NULL)
+		q->msgs->prev = m;
+	q->msgs = m;
+	q->nmsgs++;
+	return m;
+}
+
+static void
+heap_swap(struct queue *q, size_t a, size_t b)
+{
+	struct qmsg *t = q->heap[a];
+
+	q->heap[a] = q->heap[b];
+	q->heap[b] = t;
+	q->heap[a]->heap_idx = (uint32_t)a;
+	q->heap[b]->heap_idx = (uint32_t)b;
+}
+
+static void
+heap_fix(struct queue *q, size_t i)
+{
+	while (i > 0 && q->heap[(i - 1) / 2]->due > q->heap[i]->due) {
+		heap_swap(q, i, (i - 1) / 2);
+		i = (i - 1) / 2;
+	}
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, s = i;
+
+		if (l < q->nheap && q->heap[l]->due < q->heap[s]->due)
+			s = l;
+		if (r < q->nheap && q->heap[r]->due < q->heap[s]->due)
+			s = r;
+		if (s == i)
+			break;
+		heap_swap(q, i, s);
+		i = s;
+	}
+}
+
+static void
+heap_del(struct queue *q, struct qmsg *m)
+{
+	size_t i = m->heap_idx;
+
+	if (i == HEAP_NONE)
+		return;
+	m->heap_idx = HEAP_NONE;
+	q->nheap--;
+	if (i != q->nheap) {
+		q->heap[i] = q->heap[q->nheap];
+		q->heap[i]->heap_idx = (uint32_t)i;
+		heap_fix(q, i);
+	}
+}
+
+static void
+heap_put(struct queue *q, struct qmsg *m, int64_t due)
+{
+	m->due = due;
+	if (m->heap_idx != HEAP_NONE) {
+		heap_fix(q, m->heap_idx);
+		return;
+	}
+	if (q->nheap == q->heapcap) {
+		q->heapcap = q->heapcap ? q->heapcap * 2 : 1024;
+		q->heap = xreallocarray(q->heap, q->heapcap, sizeof(*q->heap));
+	}
+	m->heap_idx = (uint32_t)q->nheap;
+	q->heap[q->nheap++] = m;
+	heap_fix(q, m->heap_idx);
+}
+
+static void
+timer_arm(struct queue *q)
+{
+	int64_t now = (int64_t)time(NULL);
+	struct timeval tv = { 0, 0 };
+
+	if (q->nheap == 0 || q->stopping) {
+		evtimer_del(q->timer_ev);
+		return;
+	}
+	if (q->heap[0]->due <= now && q->scans_inflight >= SCAN_MAX) {
+		evtimer_del(q->timer_ev);   /* a finishing scan calls back */
+		return;
+	}
+	if (q->heap[0]->due > now)
+		tv.tv_sec = q->heap[0]->due - now;
+	evtimer_add(q->timer_ev, &tv);
+}
+
+static void
+msg_free(struct queue *q, struct qmsg *m)
+{
+	ASSERT(!m->busy && m->waiting == NULL && m->njobs == 0);
+	heap_del(q, m);
+	if (m->prev != NULL)
+		m->prev->next = m->next;
+	else
+		q->msgs = m->next;
+	if (m->next != NULL)
+		m->next->prev = m->prev;
+	q->nmsgs--;
+	free(m->sender);
+	free(m);
+}
+
+/*
+ * Nothing holds m any more: free it if it is gone, or put it in the heap
+ * for its next scan (due: unix seconds; 0: keep its current due time).
+ * Does nothing while a task or a relay job holds it.
+ */
+static void
+msg_settle(struct queue *q, struct qmsg *m, int64_t due)
+{
+	if (m->busy || m->waiting != NULL || m->njobs > 0)
+		return;
+	if (m->gone) {
+		msg_free(q, m);
+		return;
+	}
+	if (m->held)
+		return;   /* tern queue release puts it back */
+	if (m->force)
+		due = (int64_t)time(NULL);
+	if (due != 0) {
+		heap_put(q, m, due);
+		timer_arm(q);
+	}
+}
+
+/* Queue t for the workers, behind any task already holding t->m. */
+static void task_done(struct queue *q, struct task *t);
+
+static void
+task_submit(struct queue *q, struct task *t)
+{
+	struct qmsg *m = t->m;
+
+	m->busy = true;
+	if (q->stopping && t->kind != TASK_RESULT) {
+		/* Only outcomes still need the disk; the rest can wait. */
+		t->result = TR_SKIPPED;
+		task_done(q, t);
+		return;
+	}
+	pthread_mutex_lock(&q->mu);
+	if (t->fresh) {
+		if (q->new_tail != NULL)
+			q->new_tail->next = t;
+		else
+			q->new_head = t;
+		q->new_tail = t;
+	} else {
+		if (q->old_tail != NULL)
+			q->old_tail->next = t;
+		else
+			q->old_head = t;
+		q->old_tail = t;
+	}
+	pthread_cond_signal(&q->deliver_cv);
+	pthread_mutex_unlock(&q->mu);
+}
+
+/* Queue t (filled in) for its message: now, or behind m's running task. */
+static void
+task_queue(struct queue *q, struct task *t)
+{
+	struct qmsg *m = t->m;
+
+	msg_idstr(m, t->id);
+	q->tasks_inflight++;
+	if (t->kind == TASK_SCAN) {
+		q->scans_inflight++;
+		t->force = m->force;
+		m->force = false;
+	}
+	heap_del(q, m);
+	if (m->busy) {
+		struct task **pp = &m->waiting;
+
+		while (*pp != NULL)
+			pp = &(*pp)->next;
+		*pp = t;
+		return;
+	}
+	task_submit(q, t);
+}
+
+static void
+task_start(struct queue *q, struct qmsg *m, enum task_kind kind,
+    struct rjob *j, bool fresh)
+{
+	struct task *t = xcalloc(1, sizeof(*t));
+
+	t->m = m;
+	t->kind = kind;
+	t->job = j;
+	t->fresh = fresh;
+	task_queue(q, t);
+}
+
+/* Scan every idle message that is due, up to SCAN_MAX at once. */
+static void
+pop_due(struct queue *q)
+{
+	int64_t now = (int64_t)time(NULL);
+
+	while (!q->stopping && q->nheap > 0 && q->heap[0]->due <= now &&
+	    q->scans_inflight < SCAN_MAX) {
+		struct qmsg *m = q->heap[0];
+
+		heap_del(q, m);
+		task_start(q, m, TASK_SCAN, NULL, false);
+	}
+	timer_arm(q);
+}
+
+static void
+timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	pop_due(arg);
+}
+
+/* ---- relay jobs and destinations (loop) ---- */
+
+static size_t
+dom_hash(const char *s)
+{
+	uint64_t h = 0xcbf29ce484222325ULL;
+
+	for (; *s; s++)
+		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
+	return (size_t)h;
+}
+
+static struct rdomain *
+dom_get(struct queue *q, const char *name)
+{
+	struct rdomain *d;
+	size_t len = strlen(name);
+
+	if (q->dom_buckets != NULL)
+		for (d = q->dom_buckets[dom_hash(name) & q->dom_mask]; d;
+		    d = d->hnext)
+			if (strcmp(d->name, name) == 0)
+				return d;
+	if (q->dom_buckets == NULL || q->ndoms > q->dom_mask) {
+		size_t n = q->dom_buckets == NULL ? 64 : (q->dom_mask + 1) * 2;
+		struct rdomain **nb = xcalloc(n, sizeof(*nb));
+
+		for (size_t i = 0; q->dom_buckets != NULL && i <= q->dom_mask; i++)
+			while ((d = q->dom_buckets[i]) != NULL) {
+				q->dom_buckets[i] = d->hnext;
+				d->hnext = nb[dom_hash(d->name) & (n - 1)];
+				nb[dom_hash(d->name) & (n - 1)] = d;
+			}
+		free(q->dom_buckets);
+		q->dom_buckets = nb;
+		q->dom_mask = n - 1;
+	}
+	d = xcalloc(1, sizeof(*d) + len + 1);
+	memcpy(d->name, name, len + 1);
+	d->hnext = q->dom_buckets[dom_hash(name) & q->dom_mask];
+	q->dom_buckets[dom_hash(name) & q->dom_mask] = d;
+	q->ndoms++;
+	return d;
+}
+
+static void
+dom_free(struct queue *q, struct rdomain *d)
+{
+	struct rdomain **pp = &q->dom_buckets[dom_hash(d->name) & q->dom_mask];
+
+	while (*pp != d)
+		pp = &(*pp)->hnext;
+	*pp = d->hnext;
+	q->ndoms--;
+	free(d);
+}
+
+/*
+ * After d's jobs or slots changed: put it on the ready list when it has
+ * a job waiting and a free slot, free it when it has neither.
+ */
+static void
+dom_check(struct queue *q, struct rdomain *d)
+{
+	if (d->ready)
+		return;
+	if (d->head != NULL && d->inflight < q->max_relay_domain) {
+		d->ready = true;
+		d->rnext = NULL;
+		if (q->ready_tail != NULL)
+			q->ready_tail->rnext = d;
+		else
+			q->ready_head = d;
+		q->ready_tail = d;
+	} else if (d->head == NULL && d->inflight == 0 && d->refs == 0) {
+		dom_free(q, d);
+	}
+}
+
+static struct rdomain *
+ready_pop(struct queue *q)
+{
+	struct rdomain *d = q->ready_head;
+
+	if (d != NULL) {
+		q->ready_head = d->rnext;
+		if (q->ready_head == NULL)
+			q->ready_tail = NULL;
+		d->rnext = NULL;
+		d->ready = false;
+	}
+	return d;
+}
+
+static void
+job_free(struct rjob *j)
+{
+	if (j->reply != NULL)
+		for (size_t k = 0; k < j->n; k++)
+			free(j->reply[k]);
+	free(j->reply);
+	free(j->outcome);
+	free(j->own);
+	free(j->via);
+	free(j->via_mx);
+	free(j->idx);
+	free(j);
+}
+
+/* Give back the slot j holds (global, per domain, octets). */
+static void
+job_unslot(struct queue *q, struct rjob *j)
+{
+	if (j->state != RJ_LOADING && j->state != RJ_SENT)
+		return;
+	j->dom->inflight--;
+	q->relay_inflight--;
+	q->relay_bytes -= j->bytes;
+	j->bytes = 0;
+	j->state = RJ_DONE;
+	/* No dom_check here: the caller re-queues or releases j first. */
+}
+
+/* Free a job that is in no list or table, and let its domain go. */
+static void
+job_release(struct queue *q, struct rjob *j)
+{
+	struct rdomain *d = j->dom;
+
+	job_free(j);
+	d->refs--;
+	dom_check(q, d);
+}
+
+/*
+ * Forget j (not in any FIFO or table any more). Its message goes back to
+ * the heap for a scan at due (0: none) once nothing else holds it.
+ */
+static void
+job_drop(struct queue *q, struct rjob *j, int64_t due)
+{
+	struct qmsg *m = j->m;
+
+	job_unslot(q, j);
+	job_release(q, j);
+	m->njobs--;
+	msg_settle(q, m, due);
+}
+
+static void relay_pump(struct queue *q);
+
+/* Queue the relay jobs a scan of m found, and send what may go now. */
+static void
+jobs_add(struct queue *q, struct qmsg *m, struct rgroup *groups)
+{
+	for (struct rgroup *g = groups; g != NULL; g = g->next) {
+		struct rjob *j = xcalloc(1, sizeof(*j));
+		struct rdomain *d = dom_get(q, g->domain);
+
+		j->m = m;
+		j->dom = d;
+		d->refs++;
+		j->idx = g->idx;
+		j->n = g->n;
+		g->idx = NULL;
+		j->state = RJ_WAITING;
+		if (d->tail != NULL)
+			d->tail->next = j;
+		else
+			d->head = j;
+		d->tail = j;
+		m->njobs++;
+		dom_check(q, d);
+	}
+	groups_free(groups);
+}
+
+/*
+ * Dispatch waiting jobs while the limits allow: a slot in total
+ * (max_relay_connections) and for the domain (per_domain), room in the
+ * octet budget, and a relay that reads what it is sent. Domains take
+ * turns (the ready list is round robin), so a busy destination never
+ * holds up the others.
+ */
+static void
+relay_pump(struct queue *q)
+{
+	if (q->pumping)
+		return;
+	q->pumping = true;
+	while (q->relay != NULL && !q->relay->dead && !q->stopping &&
+	    q->relay_inflight < q->max_relay &&
+	    evbuffer_get_length(bufferevent_get_output(q->relay->bev)) <
+	    RELAY_OUT_HIGH && q->ready_head != NULL) {
+		struct rdomain *d = q->ready_head;
+		struct rjob *j = d->head;
+		uint64_t est;
+
+		if (j->m->gone || j->m->held) {
+			/* Deleted or held: the recipients stay as journaled. */
+			d->head = j->next;
+			if (d->head == NULL)
+				d->tail = NULL;
+			(void)ready_pop(q);
+			job_drop(q, j, 0);   /* may free d */
+			continue;
+		}
+		est = (uint64_t)j->m->size_kib * 1024 + RELAY_HEAD_SLACK;
+		if (q->relay_bytes > 0 && q->relay_bytes + est > RELAY_BYTES_MAX)
+			break;   /* results coming back free the budget */
+		(void)ready_pop(q);
+		d->head = j->next;
+		if (d->head == NULL)
+			d->tail = NULL;
+		j->next = NULL;
+		j->state = RJ_LOADING;
+		j->id = ++q->next_job_id;
+		j->bytes = est;
+		q->relay_bytes += est;
+		q->relay_inflight++;
+		d->inflight++;
+		dom_check(q, d);
+		task_start(q, j->m, TASK_LOAD, j, true);
+	}
+	q->pumping = false;
+}
+
+/* ---- the relay channel (loop) ---- */
+
+static size_t
+rjob_hash(const struct rchan *c, uint64_t id)
+{
+	return (size_t)((id * 0x9e3779b97f4a7c15ULL) >> 32) & c->mask;
+}
+
+static struct rjob *
+rchan_take(struct rchan *c, uint64_t id)
+{
+	struct rjob **pp = &c->buckets[rjob_hash(c, id)];
+
+	for (; *pp != NULL; pp = &(*pp)->hnext)
+		if ((*pp)->id == id) {
+			struct rjob *j = *pp;
+			*pp = j->hnext;
+			j->hnext = NULL;
+			c->nsent--;
+			return j;
+		}
+	return NULL;
+}
+
+static void
+relay_reap_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct rchan *c = arg;
+
+	bufferevent_free(c->bev);
+	free(c->buckets);
+	free(c);
+}
+
+/* Hand j's answer (or its loss) to a RESULT task; its slot is free now. */
+static void
+job_answered(struct queue *q, struct rjob *j)
+{
+	job_unslot(q, j);
+	dom_check(q, j->dom);   /* a slot is free; j keeps the domain alive */
+	task_start(q, j->m, TASK_RESULT, j, true);
+}
+
+/*
+ * Detach the relay channel: every job sent on it and unanswered counts
+ * as deferred (retried after retry_min); jobs being loaded go back to
+ * their queue when the load ends. The bufferevent is freed from a fresh
+ * callback, never from inside its own.
+ */
+static void
+relay_close(struct queue *q, struct rchan *c, const char *why)
+{
+	size_t lost = 0;
+	struct timeval now = { 0, 0 };
+
+	if (q->relay == c)
+		q->relay = NULL;
+	c->dead = true;
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	for (size_t i = 0; i <= c->mask; i++) {
+		struct rjob *j;
+
+		while ((j = c->buckets[i]) != NULL) {
+			c->buckets[i] = j->hnext;
+			j->hnext = NULL;
+			j->lost = true;
+			job_answered(q, j);
+			lost++;
+		}
+	}
+	c->nsent = 0;
+	log_info("queue event=relay-channel-closed reason=\"%s\" deferred_jobs=%zu",
+	    why, lost);
+	if (event_base_once(q->base, -1, EV_TIMEOUT, relay_reap_cb, c, &now) == -1)
+		fatal("event_base_once failed");
+	maybe_exit(q);
+}
+
+/* true if p..p+n is one token of printable non-blank ASCII. */
+static bool
+via_token(const char *p, size_t n)
+{
+	if (n == 0 || n > RESULT_VIA_MAX)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)p[i] <= 0x20 || (unsigned char)p[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+/* Digits only, 1..max of them; the value in *v. */
+static bool
+digits(const char *p, size_t n, size_t max, unsigned long *v)
+{
+	if (n == 0 || n > max)
+		return false;
+	*v = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return false;
+		*v = *v * 10 + (unsigned long)(p[i] - '0');
+	}
+	return true;
+}
+
+/*
+ * RFC 3463 2: class "." subject "." detail, class 2, 4 or 5. Loose on
+ * purpose (leading zeros pass): it is the server's code, passed on by the
+ * relay, and refusing it would close the relay channel. A report
+ * normalises it (dsn.c: RFC 3464 2.3.4 allows no leading zeros).
+ */
+static bool
+enhanced_status(const char *p, size_t n)
+{
+	const char *d1, *d2;
+	unsigned long v;
+
+	if (n < 5 || (p[0] != '2' && p[0] != '4' && p[0] != '5') || p[1] != '.')
+		return false;
+	d1 = p + 2;
+	d2 = memchr(d1, '.', n - 2);
+	if (d2 == NULL)
+		return false;
+	return digits(d1, (size_t)(d2 - d1), 3, &v) &&
+	    digits(d2 + 1, (size_t)(p + n - d2 - 1), 3, &v);
+}
+
+/*
+ * Parse a RELAY_RESULT payload for j (ipc.h): "via <mx> <ip> <tls>" and
+ * then one line "<k> <D|T|F> <code> <x.y.z> <text>" per recipient, k
+ * counting from 0 in job order; or the via line alone, which the
+ * placeholder relay sends: every recipient deferred. Fills j->outcome,
+ * j->reply, j->via. -1 with a reason in why: a protocol violation.
+ */
+static int
+result_parse(struct rjob *j, const char *p, size_t len, char *why,
+    size_t whysize)
+{
+	const char *end = p + len, *nl, *tok[3], *s;
+	size_t toklen[3], k = 0;
+	char q1[RESULT_VIA_MAX * 4 + 8], q2[RESULT_VIA_MAX * 4 + 8],
+	    q3[RESULT_VIA_MAX * 4 + 8];
+
+	if (len == 0 || memchr(p, '\0', len) != NULL) {
+		snprintf(why, whysize, "NUL in result");
+		return -1;
+	}
+	nl = memchr(p, '\n', len);
+	if (nl == NULL || (size_t)(nl - p) < 4 || memcmp(p, "via ", 4) != 0) {
+		snprintf(why, whysize, "result without a via line");
+		return -1;
+	}
+	s = p + 4;
+	for (int i = 0; i < 3; i++) {
+		const char *sp = memchr(s, ' ', (size_t)(nl - s));
+		const char *e = i < 2 ? sp : nl;
+
+		if (e == NULL || (i == 2 && sp != NULL) ||
+		    !via_token(s, (size_t)(e - s))) {
+			snprintf(why, whysize, "malformed via line");
+			return -1;
+		}
+		tok[i] = s;
+		toklen[i] = (size_t)(e - s);
+		s = e + 1;
+	}
+	p = nl + 1;
+	/* Optional "peer-dsn": the server offered DSN (RFC 3461 5.2.2). */
+	j->peer_dsn = false;
+	if ((size_t)(end - p) >= 9 && memcmp(p, "peer-dsn\n", 9) == 0) {
+		j->peer_dsn = true;
+		p += 9;
+	}
+	if (p < end) {
+		j->outcome = xcalloc(j->n + 1, 1);
+		j->reply = xcalloc(j->n, sizeof(*j->reply));
+		j->own = xcalloc(j->n, sizeof(*j->own));
+	}
+	while (p < end) {
+		const char *f[4];
+		size_t flen[4];
+		unsigned long idx, code;
+		char o;
+
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (nl == NULL) {
+			snprintf(why, whysize, "unterminated result line");
+			goto bad;
+		}
+		if (k >= j->n) {
+			snprintf(why, whysize, "more result lines than the job's %zu recipients",
+			    j->n);
+			goto bad;
+		}
+		if (memchr(p, '\r', (size_t)(nl - p)) != NULL) {
+			snprintf(why, whysize, "CR in result line %zu", k);
+			goto bad;
+		}
+		/* Four fields separated by single spaces, then the text. */
+		s = p;
+		for (int i = 0; i < 4; i++) {
+			const char *sp = memchr(s, ' ', (size_t)(nl - s));
+			const char *e = sp != NULL ? sp : nl;
+
+			if (i < 3 && sp == NULL) {
+				snprintf(why, whysize, "short result line %zu", k);
+				goto bad;
+			}
+			f[i] = s;
+			flen[i] = (size_t)(e - s);
+			s = e < nl ? e + 1 : nl;
+		}
+		if (!digits(f[0], flen[0], 5, &idx) || idx != k ||
+		    (flen[0] > 1 && f[0][0] == '0')) {
+			snprintf(why, whysize, "result line %zu: bad index", k);
+			goto bad;
+		}
+		if (flen[1] != 1 || (f[1][0] != 'D' && f[1][0] != 'T' &&
+		    f[1][0] != 'F')) {
+			snprintf(why, whysize, "result line %zu: bad outcome", k);
+			goto bad;
+		}
+		o = f[1][0];
+		if (!digits(f[2], flen[2], 3, &code) || (code != 0 &&
+		    (flen[2] != 3 || code < 200 || code > 599)) ||
+		    (code == 0 && flen[2] != 1)) {
+			snprintf(why, whysize, "result line %zu: bad reply code", k);
+			goto bad;
+		}
+		if (!enhanced_status(f[3], flen[3])) {
+			snprintf(why, whysize, "result line %zu: bad status code", k);
+			goto bad;
+		}
+		/* code 0: tern decided without a reply; journal a reply line. */
+		j->own[k] = code == 0;
+		if (code == 0)
+			code = o == 'D' ? 250 : o == 'F' ? 550 : 451;
+		j->outcome[k] = o;
+		j->reply[k] = xasprintf("%lu %.*s%s%.*s", code, (int)flen[3],
+		    f[3], s < nl ? " " : "", (int)(nl - s), s);
+		k++;
+		p = nl + 1;
+	}
+	if (j->outcome != NULL && k != j->n) {
+		snprintf(why, whysize, "%zu result lines for %zu recipients", k,
+		    j->n);
+		goto bad;
+	}
+	log_quote(q1, sizeof(q1), tok[0], toklen[0], RESULT_VIA_MAX);
+	log_quote(q2, sizeof(q2), tok[1], toklen[1], RESULT_VIA_MAX);
+	log_quote(q3, sizeof(q3), tok[2], toklen[2], RESULT_VIA_MAX);
+	j->via = xasprintf("relay=%s ip=%s tls=%s", q1, q2, q3);
+	free(j->via_mx);
+	j->via_mx = toklen[0] == 1 && tok[0][0] == '-' ? NULL :
+	    xstrndup(tok[0], toklen[0]);
+	return 0;
+bad:
+	if (j->reply != NULL)
+		for (size_t i = 0; i < j->n; i++)
+			free(j->reply[i]);
+	free(j->reply);
+	free(j->outcome);
+	free(j->own);
+	j->reply = NULL;
+	j->outcome = NULL;
+	j->own = NULL;
+	return -1;
+}
+
+static void
+relay_violation(struct rchan *c, const char *why)
+{
+	log_err("queue event=protocol-violation peer=relay reason=\"%s\"", why);
+	c->dead = true;
+}
+
+static void
+relay_frame(struct queue *q, struct rchan *c, const struct ipc_msg *msg)
+{
+	struct rjob *j;
+	char why[200];
+
+	if (msg->hdr.type != IPC_RELAY_RESULT) {
+		snprintf(why, sizeof(why), "unexpected frame type %u",
+		    msg->hdr.type);
+		relay_violation(c, why);
+		return;
+	}
+	j = rchan_take(c, msg->hdr.id);
+	if (j == NULL) {
+		snprintf(why, sizeof(why), "RESULT for unknown job %" PRIu64,
+		    msg->hdr.id);
+		relay_violation(c, why);
+		return;
+	}
+	if (result_parse(j, (const char *)msg->payload, msg->hdr.len, why,
+	    sizeof(why)) == -1) {
+		/* Back in the table: it is deferred with the others. */
+		j->hnext = c->buckets[rjob_hash(c, j->id)];
+		c->buckets[rjob_hash(c, j->id)] = j;
+		c->nsent++;
+		relay_violation(c, why);
+		return;
+	}
+	job_answered(q, j);
+}
+
+static void
+relay_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct rchan *c = arg;
+	struct queue *q = c->q;
+	struct evbuffer *in = bufferevent_get_input(bev);
+
+	while (!c->dead) {
+		struct ipc_msg msg;
+		int r = ipc_read(in, &msg);
+
+		if (r == 0)
+			break;
+		if (r < 0) {
+			relay_violation(c, "bad frame header");
+			break;
+		}
+		relay_frame(q, c, &msg);
+		ipc_msg_clear(&msg);
+	}
+	if (c->dead)
+		relay_close(q, c, "protocol violation");
+	else
+		relay_pump(q);
+}
+
+static void
+relay_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct rchan *c = arg;
+
+	if (c->dead)
+		return;
+	relay_pump(c->q);
+	if (c->q->stopping)
+		maybe_exit(c->q);
+}
+
+static void
+relay_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct rchan *c = arg;
+
+	if (c->dead)
+		return;
+	relay_close(c->q, c, (what & BEV_EVENT_EOF) ? "closed by relay" :
+	    "channel error");
+}
+
+static void
+relay_open(struct queue *q, int fd)
+{
+	struct rchan *c = xcalloc(1, sizeof(*c));
+	size_t n = 16;
+
+	while (n < q->max_relay)
+		n <<= 1;
+	c->q = q;
+	c->mask = n - 1;
+	c->buckets = xcalloc(n, sizeof(*c->buckets));
+	if (util_set_nonblock(fd) == -1 || util_set_cloexec(fd) == -1)
+		log_warn("queue event=relay-channel-setup error=\"%s\"",
+		    strerror(errno));
+	c->bev = bufferevent_socket_new(q->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->bev == NULL)
+		fatal("bufferevent_socket_new failed");
+	bufferevent_setcb(c->bev, relay_read_cb, relay_write_cb,
+	    relay_event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, CHAN_IN_HIGH);
+	bufferevent_setwatermark(c->bev, EV_WRITE, RELAY_OUT_LOW, 0);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	q->relay = c;
+	log_info("queue event=relay-channel-open");
+	relay_pump(q);
+}
+
+/* A LOAD finished: send the job, or put it back if it cannot go now. */
+static void
+load_done(struct queue *q, struct task *t)
+{
+	struct rjob *j = t->job;
+	struct rchan *c = q->relay;
+	struct rdomain *d = j->dom;
+	char id[QUEUE_ID_LEN + 1];
+
+	if (t->result == TR_KEEP && (j->m->gone || j->m->held))
+		t->result = TR_SKIPPED;   /* deleted or held meanwhile: drop */
+	if (t->result == TR_KEEP && c != NULL && !c->dead && !q->stopping) {
+		size_t len = evbuffer_get_length(t->frames);
+
+		q->relay_bytes = q->relay_bytes - j->bytes + len;
+		j->bytes = len;
+		j->state = RJ_SENT;
+		j->hnext = c->buckets[rjob_hash(c, j->id)];
+		c->buckets[rjob_hash(c, j->id)] = j;
+		c->nsent++;
+		msg_idstr(j->m, id);
+		log_info("queue id=%s event=relay-job job=%" PRIu64 " domain=%s nrcpt=%zu bytes=%zu",
+		    id, j->id, d->name, j->n, len);
+		evbuffer_add_buffer(bufferevent_get_output(c->bev), t->frames);
+		return;
+	}
+	if (t->result == TR_KEEP && !q->stopping) {
+		/* The relay went away meanwhile: wait, first in line. */
+		job_unslot(q, j);
+		j->state = RJ_WAITING;
+		j->next = d->head;
+		d->head = j;
+		if (d->tail == NULL)
+			d->tail = j;
+		dom_check(q, d);
+		return;
+	}
+	if (t->result == TR_GONE)
+		j->m->gone = true;
+	job_drop(q, j, t->result == TR_RETRY ?
+	    (int64_t)time(NULL) + LOAD_RETRY_SECS : 0);
+}
+
+/*
+ * A task finished (or was skipped): apply its outcome, start the next
+ * task waiting for the message, reschedule or free the message.
+ */
+static void
+task_done(struct queue *q, struct task *t)
+{
+	struct qmsg *m = t->m;
+	int64_t due = 0, now = (int64_t)time(NULL);
+	queue_ctl_done_fn *ctl_done = NULL;
+	bool alive;
+
+	q->tasks_inflight--;
+	if (t->kind == TASK_SCAN)
+		q->scans_inflight--;
+	m->busy = false;
+	if (t->result == TR_GONE || t->result == TR_REMOVED)
+		m->gone = true;
+	else if (t->result == TR_RETRY)
+		due = now + LOAD_RETRY_SECS;
+	if (t->nrcpt != 0) {
+		m->nrcpt = t->nrcpt;
+		m->npending = t->npending;
+	}
+	if (t->sender != NULL && m->sender == NULL) {
+		m->sender = t->sender;
+		t->sender = NULL;
+	}
+	switch (t->kind) {
+	case TASK_SCAN:
+		if (t->result == TR_KEEP) {
+			uint64_t kib = (t->size + 1023) / 1024;
+
+			m->size_kib = kib > UINT32_MAX ? UINT32_MAX : (uint32_t)kib;
+			if (t->held)
+				m->held = true;   /* recovered from the journal */
+			jobs_add(q, m, t->groups);
+			t->groups = NULL;
+			due = t->next_due;
+		}
+		break;
+	case TASK_CTL:
+		if (t->result == TR_SKIPPED)
+			t->ctl_status = QUEUE_CTL_FAILED;   /* stopping */
+		if (t->result == TR_KEEP)
+			due = t->next_due;
+		/* Not journaled: the state on disk still holds. */
+		if (t->ctl_status == QUEUE_CTL_FAILED &&
+		    t->ctl_op == QUEUE_CTL_DO_HOLD)
+			m->held = false;
+		if (t->ctl_status == QUEUE_CTL_FAILED &&
+		    t->ctl_op == QUEUE_CTL_DO_RELEASE)
+			m->held = true;
+		ctl_done = t->ctl_done;
+		break;
+	case TASK_LOAD:
+		/* load_done may drop the job; keep m alive until below. */
+		m->busy = true;
+		load_done(q, t);
+		m->busy = false;
+		break;
+	case TASK_RESULT:
+		if (t->result == TR_KEEP)
+			due = t->next_due;
+		job_release(q, t->job);
+		m->njobs--;
+		break;
+	case TASK_REPORT:
+		if (t->result != TR_KEEP)
+			break;
+		due = t->next_due;
+		if (t->dsn_failed) {
+			/* The report alone is tried again: a scan then finds
+			 * nothing to deliver and owes it still. */
+			int64_t rd;
+
+			if (m->dsn_tries < 127)
+				m->dsn_tries++;
+			rd = now + report_backoff(q, m->dsn_tries);
+			if (due == 0 || rd < due)
+				due = rd;
+		} else {
+			m->dsn_tries = 0;
+		}
+		break;
+	}
+	if (t->kind != TASK_LOAD)
+		m->dsn_owed = t->result == TR_KEEP && t->owes;
+	if (t->dsn_id[0] != '\0') {
+		/* A report this task spooled: a message like any other,
+		 * scanned at once (at the next start if stopping). */
+		struct qmsg *r = msg_new(q, t->dsn_id);
+
+		if (!q->stopping)
+			task_start(q, r, TASK_SCAN, NULL, true);
+	}
+	notes_free(t);
+	groups_free(t->groups);
+	if (t->frames != NULL)
+		evbuffer_free(t->frames);
+	alive = !m->gone;   /* msg_settle frees only a gone message */
+	if (m->waiting != NULL) {
+		struct task *next = m->waiting;
+
+		m->waiting = next->next;
+		next->next = NULL;
+		task_submit(q, next);
+	} else if (m->dsn_owed && (t->kind == TASK_SCAN ||
+	    t->kind == TASK_RESULT) && m->njobs == 0 && !m->held && !m->gone &&
+	    !q->stopping) {
+		/* Nothing else holds the message: its one report now,
+		 * covering every recipient owed one (docs/dsn.md). */
+		task_start(q, m, TASK_REPORT, NULL, false);
+	} else {
+		if (due != 0 && due < now)
+			due = now;
+		msg_settle(q, m, due);   /* frees m if it is gone */
+	}
+	if (ctl_done != NULL) {
+		struct queue_ctl_entry e, *ep = NULL;
+
+		if (alive && t->ctl_status == QUEUE_CTL_OK) {
+			msg_entry(m, now, &e);
+			ep = &e;
+		}
+		ctl_done(t->ctl_arg, t->ctl_status, t->ctl_json, ep);
+		t->ctl_json = NULL;
+		if (ep != NULL)
+			free(e.sender);
+	}
+	free(t->ctl_json);
+	free(t->sender);
+	free(t);
+	if (!q->stopping) {
+		relay_pump(q);
+		pop_due(q);
+	}
+}
+
+/* ---- tern queue ... (queue_control.h; loop) ---- */
+
+/* The live record of id, or NULL. A linear walk: a control request is
+ * rare, and an index would cost every message memory. */
+static struct qmsg *
+msg_find(struct queue *q, const char *id)
+{
+	uint64_t idn;
+
+	if (!spool_valid_id(id))
+		return NULL;
+	idn = strtoull(id, NULL, 16);
+	for (struct qmsg *m = q->msgs; m != NULL; m = m->next)
+		if (m->idn == idn)
+			return m->gone ? NULL : m;
+	return NULL;
+}
+
+static int
+entry_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct queue_ctl_entry *)a)->id,
+	    ((const struct queue_ctl_entry *)b)->id);
+}
+
+size_t
+queue_ctl_list(struct queue *q, struct queue_ctl_entry **out)
+{
+	int64_t now = (int64_t)time(NULL);
+	size_t n = 0;
+
+	*out = q->nmsgs > 0 ? xcalloc(q->nmsgs, sizeof(**out)) : NULL;
+	for (struct qmsg *m = q->msgs; m != NULL && n < q->nmsgs; m = m->next)
+		if (!m->gone)
+			msg_entry(m, now, &(*out)[n++]);
+	if (n > 1)
+		qsort(*out, n, sizeof(**out), entry_cmp);
+	return n;
+}
+
+int
+queue_ctl_start(struct queue *q, const char *id, enum queue_ctl_op op,
+    queue_ctl_done_fn *done, void *arg)
+{
+	struct qmsg *m = msg_find(q, id);
+	struct task *t;
+
+	if (m == NULL)
+		return QUEUE_CTL_NOTFOUND;
+	if (q->stopping)
+		return QUEUE_CTL_FAILED;
+	/* The loop's view changes now, so no scan starts meanwhile; the
+	 * task makes it durable (and task_done undoes it on failure). */
+	if (op == QUEUE_CTL_DO_HOLD) {
+		m->held = true;
+		m->force = false;
+	} else if (op == QUEUE_CTL_DO_RELEASE) {
+		m->held = false;
+		m->force = true;   /* due now, deferred recipients too */
+	}
+	t = xcalloc(1, sizeof(*t));
+	t->m = m;
+	t->kind = TASK_CTL;
+	t->fresh = true;   /* an administrator is waiting */
+	t->ctl_op = op;
+	t->ctl_done = done;
+	t->ctl_arg = arg;
+	task_queue(q, t);
+	return QUEUE_CTL_OK;
+}
+
+long
+queue_ctl_flush(struct queue *q, const char *id)
+{
+	int64_t now = (int64_t)time(NULL);
+	struct qmsg *one = NULL;
+	long n = 0;
+
+	if (id != NULL) {
+		one = msg_find(q, id);
+		if (one == NULL)
+			return -QUEUE_CTL_NOTFOUND;
+		if (one->held)
+			return -QUEUE_CTL_HELD_ALREADY;
+	}
+	for (struct qmsg *m = one != NULL ? one : q->msgs; m != NULL;
+	    m = one != NULL ? NULL : m->next) {
+		if (m->gone || m->held)
+			continue;
+		/*
+		 * Its next scan tries every deferred recipient. One that is
+		 * idle is due now; one that is busy or has relay jobs out is
+		 * being tried already, and is scanned again (forced) when
+		 * they finish (msg_settle).
+		 */
+		m->force = true;
+		if (m->heap_idx != HEAP_NONE)
+			heap_put(q, m, now);
+		n++;
+	}
+	if (n > 0 && !q->stopping)
+		pop_due(q);
+	return n;
+}
+
+static void
+commit_done(struct queue *q, struct txn *t, bool final)
+{
+	int err = spool_txn_error(t->st);
+	const char *id = spool_txn_id(t->st);
+	struct chan *c = t->chan;
+
+	q->commits_inflight--;
+	if (err == 0 && (c == NULL || c->dead || t->abandoned || final)) {
+		/* Never acknowledged, so not ours to deliver: take it back. */
+		if (spool_unlink_committed(q->spool, id) == -1)
+			log_err("queue id=%s event=rollback-failed error=\"%s\"", id,
+			    strerror(errno));
+		else
+			log_info("queue id=%s event=rolled-back reason=\"%s\"", id,
+			    t->abandoned ? "aborted by smtp" : "smtp channel gone");
+	} else if (err == 0) {
+		struct qmsg *m;
+
+		reply(c, IPC_SUBMIT_COMMIT_OK, t->sid, id);
+		log_info("queue id=%s event=committed size=%" PRIu64 " nrcpt=%zu from=<%s> client=%s",
+		    id, spool_txn_size(t->st), t->nrcpt, t->from_q, t->client_q);
+		m = msg_new(q, id);
+		/* Delivered now, not at the next scan; ahead of retries. */
+		if (!q->stopping)
+			task_start(q, m, TASK_SCAN, NULL, true);
+	} else {
+		log_err("queue id=%s event=commit-failed error=\"%s\"", id,
+		    strerror(err));
+		if (c != NULL && !t->abandoned)
+			reply(c, IPC_SUBMIT_COMMIT_FAIL, t->sid, reply_for(err));
+	}
+	if (c != NULL)
+		txn_unhash(c, t);
+	spool_txn_free(&t->st);
+	txn_free(t);
+}
+
+/* Take everything the workers finished; final: the loop has ended. */
+static void
+drain_done(struct queue *q, bool final)
+{
+	struct txn *txns;
+	struct task *tasks;
+
+	pthread_mutex_lock(&q->mu);
+	txns = q->done_txn_head;
+	tasks = q->done_job_head;
+	q->done_txn_head = q->done_txn_tail = NULL;
+	q->done_job_head = q->done_job_tail = NULL;
+	pthread_mutex_unlock(&q->mu);
+	while (txns != NULL) {
+		struct txn *next = txns->qnext;
+		commit_done(q, txns, final);
+		txns = next;
+	}
+	while (tasks != NULL) {
+		struct task *next = tasks->next;
+		task_done(q, tasks);
+		tasks = next;
+	}
+}
+
+static void
+done_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct queue *q = arg;
+	uint64_t v;
+
+	if (read(q->done_fd, &v, sizeof(v)) == -1 && errno != EAGAIN)
+		log_err("queue event=eventfd-read error=\"%s\"", strerror(errno));
+	drain_done(q, false);
+	maybe_exit(q);
+}
+
+/* ---- control and shutdown ---- */
+
+static void
+maybe_exit(struct queue *q)
+{
+	if (!q->stopping || q->commits_inflight > 0 || q->tasks_inflight > 0)
+		return;
+	/* Outcomes of jobs the relay has: wait for them (within the grace). */
+	if (q->relay != NULL && !q->relay->dead && q->relay->nsent > 0)
+		return;
+	/* Let the last COMMIT_OKs reach the smtp process first. */
+	if (q->chan != NULL && !q->chan->dead &&
+	    evbuffer_get_length(bufferevent_get_output(q->chan->bev)) > 0)
+		return;   /* chan_write_cb calls back when drained */
+	event_base_loopexit(q->base, NULL);
+}
+
+static void
+grace_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct queue *q = arg;
+
+	log_warn("queue event=shutdown-forced commits=%zu tasks=%zu relay_jobs=%zu",
+	    q->commits_inflight, q->tasks_inflight,
+	    q->relay != NULL ? q->relay->nsent : 0);
+	event_base_loopexit(q->base, NULL);
+}
+
+static void
+begin_shutdown(struct queue *q, int code, const char *why)
+{
+	struct task *keep_head = NULL, **keep_tail = &keep_head, *drop = NULL;
+	struct timeval grace = { SHUTDOWN_GRACE_SECS, 0 };
+
+	if (q->stopping)
+		return;
+	q->stopping = true;
+	q->exit_code = code;
+	log_info("queue event=shutdown reason=\"%s\"", why);
+	evtimer_del(q->timer_ev);
+	queue_control_stop(q->control);
+	/*
+	 * Scans and loads no worker has started stay for the next run (the
+	 * spool has them); outcomes from the relay are journaled first.
+	 */
+	pthread_mutex_lock(&q->mu);
+	for (int l = 0; l < 2; l++) {
+		struct task *t = l == 0 ? q->new_head : q->old_head;
+
+		while (t != NULL) {
+			struct task *next = t->next;
+
+			t->next = NULL;
+			if (t->kind == TASK_RESULT) {
+				*keep_tail = t;
+				keep_tail = &t->next;
+			} else {
+				t->next = drop;
+				drop = t;
+			}
+			t = next;
+		}
+	}
+	q->new_head = keep_head;
+	q->new_tail = NULL;
+	for (struct task *t = keep_head; t != NULL; t = t->next)
+		q->new_tail = t;
+	q->old_head = q->old_tail = NULL;
+	pthread_mutex_unlock(&q->mu);
+	while (drop != NULL) {
+		struct task *next = drop->next;
+		drop->next = NULL;
+		drop->result = TR_SKIPPED;
+		task_done(q, drop);
+		drop = next;
+	}
+	if (q->ctl_ev != NULL)
+		event_del(q->ctl_ev);
+	q->grace_ev = evtimer_new(q->base, grace_cb, q);
+	if (q->grace_ev != NULL)
+		evtimer_add(q->grace_ev, &grace);
+	maybe_exit(q);
+}
+
+static void
+ctl_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct queue *q = arg;
+	enum ipc_type type;
+	int pfd = -1, r;
+
+	r = ipc_recv_fd(fd, &type, &pfd);
+	if (r <= 0) {
+		event_del(q->ctl_ev);
+		if (r == 0)
+			log_warn("queue event=control-closed");
+		else
+			log_err("queue event=control-error error=\"%s\"",
+			    strerror(errno));
+		begin_shutdown(q, 1, "lost the parent");
+		return;
+	}
+	switch (type) {
+	case IPC_CTL_RELAY_FD:
+		if (pfd == -1) {
+			log_warn("queue event=control-bad reason=\"RELAY_FD without fd\"");
+			break;
+		}
+		if (q->stopping) {
+			close(pfd);
+			break;
+		}
+		if (q->relay != NULL)
+			relay_close(q, q->relay, "replaced by parent");
+		relay_open(q, pfd);
+		return;
+	case IPC_CTL_PEER_FD:
+		if (pfd == -1) {
+			log_warn("queue event=control-bad reason=\"PEER_FD without fd\"");
+			break;
+		}
+		if (q->stopping) {
+			close(pfd);
+			break;
+		}
+		if (q->chan != NULL)
+			chan_close(q, q->chan, "replaced by parent");
+		chan_open(q, pfd);
+		return;
+	case IPC_CTL_SHUTDOWN:
+		begin_shutdown(q, 0, "requested");
+		break;
+	case IPC_CTL_LOG_FD:
+		log_reopen_fd(pfd);
+		break;
+	default:
+		log_warn("queue event=control-bad type=%u", (unsigned)type);
+		break;
+	}
+	if (pfd != -1)
+		close(pfd);
+}
+
+static void
+signal_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct signalfd_siginfo si;
+
+	if (read(fd, &si, sizeof(si)) != (ssize_t)sizeof(si))
+		return;
+	begin_shutdown(arg, 0, si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+static void
+recovered_cb(void *arg, const char *id)
+{
+	struct queue *q = arg;
+
+	/* Scanned as the heap hands it out: a journaled deferral is then
+	 * rescheduled at its next attempt, pending work runs at once. */
+	heap_put(q, msg_new(q, id), 0);
+}
+
+static int
+start_threads(struct queue *q)
+{
+	size_t nd = q->cfg->delivery_workers != 0 ? q->cfg->delivery_workers : 1;
+	sigset_t all, old;
+	int r = 0;
+
+	if (nd > 256)
+		nd = 256;
+	q->threads = xcalloc(QUEUE_COMMIT_THREADS + nd, sizeof(*q->threads));
+	/* Workers never take signals: the loop handles them. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	for (size_t i = 0; i < QUEUE_COMMIT_THREADS + nd; i++) {
+		r = pthread_create(&q->threads[i], NULL,
+		    i < QUEUE_COMMIT_THREADS ? commit_main : task_main, q);
+		if (r != 0)
+			break;
+		q->nthreads++;
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	q->threads_started = true;
+	if (r != 0) {
+		errno = r;
+		return -1;
+	}
+	return 0;
+}
+
+static void
+stop_threads(struct queue *q)
+{
+	pthread_mutex_lock(&q->mu);
+	q->stop_threads = true;
+	pthread_cond_broadcast(&q->commit_cv);
+	pthread_cond_broadcast(&q->deliver_cv);
+	pthread_mutex_unlock(&q->mu);
+	for (size_t i = 0; i < q->nthreads; i++)
+		pthread_join(q->threads[i], NULL);
+	q->nthreads = 0;
+}
+
+/* Free the relay channel and every job, at the end: what was in flight
+ * stays unfinished in the spool and is tried again at the next start. */
+static void
+relay_free_all(struct queue *q)
+{
+	if (q->relay != NULL) {
+		struct rchan *c = q->relay;
+
+		q->relay = NULL;
+		for (size_t i = 0; i <= c->mask; i++)
+			while (c->buckets[i] != NULL) {
+				struct rjob *j = c->buckets[i];
+				c->buckets[i] = j->hnext;
+				job_free(j);
+			}
+		bufferevent_free(c->bev);
+		free(c->buckets);
+		free(c);
+	}
+	for (size_t i = 0; q->dom_buckets != NULL && i <= q->dom_mask; i++)
+		while (q->dom_buckets[i] != NULL) {
+			struct rdomain *d = q->dom_buckets[i];
+
+			q->dom_buckets[i] = d->hnext;
+			while (d->head != NULL) {
+				struct rjob *j = d->head;
+				d->head = j->next;
+				job_free(j);
+			}
+			free(d);
+		}
+	free(q->dom_buckets);
+	q->dom_buckets = NULL;
+	q->ready_head = q->ready_tail = NULL;
+	q->ndoms = 0;
+}
+
+static void
+free_task_list(struct task *t)
+{
+	while (t != NULL) {
+		struct task *n = t->next;
+
+		groups_free(t->groups);
+		if (t->frames != NULL)
+			evbuffer_free(t->frames);
+		/* A job being loaded or journaled belongs to its task. */
+		if (t->job != NULL)
+			job_free(t->job);
+		free(t->ctl_json);
+		free(t->sender);
+		notes_free(t);
+		free(t);
+		t = n;
+	}
+}
+
+int
+queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
+{
+	int removed, recovered;
+
+	signal(SIGPIPE, SIG_IGN);
+	q->ctl_fd = ctl_fd;
+	q->base = event_base_new();
+	if (q->base == NULL) {
+		log_err("queue event=fatal error=\"event_base_new failed\"");
+		goto fail_fds;
+	}
+	q->done_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	if (q->done_fd == -1) {
+		log_err("queue event=fatal error=\"eventfd: %s\"", strerror(errno));
+		goto fail_fds;
+	}
+
+	/*
+	 * SIGTERM/SIGINT through a signalfd rather than libevent's signal
+	 * events: a forked child may still hold its parent's event_base,
+	 * and epoll lets only one base own signals. They stay blocked after
+	 * queue_run returns, so a late SIGTERM cannot cut the exit short.
+	 */
+	{
+		sigset_t ss;
+
+		sigemptyset(&ss);
+		sigaddset(&ss, SIGTERM);
+		sigaddset(&ss, SIGINT);
+		pthread_sigmask(SIG_BLOCK, &ss, NULL);
+		q->sig_fd = signalfd(-1, &ss, SFD_NONBLOCK | SFD_CLOEXEC);
+		if (q->sig_fd == -1) {
+			log_err("queue event=fatal error=\"signalfd: %s\"",
+			    strerror(errno));
+			goto fail_fds;
+		}
+	}
+	q->timer_ev = evtimer_new(q->base, timer_cb, q);
+	if (q->timer_ev == NULL)
+		fatal("queue: evtimer_new failed");
+
+	/* Recovery (docs/spool-format.md): nothing in incoming/ was acknowledged. */
+	removed = spool_recover_incoming(q->spool);
+	if (removed == -1)
+		log_err("queue event=recover-failed dir=incoming error=\"%s\"",
+		    strerror(errno));
+	recovered = spool_scan(q->spool, recovered_cb, q);
+	if (recovered == -1) {
+		log_err("queue event=fatal error=\"scan queue/: %s\"",
+		    strerror(errno));
+		goto fail_fds;
+	}
+	log_info("queue event=recovered messages=%d removed_incoming=%d spool=%s",
+	    recovered, removed < 0 ? 0 : removed, spool_path(q->spool));
+
+	if (start_threads(q) == -1) {
+		log_err("queue event=fatal error=\"pthread_create: %s\"",
+		    strerror(errno));
+		stop_threads(q);
+		goto fail_fds;
+	}
+	q->done_ev = event_new(q->base, q->done_fd, EV_READ | EV_PERSIST,
+	    done_cb, q);
+	q->sig_ev = event_new(q->base, q->sig_fd, EV_READ | EV_PERSIST,
+	    signal_cb, q);
+	if (q->done_ev == NULL || q->sig_ev == NULL)
+		fatal("queue: event_new failed");
+	event_add(q->done_ev, NULL);
+	event_add(q->sig_ev, NULL);
+	if (ctl_fd != -1) {
+		q->ctl_ev = event_new(q->base, ctl_fd, EV_READ | EV_PERSIST,
+		    ctl_cb, q);
+		if (q->ctl_ev == NULL)
+			fatal("queue: event_new failed");
+		event_add(q->ctl_ev, NULL);
+	}
+	if (smtp_fd != -1)
+		chan_open(q, smtp_fd);
+	if (relay_fd != -1)
+		relay_open(q, relay_fd);
+	queue_control_start(q->control, q->base, q);
+	pop_due(q);
+	if (ctl_fd != -1 && ipc_send_fd(ctl_fd, IPC_CTL_READY, -1) == -1)
+		log_warn("queue event=ready-failed error=\"%s\"", strerror(errno));
+
+	event_base_dispatch(q->base);
+
+	stop_threads(q);
+	/* Work that finished after the loop: no one to tell, nothing lost. */
+	q->stopping = true;
+	drain_done(q, true);
+	if (q->chan != NULL)
+		chan_close(q, q->chan, "queue exiting");
+	relay_free_all(q);
+	queue_control_stop(q->control);
+	/* Run the deferred channel frees. */
+	event_base_loop(q->base, EVLOOP_NONBLOCK);
+	log_info("queue event=stopped queued=%zu commits=%" PRIu64 " commit_batches=%" PRIu64,
+	    q->nmsgs, q->ncommits, q->nbatches);
+	return q->exit_code;
+fail_fds:
+	if (smtp_fd != -1)
+		close(smtp_fd);
+	if (relay_fd != -1)
+		close(relay_fd);
+	return 1;
+}
+
+void
+queue_free(struct queue **qp)
+{
+	struct queue *q = *qp;
+
+	if (q == NULL)
+		return;
+	if (q->nthreads > 0)
+		stop_threads(q);
+	q->stopping = true;
+	drain_done(q, true);
+	relay_free_all(q);
+	/* Tasks still listed were never started. */
+	free_task_list(q->new_head);
+	free_task_list(q->old_head);
+	q->new_head = q->old_head = NULL;
+	while (q->msgs != NULL) {
+		struct qmsg *m = q->msgs;
+
+		free_task_list(m->waiting);
+		m->waiting = NULL;
+		m->busy = false;
+		m->njobs = 0;
+		msg_free(q, m);
+	}
+	free(q->heap);
+	/* After the tasks: a CTL task never started points at a client. */
+	queue_control_free(&q->control);
+	if (q->chan != NULL) {
+		struct chan *c = q->chan;
+		q->chan = NULL;
+		bufferevent_free(c->bev);
+		free(c->buckets);
+		free(c);
+	}
+	if (q->ctl_ev != NULL)
+		event_free(q->ctl_ev);
+	if (q->done_ev != NULL)
+		event_free(q->done_ev);
+	if (q->sig_ev != NULL)
+		event_free(q->sig_ev);
+	if (q->grace_ev != NULL)
+		event_free(q->grace_ev);
+	if (q->timer_ev != NULL)
+		event_free(q->timer_ev);
+	if (q->base != NULL)
+		event_base_free(q->base);
+	if (q->done_fd != -1)
+		close(q->done_fd);
+	if (q->sig_fd != -1)
+		close(q->sig_fd);
+	for (size_t i = 0; i < q->nbases; i++) {
+		if (q->bases[i].fd != -1)
+			close(q->bases[i].fd);
+		free(q->bases[i].path);
+	}
+	free(q->bases);
+	free(q->threads);
+	spool_free(&q->spool);
+	pthread_mutex_destroy(&q->mu);
+	pthread_cond_destroy(&q->commit_cv);
+	pthread_cond_destroy(&q->deliver_cv);
+	free(q);
+	*qp = NULL;
+}

@@ -1,0 +1,162 @@
+/*
+ * queue_control.h - `tern queue ...`: the queue process's control socket
+ * and the command-line client that talks to it.
+ *
+ * Server (queue process, event loop): a unix stream socket
+ * <spool>/control, mode 0600, owned by user_queue, created by queue_new()
+ * while it still has its start-up privileges (a stale one is removed).
+ * Only peers whose SO_PEERCRED uid is 0 or the queue process's own uid may
+ * talk. Protocol: the client sends one request line (at most
+ * QUEUE_CONTROL_LINE_MAX octets with its LF; CRLF accepted):
+ *
+ *     list | show <id> | flush | flush <id> | delete <id> | hold <id> |
+ *     release <id>
+ *
+ * and gets one JSON document (UTF-8, then LF), after which the server
+ * closes. Every document has "ok": true or false; failures carry "error"
+ * (docs/queue.md lists the documents). At most QUEUE_CONTROL_MAX_CLIENTS
+ * connections at once (more are closed at once), QUEUE_CONTROL_TIMEOUT
+ * seconds to send the request and to read the answer.
+ *
+ * The server never touches the disk on the loop: show, hold, release and
+ * delete run as tasks in the queue's workers (queue.c), list comes from
+ * the in-memory records.
+ */
+#ifndef TERN_QUEUE_CONTROL_H
+#define TERN_QUEUE_CONTROL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
+
+#include "mail/envelope.h"
+
+#define QUEUE_CONTROL_LINE_MAX 256
+#define QUEUE_CONTROL_MAX_CLIENTS 16
+#define QUEUE_CONTROL_TIMEOUT 30
+#define QUEUE_CONTROL_SOCKET "control"   /* under the spool directory */
+
+struct config;
+struct event_base;
+struct queue;
+struct queue_control;
+struct spool_msg;
+
+/* ---- the request line (pure, unit-tested) ---- */
+
+enum queue_control_verb {
+	QUEUE_CONTROL_LIST,
+	QUEUE_CONTROL_SHOW,
+	QUEUE_CONTROL_FLUSH,
+	QUEUE_CONTROL_DELETE,
+	QUEUE_CONTROL_HOLD,
+	QUEUE_CONTROL_RELEASE,
+};
+
+struct queue_control_req {
+	enum queue_control_verb verb;
+	char id[QUEUE_ID_LEN + 1];   /* "" when the request names none */
+};
+
+/*
+ * Parse one request line (p, len), without its LF (a trailing CR is
+ * allowed). Verbs are lower case; one space before the id; the id is
+ * QUEUE_ID_LEN hex digits (upper case is folded). 0, or -1 with a short
+ * reason in *why (a static string).
+ */
+int queue_control_parse(const char *p, size_t len, struct queue_control_req *req,
+    const char **why);
+
+/* Append s as a JSON string (quotes included) to out; invalid UTF-8
+ * becomes U+FFFD, control characters \u escapes. NULL: null. */
+struct evbuffer;
+void queue_control_json_str(struct evbuffer *out, const char *s);
+
+/* ---- server (queue process) ---- */
+
+/*
+ * With the start-up privileges: remove a stale <spool_dir>/control, bind
+ * and listen, chmod 0600, chown to uid/gid unless (uid_t)-1. NULL with a
+ * reason in err.
+ */
+struct queue_control *queue_control_new(const char *spool_dir, uid_t uid,
+    gid_t gid, char *err, size_t errsize);
+/* Start accepting on base for q (queue_run). */
+void queue_control_start(struct queue_control *qc, struct event_base *base,
+    struct queue *q);
+/* Stop accepting and remove the socket (shutdown begins); idempotent. */
+void queue_control_stop(struct queue_control *qc);
+/* Close every connection and the socket; *qc = NULL. */
+void queue_control_free(struct queue_control **qc);
+
+/*
+ * The "message" object of a show answer, built in a worker from a loaded
+ * queue file: envelope and each recipient's state with its last reply.
+ * Returns a heap string (the caller frees it).
+ */
+char *queue_control_show_json(struct spool_msg *m);
+
+/* ---- hooks implemented by queue.c (loop thread only) ---- */
+
+enum queue_ctl_state { QUEUE_CTL_ACTIVE, QUEUE_CTL_DEFERRED, QUEUE_CTL_HELD };
+
+struct queue_ctl_entry {
+	char id[QUEUE_ID_LEN + 1];
+	int64_t next;             /* next scan, unix seconds; 0: none scheduled */
+	uint32_t size_kib;        /* 0 before the first load */
+	unsigned nrcpt, npending; /* 0/0 before the first load */
+	enum queue_ctl_state state;
+	char *sender;             /* a copy; NULL before the first load */
+};
+
+/* Every queued message, sorted by id (arrival). *out: free each sender
+ * and the array. */
+size_t queue_ctl_list(struct queue *q, struct queue_ctl_entry **out);
+
+/* Results of the asynchronous operations. */
+#define QUEUE_CTL_OK 0
+#define QUEUE_CTL_NOTFOUND 1      /* no such message (or already gone) */
+#define QUEUE_CTL_HELD_ALREADY 2  /* flush of a held message */
+#define QUEUE_CTL_FAILED 3        /* disk error, or the queue is stopping */
+
+enum queue_ctl_op { QUEUE_CTL_SHOW, QUEUE_CTL_DO_HOLD, QUEUE_CTL_DO_RELEASE,
+	QUEUE_CTL_DO_DELETE };
+
+/*
+ * Called on the loop when op has finished: status is one of QUEUE_CTL_*;
+ * for SHOW, json is the message object (ownership passes) and e describes
+ * the in-memory record (NULL if gone).
+ */
+typedef void queue_ctl_done_fn(void *arg, int status, char *json,
+    const struct queue_ctl_entry *e);
+
+/*
+ * Run op on message id in a worker, after any task the message has. done
+ * is never called from inside this call. Returns QUEUE_CTL_OK (done will
+ * be called) or QUEUE_CTL_NOTFOUND (it will not).
+ */
+int queue_ctl_start(struct queue *q, const char *id, enum queue_ctl_op op,
+    queue_ctl_done_fn *done, void *arg);
+
+/*
+ * Make every deferred recipient of id (NULL: of every message that is not
+ * held) due now. Returns the number of messages flushed, or
+ * -QUEUE_CTL_NOTFOUND / -QUEUE_CTL_HELD_ALREADY for one id.
+ */
+long queue_ctl_flush(struct queue *q, const char *id);
+
+/* ---- client (tern queue ...) ---- */
+
+/*
+ * tern queue list|show ID|flush [ID]|delete ID|hold ID|release ID [--json]:
+ * argv[0] is "list", ...; cfg gives the spool. Prints the answer (JSON as
+ * received with json, a table otherwise) to out, errors to stderr.
+ * Returns 0, 1 (not found, refused, failed), 64 (usage) or 69 (the daemon
+ * is not running).
+ */
+int queue_control_client(const struct config *cfg, int argc, char **argv,
+    bool json, FILE *out);
+
+#endif

@@ -1,0 +1,207 @@
+/*
+ * spool.h - tern's on-disk queue: queue files, group commit, the
+ * per-recipient delivery journal and recovery (docs/spool-format.md).
+ *
+ * Layout under the spool directory (all mode 0700, owned by the queue
+ * user):
+ *     incoming/<id>   being received; removed at start-up (never acknowledged)
+ *     queue/<id>      committed: head, envelope, message, journal
+ *     corrupt/<id>    files that failed to parse, kept for the administrator
+ *
+ * Every file operation goes through directory fds opened by spool_open(),
+ * with the *at() calls, so the queue process keeps working after it drops
+ * privileges or when an ancestor of the spool is not searchable.
+ *
+ * Threads: spool_txn_* run on the queue's event loop (open, write to the
+ * page cache, unlink: no fsync). spool_commit_batch() and every spool_msg_*
+ * call block on the disk and belong in worker threads; they touch only
+ * the objects passed in and the spool's immutable directory fds, so
+ * different threads may call them on different objects concurrently.
+ */
+#ifndef TERN_SPOOL_H
+#define TERN_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "mail/envelope.h"
+
+#define SPOOL_VERSION 1
+/* Bound on the head (magic + envelope text) of a queue file. */
+#define SPOOL_MAX_HEAD (1024 * 1024)
+/* Bound on a failure/deferral reply kept in the journal. */
+#define SPOOL_MAX_REPLY 512
+
+struct spool;
+struct spool_txn;
+struct spool_msg;
+
+/*
+ * Create dir (and incoming/, queue/, corrupt/) when missing, owned by
+ * uid/gid unless they are (uid_t)-1/(gid_t)-1, and open their directory
+ * fds. Runs with start-up privileges. NULL with a reason in err.
+ */
+struct spool *spool_open(const char *dir, uid_t uid, gid_t gid, char *err,
+    size_t errsize);
+void spool_free(struct spool **sp);
+/* The spool directory as given to spool_open(). */
+const char *spool_path(const struct spool *sp);
+
+/*
+ * Start-up recovery, before any transaction: remove every file in
+ * incoming/ (none was acknowledged). Returns the number removed, or -1
+ * with errno if incoming/ cannot be read.
+ */
+int spool_recover_incoming(struct spool *sp);
+
+/*
+ * Call cb once per committed message in queue/ (names that are not queue
+ * ids are logged and skipped), and move the id generator past every id
+ * seen so ids stay unique and increasing even if the clock stepped back.
+ * Returns the number of messages, or -1 with errno.
+ */
+int spool_scan(struct spool *sp, void (*cb)(void *arg, const char *id),
+    void *arg);
+
+/*
+ * A new queue id: 16 lower-case hex digits holding (microseconds since the
+ * epoch << 12 | counter), so ids sort by arrival and never repeat within
+ * a spool. Any thread (the loop receives mail, workers spool reports).
+ */
+void spool_next_id(struct spool *sp, char id[QUEUE_ID_LEN + 1]);
+/* The arrival time in microseconds encoded in a queue id; 0 if malformed. */
+int64_t spool_id_time_us(const char *id);
+/* true if s is QUEUE_ID_LEN lower-case hex digits and nothing else. */
+bool spool_valid_id(const char *s);
+
+/* ---- receiving a message (the loop; a worker for a report it spools
+ * and commits itself with spool_commit_batch) ---- */
+
+/*
+ * Allocate a queue id into env->id, create incoming/<id> with O_EXCL and
+ * write the head and the envelope. NULL with errno on failure (nothing is
+ * left on disk). env stays owned by the caller.
+ */
+struct spool_txn *spool_txn_begin(struct spool *sp, struct envelope *env);
+/* Append message octets. -1 with errno: the caller then aborts the txn. */
+int spool_txn_write(struct spool_txn *t, const void *p, size_t len);
+const char *spool_txn_id(const struct spool_txn *t);
+/* Message octets written so far. */
+uint64_t spool_txn_size(const struct spool_txn *t);
+/* Drop an uncommitted transaction: close and remove its file; *t = NULL. */
+void spool_txn_abort(struct spool_txn **t);
+
+/*
+ * Group commit, in a worker thread: for every txn, record the message
+ * length in the head, start write-back of all files, fdatasync each,
+ * rename each from incoming/ into queue/ (never replacing a file), then
+ * fsync queue/ once for the whole batch. Each txn's outcome is read with
+ * spool_txn_error(): 0 means the message is durable in queue/; otherwise
+ * its file has been removed. Either way the file is closed.
+ */
+void spool_commit_batch(struct spool *sp, struct spool_txn *const *txns,
+    size_t n);
+/* 0 once committed; the errno of the failed step otherwise. */
+int spool_txn_error(const struct spool_txn *t);
+/* Free a transaction after spool_commit_batch(); *t = NULL. */
+void spool_txn_free(struct spool_txn **t);
+
+/*
+ * Remove a committed message whose COMMIT_OK was never sent (the smtp
+ * side aborted or went away while it was being committed). -1 with errno.
+ */
+int spool_unlink_committed(struct spool *sp, const char *id);
+
+/* ---- delivering a message (worker threads) ---- */
+
+enum spool_rcpt_state {
+	SPOOL_RCPT_PENDING,    /* never tried, or tried and left no record */
+	SPOOL_RCPT_DEFERRED,   /* temporary failure; retry at next_attempt */
+	SPOOL_RCPT_DELIVERED,  /* final */
+	SPOOL_RCPT_FAILED,     /* final: permanent failure */
+};
+
+struct spool_rcpt_status {
+	enum spool_rcpt_state state;
+	unsigned attempts;     /* temporary failures so far */
+	int64_t next_attempt;  /* unix seconds, when DEFERRED */
+	char *reply;           /* last failure reply (FAILED/DEFERRED) or NULL */
+	bool warned;           /* a delay report was sent (journal "W") */
+	bool reported;         /* the report on the final outcome is spooled
+	                        * (journal "R") */
+	/*
+	 * Who decided the last outcome (journal "A", written just before
+	 * it): 0 no A record (a journal from before reports were owed: its
+	 * final outcome counts as reported), '-' tern itself, 'l' a local
+	 * mailbox, 's' the SMTP server mta, 'd' the SMTP server mta, which
+	 * offers DSN and reports from then on (RFC 3461 5.2.2).
+	 */
+	char how;
+	int64_t last_attempt;  /* of the last outcome, unix s; 0: unknown */
+	char *mta;             /* with 's'/'d': the server's name, else NULL */
+};
+
+/*
+ * Open queue/<id>, check its head, parse its envelope, replay its journal
+ * (a torn last record is cut off) and map the message. NULL with errno:
+ * ENOENT if it is gone, EBADMSG if it is corrupt (reason in err; see
+ * spool_quarantine), anything else is an environment error worth a retry.
+ */
+struct spool_msg *spool_msg_load(struct spool *sp, const char *id, char *err,
+    size_t errsize);
+void spool_msg_close(struct spool_msg **m);
+
+const char *spool_msg_id(const struct spool_msg *m);
+const struct envelope *spool_msg_envelope(const struct spool_msg *m);
+/* The message octets exactly as received (CRLF lines); valid until close. */
+const char *spool_msg_body(const struct spool_msg *m, size_t *len);
+const struct spool_rcpt_status *spool_msg_rcpt(const struct spool_msg *m,
+    size_t i);
+
+/*
+ * Record a recipient's outcome: updates the in-memory status and buffers a
+ * journal record; nothing is written until spool_msg_flush(). reply is a
+ * complete SMTP reply line; control characters are replaced and it is cut
+ * at SPOOL_MAX_REPLY.
+ */
+void spool_msg_delivered(struct spool_msg *m, size_t i);
+void spool_msg_failed(struct spool_msg *m, size_t i, const char *reply);
+void spool_msg_deferred(struct spool_msg *m, size_t i, int64_t next_attempt,
+    const char *reply);
+/* The sender got a delay report for recipient i: buffers "W <i>". */
+void spool_msg_warned(struct spool_msg *m, size_t i);
+/*
+ * The report on recipient i's final outcome (failed, delivered, relayed)
+ * is durable in the queue: buffers "R <i>".
+ */
+void spool_msg_reported(struct spool_msg *m, size_t i);
+/*
+ * Who decides the outcome of recipient i that is recorded next (call it
+ * just before spool_msg_delivered/failed/deferred): buffers "A <i> <when>
+ * <how> <mta>" (how and mta as in struct spool_rcpt_status; mta NULL or a
+ * token of printable ASCII without spaces, else it is not kept). The
+ * outcome record then carries it; an outcome without one has how 0.
+ */
+void spool_msg_attempt(struct spool_msg *m, size_t i, int64_t when, char how,
+    const char *mta);
+/*
+ * Hold (tern queue hold) or release a message: buffers an "H <now>" or
+ * "U <now>" journal record; the last one wins on replay. A held message is
+ * not scheduled, across restarts too (docs/spool-format.md).
+ */
+void spool_msg_set_held(struct spool_msg *m, bool held, int64_t now);
+/* true if the journal holds the message; *since (may be NULL): when. */
+bool spool_msg_held(const struct spool_msg *m, int64_t *since);
+/* Append the buffered records and fdatasync. -1 with errno. */
+int spool_msg_flush(struct spool_msg *m);
+/* true once every recipient is DELIVERED or FAILED. */
+bool spool_msg_done(const struct spool_msg *m);
+/* Unlink the queue file (no directory fsync: see docs). -1 with errno. */
+int spool_msg_remove(struct spool_msg *m);
+
+/* Move queue/<id> to corrupt/<id> for the administrator. -1 with errno. */
+int spool_quarantine(struct spool *sp, const char *id);
+
+#endif

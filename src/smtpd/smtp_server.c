@@ -1,0 +1,710 @@
+/*
+ * smtp_server.c - connections, limits and timeouts around smtp_session
+ * (see smtp_server.h).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+
+#include "smtpd/auth.h"
+#include "conf/config.h"
+#include "dns/dns.h"
+#include "lib/ipc.h"
+#include "lib/log.h"
+#include "smtpd/queue_client.h"
+#include "smtpd/smtp_queue_ipc.h"
+#include "smtpd/smtp_server.h"
+#include "smtpd/smtp_session.h"
+#include "lib/tls.h"
+#include "lib/util.h"
+
+/* Input buffered beyond this stops reading from the socket until the
+ * session has consumed it (it may be waiting for the queue). */
+#define READ_HIGH_WATER (256 * 1024)
+
+struct conn {
+	struct smtp_server *srv;
+	struct bufferevent *bev;
+	struct smtp_session *session;
+	struct smtp_session_client client;
+	char addr[INET6_ADDRSTRLEN];
+	struct sockaddr_storage ss;
+	unsigned timeout;         /* current input timeout, seconds; 0: none */
+	bool closing;
+	bool eof;                 /* the client half-closed; finish, then go */
+	bool handshake;           /* a TLS handshake runs */
+	bool implicit;            /* ... the one of an implicit-TLS listener */
+	bool tls;                 /* c->bev is a TLS bufferevent */
+	struct event *hs_timer;   /* the whole handshake's deadline */
+	struct event *free_ev;
+	struct conn *next, *prev;
+};
+
+struct smtp_server {
+	const struct config *cfg;
+	struct event_base *base;
+	struct evconnlistener *listeners[CONFIG_MAX_LISTENERS];
+	size_t nlisteners;
+	struct evconnlistener *submit;   /* submit_socket, or NULL */
+	struct smtp_queue_ipc *queue;
+	struct dns *dns;
+	SSL_CTX *tls;             /* NULL: no TLS; replaced on reload */
+	struct auth *auth;        /* AUTH verifier, NULL without passwd_file */
+	struct event *ctl_ev;
+	struct event *sig_term, *sig_int, *sig_hup;
+	int ctl_fd;
+	struct conn *conns;
+	unsigned nconns;
+	int exit_status;
+};
+
+static void conn_free(struct conn *c);
+
+static void
+conn_apply_timeouts(struct conn *c)
+{
+	struct timeval tv = { .tv_sec = c->timeout, .tv_usec = 0 };
+
+	/* The same bound for a client that does not read its replies. */
+	if (c->timeout == 0)
+		bufferevent_set_timeouts(c->bev, NULL, NULL);
+	else
+		bufferevent_set_timeouts(c->bev, &tv, &tv);
+}
+
+static void
+io_set_timeout(void *arg, unsigned seconds)
+{
+	struct conn *c = arg;
+
+	if (c->timeout == seconds)
+		return;
+	c->timeout = seconds;
+	conn_apply_timeouts(c);
+}
+
+/* Every reply is out: end TLS with close_notify (RFC 8314 3.4), then
+ * free. */
+static void
+conn_finish(struct conn *c)
+{
+	if (c->tls && !c->handshake)
+		tls_shutdown(c->bev);
+	conn_free(c);
+}
+
+static void
+free_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	conn_finish(arg);
+}
+
+static void
+io_close(void *arg)
+{
+	struct conn *c = arg;
+
+	c->closing = true;
+	bufferevent_disable(c->bev, EV_READ);
+	/* Writing may have been stopped by a write timeout: a closing
+	 * connection must always end in write_cb or a timeout. */
+	bufferevent_enable(c->bev, EV_WRITE);
+	if (c->timeout == 0) {
+		c->timeout = c->srv->cfg->timeout_command;
+		conn_apply_timeouts(c);
+	}
+	/* Freed once the last reply is flushed (write_cb), or now if there is
+	 * nothing to flush; never from inside the session's own call. */
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		event_active(c->free_ev, 0, 0);
+}
+
+/*
+ * A half-closed client sends nothing more: once its session no longer
+ * waits for the queue and every reply is flushed, the connection is done.
+ */
+static void
+conn_check_eof(struct conn *c)
+{
+	if (!c->eof || c->closing || smtp_session_waiting(c->session))
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
+		return;   /* write_cb comes back here */
+	log_info("smtp session=%s event=disconnect reason=eof",
+	    smtp_session_id(c->session));
+	c->closing = true;
+	event_active(c->free_ev, 0, 0);
+}
+
+static void
+io_progress(void *arg)
+{
+	conn_check_eof(arg);
+}
+
+static void read_cb(struct bufferevent *bev, void *arg);
+static void write_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+
+static void
+hs_timeout_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct conn *c = arg;
+
+	if (!c->handshake)
+		return;
+	log_info("smtp session=%s event=tls-failed client=%s reason=\"handshake "
+	    "timed out\"", smtp_session_id(c->session), c->addr);
+	conn_free(c);
+}
+
+/* The input timeouts restart on every octet; a handshake fed one octet
+ * at a time must still end: one deadline for all of it. */
+static void
+conn_handshake_deadline(struct conn *c, unsigned seconds)
+{
+	struct timeval tv = { .tv_sec = seconds ? seconds : 300, .tv_usec = 0 };
+
+	if (c->hs_timer == NULL &&
+	    (c->hs_timer = evtimer_new(c->srv->base, hs_timeout_cb, c)) == NULL)
+		fatal("out of memory creating a timer");
+	evtimer_add(c->hs_timer, &tv);
+}
+
+/* After "220 Ready to start TLS": wrap the connection (tls.h drops what
+ * the client pipelined in clear text). */
+static void
+io_starttls(void *arg)
+{
+	struct conn *c = arg;
+	struct bufferevent *tb;
+
+	tb = c->srv->tls != NULL ? tls_wrap(c->srv->base, c->bev, c->srv->tls,
+	    true, NULL, false) : NULL;
+	if (tb == NULL) {
+		log_err("smtp session=%s event=tls-failed reason=\"cannot start "
+		    "TLS\"", smtp_session_id(c->session));
+		io_close(c);
+		return;
+	}
+	c->bev = tb;
+	c->handshake = true;
+	c->tls = true;
+	conn_handshake_deadline(c, c->srv->cfg->timeout_command);
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
+	conn_apply_timeouts(c);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static const struct smtp_session_io session_io = {
+	.set_timeout = io_set_timeout,
+	.close = io_close,
+	.progress = io_progress,
+	.starttls = io_starttls,
+};
+
+/* The handshake is over: the session goes on over TLS, or the connection
+ * ends. */
+static void
+conn_tls_done(struct conn *c, bool ok)
+{
+	char buf[256];
+
+	c->handshake = false;
+	if (c->hs_timer != NULL)
+		evtimer_del(c->hs_timer);
+	if (!ok) {
+		tls_error_text(c->bev, buf, sizeof(buf));
+		log_info("smtp session=%s event=tls-failed client=%s reason=\"%s\"",
+		    smtp_session_id(c->session), c->addr, buf);
+		conn_free(c);
+		return;
+	}
+	tls_describe(c->bev, buf, sizeof(buf));
+	smtp_session_tls_started(c->session, bufferevent_get_input(c->bev),
+	    bufferevent_get_output(c->bev), buf);
+	if (c->implicit) {
+		c->implicit = false;
+		smtp_session_start(c->session);
+	}
+	smtp_session_process(c->session);
+}
+
+static void
+conn_free(struct conn *c)
+{
+	struct smtp_server *srv = c->srv;
+
+	if (c->hs_timer != NULL)
+		event_free(c->hs_timer);
+	smtp_session_free(&c->session);
+	bufferevent_free(c->bev);
+	event_free(c->free_ev);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	srv->nconns--;
+	free(c);
+}
+
+static void
+read_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	if (!c->closing && !c->handshake)
+		smtp_session_process(c->session);
+}
+
+static void
+write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+
+	if (c->closing) {
+		conn_finish(c);
+		return;
+	}
+	if (c->handshake)
+		return;
+	/* Output drained: a session paused on unread replies may go on. */
+	smtp_session_process(c->session);
+	conn_check_eof(c);
+}
+
+static void
+event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	if (c->handshake && !c->closing) {
+		if (what & BEV_EVENT_CONNECTED)
+			conn_tls_done(c, true);
+		else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+			conn_tls_done(c, false);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT) {
+		/* libevent has stopped writing already on a write timeout: a
+		 * client that reads nothing will not read a 421 either. */
+		if (c->closing || (what & BEV_EVENT_WRITING)) {
+			if (!c->closing)
+				log_info("smtp session=%s event=disconnect reason=write-timeout",
+				    smtp_session_id(c->session));
+			conn_free(c);
+			return;
+		}
+		smtp_session_timeout(c->session);
+		return;
+	}
+	if ((what & BEV_EVENT_EOF) && !c->closing) {
+		/* A half-close after pipelined commands ("." QUIT, BDAT LAST):
+		 * finish what was sent; a reply still due is written if the
+		 * client reads it. */
+		c->eof = true;
+		smtp_session_process(c->session);
+		conn_check_eof(c);
+		return;
+	}
+	if (!c->closing)
+		log_info("smtp session=%s event=disconnect reason=%s",
+		    smtp_session_id(c->session),
+		    (what & BEV_EVENT_EOF) ? "eof" : "error");
+	conn_free(c);
+}
+
+/* RCPT-time domain check over dns.c (smtp_session.h). */
+struct domain_check {
+	struct dns_query *q;
+	smtp_domain_cb cb;
+	void *arg;
+};
+
+static void
+domain_mx_cb(void *arg, const struct dns_mx_result *r)
+{
+	struct domain_check *dc = arg;
+	enum smtp_domain_verdict v = SMTP_DOMAIN_OK;
+
+	/* Only the null MX is refused here (RFC 7505 3). A domain that does
+	 * not exist is left to the relay's permanent failure: split-horizon
+	 * and not-yet-published domains are common on trusted networks. */
+	if (r->status == DNS_NULL_MX)
+		v = SMTP_DOMAIN_NULL_MX;
+	smtp_domain_cb cb = dc->cb;
+	void *cbarg = dc->arg;
+	free(dc);
+	cb(cbarg, v);
+}
+
+static void *
+domain_check_start(void *ctx, const char *domain, smtp_domain_cb cb, void *arg)
+{
+	struct domain_check *dc = xcalloc(1, sizeof(*dc));
+
+	dc->cb = cb;
+	dc->arg = arg;
+	dc->q = dns_resolve_mx(ctx, domain, domain_mx_cb, dc);
+	return dc;
+}
+
+static void
+domain_check_cancel(void *ctx, void *handle)
+{
+	struct domain_check *dc = handle;
+
+	dns_cancel(dc->q);
+	free(dc);
+}
+
+static const struct smtp_domain_check_ops domain_check_ops = {
+	.start = domain_check_start,
+	.cancel = domain_check_cancel,
+};
+
+/* Connections from the client of ss: the same IPv4 or IPv6 address, or
+ * for local submission (AF_UNIX, no address to tell clients apart) the
+ * same peer uid (SO_PEERCRED). */
+static unsigned
+count_from(struct smtp_server *srv, const struct sockaddr_storage *ss,
+    bool local, unsigned long uid)
+{
+	unsigned n = 0;
+
+	for (struct conn *c = srv->conns; c; c = c->next) {
+		if (local) {
+			n += c->client.local && c->client.uid == uid;
+			continue;
+		}
+		if (c->client.local || c->ss.ss_family != ss->ss_family)
+			continue;
+		if (ss->ss_family == AF_INET &&
+		    ((const struct sockaddr_in *)&c->ss)->sin_addr.s_addr ==
+		    ((const struct sockaddr_in *)ss)->sin_addr.s_addr)
+			n++;
+		else if (ss->ss_family == AF_INET6 &&
+		    memcmp(&((const struct sockaddr_in6 *)&c->ss)->sin6_addr,
+		    &((const struct sockaddr_in6 *)ss)->sin6_addr, 16) == 0)
+			n++;
+	}
+	return n;
+}
+
+/* Refuse a connection over a limit with a 421 (RFC 5321 3.1), then close. */
+static void
+refuse(struct smtp_server *srv, evutil_socket_t fd, const char *addr,
+    const char *reply, const char *why)
+{
+	char line[256];
+	int n = snprintf(line, sizeof(line), "%s\r\n", reply);
+
+	/* A best-effort, non-blocking write: the socket is fresh, its buffer
+	 * empty, so the short line fits; we do not wait for anything. */
+	if (n > 0)
+		(void)send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
+	log_info("smtp event=refused client=%s reason=%s", addr, why);
+	close(fd);
+}
+
+static void
+accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
+    int salen, void *arg)
+{
+	struct smtp_server *srv = arg;
+	const struct config *cfg = srv->cfg;
+	struct sockaddr_storage ss = { 0 };
+	char addr[INET6_ADDRSTRLEN] = "unknown";
+	unsigned port = 0;
+	char reply[200];
+	/* Local submission: who is calling, from the kernel. */
+	struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
+	bool local = sa->sa_family == AF_UNIX;
+
+	if ((size_t)salen <= sizeof(ss))
+		memcpy(&ss, sa, (size_t)salen);
+	if (local) {
+		socklen_t clen = sizeof(cred);
+
+		util_strlcpy(addr, "local", sizeof(addr));
+		if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == -1) {
+			log_warn("smtp event=refused client=local reason=peercred "
+			    "error=\"%s\"", strerror(errno));
+			close(fd);
+			return;
+		}
+	} else if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *sin = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &sin->sin_addr, addr, sizeof(addr));
+		port = ntohs(sin->sin_port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &sin6->sin6_addr, addr, sizeof(addr));
+		port = ntohs(sin6->sin6_port);
+	}
+	if (srv->nconns >= cfg->max_connections) {
+		snprintf(reply, sizeof(reply),
+		    "421 4.3.2 %s Error: too many connections, try again later",
+		    cfg->hostname);
+		refuse(srv, fd, addr, reply, "max_connections");
+		return;
+	}
+	if (count_from(srv, &ss, local, (unsigned long)cred.uid) >=
+	    cfg->max_connections_per_ip) {
+		char who[64];
+
+		snprintf(reply, sizeof(reply),
+		    "421 4.7.0 %s Error: too many connections from your %s",
+		    cfg->hostname, local ? "user" : "address");
+		if (local)
+			snprintf(who, sizeof(who), "local uid=%lu",
+			    (unsigned long)cred.uid);
+		refuse(srv, fd, local ? who : addr, reply,
+		    "max_connections_per_ip");
+		return;
+	}
+
+	struct conn *c = xcalloc(1, sizeof(*c));
+	c->srv = srv;
+	c->ss = ss;
+	memcpy(c->addr, addr, sizeof(addr));
+	c->client.addr = c->addr;
+	c->client.port = port;
+	/* A local program may send anywhere, as with Postfix's sendmail. */
+	c->client.relay_ok = local || config_is_relay_client(cfg, sa);
+	c->client.local = local;
+	c->client.uid = (unsigned long)cred.uid;
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		if (srv->listeners[i] == l)   /* its policy (auth, relay) */
+			c->client.listener = &cfg->listeners[i];
+	enum config_listener_tls ltls = c->client.listener != NULL ?
+	    c->client.listener->tls : CONFIG_LISTENER_TLS_NONE;
+	if (ltls == CONFIG_LISTENER_TLS_IMPLICIT) {
+		/* RFC 8314 3.3: TLS from the first octet. */
+		c->bev = srv->tls != NULL ? tls_accept(srv->base, fd, srv->tls) :
+		    NULL;
+		if (c->bev == NULL) {
+			log_err("smtp event=refused client=%s reason=\"implicit TLS "
+			    "without a usable certificate\"", addr);
+			close(fd);
+			free(c);
+			return;
+		}
+		c->handshake = c->implicit = c->tls = true;
+	} else
+		c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->free_ev = event_new(srv->base, -1, 0, free_cb, c);
+	if (c->bev == NULL || c->free_ev == NULL)
+		fatal("out of memory creating a connection");
+	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
+	bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
+	c->session = smtp_session_new(cfg, &c->client,
+	    bufferevent_get_input(c->bev), bufferevent_get_output(c->bev),
+	    &session_io, c, &smtp_queue_ipc_ops, srv->queue);
+	if (srv->dns != NULL && c->client.relay_ok)
+		smtp_session_set_domain_check(c->session, &domain_check_ops, srv->dns);
+	if (srv->auth != NULL)
+		smtp_session_set_auth(c->session, &auth_ops, srv->auth);
+	if (ltls == CONFIG_LISTENER_TLS_STARTTLS && srv->tls != NULL)
+		smtp_session_set_starttls(c->session, true);
+	c->next = srv->conns;
+	if (srv->conns)
+		srv->conns->prev = c;
+	srv->conns = c;
+	srv->nconns++;
+	c->timeout = cfg->timeout_greeting;
+	conn_apply_timeouts(c);
+	if (local)
+		log_info("smtp session=%s event=local-submission uid=%lu gid=%lu "
+		    "pid=%ld", smtp_session_id(c->session), (unsigned long)cred.uid,
+		    (unsigned long)cred.gid, (long)cred.pid);
+	if (!c->implicit)   /* else the greeting follows the handshake */
+		smtp_session_start(c->session);
+	else
+		conn_handshake_deadline(c, cfg->timeout_greeting);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+static void
+accept_error_cb(struct evconnlistener *l, void *arg)
+{
+	/* EMFILE and friends: log and keep listening; libevent retries. */
+	log_warn("smtp event=accept-error error=\"%s\"", strerror(errno));
+}
+
+static void
+uncongested_cb(void *arg)
+{
+	struct smtp_server *srv = arg;
+	struct conn *c, *next;
+
+	for (c = srv->conns; c; c = next) {
+		next = c->next;
+		if (!c->closing)
+			smtp_session_process(c->session);
+	}
+}
+
+static void
+server_stop(struct smtp_server *srv, int status)
+{
+	srv->exit_status = status;
+	event_base_loopbreak(srv->base);
+}
+
+static void
+ctl_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct smtp_server *srv = arg;
+	enum ipc_type type;
+	int pfd, r;
+
+	r = ipc_recv_fd(fd, &type, &pfd);
+	if (r <= 0) {
+		/* The parent is gone: so are we. */
+		server_stop(srv, r == 0 ? 0 : 1);
+		return;
+	}
+	switch (type) {
+	case IPC_CTL_PEER_FD:
+		if (pfd == -1) {
+			log_err("smtp: control frame without fd");
+			break;
+		}
+		log_info("smtp event=queue-channel-replaced");
+		smtp_queue_ipc_set_fd(srv->queue, pfd);
+		return;
+	case IPC_CTL_SHUTDOWN:
+		server_stop(srv, 0);
+		break;
+	case IPC_CTL_LOG_FD:
+		log_reopen_fd(pfd);
+		break;
+	case IPC_CTL_TLS_FD: {
+		char err[256];
+		SSL_CTX *ctx;
+
+		if (pfd == -1)
+			break;
+		ctx = tls_server_ctx_from_fd(pfd, tls_min_version(
+		    srv->cfg->tls_min_version == CONFIG_TLS_1_3), err,
+		    sizeof(err));
+		if (ctx == NULL) {
+			log_err("smtp event=tls-reload result=failed reason=\"%s\"",
+			    err);
+			break;
+		}
+		/* Open connections hold their own reference (SSL_new). */
+		SSL_CTX_free(srv->tls);
+		srv->tls = ctx;
+		log_info("smtp event=tls-reload result=ok");
+		break;
+	}
+	default:
+		log_err("smtp: unexpected control frame %d", (int)type);
+		break;
+	}
+	if (pfd != -1)
+		close(pfd);
+}
+
+static void
+signal_cb(evutil_socket_t sig, short ev, void *arg)
+{
+	struct smtp_server *srv = arg;
+
+	if (sig == SIGHUP)
+		return;   /* reload comes with TLS certificates; ignore for now */
+	server_stop(srv, 0);
+}
+
+int
+smtp_server_run(const struct config *cfg, struct event_base *base,
+    struct dns *dns, SSL_CTX *tls, const int *listen_fds, size_t nlisten,
+    int submit_fd,
+    int queue_fd, int ctl_fd)
+{
+	struct smtp_server srv = { 0 };
+
+	signal(SIGPIPE, SIG_IGN);
+	srv.cfg = cfg;
+	srv.tls = tls;
+	srv.ctl_fd = ctl_fd;
+	srv.base = base;
+	srv.dns = dns;
+	srv.queue = smtp_queue_ipc_new(srv.base, queue_fd, uncongested_cb, &srv);
+	if (cfg->passwd_file != NULL)
+		srv.auth = auth_new(srv.base, cfg);
+	for (size_t i = 0; i < nlisten; i++) {
+		util_set_nonblock(listen_fds[i]);
+		srv.listeners[i] = evconnlistener_new(srv.base, accept_cb, &srv,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, listen_fds[i]);
+		if (srv.listeners[i] == NULL)
+			fatal("smtp: cannot listen on %s", cfg->listeners[i].text);
+		evconnlistener_set_error_cb(srv.listeners[i], accept_error_cb);
+		srv.nlisteners++;
+	}
+	if (submit_fd != -1) {
+		util_set_nonblock(submit_fd);
+		srv.submit = evconnlistener_new(srv.base, accept_cb, &srv,
+		    LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 0, submit_fd);
+		if (srv.submit == NULL)
+			fatal("smtp: cannot listen on %s", cfg->submit_socket);
+		evconnlistener_set_error_cb(srv.submit, accept_error_cb);
+	}
+	srv.ctl_ev = event_new(srv.base, ctl_fd, EV_READ | EV_PERSIST, ctl_cb, &srv);
+	srv.sig_term = evsignal_new(srv.base, SIGTERM, signal_cb, &srv);
+	srv.sig_int = evsignal_new(srv.base, SIGINT, signal_cb, &srv);
+	srv.sig_hup = evsignal_new(srv.base, SIGHUP, signal_cb, &srv);
+	event_add(srv.ctl_ev, NULL);
+	event_add(srv.sig_term, NULL);
+	event_add(srv.sig_int, NULL);
+	event_add(srv.sig_hup, NULL);
+
+	log_info("smtp event=ready listeners=%zu", nlisten);
+	event_base_dispatch(srv.base);
+
+	/* Shutting down: tell connected clients, then go. Messages not yet
+	 * acknowledged were never promised; the client will retry. */
+	for (struct conn *c = srv.conns; c; c = c->next)
+		smtp_session_shutdown(c->session);
+	while (srv.conns) {
+		struct conn *c = srv.conns;
+		/* Best effort, never blocking: libevent freezes a bufferevent's
+		 * output buffer, so send a copy of what is queued (the 421). */
+		struct evbuffer *out = bufferevent_get_output(c->bev);
+		char last[4096];
+		ev_ssize_t n = evbuffer_copyout(out, last, sizeof(last));
+		if (n > 0 && !c->tls)   /* raw octets would break TLS */
+			(void)send(bufferevent_getfd(c->bev), last, (size_t)n,
+			    MSG_NOSIGNAL | MSG_DONTWAIT);
+		conn_free(c);
+	}
+	auth_free(&srv.auth);
+	for (size_t i = 0; i < srv.nlisteners; i++)
+		evconnlistener_free(srv.listeners[i]);
+	if (srv.submit != NULL)
+		evconnlistener_free(srv.submit);
+	smtp_queue_ipc_free(&srv.queue);
+	if (srv.dns != NULL)
+		dns_free(&srv.dns);
+	SSL_CTX_free(srv.tls);
+	event_free(srv.ctl_ev);
+	event_free(srv.sig_term);
+	event_free(srv.sig_int);
+	event_free(srv.sig_hup);
+	event_base_free(srv.base);
+	close(ctl_fd);
+	return srv.exit_status;
+}
