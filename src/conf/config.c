@@ -371,6 +371,12 @@ static const struct option top_opts[] = {
 	  TOP(max_recipients), NULL, NULL,
 	  "Recipients per transaction; more RCPT commands get 452 4.5.3 "
 	  "(RFC 5321 4.5.3.1.10)." },
+	{ "max_received_headers", T_UINT, "N", "100", NULL, 1, 1000, false,
+	  TOP(max_received_headers), NULL, NULL,
+	  "A message that already carries more `Received:` fields than this is "
+	  "in a mail loop (RFC 5321 6.3): refused at the end of DATA with "
+	  "554 5.4.6, or, if it was accepted, failed with a report; never "
+	  "relayed or delivered. Exim uses 100, Postfix 50." },
 	{ "max_connections", T_UINT, "N", "256", NULL, 1, 65535, false,
 	  TOP(max_connections), NULL, NULL,
 	  "Simultaneous SMTP sessions in total; further connections get "

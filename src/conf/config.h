@@ -155,6 +155,7 @@ struct config {
 
 	uint64_t max_message_size;     /* bytes, advertised in SIZE */
 	unsigned max_recipients;       /* per transaction; more get 452 */
+	unsigned max_received_headers; /* more Received: fields: a loop */
 	unsigned max_connections;      /* in total */
 	unsigned max_connections_per_ip;
 	unsigned max_errors;           /* per session, then 421 and close */
