@@ -640,165 +640,187 @@ make_boundary(const struct dsn_params *p, const char *content, size_t n,
 	}
 }
 
-void
-dsn_build(const struct envelope *orig, const struct dsn_rcpt *rcpts,
-    size_t nrcpts, const char *msg, size_t msglen,
-    const struct dsn_params *p, struct evbuffer *out,
-    struct envelope *report_env)
+/* What one report says and returns, worked out before any part is written. */
+struct dsn_plan {
+	bool any_failed, any_delayed, any_relayed;
+	bool full;          /* the whole message returns, not its header */
+	bool truncated;     /* ... cut at max_return */
+	bool global;        /* RFC 6532 message/global forms */
+	bool part_8bit;     /* the returned part has 8-bit octets */
+	size_t ret_len;     /* octets of the message returned */
+	int64_t retry_until;
+	const char *ctype;  /* Content-Type of the returned part */
+};
+
+static void
+plan_report(struct dsn_plan *pl, const struct envelope *orig,
+    const struct dsn_rcpt *rcpts, size_t nrcpts, const char *msg,
+    size_t msglen, const struct dsn_params *p)
 {
-	char date[64], boundary[160], sender[ENVELOPE_MAX_FIELD + 1];
-	char addrf[FIELD_MAX], status[32];
-	bool any_failed = false, any_delayed = false, any_relayed = false;
-	bool full, headers_8bit, global, part_8bit, truncated = false;
-	size_t hlen = header_len(msg, msglen), ret_len;
+	size_t hlen = header_len(msg, msglen);
 	size_t hmax = p->max_return > HEADERS_MIN_RETURN ? p->max_return :
 	    HEADERS_MIN_RETURN;
-	int64_t retry_until = 0;
-	const char *ctype;
-	struct evbuffer *p1, *p2;   /* the first two parts, without delimiter */
+	bool headers_8bit;
 
-	ASSERT(nrcpts > 0 && orig->sender != NULL && orig->sender[0] != '\0');
+	memset(pl, 0, sizeof(*pl));
 	for (size_t i = 0; i < nrcpts; i++) {
-		any_failed |= rcpts[i].action == DSN_ACTION_FAILED;
-		any_delayed |= rcpts[i].action == DSN_ACTION_DELAYED;
-		any_relayed |= rcpts[i].action == DSN_ACTION_RELAYED;
-		if (rcpts[i].retry_until > retry_until)
-			retry_until = rcpts[i].retry_until;
+		pl->any_failed |= rcpts[i].action == DSN_ACTION_FAILED;
+		pl->any_delayed |= rcpts[i].action == DSN_ACTION_DELAYED;
+		pl->any_relayed |= rcpts[i].action == DSN_ACTION_RELAYED;
+		if (rcpts[i].retry_until > pl->retry_until)
+			pl->retry_until = rcpts[i].retry_until;
 	}
-
 	/*
 	 * What goes back (RFC 3461 4.3, 6.2): the whole message for a
 	 * failure unless RET=HDRS, and never more than max_return octets of
 	 * it; only the header for delays and successes.
 	 */
-	full = any_failed && orig->ret != ENVELOPE_RET_HDRS && p->max_return > 0;
-	if (full) {
-		ret_len = cut_at_line(msg, msglen, p->max_return);
-		if (ret_len < msglen)
-			truncated = true;
-		if (ret_len <= hlen) {
+	pl->full = pl->any_failed && orig->ret != ENVELOPE_RET_HDRS &&
+	    p->max_return > 0;
+	if (pl->full) {
+		pl->ret_len = cut_at_line(msg, msglen, p->max_return);
+		if (pl->ret_len < msglen)
+			pl->truncated = true;
+		if (pl->ret_len <= hlen) {
 			/* not even the header fits: return the header */
-			full = false;
-			truncated = false;
+			pl->full = false;
+			pl->truncated = false;
 		}
 	}
-	if (!full) {
-		ret_len = cut_at_line(msg, hlen, hmax);
-		if (ret_len == 0)
-			ret_len = hlen < hmax ? hlen : 0;
+	if (!pl->full) {
+		pl->ret_len = cut_at_line(msg, hlen, hmax);
+		if (pl->ret_len == 0)
+			pl->ret_len = hlen < hmax ? hlen : 0;
 	}
-	headers_8bit = util_has_8bit(msg, ret_len < hlen ? ret_len : hlen);
-	part_8bit = util_has_8bit(msg, ret_len);
+	headers_8bit = util_has_8bit(msg, pl->ret_len < hlen ? pl->ret_len :
+	    hlen);
+	pl->part_8bit = util_has_8bit(msg, pl->ret_len);
 	/* RFC 6532 3.7: UTF-8 header fields travel as message/global */
-	global = orig->smtputf8 && headers_8bit;
-	if (full)
-		ctype = global ? "message/global" : "message/rfc822";
+	pl->global = orig->smtputf8 && headers_8bit;
+	if (pl->full)
+		pl->ctype = pl->global ? "message/global" : "message/rfc822";
 	else
-		ctype = global ? "message/global-headers" : "text/rfc822-headers";
+		pl->ctype = pl->global ? "message/global-headers" :
+		    "text/rfc822-headers";
+}
 
-	/* The report's envelope: RFC 3461 6.2 / RFC 5321 4.5.5 null sender. */
+/* The report's own envelope: RFC 3461 6.2 / RFC 5321 4.5.5 null sender,
+ * to the original sender. */
+static void
+report_envelope(const struct dsn_plan *pl, const struct envelope *orig,
+    const struct dsn_params *p, struct envelope *report_env)
+{
 	report_env->arrival = p->now;
 	envelope_set(&report_env->sender, "");
 	envelope_set(&report_env->helo, p->reporting_mta);
 	envelope_set(&report_env->protocol, "LOCAL");
-	report_env->body = part_8bit ? ENVELOPE_BODY_8BITMIME :
+	report_env->body = pl->part_8bit ? ENVELOPE_BODY_8BITMIME :
 	    ENVELOPE_BODY_7BIT;
-	report_env->smtputf8 = global || util_has_8bit(orig->sender,
+	report_env->smtputf8 = pl->global || util_has_8bit(orig->sender,
 	    strlen(orig->sender));
 	envelope_add_rcpt(report_env, orig->sender, NULL, 0);
+}
 
-	util_strlcpy(sender, orig->sender, sizeof(sender));
-	sanitize(sender, report_env->smtputf8);
+/* One recipient's lines in the human-readable part. */
+static void
+human_rcpt(struct evbuffer *p1, const struct dsn_rcpt *rc)
+{
+	char addrf[FIELD_MAX], status[32], diag[FIELD_MAX / 2], mta[512];
+	const char *shown, *adv;
 
-	p1 = evbuffer_new();
-	p2 = evbuffer_new();
-	if (p1 == NULL || p2 == NULL)
-		fatal("out of memory");
-	/* ---- part 1: for a person (RFC 6522 3: first, human-readable) ---- */
+	rcpt_status(rc, status, sizeof(status));
+	sanitize(status, false);
+	/* us-ascii text: the address as in Final-Recipient, the rest with
+	 * every control or 8-bit octet as '?' */
+	if (dsn_address_field(rc->addr, NULL, addrf, sizeof(addrf)) < 0)
+		util_strlcpy(addrf, ";(address too long)", sizeof(addrf));
+	shown = strchr(addrf, ';') + 1;
+	util_strlcpy(diag, rc->diagnostic != NULL ? rc->diagnostic : "",
+	    sizeof(diag));
+	sanitize(diag, false);
+	util_strlcpy(mta, rc->remote_mta != NULL ? rc->remote_mta :
+	    "the next mail server", sizeof(mta));
+	sanitize(mta, false);
+	put_textf(p1, "", "<%s>: %s", shown, action_name(rc->action));
+	switch (rc->action) {
+	case DSN_ACTION_FAILED:
+	case DSN_ACTION_DELAYED:
+		if (rc->diagnostic != NULL && rc->remote_mta != NULL)
+			put_textf(p1, "    ", "Why: the mail server %s "
+			    "answered: %s", mta, diag);
+		else if (rc->diagnostic != NULL)
+			put_textf(p1, "    ", "Why: %s", diag);
+		else
+			put_textf(p1, "    ", "Why: status %s", status);
+		break;
+	case DSN_ACTION_DELIVERED:
+		put_text(p1, "    ", "Delivered into the recipient's mailbox.");
+		break;
+	case DSN_ACTION_RELAYED:
+		put_textf(p1, "    ", "Handed to %s, which does not send "
+		    "delivery reports.", mta);
+		break;
+	}
+	adv = advice(status, rc->action);
+	if (adv != NULL)
+		put_textf(p1, "    ", "What you can do: %s", adv);
+	evbuffer_add(p1, "\r\n", 2);
+}
+
+/* Part 1: for a person (RFC 6522 3: first, human-readable). */
+static void
+part_human(struct evbuffer *p1, const struct dsn_plan *pl,
+    const struct dsn_rcpt *rcpts, size_t nrcpts, size_t msglen,
+    const struct dsn_params *p)
+{
 	put_field(p1, "Content-Description", "Notification");
 	put_field(p1, "Content-Type", "text/plain; charset=us-ascii");
 	evbuffer_add(p1, "\r\n", 2);
 	put_textf(p1, "", "This is the mail system at host %s.\n\n",
 	    p->reporting_mta);
-	if (any_failed)
+	if (pl->any_failed)
 		put_text(p1, "", "Your message could not be delivered to one "
 		    "or more recipients. This is a permanent error: the mail "
 		    "system will not try again for the recipients listed as "
 		    "failed below.\n\n");
-	if (any_delayed) {
+	if (pl->any_delayed) {
 		char until[64];
 
-		util_rfc5322_date(retry_until, until, sizeof(until));
+		util_rfc5322_date(pl->retry_until, until, sizeof(until));
 		put_textf(p1, "", "Your message has not been delivered yet "
 		    "to the recipients listed as delayed below. This is only a "
 		    "warning: you do not need to send the message again. The "
 		    "mail system keeps trying until %s; if it still cannot "
 		    "deliver the message by then, you will get another "
-		    "report.\n\n", retry_until > 0 ? until : "it gives up");
+		    "report.\n\n", pl->retry_until > 0 ? until :
+		    "it gives up");
 	}
-	if (!any_failed && !any_delayed)
+	if (!pl->any_failed && !pl->any_delayed)
 		put_text(p1, "", "Your message was delivered to the "
 		    "recipients listed below, as you asked with NOTIFY=SUCCESS."
 		    "\n\n");
-	if (any_relayed)
+	if (pl->any_relayed)
 		put_text(p1, "", "For recipients listed as relayed, the message "
 		    "was handed to a mail server that does not send delivery "
 		    "reports: you will get no further report for them.\n\n");
-	for (size_t i = 0; i < nrcpts; i++) {
-		const struct dsn_rcpt *rc = &rcpts[i];
-		const char *adv;
-
-		char diag[FIELD_MAX / 2], mta[512];
-		const char *shown;
-
-		rcpt_status(rc, status, sizeof(status));
-		sanitize(status, false);
-		/* us-ascii text: the address as in Final-Recipient, the
-		 * rest with every control or 8-bit octet as '?' */
-		if (dsn_address_field(rc->addr, NULL, addrf, sizeof(addrf)) < 0)
-			util_strlcpy(addrf, ";(address too long)", sizeof(addrf));
-		shown = strchr(addrf, ';') + 1;
-		util_strlcpy(diag, rc->diagnostic != NULL ? rc->diagnostic : "",
-		    sizeof(diag));
-		sanitize(diag, false);
-		util_strlcpy(mta, rc->remote_mta != NULL ? rc->remote_mta :
-		    "the next mail server", sizeof(mta));
-		sanitize(mta, false);
-		put_textf(p1, "", "<%s>: %s", shown, action_name(rc->action));
-		switch (rc->action) {
-		case DSN_ACTION_FAILED:
-		case DSN_ACTION_DELAYED:
-			if (rc->diagnostic != NULL && rc->remote_mta != NULL)
-				put_textf(p1, "    ", "Why: the mail server %s "
-				    "answered: %s", mta, diag);
-			else if (rc->diagnostic != NULL)
-				put_textf(p1, "    ", "Why: %s", diag);
-			else
-				put_textf(p1, "    ", "Why: status %s", status);
-			break;
-		case DSN_ACTION_DELIVERED:
-			put_text(p1, "    ", "Delivered into the recipient's "
-			    "mailbox.");
-			break;
-		case DSN_ACTION_RELAYED:
-			put_textf(p1, "    ", "Handed to %s, which does not "
-			    "send delivery reports.", mta);
-			break;
-		}
-		adv = advice(status, rc->action);
-		if (adv != NULL)
-			put_textf(p1, "    ", "What you can do: %s", adv);
-		evbuffer_add(p1, "\r\n", 2);
-	}
-	if (truncated)
+	for (size_t i = 0; i < nrcpts; i++)
+		human_rcpt(p1, &rcpts[i]);
+	if (pl->truncated)
 		put_textf(p1, "", "The message is returned below cut short: its "
-		    "first %zu of %zu octets.\n", ret_len, msglen);
-	else if (!full && any_failed)
+		    "first %zu of %zu octets.\n", pl->ret_len, msglen);
+	else if (!pl->full && pl->any_failed)
 		put_text(p1, "", "Only the header of your message is returned "
 		    "below.\n");
 	evbuffer_add(p1, "\r\n", 2);
+}
 
-	/* ---- part 2: message/delivery-status (RFC 3464 2.1) ---- */
+/* Part 2: message/delivery-status (RFC 3464 2.1). */
+static void
+part_status(struct evbuffer *p2, const struct envelope *orig,
+    const struct dsn_rcpt *rcpts, size_t nrcpts, const struct dsn_params *p)
+{
+	char date[64], addrf[FIELD_MAX], status[32];
+
 	put_field(p2, "Content-Description", "Delivery report");
 	put_field(p2, "Content-Type", "message/delivery-status");
 	evbuffer_add(p2, "\r\n", 2);
@@ -859,26 +881,26 @@ dsn_build(const struct envelope *orig, const struct dsn_rcpt *rcpts,
 		}
 	}
 	evbuffer_add(p2, "\r\n", 2);
+}
 
-	/*
-	 * The boundary: random (the caller's nonce), and checked against
-	 * every part it delimits, so no text of the original message, of a
-	 * reply or of an address can end a part early (RFC 2046 5.1.1).
-	 */
-	make_boundary(p, msg, ret_len, p1, p2, boundary, sizeof(boundary));
+/* The report's header fields, up to and including the preamble. */
+static void
+report_header(struct evbuffer *out, const struct dsn_plan *pl,
+    const struct envelope *report_env, const struct envelope *orig,
+    const struct dsn_params *p, const char *boundary)
+{
+	char date[64], sender[ENVELOPE_MAX_FIELD + 1];
+	char to[ENVELOPE_MAX_FIELD + 8];
 
-	/* ---- the report's header ---- */
+	util_strlcpy(sender, orig->sender, sizeof(sender));
+	sanitize(sender, report_env->smtputf8);
 	util_rfc5322_date(p->now, date, sizeof(date));
 	put_fieldf(out, "From", "Mail Delivery System <MAILER-DAEMON@%s>",
 	    p->reporting_mta);
-	{
-		char to[ENVELOPE_MAX_FIELD + 8];
-
-		snprintf(to, sizeof(to), "<%s>", sender);
-		put_field(out, "To", to);
-	}
-	put_fieldf(out, "Subject", "%s", any_failed ?
-	    "Undelivered Mail Returned to Sender" : any_delayed ?
+	snprintf(to, sizeof(to), "<%s>", sender);
+	put_field(out, "To", to);
+	put_fieldf(out, "Subject", "%s", pl->any_failed ?
+	    "Undelivered Mail Returned to Sender" : pl->any_delayed ?
 	    "Delayed Mail (still being retried)" :
 	    "Successful Mail Delivery Report");
 	put_fieldf(out, "Date", "%s", date);
@@ -890,30 +912,64 @@ dsn_build(const struct envelope *orig, const struct dsn_rcpt *rcpts,
 	/* RFC 6522 3: report-type is required; boundary quoted */
 	evbuffer_add_printf(out, "Content-Type: multipart/report; "
 	    "report-type=delivery-status;\r\n\tboundary=\"%s\"\r\n", boundary);
-	put_field(out, "Content-Transfer-Encoding", part_8bit ? "8bit" : "7bit");
+	put_field(out, "Content-Transfer-Encoding", pl->part_8bit ? "8bit" :
+	    "7bit");
 	evbuffer_add(out, "\r\n", 2);
 	put_text(out, "", "This is a MIME-encapsulated message.");
 	evbuffer_add(out, "\r\n", 2);
+}
 
+/* Part 3: the returned message or its header, and the closing delimiter. */
+static void
+part_returned(struct evbuffer *out, const struct dsn_plan *pl,
+    const char *msg, const char *boundary)
+{
+	evbuffer_add_printf(out, "--%s\r\n", boundary);
+	put_field(out, "Content-Description", pl->full ?
+	    "Undelivered Message" : "Message Headers");
+	put_field(out, "Content-Type", pl->ctype);
+	if (pl->part_8bit)
+		put_field(out, "Content-Transfer-Encoding", "8bit");
+	evbuffer_add(out, "\r\n", 2);
+	evbuffer_add(out, msg, pl->ret_len);
+	if (pl->ret_len > 0 && (pl->ret_len < 2 ||
+	    msg[pl->ret_len - 2] != '\r' || msg[pl->ret_len - 1] != '\n'))
+		evbuffer_add(out, "\r\n", 2);
+	/* the CRLF before the delimiter belongs to it (RFC 2046 5.1.1) */
+	evbuffer_add_printf(out, "\r\n--%s--\r\n", boundary);
+}
+
+void
+dsn_build(const struct envelope *orig, const struct dsn_rcpt *rcpts,
+    size_t nrcpts, const char *msg, size_t msglen,
+    const struct dsn_params *p, struct evbuffer *out,
+    struct envelope *report_env)
+{
+	struct dsn_plan pl;
+	char boundary[160];
+	struct evbuffer *p1, *p2;   /* the first two parts, without delimiter */
+
+	ASSERT(nrcpts > 0 && orig->sender != NULL && orig->sender[0] != '\0');
+	plan_report(&pl, orig, rcpts, nrcpts, msg, msglen, p);
+	report_envelope(&pl, orig, p, report_env);
+	p1 = evbuffer_new();
+	p2 = evbuffer_new();
+	if (p1 == NULL || p2 == NULL)
+		fatal("out of memory");
+	part_human(p1, &pl, rcpts, nrcpts, msglen, p);
+	part_status(p2, orig, rcpts, nrcpts, p);
+	/*
+	 * The boundary: random (the caller's nonce), and checked against
+	 * every part it delimits, so no text of the original message, of a
+	 * reply or of an address can end a part early (RFC 2046 5.1.1).
+	 */
+	make_boundary(p, msg, pl.ret_len, p1, p2, boundary, sizeof(boundary));
+	report_header(out, &pl, report_env, orig, p, boundary);
 	evbuffer_add_printf(out, "--%s\r\n", boundary);
 	evbuffer_add_buffer(out, p1);
 	evbuffer_add_printf(out, "--%s\r\n", boundary);
 	evbuffer_add_buffer(out, p2);
 	evbuffer_free(p1);
 	evbuffer_free(p2);
-
-	/* ---- part 3: the returned message or its header ---- */
-	evbuffer_add_printf(out, "--%s\r\n", boundary);
-	put_field(out, "Content-Description", full ? "Undelivered Message" :
-	    "Message Headers");
-	put_field(out, "Content-Type", ctype);
-	if (part_8bit)
-		put_field(out, "Content-Transfer-Encoding", "8bit");
-	evbuffer_add(out, "\r\n", 2);
-	evbuffer_add(out, msg, ret_len);
-	if (ret_len > 0 && (ret_len < 2 || msg[ret_len - 2] != '\r' ||
-	    msg[ret_len - 1] != '\n'))
-		evbuffer_add(out, "\r\n", 2);
-	/* the CRLF before the delimiter belongs to it (RFC 2046 5.1.1) */
-	evbuffer_add_printf(out, "\r\n--%s--\r\n", boundary);
+	part_returned(out, &pl, msg, boundary);
 }
