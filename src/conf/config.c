@@ -450,6 +450,15 @@ static const struct option top_opts[] = {
 	  "Outbound delivery jobs in flight at once to one destination "
 	  "domain, so that tern never floods a receiving server and a slow "
 	  "destination never holds up the others." },
+	{ "relay_connection_reuse_time", T_DURATION, "DURATION", "2s", NULL, 0,
+	  300, false, TOP(relay_connection_reuse_time), NULL, NULL,
+	  "How long an outbound connection stays open after a delivery, "
+	  "waiting to carry the next message to the same server; then it "
+	  "says QUIT (logged as `event=conn-close reason=idle`). Short, as "
+	  "Postfix's 2 s, so that mail to MX hosts of equal preference "
+	  "spreads over them (RFC 5321 5.1): each message picks one of them "
+	  "at random and reuses an idle connection only to the host it "
+	  "picked. `0` never reuses a connection." },
 	{ "retry_min", T_DURATION, "DURATION", "5m", NULL, 1, 86400, false,
 	  TOP(retry_min), NULL, NULL,
 	  "The wait before the second attempt at a deferred recipient "

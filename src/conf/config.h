@@ -169,6 +169,7 @@ struct config {
 	unsigned relay_port;           /* TCP port of mail exchangers (25) */
 	unsigned max_relay_connections;            /* outbound jobs in flight */
 	unsigned max_relay_connections_per_domain; /* ... to one domain */
+	unsigned relay_connection_reuse_time;      /* seconds an idle one waits */
 	unsigned retry_min;            /* seconds: first back-off step */
 	unsigned retry_max;            /* seconds: back-off cap */
 	unsigned max_queue_lifetime;   /* seconds, then deferred mail fails */

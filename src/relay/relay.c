@@ -12,6 +12,16 @@
  *         resolves to the same address sends its transaction on it), or
  *         quitting / closing.
  *
+ * The connection cache: after a transaction a connection waits, idle,
+ * for relay_connection_reuse_time (2 s by default, as Postfix's
+ * smtp_connection_cache_time_limit) and then says QUIT
+ * (event=conn-close reason=idle). A job reuses an idle connection only
+ * to the host it is about to try, starting with the one its own MX order
+ * put first: RFC 5321 5.1 wants hosts of equal preference tried in random
+ * order (dns_mx_sort() shuffles them for every job), and a job that took
+ * whatever connection was cached would send a steady stream to whichever
+ * host happened to be connected first (event=conn-reuse).
+ *
  * Delivery of one job (RFC 5321 5.1): the MX hosts in DNS order, each
  * host's addresses in dns.h's order. A failure at connection level (no
  * TCP connection, a greeting or EHLO/HELO failure, the connection lost or
@@ -84,7 +94,6 @@
 #define RELAY_CONNECT_TIMEOUT 30      /* seconds, like Postfix */
 #define RELAY_CLOSE_TIMEOUT 10        /* seconds to flush a last command */
 #define RELAY_MAX_ATTEMPTS 10         /* fresh connections per job */
-#define RELAY_IDLE_SECONDS 5          /* a cached connection waits this long */
 #define RELAY_IDLE_MAX 64             /* idle connections kept in all, at
                                        * least; max_relay_connections if more.
                                        * Per server address: as many as a
@@ -181,6 +190,7 @@ struct conn {
 	char peer[DNS_NAME_MAX + INET6_ADDRSTRLEN + 3];  /* "mx[ip]" */
 	struct job *job;
 	bool reused;             /* the running transaction is not the first */
+	unsigned uses;           /* transactions started on it */
 	int64_t idle_since;      /* util_mono_ms() when it went idle */
 	struct conn *next, *prev;
 	struct conn *reap_next;
@@ -718,11 +728,12 @@ connection_level(const struct smtp_client_result *cr)
 }
 
 /* After a transaction: keep the connection for the next job to the same
- * server, or QUIT it. */
+ * server, for relay_connection_reuse_time at most, or QUIT it. */
 static void
 conn_after_transaction(struct conn *c)
 {
 	struct relay *r = c->r;
+	unsigned keep = r->cfg->relay_connection_reuse_time;
 	size_t same = 0;
 
 	for (struct conn *o = r->conns; o != NULL; o = o->next)
@@ -732,7 +743,7 @@ conn_after_transaction(struct conn *c)
 	    r->cfg->max_relay_connections : RELAY_IDLE_MAX;
 	/* Keeping as many idle as jobs may run for a destination lets a
 	 * steady stream reuse every connection instead of reconnecting. */
-	if (r->stopping || r->nidle >= idle_max ||
+	if (r->stopping || keep == 0 || r->nidle >= idle_max ||
 	    same >= r->max_conns_dest ||
 	    !smtp_client_idle(c->client)) {
 		conn_set_state(c, CONN_QUITTING);
@@ -740,7 +751,7 @@ conn_after_transaction(struct conn *c)
 		return;
 	}
 	conn_set_state(c, CONN_IDLE);
-	timer_start(c->timer, RELAY_IDLE_SECONDS);
+	timer_start(c->timer, keep);
 }
 
 /* smtp_client's verdict on one transaction (from inside the client). */
@@ -789,6 +800,7 @@ conn_send(struct conn *c)
 	struct job *j = c->job;
 	int rc;
 
+	c->uses++;
 	rc = smtp_client_send(c->client, &j->env, j->idx, j->env.nrcpts,
 	    j->flat, j->flatlen, on_result, c);
 	/* Recipient counts are checked at RELAY_JOB, and a cached
@@ -1031,6 +1043,9 @@ conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
 		conn_connect_failed(c, "connection timed out");
 		break;
 	case CONN_IDLE:
+		/* No job wanted it within relay_connection_reuse_time. */
+		log_info("relay event=conn-close reason=idle mx=%s ip=%s "
+		    "uses=%u", c->mx, c->ip, c->uses);
 		conn_set_state(c, CONN_QUITTING);
 		smtp_client_quit(c->client);
 		smtp_client_process(c->client);
@@ -1143,8 +1158,8 @@ conn_slot(struct relay *r, const struct sockaddr_storage *sa)
 		lru = lru_dest;
 	/* one connection on its way out per waiting job is enough */
 	if (lru != NULL && leaving <= r->nparked) {
-		log_debug("relay event=idle-closed mx=%s ip=%s reason=limit",
-		    lru->mx, lru->ip);
+		log_debug("relay event=conn-close reason=limit mx=%s ip=%s "
+		    "uses=%u", lru->mx, lru->ip, lru->uses);
 		conn_set_state(lru, CONN_QUITTING);
 		evtimer_del(lru->timer);
 		smtp_client_quit(lru->client);
@@ -1157,13 +1172,19 @@ conn_slot(struct relay *r, const struct sockaddr_storage *sa)
  * j, or NULL: the same server, the same credentials (see the top of this
  * file), and TLS as strong as j needs. A verified certificate was only
  * checked against the name the connection was made for, so a job that
- * needs verification reuses it only for that same name. */
+ * needs verification reuses it only for that same name. One idle for
+ * relay_connection_reuse_time already is not taken, even if its timer
+ * has not run yet (it is due in this same turn of the loop). */
 static struct conn *
 conn_idle_find(struct job *j, const struct sockaddr_storage *sa,
     const char *host)
 {
+	int64_t since = util_mono_ms() -
+	    (int64_t)j->r->cfg->relay_connection_reuse_time * 1000;
+
 	for (struct conn *c = j->r->conns; c != NULL; c = c->next)
-		if (c->state == CONN_IDLE && addr_eq(&c->addr, sa) &&
+		if (c->state == CONN_IDLE && c->idle_since > since &&
+		    addr_eq(&c->addr, sa) &&
 		    c->auth == j->auth && smtp_client_idle(c->client) &&
 		    (j->tls < CONFIG_RELAY_TLS_ENCRYPT || c->tls_on) &&
 		    (j->tls < CONFIG_RELAY_TLS_VERIFY || (c->tls_verified &&
@@ -1175,6 +1196,9 @@ conn_idle_find(struct job *j, const struct sockaddr_storage *sa,
 static void
 conn_reuse(struct conn *c, struct job *j, const struct job_host *h)
 {
+	log_info("relay id=%s event=conn-reuse mx=%s ip=%s uses=%u idle=%lldms",
+	    j->env.id, c->mx, c->ip, c->uses,
+	    (long long)(util_mono_ms() - c->idle_since));
 	evtimer_del(c->timer);
 	conn_set_state(c, CONN_BUSY);
 	c->job = j;
@@ -1183,7 +1207,6 @@ conn_reuse(struct conn *c, struct job *j, const struct job_host *h)
 	util_strlcpy(j->via_mx, h->name, sizeof(j->via_mx));
 	util_strlcpy(j->via_ip, c->ip, sizeof(j->via_ip));
 	util_strlcpy(j->via_tls, c->tls_desc, sizeof(j->via_tls));
-	log_debug("relay id=%s event=reuse mx=%s ip=%s", j->env.id, c->mx, c->ip);
 	conn_send(c);
 }
 
@@ -1207,27 +1230,30 @@ job_next_addr(struct job *j)
 
 /*
  * Before the first attempt: a cached connection to any address of the
- * most preferred hosts saves a connection without leaving the order
- * RFC 5321 5.1 asks for (hosts of equal preference are equals).
+ * job's first host saves a connection without leaving the order RFC 5321
+ * 5.1 asks for (a host's addresses are one server). Only that host's: it
+ * is this job's random pick among the most preferred ones (dns_mx_sort()),
+ * and taking a connection cached for another one of them would send
+ * every job to the host that happened to be connected first, whereas
+ * RFC 5321 5.1 wants equal preferences tried in random order so that
+ * they share the load.
  */
 static bool
-job_try_cached_best(struct job *j)
+job_try_cached_first(struct job *j)
 {
-	unsigned best = j->hosts[0].pref;
+	const struct job_host *h = &j->hosts[0];
 
-	for (size_t h = 0; h < j->nhosts && j->hosts[h].pref == best; h++)
-		for (size_t a = 0; a < j->hosts[h].naddrs; a++) {
-			struct conn *c = conn_idle_find(j, &j->hosts[h].addrs[a],
-			    j->hosts[h].name);
+	for (size_t a = 0; a < h->naddrs; a++) {
+		struct conn *c = conn_idle_find(j, &h->addrs[a], h->name);
 
-			if (c == NULL)
-				continue;
-			j->started = true;
-			j->hi = h;
-			j->ai = a;
-			conn_reuse(c, j, &j->hosts[h]);
-			return true;
-		}
+		if (c == NULL)
+			continue;
+		j->started = true;
+		j->hi = 0;
+		j->ai = a;
+		conn_reuse(c, j, h);
+		return true;
+	}
 	return false;
 }
 
@@ -1249,7 +1275,7 @@ job_attempt(struct job *j)
 		job_finish_all(j, 'T', &j->last);
 		return;
 	}
-	if (!j->started && job_try_cached_best(j))
+	if (!j->started && job_try_cached_first(j))
 		return;
 	for (;;) {
 		bool fresh_only = j->retry_here;

@@ -121,26 +121,42 @@ test_mx_sort_table(void **state)
 	}
 }
 
-/* With the real random source both orders of an equal pair show up, and
- * preference order always holds. */
+/* With the real random source (arc4random) every host of an equal group
+ * comes first in some runs, every run keeps the preference order, and
+ * nothing is lost or duplicated (RFC 5321 5.1). */
 static void
 test_mx_sort_randomises(void **state)
 {
-	unsigned first_a = 0, first_b = 0;
+	static const char *const names[] = { "a", "b", "p", "q", "r" };
+	unsigned first[nitems(names)] = { 0 }, want = 0;
 
-	for (int run = 0; run < 200; run++) {
-		struct dns_mx_rr rrs[4];
-		size_t n = parse_rrs("20:c 10:a 10:b 5:z", rrs, nitems(rrs));
+	for (const char *p = "abcpqrz"; *p != '\0'; p++)
+		want |= 1u << (*p - 'a');
+	for (int run = 0; run < 1000; run++) {
+		struct dns_mx_rr rrs[8];
+		size_t n = parse_rrs("20:c 10:a 30:q 10:b 5:z 30:p 30:r", rrs,
+		    nitems(rrs));
+		unsigned seen = 0;
 
 		assert_int_equal(dns_mx_sort(rrs, &n, NULL), DNS_OK);
-		assert_int_equal(n, 4);
+		assert_int_equal(n, 7);
+		for (size_t i = 1; i < n; i++)
+			assert_true(rrs[i - 1].pref <= rrs[i].pref);
 		assert_string_equal(rrs[0].name, "z");
 		assert_string_equal(rrs[3].name, "c");
-		first_a += strcmp(rrs[1].name, "a") == 0;
-		first_b += strcmp(rrs[1].name, "b") == 0;
+		for (size_t i = 0; i < n; i++)
+			seen |= 1u << (rrs[i].name[0] - 'a');
+		assert_int_equal(seen, want);
+		for (size_t k = 0; k < nitems(names); k++)
+			first[k] += strcmp(rrs[k < 2 ? 1 : 4].name,
+			    names[k]) == 0;
 	}
-	assert_int_equal(first_a + first_b, 200);
-	assert_true(first_a > 0 && first_b > 0);
+	assert_int_equal(first[0] + first[1], 1000);
+	assert_int_equal(first[2] + first[3] + first[4], 1000);
+	for (size_t k = 0; k < nitems(names); k++)
+		if (first[k] == 0)
+			fail_msg("%s never came first in its preference group",
+			    names[k]);
 }
 
 /* Host list as "pref:status" letters: o ok, n no-address, t tempfail,

@@ -61,6 +61,7 @@ struct srv {
 	pthread_mutex_t mu;
 	/* counters, under mu */
 	unsigned conns[SRV_MAX_LISTEN];
+	unsigned txs_at[SRV_MAX_LISTEN];  /* messages, per listener */
 	unsigned txs, quits;
 	unsigned open_now, open_max;  /* from accept to our 221 (or close) */
 	char body[8192];
@@ -73,6 +74,7 @@ struct srv_conn {
 	struct srv *s;
 	int fd;
 	enum srv_mode mode;
+	size_t li;          /* listener index */
 };
 
 static void
@@ -166,6 +168,7 @@ srv_conn_main(void *arg)
 			s->total = total;
 			s->sum = sum;
 			s->txs++;
+			s->txs_at[sc->li]++;
 			pthread_mutex_unlock(&s->mu);
 			srv_put(fd, "250 2.0.0 Ok: queued as X\r\n");
 		} else if (strncasecmp(line, "QUIT", 4) == 0) {
@@ -226,6 +229,7 @@ srv_main(void *arg)
 			sc->s = s;
 			sc->fd = fd;
 			sc->mode = s->mode[i];
+			sc->li = i;
 			pthread_create(&s->conn_thr[s->nconn_thr++], NULL,
 			    srv_conn_main, sc);
 		}
@@ -541,8 +545,8 @@ test_per_recipient_results(void **state)
 	assert_has(log, "state=deferred");
 }
 
-/* Two jobs for one server, one after the other: one connection; QUIT
- * when it has been idle for a while. */
+/* Two jobs for one server, one after the other: one connection (the
+ * reuse time is long, so the second job comes well within it). */
 static void
 test_connection_reuse(void **state)
 {
@@ -553,6 +557,7 @@ test_connection_reuse(void **state)
 	const char *r1[] = { "a@dest.test" }, *r2[] = { "b@dest.test" };
 	char res[4096];
 
+	f->cfg->relay_connection_reuse_time = 300;
 	start_relay(f, s->port);   /* fork before the server's threads */
 	srv_run(s);
 	send_job(f->chan, 1, "[127.0.0.1]", r1, 1, BODY);
@@ -564,17 +569,64 @@ test_connection_reuse(void **state)
 	assert_int_equal(srv_count(s, &s->conns[0]), 1);
 	assert_int_equal(srv_count(s, &s->txs), 2);
 	assert_int_equal(srv_count(s, &s->quits), 0);
-	/* idle for about 5 s, then QUIT */
-	for (int i = 0; i < 400 && srv_count(s, &s->quits) == 0; i++)
+	assert_int_equal(stop_relay(f), 0);
+	srv_stop(s);
+	assert_has(read_log(f), "relay id=" QID " event=conn-reuse "
+	    "mx=[127.0.0.1] ip=127.0.0.1 uses=1 idle=");
+}
+
+/* No job wants the cached connection within relay_connection_reuse_time
+ * (1 s): it says QUIT, logged, and a later job gets a new connection.
+ * With 0, no connection is ever kept. */
+static void
+test_idle_close(void **state)
+{
+	struct fx *f = *state;
+	const char *ip[] = { "127.0.0.1" };
+	enum srv_mode m[] = { SRV_ACCEPT };
+	struct srv *s = srv_start(ip, m, 1);
+	const char *r1[] = { "a@dest.test" };
+	char res[4096];
+
+	f->cfg->relay_connection_reuse_time = 1;
+	start_relay(f, s->port);   /* fork before the server's threads */
+	srv_run(s);
+	send_job(f->chan, 1, "[127.0.0.1]", r1, 1, BODY);
+	recv_result(f, 1, res, sizeof(res));
+	assert_has(res, "0 D 250 ");
+	for (int i = 0; i < 800 && srv_count(s, &s->quits) == 0; i++)
 		usleep(25000);
-	assert_int_equal(srv_count(s, &s->quits), 1);
-	/* and a later job gets a new connection */
-	send_job(f->chan, 3, "[127.0.0.1]", r2, 1, "Subject: three\r\n\r\nx\r\n");
-	recv_result(f, 3, res, sizeof(res));
+	if (srv_count(s, &s->quits) != 1)
+		fail_msg("the idle connection was kept; relay log:\n%s",
+		    read_log(f));
+	assert_has(read_log(f), "relay event=conn-close reason=idle "
+	    "mx=[127.0.0.1] ip=127.0.0.1 uses=1\n");
+	send_job(f->chan, 2, "[127.0.0.1]", r1, 1, BODY);
+	recv_result(f, 2, res, sizeof(res));
 	assert_has(res, "0 D 250 ");
 	assert_int_equal(srv_count(s, &s->conns[0]), 2);
 	assert_int_equal(stop_relay(f), 0);
 	srv_stop(s);
+
+	/* relay_connection_reuse_time 0: QUIT after every transaction */
+	s = srv_start(ip, m, 1);
+	f->cfg->relay_connection_reuse_time = 0;
+	start_relay(f, s->port);   /* fork before the server's threads */
+	srv_run(s);
+	for (uint64_t id = 3; id <= 4; id++) {
+		send_job(f->chan, id, "[127.0.0.1]", r1, 1, BODY);
+		recv_result(f, id, res, sizeof(res));
+		assert_has(res, "0 D 250 ");
+	}
+	assert_int_equal(srv_count(s, &s->conns[0]), 2);
+	for (int i = 0; i < 800 && srv_count(s, &s->quits) < 2; i++)
+		usleep(25000);
+	assert_int_equal(srv_count(s, &s->quits), 2);
+	assert_int_equal(stop_relay(f), 0);
+	srv_stop(s);
+	if (strstr(read_log(f), "event=conn-reuse") != NULL)
+		fail_msg("reused with relay_connection_reuse_time 0:\n%s",
+		    read_log(f));
 }
 
 /* A body larger than the client's output high-water mark and than one
@@ -883,6 +935,10 @@ start_dnsmasq(struct fx *f)
 			    "--mx-host=two.test,mx2.two.test,20",
 			    "--host-record=mx1.two.test,127.0.0.2",
 			    "--host-record=mx2.two.test,127.0.0.3",
+			    "--mx-host=equal.test,mx1.equal.test,10",
+			    "--mx-host=equal.test,mx2.equal.test,10",
+			    "--host-record=mx1.equal.test,127.0.0.2",
+			    "--host-record=mx2.equal.test,127.0.0.3",
 			    "--mx-host=nullmx.test,.,0",
 			    (char *)NULL);
 			_exit(127);
@@ -940,12 +996,55 @@ test_mx(void **state)
 	assert_has(log, "rcpt=a@two.test mx=mx2.two.test ip=127.0.0.3 tls=none");
 }
 
+/* Two MX hosts of equal preference (RFC 5321 5.1: tried in random order,
+ * so they share the load), 20 jobs one after another with connections
+ * cached far longer than the run takes: both hosts get messages, each on
+ * one connection that the later jobs picking it reuse; none is lost or
+ * sent twice. All 20 to one host would happen once in 2^19 runs. */
+static void
+test_equal_mx_share(void **state)
+{
+	struct fx *f = *state;
+	const char *ip[] = { "127.0.0.2", "127.0.0.3" };
+	enum srv_mode m[] = { SRV_ACCEPT, SRV_ACCEPT };
+	const char *rcpts[] = { "a@equal.test" };
+	char res[4096];
+	struct srv *s;
+	unsigned n = 20;
+
+	if (!start_dnsmasq(f))
+		skip();
+	free(f->cfg->resolver);
+	f->cfg->resolver = xstrdup(f->resolver);
+	f->cfg->relay_connection_reuse_time = 300;
+	s = srv_start(ip, m, 2);
+	start_relay(f, s->port);   /* fork before the server's threads */
+	srv_run(s);
+	for (uint64_t id = 1; id <= n; id++) {
+		send_job(f->chan, id, "equal.test", rcpts, 1, BODY);
+		recv_result(f, id, res, sizeof(res));
+		assert_has(res, "0 D 250 2.0.0 ");
+	}
+	assert_int_equal(srv_count(s, &s->txs), n);
+	if (srv_count(s, &s->txs_at[0]) == 0 ||
+	    srv_count(s, &s->txs_at[1]) == 0)
+		fail_msg("all %u messages went to one of two equal MX hosts "
+		    "(%u, %u); relay log:\n%s", n, srv_count(s, &s->txs_at[0]),
+		    srv_count(s, &s->txs_at[1]), read_log(f));
+	assert_int_equal(srv_count(s, &s->conns[0]), 1);
+	assert_int_equal(srv_count(s, &s->conns[1]), 1);
+	assert_int_equal(stop_relay(f), 0);
+	srv_stop(s);
+	assert_has(read_log(f), " event=conn-reuse mx=mx");
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_per_recipient_results, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_reuse, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_idle_close, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_large_body, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_connection_failures_defer, setup, teardown),
@@ -954,6 +1053,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_channel_replaced, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_sigterm, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_mx, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_equal_mx_share, setup, teardown),
 	};
 
 	signal(SIGPIPE, SIG_IGN);
