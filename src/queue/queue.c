@@ -1609,6 +1609,78 @@ groups_free(struct rgroup *g)
 }
 
 /*
+ * The Received: fields in the header section of the message (p, len):
+ * lines up to the first empty one that start with the field name, any
+ * case, and a colon, with the white space the obsolete syntax allows
+ * before it (RFC 5322 4.5). Counts no further than stop.
+ */
+static unsigned
+received_fields(const char *p, size_t len, unsigned stop)
+{
+	const char *end = p + len;
+	unsigned n = 0;
+
+	while (p < end && n < stop) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		size_t ll = eol != NULL ? (size_t)(eol - p) : (size_t)(end - p);
+		size_t k = 8;
+
+		if (ll > 0 && p[ll - 1] == '\r')
+			ll--;
+		if (ll == 0)
+			break;   /* the end of the header section */
+		if (ll > k && strncasecmp(p, "received", k) == 0) {
+			while (k < ll && (p[k] == ' ' || p[k] == '\t'))
+				k++;
+			if (k < ll && p[k] == ':')
+				n++;
+		}
+		if (eol == NULL)
+			break;
+		p = eol + 1;
+	}
+	return n;
+}
+
+/*
+ * RFC 5321 6.3: a message that carries more Received: fields than
+ * max_received_headers is in a mail loop. The smtp process refuses it at
+ * the end of DATA; one accepted anyway (before an upgrade, or by a path
+ * that does not count) fails here for every recipient not final yet,
+ * before anything is delivered or relayed, and its sender gets a report
+ * (RFC 3463 X.4.6 routing loop).
+ */
+static void
+fail_mail_loop(const struct queue *q, struct spool_msg *m, int64_t now)
+{
+	const struct envelope *env = spool_msg_envelope(m);
+	unsigned limit = q->cfg->max_received_headers != 0 ?
+	    q->cfg->max_received_headers : 100;
+	size_t body_len;
+	const char *body = spool_msg_body(m, &body_len);
+	char reply[128];
+
+	if (received_fields(body, body_len, limit + 1) <= limit)
+		return;
+	snprintf(reply, sizeof(reply), "554 5.4.6 Too many \"Received:\" "
+	    "header fields (more than %u): mail loop", limit);
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
+		const char *addr = env->rcpts[i].addr;
+		char aq[600];
+
+		if (st->state == SPOOL_RCPT_DELIVERED ||
+		    st->state == SPOOL_RCPT_FAILED)
+			continue;
+		log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
+		spool_msg_attempt(m, i, now, '-', NULL);
+		spool_msg_failed(m, i, reply);
+		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"mail loop\" received_over=%u",
+		    spool_msg_id(m), aq, limit);
+	}
+}
+
+/*
  * SCAN: one pass over message t->id: deliver every local recipient that
  * is pending or due, and group the due remote ones into relay jobs
  * (t->groups) for the loop to queue.
@@ -1632,6 +1704,8 @@ task_scan(struct queue *q, struct task *t)
 	t->size = body_len;
 	/* Held (tern queue hold): nothing is tried until the release. */
 	t->held = spool_msg_held(m, NULL);
+	if (!t->held)
+		fail_mail_loop(q, m, now);
 	for (size_t i = 0; i < env->nrcpts && !t->held; i++) {
 		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
 		const char *addr = env->rcpts[i].addr;

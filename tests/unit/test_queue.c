@@ -1355,6 +1355,88 @@ test_alias_retry_no_second_copy(void **state)
 	stop_child(f, 0);
 }
 
+/* A message with n Received: fields (and with decoys, which must not
+ * count: a folded line, another field name, the body). Static buffer. */
+static const char *
+hops_body(unsigned n)
+{
+	static char buf[16384];
+	size_t o = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		o += (size_t)snprintf(buf + o, sizeof(buf) - o,
+		    "%s from hop%u.test by mx.test; Mon, 1 Jan 2024 00:00:00 +0000\r\n",
+		    i % 3 == 0 ? "Received:" : i % 3 == 1 ? "RECEIVED :" :
+		    "received\t:", i);
+	snprintf(buf + o, sizeof(buf) - o, "\tReceived: folded into the last\r\n"
+	    "X-Received: from elsewhere\r\nSubject: hops\r\n\r\n"
+	    "Received: from the body\r\n");
+	return buf;
+}
+
+/*
+ * RFC 5321 6.3: a queued message with more Received: fields than
+ * max_received_headers (100 by default) is neither delivered nor
+ * relayed: every recipient fails with 5.4.6 and the sender gets one
+ * report. One with exactly the limit goes through.
+ */
+static void
+test_mail_loop_at_delivery(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost", "x@far.test" };
+	static const char *const ok_rcpts[] = { "carol@localhost" };
+	char loop_qid[17], ok_qid[17];
+	struct got_job r;
+	int64_t now = (int64_t)time(NULL);
+
+	make_queued_body(f, now, rcpts, 2, hops_body(101), loop_qid);
+	make_queued_body(f, now, ok_rcpts, 1, hops_body(100), ok_qid);
+	f->use_relay = true;
+	start_child(f);
+	relay_expect_job(f, &r);   /* the report, and no job for far.test */
+	assert_memory_equal(r.head, "domain example.org\n", 19);
+	assert_non_null(strstr(r.body, "Final-Recipient: rfc822;bob@localhost\r\n"
+	    "Action: failed\r\nStatus: 5.4.6\r\n"));
+	assert_non_null(strstr(r.body, "Final-Recipient: rfc822;x@far.test\r\n"
+	    "Action: failed\r\nStatus: 5.4.6\r\n"));
+	assert_non_null(strstr(r.body, "554 5.4.6 Too many"));
+	wait_queue_gone(f, loop_qid);
+	wait_count(f, "mail/localhost/carol/new", 1);
+	wait_queue_gone(f, ok_qid);
+	relay_answer(f, r.id, "via mx.example.org 127.0.0.4 -\n0 D 250 2.0.0 Ok\n");
+	assert_false(relay_readable(f, 500));
+	assert_int_equal(count_sub(f, "mail/localhost/bob"), 0);
+	stop_child(f, 0);
+}
+
+/* The limit is the option's: with max_received_headers 1, two fields
+ * are a loop and one is not. */
+static void
+test_mail_loop_limit_option(void **state)
+{
+	struct fx *f = *state;
+	static const char *const bob[] = { "bob@localhost" };
+	static const char *const carol[] = { "carol@localhost" };
+	char loop_qid[17], ok_qid[17];
+	struct got_job r;
+	int64_t now = (int64_t)time(NULL);
+
+	f->cfg.max_received_headers = 1;
+	make_queued_body(f, now, bob, 1, hops_body(2), loop_qid);
+	make_queued_body(f, now, carol, 1, hops_body(1), ok_qid);
+	f->use_relay = true;
+	start_child(f);
+	relay_expect_job(f, &r);
+	assert_non_null(strstr(r.body, "Final-Recipient: rfc822;bob@localhost\r\n"
+	    "Action: failed\r\nStatus: 5.4.6\r\n"));
+	wait_count(f, "mail/localhost/carol/new", 1);
+	wait_queue_gone(f, loop_qid);
+	assert_int_equal(count_sub(f, "mail/localhost/bob"), 0);
+	relay_answer(f, r.id, "via mx.example.org 127.0.0.4 -\n0 D 250 2.0.0 Ok\n");
+	stop_child(f, 0);
+}
+
 /*
  * max_relay_connections_per_domain 1: three messages to one domain go
  * one at a time, while a message to another domain is not held up.
@@ -1652,6 +1734,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_local_deferral_reply_is_generic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery_finds_earlier_copy, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_alias_retry_no_second_copy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mail_loop_at_delivery, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mail_loop_limit_option, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_per_domain_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_global_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_recovery, setup, teardown),
