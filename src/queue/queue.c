@@ -287,6 +287,10 @@ struct queue {
 	struct txn *done_txn_head, *done_txn_tail;
 	struct task *done_job_head, *done_job_tail;
 	bool stop_threads;
+	pthread_cond_t sweep_cv;            /* wakes the Maildir sweep to stop */
+	atomic_bool sweep_stop;
+	pthread_t sweep_thread;
+	bool sweep_started;
 	uint64_t ncommits, nbatches;        /* group commit statistics */
 	pthread_t *threads;
 	size_t nthreads;
@@ -386,6 +390,7 @@ queue_new(const struct config *cfg, uid_t uid, gid_t gid, char *err,
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->commit_cv, NULL);
 	pthread_cond_init(&q->deliver_cv, NULL);
+	pthread_cond_init(&q->sweep_cv, NULL);
 	q->max_txns = cfg->max_connections != 0 ? cfg->max_connections + 8 : 1024;
 	if (q->max_txns > 65536)
 		q->max_txns = 65536;
@@ -1243,12 +1248,14 @@ unquote_local(const char *p, size_t len, char *buf, size_t bufsize)
 
 /*
  * Deliver recipient i of m (a local one) to every mailbox it expands to.
+ * mflags: MAILDIR_RECHECK unless this is the first attempt at m in this
+ * process (maildir.h; docs/queue.md, "Local delivery exactly once").
  * Returns its outcome: 'D', 'F' or 'T' (deferred).
  */
 static char
 deliver_local(struct queue *q, struct spool_msg *m, size_t i,
     const struct config_domain *d, const char *local, size_t llen,
-    int64_t now)
+    int64_t now, unsigned mflags)
 {
 	const struct envelope *env = spool_msg_envelope(m);
 	const char *addr = env->rcpts[i].addr;
@@ -1282,6 +1289,7 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 		const struct base_dir *b;
 		const char *rel = NULL;
 		struct maildir_msg mm;
+		int r;
 
 		snprintf(mbox, sizeof(mbox), "%s@%s", t->mailbox, t->domain->name);
 		log_quote(mq, sizeof(mq), mbox, strlen(mbox), 300);
@@ -1302,15 +1310,24 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 		mm.delivered_to = mbox;
 		mm.body = body;
 		mm.len = body_len;
-		if (maildir_deliver(b->fd, rel, &mm, name, sizeof(name)) == -1) {
+		/* The message's identity names the copy: the id, and the
+		 * inode that tells it from a later message reusing the id. */
+		mm.id = spool_msg_id(m);
+		mm.tag = spool_msg_inode(m);
+		mm.arrival_us = spool_id_time_us(spool_msg_id(m));
+		r = maildir_deliver(b->fd, rel, &mm, mflags, name, sizeof(name));
+		if (r == -1) {
 			err = errno;
 			snprintf(why, sizeof(why), "maildir %s: %s", pq,
 			    strerror(errno));
 			temp_fail = true;
 			break;
 		}
-		log_info("queue id=%s event=delivered rcpt=<%s> mailbox=%s path=%s file=%s delay=%.3fs",
+		/* copy=earlier: an earlier attempt (before a crash, or for
+		 * another recipient reaching this mailbox) left it there */
+		log_info("queue id=%s event=delivered rcpt=<%s> mailbox=%s path=%s file=%s%s delay=%.3fs",
 		    spool_msg_id(m), aq, mq, pq, name,
+		    r == 1 ? " copy=earlier" : "",
 		    (double)(util_now_us() - spool_id_time_us(spool_msg_id(m))) / 1e6);
 	}
 	if (temp_fail && err == EDQUOT) {
@@ -1325,11 +1342,9 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 		return 'F';
 	}
 	if (temp_fail) {
-		/*
-		 * XXX the recipient is retried as a whole: mailboxes of an alias
-		 * that already got the message get it again. Per-target state
-		 * would need a journal record per expanded mailbox.
-		 */
+		/* The recipient is retried as a whole: mailboxes of an alias
+		 * that already got the message find their copy then (the
+		 * retry runs with MAILDIR_RECHECK). */
 		/* The reply reaches the sender (reports, tern queue show):
 		 * generic; paths and errno stay in the log. */
 		log_warn("queue id=%s event=mailbox-unavailable rcpt=<%s> detail=\"%s\"",
@@ -1341,6 +1356,106 @@ deliver_local(struct queue *q, struct spool_msg *m, size_t i,
 	spool_msg_attempt(m, i, now, 'l', NULL);
 	spool_msg_delivered(m, i);
 	return 'D';
+}
+
+/*
+ * Clean tmp/ in the Maildir of every mailbox of the configuration
+ * (maildir_clean_tmp): files of deliveries a crash interrupted, and
+ * anything older than 36 hours. In the sweep thread; stops early when
+ * the queue stops.
+ */
+static void
+sweep_maildirs(struct queue *q)
+{
+	const struct config *cfg = q->cfg;
+	char path[4096], prev[4096] = "", pq[1200];
+
+	for (size_t i = 0; i < cfg->ndomains; i++) {
+		const struct config_domain *d = &cfg->domains[i];
+
+		for (size_t k = 0; d->maildir != NULL && k < d->nmailboxes; k++) {
+			const struct base_dir *b;
+			const char *rel = NULL;
+			unsigned intr = 0, stale = 0;
+
+			if (atomic_load(&q->sweep_stop))
+				return;
+			/* a pattern without %u: one Maildir for the domain */
+			if (config_maildir_path(d, d->mailboxes[k], path,
+			    sizeof(path)) != 0 || strcmp(path, prev) == 0)
+				continue;
+			util_strlcpy(prev, path, sizeof(prev));
+			b = find_base(q, path, &rel);
+			if (b == NULL)
+				continue;
+			log_quote(pq, sizeof(pq), path, strlen(path), 500);
+			if (maildir_clean_tmp(b->fd, rel, time(NULL), &intr,
+			    &stale) == -1) {
+				if (errno != ENOENT)
+					log_warn("queue event=maildir-clean-failed path=%s error=\"%s\"",
+					    pq, strerror(errno));
+				continue;
+			}
+			if (intr + stale > 0)
+				log_info("queue event=maildir-tmp-cleaned path=%s interrupted=%u stale=%u",
+				    pq, intr, stale);
+		}
+	}
+}
+
+#define SWEEP_INTERVAL (24 * 3600)   /* seconds between Maildir sweeps */
+
+/* The sweep thread: at start-up (recovery), then daily. */
+static void *
+sweep_main(void *arg)
+{
+	struct queue *q = arg;
+
+	pthread_mutex_lock(&q->mu);
+	while (!atomic_load(&q->sweep_stop)) {
+		struct timespec ts;
+
+		pthread_mutex_unlock(&q->mu);
+		sweep_maildirs(q);
+		pthread_mutex_lock(&q->mu);
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += SWEEP_INTERVAL;
+		while (!atomic_load(&q->sweep_stop) &&
+		    pthread_cond_timedwait(&q->sweep_cv, &q->mu, &ts) != ETIMEDOUT)
+			;
+	}
+	pthread_mutex_unlock(&q->mu);
+	return NULL;
+}
+
+/* Start the sweep thread (signals blocked, as in every worker). */
+static void
+sweep_start(struct queue *q)
+{
+	sigset_t all, old;
+	int r;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	r = pthread_create(&q->sweep_thread, NULL, sweep_main, q);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (r != 0)
+		log_warn("queue event=maildir-sweep-failed error=\"%s\"",
+		    strerror(r));
+	q->sweep_started = r == 0;
+}
+
+static void
+sweep_end(struct queue *q)
+{
+	if (!q->sweep_started)
+		return;
+	pthread_mutex_lock(&q->mu);
+	atomic_store(&q->sweep_stop, true);
+	pthread_cond_broadcast(&q->sweep_cv);
+	pthread_mutex_unlock(&q->mu);
+	pthread_join(q->sweep_thread, NULL);
+	q->sweep_started = false;
 }
 
 /* ---- tasks (worker threads) ---- */
@@ -1494,6 +1609,78 @@ groups_free(struct rgroup *g)
 }
 
 /*
+ * The Received: fields in the header section of the message (p, len):
+ * lines up to the first empty one that start with the field name, any
+ * case, and a colon, with the white space the obsolete syntax allows
+ * before it (RFC 5322 4.5). Counts no further than stop.
+ */
+static unsigned
+received_fields(const char *p, size_t len, unsigned stop)
+{
+	const char *end = p + len;
+	unsigned n = 0;
+
+	while (p < end && n < stop) {
+		const char *eol = memchr(p, '\n', (size_t)(end - p));
+		size_t ll = eol != NULL ? (size_t)(eol - p) : (size_t)(end - p);
+		size_t k = 8;
+
+		if (ll > 0 && p[ll - 1] == '\r')
+			ll--;
+		if (ll == 0)
+			break;   /* the end of the header section */
+		if (ll > k && strncasecmp(p, "received", k) == 0) {
+			while (k < ll && (p[k] == ' ' || p[k] == '\t'))
+				k++;
+			if (k < ll && p[k] == ':')
+				n++;
+		}
+		if (eol == NULL)
+			break;
+		p = eol + 1;
+	}
+	return n;
+}
+
+/*
+ * RFC 5321 6.3: a message that carries more Received: fields than
+ * max_received_headers is in a mail loop. The smtp process refuses it at
+ * the end of DATA; one accepted anyway (before an upgrade, or by a path
+ * that does not count) fails here for every recipient not final yet,
+ * before anything is delivered or relayed, and its sender gets a report
+ * (RFC 3463 X.4.6 routing loop).
+ */
+static void
+fail_mail_loop(const struct queue *q, struct spool_msg *m, int64_t now)
+{
+	const struct envelope *env = spool_msg_envelope(m);
+	unsigned limit = q->cfg->max_received_headers != 0 ?
+	    q->cfg->max_received_headers : 100;
+	size_t body_len;
+	const char *body = spool_msg_body(m, &body_len);
+	char reply[128];
+
+	if (received_fields(body, body_len, limit + 1) <= limit)
+		return;
+	snprintf(reply, sizeof(reply), "554 5.4.6 Too many \"Received:\" "
+	    "header fields (more than %u): mail loop", limit);
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
+		const char *addr = env->rcpts[i].addr;
+		char aq[600];
+
+		if (st->state == SPOOL_RCPT_DELIVERED ||
+		    st->state == SPOOL_RCPT_FAILED)
+			continue;
+		log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
+		spool_msg_attempt(m, i, now, '-', NULL);
+		spool_msg_failed(m, i, reply);
+		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"mail loop\" received_over=%u",
+		    spool_msg_id(m), aq, limit);
+	}
+}
+
+/*
  * SCAN: one pass over message t->id: deliver every local recipient that
  * is pending or due, and group the due remote ones into relay jobs
  * (t->groups) for the loop to queue.
@@ -1505,6 +1692,9 @@ task_scan(struct queue *q, struct task *t)
 	const struct envelope *env;
 	int64_t now = (int64_t)time(NULL);
 	size_t body_len;
+	/* Only the first scan of a message committed by this process
+	 * cannot have delivered it before (docs/queue.md). */
+	unsigned mflags = t->fresh ? 0 : MAILDIR_RECHECK;
 
 	m = task_load(q, t);
 	if (m == NULL)
@@ -1514,6 +1704,8 @@ task_scan(struct queue *q, struct task *t)
 	t->size = body_len;
 	/* Held (tern queue hold): nothing is tried until the release. */
 	t->held = spool_msg_held(m, NULL);
+	if (!t->held)
+		fail_mail_loop(q, m, now);
 	for (size_t i = 0; i < env->nrcpts && !t->held; i++) {
 		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
 		const char *addr = env->rcpts[i].addr;
@@ -1541,7 +1733,8 @@ task_scan(struct queue *q, struct task *t)
 			scan_add_remote(t, env, i, at + 1);
 			continue;
 		}
-		(void)deliver_local(q, m, i, d, addr, (size_t)(at - addr), now);
+		(void)deliver_local(q, m, i, d, addr, (size_t)(at - addr), now,
+		    mflags);
 	}
 	/* The outcomes are journaled before anything is reported: a report
 	 * waits for the REPORT task (docs/dsn.md). */
@@ -3432,6 +3625,9 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 		stop_threads(q);
 		goto fail_fds;
 	}
+	/* Recovery of the Maildirs, beside the deliveries: tmp/ files of
+	 * deliveries the last run left unfinished (docs/queue.md). */
+	sweep_start(q);
 	q->done_ev = event_new(q->base, q->done_fd, EV_READ | EV_PERSIST,
 	    done_cb, q);
 	q->sig_ev = event_new(q->base, q->sig_fd, EV_READ | EV_PERSIST,
@@ -3458,6 +3654,7 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 
 	event_base_dispatch(q->base);
 
+	sweep_end(q);
 	stop_threads(q);
 	/* Work that finished after the loop: no one to tell, nothing lost. */
 	q->stopping = true;
@@ -3541,6 +3738,7 @@ queue_free(struct queue **qp)
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->commit_cv);
 	pthread_cond_destroy(&q->deliver_cv);
+	pthread_cond_destroy(&q->sweep_cv);
 	free(q);
 	*qp = NULL;
 }

@@ -68,6 +68,7 @@ struct spool_msg {
 	struct spool *sp;
 	char id[QUEUE_ID_LEN + 1];
 	int fd;
+	uint64_t ino;                    /* the queue file's inode */
 	void *map;
 	size_t maplen;
 	struct envelope env;
@@ -722,6 +723,7 @@ spool_msg_load(struct spool *sp, const char *id, char *err, size_t errsize)
 		corrupt(err, errsize, "not a queue file");
 		goto fail;
 	}
+	m->ino = (uint64_t)st.st_ino;
 	m->maplen = (size_t)st.st_size;
 	m->map = mmap(NULL, m->maplen, PROT_READ, MAP_SHARED, m->fd, 0);
 	if (m->map == MAP_FAILED) {
@@ -852,6 +854,12 @@ const char *
 spool_msg_id(const struct spool_msg *m)
 {
 	return m->id;
+}
+
+uint64_t
+spool_msg_inode(const struct spool_msg *m)
+{
+	return m->ino;
 }
 
 const struct envelope *

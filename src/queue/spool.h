@@ -154,6 +154,13 @@ struct spool_msg *spool_msg_load(struct spool *sp, const char *id, char *err,
 void spool_msg_close(struct spool_msg **m);
 
 const char *spool_msg_id(const struct spool_msg *m);
+/*
+ * The queue file's inode number: fixed from BEGIN to removal (the commit
+ * renames, never copies). With the id it names this message apart from
+ * any later one that might reuse the id (local delivery's file names,
+ * docs/queue.md).
+ */
+uint64_t spool_msg_inode(const struct spool_msg *m);
 const struct envelope *spool_msg_envelope(const struct spool_msg *m);
 /* The message octets exactly as received (CRLF lines); valid until close. */
 const char *spool_msg_body(const struct spool_msg *m, size_t *len);

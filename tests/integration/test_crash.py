@@ -1,16 +1,27 @@
 """
-test_crash.py - nothing acknowledged is ever lost (issue 2, parts 8, 9, 11).
+test_crash.py - nothing acknowledged is ever lost, and nothing delivered
+locally is delivered twice (issue 2, parts 8, 9, 11; issue 9, 3.8).
 
-Four client threads send 200 messages (each with a unique token) while the
-whole tern process group is SIGKILLed and restarted on the same spool four
-times, spread over the run. Every message that got "250 ... queued as" must
-then be found in every Maildir its recipient reaches (duplicates are
-allowed, losses are not); spool/incoming must be empty after recovery, and
-no spool file may still hold a delivered message.
+Four client threads send messages (each with a unique token) while the
+whole tern process group is SIGKILLed and restarted on the same spool
+KILLS times (32; TERN_CRASH_KILLS for a longer run), each kill at a random
+moment after the restarted tern has acknowledged a message again, so the
+kills fall on commits, deliveries and recoveries alike. The clients keep
+sending until the kills are over (at least TOTAL messages in all). Every
+message that got "250 ... queued as <id>" must then be found exactly once
+in every Maildir its recipients reach: its copies are counted by the queue
+id of tern's Received: field, so a client that resent a message whose 250
+it never saw (a second message, with its own id) is not a duplicate, and
+two recipients reaching one mailbox make one copy. spool/incoming must be
+empty after recovery, no spool file may still hold a delivered message,
+and no Maildir may keep a file in tmp/ (interrupted deliveries are
+cleaned up at recovery).
 """
 
+import collections
 import os
 import random
+import re
 import sys
 import threading
 import time
@@ -21,14 +32,18 @@ from harness import DOMAIN, TernTestCase  # noqa: E402
 
 TOTAL = 200
 THREADS = 4
-KILLS = 4
+KILLS = int(os.environ.get("TERN_CRASH_KILLS", "32"))
 # envelope recipient -> the mailboxes it reaches
 TARGETS = [
     (["alice@" + DOMAIN], ["alice"]),
     (["bob@" + DOMAIN], ["bob"]),
     (["team@" + DOMAIN], ["alice", "bob"]),                     # alias: two deliveries
     (["carol@" + DOMAIN, "dave@" + DOMAIN], ["carol", "dave"]),  # two recipients
+    (["alice@" + DOMAIN, "team@" + DOMAIN], ["alice", "bob"]),  # alice twice: one copy
 ]
+BOXES = ("alice", "bob", "carol", "dave")
+# the queue id in the Received: field tern prepends (smtp_session.c)
+RECEIVED_ID = re.compile(rb"\(tern\) with [A-Z0-9]+ id ([0-9a-f]{16})")
 
 
 class CrashRecovery(TernTestCase):
@@ -82,7 +97,9 @@ class CrashRecovery(TernTestCase):
 
         def sender_loop(idx):
             rnd = random.Random(idx)
-            for n in range(TOTAL // THREADS):
+            n = -1
+            while n + 1 < TOTAL // THREADS or not kills_over.is_set():
+                n += 1
                 rcpts, boxes = TARGETS[(idx + n) % len(TARGETS)]
                 tok = "crash-%d-%03d-%08x" % (idx, n, rnd.getrandbits(32))
                 deadline = time.monotonic() + 90
@@ -96,27 +113,32 @@ class CrashRecovery(TernTestCase):
                 with lock:
                     progress[0] += 1
 
+        kills_over = threading.Event()
         threads = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(THREADS)]
         for th in threads:
             th.start()
         kills = 0
-        rnd = random.Random(51764)
+        seed = int(os.environ.get("TERN_CRASH_SEED", random.randrange(1 << 32)))
+        rnd = random.Random(seed)
         try:
             for k in range(KILLS):
-                # spread the kills over the run: after about 15%, 35%, 55%, 75%
-                target = int(TOTAL * (0.15 + 0.2 * k))
-                deadline = time.monotonic() + 120
-                while progress[0] < target and time.monotonic() < deadline and any(th.is_alive() for th in threads):
-                    time.sleep(0.01)
-                time.sleep(rnd.uniform(0, 0.05))
+                # under load: once the restarted tern acknowledges again,
+                # kill at a random moment within the next 0.4 s
+                before = len(acked)
+                deadline = time.monotonic() + 60
+                while len(acked) == before and time.monotonic() < deadline and any(th.is_alive() for th in threads):
+                    time.sleep(0.005)
+                time.sleep(rnd.uniform(0, 0.4))
                 t.kill_group()
                 kills += 1
-                time.sleep(rnd.uniform(0.05, 0.3))
+                time.sleep(rnd.uniform(0, 0.2))
                 t.start(timeout=30)
+            kills_over.set()
             for th in threads:
                 th.join(240)
             self.assertFalse(any(th.is_alive() for th in threads), "senders did not finish")
         finally:
+            kills_over.set()
             stop.set()
         self.assertFalse(failures, failures)
         self.assertEqual(kills, KILLS)
@@ -147,6 +169,44 @@ class CrashRecovery(TernTestCase):
                 break
             time.sleep(0.5)
         self.assertFalse(left, "queue files of delivered messages not removed: %r" % left[:10])
+
+        # exactly once: each acknowledged message has one copy (by queue
+        # id) in each mailbox it reaches, and no queue id has two anywhere
+        copies = {box: collections.Counter(received_id(m) for m in t.messages(box)) for box in BOXES}
+        wrong = ["%s (queue id %s) -> %s: %d copies" % (tok, qid, box, copies[box][qid.encode()])
+                 for tok, (qid, boxes) in sorted(acked.items()) for box in boxes
+                 if copies[box][qid.encode()] != 1]
+        duplicates = sum(n - 1 for box in BOXES for qid, n in copies[box].items() if qid and n > 1)
+        resent = sum(1 for box in BOXES for m in t.messages(box) if b"crash-" in m) - sum(
+            len(boxes) for qid, boxes in acked.values()) - duplicates
+        sys.stderr.write("# test_crash: kills=%d acked=%d duplicates=%d unacknowledged-copies=%d seed=%d\n"
+                         % (kills, len(acked), duplicates, resent, seed))
+        self.assertEqual(duplicates, 0, "%d duplicate local deliveries after %d SIGKILLs (seed %d), e.g. %s"
+                         % (duplicates, kills, seed, [(box, qid, n) for box in BOXES
+                                                      for qid, n in copies[box].items() if qid and n > 1][:10]))
+        self.assertFalse(wrong, "%d acknowledged deliveries not exactly once (seed %d), e.g. %s"
+                         % (len(wrong), seed, wrong[:10]))
+        # interrupted deliveries left nothing in tmp/ (cleaned at recovery)
+        deadline = time.monotonic() + 30
+        while True:
+            tmp = [os.path.join(box, n) for box in BOXES
+                   for n in listdir(os.path.join(t.maildir_path(box), "tmp"))]
+            if not tmp or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        self.assertFalse(tmp, "files left in Maildir tmp/ after %d SIGKILLs: %r" % (kills, tmp[:10]))
+
+
+def received_id(msg):
+    m = RECEIVED_ID.search(msg)
+    return m.group(1) if m else b""
+
+
+def listdir(path):
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
 
 
 def any_token_in(path, acked):

@@ -30,6 +30,7 @@
 #include "lib/ipc.h"
 #include "conf/local_lookup.h"
 #include "lib/log.h"
+#include "queue/maildir.h"
 #include "queue/queue.h"
 #include "queue/spool.h"
 #include "lib/util.h"
@@ -349,10 +350,12 @@ test_submit_and_deliver(void **state)
 
 	start_child(f);
 	submit(f, 1, rcpts, 3, BODY, qid);
-	/* carol directly and through team, bob through team. */
-	wait_count(f, "mail/localhost/carol/new", 2);
+	/* carol directly and through team: one message, one mailbox, one
+	 * copy (the second finds the first by its name); bob through team. */
+	wait_count(f, "mail/localhost/carol/new", 1);
 	wait_count(f, "mail/localhost/bob/new", 1);
 	got = read_only_message(f, "mail/localhost/bob/new");
+	assert_int_equal(count_sub(f, "mail/localhost/carol/new"), 1);
 	assert_string_equal(got, "Return-Path: <alice@example.org>\n"
 	    "Delivered-To: bob@localhost\n"
 	    "Received: from client.test by mx.test; x\n"
@@ -826,10 +829,10 @@ wait_queue_gone(struct fx *f, const char *qid)
 	wait_gone(path);
 }
 
-/* A committed message from a previous run; qid gets its id. */
+/* A committed message (body) from a previous run; qid gets its id. */
 static void
-make_queued(struct fx *f, int64_t arrival, const char *const *rcpts,
-    size_t n, char qid[17])
+make_queued_body(struct fx *f, int64_t arrival, const char *const *rcpts,
+    size_t n, const char *body, char qid[17])
 {
 	struct envelope env;
 	struct spool *sp;
@@ -846,13 +849,20 @@ make_queued(struct fx *f, int64_t arrival, const char *const *rcpts,
 		envelope_add_rcpt(&env, rcpts[i], NULL, 0);
 	t = spool_txn_begin(sp, &env);
 	assert_non_null(t);
-	assert_int_equal(spool_txn_write(t, BODY, sizeof(BODY) - 1), 0);
+	assert_int_equal(spool_txn_write(t, body, strlen(body)), 0);
 	spool_commit_batch(sp, &t, 1);
 	assert_int_equal(spool_txn_error(t), 0);
 	spool_txn_free(&t);
 	util_strlcpy(qid, env.id, 17);
 	envelope_clear(&env);
 	spool_free(&sp);
+}
+
+static void
+make_queued(struct fx *f, int64_t arrival, const char *const *rcpts,
+    size_t n, char qid[17])
+{
+	make_queued_body(f, arrival, rcpts, n, BODY, qid);
 }
 
 /* Journal "recipient i deferred until next" into a stopped spool. */
@@ -1210,6 +1220,223 @@ test_local_deferral_reply_is_generic(void **state)
 	stop_child(f, 0);
 }
 
+/* The only entry of directory <f->dir>/sub, into name. */
+static void
+only_entry(struct fx *f, const char *sub, char *name, size_t namesize)
+{
+	char p[512];
+	DIR *d;
+	struct dirent *de;
+	int n = 0;
+
+	snprintf(p, sizeof(p), "%s/%s", f->dir, sub);
+	d = opendir(p);
+	assert_non_null(d);
+	while ((de = readdir(d)) != NULL)
+		if (de->d_name[0] != '.') {
+			util_strlcpy(name, de->d_name, namesize);
+			n++;
+		}
+	closedir(d);
+	assert_int_equal(n, 1);
+}
+
+/* What a mail reader does: new/<x> -> cur/<x>:2,S in a Maildir. */
+static void
+read_by_user(struct fx *f, const char *maildir)
+{
+	char sub[256], name[300], from[1000], to[1000];
+
+	snprintf(sub, sizeof(sub), "%s/new", maildir);
+	only_entry(f, sub, name, sizeof(name));
+	snprintf(from, sizeof(from), "%s/%s/new/%s", f->dir, maildir, name);
+	snprintf(to, sizeof(to), "%s/%s/cur/%s:2,S", f->dir, maildir, name);
+	assert_int_equal(rename(from, to), 0);
+}
+
+/*
+ * A crash after the Maildir rename and before the journal: the next start
+ * delivers the message again and finds each copy by its name. bob's, which
+ * his mail reader has moved to cur/ and flagged meanwhile, counts as
+ * delivered (for bob, and for team, which reaches bob too); carol's was
+ * never written and is. The tmp/ file the crashed delivery left in
+ * carol's Maildir (another process's name) goes at recovery.
+ */
+static void
+test_recovery_finds_earlier_copy(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost", "team@localhost" };
+	char qid[17], err[256], path[700], tmpname[300];
+	struct spool *sp;
+	struct spool_msg *m;
+	struct maildir_msg mm;
+	size_t len;
+	int basefd, fd;
+
+	make_queued(f, (int64_t)time(NULL), rcpts, 2, qid);
+	sp = spool_open(f->spool, (uid_t)-1, (gid_t)-1, err, sizeof(err));
+	assert_non_null(sp);
+	m = spool_msg_load(sp, qid, err, sizeof(err));
+	assert_non_null(m);
+	/* the crashed run: bob's copy written, carol's half written */
+	mm.return_path = "old@example.org";
+	mm.delivered_to = "bob@localhost";
+	mm.body = spool_msg_body(m, &len);
+	mm.len = len;
+	mm.id = qid;
+	mm.tag = spool_msg_inode(m);
+	mm.arrival_us = spool_id_time_us(qid);
+	snprintf(path, sizeof(path), "%s/mail/localhost/carol/tmp", f->dir);
+	assert_int_equal(util_mkdirs(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/mail", f->dir);
+	basefd = open(path, O_RDONLY | O_DIRECTORY);
+	assert_true(basefd >= 0);
+	assert_int_equal(maildir_deliver(basefd, "localhost/bob", &mm, 0, NULL,
+	    0), 0);
+	close(basefd);
+	read_by_user(f, "mail/localhost/bob");
+	mm.delivered_to = "carol@localhost";
+	assert_int_equal(maildir_name(&mm, true, tmpname, sizeof(tmpname)), 0);
+	snprintf(path, sizeof(path), "%s/mail/localhost/carol/tmp/%s", f->dir,
+	    tmpname);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "Return-Path: <old@", 18), 18);
+	close(fd);
+	spool_msg_close(&m);
+	spool_free(&sp);
+	usleep(50 * 1000);   /* file system time stamps are coarse */
+
+	start_child(f);
+	wait_queue_gone(f, qid);
+	wait_count(f, "mail/localhost/carol/tmp", 0);
+	assert_int_equal(count_sub(f, "mail/localhost/bob/new"), 0);
+	assert_int_equal(count_sub(f, "mail/localhost/bob/cur"), 1);
+	assert_int_equal(count_sub(f, "mail/localhost/bob/tmp"), 0);
+	assert_int_equal(count_sub(f, "mail/localhost/carol/new"), 1);
+	stop_child(f, 0);
+}
+
+/*
+ * An alias whose expansion half failed is retried as a whole: the
+ * mailbox that got the message finds its copy (in cur/, read meanwhile)
+ * and gets no second one.
+ */
+static void
+test_alias_retry_no_second_copy(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "team@localhost" };
+	char qid[17], path[256];
+	int fd;
+
+	f->cfg.retry_min = 1;
+	f->cfg.retry_max = 1;
+	/* carol's Maildir cannot be made: a file where its directory goes */
+	snprintf(path, sizeof(path), "%s/mail/localhost", f->dir);
+	assert_int_equal(util_mkdirs(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/mail/localhost/carol", f->dir);
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	assert_true(fd >= 0);
+	close(fd);
+	start_child(f);
+	submit(f, 1, rcpts, 1, BODY, qid);
+	wait_journal(f, qid, "\nT 0 ");
+	wait_count(f, "mail/localhost/bob/new", 1);
+	/* bob reads his copy; only then can carol's Maildir be made, so
+	 * every retry before that fails again */
+	read_by_user(f, "mail/localhost/bob");
+	assert_int_equal(unlink(path), 0);
+	wait_queue_gone(f, qid);
+	assert_int_equal(count_sub(f, "mail/localhost/carol/new"), 1);
+	assert_int_equal(count_sub(f, "mail/localhost/bob/new"), 0);
+	assert_int_equal(count_sub(f, "mail/localhost/bob/cur"), 1);
+	stop_child(f, 0);
+}
+
+/* A message with n Received: fields (and with decoys, which must not
+ * count: a folded line, another field name, the body). Static buffer. */
+static const char *
+hops_body(unsigned n)
+{
+	static char buf[16384];
+	size_t o = 0;
+
+	for (unsigned i = 0; i < n; i++)
+		o += (size_t)snprintf(buf + o, sizeof(buf) - o,
+		    "%s from hop%u.test by mx.test; Mon, 1 Jan 2024 00:00:00 +0000\r\n",
+		    i % 3 == 0 ? "Received:" : i % 3 == 1 ? "RECEIVED :" :
+		    "received\t:", i);
+	snprintf(buf + o, sizeof(buf) - o, "\tReceived: folded into the last\r\n"
+	    "X-Received: from elsewhere\r\nSubject: hops\r\n\r\n"
+	    "Received: from the body\r\n");
+	return buf;
+}
+
+/*
+ * RFC 5321 6.3: a queued message with more Received: fields than
+ * max_received_headers (100 by default) is neither delivered nor
+ * relayed: every recipient fails with 5.4.6 and the sender gets one
+ * report. One with exactly the limit goes through.
+ */
+static void
+test_mail_loop_at_delivery(void **state)
+{
+	struct fx *f = *state;
+	static const char *const rcpts[] = { "bob@localhost", "x@far.test" };
+	static const char *const ok_rcpts[] = { "carol@localhost" };
+	char loop_qid[17], ok_qid[17];
+	struct got_job r;
+	int64_t now = (int64_t)time(NULL);
+
+	make_queued_body(f, now, rcpts, 2, hops_body(101), loop_qid);
+	make_queued_body(f, now, ok_rcpts, 1, hops_body(100), ok_qid);
+	f->use_relay = true;
+	start_child(f);
+	relay_expect_job(f, &r);   /* the report, and no job for far.test */
+	assert_memory_equal(r.head, "domain example.org\n", 19);
+	assert_non_null(strstr(r.body, "Final-Recipient: rfc822;bob@localhost\r\n"
+	    "Action: failed\r\nStatus: 5.4.6\r\n"));
+	assert_non_null(strstr(r.body, "Final-Recipient: rfc822;x@far.test\r\n"
+	    "Action: failed\r\nStatus: 5.4.6\r\n"));
+	assert_non_null(strstr(r.body, "554 5.4.6 Too many"));
+	wait_queue_gone(f, loop_qid);
+	wait_count(f, "mail/localhost/carol/new", 1);
+	wait_queue_gone(f, ok_qid);
+	relay_answer(f, r.id, "via mx.example.org 127.0.0.4 -\n0 D 250 2.0.0 Ok\n");
+	assert_false(relay_readable(f, 500));
+	assert_int_equal(count_sub(f, "mail/localhost/bob"), 0);
+	stop_child(f, 0);
+}
+
+/* The limit is the option's: with max_received_headers 1, two fields
+ * are a loop and one is not. */
+static void
+test_mail_loop_limit_option(void **state)
+{
+	struct fx *f = *state;
+	static const char *const bob[] = { "bob@localhost" };
+	static const char *const carol[] = { "carol@localhost" };
+	char loop_qid[17], ok_qid[17];
+	struct got_job r;
+	int64_t now = (int64_t)time(NULL);
+
+	f->cfg.max_received_headers = 1;
+	make_queued_body(f, now, bob, 1, hops_body(2), loop_qid);
+	make_queued_body(f, now, carol, 1, hops_body(1), ok_qid);
+	f->use_relay = true;
+	start_child(f);
+	relay_expect_job(f, &r);
+	assert_non_null(strstr(r.body, "Final-Recipient: rfc822;bob@localhost\r\n"
+	    "Action: failed\r\nStatus: 5.4.6\r\n"));
+	wait_count(f, "mail/localhost/carol/new", 1);
+	wait_queue_gone(f, loop_qid);
+	assert_int_equal(count_sub(f, "mail/localhost/bob"), 0);
+	relay_answer(f, r.id, "via mx.example.org 127.0.0.4 -\n0 D 250 2.0.0 Ok\n");
+	stop_child(f, 0);
+}
+
 /*
  * max_relay_connections_per_domain 1: three messages to one domain go
  * one at a time, while a message to another domain is not held up.
@@ -1505,6 +1732,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_report_spool_failure_no_redelivery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_owed_report_after_restart, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_local_deferral_reply_is_generic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_recovery_finds_earlier_copy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_alias_retry_no_second_copy, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mail_loop_at_delivery, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_mail_loop_limit_option, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_per_domain_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_global_limit, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relay_recovery, setup, teardown),
