@@ -369,7 +369,8 @@ static const struct option top_opts[] = {
 	  "message arrives (552 5.3.4)." },
 	{ "max_recipients", T_UINT, "N", "100", NULL, 1, 10000, false,
 	  TOP(max_recipients), NULL, NULL,
-	  "Recipients per transaction; more RCPT commands get 452 4.5.3 "
+	  "Accepted RCPT commands per transaction, duplicates included (a "
+	  "duplicate gets one copy but counts); more get 452 4.5.3 "
 	  "(RFC 5321 4.5.3.1.10)." },
 	{ "max_received_headers", T_UINT, "N", "100", NULL, 1, 1000, false,
 	  TOP(max_received_headers), NULL, NULL,

@@ -78,6 +78,7 @@ enum body_error {
 struct transaction {
 	struct envelope env;
 	unsigned rcpt_attempts;  /* RCPT commands seen (valid or not) */
+	unsigned rcpt_accepted;  /* RCPT commands answered 250, duplicates too */
 	void *qtxn;              /* queue transaction, NULL if none */
 	char queue_id[QUEUE_ID_LEN + 1];
 	bool bdat;               /* content comes by BDAT */
@@ -1371,6 +1372,7 @@ rcpt_accept(struct smtp_session *s, const char *addr, const char *orcpt,
 	}
 	envelope_add_rcpt(&t->env, addr, orcpt, notify);
 out:
+	t->rcpt_accepted++;
 	reply(s, "250 2.1.5 Ok");
 	log_info("smtp session=%s event=rcpt to=<%s> result=%s", s->id, q, verdict);
 }
@@ -1436,8 +1438,11 @@ do_rcpt(struct smtp_session *s, const char *args, size_t len)
 	}
 	t->rcpt_attempts++;
 	/* RFC 5321 4.5.3.1.10: 452 for too many recipients; the client
-	 * sends the rest in another transaction. */
-	if (t->env.nrcpts >= s->cfg->max_recipients) {
+	 * sends the rest in another transaction. The limit counts accepted
+	 * RCPT commands, not distinct recipients: duplicates are folded into
+	 * one copy, but each still costs a command and a log line, so they
+	 * must not let one transaction run without bound. */
+	if (t->rcpt_accepted >= s->cfg->max_recipients) {
 		reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}

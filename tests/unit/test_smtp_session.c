@@ -659,6 +659,39 @@ test_too_many_recipients_and_errors(void **state)
 	stop(&t);
 }
 
+/* max_recipients bounds accepted RCPT commands, duplicates included:
+ * folding duplicates into one copy must not make the limit endless. */
+static void
+test_duplicate_recipients_count(void **state)
+{
+	struct t t;
+
+	start(&t, "max_message_size 4K\nmax_recipients 3\nmax_errors 20", false);
+	ehlo(&t);
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "RCPT TO:<ALICE@example.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "RCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n"
+	    "452 4.5.3 Error: too many recipients\r\n"
+	    "452 4.5.3 Error: too many recipients\r\n");
+	/* rejected recipients do not count against the limit */
+	EXPECT_PREFIX(&t, "DATA\r\nx\r\n.\r\n", "354 ");
+	assert_int_equal(t.q.msgs[0].env.nrcpts, 1);
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<nobody@example.test>\r\n"
+	    "RCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
+	    "RCPT TO:<bob@example.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "RCPT TO:<alice@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n"
+	    "550 5.1.1 <nobody@example.test>: Recipient address rejected: User unknown\r\n"
+	    "550 5.1.1 <nobody@example.test>: Recipient address rejected: User unknown\r\n"
+	    "250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n"
+	    "452 4.5.3 Error: too many recipients\r\n");
+	/* a new transaction starts from zero */
+	EXPECT(&t, "RSET\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<bob@example.test>\r\n",
+	    "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	stop(&t);
+}
+
 static void
 test_bdat(void **state)
 {
@@ -1337,6 +1370,7 @@ main(void)
 		cmocka_unit_test(test_params),
 		cmocka_unit_test(test_relay_and_addresses),
 		cmocka_unit_test(test_too_many_recipients_and_errors),
+		cmocka_unit_test(test_duplicate_recipients_count),
 		cmocka_unit_test(test_bdat),
 		cmocka_unit_test(test_queue_failures),
 		cmocka_unit_test(test_timeout),
