@@ -1620,25 +1620,21 @@ do_bdat(struct smtp_session *s, const char *args, size_t len)
 		reply(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]");
 		return;
 	}
-	const char *why = NULL;
-	if (i < len && args[i] != ' ') {
-		/* "BDAT 1x": no trustworthy size, nothing to consume. */
+	/* RFC 3030 2: bdat-cmd = "BDAT" SP chunk-size [SP end-marker] CRLF,
+	 * end-marker = "LAST" (case-insensitive). Anything else ("BDAT 1x",
+	 * "BDAT 10 FOO", a trailing space) is no BDAT command at all: a 501
+	 * at once, and what follows is read as commands, as Postfix does.
+	 * Only a well-formed command that fails has its chunk consumed. */
+	if (i < len && (args[i] != ' ' ||
+	    !util_ascii_casecmp_n(args + i + 1, len - i - 1, "LAST", 4))) {
 		reply(s, "501 5.5.4 Syntax: BDAT chunk-size [LAST]");
 		return;
 	}
-	if (i < len) {
-		if (!util_ascii_casecmp_n(args + i + 1, len - i - 1, "LAST", 4))
-			/* The size is known: the chunk is still consumed, so
-			 * its octets can never be taken for commands. */
-			why = "501 5.5.4 Syntax: BDAT chunk-size [LAST]";
-		else
-			last = true;
-	}
+	last = i < len;
 
+	const char *why = NULL;
 	bool ok = true;
-	if (why != NULL)
-		;
-	else if (s->state == STATE_NEW)
+	if (s->state == STATE_NEW)
 		why = "503 5.5.1 Error: send HELO/EHLO first";
 	else if (s->state != STATE_MAIL)
 		why = "503 5.5.1 Error: need MAIL command";

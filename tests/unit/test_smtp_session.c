@@ -712,14 +712,56 @@ test_bdat(void **state)
 	assert_string_equal(body, "Subject: x\r\n\r\n.\r\nab\r\n");
 	free(body);
 	EXPECT(&t, "BDAT x\r\n", "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n");
-	/* a bad BDAT line with a valid size still consumes its chunk */
-	EXPECT(&t, "BDAT 12 LAST \r\nNOOP\r\nNOOP\r\n", "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n");
 	/* RCPT between chunks: the envelope is already with the queue */
 	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nBDAT 3\r\nabc",
 	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 3 octets received\r\n");
 	EXPECT(&t, "RCPT TO:<bob@example.test>\r\n", "503 5.5.1 Error: RCPT after BDAT\r\n");
 	EXPECT_PREFIX(&t, "BDAT 0 LAST\r\n", "250 2.0.0 Ok: queued as ");
 	assert_int_equal(t.q.msgs[1].env.nrcpts, 1);
+	stop(&t);
+}
+
+/* RFC 3030 2: end-marker = "LAST". A BDAT line with anything else after
+ * the size is a syntax error, answered at once: no octets are taken as a
+ * chunk, the next line is a command. */
+static void
+test_bdat_end_marker(void **state)
+{
+	static const char *const bad[] = {
+		"BDAT 12 LAST \r\n", "BDAT 12 FOO\r\n", "BDAT 12 LASTX\r\n",
+		"BDAT 12 LAS\r\n", "BDAT 12  LAST\r\n", "BDAT 12 \r\n",
+		"BDAT 12 LAST LAST\r\n", "BDAT 0 NOTLAST\r\n",
+	};
+	struct t t;
+	char *body;
+
+	start(&t, "max_message_size 4K\nmax_recipients 3\nmax_errors 40", false);
+	ehlo(&t);
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	for (size_t i = 0; i < nitems(bad); i++) {
+		char in[64];
+
+		snprintf(in, sizeof(in), "%sNOOP\r\nNOOP\r\n", bad[i]);
+		char *got = feed(&t, in);
+		if (strcmp(got, "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n"
+		    "250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n") != 0)
+			fail_msg("%s: got %s", bad[i], got);
+		free(got);
+	}
+	assert_int_equal(t.q.nmsgs, 0);
+	/* the transaction is intact: "LAST" in any case still works */
+	EXPECT_PREFIX(&t, "bdat 10 last\r\nSubject: x", "250 2.0.0 Ok: queued as ");
+	body = stored_body(&t.q.msgs[0]);
+	assert_string_equal(body, "Subject: x\r\n");
+	free(body);
+	EXPECT_PREFIX(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<bob@example.test>\r\n"
+	    "BDAT 10 LAST\r\nSubject: y", "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+	    "250 2.0.0 Ok: queued as ");
+	EXPECT_PREFIX(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<bob@example.test>\r\n"
+	    "BDAT 5 Last\r\nab\r\n\r\n", "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+	    "250 2.0.0 Ok: queued as ");
+	assert_int_equal(t.q.nmsgs, 3);
 	stop(&t);
 }
 
@@ -1372,6 +1414,7 @@ main(void)
 		cmocka_unit_test(test_too_many_recipients_and_errors),
 		cmocka_unit_test(test_duplicate_recipients_count),
 		cmocka_unit_test(test_bdat),
+		cmocka_unit_test(test_bdat_end_marker),
 		cmocka_unit_test(test_queue_failures),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_domain_check),
