@@ -92,6 +92,11 @@ struct transaction {
 	bool pending_cr;         /* body: a CR not yet known to be followed by LF */
 	bool last_nl_bare;       /* body: the last line ending was bare */
 	size_t line_len;
+	/* RFC 5321 6.3: the Received: fields of the header section, counted
+	 * as the content passes (tern's own, prepended, is not among them) */
+	bool in_body;            /* the header section has ended */
+	unsigned nreceived;
+	char line_head[16];      /* the first octets of the current line */
 	uint64_t size;           /* octets stored */
 	enum body_error body_error;
 	const char *fail_reply;  /* queue failure reply, if any */
@@ -273,11 +278,35 @@ body_out(struct smtp_session *s, const char *p, size_t n)
  * bare CR / LF policy, counts line length and size, stages CRLF output.
  * RFC 5321 2.3.8: CR and LF only as the CRLF pair in content.
  */
+/* true if the header line starting with head (n octets of it) is a
+ * Received: field: the name in any case, optional WSP, a colon (RFC 5322
+ * 3.6.7, and the WSP of the obsolete syntax, 4.5). */
+static bool
+is_received_field(const char *head, size_t n)
+{
+	size_t k = 8;
+
+	if (n <= k || !util_ascii_casecmp_n(head, k, "Received", k))
+		return false;
+	while (k < n && (head[k] == ' ' || head[k] == '\t'))
+		k++;
+	return k < n && head[k] == ':';
+}
+
 static void
 body_newline(struct smtp_session *s, bool bare)
 {
 	struct transaction *t = &s->tx;
 	bool empty_line = t->line_len == 0;
+
+	if (!t->in_body) {
+		/* RFC 5322 2.1: the first empty line ends the header section */
+		if (empty_line)
+			t->in_body = true;
+		else if (is_received_field(t->line_head, t->line_len <
+		    sizeof(t->line_head) ? t->line_len : sizeof(t->line_head)))
+			t->nreceived++;
+	}
 
 	if (bare && s->cfg->bare_newline == CONFIG_BARE_NEWLINE_REJECT &&
 	    t->body_error == BODY_OK)
@@ -322,6 +351,12 @@ body_put(struct smtp_session *s, const char *p, size_t n)
 			if (t->size == 0 && (p[i] == ' ' || p[i] == '\t') &&
 			    t->body_error == BODY_OK)
 				t->body_error = BODY_LEADING_WSP;
+			if (!t->in_body && t->line_len < sizeof(t->line_head)) {
+				size_t room = sizeof(t->line_head) - t->line_len;
+
+				memcpy(t->line_head + t->line_len, p + i,
+				    span < room ? span : room);
+			}
 			t->line_len += span;
 			t->size += span;
 			if (t->line_len > BODY_LINE_MAX && t->body_error == BODY_OK)
@@ -833,6 +868,13 @@ content_end(struct smtp_session *s)
 		why = "554 5.6.0 Error: malformed message header: it starts with "
 		    "a continuation line";
 		break;
+	}
+	/* RFC 5321 6.3: a message that passed this many hosts is looping;
+	 * refuse it before it goes round once more. */
+	if (why == NULL && t->nreceived > s->cfg->max_received_headers) {
+		why = "554 5.4.6 Too many Received headers: mail loop";
+		log_info("smtp session=%s event=mail-loop received=%u limit=%u",
+		    s->id, t->nreceived, s->cfg->max_received_headers);
 	}
 	if (why == NULL && t->from_error)
 		why = t->from_buf;

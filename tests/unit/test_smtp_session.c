@@ -765,6 +765,62 @@ test_bdat_end_marker(void **state)
 	stop(&t);
 }
 
+/* RFC 5321 6.3: more Received: fields in the header section than
+ * max_received_headers is a mail loop: 554 5.4.6 at the end of the data,
+ * by DATA or BDAT, and the queue transaction is aborted. Fields in the
+ * body, other names (X-Received:, Received-SPF:) and tern's own
+ * Received: do not count; the name's case and WSP before the colon do
+ * not matter, nor where the input is cut. */
+static void
+test_mail_loop(void **state)
+{
+	static const char three[] =
+	    "Received: from a by b; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+	    "received : from c\r\n\tby d; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+	    "X-Received: not one\r\nReceived-SPF: pass\r\n"
+	    "RECEIVED:\tfrom e by f; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+	    "Subject: loop\r\n\r\n"
+	    "Received: in the body, not a field\r\n";
+	static const char fourth[] = "Received:from g by h; x\r\n";
+	struct t t;
+	char *r, msg[1024];
+
+	start(&t, "max_message_size 4K\nmax_received_headers 3\nmax_errors 20", false);
+	ehlo(&t);
+	/* at the limit: queued */
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	snprintf(msg, sizeof(msg), "%s.\r\n", three);
+	EXPECT_PREFIX(&t, msg, "250 2.0.0 Ok: queued as ");
+	assert_true(t.q.msgs[0].committed);
+	/* one more, fed an octet at a time: refused, nothing queued */
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	snprintf(msg, sizeof(msg), "%s%s.\r\n", fourth, three);
+	for (size_t i = 0; msg[i + 1] != '\0'; i++)
+		free(feed_n(&t, msg + i, 1));
+	EXPECT(&t, "\n", "554 5.4.6 Too many Received headers: mail loop\r\n");
+	assert_false(t.q.msgs[1].committed);
+	assert_true(t.q.msgs[1].aborted);
+	/* the same by BDAT, in two chunks; the session goes on */
+	snprintf(msg, sizeof(msg), "%s%s", fourth, three);
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nBDAT 20\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	free(feed_n(&t, msg, 20));
+	r = malloc(strlen(msg) + 32);
+	snprintf(r, strlen(msg) + 32, "BDAT %zu LAST\r\n%s", strlen(msg) - 20, msg + 20);
+	EXPECT(&t, r, "554 5.4.6 Too many Received headers: mail loop\r\n");
+	free(r);
+	assert_false(t.q.msgs[2].committed);
+	assert_true(t.q.msgs[2].aborted);
+	snprintf(msg, sizeof(msg), "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "BDAT %zu LAST\r\n%s", strlen(three), three);
+	EXPECT_PREFIX(&t, msg, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued as ");
+	assert_true(t.q.msgs[3].committed);
+	EXPECT(&t, "NOOP\r\n", "250 2.0.0 Ok\r\n");
+	stop(&t);
+}
+
 static void
 test_queue_failures(void **state)
 {
@@ -1415,6 +1471,7 @@ main(void)
 		cmocka_unit_test(test_duplicate_recipients_count),
 		cmocka_unit_test(test_bdat),
 		cmocka_unit_test(test_bdat_end_marker),
+		cmocka_unit_test(test_mail_loop),
 		cmocka_unit_test(test_queue_failures),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_domain_check),
