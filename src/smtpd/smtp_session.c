@@ -131,7 +131,13 @@ struct smtp_session {
 	bool esmtp;
 	char helo[HELO_MAX + 1];
 	unsigned nerrors;
+	unsigned njunk;                /* commands that moved no mail */
 	unsigned nmessages;
+	/* the data deadline (mono ms) while message data flows: timeout_data
+	 * that arriving octets extend at min_data_rate (deadline_credit()) */
+	bool data_budget;              /* data_deadline is running */
+	int64_t data_deadline;
+	int64_t data_last_input;       /* when the last data octets came */
 	bool in_process;               /* re-entrancy guard */
 	bool skipping_line;            /* discarding an over-long command line */
 	bool last_cmd_crlf;            /* the last command ended with CRLF */
@@ -217,15 +223,102 @@ session_close(struct smtp_session *s)
 	s->io->close(s->io_arg);
 }
 
-static void
-set_timeout_for_state(struct smtp_session *s)
+/* ------------------------------------------------------------------ */
+/* deadlines (the slow-drip defence)
+ *
+ * The client has timeout_greeting to complete HELO/EHLO, timeout_command
+ * for each command line, counted from the end of the line before (or
+ * from a reply that waited for the queue), and during message data a
+ * budget: timeout_data, which arriving octets extend by the time they
+ * take at min_data_rate, never past timeout_data from now. These are
+ * deadlines: partial input does not move them, so a client that sends
+ * one octet at a time cannot hold a connection for ever. Time the
+ * session spends waiting for the queue, a resolver or the AUTH verifier
+ * is never counted against the client.
+ */
+
+/* Message data flows: DATA content, or a BDAT transaction from its first
+ * chunk to its last (the BDAT lines between chunks included). */
+static bool
+in_content(const struct smtp_session *s)
 {
-	if (s->state == STATE_DATA || s->state == STATE_BDAT)
-		s->io->set_timeout(s->io_arg, s->cfg->timeout_data);
-	else if (s->state == STATE_NEW)
-		s->io->set_timeout(s->io_arg, s->cfg->timeout_greeting);
+	return s->state == STATE_DATA || s->state == STATE_BDAT ||
+	    (s->state == STATE_MAIL && s->tx.bdat);
+}
+
+static void
+deadline_set(struct smtp_session *s, int64_t ms)
+{
+	s->io->set_deadline(s->io_arg, ms < 1 ? 1 : (unsigned)ms);
+}
+
+/* Arm the deadline for what the session waits for now. */
+static void
+deadline_arm(struct smtp_session *s)
+{
+	if (s->closing || s->state == STATE_TLS)
+		return;   /* the transport bounds the flush or the handshake */
+	if (s->state == STATE_WAIT) {
+		s->data_budget = false;   /* a fresh one when data resumes */
+		s->io->set_deadline(s->io_arg, 0);
+		return;
+	}
+	if (in_content(s)) {
+		int64_t now = util_mono_ms();
+
+		if (!s->data_budget) {
+			s->data_budget = true;
+			s->data_deadline = now + (int64_t)s->cfg->timeout_data * 1000;
+			s->data_last_input = now;
+		}
+		deadline_set(s, s->data_deadline - now);
+		return;
+	}
+	s->data_budget = false;
+	deadline_set(s, (int64_t)(s->state == STATE_NEW ?
+	    s->cfg->timeout_greeting : s->cfg->timeout_command) * 1000);
+}
+
+/* n octets of message data arrived: they buy n / min_data_rate seconds,
+ * up to timeout_data from now. */
+static void
+deadline_credit(struct smtp_session *s, size_t n)
+{
+	int64_t now, cap;
+
+	if (n == 0 || !in_content(s))
+		return;
+	if (!s->data_budget)
+		deadline_arm(s);
+	now = util_mono_ms();
+	cap = now + (int64_t)s->cfg->timeout_data * 1000;
+	s->data_last_input = now;
+	if (s->cfg->min_data_rate == 0)
+		s->data_deadline = cap;
+	else {
+		if (s->data_deadline < now)
+			s->data_deadline = now;
+		s->data_deadline += (int64_t)((uint64_t)n * 1000 /
+		    s->cfg->min_data_rate);
+		if (s->data_deadline > cap)
+			s->data_deadline = cap;
+	}
+	deadline_set(s, s->data_deadline - now);
+}
+
+/* A whole command line of rawlen octets was read and handled: the next
+ * one gets a fresh deadline, except before HELO/EHLO (timeout_greeting
+ * bounds the whole greeting phase) and within BDAT transactions (the
+ * line is data transfer too). */
+static void
+deadline_line_done(struct smtp_session *s, size_t rawlen)
+{
+	if (s->state == STATE_NEW)
+		return;
+	if (in_content(s))
+		deadline_credit(s, rawlen);
 	else
-		s->io->set_timeout(s->io_arg, s->cfg->timeout_command);
+		deadline_arm(s);
 }
 
 /* ------------------------------------------------------------------ */
@@ -405,7 +498,7 @@ static void
 wait_queue(struct smtp_session *s)
 {
 	s->state = STATE_WAIT;
-	s->io->set_timeout(s->io_arg, 0);
+	deadline_arm(s);
 }
 
 static void
@@ -413,7 +506,7 @@ resume(struct smtp_session *s, enum session_state st)
 {
 	s->state = st;
 	if (!s->closing)
-		set_timeout_for_state(s);
+		deadline_arm(s);
 	if (!s->in_process) {
 		smtp_session_process(s);
 		if (s->io->progress != NULL)
@@ -833,6 +926,7 @@ commit_done(void *arg, const struct queue_result *res)
 		log_info("smtp session=%s event=queued id=%s size=%" PRIu64
 		    " nrcpt=%zu", s->id, res->queue_id, t->size, t->env.nrcpts);
 		s->nmessages++;
+		s->njunk = 0;   /* a session that delivers mail is no idler */
 	} else {
 		copy_fail_reply(s, res);
 		reply_raw(s, t->fail_reply);
@@ -886,7 +980,7 @@ content_end(struct smtp_session *s)
 		    t->queue_id[0] ? t->queue_id : "-", why);
 		tx_reset(s);
 		s->state = STATE_READY;
-		set_timeout_for_state(s);
+		deadline_arm(s);
 		return;
 	}
 	wait_queue(s);
@@ -1003,6 +1097,28 @@ auth_usable(const struct smtp_session *s)
 	    s->listener->auth_plaintext);
 }
 
+/*
+ * One more command that moves no mail (Postfix's junk commands: NOOP,
+ * RSET, HELP, VRFY, a repeated HELO/EHLO, RCPT past max_recipients).
+ * Each costs the client nothing and would restart its deadline, so a
+ * session may send max_junk_commands of them; the next one ends it with
+ * 421 4.7.0. Returns false when it did.
+ */
+static bool
+junk_ok(struct smtp_session *s)
+{
+	if (s->njunk < s->cfg->max_junk_commands) {
+		s->njunk++;
+		return true;
+	}
+	reply(s, "421 4.7.0 %s Error: too many commands without mail",
+	    s->cfg->hostname);
+	log_info("smtp session=%s event=disconnect reason=junk-commands "
+	    "count=%u", s->id, s->njunk);
+	session_close(s);
+	return false;
+}
+
 static bool
 need_helo(struct smtp_session *s)
 {
@@ -1050,13 +1166,15 @@ do_helo_common(struct smtp_session *s, const char *args, size_t len, bool esmtp)
 		reply(s, "501 5.5.4 Syntax: %s hostname", verb);
 		return;
 	}
+	if (s->helo[0] != '\0' && !junk_ok(s))
+		return;
 	/* RFC 5321 4.1.4: EHLO/HELO resets the transaction state. */
 	tx_reset(s);
 	memcpy(s->helo, args, len);
 	s->helo[len] = '\0';
 	s->esmtp = esmtp;
 	s->state = STATE_READY;
-	set_timeout_for_state(s);
+	deadline_arm(s);
 	if (!esmtp) {
 		reply(s, "250 %s", s->cfg->hostname);
 		return;
@@ -1485,6 +1603,8 @@ do_rcpt(struct smtp_session *s, const char *args, size_t len)
 	 * one copy, but each still costs a command and a log line, so they
 	 * must not let one transaction run without bound. */
 	if (t->rcpt_accepted >= s->cfg->max_recipients) {
+		if (!junk_ok(s))
+			return;
 		reply(s, "452 4.5.3 Error: too many recipients");
 		return;
 	}
@@ -1702,7 +1822,7 @@ do_bdat(struct smtp_session *s, const char *args, size_t len)
 		return;
 	}
 	s->state = STATE_BDAT;
-	set_timeout_for_state(s);
+	deadline_arm(s);
 }
 
 /* A BDAT chunk has been read completely. */
@@ -1717,7 +1837,7 @@ bdat_chunk_done(struct smtp_session *s)
 		/* A failed chunk ends the transaction (RFC 3030 4). */
 		tx_reset(s);
 		s->state = s->helo[0] != '\0' ? STATE_READY : STATE_NEW;
-		set_timeout_for_state(s);
+		deadline_arm(s);
 		return;
 	}
 	if (!t->bdat_last) {
@@ -1730,7 +1850,7 @@ bdat_chunk_done(struct smtp_session *s)
 			reply(s, "250 2.0.0 %" PRIu64 " octets received", t->chunk_size);
 			s->state = STATE_MAIL;
 		}
-		set_timeout_for_state(s);
+		deadline_arm(s);
 		return;
 	}
 	content_end(s);
@@ -1757,7 +1877,7 @@ auth_end(struct smtp_session *s)
 	s->auth_step = AUTH_STEP_NONE;
 	explicit_bzero(s->auth_try, sizeof(s->auth_try));
 	s->state = STATE_READY;
-	set_timeout_for_state(s);
+	deadline_arm(s);
 }
 
 static void
@@ -1895,7 +2015,7 @@ auth_response(struct smtp_session *s, const char *line, size_t len)
 		s->auth_try[n] = '\0';
 		s->auth_step = AUTH_STEP_LOGIN_PASS;
 		s->state = STATE_AUTH;
-		set_timeout_for_state(s);
+		deadline_arm(s);
 		reply(s, "334 UGFzc3dvcmQ6");        /* "Password:" */
 		break;
 	case AUTH_STEP_LOGIN_PASS:
@@ -1966,7 +2086,7 @@ do_auth(struct smtp_session *s, const char *args, size_t len)
 		}
 		/* RFC 4954 4: an empty challenge is "334 " */
 		s->state = STATE_AUTH;
-		set_timeout_for_state(s);
+		deadline_arm(s);
 		evbuffer_add(s->out, "334 \r\n", 6);
 		return;
 	}
@@ -1979,7 +2099,7 @@ do_auth(struct smtp_session *s, const char *args, size_t len)
 			return;
 		}
 		s->state = STATE_AUTH;
-		set_timeout_for_state(s);
+		deadline_arm(s);
 		reply(s, "334 VXNlcm5hbWU6");        /* "Username:" */
 		return;
 	}
@@ -2033,7 +2153,7 @@ read_auth_line(struct smtp_session *s)
 static void
 do_rset(struct smtp_session *s, const char *args, size_t len)
 {
-	if (!no_args(s, len, "RSET"))
+	if (!no_args(s, len, "RSET") || !junk_ok(s))
 		return;
 	tx_reset(s);
 	if (s->state != STATE_NEW)
@@ -2045,7 +2165,8 @@ static void
 do_noop(struct smtp_session *s, const char *args, size_t len)
 {
 	/* RFC 5321 4.1.1.9: a parameter may be given and is ignored. */
-	reply(s, "250 2.0.0 Ok");
+	if (junk_ok(s))
+		reply(s, "250 2.0.0 Ok");
 }
 
 static void
@@ -2055,6 +2176,8 @@ do_vrfy(struct smtp_session *s, const char *args, size_t len)
 		reply(s, "501 5.5.4 Syntax: VRFY address");
 		return;
 	}
+	if (!junk_ok(s))
+		return;
 	/* RFC 5321 3.5.3: 252 when we will not say (address harvesting). */
 	reply(s, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
 }
@@ -2062,7 +2185,8 @@ do_vrfy(struct smtp_session *s, const char *args, size_t len)
 static void
 do_help(struct smtp_session *s, const char *args, size_t len)
 {
-	reply(s, "214 2.0.0 Commands: EHLO HELO AUTH MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT");
+	if (junk_ok(s))
+		reply(s, "214 2.0.0 Commands: EHLO HELO AUTH MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT");
 }
 
 static void
@@ -2105,8 +2229,7 @@ do_starttls(struct smtp_session *s, const char *args, size_t len)
 	/* Nothing more is read in clear text: the transport discards what
 	 * the client pipelined after the command (RFC 3207 5). */
 	s->state = STATE_TLS;
-	s->io->set_timeout(s->io_arg, s->cfg->timeout_command);
-	s->io->starttls(s->io_arg);
+	s->io->starttls(s->io_arg);   /* it bounds the handshake */
 }
 
 static void
@@ -2217,19 +2340,19 @@ read_command(struct smtp_session *s)
 		s->skipping_line = false;
 		evbuffer_drain(s->in, rawlen);
 		reply(s, "500 5.5.2 Error: line too long");
-		return 1;
-	}
-	if (!crlf && s->cfg->bare_newline == CONFIG_BARE_NEWLINE_REJECT) {
+	} else if (!crlf && s->cfg->bare_newline == CONFIG_BARE_NEWLINE_REJECT) {
 		evbuffer_drain(s->in, rawlen);
 		reply(s, "500 5.5.2 Error: bare <LF> received; commands must end with <CR><LF>");
-		return 1;
+	} else {
+		char buf[SMTP_SESSION_PARAM_LINE_MAX + 1];
+
+		memcpy(buf, line, len);
+		buf[len] = '\0';
+		evbuffer_drain(s->in, rawlen);
+		s->last_cmd_crlf = crlf;
+		dispatch(s, buf, len, rawlen);
 	}
-	char buf[SMTP_SESSION_PARAM_LINE_MAX + 1];
-	memcpy(buf, line, len);
-	buf[len] = '\0';
-	evbuffer_drain(s->in, rawlen);
-	s->last_cmd_crlf = crlf;
-	dispatch(s, buf, len, rawlen);
+	deadline_line_done(s, rawlen);
 	return 1;
 }
 
@@ -2308,6 +2431,7 @@ data_feed(struct smtp_session *s)
 			consumed += i;
 		}
 		evbuffer_drain(s->in, consumed);
+		deadline_credit(s, consumed);
 		if (end)
 			return true;
 		if (consumed == 0) {
@@ -2340,12 +2464,28 @@ bdat_feed(struct smtp_session *s)
 		if (!t->bdat_failed)
 			body_put(s, p, n);
 		evbuffer_drain(s->in, n);
+		deadline_credit(s, n);
 		t->chunk_left -= n;
 		if (t->chunk_left > 0 && s->qops->congested != NULL &&
 		    s->qops->congested(s->qctx))
 			return false;
 	}
 	return true;
+}
+
+/*
+ * Message data stopped: for more input, or because the queue is behind.
+ * While it is behind the client is not timed out (its octets wait in our
+ * buffers, or the transport stops reading them); a fresh budget starts
+ * when data flows again.
+ */
+static void
+data_paused(struct smtp_session *s)
+{
+	if (s->qops->congested == NULL || !s->qops->congested(s->qctx))
+		return;
+	s->data_budget = false;
+	s->io->set_deadline(s->io_arg, 0);
 }
 
 static void
@@ -2360,19 +2500,25 @@ session_process_input(struct smtp_session *s)
 		}
 		if (evbuffer_get_length(s->out) > SMTP_SESSION_OUTPUT_MAX)
 			return;   /* resumed when the client reads its replies */
+		if (in_content(s) && !s->data_budget)
+			deadline_arm(s);   /* after a pause for the queue */
 		switch (s->state) {
 		case STATE_WAIT:
 		case STATE_TLS:
 		case STATE_CLOSED:
 			return;
 		case STATE_DATA:
-			if (!data_feed(s))
+			if (!data_feed(s)) {
+				data_paused(s);
 				return;
+			}
 			content_end(s);
 			break;
 		case STATE_BDAT:
-			if (!bdat_feed(s))
+			if (!bdat_feed(s)) {
+				data_paused(s);
 				return;
+			}
 			bdat_chunk_done(s);
 			break;
 		case STATE_AUTH:
@@ -2461,7 +2607,7 @@ smtp_session_tls_started(struct smtp_session *s, struct evbuffer *in,
 	s->auth_user = NULL;
 	s->auth_step = AUTH_STEP_NONE;
 	s->state = STATE_NEW;
-	set_timeout_for_state(s);
+	deadline_arm(s);
 }
 
 void
@@ -2485,7 +2631,7 @@ smtp_session_start(struct smtp_session *s)
 	}
 	/* No enhanced code on the greeting (RFC 2034 4). */
 	evbuffer_add_printf(s->out, "220 %s ESMTP tern\r\n", s->cfg->hostname);
-	set_timeout_for_state(s);
+	deadline_arm(s);
 }
 
 void
@@ -2501,10 +2647,28 @@ smtp_session_process(struct smtp_session *s)
 void
 smtp_session_timeout(struct smtp_session *s)
 {
+	const char *stage = s->state == STATE_NEW ? "greeting" :
+	    s->state == STATE_AUTH ? "auth" : in_content(s) ? "data" :
+	    "command";
+
 	if (s->closing)
 		return;
-	reply(s, "421 4.4.2 %s Error: timeout exceeded", s->cfg->hostname);
-	log_info("smtp session=%s event=disconnect reason=timeout", s->id);
+	if (in_content(s) && s->cfg->min_data_rate > 0 &&
+	    util_mono_ms() - s->data_last_input <
+	    (int64_t)s->cfg->timeout_data * 1000) {
+		/* octets kept coming, too few of them */
+		reply(s, "421 4.4.2 %s Error: timeout exceeded: data slower "
+		    "than %u bytes/s", s->cfg->hostname, s->cfg->min_data_rate);
+		log_info("smtp session=%s event=disconnect reason=slow-data "
+		    "stage=data size=%" PRIu64, s->id, s->tx.size);
+	} else {
+		reply(s, "421 4.4.2 %s Error: timeout exceeded",
+		    s->cfg->hostname);
+		/* pending: octets of a line that never ended */
+		log_info("smtp session=%s event=disconnect reason=timeout "
+		    "stage=%s pending=%zu", s->id, stage,
+		    evbuffer_get_length(s->in));
+	}
 	session_close(s);
 }
 

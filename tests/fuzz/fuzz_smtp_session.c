@@ -92,7 +92,7 @@ static const struct queue_client_ops fq_ops = { fq_begin, fq_write, fq_commit,
 	fq_abort, NULL };
 
 static void
-io_set_timeout(void *arg, unsigned s)
+io_set_deadline(void *arg, unsigned ms)
 {
 }
 
@@ -102,7 +102,7 @@ io_close(void *arg)
 	*(bool *)arg = true;
 }
 
-static const struct smtp_session_io fio = { .set_timeout = io_set_timeout,
+static const struct smtp_session_io fio = { .set_deadline = io_set_deadline,
 	.close = io_close };
 
 static struct config *cfgs[2];

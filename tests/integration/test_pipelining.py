@@ -18,6 +18,9 @@ from harness import DOMAIN, TernTestCase  # noqa: E402
 
 
 class Pipelining(TernTestCase):
+    # test_long_pipelined_input sends thousands of NOOPs: over the default
+    # max_junk_commands (100), which test_limits.py covers
+    TERN_OPTIONS = {"options": {"max_junk_commands": "10000"}}
 
     def test_group_then_content(self):
         u1, u2 = self.tern.fresh_user(), self.tern.fresh_user()
