@@ -206,6 +206,36 @@ auth_response(struct smtp_session *s, const char *line, size_t len)
 	explicit_bzero(dec, sizeof(dec));
 }
 
+/* The mechanisms, with the step their first response is and the
+ * challenge that asks for it when the AUTH line has none. */
+static const struct {
+	const char *name;
+	enum auth_step step;
+	const char *challenge;
+} mechs[] = {
+	/* RFC 4954 4: an empty challenge is "334 " */
+	{ "PLAIN", AUTH_STEP_PLAIN, "334 " },
+	{ "LOGIN", AUTH_STEP_LOGIN_USER, "334 VXNlcm5hbWU6" },   /* "Username:" */
+};
+
+/*
+ * The client's address is locked out after too many failed AUTH
+ * attempts (auth.h): 421 4.7.0, a log line and close. Returns true then.
+ */
+bool
+smtp_auth_cmd_refuse_throttled(struct smtp_session *s)
+{
+	if (s->aops->throttled == NULL ||
+	    !s->aops->throttled(s->actx, s->client->addr))
+		return false;
+	smtp_session_reply(s, "421 4.7.0 %s Error: too many failed "
+	    "authentications, try again later", s->cfg->hostname);
+	log_info("smtp session=%s event=disconnect reason=auth-throttled",
+	    s->id);
+	smtp_session_close(s);
+	return true;
+}
+
 void
 smtp_auth_cmd_do_auth(struct smtp_session *s, const char *args, size_t len)
 {
@@ -232,15 +262,8 @@ smtp_auth_cmd_do_auth(struct smtp_session *s, const char *args, size_t len)
 		    "authentication mechanism");
 		return;
 	}
-	if (s->aops->throttled != NULL &&
-	    s->aops->throttled(s->actx, s->client->addr)) {
-		smtp_session_reply(s, "421 4.7.0 %s Error: too many failed authentications, "
-		    "try again later", s->cfg->hostname);
-		log_info("smtp session=%s event=disconnect reason=auth-throttled",
-		    s->id);
-		smtp_session_close(s);
+	if (smtp_auth_cmd_refuse_throttled(s))
 		return;
-	}
 	while (ml < len && args[ml] != ' ')
 		ml++;
 	const char *ir = ml < len ? args + ml + 1 : NULL;
@@ -250,30 +273,20 @@ smtp_auth_cmd_do_auth(struct smtp_session *s, const char *args, size_t len)
 		return;
 	}
 	s->auth_try[0] = '\0';
-	if (util_ascii_casecmp_n(args, ml, "PLAIN", 5)) {
-		s->auth_mech = "PLAIN";
-		s->auth_step = AUTH_STEP_PLAIN;
+	for (size_t i = 0; i < nitems(mechs); i++) {
+		if (!util_ascii_casecmp_n(args, ml, mechs[i].name,
+		    strlen(mechs[i].name)))
+			continue;
+		s->auth_mech = mechs[i].name;
+		s->auth_step = mechs[i].step;
 		if (ir != NULL) {
-			auth_response(s, ir, irlen);
-			return;
-		}
-		/* RFC 4954 4: an empty challenge is "334 " */
-		s->state = STATE_AUTH;
-		smtp_session_deadline_arm(s);
-		evbuffer_add(s->out, "334 \r\n", 6);
-		return;
-	}
-	if (util_ascii_casecmp_n(args, ml, "LOGIN", 5)) {
-		s->auth_mech = "LOGIN";
-		s->auth_step = AUTH_STEP_LOGIN_USER;
-		if (ir != NULL) {
-			/* some clients send the user name at once */
+			/* (LOGIN: some clients send the user name at once) */
 			auth_response(s, ir, irlen);
 			return;
 		}
 		s->state = STATE_AUTH;
 		smtp_session_deadline_arm(s);
-		smtp_session_reply(s, "334 VXNlcm5hbWU6");        /* "Username:" */
+		smtp_session_reply_raw(s, mechs[i].challenge);
 		return;
 	}
 	/* RFC 4954 4: 504, 5.5.4 */
@@ -289,25 +302,16 @@ smtp_auth_cmd_do_auth(struct smtp_session *s, const char *args, size_t len)
 int
 smtp_auth_cmd_read_line(struct smtp_session *s)
 {
-	size_t avail = evbuffer_get_length(s->in);
-	size_t lim = avail < SMTP_SESSION_AUTH_LINE_MAX ? avail :
-	    SMTP_SESSION_AUTH_LINE_MAX;
-	struct evbuffer_ptr endp, pos;
 	char buf[SMTP_SESSION_AUTH_LINE_MAX + 1];
+	size_t rawlen;
+	int found = smtp_session_line(s, SMTP_SESSION_AUTH_LINE_MAX, &rawlen);
 
-	if (avail == 0)
+	if (found == 0)
 		return 0;
-	if (evbuffer_ptr_set(s->in, &endp, lim, EVBUFFER_PTR_SET) != 0)
-		return 0;
-	pos = evbuffer_search_range(s->in, "\n", 1, NULL, &endp);
-	if (pos.pos < 0) {
-		if (avail < SMTP_SESSION_AUTH_LINE_MAX)
-			return 0;
-		evbuffer_drain(s->in, lim);
+	if (found < 0) {
 		s->skipping_auth_line = true;
 		return 1;
 	}
-	size_t rawlen = (size_t)pos.pos + 1;
 	size_t len = rawlen - 1;
 	evbuffer_remove(s->in, buf, rawlen);
 	if (len > 0 && buf[len - 1] == '\r')

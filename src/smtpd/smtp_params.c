@@ -97,6 +97,27 @@ params_dup(const struct param *pp, int np)
 	return false;
 }
 
+/* The parameters after a MAIL or RCPT path, split and checked; on an
+ * error, reply (naming verb) and return -1. */
+static int
+params_parse(struct smtp_session *s, const char *p, size_t n, bool utf8,
+    struct param *pp, const char *verb)
+{
+	int np = params_split(p, n, pp, utf8);
+
+	if (np < 0) {
+		smtp_session_reply(s, "501 5.5.4 Error: bad %s parameter syntax",
+		    verb);
+		return -1;
+	}
+	if (params_dup(pp, np)) {
+		smtp_session_reply(s, "501 5.5.4 Error: duplicate %s parameter",
+		    verb);
+		return -1;
+	}
+	return np;
+}
+
 /* "FROM:" / "TO:" then optional spaces (tolerated, as most MTAs do). */
 static bool
 skip_keyword(const char **p, size_t *len, const char *kw)
@@ -295,16 +316,8 @@ smtp_params_do_mail(struct smtp_session *s, const char *args, size_t len)
 		smtp_session_reply(s, "%s", addr_error_reply(e == SMTP_ADDR_OK ? SMTP_ADDR_ERR_SYNTAX : e, true));
 		return;
 	}
-	np = params_split(args + used, len - used, pp, true);
-	if (np < 0) {
-		smtp_session_reply(s, "501 5.5.4 Error: bad MAIL parameter syntax");
-		return;
-	}
-	if (params_dup(pp, np)) {
-		smtp_session_reply(s, "501 5.5.4 Error: duplicate MAIL parameter");
-		return;
-	}
-	if (!mail_params(s, pp, np, &m))
+	np = params_parse(s, args + used, len - used, true, pp, "MAIL");
+	if (np < 0 || !mail_params(s, pp, np, &m))
 		return;
 	if (!s->esmtp && np > 0) {
 		/* RFC 5321 4.1.1.11: parameters only after EHLO */
@@ -647,16 +660,9 @@ smtp_params_do_rcpt(struct smtp_session *s, const char *args, size_t len)
 		smtp_session_reply(s, "%s", addr_error_reply(SMTP_ADDR_ERR_SYNTAX, false));
 		return;
 	}
-	np = params_split(args + used, len - used, pp, t->env.smtputf8);
-	if (np < 0) {
-		smtp_session_reply(s, "501 5.5.4 Error: bad RCPT parameter syntax");
-		return;
-	}
-	if (params_dup(pp, np)) {
-		smtp_session_reply(s, "501 5.5.4 Error: duplicate RCPT parameter");
-		return;
-	}
-	if (!rcpt_params(s, pp, np, &r))
+	np = params_parse(s, args + used, len - used, t->env.smtputf8, pp,
+	    "RCPT");
+	if (np < 0 || !rcpt_params(s, pp, np, &r))
 		return;
 	if (!s->esmtp && np > 0) {
 		smtp_session_reply(s, "555 5.5.4 Error: RCPT parameters need EHLO");

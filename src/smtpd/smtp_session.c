@@ -489,16 +489,12 @@ dispatch(struct smtp_session *s, const char *line, size_t len, size_t rawlen)
 /* ------------------------------------------------------------------ */
 /* input */
 
-/*
- * Read one command line. Returns 1 with a line dispatched, 0 if more input
- * is needed. A line longer than SMTP_SESSION_PARAM_LINE_MAX is discarded up
- * to its end with one "line too long" reply (RFC 5321 4.5.3.1.4).
- */
-static int
-read_command(struct smtp_session *s)
+/* The next input line, bounded (smtp_session_int.h). */
+int
+smtp_session_line(struct smtp_session *s, size_t max, size_t *rawlen)
 {
 	size_t avail = evbuffer_get_length(s->in);
-	size_t lim = avail < SMTP_SESSION_PARAM_LINE_MAX ? avail : SMTP_SESSION_PARAM_LINE_MAX;
+	size_t lim = avail < max ? avail : max;
 	struct evbuffer_ptr endp, pos;
 
 	if (avail == 0)
@@ -507,15 +503,34 @@ read_command(struct smtp_session *s)
 		return 0;
 	pos = evbuffer_search_range(s->in, "\n", 1, NULL, &endp);
 	if (pos.pos < 0) {
-		if (avail < SMTP_SESSION_PARAM_LINE_MAX)
+		if (avail < max)
 			return 0;   /* wait for the rest of the line */
-		/* Too long and no end in sight: discard what we have and the
-		 * rest up to its LF, then answer once. */
+		/* Too long and no end in sight: discard what we have; the
+		 * caller skips the rest up to its LF, then answers once. */
 		evbuffer_drain(s->in, lim);
+		return -1;
+	}
+	*rawlen = (size_t)pos.pos + 1;
+	return 1;
+}
+
+/*
+ * Read one command line. Returns 1 with a line dispatched, 0 if more input
+ * is needed. A line longer than SMTP_SESSION_PARAM_LINE_MAX is discarded up
+ * to its end with one "line too long" reply (RFC 5321 4.5.3.1.4).
+ */
+static int
+read_command(struct smtp_session *s)
+{
+	size_t rawlen;
+	int found = smtp_session_line(s, SMTP_SESSION_PARAM_LINE_MAX, &rawlen);
+
+	if (found == 0)
+		return 0;
+	if (found < 0) {
 		s->skipping_line = true;
 		return 1;
 	}
-	size_t rawlen = (size_t)pos.pos + 1;
 	char *line = (char *)evbuffer_pullup(s->in, (ssize_t)rawlen);
 	size_t len = rawlen - 1;
 	bool crlf = len > 0 && line[len - 1] == '\r';
@@ -659,20 +674,13 @@ smtp_session_start(struct smtp_session *s)
 {
 	log_info("smtp session=%s event=connect client=%s:%u relay=%s", s->id,
 	    s->client->addr, s->client->port, s->client->relay_ok ? "yes" : "no");
-	if (smtp_auth_cmd_enabled(s) && s->aops->throttled != NULL &&
-	    s->aops->throttled(s->actx, s->client->addr)) {
-		/* Too many failed AUTH attempts from this address lately.
-		 * Only where AUTH is offered: a listener without it (the MX
-		 * on port 25) serves the address as ever, or anyone sharing
-		 * its NAT or /64 could cut a legitimate MTA off by failing
-		 * AUTH on the submission port. */
-		smtp_session_reply(s, "421 4.7.0 %s Error: too many failed authentications, "
-		    "try again later", s->cfg->hostname);
-		log_info("smtp session=%s event=disconnect reason=auth-throttled",
-		    s->id);
-		smtp_session_close(s);
+	/* Too many failed AUTH attempts from this address lately: 421.
+	 * Only where AUTH is offered: a listener without it (the MX on port
+	 * 25) serves the address as ever, or anyone sharing its NAT or /64
+	 * could cut a legitimate MTA off by failing AUTH on the submission
+	 * port. */
+	if (smtp_auth_cmd_enabled(s) && smtp_auth_cmd_refuse_throttled(s))
 		return;
-	}
 	/* No enhanced code on the greeting (RFC 2034 4). */
 	evbuffer_add_printf(s->out, "220 %s ESMTP tern\r\n", s->cfg->hostname);
 	smtp_session_deadline_arm(s);
