@@ -115,8 +115,8 @@ io_close(void *arg)
 
 	c->closing = true;
 	bufferevent_disable(c->bev, EV_READ);
-	/* Writing may have been stopped by a write timeout: a closing
-	 * connection must always end in write_cb or a timeout. */
+	/* A closing connection must always end in write_cb or at its
+	 * deadline. */
 	bufferevent_enable(c->bev, EV_WRITE);
 	/* A client that reads its last replies slowly, or not at all, has
 	 * timeout_command for them, then the connection goes anyway. */
