@@ -369,7 +369,8 @@ static const struct option top_opts[] = {
 	  "message arrives (552 5.3.4)." },
 	{ "max_recipients", T_UINT, "N", "100", NULL, 1, 10000, false,
 	  TOP(max_recipients), NULL, NULL,
-	  "Recipients per transaction; more RCPT commands get 452 4.5.3 "
+	  "Accepted RCPT commands per transaction, duplicates included (a "
+	  "duplicate gets one copy but counts); more get 452 4.5.3 "
 	  "(RFC 5321 4.5.3.1.10)." },
 	{ "max_received_headers", T_UINT, "N", "100", NULL, 1, 1000, false,
 	  TOP(max_received_headers), NULL, NULL,
@@ -383,28 +384,62 @@ static const struct option top_opts[] = {
 	  "421 4.7.0 and are closed." },
 	{ "max_connections_per_ip", T_UINT, "N", "20", NULL, 1, 65535, false,
 	  TOP(max_connections_per_ip), NULL, NULL,
-	  "Simultaneous sessions from one client address (for the local "
-	  "submit_socket: from one user, by peer uid); further "
+	  "Simultaneous sessions from one client (an IPv4 address, an IPv6 "
+	  "network of `client_ipv6_prefix` bits; for the local "
+	  "submit_socket: one user, by peer uid); further "
 	  "connections get 421 4.7.0 and are closed." },
+	{ "client_ipv6_prefix", T_UINT, "BITS", "64", NULL, 16, 128, false,
+	  TOP(client_ipv6_prefix), NULL, NULL,
+	  "IPv6 clients are told apart by this many leading bits of their "
+	  "address, for `max_connections_per_ip` and the AUTH failure "
+	  "throttle: one host usually holds a whole /64 and can take a new "
+	  "address for every connection. 128 counts each address alone. "
+	  "IPv4 clients (also IPv4-mapped IPv6 ones) count by address." },
 	{ "max_errors", T_UINT, "N", "10", NULL, 1, 1000, false,
 	  TOP(max_errors), NULL, NULL,
 	  "Error replies one session may earn before tern answers 421 4.7.0 "
 	  "and closes it, to shed clients that probe or misbehave." },
+	{ "max_junk_commands", T_UINT, "N", "100", NULL, 1, 1000000, false,
+	  TOP(max_junk_commands), NULL, NULL,
+	  "Commands that move no mail one session may send: NOOP, RSET, "
+	  "HELP, VRFY, a HELO or EHLO after the first (of the session, or "
+	  "after STARTTLS), and RCPT refused 452 for too many recipients. "
+	  "The next one is answered 421 4.7.0 and the session closed, so a "
+	  "client cannot hold a connection forever with commands that cost "
+	  "nothing (Postfix's `smtpd_junk_command_limit`). Each message "
+	  "queued starts the count again." },
 	{ "timeout_greeting", T_DURATION, "DURATION", "300s", NULL, 1,
 	  3600, false, TOP(timeout_greeting), NULL, NULL,
-	  "How long a new client has, after tern's 220 greeting, to say "
-	  "EHLO or HELO; then 421 4.4.2 and close. Mirrors the 5 minutes "
-	  "a client waits for a greeting (RFC 5321 4.5.3.2.1)." },
+	  "How long a new client has, after tern's 220 greeting (or after "
+	  "STARTTLS), to complete its EHLO or HELO command; then 421 4.4.2 "
+	  "and close. A deadline: octets that trickle in do not extend it, "
+	  "nor do other commands. Mirrors the 5 minutes a client waits for "
+	  "a greeting (RFC 5321 4.5.3.2.1)." },
 	{ "timeout_command", T_DURATION, "DURATION", "300s", NULL, 1, 3600,
 	  false, TOP(timeout_command), NULL, NULL,
-	  "How long tern waits for the client's next command before it "
-	  "answers 421 and closes the session. RFC 5321 4.5.3.2.7 says a "
-	  "server SHOULD wait at least 5 minutes." },
+	  "How long the client has to send each complete command line, "
+	  "counted from the end of the one before (or from tern's reply, "
+	  "when tern had to wait for the queue); then 421 4.4.2 and close. "
+	  "A deadline: a line that trickles in an octet at a time does not "
+	  "extend it. RFC 5321 4.5.3.2.7 says a server SHOULD wait at least "
+	  "5 minutes." },
 	{ "timeout_data", T_DURATION, "DURATION", "180s", NULL, 1, 3600, false,
 	  TOP(timeout_data), NULL, NULL,
-	  "How long tern waits for each block of message data (DATA or BDAT "
-	  "input); the time is per block, so a large message on a slow link "
-	  "is not cut off (RFC 5321 4.5.3.2.5)." },
+	  "How long tern waits for message data (DATA content, or a BDAT "
+	  "transaction from its first BDAT to the end of its last chunk) "
+	  "when nothing arrives. Octets that arrive extend the wait by the "
+	  "time they take at `min_data_rate`, never beyond `timeout_data` "
+	  "from now, so a large message on a slow but steady link is not cut "
+	  "off (RFC 5321 4.5.3.2.5), and one that trickles is. Then 421 "
+	  "4.4.2 and close." },
+	{ "min_data_rate", T_UINT, "BYTES/S", "500", NULL, 0, 1000000000,
+	  false, TOP(min_data_rate), NULL, NULL,
+	  "The slowest message data tern waits for, in octets per second "
+	  "(Postfix's `smtpd_min_data_rate`, same default): each octet buys "
+	  "1/`min_data_rate` s of `timeout_data`. A client that sends slower "
+	  "runs out of time: at rate r it is cut after at most "
+	  "`timeout_data` / (1 - r/`min_data_rate`), with 421 4.4.2. "
+	  "0: any rate, `timeout_data` is then the longest pause." },
 	{ "delivery_workers", T_UINT, "N", "4", NULL, 1, 64, false,
 	  TOP(delivery_workers), NULL, NULL,
 	  "Threads in the queue process that write messages into Maildirs." },
@@ -533,8 +568,10 @@ static const struct option top_opts[] = {
 	  false, TOP(auth_failure_delay), NULL, NULL,
 	  "The delay before the `535 5.7.8` answer to a failed AUTH; it "
 	  "doubles with each further failure from the same address, up to 16 "
-	  "times this value. The session waits on a timer, never blocking "
-	  "other clients." },
+	  "times this value and never beyond half of `timeout_command`, so "
+	  "the client hears its 535 before either side gives up. The session "
+	  "waits on a timer, never blocking other clients, and the wait is "
+	  "not held against the client's command deadline." },
 	{ "auth_check_from", T_ENUM, "no|yes", "yes", NULL, 0, 0, false,
 	  TOP(auth_check_from), no_yes_names, NULL,
 	  "Whether the addresses of the `From:` header of a message from an "

@@ -158,10 +158,13 @@ struct config {
 	unsigned max_received_headers; /* more Received: fields: a loop */
 	unsigned max_connections;      /* in total */
 	unsigned max_connections_per_ip;
+	unsigned client_ipv6_prefix;   /* IPv6 clients counted per this prefix */
 	unsigned max_errors;           /* per session, then 421 and close */
-	unsigned timeout_greeting;     /* seconds; also the connect-to-banner bound */
-	unsigned timeout_command;      /* seconds waiting for a command, RFC 5321 4.5.3.2.7 */
-	unsigned timeout_data;         /* seconds waiting for each DATA/BDAT block */
+	unsigned max_junk_commands;    /* NOOP, RSET, ... per session, then 421 */
+	unsigned timeout_greeting;     /* seconds to complete HELO/EHLO */
+	unsigned timeout_command;      /* seconds for each command line, RFC 5321 4.5.3.2.7 */
+	unsigned timeout_data;         /* seconds of message data budget */
+	unsigned min_data_rate;        /* bytes/s that keep the budget; 0: none */
 	unsigned delivery_workers;     /* local delivery threads in the queue process */
 	enum config_bare_newline bare_newline;
 	char *resolver;                /* "ADDR:PORT" as written, or NULL: system */

@@ -13,7 +13,6 @@
  * queued and given back if it succeeds. The failure table and the pending
  * list are touched by the loop only.
  */
-#include <arpa/inet.h>
 #include <crypt.h>
 #include <errno.h>
 #include <pthread.h>
@@ -24,6 +23,7 @@
 #include <event2/event.h>
 
 #include "smtpd/auth.h"
+#include "smtpd/peer_key.h"
 #include "conf/config.h"
 #include "lib/log.h"
 #include "mail/sasl.h"
@@ -41,7 +41,7 @@ struct auth_job {
 	bool ok;                 /* the worker's answer */
 	bool known;              /* a real, unlocked account */
 	enum smtp_auth_verdict verdict;   /* JOB_DELAY: what cb gets */
-	uint8_t key[17];         /* client address (peer_key()) */
+	uint8_t key[PEER_KEY_LEN]; /* the client (peer_key.h) */
 	char addr[64];           /* for the log */
 	char pass[SASL_FIELD_MAX + 1];
 	const char *hash;        /* the setting crypt_r() gets */
@@ -54,7 +54,7 @@ struct auth_job {
 
 struct peer {
 	bool used;
-	uint8_t key[17];
+	uint8_t key[PEER_KEY_LEN];
 	unsigned failures;       /* within the window */
 	int64_t last_fail;       /* ms, monotonic */
 	int64_t locked_until;    /* ms, monotonic; 0: not locked */
@@ -81,38 +81,12 @@ struct auth {
 
 /* ---- the failure table (loop only) ---- */
 
-/* IPv4 (also IPv4-mapped IPv6) by address, IPv6 by /64: one host often
- * has a whole /64. Unparsable text keys on its first 16 bytes. */
-static void
-peer_key(const char *addr, uint8_t key[17])
-{
-	struct in6_addr a6;
-	struct in_addr a4;
-
-	memset(key, 0, 17);
-	if (inet_pton(AF_INET, addr, &a4) == 1) {
-		key[0] = 4;
-		memcpy(key + 1, &a4, 4);
-	} else if (inet_pton(AF_INET6, addr, &a6) == 1) {
-		if (IN6_IS_ADDR_V4MAPPED(&a6)) {
-			key[0] = 4;
-			memcpy(key + 1, a6.s6_addr + 12, 4);
-		} else {
-			key[0] = 6;
-			memcpy(key + 1, a6.s6_addr, 8);
-		}
-	} else {
-		key[0] = 0xff;
-		memcpy(key + 1, addr, strnlen(addr, 16));
-	}
-}
-
 static size_t
-peer_bucket(const struct auth *a, const uint8_t key[17])
+peer_bucket(const struct auth *a, const uint8_t key[PEER_KEY_LEN])
 {
 	uint64_t h = 0xcbf29ce484222325ULL ^ a->seed;   /* FNV-1a, seeded */
 
-	for (size_t i = 0; i < 17; i++) {
+	for (size_t i = 0; i < PEER_KEY_LEN; i++) {
 		h ^= key[i];
 		h *= 0x100000001b3ULL;
 	}
@@ -126,14 +100,15 @@ peer_bucket(const struct auth *a, const uint8_t key[17])
  * recently failed unlocked one, the least recently failed one.
  */
 static struct peer *
-peer_get(struct auth *a, const uint8_t key[17], bool insert, int64_t now)
+peer_get(struct auth *a, const uint8_t key[PEER_KEY_LEN], bool insert,
+    int64_t now)
 {
 	struct peer *ways = a->table[peer_bucket(a, key)], *victim = NULL;
 	int64_t window = (int64_t)a->cfg->auth_throttle_time * 1000;
 	int rank = 99;
 
 	for (size_t i = 0; i < AUTH_TABLE_WAYS; i++)
-		if (ways[i].used && memcmp(ways[i].key, key, 17) == 0)
+		if (ways[i].used && memcmp(ways[i].key, key, PEER_KEY_LEN) == 0)
 			return &ways[i];
 	if (!insert)
 		return NULL;
@@ -150,12 +125,12 @@ peer_get(struct auth *a, const uint8_t key[17], bool insert, int64_t now)
 	}
 	memset(victim, 0, sizeof(*victim));
 	victim->used = true;
-	memcpy(victim->key, key, 17);
+	memcpy(victim->key, key, PEER_KEY_LEN);
 	return victim;
 }
 
 static bool
-peer_locked(struct auth *a, const uint8_t key[17], int64_t now)
+peer_locked(struct auth *a, const uint8_t key[PEER_KEY_LEN], int64_t now)
 {
 	struct peer *p = peer_get(a, key, false, now);
 
@@ -165,7 +140,7 @@ peer_locked(struct auth *a, const uint8_t key[17], int64_t now)
 /* An attempt from key is queued: it counts as a failure until it
  * succeeds (peer_refund()), so one given up on still counts. */
 static void
-peer_charge(struct auth *a, const uint8_t key[17], int64_t now)
+peer_charge(struct auth *a, const uint8_t key[PEER_KEY_LEN], int64_t now)
 {
 	struct peer *p = peer_get(a, key, true, now);
 
@@ -177,7 +152,7 @@ peer_charge(struct auth *a, const uint8_t key[17], int64_t now)
 
 /* The attempt succeeded: it was not a failure after all. */
 static void
-peer_refund(struct auth *a, const uint8_t key[17], int64_t now)
+peer_refund(struct auth *a, const uint8_t key[PEER_KEY_LEN], int64_t now)
 {
 	struct peer *p = peer_get(a, key, false, now);
 
@@ -235,12 +210,12 @@ pending_del(struct auth *a, struct auth_job *j)
 
 /* Jobs of key queued or hashing (at most AUTH_PENDING_MAX to look at). */
 static size_t
-pending_for(const struct auth *a, const uint8_t key[17])
+pending_for(const struct auth *a, const uint8_t key[PEER_KEY_LEN])
 {
 	size_t n = 0;
 
 	for (const struct auth_job *j = a->pending; j != NULL; j = j->pend_next)
-		n += memcmp(j->key, key, 17) == 0;
+		n += memcmp(j->key, key, PEER_KEY_LEN) == 0;
 	return n;
 }
 
@@ -368,6 +343,12 @@ job_finish(struct auth *a, struct auth_job *j)
 	shift = p->failures - 1 < AUTH_DELAY_DOUBLINGS ? p->failures - 1 :
 	    AUTH_DELAY_DOUBLINGS;
 	delay = ((int64_t)cfg->auth_failure_delay * 1000) << shift;
+	/* The client waits for this answer with a timeout of its own,
+	 * likely no longer than ours (RFC 5321 4.5.3.2 suggests the same 5
+	 * minutes): keep within half of timeout_command, so the 535 always
+	 * comes first. (The session's own deadline does not run meanwhile.) */
+	if (delay > (int64_t)cfg->timeout_command * 500)
+		delay = (int64_t)cfg->timeout_command * 500;
 	job_answer_later(j, SMTP_AUTH_FAILED, delay);
 }
 
@@ -408,7 +389,7 @@ auth_start(void *ctx, const char *client_addr, const char *user, size_t ulen,
 	j->arg = arg;
 	j->state = JOB_WORKING;
 	util_strlcpy(j->addr, client_addr, sizeof(j->addr));
-	peer_key(client_addr, j->key);
+	peer_key_make(client_addr, a->cfg->client_ipv6_prefix, j->key);
 	if (peer_locked(a, j->key, now)) {
 		/* locked out by failures on another connection */
 		job_answer_later(j, SMTP_AUTH_LOCKED, 0);
@@ -480,9 +461,9 @@ static bool
 auth_throttled(void *ctx, const char *client_addr)
 {
 	struct auth *a = ctx;
-	uint8_t key[17];
+	uint8_t key[PEER_KEY_LEN];
 
-	peer_key(client_addr, key);
+	peer_key_make(client_addr, a->cfg->client_ipv6_prefix, key);
 	return peer_locked(a, key, util_mono_ms());
 }
 

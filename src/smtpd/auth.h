@@ -10,10 +10,12 @@
  * a real one, and hashes are compared in constant time, so neither
  * timing nor replies tell whether a user exists.
  *
- * Failures are counted per client address (IPv4 address, IPv6 /64) in a
- * fixed-size table, so peers cannot make it grow: each failure is
- * answered after auth_failure_delay, doubled for every earlier failure
- * within auth_throttle_time (up to 16 times), on a timer; the
+ * Failures are counted per client (peer_key.h: IPv4 address, IPv6
+ * network of client_ipv6_prefix bits) in a fixed-size table, so peers
+ * cannot make it grow: each failure is answered after
+ * auth_failure_delay, doubled for every earlier failure within
+ * auth_throttle_time (up to 16 times, and at most half of
+ * timeout_command), on a timer; the
  * auth_max_failures-th is SMTP_AUTH_LOCKED, and the address is then
  * refused (throttled()) for auth_throttle_time.
  *

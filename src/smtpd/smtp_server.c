@@ -19,6 +19,7 @@
 #include "dns/dns.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
+#include "smtpd/peer_key.h"
 #include "smtpd/queue_client.h"
 #include "smtpd/smtp_queue_ipc.h"
 #include "smtpd/smtp_server.h"
@@ -36,14 +37,18 @@ struct conn {
 	struct smtp_session *session;
 	struct smtp_session_client client;
 	char addr[INET6_ADDRSTRLEN];
-	struct sockaddr_storage ss;
-	unsigned timeout;         /* current input timeout, seconds; 0: none */
+	uint8_t key[PEER_KEY_LEN]; /* the client, for max_connections_per_ip */
+	/* The one deadline of the connection: the session's input deadline
+	 * (smtp_session_io.set_deadline), a TLS handshake's, or the flush of
+	 * the last replies. Never a libevent read timeout: those restart on
+	 * every octet, so a client sending one octet at a time would hold
+	 * the connection for ever. */
+	struct event *deadline;
 	bool closing;
 	bool eof;                 /* the client half-closed; finish, then go */
 	bool handshake;           /* a TLS handshake runs */
 	bool implicit;            /* ... the one of an implicit-TLS listener */
 	bool tls;                 /* c->bev is a TLS bufferevent */
-	struct event *hs_timer;   /* the whole handshake's deadline */
 	struct event *free_ev;
 	struct conn *next, *prev;
 };
@@ -68,27 +73,23 @@ struct smtp_server {
 
 static void conn_free(struct conn *c);
 
+/* Arm the connection's deadline ms milliseconds from now (0: none). */
 static void
-conn_apply_timeouts(struct conn *c)
+conn_deadline(struct conn *c, unsigned ms)
 {
-	struct timeval tv = { .tv_sec = c->timeout, .tv_usec = 0 };
+	struct timeval tv = { .tv_sec = ms / 1000,
+		.tv_usec = (suseconds_t)(ms % 1000) * 1000 };
 
-	/* The same bound for a client that does not read its replies. */
-	if (c->timeout == 0)
-		bufferevent_set_timeouts(c->bev, NULL, NULL);
-	else
-		bufferevent_set_timeouts(c->bev, &tv, &tv);
+	if (ms == 0)
+		evtimer_del(c->deadline);
+	else if (evtimer_add(c->deadline, &tv) == -1)
+		fatal("smtp: cannot arm a timer");
 }
 
 static void
-io_set_timeout(void *arg, unsigned seconds)
+io_set_deadline(void *arg, unsigned ms)
 {
-	struct conn *c = arg;
-
-	if (c->timeout == seconds)
-		return;
-	c->timeout = seconds;
-	conn_apply_timeouts(c);
+	conn_deadline(arg, ms);
 }
 
 /* Every reply is out: end TLS with close_notify (RFC 8314 3.4), then
@@ -114,13 +115,12 @@ io_close(void *arg)
 
 	c->closing = true;
 	bufferevent_disable(c->bev, EV_READ);
-	/* Writing may have been stopped by a write timeout: a closing
-	 * connection must always end in write_cb or a timeout. */
+	/* A closing connection must always end in write_cb or at its
+	 * deadline. */
 	bufferevent_enable(c->bev, EV_WRITE);
-	if (c->timeout == 0) {
-		c->timeout = c->srv->cfg->timeout_command;
-		conn_apply_timeouts(c);
-	}
+	/* A client that reads its last replies slowly, or not at all, has
+	 * timeout_command for them, then the connection goes anyway. */
+	conn_deadline(c, c->srv->cfg->timeout_command * 1000);
 	/* Freed once the last reply is flushed (write_cb), or now if there is
 	 * nothing to flush; never from inside the session's own call. */
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
@@ -154,29 +154,26 @@ static void read_cb(struct bufferevent *bev, void *arg);
 static void write_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
 
+/* The connection's deadline passed: a handshake that did not finish, a
+ * close whose replies were not read, or the session's input deadline. */
 static void
-hs_timeout_cb(evutil_socket_t fd, short ev, void *arg)
+deadline_cb(evutil_socket_t fd, short ev, void *arg)
 {
 	struct conn *c = arg;
 
-	if (!c->handshake)
-		return;
-	log_info("smtp session=%s event=tls-failed client=%s reason=\"handshake "
-	    "timed out\"", smtp_session_id(c->session), c->addr);
-	conn_free(c);
-}
-
-/* The input timeouts restart on every octet; a handshake fed one octet
- * at a time must still end: one deadline for all of it. */
-static void
-conn_handshake_deadline(struct conn *c, unsigned seconds)
-{
-	struct timeval tv = { .tv_sec = seconds ? seconds : 300, .tv_usec = 0 };
-
-	if (c->hs_timer == NULL &&
-	    (c->hs_timer = evtimer_new(c->srv->base, hs_timeout_cb, c)) == NULL)
-		fatal("out of memory creating a timer");
-	evtimer_add(c->hs_timer, &tv);
+	if (c->handshake) {
+		log_info("smtp session=%s event=tls-failed client=%s "
+		    "reason=\"handshake timed out\"",
+		    smtp_session_id(c->session), c->addr);
+		conn_free(c);
+	} else if (c->closing) {
+		/* a client that reads nothing will not read a 421 either */
+		log_info("smtp session=%s event=disconnect reason=write-timeout",
+		    smtp_session_id(c->session));
+		conn_free(c);
+	} else {
+		smtp_session_timeout(c->session);
+	}
 }
 
 /* After "220 Ready to start TLS": wrap the connection (tls.h drops what
@@ -198,15 +195,15 @@ io_starttls(void *arg)
 	c->bev = tb;
 	c->handshake = true;
 	c->tls = true;
-	conn_handshake_deadline(c, c->srv->cfg->timeout_command);
+	/* one deadline for the whole handshake, however it trickles */
+	conn_deadline(c, c->srv->cfg->timeout_command * 1000);
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
-	conn_apply_timeouts(c);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
 static const struct smtp_session_io session_io = {
-	.set_timeout = io_set_timeout,
+	.set_deadline = io_set_deadline,
 	.close = io_close,
 	.progress = io_progress,
 	.starttls = io_starttls,
@@ -220,8 +217,7 @@ conn_tls_done(struct conn *c, bool ok)
 	char buf[256];
 
 	c->handshake = false;
-	if (c->hs_timer != NULL)
-		evtimer_del(c->hs_timer);
+	conn_deadline(c, 0);   /* the session arms its own next */
 	if (!ok) {
 		tls_error_text(c->bev, buf, sizeof(buf));
 		log_info("smtp session=%s event=tls-failed client=%s reason=\"%s\"",
@@ -244,8 +240,7 @@ conn_free(struct conn *c)
 {
 	struct smtp_server *srv = c->srv;
 
-	if (c->hs_timer != NULL)
-		event_free(c->hs_timer);
+	event_free(c->deadline);
 	smtp_session_free(&c->session);
 	bufferevent_free(c->bev);
 	event_free(c->free_ev);
@@ -292,21 +287,8 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 	if (c->handshake && !c->closing) {
 		if (what & BEV_EVENT_CONNECTED)
 			conn_tls_done(c, true);
-		else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT))
+		else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
 			conn_tls_done(c, false);
-		return;
-	}
-	if (what & BEV_EVENT_TIMEOUT) {
-		/* libevent has stopped writing already on a write timeout: a
-		 * client that reads nothing will not read a 421 either. */
-		if (c->closing || (what & BEV_EVENT_WRITING)) {
-			if (!c->closing)
-				log_info("smtp session=%s event=disconnect reason=write-timeout",
-				    smtp_session_id(c->session));
-			conn_free(c);
-			return;
-		}
-		smtp_session_timeout(c->session);
 		return;
 	}
 	if ((what & BEV_EVENT_EOF) && !c->closing) {
@@ -374,30 +356,22 @@ static const struct smtp_domain_check_ops domain_check_ops = {
 	.cancel = domain_check_cancel,
 };
 
-/* Connections from the client of ss: the same IPv4 or IPv6 address, or
- * for local submission (AF_UNIX, no address to tell clients apart) the
- * same peer uid (SO_PEERCRED). */
+/* Connections from the client of key (peer_key.h: an IPv4 address, an
+ * IPv6 network of client_ipv6_prefix bits), or for local submission
+ * (AF_UNIX, no address to tell clients apart) of the same peer uid
+ * (SO_PEERCRED). */
 static unsigned
-count_from(struct smtp_server *srv, const struct sockaddr_storage *ss,
+count_from(struct smtp_server *srv, const uint8_t key[PEER_KEY_LEN],
     bool local, unsigned long uid)
 {
 	unsigned n = 0;
 
 	for (struct conn *c = srv->conns; c; c = c->next) {
-		if (local) {
+		if (local)
 			n += c->client.local && c->client.uid == uid;
-			continue;
-		}
-		if (c->client.local || c->ss.ss_family != ss->ss_family)
-			continue;
-		if (ss->ss_family == AF_INET &&
-		    ((const struct sockaddr_in *)&c->ss)->sin_addr.s_addr ==
-		    ((const struct sockaddr_in *)ss)->sin_addr.s_addr)
-			n++;
-		else if (ss->ss_family == AF_INET6 &&
-		    memcmp(&((const struct sockaddr_in6 *)&c->ss)->sin6_addr,
-		    &((const struct sockaddr_in6 *)ss)->sin6_addr, 16) == 0)
-			n++;
+		else
+			n += !c->client.local &&
+			    memcmp(c->key, key, PEER_KEY_LEN) == 0;
 	}
 	return n;
 }
@@ -424,16 +398,14 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 {
 	struct smtp_server *srv = arg;
 	const struct config *cfg = srv->cfg;
-	struct sockaddr_storage ss = { 0 };
 	char addr[INET6_ADDRSTRLEN] = "unknown";
 	unsigned port = 0;
 	char reply[200];
+	uint8_t key[PEER_KEY_LEN];
 	/* Local submission: who is calling, from the kernel. */
 	struct ucred cred = { .pid = 0, .uid = (uid_t)-1, .gid = (gid_t)-1 };
 	bool local = sa->sa_family == AF_UNIX;
 
-	if ((size_t)salen <= sizeof(ss))
-		memcpy(&ss, sa, (size_t)salen);
 	if (local) {
 		socklen_t clen = sizeof(cred);
 
@@ -460,7 +432,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		refuse(srv, fd, addr, reply, "max_connections");
 		return;
 	}
-	if (count_from(srv, &ss, local, (unsigned long)cred.uid) >=
+	peer_key_make(addr, cfg->client_ipv6_prefix, key);
+	if (count_from(srv, key, local, (unsigned long)cred.uid) >=
 	    cfg->max_connections_per_ip) {
 		char who[64];
 
@@ -477,7 +450,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 
 	struct conn *c = xcalloc(1, sizeof(*c));
 	c->srv = srv;
-	c->ss = ss;
+	memcpy(c->key, key, sizeof(c->key));
 	memcpy(c->addr, addr, sizeof(addr));
 	c->client.addr = c->addr;
 	c->client.port = port;
@@ -505,7 +478,8 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	} else
 		c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->free_ev = event_new(srv->base, -1, 0, free_cb, c);
-	if (c->bev == NULL || c->free_ev == NULL)
+	c->deadline = evtimer_new(srv->base, deadline_cb, c);
+	if (c->bev == NULL || c->free_ev == NULL || c->deadline == NULL)
 		fatal("out of memory creating a connection");
 	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
@@ -523,8 +497,6 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		srv->conns->prev = c;
 	srv->conns = c;
 	srv->nconns++;
-	c->timeout = cfg->timeout_greeting;
-	conn_apply_timeouts(c);
 	if (local)
 		log_info("smtp session=%s event=local-submission uid=%lu gid=%lu "
 		    "pid=%ld", smtp_session_id(c->session), (unsigned long)cred.uid,
@@ -532,7 +504,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 	if (!c->implicit)   /* else the greeting follows the handshake */
 		smtp_session_start(c->session);
 	else
-		conn_handshake_deadline(c, cfg->timeout_greeting);
+		conn_deadline(c, cfg->timeout_greeting * 1000);
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 

@@ -45,9 +45,13 @@ struct smtp_session_client {
 
 /* What the session asks of the transport. */
 struct smtp_session_io {
-	/* Input wait bound changed (seconds): command or data timeout; 0
-	 * means none (the session is waiting for the queue, not the client). */
-	void (*set_timeout)(void *arg, unsigned seconds);
+	/* Arm the input deadline ms milliseconds from now, replacing the
+	 * one before; 0 disarms it (the session waits for the queue, a
+	 * resolver or a verifier, not for the client). Input does not
+	 * extend it: the session arms a new one for each command line, and
+	 * during message data as octets arrive (min_data_rate). When it
+	 * passes, call smtp_session_timeout(). */
+	void (*set_deadline)(void *arg, unsigned ms);
 	/* Close the connection once the output is flushed; the session is
 	 * done and must be freed by the transport outside its callbacks. */
 	void (*close)(void *arg);
@@ -146,7 +150,7 @@ void smtp_session_start(struct smtp_session *s);
  * drained or the queue is no longer congested. */
 void smtp_session_process(struct smtp_session *s);
 
-/* The input timeout fired: 421 4.4.2 and close (RFC 5321 4.5.3.2). */
+/* The input deadline passed: 421 4.4.2 and close (RFC 5321 4.5.3.2). */
 void smtp_session_timeout(struct smtp_session *s);
 
 /* The server is shutting down: 421 4.3.2 and close. */

@@ -4,8 +4,9 @@
  *
  *   make fuzz && ./build/fuzz/fuzz_smtp_session -max_total_time=60
  *
- * The first input byte picks the options (bare_newline policy, relay
- * permission, whether the queue fails); the rest is split into reads at
+ * The first input byte picks the options (bare_newline policy and small
+ * limits, relay permission, whether the queue fails, whether the input
+ * deadline passes at the end); the rest is split into reads at
  * points chosen by the input itself, so line ends and DATA terminators
  * land across read boundaries. Checks, besides ASan/UBSan:
  * - the session never buffers more than its bounds allow;
@@ -92,7 +93,7 @@ static const struct queue_client_ops fq_ops = { fq_begin, fq_write, fq_commit,
 	fq_abort, NULL };
 
 static void
-io_set_timeout(void *arg, unsigned s)
+io_set_deadline(void *arg, unsigned ms)
 {
 }
 
@@ -102,7 +103,7 @@ io_close(void *arg)
 	*(bool *)arg = true;
 }
 
-static const struct smtp_session_io fio = { .set_timeout = io_set_timeout,
+static const struct smtp_session_io fio = { .set_deadline = io_set_deadline,
 	.close = io_close };
 
 static struct config *cfgs[2];
@@ -122,6 +123,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		cfgs[1]->bare_newline = CONFIG_BARE_NEWLINE_REJECT;
 		cfgs[1]->max_message_size = 2048;
 		cfgs[1]->max_recipients = 2;
+		cfgs[1]->max_junk_commands = 3;
+		cfgs[1]->max_received_headers = 2;
 	}
 	uint8_t opt = data[0];
 	struct smtp_session_client client = { "192.0.2.7", 1234, (opt & 2) != 0 };
@@ -155,6 +158,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		CHECK(evbuffer_get_length(in) <= 256 * 1024);
 		evbuffer_drain(out, evbuffer_get_length(out));
+	}
+	if ((opt & 8) != 0 && !closed) {
+		/* the deadline passes in whatever state the input left */
+		smtp_session_timeout(s);
+		CHECK(closed);
 	}
 	smtp_session_free(&s);
 	evbuffer_free(in);

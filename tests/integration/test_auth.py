@@ -22,7 +22,9 @@ without `auth_plaintext`, AUTH is neither offered nor accepted (538
 5.7.11) before STARTTLS and works after it (smtplib, swaks --tls --auth),
 with ESMTPSA in Received:; repeated failures from one
 address get growing delays, then 421 and a refused address for
-auth_throttle_time, while other addresses are served.
+auth_throttle_time, while other addresses are served; the delay never
+outlasts the command deadline (535, not 421 4.4.2, in clear text and over
+STARTTLS).
 """
 
 import os
@@ -405,6 +407,66 @@ class Throttle(AuthCase):
         time.sleep(5.5)
         with self.login_session(source=self.SRC) as c4:
             self.assertReply(c4.cmd("NOOP"), 250)
+
+
+
+class DelayVsDeadline(AuthCase):
+    """The growing delay before a 535 never lets the session's command
+    deadline fire first (issue 9: over TLS the client got 421 4.4.2 after
+    a few failures): the delay stays under timeout_command and the wait is
+    not counted as the client's. In clear text and after STARTTLS."""
+
+    BLOCKS = {1: "auth required\nauth_plaintext yes\nrelay_networks no"}
+
+    @classmethod
+    def before_start(cls):
+        import tempfile
+        import tlsfixtures
+        reason = tlsfixtures.openssl_missing_reason()
+        if reason:
+            raise unittest.SkipTest(reason)
+        cls.pkidir = tempfile.mkdtemp(prefix="tern-auth-delay-")
+        cls.pki = tlsfixtures.Pki(cls.pkidir)
+        cert, key = cls.pki.issue(harness.HOSTNAME, ips=["127.0.0.1"])
+        # unbounded, the 4th delay would be 8 s, past the 3 s deadline
+        cls.OPTIONS = {"tls_certificate": cert, "tls_key": key, "timeout_command": "3s",
+                       "auth_failure_delay": "1s", "auth_max_failures": "20",
+                       "max_errors": "20"}
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            shutil.rmtree(getattr(cls, "pkidir", ""), ignore_errors=True)
+
+    def _fail_often(self, docmd):
+        for i in range(5):
+            code, msg = docmd("AUTH", "PLAIN " + plain(ALICE, "guess %d" % i))
+            self.assertEqual((code, msg[:5]), (535, b"5.7.8"), "attempt %d: %r" % (i, msg))
+        code, msg = docmd("AUTH", "PLAIN " + plain(ALICE, ALICE_PW))
+        self.assertEqual(code, 235, msg)
+        self.assertEqual(docmd("NOOP")[0], 250)
+
+    def test_clear_text(self):
+        s = harness.CheckedSMTP("127.0.0.1", self.sub, source_address=("127.0.0.5", 0), timeout=60)
+        try:
+            s.ehlo()
+            self._fail_often(s.docmd)
+        finally:
+            s.close()
+
+    def test_starttls(self):
+        import ssl
+        ctx = ssl.create_default_context(cafile=self.pki.ca_cert)
+        s = harness.CheckedSMTP("127.0.0.1", self.sub, source_address=("127.0.0.6", 0), timeout=60)
+        try:
+            s.ehlo()
+            s.starttls(context=ctx)
+            s.ehlo()
+            self._fail_often(s.docmd)
+        finally:
+            s.close()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ BDAT n replies "250 2.0.0 n octets received"; BDAT n LAST queues. Chunk
 content is stored as sent (no dot-unstuffing: a "." line stays "."), split
 anywhere. BDAT outside a transaction still consumes its octets and says
 503 5.5.1; DATA after BDAT is 503 5.5.1; BDAT with no valid recipient is
-554 5.5.1; a too-big message is 552 5.3.4; pipelined BDAT transactions.
+554 5.5.1; a too-big message is 552 5.3.4; pipelined BDAT transactions;
+an end-marker other than LAST (any case) is 501 5.5.4 at once, with no
+octets consumed.
 """
 
 import os
@@ -130,6 +132,28 @@ class Bdat(TernTestCase):
             self.assertReply(c.cmd("RCPT TO:<alice@%s>" % DOMAIN), 250, "2.1.5")
             for line in ("BDAT", "BDAT abc", "BDAT -1", "BDAT 1x"):
                 self.assertReply(c.cmd(line), 501, "5.5.4", line)
+
+    def test_bdat_bad_end_marker(self):
+        # RFC 3030 2: end-marker = "LAST". "BDAT n FOO" is a 501 at once;
+        # tern must not wait for n octets (they would never come), and the
+        # transaction goes on: "BDAT 10 LAST" and "bdat 10 last" still work.
+        user = self.tern.fresh_user()
+        toks = [harness.token("bdatlast"), harness.token("bdatlower")]
+        with self.tern.session() as c:
+            self._begin(c, user)
+            for line in ("BDAT 10 FOO", "BDAT 10 LAST LAST", "BDAT 10 LASTLY", "BDAT 0 X"):
+                self.assertReply(c.cmd(line), 501, "5.5.4", line)
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+            for verb, tok in zip((b"BDAT %d LAST", b"bdat %d last"), toks):
+                body = harness.simple_body(tok)
+                c.send(verb % len(body) + b"\r\n" + body)
+                r = c.read_reply()
+                self.assertReply(r, 250, "2.0.0")
+                self.assertTrue(harness.queue_id(r.text), r)
+                if tok is toks[0]:
+                    self._begin(c, user)
+        for tok in toks:
+            self.tern.wait_for_token(tok, user)
 
     def test_bdat_too_big(self):
         user = self.tern.fresh_user()

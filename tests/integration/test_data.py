@@ -5,7 +5,10 @@ RFC 5321 4.5.2 (dot-unstuffing), 4.4 (Received: prepended, nothing else
 changed), 4.5.3.1.6 (998-octet text lines: 500 5.5.2 after the end of data,
 not delivered, session goes on), RFC 1870 (message over the size limit: 552
 5.3.4, not delivered), a client that disconnects mid-DATA (nothing
-delivered, no partial file left in spool/incoming), NUL bytes in content.
+delivered, no partial file left in spool/incoming), NUL bytes in content,
+and mail loops (RFC 5321 6.3: more Received: fields than
+max_received_headers, 100 by default, is 554 5.4.6 at the end of DATA or
+BDAT and nothing is queued; exactly 100 is delivered).
 Maildir files use LF endings, so stored and sent text are compared after
 CRLF -> LF.
 """
@@ -204,3 +207,52 @@ class DataContent(TernTestCase):
         msgs = self.tern.wait_for_mail(user, 20, settle=0.5)
         for t in toks:
             self.assertEqual(sum(1 for m in msgs if t.encode() in m), 1, t)
+
+
+class MailLoop(TernTestCase):
+    """RFC 5321 6.3 with the default max_received_headers (100): the
+    Received: fields the client sent are counted, tern's own is not."""
+
+    LIMIT = 100
+
+    def _message(self, tok, nreceived):
+        hops = b"".join(b"Received: from hop%d.test by hop%d.test; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+                        % (i, i + 1) for i in range(nreceived))
+        return hops + harness.simple_body(tok)
+
+    def _send(self, user, body, bdat):
+        with self.tern.session() as c:
+            self.assertReply(c.cmd("MAIL FROM:<sender@client.test>"), 250, "2.1.0")
+            self.assertReply(c.cmd("RCPT TO:<%s@%s>" % (user, DOMAIN)), 250, "2.1.5")
+            if bdat:
+                half = len(body) // 2
+                c.send(b"BDAT %d\r\n" % half + body[:half])
+                self.assertReply(c.read_reply(), 250, "2.0.0")
+                c.send(b"BDAT %d LAST\r\n" % (len(body) - half) + body[half:])
+            else:
+                self.assertReply(c.cmd("DATA"), 354)
+                c.send(harness.dot_stuff(body) + b".\r\n")
+            r = c.read_reply()
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0", "session continues after the message")
+            return r
+
+    def _check(self, bdat):
+        user = self.tern.fresh_user()
+        over = harness.token("loop")
+        r = self._send(user, self._message(over, self.LIMIT + 1), bdat)
+        self.assertReply(r, 554, "5.4.6")
+        self.assertIn("mail loop", r.text)
+        at = harness.token("atlimit")
+        r = self._send(user, self._message(at, self.LIMIT), bdat)
+        self.assertReply(r, 250, "2.0.0")
+        m = self.tern.wait_for_token(at, user)
+        self.assertEqual(m.count(b"\nReceived: "), self.LIMIT + 1, "tern adds its own")
+        self.tern.wait_incoming_empty()
+        self.assertFalse(self.tern.spool_files_containing(over), "looping message queued")
+        self.assertFalse(any(over.encode() in x for x in self.tern.messages(user)))
+
+    def test_data(self):
+        self._check(bdat=False)
+
+    def test_bdat(self):
+        self._check(bdat=True)

@@ -6,10 +6,23 @@ and is closed; sources 127.0.0.x tell clients apart), the idle command
 timeout (RFC 5321 4.5.3.2.7: 421 4.4.2, then close), the DATA block timeout,
 and a spool that cannot be written (4xx: 451 4.3.0 or 452 4.3.1, nothing
 acknowledged is lost, and mail flows again once the spool is writable).
+
+The slow drip (issue 9): timeouts are deadlines, not idle timers. A client
+that sends a line, or its greeting, one octet at a time is cut at the
+deadline with 421 4.4.2; message data slower than min_data_rate is cut
+with 421 4.4.2; more than max_junk_commands NOOP/RSET/HELP/VRFY get 421
+4.7.0. Forty such clients from four addresses fill every slot at once,
+and a normal client still gets in and delivers. IPv6 clients count per
+network of client_ipv6_prefix bits (/64 by default), in a network
+namespace of the test's own whose loopback carries a few IPv6 addresses.
 """
 
 import os
+import re
+import select
+import shutil
 import socket
+import subprocess
 import sys
 import time
 
@@ -137,6 +150,243 @@ class IdleTimeout(TernTestCase):
                 c.send(bytes([b]))
                 time.sleep(0.05)
             self.assertReply(c.read_reply(), 250, "2.0.0")
+
+
+class Dripper:
+    """One hostile client: a few commands at once, then `drip` an octet
+    (or, with whole=True, a whole line) per tick, never finishing."""
+
+    def __init__(self, tern, source, setup, drip, whole=False):
+        self.c, g = greet(tern, source)
+        for line in setup:
+            r = self.c.ehlo(line[5:]) if line.startswith("EHLO ") else self.c.cmd(line)
+            if r.code >= 400:
+                raise AssertionError("%s: %r" % (line, r))
+        self.drip = drip
+        self.whole = whole
+        self.sent = 0            # octets (or lines) of drip sent
+        self.reply = None        # the 421, once it came
+        self.closed = False
+        self.c.sock.setblocking(False)
+
+    def tick(self):
+        if self.closed or self.sent >= len(self.drip):
+            return
+        data = self.drip[self.sent] if self.whole else self.drip[self.sent:self.sent + 1]
+        try:
+            self.c.sock.send(data)
+            self.sent += 1
+        except (BlockingIOError, OSError):
+            pass
+
+    def poll(self):
+        """Read what tern sent; True once the connection is closed."""
+        while not self.closed:
+            try:
+                chunk = self.c.sock.recv(4096)
+            except BlockingIOError:
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.closed = True
+                break
+            self.c.buf += chunk
+        if self.reply is None:
+            for line in self.c.buf.split(b"\r\n"):
+                if line.startswith(b"421 "):
+                    self.reply = harness.parse_reply_lines([line])
+        return self.closed
+
+
+class SlowDrip(TernTestCase):
+    """Forty slow clients from 127.0.0.10-13 hold every slot
+    (max_connections 40); none may keep it past its deadline."""
+
+    TERN_OPTIONS = {"options": {
+        "timeout_greeting": "3s", "timeout_command": "3s", "timeout_data": "3s",
+        "min_data_rate": "100", "max_junk_commands": "5",
+        "max_connections": "40", "max_connections_per_ip": "10"}}
+    SOURCES = ["127.0.0.%d" % i for i in range(10, 14)]
+
+    def _drippers(self):
+        # a line long enough that sending it at one octet per second takes
+        # far longer than any deadline here
+        pad = b"x" * 60
+        kinds = [
+            # the greeting: timeout_greeting bounds the whole EHLO
+            ([], b"EHLO " + pad + b"\r\n", False, "4.4.2"),
+            # a command line
+            (["EHLO drip.test"], b"MAIL FROM:<" + pad + b"@client.test>\r\n", False, "4.4.2"),
+            # message data under min_data_rate
+            (["EHLO drip.test", "MAIL FROM:<drip@client.test>",
+              "RCPT TO:<alice@%s>" % DOMAIN, "DATA"],
+             b"Subject: drip\r\n\r\n" + pad + b"\r\n.\r\n", False, "4.4.2"),
+            # whole commands that move no mail, each within the deadline
+            (["EHLO drip.test"], [b"NOOP\r\n", b"RSET\r\n", b"HELP\r\n", b"VRFY x\r\n"] * 15,
+             True, "4.7.0"),
+        ]
+        out = []
+        for i in range(40):
+            setup, drip, whole, enh = kinds[i % 4]
+            if setup and setup[-1] == "DATA":
+                d = Dripper(self.tern, self.SOURCES[i // 10], setup[:-1], drip)
+                d.c.sock.setblocking(True)
+                self.assertReply(d.c.cmd("DATA"), 354)
+                d.c.sock.setblocking(False)
+            else:
+                d = Dripper(self.tern, self.SOURCES[i // 10], setup, drip, whole)
+            d.want = enh
+            out.append(d)
+        return out
+
+    def _normal_delivery(self, user):
+        """One attempt: None if the server is full (421), else the token."""
+        c = self.tern.client(source="127.0.0.20")
+        with c:
+            if c.greeting().code != 220:
+                return None
+            self.assertEqual(c.ehlo().code, 250)
+            tok = harness.token("normal")
+            r = c.send_message("sender@client.test", [user + "@" + DOMAIN], harness.simple_body(tok))
+            self.assertReply(r, 250, "2.0.0")
+            return tok
+
+    def test_many_slow_clients(self):
+        user = self.tern.fresh_user()
+        drippers = self._drippers()
+        tok = None
+        try:
+            # generous: the deadlines are 3 s; the payloads last 60 s or more
+            start = time.monotonic()
+            deadline, next_tick = start + 50, start
+            while time.monotonic() < deadline:
+                now = time.monotonic()
+                if now >= next_tick:      # one octet (or line) a second
+                    for d in drippers:
+                        d.tick()
+                    next_tick += 1.0
+                    if tok is None:
+                        tok = self._normal_delivery(user)
+                live = [d.c.sock for d in drippers if not d.closed]
+                select.select(live, [], [], max(0.0, next_tick - time.monotonic()))
+                for d in drippers:
+                    d.poll()
+                if tok is not None and all(d.closed for d in drippers):
+                    break
+            for i, d in enumerate(drippers):
+                self.assertTrue(d.closed, "dripper %d (%r) still connected after %d octets"
+                                % (i, d.drip[:12], d.sent))
+                self.assertIsNotNone(d.reply, "dripper %d: closed without a 421: %r" % (i, d.c.buf[-200:]))
+                self.assertEqual((d.reply.code, d.reply.enh), (421, d.want), "dripper %d" % i)
+                harness.check_enhanced(d.reply)
+                self.assertLess(d.sent, len(d.drip), "dripper %d finished before the deadline" % i)
+            self.assertIsNotNone(tok, "a normal client never got in")
+        finally:
+            for d in drippers:
+                d.c.close()
+        self.tern.wait_for_token(tok, user)
+        log = self.tern.log_text()
+        for reason in ("reason=timeout stage=greeting", "reason=timeout stage=command",
+                       "reason=slow-data", "reason=junk-commands"):
+            self.assertIn(reason, log)
+
+
+class JunkCommands(TernTestCase):
+    """The default max_junk_commands is 100; a queued message resets the
+    count (as Postfix does)."""
+
+    def test_default_limit(self):
+        user = self.tern.fresh_user()
+        with self.tern.session() as c:
+            for i in range(100):
+                self.assertReply(c.cmd(("NOOP", "RSET", "HELP", "VRFY x")[i % 4]), (250, 250, 214, 252)[i % 4])
+            self.assertReply(c.send_message("sender@client.test", [user + "@" + DOMAIN],
+                                            harness.simple_body(harness.token("junk"))), 250, "2.0.0")
+            for _ in range(99):
+                self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+            self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
+            self.assertReply(c.cmd("NOOP"), 421, "4.7.0")
+            self.assertTrue(c.wait_closed(10))
+
+
+# the IPv6 addresses of the namespace's loopback: tern's, then clients'
+V6_TERN = "2001:db8:1:2::1"
+V6_SAME_NET = ["2001:db8:1:2::10", "2001:db8:1:2::11", "2001:db8:1:2::12"]
+V6_OTHER_NET = "2001:db8:1:3::10"
+
+
+class Ipv6Clients(TernTestCase):
+    """max_connections_per_ip counts an IPv6 client by its /64: one host
+    usually holds the whole network and could take a fresh address for
+    each connection. client_ipv6_prefix 128 counts addresses."""
+
+    NEEDS_TERN = False
+
+    def _in_netns(self):
+        env = dict(os.environ)
+        env["TERN_IN_NETNS"] = "1"
+        env["TERN_BIN"] = harness.tern_bin()
+        setup = ["ip link set lo up"] + ["ip -6 addr add %s/128 dev lo nodad" % a
+                                         for a in [V6_TERN, V6_OTHER_NET] + V6_SAME_NET]
+        p = subprocess.run(["unshare", "--net", "--", "sh", "-c", " && ".join(setup) +
+                            " && exec /usr/bin/python3 -m unittest -v "
+                            "test_limits.Ipv6Clients.test_per_network_limit"],
+                           cwd=os.path.dirname(os.path.abspath(__file__)), env=env,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=240)
+        out = p.stdout.decode("utf-8", "replace")
+        m = re.search(r"skipped '(.*)'", out)
+        if p.returncode == 0 and m:
+            self.skipTest("in a network namespace: " + m.group(1))
+        self.assertEqual(p.returncode, 0, "the test in a network namespace failed:\n" + out)
+
+    def _greet(self, port, source):
+        c = harness.SMTPClient(port, host=V6_TERN, source=source)
+        return c, c.greeting()
+
+    def _run(self, prefix, third_code):
+        port6 = harness.free_port()
+        opts = {"max_connections_per_ip": "2", "max_connections": "50"}
+        if prefix:
+            opts["client_ipv6_prefix"] = prefix
+        t = harness.Tern(options=opts, extra_config="listen [%s]:%d" % (V6_TERN, port6))
+        held = []
+        try:
+            t.start()
+            for src in V6_SAME_NET[:2]:
+                c, g = self._greet(port6, src)
+                held.append(c)
+                self.assertEqual(g.code, 220, (src, g))
+            c, g = self._greet(port6, V6_SAME_NET[2])
+            held.append(c)
+            self.assertEqual(g.code, third_code, g)
+            if third_code == 421:
+                self.assertEqual(g.enh, "4.7.0", g)
+                self.assertTrue(c.wait_closed(10))
+                self.assertIn("client=%s reason=max_connections_per_ip" % V6_SAME_NET[2],
+                              t.log_text())
+            c, g = self._greet(port6, V6_OTHER_NET)     # another /64
+            held.append(c)
+            self.assertEqual(g.code, 220, g)
+            self.assertEqual(c.ehlo().code, 250)
+        finally:
+            for c in held:
+                c.close()
+            t.stop()
+            self.assertIsNone(t.sanitizer_report())
+            t.cleanup()
+
+    def test_per_network_limit(self):
+        if not os.environ.get("TERN_IN_NETNS"):
+            if os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"):
+                self.skipTest("a network namespace with IPv6 addresses needs root, unshare and ip")
+            return self._in_netns()
+        reason = harness.binary_missing_reason() or harness.root_users_missing_reason()
+        if reason:
+            self.skipTest(reason)
+        self._run(None, 421)      # the default: /64
+        self._run("128", 220)
 
 
 class QueueFailure(TernTestCase):

@@ -18,6 +18,9 @@ from harness import DOMAIN, TernTestCase  # noqa: E402
 
 
 class Pipelining(TernTestCase):
+    # test_long_pipelined_input sends thousands of NOOPs: over the default
+    # max_junk_commands (100), which test_limits.py covers
+    TERN_OPTIONS = {"options": {"max_junk_commands": "10000"}}
 
     def test_group_then_content(self):
         u1, u2 = self.tern.fresh_user(), self.tern.fresh_user()
@@ -126,6 +129,26 @@ class Pipelining(TernTestCase):
             self.tern.wait_for_token(tok, u)
         for u in users[5:]:
             self.assertNoMail(u, settle=0.3)
+
+    def test_duplicate_recipients_count_against_limit(self):
+        # max_recipients (5 here) bounds accepted RCPT commands, duplicates
+        # included: the same recipient sent over and over gets 452 4.5.3
+        # after the fifth, and the message still arrives once.
+        user = self.tern.fresh_user()
+        tok = harness.token("pdup")
+        with self.tern.session() as c:
+            c.send("MAIL FROM:<sender@client.test>\r\n" +
+                   "RCPT TO:<%s@%s>\r\n" % (user, DOMAIN) * 8 + "DATA\r\n")
+            self.assertReply(c.read_reply(), 250, "2.1.0")
+            for _ in range(5):
+                self.assertReply(c.read_reply(), 250, "2.1.5")
+            for _ in range(3):
+                self.assertReply(c.read_reply(), 452, "4.5.3")
+            self.assertReply(c.read_reply(), 354)
+            c.send(harness.dot_stuff(harness.simple_body(tok)) + b".\r\n")
+            self.assertReply(c.read_reply(), 250, "2.0.0")
+        msgs = self.tern.wait_for_mail(user, 1, settle=0.5)
+        self.assertEqual(sum(1 for m in msgs if tok.encode() in m), 1)
 
     def _concurrent(self, c, data, nreplies):
         """Write data while a thread reads nreplies replies (no deadlock on full buffers)."""

@@ -1429,7 +1429,7 @@ test_doc_mentions_every_option(void **state)
 		snprintf(heading, sizeof(heading), "[`%s`](#%s)", name, name);
 		assert_non_null(strstr(doc, heading));
 	}
-	assert_int_equal(n, 60);
+	assert_int_equal(n, 63);
 	assert_non_null(strstr(doc, "## Users file"));
 	assert_non_null(strstr(doc, "## Aliases file"));
 	assert_non_null(strstr(doc, config_default_text()));

@@ -115,14 +115,16 @@ struct t {
 	struct fake_queue q;
 	struct smtp_session_client client;
 	bool closed;
-	unsigned timeout;
+	unsigned deadline;   /* ms, the last one armed; 0: none */
+	unsigned narmed;     /* set_deadline() calls */
 	char dir[64];
 };
 
 static void
-io_set_timeout(void *arg, unsigned secs)
+io_set_deadline(void *arg, unsigned ms)
 {
-	((struct t *)arg)->timeout = secs;
+	((struct t *)arg)->deadline = ms;
+	((struct t *)arg)->narmed++;
 }
 
 static void
@@ -131,7 +133,7 @@ io_close(void *arg)
 	((struct t *)arg)->closed = true;
 }
 
-static const struct smtp_session_io test_io = { .set_timeout = io_set_timeout,
+static const struct smtp_session_io test_io = { .set_deadline = io_set_deadline,
 	.close = io_close };
 
 #define DEFAULT_LIMITS "max_message_size 4K\nmax_recipients 3\nmax_errors 6"
@@ -659,6 +661,39 @@ test_too_many_recipients_and_errors(void **state)
 	stop(&t);
 }
 
+/* max_recipients bounds accepted RCPT commands, duplicates included:
+ * folding duplicates into one copy must not make the limit endless. */
+static void
+test_duplicate_recipients_count(void **state)
+{
+	struct t t;
+
+	start(&t, "max_message_size 4K\nmax_recipients 3\nmax_errors 20", false);
+	ehlo(&t);
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "RCPT TO:<ALICE@example.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "RCPT TO:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n"
+	    "452 4.5.3 Error: too many recipients\r\n"
+	    "452 4.5.3 Error: too many recipients\r\n");
+	/* rejected recipients do not count against the limit */
+	EXPECT_PREFIX(&t, "DATA\r\nx\r\n.\r\n", "354 ");
+	assert_int_equal(t.q.msgs[0].env.nrcpts, 1);
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<nobody@example.test>\r\n"
+	    "RCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\n"
+	    "RCPT TO:<bob@example.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "RCPT TO:<alice@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n"
+	    "550 5.1.1 <nobody@example.test>: Recipient address rejected: User unknown\r\n"
+	    "550 5.1.1 <nobody@example.test>: Recipient address rejected: User unknown\r\n"
+	    "250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n250 2.1.5 Ok\r\n"
+	    "452 4.5.3 Error: too many recipients\r\n");
+	/* a new transaction starts from zero */
+	EXPECT(&t, "RSET\r\nMAIL FROM:<a@r.test>\r\nRCPT TO:<bob@example.test>\r\n",
+	    "250 2.0.0 Ok\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	stop(&t);
+}
+
 static void
 test_bdat(void **state)
 {
@@ -679,14 +714,112 @@ test_bdat(void **state)
 	assert_string_equal(body, "Subject: x\r\n\r\n.\r\nab\r\n");
 	free(body);
 	EXPECT(&t, "BDAT x\r\n", "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n");
-	/* a bad BDAT line with a valid size still consumes its chunk */
-	EXPECT(&t, "BDAT 12 LAST \r\nNOOP\r\nNOOP\r\n", "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n");
 	/* RCPT between chunks: the envelope is already with the queue */
 	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nBDAT 3\r\nabc",
 	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 3 octets received\r\n");
 	EXPECT(&t, "RCPT TO:<bob@example.test>\r\n", "503 5.5.1 Error: RCPT after BDAT\r\n");
 	EXPECT_PREFIX(&t, "BDAT 0 LAST\r\n", "250 2.0.0 Ok: queued as ");
 	assert_int_equal(t.q.msgs[1].env.nrcpts, 1);
+	stop(&t);
+}
+
+/* RFC 3030 2: end-marker = "LAST". A BDAT line with anything else after
+ * the size is a syntax error, answered at once: no octets are taken as a
+ * chunk, the next line is a command. */
+static void
+test_bdat_end_marker(void **state)
+{
+	static const char *const bad[] = {
+		"BDAT 12 LAST \r\n", "BDAT 12 FOO\r\n", "BDAT 12 LASTX\r\n",
+		"BDAT 12 LAS\r\n", "BDAT 12  LAST\r\n", "BDAT 12 \r\n",
+		"BDAT 12 LAST LAST\r\n", "BDAT 0 NOTLAST\r\n",
+	};
+	struct t t;
+	char *body;
+
+	start(&t, "max_message_size 4K\nmax_recipients 3\nmax_errors 40", false);
+	ehlo(&t);
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	for (size_t i = 0; i < nitems(bad); i++) {
+		char in[64];
+
+		snprintf(in, sizeof(in), "%sNOOP\r\nNOOP\r\n", bad[i]);
+		char *got = feed(&t, in);
+		if (strcmp(got, "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n"
+		    "250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n") != 0)
+			fail_msg("%s: got %s", bad[i], got);
+		free(got);
+	}
+	assert_int_equal(t.q.nmsgs, 0);
+	/* the transaction is intact: "LAST" in any case still works */
+	EXPECT_PREFIX(&t, "bdat 10 last\r\nSubject: x", "250 2.0.0 Ok: queued as ");
+	body = stored_body(&t.q.msgs[0]);
+	assert_string_equal(body, "Subject: x\r\n");
+	free(body);
+	EXPECT_PREFIX(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<bob@example.test>\r\n"
+	    "BDAT 10 LAST\r\nSubject: y", "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+	    "250 2.0.0 Ok: queued as ");
+	EXPECT_PREFIX(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<bob@example.test>\r\n"
+	    "BDAT 5 Last\r\nab\r\n\r\n", "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+	    "250 2.0.0 Ok: queued as ");
+	assert_int_equal(t.q.nmsgs, 3);
+	stop(&t);
+}
+
+/* RFC 5321 6.3: more Received: fields in the header section than
+ * max_received_headers is a mail loop: 554 5.4.6 at the end of the data,
+ * by DATA or BDAT, and the queue transaction is aborted. Fields in the
+ * body, other names (X-Received:, Received-SPF:) and tern's own
+ * Received: do not count; the name's case and WSP before the colon do
+ * not matter, nor where the input is cut. */
+static void
+test_mail_loop(void **state)
+{
+	static const char three[] =
+	    "Received: from a by b; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+	    "received : from c\r\n\tby d; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+	    "X-Received: not one\r\nReceived-SPF: pass\r\n"
+	    "RECEIVED:\tfrom e by f; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+	    "Subject: loop\r\n\r\n"
+	    "Received: in the body, not a field\r\n";
+	static const char fourth[] = "Received:from g by h; x\r\n";
+	struct t t;
+	char *r, msg[1024];
+
+	start(&t, "max_message_size 4K\nmax_received_headers 3\nmax_errors 20", false);
+	ehlo(&t);
+	/* at the limit: queued */
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	snprintf(msg, sizeof(msg), "%s.\r\n", three);
+	EXPECT_PREFIX(&t, msg, "250 2.0.0 Ok: queued as ");
+	assert_true(t.q.msgs[0].committed);
+	/* one more, fed an octet at a time: refused, nothing queued */
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	snprintf(msg, sizeof(msg), "%s%s.\r\n", fourth, three);
+	for (size_t i = 0; msg[i + 1] != '\0'; i++)
+		free(feed_n(&t, msg + i, 1));
+	EXPECT(&t, "\n", "554 5.4.6 Too many Received headers: mail loop\r\n");
+	assert_false(t.q.msgs[1].committed);
+	assert_true(t.q.msgs[1].aborted);
+	/* the same by BDAT, in two chunks; the session goes on */
+	snprintf(msg, sizeof(msg), "%s%s", fourth, three);
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nBDAT 20\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n");
+	free(feed_n(&t, msg, 20));
+	r = malloc(strlen(msg) + 32);
+	snprintf(r, strlen(msg) + 32, "BDAT %zu LAST\r\n%s", strlen(msg) - 20, msg + 20);
+	EXPECT(&t, r, "554 5.4.6 Too many Received headers: mail loop\r\n");
+	free(r);
+	assert_false(t.q.msgs[2].committed);
+	assert_true(t.q.msgs[2].aborted);
+	snprintf(msg, sizeof(msg), "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "BDAT %zu LAST\r\n%s", strlen(three), three);
+	EXPECT_PREFIX(&t, msg, "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 Ok: queued as ");
+	assert_true(t.q.msgs[3].committed);
+	EXPECT(&t, "NOOP\r\n", "250 2.0.0 Ok\r\n");
 	stop(&t);
 }
 
@@ -715,10 +848,121 @@ test_timeout(void **state)
 
 	start(&t, NULL, false);
 	ehlo(&t);
-	assert_int_equal(t.timeout, t.cfg->timeout_command);
+	assert_int_equal(t.deadline, t.cfg->timeout_command * 1000);
 	smtp_session_timeout(t.s);
 	char *r = feed(&t, "");
 	assert_string_equal(r, "421 4.4.2 mx.test Error: timeout exceeded\r\n");
+	free(r);
+	assert_true(t.closed);
+	stop(&t);
+}
+
+/*
+ * Deadlines, not idle timeouts: partial input never re-arms the
+ * deadline. timeout_greeting bounds the whole greeting phase,
+ * timeout_command each command line, and message data has a budget that
+ * octets extend at min_data_rate only (Issue: one octet every few seconds
+ * held a connection for ever).
+ */
+static void
+test_deadlines(void **state)
+{
+	struct t t;
+	unsigned n;
+	char *r;
+
+	start(&t, "max_message_size 4K\ntimeout_greeting 20s\ntimeout_command 30s\n"
+	    "timeout_data 10s\nmin_data_rate 1000000", false);
+	free(feed(&t, ""));
+	assert_int_equal(t.deadline, 20000);
+	/* before HELO/EHLO: neither octets nor whole commands re-arm it */
+	n = t.narmed;
+	free(feed(&t, "NO"));
+	free(feed(&t, "OP\r\nRSET\r\nEH"));
+	assert_int_equal(t.narmed, n);
+	free(feed(&t, "LO c.test\r\n"));
+	assert_int_equal(t.deadline, 30000);
+	/* a command line that trickles in is one deadline */
+	n = t.narmed;
+	for (const char *p = "NOOP"; *p; p++)
+		free(feed_n(&t, p, 1));
+	assert_int_equal(t.narmed, n);
+	EXPECT(&t, "\r\n", "250 2.0.0 Ok\r\n");
+	assert_int_equal(t.narmed, n + 1);
+	assert_int_equal(t.deadline, 30000);
+	/* data: timeout_data, octets buy 1/min_data_rate s each: here next
+	 * to nothing, so the budget only shrinks as time passes */
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+	assert_int_equal(t.deadline, 10000);
+	usleep(60 * 1000);
+	free(feed(&t, "Subject: slow\r\n"));
+	assert_true(t.deadline <= 10000 - 50);
+	/* the deadline passes while octets still come: the rate is blamed */
+	smtp_session_timeout(t.s);
+	r = feed(&t, "");
+	assert_string_equal(r, "421 4.4.2 mx.test Error: timeout exceeded: data "
+	    "slower than 1000000 bytes/s\r\n");
+	free(r);
+	assert_true(t.closed);
+	assert_true(t.q.msgs[0].aborted);
+	stop(&t);
+
+	/* min_data_rate 0: timeout_data is the longest pause */
+	start(&t, "max_message_size 4K\ntimeout_data 10s\nmin_data_rate 0", false);
+	ehlo(&t);
+	free(feed(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nDATA\r\n"));
+	usleep(60 * 1000);
+	free(feed(&t, "x"));
+	assert_int_equal(t.deadline, 10000);
+	EXPECT_PREFIX(&t, "\r\n.\r\n", "250 2.0.0 Ok: queued as ");
+	assert_int_equal(t.deadline, t.cfg->timeout_command * 1000);
+	/* a BDAT transaction is data from its first chunk to its last:
+	 * the BDAT lines between chunks do not restart timeout_command */
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\nBDAT 1\r\nx",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n250 2.0.0 1 octets received\r\n");
+	assert_int_equal(t.deadline, 10000);
+	EXPECT(&t, "BDAT 1\r\ny", "250 2.0.0 1 octets received\r\n");
+	assert_int_equal(t.deadline, 10000);
+	EXPECT_PREFIX(&t, "BDAT 2 LAST\r\n\r\n", "250 2.0.0 Ok: queued as ");
+	assert_int_equal(t.deadline, t.cfg->timeout_command * 1000);
+	/* an idle client gets the plain timeout */
+	smtp_session_timeout(t.s);
+	EXPECT(&t, "", "421 4.4.2 mx.test Error: timeout exceeded\r\n");
+	stop(&t);
+}
+
+/* NOOP, RSET, HELP, VRFY, a repeated HELO/EHLO and RCPT past the
+ * recipient limit: max_junk_commands of them, then 421 4.7.0; a queued
+ * message starts the count again. */
+static void
+test_junk_commands(void **state)
+{
+	struct t t;
+	char *r;
+
+	start(&t, "max_message_size 4K\nmax_recipients 1\nmax_junk_commands 4", false);
+	ehlo(&t);
+	EXPECT(&t, "NOOP\r\nRSET\r\nHELP\r\nVRFY x\r\n",
+	    "250 2.0.0 Ok\r\n250 2.0.0 Ok\r\n214 2.0.0 Commands: EHLO HELO AUTH "
+	    "MAIL RCPT DATA BDAT RSET NOOP VRFY HELP QUIT\r\n"
+	    "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery\r\n");
+	/* a message resets the count; syntax errors are errors, not junk */
+	EXPECT_PREFIX(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "DATA\r\nx\r\n.\r\n", "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 ");
+	EXPECT(&t, "RSET x\r\nEHLO\r\nVRFY\r\n", "501 5.5.4 Syntax: RSET\r\n"
+	    "501 5.5.4 Syntax: EHLO hostname\r\n501 5.5.4 Syntax: VRFY address\r\n");
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "RCPT TO:<bob@example.test>\r\nRCPT TO:<bob@example.test>\r\n",
+	    "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n452 4.5.3 Error: too many recipients\r\n"
+	    "452 4.5.3 Error: too many recipients\r\n");
+	r = feed(&t, "HELO c.test\r\nEHLO c.test\r\nNOOP\r\n");
+	if (strncmp(r, "250 mx.test\r\n250-mx.test\r\n", 26) != 0 ||
+	    strstr(r, "\r\n421 4.7.0 mx.test Error: too many commands without "
+	    "mail\r\n") == NULL)
+		fail_msg("got %s", r);
+	assert_string_equal(strstr(r, "421 "), "421 4.7.0 mx.test Error: too many "
+	    "commands without mail\r\n");
 	free(r);
 	assert_true(t.closed);
 	stop(&t);
@@ -1053,6 +1297,36 @@ test_auth_state_errors(void **state)
 	assert_null(fa_cb);
 }
 
+/* The verifier's delay is the server's, not the client's idleness: no
+ * deadline runs while it lasts, and a fresh one after the answer. */
+static void
+test_auth_delay_not_idle(void **state)
+{
+	struct t t;
+
+	start_auth(&t, 2, false, NULL);
+	ehlo_auth(&t, true);
+	assert_int_equal(t.deadline, t.cfg->timeout_command * 1000);
+	for (int i = 0; i < 3; i++) {
+		free(feed(&t, "AUTH PLAIN " B64_PLAIN_BAD "\r\n"));
+		assert_non_null(fa_cb);
+		assert_int_equal(t.deadline, 0);
+		t.narmed = 0;
+		EXPECT_AUTH(&t, "", "535 5.7.8 Error: authentication failed\r\n");
+		assert_int_equal(t.narmed, 1);
+		assert_int_equal(t.deadline, t.cfg->timeout_command * 1000);
+	}
+	/* LOGIN: each response line re-arms; the wait does not count */
+	EXPECT(&t, "AUTH LOGIN\r\n", "334 VXNlcm5hbWU6\r\n");
+	EXPECT(&t, "YWxpY2VAZXhhbXBsZS50ZXN0\r\n", "334 UGFzc3dvcmQ6\r\n");
+	assert_int_equal(t.deadline, t.cfg->timeout_command * 1000);
+	free(feed(&t, "c2VjcmV0\r\n"));
+	assert_int_equal(t.deadline, 0);
+	EXPECT_AUTH(&t, "", "235 2.7.0 Authentication successful\r\n");
+	assert_int_equal(t.deadline, t.cfg->timeout_command * 1000);
+	stop(&t);
+}
+
 static void
 test_auth_throttled_greeting(void **state)
 {
@@ -1337,15 +1611,21 @@ main(void)
 		cmocka_unit_test(test_params),
 		cmocka_unit_test(test_relay_and_addresses),
 		cmocka_unit_test(test_too_many_recipients_and_errors),
+		cmocka_unit_test(test_duplicate_recipients_count),
 		cmocka_unit_test(test_bdat),
+		cmocka_unit_test(test_bdat_end_marker),
+		cmocka_unit_test(test_mail_loop),
 		cmocka_unit_test(test_queue_failures),
 		cmocka_unit_test(test_timeout),
+		cmocka_unit_test(test_deadlines),
+		cmocka_unit_test(test_junk_commands),
 		cmocka_unit_test(test_domain_check),
 		cmocka_unit_test(test_auth_advertised),
 		cmocka_unit_test(test_auth_plain),
 		cmocka_unit_test(test_auth_login),
 		cmocka_unit_test(test_auth_line_limit),
 		cmocka_unit_test(test_auth_state_errors),
+		cmocka_unit_test(test_auth_delay_not_idle),
 		cmocka_unit_test(test_auth_throttled_greeting),
 		cmocka_unit_test(test_submission_policy),
 		cmocka_unit_test(test_submission_headers),
