@@ -42,6 +42,7 @@
 
 #include "mail/dsn.h"
 #include "mail/envelope.h"
+#include "mail/header.h"
 #include "lib/ipc.h"
 #include "conf/local_lookup.h"
 #include "lib/log.h"
@@ -1609,40 +1610,6 @@ groups_free(struct rgroup *g)
 }
 
 /*
- * The Received: fields in the header section of the message (p, len):
- * lines up to the first empty one that start with the field name, any
- * case, and a colon, with the white space the obsolete syntax allows
- * before it (RFC 5322 4.5). Counts no further than stop.
- */
-static unsigned
-received_fields(const char *p, size_t len, unsigned stop)
-{
-	const char *end = p + len;
-	unsigned n = 0;
-
-	while (p < end && n < stop) {
-		const char *eol = memchr(p, '\n', (size_t)(end - p));
-		size_t ll = eol != NULL ? (size_t)(eol - p) : (size_t)(end - p);
-		size_t k = 8;
-
-		if (ll > 0 && p[ll - 1] == '\r')
-			ll--;
-		if (ll == 0)
-			break;   /* the end of the header section */
-		if (ll > k && strncasecmp(p, "received", k) == 0) {
-			while (k < ll && (p[k] == ' ' || p[k] == '\t'))
-				k++;
-			if (k < ll && p[k] == ':')
-				n++;
-		}
-		if (eol == NULL)
-			break;
-		p = eol + 1;
-	}
-	return n;
-}
-
-/*
  * RFC 5321 6.3: a message that carries more Received: fields than
  * max_received_headers is in a mail loop. The smtp process refuses it at
  * the end of DATA; one accepted anyway (before an upgrade, or by a path
@@ -1660,7 +1627,7 @@ fail_mail_loop(const struct queue *q, struct spool_msg *m, int64_t now)
 	const char *body = spool_msg_body(m, &body_len);
 	char reply[128];
 
-	if (received_fields(body, body_len, limit + 1) <= limit)
+	if (header_count(body, body_len, "Received", limit + 1) <= limit)
 		return;
 	snprintf(reply, sizeof(reply), "554 5.4.6 Too many \"Received:\" "
 	    "header fields (more than %u): mail loop", limit);

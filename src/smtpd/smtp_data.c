@@ -24,6 +24,7 @@
 #include "conf/config.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "mail/header.h"
 #include "smtpd/queue_client.h"
 #include "smtpd/smtp_session.h"
 #include "smtpd/smtp_session_int.h"
@@ -72,8 +73,9 @@ body_newline(struct smtp_session *s, bool bare)
 		/* RFC 5322 2.1: the first empty line ends the header section */
 		if (empty_line)
 			t->in_body = true;
-		else if (smtp_headers_is_received(t->line_head, t->line_len <
-		    sizeof(t->line_head) ? t->line_len : sizeof(t->line_head)))
+		else if (header_field_is(t->line_head, t->line_len <
+		    sizeof(t->line_head) ? t->line_len : sizeof(t->line_head),
+		    "Received"))
 			t->nreceived++;
 	}
 

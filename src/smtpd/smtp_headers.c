@@ -16,25 +16,11 @@
 #include "conf/config.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "mail/header.h"
 #include "smtpd/smtp_session.h"
 #include "smtpd/smtp_session_int.h"
 
 #define FROM_ADDRS_MAX 64        /* addresses in one From: field */
-
-/* true if the header line starting with head (n octets of it) is a
- * Received: field: the name in any case, optional WSP, a colon (RFC 5322
- * 3.6.7, and the WSP of the obsolete syntax, 4.5). */
-bool
-smtp_headers_is_received(const char *head, size_t n)
-{
-	size_t k = 8;
-
-	if (n <= k || !util_ascii_casecmp_n(head, k, "Received", k))
-		return false;
-	while (k < n && (head[k] == ' ' || head[k] == '\t'))
-		k++;
-	return k < n && head[k] == ':';
-}
 
 /* ------------------------------------------------------------------ */
 /* the header of a submitted message (authenticated sessions) */
@@ -43,22 +29,7 @@ smtp_headers_is_received(const char *head, size_t n)
 static bool
 header_has(const char *h, size_t n, const char *name)
 {
-	size_t nl = strlen(name);
-
-	for (size_t i = 0; i < n;) {
-		const char *eol = memchr(h + i, '\n', n - i);
-		size_t len = eol ? (size_t)(eol - (h + i)) : n - i;
-		size_t k = nl;
-
-		if (len > nl && util_ascii_casecmp_n(h + i, nl, name, nl)) {
-			while (k < len && (h[i + k] == ' ' || h[i + k] == '\t'))
-				k++;
-			if (k < len && h[i + k] == ':')
-				return true;
-		}
-		i += len + 1;
-	}
-	return false;
+	return header_count(h, n, name, 1) > 0;
 }
 
 /*

@@ -228,7 +228,5 @@ bool smtp_data_input(struct smtp_session *s);
 /* The captured header of a submitted message is complete (or overflowed
  * HDR_CAPTURE_MAX): check it, add Date:/Message-ID:, stage it. */
 void smtp_headers_finish(struct smtp_session *s, bool overflow);
-/* The header line starting with head (n octets of it) is a Received:. */
-bool smtp_headers_is_received(const char *head, size_t n);
 
 #endif
