@@ -40,6 +40,7 @@
 #include "dns/dns.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
+#include "lib/proctitle.h"
 #include "conf/passwd.h"
 #include "queue/queue.h"
 #include "queue/queue_control.h"
@@ -314,6 +315,7 @@ spawn(struct parent *p, enum worker_kind kind, const int chan[2],
 	signal(SIGINT, SIG_DFL);
 	signal(SIGHUP, SIG_DFL);
 	close_other_fds(p, -1, -1, kind == WORKER_SMTP);
+	proctitle_set("tern: %s", p->w[kind].name);
 
 	switch (kind) {
 	case WORKER_QUEUE: {
@@ -666,6 +668,7 @@ cmd_serve(const char *path)
 	struct event *ev_chld, *ev_term, *ev_int, *ev_hup;
 
 	log_init("parent");
+	proctitle_set("tern: parent");
 	p.cfg = load_config(path);
 	if (p.cfg == NULL)
 		return 78;   /* EX_CONFIG */
@@ -891,6 +894,8 @@ main(int argc, char **argv)
 		return cmd_queue(argc, argv);
 	if (strcmp(cmd, "sendmail") == 0)
 		return sendmail_main(argc, argv, 2);
+	if (strcmp(cmd, "serve") == 0)
+		proctitle_init(argc, argv);   /* before getopt keeps pointers */
 	optind = 2;
 	while ((c = getopt(argc, argv, "c:")) != -1) {
 		switch (c) {
