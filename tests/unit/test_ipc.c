@@ -21,6 +21,7 @@
 
 #include "lib/ipc.h"
 #include "lib/util.h"
+#include "proto_test_util.h"
 
 /* ---- ipc_hdr_decode ---- */
 
@@ -274,17 +275,6 @@ pair_free(struct pair *p)
 			event_base_loop((p)->base, EVLOOP_NONBLOCK);           \
 		assert_true(cond);                                             \
 	} while (0)
-
-static int
-open_fds(void)
-{
-	int n = 0;
-
-	for (int fd = 0; fd < 1024; fd++)
-		if (fcntl(fd, F_GETFD) != -1)
-			n++;
-	return n;
-}
 
 static void
 test_frames_both_ways(void **state)

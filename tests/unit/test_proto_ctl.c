@@ -20,6 +20,7 @@
 #include "lib/log.h"
 #include "lib/util.h"
 #include "proto/ctl.h"
+#include "proto_test_util.h"
 
 enum got { GOT_NONE, GOT_PEER, GOT_RELAY, GOT_TLS, GOT_SHUTDOWN, GOT_READY,
 	GOT_LOST };
@@ -109,17 +110,6 @@ static const struct frame_case frame_cases[] = {
 	{ "parent: a descriptor", CTL_PARENT, &parent_ops, CTL_PEER_FD, 0, true,
 	  GOT_LOST, IPC_VIOLATION },
 };
-
-static int
-open_fds(void)
-{
-	int n = 0;
-
-	for (int fd = 0; fd < 1024; fd++)
-		if (fcntl(fd, F_GETFD) != -1)
-			n++;
-	return n;
-}
 
 static void
 test_frame_table(void **state)

@@ -15,43 +15,7 @@
 #include "lib/util.h"
 #include "mail/envelope.h"
 #include "proto/relay_job.h"
-
-static char *
-text_of(const struct envelope *env)
-{
-	struct evbuffer *b = evbuffer_new();
-	size_t len;
-	char *s;
-
-	envelope_serialize(env, b);
-	len = evbuffer_get_length(b);
-	s = xmalloc(len + 1);
-	evbuffer_remove(b, s, len);
-	s[len] = '\0';
-	evbuffer_free(b);
-	return s;
-}
-
-static void
-fill(struct envelope *env, size_t nrcpts, size_t addr_len)
-{
-	char addr[ENVELOPE_MAX_FIELD];
-
-	envelope_init(env);
-	util_strlcpy(env->id, "0123456789abcdef", sizeof(env->id));
-	env->arrival = 1796000000;
-	envelope_set(&env->sender, "alice@example.org");
-	envelope_set(&env->helo, "client.example.org");
-	envelope_set(&env->client_addr, "192.0.2.1");
-	envelope_set(&env->protocol, "ESMTP");
-	for (size_t i = 0; i < nrcpts; i++) {
-		size_t n = addr_len > 20 ? addr_len - 20 : 1;
-
-		memset(addr, 'b', n);
-		snprintf(addr + n, sizeof(addr) - n, "%zu@example.net", i);
-		envelope_add_rcpt(env, addr, NULL, 0);
-	}
-}
+#include "proto_test_util.h"
 
 /* ---- jobs ---- */
 
@@ -90,7 +54,8 @@ test_job_table(void **state)
 		bool end = false;
 		int rc;
 
-		fill(&env, c->nrcpts, c->addr_len);
+		env_fill(&env, c->nrcpts, c->addr_len);
+		util_strlcpy(env.id, "0123456789abcdef", sizeof(env.id));
 		rc = relay_job_encode(b, 77, c->domain, &env, body, c->body_len);
 		if (rc != c->want)
 			fail_msg("%s: encode want %d got %d", c->name, c->want, rc);
@@ -114,7 +79,7 @@ test_job_table(void **state)
 				    sizeof(err)) != 0)
 					fail_msg("%s: START refused: %s", c->name, err);
 				assert_string_equal(domain, c->domain);
-				char *a = text_of(&env), *g = text_of(&got);
+				char *a = env_text(&env), *g = env_text(&got);
 				assert_string_equal(a, g);
 				free(a);
 				free(g);
@@ -183,7 +148,7 @@ test_job_refused(void **state)
 			evbuffer_add(b, c->head, strlen(c->head));
 		}
 		if (c == NULL || c->envelope) {
-			fill(&env, c != NULL ? c->nrcpts : 1, 20);
+			env_fill(&env, c != NULL ? c->nrcpts : 1, 20);
 			envelope_serialize(&env, b);
 			envelope_clear(&env);
 		}

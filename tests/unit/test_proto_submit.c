@@ -13,46 +13,7 @@
 #include "lib/util.h"
 #include "mail/envelope.h"
 #include "proto/submit.h"
-
-/* The text form of env, for comparing two envelopes. */
-static char *
-text_of(const struct envelope *env)
-{
-	struct evbuffer *b = evbuffer_new();
-	size_t len;
-	char *s;
-
-	envelope_serialize(env, b);
-	len = evbuffer_get_length(b);
-	s = xmalloc(len + 1);
-	evbuffer_remove(b, s, len);
-	s[len] = '\0';
-	evbuffer_free(b);
-	return s;
-}
-
-static void
-fill(struct envelope *env, size_t nrcpts, size_t addr_len)
-{
-	char addr[ENVELOPE_MAX_FIELD];
-
-	envelope_init(env);
-	env->arrival = 1796000000;
-	envelope_set(&env->sender, "alice@example.org");
-	envelope_set(&env->helo, "client.example.org");
-	envelope_set(&env->client_addr, "192.0.2.1");
-	envelope_set(&env->protocol, "ESMTP");
-	env->body = ENVELOPE_BODY_8BITMIME;
-	envelope_set(&env->envid, "QQ+2Bxyz");
-	for (size_t i = 0; i < nrcpts; i++) {
-		size_t n = addr_len > 20 ? addr_len - 20 : 1;
-
-		memset(addr, 'a', n);
-		snprintf(addr + n, sizeof(addr) - n, "%zu@example.net", i);
-		envelope_add_rcpt(env, addr, i % 2 ? "rfc822;x+40y" : NULL,
-		    i % 3 ? ENVELOPE_NOTIFY_FAILURE : 0);
-	}
-}
+#include "proto_test_util.h"
 
 struct begin_case {
 	const char *name;
@@ -79,7 +40,7 @@ test_begin_table(void **state)
 		char err[160];
 		int rc;
 
-		fill(&env, c->nrcpts, c->addr_len);
+		env_fill(&env, c->nrcpts, c->addr_len);
 		rc = submit_begin_encode(b, &env);
 		if (rc != c->want_encode)
 			fail_msg("%s: encode want %d got %d", c->name,
@@ -96,7 +57,7 @@ test_begin_table(void **state)
 				fail_msg("%s: decode want %d got %d (%s)", c->name,
 				    c->want_decode, rc, err);
 			if (rc == 0) {
-				char *a = text_of(&env), *g = text_of(&got);
+				char *a = env_text(&env), *g = env_text(&got);
 
 				if (strcmp(a, g) != 0)
 					fail_msg("%s: round trip differs", c->name);
@@ -136,9 +97,9 @@ test_begin_refused(void **state)
 		    strlen(c->text) : 0;
 
 		if (c->text == NULL) {
-			fill(&env, 1, 20);
+			env_fill(&env, 1, 20);
 			util_strlcpy(env.id, "0123456789abcdef", sizeof(env.id));
-			p = text = text_of(&env);
+			p = text = env_text(&env);
 			len = strlen(text);
 			envelope_clear(&env);
 		}
