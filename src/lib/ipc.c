@@ -495,7 +495,10 @@ ipc_take(struct ipc *c)
 			c->nfds_in--;
 		}
 		evbuffer_drain(c->in, IPC_HDR_SIZE);
-		f.data = h.len > 0 ? evbuffer_pullup(c->in, h.len) : (const unsigned char *)"";
+		f.data = h.len > 0 ? evbuffer_pullup(c->in, h.len) :
+		    (const unsigned char *)"";
+		if (f.data == NULL)
+			util_assert_fail("evbuffer_pullup", __FILE__, __LINE__);
 		r = ipc_dispatch(ops->handlers, ops->nhandlers, c->arg, &f);
 		if (f.fd != -1)
 			close(f.fd);
