@@ -103,8 +103,10 @@ bench: deps build/tern
 FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
                -Isrc -Ibuild/gen -pthread
 FUZZ_SRC := $(SRC_LIB) build/gen/config_default.c
-fuzz: build/fuzz/fuzz_smtp_addr build/fuzz/fuzz_smtp_session build/fuzz/fuzz_smtp_client
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC) $(HDR_ALL)
+fuzz: build/fuzz/fuzz_smtp_addr build/fuzz/fuzz_smtp_session build/fuzz/fuzz_smtp_client \
+      build/fuzz/fuzz_ipc build/fuzz/fuzz_proto_ctl build/fuzz/fuzz_proto_submit \
+      build/fuzz/fuzz_proto_relay_job build/fuzz/fuzz_proto_control_line
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC) $(HDR_ALL) $(wildcard tests/fuzz/*.h)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(FUZZ_SRC) $(LIBS)
 

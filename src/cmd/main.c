@@ -11,17 +11,20 @@
  *   tern version
  *
  * The parent reads the configuration and binds the listening sockets
- * (with the privileges it was started with), then forks the two workers
- * and supervises them, restarting one that dies:
+ * (with the privileges it was started with), then forks the workers and
+ * supervises them, restarting one that dies. The workers and the
+ * channels between them are two tables (roles[] and chans[] below):
  *
  *   queue  owns the spool and local delivery; runs as user_queue
  *   smtp   speaks SMTP to the network; runs as user_smtp, chrooted
+ *   relay  delivers to other servers; runs as user_relay, chrooted
  *
  * The parent never reads from the network. The workers drop root before
  * they read a byte from a peer (issue 2, item 4; docs/architecture.md).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <grp.h>
 #include <netinet/in.h>
 #include <pwd.h>
@@ -38,9 +41,10 @@
 
 #include "conf/config.h"
 #include "dns/dns.h"
-#include "lib/ipc.h"
 #include "lib/log.h"
+#include "lib/proctitle.h"
 #include "conf/passwd.h"
+#include "proto/ctl.h"
 #include "queue/queue.h"
 #include "queue/queue_control.h"
 #include "relay/relay.h"
@@ -55,12 +59,19 @@
 #define RESTART_MAX 10        /* per window, per worker, then give up */
 #define SHUTDOWN_GRACE_SECS 10
 
-enum worker_kind { WORKER_QUEUE, WORKER_SMTP, WORKER_RELAY, WORKER_COUNT };
+/* The workers, in the order they start (roles[] below). */
+enum role_id { ROLE_QUEUE, ROLE_SMTP, ROLE_RELAY, ROLE_COUNT };
+/* The data channels between them (chans[] below). */
+enum chan_id { CHAN_SUBMIT, CHAN_RELAY, CHAN_COUNT };
+
+struct parent;
 
 struct worker {
-	const char *name;
+	struct parent *p;
+	enum role_id role;
 	pid_t pid;
-	int ctl;                  /* parent's end of the control channel */
+	struct ctl *ctl;          /* parent's end of the control channel */
+	struct event *restart_ev;
 	time_t restarts[RESTART_MAX];
 	size_t nrestarts;
 };
@@ -73,14 +84,9 @@ struct parent {
 	int submit_fd;            /* submit_socket, or -1 (sendmail.h) */
 	ino_t submit_ino;         /* to remove only our own socket at exit */
 	bool root;
-	uid_t smtp_uid, queue_uid, relay_uid;
-	gid_t smtp_gid, queue_gid, relay_gid;
-	struct worker w[WORKER_COUNT];
-	struct event *restart_ev[WORKER_COUNT];
-	struct restart_arg {
-		struct parent *p;
-		enum worker_kind kind;
-	} restart_arg[WORKER_COUNT];
+	uid_t uid[ROLE_COUNT];    /* each role's user, when root */
+	gid_t gid[ROLE_COUNT];
+	struct worker w[ROLE_COUNT];
 	bool stopping;
 	int exit_status;
 };
@@ -252,149 +258,243 @@ bind_submit_socket(const char *path, const char *group, bool root, ino_t *ino)
 }
 
 /* ------------------------------------------------------------------ */
-/* workers */
+/* workers: the roles and the channels between them */
 
-static void
-close_other_fds(struct parent *p, int keep1, int keep2, bool keep_listen)
+/* What the smtp role prepares before it gives up root. */
+struct smtp_prep {
+	struct event_base *base;
+	struct dns *dns;
+	SSL_CTX *tls;
+};
+
+static void *
+queue_prepare(struct parent *p)
 {
-	for (int k = 0; k < WORKER_COUNT; k++)
-		if (p->w[k].ctl != -1 && p->w[k].ctl != keep1 && p->w[k].ctl != keep2)
-			close(p->w[k].ctl);
-	if (!keep_listen) {
+	char err[256];
+	struct queue *q;
+
+	/* Creates and opens the spool and the Maildir bases while root. */
+	q = queue_new(p->cfg, p->root ? p->uid[ROLE_QUEUE] : (uid_t)-1,
+	    p->root ? p->gid[ROLE_QUEUE] : (gid_t)-1, err, sizeof(err));
+	if (q == NULL)
+		fatal("queue: %s", err);
+	return q;
+}
+
+static int
+queue_main(struct parent *p, void *state, int ctl, const int chan[])
+{
+	struct queue *q = state;
+	int status = queue_run(q, ctl, chan[CHAN_SUBMIT], chan[CHAN_RELAY]);
+
+	queue_free(&q);
+	return status;
+}
+
+static void *
+smtp_prepare(struct parent *p)
+{
+	const struct config *cfg = p->cfg;
+	struct smtp_prep *s = xcalloc(1, sizeof(*s));
+	char err[256];
+	struct dns_options dopt = {
+		.resolver = cfg->resolver,
+		.self_name = cfg->hostname,
+		.allow_loopback = cfg->allow_loopback_mx,
+		/* a slow resolver must not stall RCPT: after this the
+		 * recipient is accepted and the queue retries */
+		.timeout_ms = 3000,
+	};
+
+	s->base = event_base_new();
+	if (s->base == NULL)
+		fatal("smtp: event_base_new failed");
+	/* Before chroot: the resolver reads /etc/resolv.conf now. */
+	s->dns = dns_new(s->base, &dopt, err, sizeof(err));
+	if (s->dns == NULL)
+		log_warn("smtp event=no-dns reason=\"%s\" (no RCPT-time domain check)", err);
+	/* The key is read now, as root: once the session code runs this
+	 * process can no longer open it (docs/security.md). */
+	if (cfg->tls_certificate != NULL) {
+		s->tls = tls_server_ctx_load(cfg->tls_certificate, cfg->tls_key,
+		    tls_min_version(cfg->tls_min_version == CONFIG_TLS_1_3), err,
+		    sizeof(err));
+		if (s->tls == NULL)
+			log_err("smtp event=tls-unavailable reason=\"%s\"", err);
+	}
+	return s;
+}
+
+static int
+smtp_main(struct parent *p, void *state, int ctl, const int chan[])
+{
+	struct smtp_prep *s = state;
+	int status = smtp_server_run(p->cfg, s->base, s->dns, s->tls,
+	    p->listen_fds, p->nlisten, p->submit_fd, chan[CHAN_SUBMIT], ctl);
+
+	free(s);
+	return status;
+}
+
+static void *
+relay_prepare(struct parent *p)
+{
+	char err[256];
+	struct relay *r = relay_new(p->cfg, err, sizeof(err));
+
+	/* The resolver's configuration and the CA file are read now,
+	 * before the chroot hides them. */
+	if (r == NULL)
+		fatal("relay: %s", err);
+	return r;
+}
+
+static int
+relay_main(struct parent *p, void *state, int ctl, const int chan[])
+{
+	struct relay *r = state;
+	int status = relay_run(r, ctl, chan[CHAN_RELAY]);
+
+	relay_free(&r);
+	return status;
+}
+
+static const struct role {
+	const char *name;          /* log tag; process title "tern: NAME" */
+	size_t user;               /* offsetof(struct config, user_NAME) */
+	bool chroot;               /* into chroot_dir, when started as root */
+	bool listeners;            /* keeps the listening sockets */
+	/* With the start-up privileges: what needs them. */
+	void *(*prepare)(struct parent *p);
+	/* Confined: the process itself (ctl and chan[] its channel ends,
+	 * -1 for a channel it is not on). Returns the exit status. */
+	int (*main)(struct parent *p, void *state, int ctl, const int chan[]);
+} roles[ROLE_COUNT] = {
+	[ROLE_QUEUE] = { "queue", offsetof(struct config, user_queue), false,
+	    false, queue_prepare, queue_main },
+	[ROLE_SMTP] = { "smtp", offsetof(struct config, user_smtp), true,
+	    true, smtp_prepare, smtp_main },
+	[ROLE_RELAY] = { "relay", offsetof(struct config, user_relay), true,
+	    false, relay_prepare, relay_main },
+};
+
+/* A channel between two roles; a restarted role gets a new one, and its
+ * peer the other end in the control frame named here. */
+static const struct chan_def {
+	enum role_id end[2];
+	enum ctl_type handover[2]; /* how end[i] is handed a new end */
+} chans[CHAN_COUNT] = {
+	[CHAN_SUBMIT] = { { ROLE_SMTP, ROLE_QUEUE }, { CTL_PEER_FD, CTL_PEER_FD } },
+	[CHAN_RELAY] = { { ROLE_QUEUE, ROLE_RELAY }, { CTL_RELAY_FD, CTL_PEER_FD } },
+};
+
+static const char *
+role_user(const struct parent *p, enum role_id k)
+{
+	return *(char *const *)(const void *)((const char *)p->cfg +
+	    roles[k].user);
+}
+
+/* Chroot (if the role wants it) and drop to the role's user: only when
+ * started as root. */
+static void
+confine(struct parent *p, enum role_id k, pid_t parent_pid)
+{
+	if (p->root) {
+		if (roles[k].chroot && (chroot(p->cfg->chroot_dir) == -1 ||
+		    chdir("/") == -1))
+			fatal("chroot %s: %s", p->cfg->chroot_dir, strerror(errno));
+		drop_privileges(p->uid[k], p->gid[k]);
+	}
+	harden_worker(parent_pid);
+}
+
+static void parent_ready(void *arg);
+static void parent_lost(void *arg, enum ipc_end end, const char *why);
+
+static const struct ctl_ops parent_ctl_ops = {
+	.ready = parent_ready,
+	.lost = parent_lost,
+};
+
+/* The child of spawn(): let go of what is the parent's, become role k. */
+static _Noreturn void
+child(struct parent *p, enum role_id k, int ctl, int pairs[][2],
+    pid_t parent_pid)
+{
+	int mine[CHAN_COUNT];
+	void *state;
+
+	/* Only its own ends: holding a peer's end would hide the peer's
+	 * death (no EOF). */
+	for (int c = 0; c < CHAN_COUNT; c++) {
+		mine[c] = -1;
+		for (int i = 0; i < 2; i++) {
+			if (pairs[c][i] == -1)
+				continue;
+			if (chans[c].end[i] == k)
+				mine[c] = pairs[c][i];
+			else
+				close(pairs[c][i]);
+		}
+	}
+	/* The parent's loop (and its signal handling) is not ours; drop it
+	 * so the worker's own event base can take the signals. epoll is
+	 * shared across fork: reinit first, or freeing would unregister
+	 * the parent's own descriptors. */
+	(void)event_reinit(p->base);
+	for (int w = 0; w < ROLE_COUNT; w++) {
+		ctl_free(&p->w[w].ctl);
+		if (p->w[w].restart_ev != NULL)
+			event_free(p->w[w].restart_ev);
+		p->w[w].restart_ev = NULL;
+	}
+	event_base_free(p->base);
+	p->base = NULL;
+	signal(SIGCHLD, SIG_DFL);
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_DFL);
+	signal(SIGHUP, SIG_DFL);
+	if (!roles[k].listeners) {
 		for (size_t i = 0; i < p->nlisten; i++)
 			close(p->listen_fds[i]);
 		if (p->submit_fd != -1)
 			close(p->submit_fd);
 	}
+	log_set_role(roles[k].name);
+	proctitle_set("tern: %s", roles[k].name);
+	state = roles[k].prepare(p);
+	confine(p, k, parent_pid);
+	int status = roles[k].main(p, state, ctl, mine);
+	config_free(&p->cfg);
+	_exit(status);
 }
 
 /*
- * Fork a worker of the given kind with its control channel. chan[] are the
- * worker's ends of its data channels (queue: smtp then relay; smtp and
- * relay: the queue channel, -1), drop[] the peers' ends, which the child
- * must not keep: holding them would hide a peer's death (no EOF).
- * Returns the child's pid.
+ * Fork role k with a new control channel. pairs[c] are the two ends of
+ * channel c (-1, -1 where the parent makes none now): the child keeps
+ * its own ends and closes the others; the parent keeps them all.
  */
-static pid_t
-spawn(struct parent *p, enum worker_kind kind, const int chan[2],
-    const int drop[2], int *ctl_parent)
+static void
+spawn(struct parent *p, enum role_id k, int pairs[][2])
 {
-	int ctl[2];
+	struct worker *w = &p->w[k];
 	pid_t parent_pid = getpid();
+	int ctl[2];
 	pid_t pid;
-	int status;
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) == -1)
 		fatal("socketpair: %s", strerror(errno));
 	pid = fork();
 	if (pid == -1)
 		fatal("fork: %s", strerror(errno));
-	if (pid > 0) {
-		close(ctl[1]);
-		*ctl_parent = ctl[0];
-		return pid;
+	if (pid == 0) {
+		close(ctl[0]);
+		child(p, k, ctl[1], pairs, parent_pid);
 	}
-
-	/* child */
-	close(ctl[0]);
-	for (int i = 0; i < 2; i++)
-		if (drop[i] != -1)
-			close(drop[i]);
-	/* The parent's loop (and its signal handling) is not ours; drop it
-	 * so the worker's own event base can take the signals. */
-	if (p->base != NULL) {
-		/* epoll is shared across fork: reinit first, or freeing would
-		 * unregister the parent's own descriptors. */
-		(void)event_reinit(p->base);
-		event_base_free(p->base);
-		p->base = NULL;
-	}
-	signal(SIGCHLD, SIG_DFL);
-	signal(SIGTERM, SIG_DFL);
-	signal(SIGINT, SIG_DFL);
-	signal(SIGHUP, SIG_DFL);
-	close_other_fds(p, -1, -1, kind == WORKER_SMTP);
-
-	switch (kind) {
-	case WORKER_QUEUE: {
-		char err[256];
-		struct queue *q;
-
-		log_set_role("queue");
-		q = queue_new(p->cfg, p->root ? p->queue_uid : (uid_t)-1,
-		    p->root ? p->queue_gid : (gid_t)-1, err, sizeof(err));
-		if (q == NULL)
-			fatal("queue: %s", err);
-		if (p->root)
-			drop_privileges(p->queue_uid, p->queue_gid);
-		harden_worker(parent_pid);
-		status = queue_run(q, ctl[1], chan[0], chan[1]);
-		queue_free(&q);
-		break;
-	}
-	case WORKER_RELAY: {
-		char err[256];
-		struct relay *r;
-
-		log_set_role("relay");
-		r = relay_new(p->cfg, err, sizeof(err));
-		if (r == NULL)
-			fatal("relay: %s", err);
-		if (p->root) {
-			if (chroot(p->cfg->chroot_dir) == -1 || chdir("/") == -1)
-				fatal("chroot %s: %s", p->cfg->chroot_dir, strerror(errno));
-			drop_privileges(p->relay_uid, p->relay_gid);
-		}
-		harden_worker(parent_pid);
-		status = relay_run(r, ctl[1], chan[0]);
-		relay_free(&r);
-		break;
-	}
-	default: {
-		char err[256];
-		struct event_base *base = event_base_new();
-		struct dns *dns;
-		struct dns_options dopt = {
-			.resolver = p->cfg->resolver,
-			.self_name = p->cfg->hostname,
-			.allow_loopback = p->cfg->allow_loopback_mx,
-			/* a slow resolver must not stall RCPT: after this the
-			 * recipient is accepted and the queue retries */
-			.timeout_ms = 3000,
-		};
-
-		log_set_role("smtp");
-		if (base == NULL)
-			fatal("smtp: event_base_new failed");
-		/* Before chroot: the resolver reads /etc/resolv.conf now. */
-		dns = dns_new(base, &dopt, err, sizeof(err));
-		if (dns == NULL)
-			log_warn("smtp event=no-dns reason=\"%s\" (no RCPT-time domain check)", err);
-		/* The key is read now, as root: once the session code runs
-		 * this process can no longer open it (docs/security.md). */
-		SSL_CTX *tls = NULL;
-		if (p->cfg->tls_certificate != NULL) {
-			tls = tls_server_ctx_load(p->cfg->tls_certificate,
-			    p->cfg->tls_key, tls_min_version(
-			    p->cfg->tls_min_version == CONFIG_TLS_1_3), err,
-			    sizeof(err));
-			if (tls == NULL)
-				log_err("smtp event=tls-unavailable reason=\"%s\"", err);
-		}
-		if (p->root) {
-			/* Nothing on disk for a compromised smtp process to read. */
-			if (chroot(p->cfg->chroot_dir) == -1 || chdir("/") == -1)
-				fatal("chroot %s: %s", p->cfg->chroot_dir, strerror(errno));
-			drop_privileges(p->smtp_uid, p->smtp_gid);
-		}
-		harden_worker(parent_pid);
-		status = smtp_server_run(p->cfg, base, dns, tls, p->listen_fds,
-		    p->nlisten, p->submit_fd, chan[0], ctl[1]);
-		break;
-	}
-	}
-	config_free(&p->cfg);
-	_exit(status);
+	close(ctl[1]);
+	w->pid = pid;
+	w->ctl = ctl_open(p->base, ctl[0], CTL_PARENT, &parent_ctl_ops, w);
 }
 
 static void
@@ -404,74 +504,82 @@ new_pair(int sv[2])
 		fatal("socketpair: %s", strerror(errno));
 }
 
-/* Start the workers: the queue with a channel to each of the others. */
+/* Start every worker, with every channel. */
 static void
 start_all(struct parent *p)
 {
-	int sq[2], rq[2];
+	int pairs[CHAN_COUNT][2];
 
-	new_pair(sq);
-	new_pair(rq);
-	p->w[WORKER_QUEUE].pid = spawn(p, WORKER_QUEUE, (int[]){ sq[0], rq[0] },
-	    (int[]){ sq[1], rq[1] }, &p->w[WORKER_QUEUE].ctl);
-	close(sq[0]);
-	close(rq[0]);
-	p->w[WORKER_SMTP].pid = spawn(p, WORKER_SMTP, (int[]){ sq[1], -1 },
-	    (int[]){ rq[1], -1 }, &p->w[WORKER_SMTP].ctl);
-	close(sq[1]);
-	p->w[WORKER_RELAY].pid = spawn(p, WORKER_RELAY, (int[]){ rq[1], -1 },
-	    (int[]){ -1, -1 }, &p->w[WORKER_RELAY].ctl);
-	close(rq[1]);
+	for (int c = 0; c < CHAN_COUNT; c++)
+		new_pair(pairs[c]);
+	for (int k = 0; k < ROLE_COUNT; k++)
+		spawn(p, (enum role_id)k, pairs);
+	for (int c = 0; c < CHAN_COUNT; c++)
+		for (int i = 0; i < 2; i++)
+			close(pairs[c][i]);
 }
 
-/* Give a surviving worker the far end of its new channel. */
+/* Restart role k with new channels, and hand each survivor its end. */
 static void
-hand_over(struct parent *p, enum worker_kind to, enum ipc_type type, int fd)
+restart_worker(struct parent *p, enum role_id k)
 {
-	struct worker *w = &p->w[to];
+	struct worker *w = &p->w[k];
+	int pairs[CHAN_COUNT][2];
 
-	if (w->pid > 0 && ipc_send_fd(w->ctl, type, fd) == -1)
-		log_err("parent: cannot hand the new channel to %s", w->name);
-	close(fd);
+	ctl_free(&w->ctl);
+	for (int c = 0; c < CHAN_COUNT; c++) {
+		pairs[c][0] = pairs[c][1] = -1;
+		if (chans[c].end[0] == k || chans[c].end[1] == k)
+			new_pair(pairs[c]);
+	}
+	spawn(p, k, pairs);
+	for (int c = 0; c < CHAN_COUNT; c++)
+		for (int i = 0; i < 2; i++) {
+			struct worker *peer = &p->w[chans[c].end[i]];
+
+			if (pairs[c][i] == -1)
+				continue;
+			if (peer == w || peer->pid <= 0) {
+				close(pairs[c][i]);
+			} else if (ctl_send(peer->ctl, chans[c].handover[i],
+			    pairs[c][i]) == -1) {
+				log_err("parent: cannot hand the new channel to %s",
+				    roles[peer->role].name);
+			}
+		}
+	log_info("parent event=restarted worker=%s pid=%ld", roles[k].name,
+	    (long)w->pid);
 }
 
-/* Restart one worker and hand the survivors their new channels. */
 static void
-restart_worker(struct parent *p, enum worker_kind kind)
+parent_ready(void *arg)
 {
-	struct worker *w = &p->w[kind];
-	int a[2], b[2];
+	struct worker *w = arg;
 
-	if (w->ctl != -1) {
-		close(w->ctl);
-		w->ctl = -1;
-	}
-	new_pair(a);
-	if (kind == WORKER_QUEUE) {
-		new_pair(b);
-		w->pid = spawn(p, kind, (int[]){ a[0], b[0] }, (int[]){ a[1], b[1] },
-		    &w->ctl);
-		close(a[0]);
-		close(b[0]);
-		hand_over(p, WORKER_SMTP, IPC_CTL_PEER_FD, a[1]);
-		hand_over(p, WORKER_RELAY, IPC_CTL_PEER_FD, b[1]);
-	} else {
-		w->pid = spawn(p, kind, (int[]){ a[0], -1 }, (int[]){ a[1], -1 },
-		    &w->ctl);
-		close(a[0]);
-		hand_over(p, WORKER_QUEUE, kind == WORKER_SMTP ?
-		    IPC_CTL_PEER_FD : IPC_CTL_RELAY_FD, a[1]);
-	}
-	log_info("parent event=restarted worker=%s pid=%ld", w->name, (long)w->pid);
+	log_debug("parent event=worker-ready worker=%s pid=%ld",
+	    roles[w->role].name, (long)w->pid);
+}
+
+/* A worker's control channel closed: it is exiting (SIGCHLD follows),
+ * or it broke the protocol. */
+static void
+parent_lost(void *arg, enum ipc_end end, const char *why)
+{
+	struct worker *w = arg;
+
+	if (end != IPC_EOF)
+		log_err("parent event=control-error worker=%s reason=\"%s\"",
+		    roles[w->role].name, why);
+	ctl_free(&w->ctl);
 }
 
 static void
 restart_cb(evutil_socket_t fd, short ev, void *arg)
 {
-	struct restart_arg *ra = arg;
+	struct worker *w = arg;
 
-	if (!ra->p->stopping && ra->p->w[ra->kind].pid == 0)
-		restart_worker(ra->p, ra->kind);
+	if (!w->p->stopping && w->pid == 0)
+		restart_worker(w->p, w->role);
 }
 
 static void
@@ -481,35 +589,33 @@ stop_all(struct parent *p, int status)
 		return;
 	p->stopping = true;
 	p->exit_status = status;
-	for (int k = 0; k < WORKER_COUNT; k++) {
+	for (int k = 0; k < ROLE_COUNT; k++) {
 		if (p->w[k].pid > 0) {
-			(void)ipc_send_fd(p->w[k].ctl, IPC_CTL_SHUTDOWN, -1);
+			(void)ctl_send(p->w[k].ctl, CTL_SHUTDOWN, -1);
 			kill(p->w[k].pid, SIGTERM);
 		}
 	}
 }
 
 static void
-worker_died(struct parent *p, enum worker_kind kind, int status)
+worker_died(struct parent *p, enum role_id k, int status)
 {
-	struct worker *w = &p->w[kind];
+	struct worker *w = &p->w[k];
+	const char *name = roles[k].name;
 	time_t now = time(NULL);
 	size_t recent = 0;
 
 	if (WIFSIGNALED(status) && !(p->stopping && WTERMSIG(status) == SIGTERM))
 		log_err("parent event=worker-died worker=%s pid=%ld signal=%d",
-		    w->name, (long)w->pid, WTERMSIG(status));
+		    name, (long)w->pid, WTERMSIG(status));
 	else if (WIFSIGNALED(status))
 		log_info("parent event=worker-exited worker=%s pid=%ld signal=%d",
-		    w->name, (long)w->pid, WTERMSIG(status));   /* our SIGTERM */
+		    name, (long)w->pid, WTERMSIG(status));   /* our SIGTERM */
 	else
 		log_info("parent event=worker-exited worker=%s pid=%ld status=%d",
-		    w->name, (long)w->pid, WEXITSTATUS(status));
+		    name, (long)w->pid, WEXITSTATUS(status));
 	w->pid = 0;
-	if (w->ctl != -1) {
-		close(w->ctl);
-		w->ctl = -1;
-	}
+	ctl_free(&w->ctl);
 	if (p->stopping)
 		return;
 	/* A worker that keeps dying is a configuration or environment
@@ -518,7 +624,7 @@ worker_died(struct parent *p, enum worker_kind kind, int status)
 		if (w->restarts[i] != 0 && now - w->restarts[i] < RESTART_WINDOW_SECS)
 			recent++;
 	if (recent >= RESTART_MAX) {
-		log_err("parent: %s died %d times in %d s; giving up", w->name,
+		log_err("parent: %s died %d times in %d s; giving up", name,
 		    RESTART_MAX, RESTART_WINDOW_SECS);
 		stop_all(p, 1);
 		return;
@@ -526,13 +632,13 @@ worker_died(struct parent *p, enum worker_kind kind, int status)
 	w->restarts[w->nrestarts++ % RESTART_MAX] = now;
 	/* A short pause so a crash loop cannot eat the machine. */
 	struct timeval tv = { .tv_sec = recent > 2 ? 2 : 0, .tv_usec = 200000 };
-	event_add(p->restart_ev[kind], &tv);
+	event_add(w->restart_ev, &tv);
 }
 
 static bool
 all_stopped(const struct parent *p)
 {
-	for (int k = 0; k < WORKER_COUNT; k++)
+	for (int k = 0; k < ROLE_COUNT; k++)
 		if (p->w[k].pid > 0)
 			return false;
 	return true;
@@ -546,9 +652,9 @@ sigchld_cb(evutil_socket_t sig, short ev, void *arg)
 	int status;
 
 	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-		for (int k = 0; k < WORKER_COUNT; k++)
+		for (int k = 0; k < ROLE_COUNT; k++)
 			if (p->w[k].pid == pid)
-				worker_died(p, (enum worker_kind)k, status);
+				worker_died(p, (enum role_id)k, status);
 	}
 	if (p->stopping && all_stopped(p))
 		event_base_loopbreak(p->base);
@@ -582,11 +688,17 @@ log_reopen(struct parent *p)
 		return;
 	}
 	log_reopen_fd(fd);
-	for (int k = 0; k < WORKER_COUNT; k++)
-		if (p->w[k].pid > 0 &&
-		    ipc_send_fd(p->w[k].ctl, IPC_CTL_LOG_FD, fd) == -1)
+	for (int k = 0; k < ROLE_COUNT; k++) {
+		int dfd;
+
+		if (p->w[k].pid <= 0)
+			continue;
+		/* Each channel owns (and closes) the copy it sends. */
+		dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+		if (dfd == -1 || ctl_send(p->w[k].ctl, CTL_LOG_FD, dfd) == -1)
 			log_err("parent event=sighup action=log-reopen "
-			    "result=failed worker=%s", p->w[k].name);
+			    "result=failed worker=%s", roles[k].name);
+	}
 	close(fd);
 	log_info("parent event=sighup action=log-reopen result=ok file=%s",
 	    p->cfg->log_file);
@@ -629,13 +741,16 @@ sighup_cb(evutil_socket_t sig, short ev, void *arg)
 		    "reason=\"%s\"", err);
 		return;
 	}
-	if (p->w[WORKER_SMTP].pid > 0 &&
-	    ipc_send_fd(p->w[WORKER_SMTP].ctl, IPC_CTL_TLS_FD, fd) == -1)
+	/* The channel owns fd from here. */
+	if (p->w[ROLE_SMTP].pid <= 0 ||
+	    ctl_send(p->w[ROLE_SMTP].ctl, CTL_TLS_FD, fd) == -1) {
+		if (p->w[ROLE_SMTP].pid <= 0)
+			close(fd);
 		log_err("parent event=sighup action=tls-reload result=failed "
 		    "reason=\"cannot reach the smtp process\"");
-	else
+	} else {
 		log_info("parent event=sighup action=tls-reload result=sent");
-	close(fd);
+	}
 }
 
 static void
@@ -666,6 +781,7 @@ cmd_serve(const char *path)
 	struct event *ev_chld, *ev_term, *ev_int, *ev_hup;
 
 	log_init("parent");
+	proctitle_set("tern: parent");
 	p.cfg = load_config(path);
 	if (p.cfg == NULL)
 		return 78;   /* EX_CONFIG */
@@ -681,11 +797,10 @@ cmd_serve(const char *path)
 			fatal("tls_certificate/tls_key: %s", err);
 		SSL_CTX_free(check);
 	}
-	p.w[WORKER_QUEUE].name = "queue";
-	p.w[WORKER_SMTP].name = "smtp";
-	p.w[WORKER_RELAY].name = "relay";
-	for (int k = 0; k < WORKER_COUNT; k++)
-		p.w[k].ctl = -1;
+	for (int k = 0; k < ROLE_COUNT; k++) {
+		p.w[k].p = &p;
+		p.w[k].role = (enum role_id)k;
+	}
 
 	if (p.cfg->log_file != NULL) {
 		int fd = open(p.cfg->log_file, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
@@ -705,10 +820,10 @@ cmd_serve(const char *path)
 		p.submit_fd = bind_submit_socket(p.cfg->submit_socket,
 		    p.cfg->submit_group, p.root, &p.submit_ino);
 	if (p.root) {
-		lookup_user(p.cfg->user_smtp, &p.smtp_uid, &p.smtp_gid);
-		lookup_user(p.cfg->user_queue, &p.queue_uid, &p.queue_gid);
-		lookup_user(p.cfg->user_relay, &p.relay_uid, &p.relay_gid);
-		if (p.smtp_uid == p.queue_uid)
+		for (int k = 0; k < ROLE_COUNT; k++)
+			lookup_user(role_user(&p, (enum role_id)k), &p.uid[k],
+			    &p.gid[k]);
+		if (p.uid[ROLE_SMTP] == p.uid[ROLE_QUEUE])
 			log_warn("parent: user_smtp and user_queue are the same user; "
 			    "the smtp process could then signal or trace the queue");
 		if (util_mkdirs(p.cfg->chroot_dir, 0755) == -1)
@@ -731,11 +846,8 @@ cmd_serve(const char *path)
 	event_add(ev_term, NULL);
 	event_add(ev_int, NULL);
 	event_add(ev_hup, NULL);
-	for (int k = 0; k < WORKER_COUNT; k++) {
-		p.restart_arg[k].p = &p;
-		p.restart_arg[k].kind = (enum worker_kind)k;
-		p.restart_ev[k] = evtimer_new(p.base, restart_cb, &p.restart_arg[k]);
-	}
+	for (int k = 0; k < ROLE_COUNT; k++)
+		p.w[k].restart_ev = evtimer_new(p.base, restart_cb, &p.w[k]);
 
 	print_banner(&p);
 	start_all(&p);
@@ -744,7 +856,7 @@ cmd_serve(const char *path)
 	/* Workers that ignore the shutdown request get killed. */
 	for (int i = 0; i < SHUTDOWN_GRACE_SECS * 10; i++) {
 		bool alive = false;
-		for (int k = 0; k < WORKER_COUNT; k++) {
+		for (int k = 0; k < ROLE_COUNT; k++) {
 			if (p.w[k].pid > 0 && waitpid(p.w[k].pid, NULL, WNOHANG) == p.w[k].pid)
 				p.w[k].pid = 0;
 			alive |= p.w[k].pid > 0;
@@ -753,14 +865,13 @@ cmd_serve(const char *path)
 			break;
 		usleep(100000);
 	}
-	for (int k = 0; k < WORKER_COUNT; k++) {
+	for (int k = 0; k < ROLE_COUNT; k++) {
 		if (p.w[k].pid > 0) {
 			kill(p.w[k].pid, SIGKILL);
 			waitpid(p.w[k].pid, NULL, 0);
 		}
-		if (p.w[k].ctl != -1)
-			close(p.w[k].ctl);
-		event_free(p.restart_ev[k]);
+		ctl_free(&p.w[k].ctl);
+		event_free(p.w[k].restart_ev);
 	}
 	event_free(ev_chld);
 	event_free(ev_term);
@@ -891,6 +1002,8 @@ main(int argc, char **argv)
 		return cmd_queue(argc, argv);
 	if (strcmp(cmd, "sendmail") == 0)
 		return sendmail_main(argc, argv, 2);
+	if (strcmp(cmd, "serve") == 0)
+		proctitle_init(argc, argv);   /* before getopt keeps pointers */
 	optind = 2;
 	while ((c = getopt(argc, argv, "c:")) != -1) {
 		switch (c) {

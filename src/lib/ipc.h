@@ -1,118 +1,157 @@
 /*
- * ipc.h - framed messages between tern's processes over socketpairs.
+ * ipc.h - the channel between two of tern's processes: framed messages
+ * over a socketpair, descriptor passing, bounds and back-pressure. Every
+ * pair uses it: the parent and each worker (control, proto/ctl.h), smtp
+ * and queue (submission, proto/submit.h), queue and relay (jobs and
+ * results, proto/relay_job.h).
  *
- * Frame: struct ipc_hdr (host byte order: both ends are the same binary)
- * followed by len payload octets. The receiver checks len against
- * IPC_MAX_PAYLOAD before buffering anything, and the type against the set
- * its role accepts, so a compromised smtp process cannot make the queue
- * allocate without bound or act on a message meant for another role.
+ * Frame: a 16-octet header (struct ipc_hdr, host byte order: both ends
+ * are the same binary) and len payload octets. A frame whose header has
+ * IPC_F_FD carries one descriptor (SCM_RIGHTS), sent with its first octet.
+ * The receiver checks the header before it buffers the payload (len at
+ * most IPC_MAX_PAYLOAD, no unknown flag), and the frame against the table
+ * of what its end accepts (struct ipc_handler: type, empty or not, with a
+ * descriptor or not, id zero or not), so a compromised peer can neither
+ * make it allocate without bound nor act on a frame meant for another
+ * role: any breach closes the channel.
  *
- * Channels:
- *   parent <-> smtp   control (fd passing of a new queue channel, shutdown)
- *   parent <-> queue  control (fd passing of a new smtp channel, shutdown)
- *   smtp   <-> queue  message submission (IPC_SUBMIT_* below)
+ * The channel does its own reads and writes (recvmsg/sendmsg on
+ * evbuffers under libevent events): a bufferevent's read(2) would discard
+ * the descriptors. Input is bounded (two frames at most); output is not
+ * (the owner bounds what it sends, with ipc_out_len() and the drained
+ * callback), but with out_pause set the channel stops taking frames while
+ * its unread answers pile up, so a peer that never reads cannot make this
+ * end buffer without bound either.
  *
- * Submission protocol (id = the smtp side's transaction number):
- *   smtp -> queue  BEGIN  payload: envelope text (envelope.h)
- *   queue -> smtp  BEGIN_OK payload: queue id | BEGIN_FAIL payload: SMTP reply
- *   smtp -> queue  DATA   payload: message octets (CRLF lines, unstuffed)
- *   smtp -> queue  COMMIT (empty) | ABORT (empty)
- *   queue -> smtp  COMMIT_OK payload: queue id | COMMIT_FAIL payload: SMTP reply
- * The queue answers COMMIT_OK only after the file and its directory are
- * fsync'ed. A *_FAIL reply text is a complete SMTP reply line without CRLF,
- * e.g. "451 4.3.0 Local error in processing".
- *
- * Relay protocol, queue <-> relay (outbound delivery; id = the queue's job
- * number, nonzero, unique per channel). A job is one message for one
- * destination domain with up to IPC_RELAY_MAX_RCPTS of its recipients:
- *   queue -> relay  RELAY_JOB   payload: "domain <d>\n" then the envelope
- *                               text (envelope.h) holding only the job's
- *                               recipients, in job order
- *   queue -> relay  RELAY_DATA  payload: message octets (CRLF lines), any
- *                               number of frames
- *   queue -> relay  RELAY_END   (empty): the message is complete: deliver
- *   queue -> relay  RELAY_CANCEL (empty): drop the job (queue shutting down
- *                               or message deleted); a RESULT may still come
- *   relay -> queue  RELAY_RESULT payload: one line per recipient, in job
- *                               order: "<i> <D|T|F> <code> <x.y.z> <text>\n"
- *                               (D delivered, T temporary, F permanent;
- *                               code 0 when tern decided without a reply),
- *                               preceded by a line "via <mx> <ip> <tls>\n"
- *                               ("via - - -" if no server was reached)
- *                               and, when the server offered DSN, a line
- *                               "peer-dsn\n" after it (RFC 3461 5.2.2:
- *                               then it, not tern, reports success).
- * The relay answers every JOB with exactly one RESULT (or the channel
- * closes: the queue then treats every job in flight as deferred).
+ * Nothing is freed from inside its own callback: ipc_free() called from a
+ * handler or from closed() only marks the channel, which is freed when
+ * the callback returns.
  */
 #ifndef TERN_IPC_H
 #define TERN_IPC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
+struct event_base;
+struct iovec;
 struct evbuffer;
+struct ipc;
 
 #define IPC_MAX_PAYLOAD (256 * 1024)
+#define IPC_HDR_SIZE 16
+#define IPC_FDS_MAX 16         /* descriptors queued per direction */
 
-enum ipc_type {
-	IPC_SUBMIT_BEGIN = 1,
-	IPC_SUBMIT_BEGIN_OK,
-	IPC_SUBMIT_BEGIN_FAIL,
-	IPC_SUBMIT_DATA,
-	IPC_SUBMIT_COMMIT,
-	IPC_SUBMIT_ABORT,
-	IPC_SUBMIT_COMMIT_OK,
-	IPC_SUBMIT_COMMIT_FAIL,
-
-	IPC_RELAY_JOB = 16,
-	IPC_RELAY_DATA,
-	IPC_RELAY_END,
-	IPC_RELAY_CANCEL,
-	IPC_RELAY_RESULT,
-
-	IPC_CTL_PEER_FD = 32,   /* parent -> child: here is your new peer channel (fd attached) */
-	IPC_CTL_SHUTDOWN,       /* parent -> child: finish and exit */
-	IPC_CTL_READY,          /* child -> parent: initialised, privileges dropped */
-	IPC_CTL_RELAY_FD,       /* parent -> queue: your new relay channel (fd attached) */
-	IPC_CTL_TLS_FD,         /* parent -> smtp: new certificate and key (memfd attached, tls.h) */
-	IPC_CTL_LOG_FD,         /* parent -> all: log_file reopened (fd attached) */
-};
-
-#define IPC_RELAY_MAX_RCPTS 1000
+#define IPC_F_FD 0x0001        /* header flag: a descriptor comes with it */
 
 struct ipc_hdr {
 	uint32_t len;   /* payload octets */
-	uint16_t type;  /* enum ipc_type */
-	uint16_t flags; /* zero */
-	uint64_t id;    /* transaction id, or 0 */
+	uint16_t type;  /* the protocol's frame type */
+	uint16_t flags; /* IPC_F_* */
+	uint64_t id;    /* transaction or job id, or 0 */
 };
 
-struct ipc_msg {
-	struct ipc_hdr hdr;
-	unsigned char *payload; /* hdr.len octets + a NUL; owned by the caller after ipc_read */
+/* One received frame, as a handler sees it. */
+struct ipc_frame {
+	uint16_t type;
+	uint64_t id;
+	const unsigned char *data;  /* len octets (not NUL-terminated), valid
+	                             * until the handler returns */
+	size_t len;
+	int fd;         /* the descriptor that came with it, or -1; a handler
+	                 * that keeps it sets fd to -1, else it is closed */
+	char *why;      /* a handler that returns -1 may say why here */
+	size_t whysize;
 };
 
-/* Append one frame to out. */
-void ipc_write(struct evbuffer *out, enum ipc_type type, uint64_t id,
-    const void *payload, size_t len);
+/* Rules of a handler row: what a frame of its type must look like. */
+#define IPC_EMPTY 0x1  /* no payload */
+#define IPC_FD    0x2  /* carries a descriptor (without: must not) */
+#define IPC_ID    0x4  /* id is not 0 */
+
+/* 0, or -1: a protocol violation (reason in f->why), the channel closes. */
+typedef int ipc_handler_fn(void *arg, struct ipc_frame *f);
+
+/* One row of a dispatch table: the frame types an end accepts. */
+struct ipc_handler {
+	uint16_t type;
+	uint8_t rules;          /* IPC_EMPTY | IPC_FD | IPC_ID */
+	ipc_handler_fn *fn;
+};
+
+enum ipc_end { IPC_EOF, IPC_ERROR, IPC_VIOLATION };
+
+struct ipc_ops {
+	const struct ipc_handler *handlers;
+	size_t nhandlers;
+	/*
+	 * The channel is dead (the peer closed it, an I/O error, or a frame
+	 * broke the rules: why says which). Called once; nothing is read or
+	 * written any more. The owner calls ipc_free() (here or later).
+	 */
+	void (*closed)(void *arg, enum ipc_end end, const char *why);
+	/* After a write left at most out_low octets queued. May be NULL. */
+	void (*drained)(void *arg);
+	size_t out_pause;       /* stop taking frames above this; 0: never */
+	size_t out_low;         /* drained and resume at or below this */
+};
 
 /*
- * Take one complete frame from in. Returns 1 and fills *msg (free with
- * ipc_msg_clear), 0 if more octets are needed, -1 on a protocol violation
- * (payload too long, nonzero flags): the caller must close the channel.
+ * A channel on fd (a connected AF_UNIX stream socket; owned from now on,
+ * made non-blocking and close-on-exec). ops must outlive the channel.
  */
-int ipc_read(struct evbuffer *in, struct ipc_msg *msg);
-void ipc_msg_clear(struct ipc_msg *msg);
+struct ipc *ipc_new(struct event_base *base, int fd, const struct ipc_ops *ops,
+    void *arg);
+/* Close the socket and every queued descriptor; *c = NULL. See above. */
+void ipc_free(struct ipc **c);
+
+/* Queue one frame (len <= IPC_MAX_PAYLOAD). -1 if the channel is dead. */
+int ipc_send(struct ipc *c, uint16_t type, uint64_t id, const void *data,
+    size_t len);
+/* Queue an empty frame carrying fd, whose ownership passes to the
+ * channel (closed once sent, or at once on failure). -1 on failure. */
+int ipc_send_fd(struct ipc *c, uint16_t type, uint64_t id, int fd);
+/* Queue frames built with ipc_frame_put() (moved out of frames). */
+int ipc_send_buffer(struct ipc *c, struct evbuffer *frames);
+/* Octets queued and not yet written. */
+size_t ipc_out_len(const struct ipc *c);
+/* Write what is queued as far as the socket takes it now, never waiting
+ * (at shutdown). */
+void ipc_flush_now(struct ipc *c);
+bool ipc_is_open(const struct ipc *c);
+
+/* ---- pure parts (the fuzz targets and unit tests call them) ---- */
+
+/* Append one frame (header and payload) to out; len <= IPC_MAX_PAYLOAD.
+ * Safe on any thread for a buffer of its own. */
+void ipc_frame_put(struct evbuffer *out, uint16_t type, uint16_t flags,
+    uint64_t id, const void *data, size_t len);
+
+/* Check the header at p (IPC_HDR_SIZE octets) into *h: 0, or -1 with a
+ * reason (a static string) in *why. */
+int ipc_hdr_decode(const unsigned char *p, struct ipc_hdr *h,
+    const char **why);
 
 /*
- * Blocking send/receive of one small control frame with an optional fd
- * (SCM_RIGHTS) on a control socket. Used only on parent<->child control
- * channels, which carry a handful of frames in a process's lifetime.
- * ipc_recv_fd stores the received fd (or -1) in *fd.
+ * Check f against table tab (n rows) and call its handler with arg.
+ * Returns the handler's 0, or -1 with a reason in f->why: no row for the
+ * type, a rule broken, or the handler refused.
  */
-int ipc_send_fd(int sock, enum ipc_type type, int fd);
-/* Returns 1 with a frame, 0 if the peer closed, -1 on error. */
-int ipc_recv_fd(int sock, enum ipc_type *type, int *fd);
+int ipc_dispatch(const struct ipc_handler *tab, size_t n, void *arg,
+    struct ipc_frame *f);
+
+/* ---- descriptor passing on a socket (SCM_RIGHTS) ---- */
+
+/* sendmsg the iov[0..n-1] octets with fd (-1: none) attached to the
+ * first; flags as sendmsg's (MSG_NOSIGNAL is added). */
+ssize_t ipc_sendmsg(int sock, const struct iovec *iov, int n, int fd,
+    int flags);
+/* recvmsg into iov[0..n-1]; received descriptors (close-on-exec) into
+ * fds[0..*nfds-1], at most maxfds: more, or truncated control data, is an
+ * error (EPROTO, and what came is closed). 0 at EOF, -1 with errno. */
+ssize_t ipc_recvmsg(int sock, const struct iovec *iov, int n, int *fds,
+    size_t *nfds, size_t maxfds);
 
 #endif

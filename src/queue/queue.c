@@ -16,7 +16,7 @@
  * Scheduling (docs/queue.md): idle messages sit in a min-heap by due time
  * with one timer for its top. A scan delivers local recipients and turns
  * due remote ones into relay jobs (one message, one domain, at most
- * IPC_RELAY_MAX_RCPTS recipients), queued FIFO per destination domain.
+ * RELAY_JOB_MAX_RCPTS recipients), queued FIFO per destination domain.
  * Jobs go to the relay process while the global and per-domain slots and
  * the octet budget allow; their results are journaled by RESULT tasks.
  *
@@ -37,7 +37,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "mail/dsn.h"
@@ -51,11 +50,13 @@
 #include "queue/queue_control.h"
 #include "queue/spool.h"
 #include "lib/util.h"
+#include "proto/ctl.h"
+#include "proto/relay_job.h"
+#include "proto/submit.h"
 
 #define COMMIT_BATCH_MAX 256
 #define CHAN_OUT_HIGH (1024 * 1024)   /* stop reading while replies pile up */
 #define CHAN_OUT_LOW (64 * 1024)
-#define CHAN_IN_HIGH (2 * IPC_MAX_PAYLOAD)
 #define SHUTDOWN_GRACE_SECS 30
 #define LOAD_RETRY_SECS 60
 #define HEAP_NONE UINT32_MAX
@@ -65,7 +66,6 @@
 #define RELAY_OUT_LOW (1u << 20)
 #define RELAY_HEAD_SLACK (16 * 1024)   /* envelope records other than rcpt */
 #define RELAY_RCPT_BYTES (IPC_MAX_PAYLOAD - RELAY_HEAD_SLACK)
-#define RESULT_VIA_MAX 255             /* octets of one "via" token */
 #define ERR_TOO_BIG (-1)               /* txn.err: not an errno */
 
 static const char REPLY_NOSPACE[] = "452 4.3.1 Insufficient system storage";
@@ -97,11 +97,10 @@ struct txn {
 
 struct chan {
 	struct queue *q;
-	struct bufferevent *bev;
+	struct ipc *ipc;
 	struct txn **buckets;
 	size_t mask;               /* nbuckets - 1 */
 	size_t ntxns;
-	bool paused;               /* reading stopped: output backed up */
 	bool dead;
 };
 
@@ -203,7 +202,7 @@ struct task {
 
 /*
  * A relay job: one message, one destination domain, up to
- * IPC_RELAY_MAX_RCPTS of its recipients. It waits in its domain's FIFO,
+ * RELAY_JOB_MAX_RCPTS of its recipients. It waits in its domain's FIFO,
  * then holds a slot (global and per domain) from dispatch until its
  * RESULT arrives or the channel is lost.
  */
@@ -244,7 +243,7 @@ struct rdomain {
 /* The channel to the relay process. */
 struct rchan {
 	struct queue *q;
-	struct bufferevent *bev;
+	struct ipc *ipc;
 	struct rjob **buckets;     /* sent jobs by id */
 	size_t mask;
 	size_t nsent;
@@ -270,8 +269,8 @@ struct queue {
 	uint64_t max_size;
 
 	struct event_base *base;
-	struct event *ctl_ev, *done_ev, *sig_ev, *grace_ev;
-	int ctl_fd;
+	struct event *done_ev, *sig_ev, *grace_ev;
+	struct ctl *ctl;           /* to the parent, or NULL */
 	int done_fd;
 	int sig_fd;                /* signalfd for SIGTERM, SIGINT */
 	struct chan *chan;
@@ -385,7 +384,6 @@ queue_new(const struct config *cfg, uid_t uid, gid_t gid, char *err,
 	struct queue *q = xcalloc(1, sizeof(*q));
 
 	q->cfg = cfg;
-	q->ctl_fd = -1;
 	q->done_fd = -1;
 	q->sig_fd = -1;
 	pthread_mutex_init(&q->mu, NULL);
@@ -511,58 +509,42 @@ txn_free(struct txn *t)
 }
 
 static void
-reply(struct chan *c, enum ipc_type type, uint64_t sid, const char *text)
+reply(struct chan *c, enum submit_type type, uint64_t sid, const char *text)
 {
 	if (c == NULL || c->dead)
 		return;
-	ipc_write(bufferevent_get_output(c->bev), type, sid, text, strlen(text));
+	ipc_send(c->ipc, (uint16_t)type, sid, text, strlen(text));
 }
 
-static void
-violation(struct chan *c, const char *fmt, ...)
+static int
+violation(struct ipc_frame *f, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
-/* The smtp process broke the protocol: log, and close the channel once
- * the current callback is done with it. */
-static void
-violation(struct chan *c, const char *fmt, ...)
+/* The smtp process broke the protocol: say how; the channel closes. */
+static int
+violation(struct ipc_frame *f, const char *fmt, ...)
 {
-	char why[256];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(why, sizeof(why), fmt, ap);
+	vsnprintf(f->why, f->whysize, fmt, ap);
 	va_end(ap);
-	log_err("queue event=protocol-violation peer=smtp reason=\"%s\"", why);
-	c->dead = true;
-}
-
-static void
-chan_reap_cb(evutil_socket_t fd, short ev, void *arg)
-{
-	struct chan *c = arg;
-
-	bufferevent_free(c->bev);
-	free(c->buckets);
-	free(c);
+	return -1;
 }
 
 /*
- * Detach c from the queue: open transactions are aborted (their files
- * removed), committing ones are orphaned (rolled back when their commit
- * ends: no COMMIT_OK can reach the client). The bufferevent is freed
- * from a fresh callback, never from inside its own.
+ * Detach c from the queue and free it: open transactions are aborted
+ * (their files removed), committing ones are orphaned (rolled back when
+ * their commit ends: no COMMIT_OK can reach the client).
  */
 static void
 chan_close(struct queue *q, struct chan *c, const char *why)
 {
 	size_t aborted = 0;
-	struct timeval now = { 0, 0 };
 
 	if (q->chan == c)
 		q->chan = NULL;
 	c->dead = true;
-	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	for (size_t i = 0; i <= c->mask; i++) {
 		struct txn *t, *next;
 
@@ -581,8 +563,9 @@ chan_close(struct queue *q, struct chan *c, const char *why)
 	c->ntxns = 0;
 	log_info("queue event=smtp-channel-closed reason=\"%s\" aborted=%zu",
 	    why, aborted);
-	if (event_base_once(q->base, -1, EV_TIMEOUT, chan_reap_cb, c, &now) == -1)
-		fatal("event_base_once failed");
+	ipc_free(&c->ipc);   /* later, if we are inside its callback */
+	free(c->buckets);
+	free(c);
 	maybe_exit(q);
 }
 
@@ -594,9 +577,12 @@ txn_fail(struct txn *t, int err)
 	spool_txn_abort(&t->st);
 }
 
-static void
-on_begin(struct queue *q, struct chan *c, const struct ipc_msg *msg)
+/* BEGIN: open a spool transaction for the envelope. */
+static int
+on_begin(void *arg, struct ipc_frame *f)
 {
+	struct chan *c = arg;
+	struct queue *q = c->q;
 	struct envelope env;
 	struct spool_txn *st;
 	struct txn *t;
@@ -604,43 +590,34 @@ on_begin(struct queue *q, struct chan *c, const struct ipc_msg *msg)
 	size_t max_rcpts = q->cfg->max_recipients != 0 ?
 	    q->cfg->max_recipients : ENVELOPE_MAX_RCPTS;
 
-	if (txn_find(c, msg->hdr.id) != NULL) {
-		violation(c, "duplicate transaction id %" PRIu64, msg->hdr.id);
-		return;
-	}
+	if (txn_find(c, f->id) != NULL)
+		return violation(f, "duplicate transaction id %" PRIu64, f->id);
 	envelope_init(&env);
-	if (envelope_parse(&env, (const char *)msg->payload, msg->hdr.len,
-	    max_rcpts, perr, sizeof(perr)) == -1) {
-		violation(c, "bad envelope: %s", perr);
-		return;
-	}
-	if (env.id[0] != '\0') {
-		envelope_clear(&env);
-		violation(c, "envelope carries a queue id");
-		return;
-	}
+	if (submit_begin_decode(f->data, f->len, max_rcpts, &env, perr,
+	    sizeof(perr)) == -1)
+		return violation(f, "bad envelope: %s", perr);
 	if (q->stopping) {
 		envelope_clear(&env);
-		reply(c, IPC_SUBMIT_BEGIN_FAIL, msg->hdr.id, REPLY_STOPPING);
-		return;
+		reply(c, SUBMIT_BEGIN_FAIL, f->id, REPLY_STOPPING);
+		return 0;
 	}
 	if (c->ntxns >= q->max_txns) {
 		envelope_clear(&env);
 		log_warn("queue event=begin-refused reason=\"too many transactions\" open=%zu",
 		    c->ntxns);
-		reply(c, IPC_SUBMIT_BEGIN_FAIL, msg->hdr.id, REPLY_BUSY);
-		return;
+		reply(c, SUBMIT_BEGIN_FAIL, f->id, REPLY_BUSY);
+		return 0;
 	}
 	st = spool_txn_begin(q->spool, &env);
 	if (st == NULL) {
 		int e = errno;
 		log_err("queue event=begin-failed error=\"%s\"", strerror(e));
-		reply(c, IPC_SUBMIT_BEGIN_FAIL, msg->hdr.id, reply_for(e));
+		reply(c, SUBMIT_BEGIN_FAIL, f->id, reply_for(e));
 		envelope_clear(&env);
-		return;
+		return 0;
 	}
 	t = xcalloc(1, sizeof(*t));
-	t->sid = msg->hdr.id;
+	t->sid = f->id;
 	t->chan = c;
 	t->st = st;
 	t->state = TXN_OPEN;
@@ -651,35 +628,38 @@ on_begin(struct queue *q, struct chan *c, const struct ipc_msg *msg)
 	t->hnext = c->buckets[txn_hash(c, t->sid)];
 	c->buckets[txn_hash(c, t->sid)] = t;
 	c->ntxns++;
-	reply(c, IPC_SUBMIT_BEGIN_OK, t->sid, spool_txn_id(st));
+	reply(c, SUBMIT_BEGIN_OK, t->sid, spool_txn_id(st));
+	return 0;
 }
 
-static void
-on_data(struct queue *q, struct chan *c, const struct ipc_msg *msg)
+/* DATA: append to the transaction's file. */
+static int
+on_data(void *arg, struct ipc_frame *f)
 {
-	struct txn *t = txn_find(c, msg->hdr.id);
+	struct chan *c = arg;
+	struct queue *q = c->q;
+	struct txn *t = txn_find(c, f->id);
 
-	if (t == NULL || t->state == TXN_COMMITTING) {
-		violation(c, "DATA for %s transaction %" PRIu64,
-		    t == NULL ? "unknown" : "committing", msg->hdr.id);
-		return;
-	}
+	if (t == NULL || t->state == TXN_COMMITTING)
+		return violation(f, "DATA for %s transaction %" PRIu64,
+		    t == NULL ? "unknown" : "committing", f->id);
 	if (t->state == TXN_FAILED)
-		return;   /* the failure is reported at COMMIT */
+		return 0;   /* the failure is reported at COMMIT */
 	/* A compromised smtp process must not fill the disk: bound it here too. */
-	if (msg->hdr.len > q->max_size - spool_txn_size(t->st)) {
+	if (f->len > q->max_size - spool_txn_size(t->st)) {
 		log_warn("queue id=%s event=too-big size=%" PRIu64 " limit=%" PRIu64,
-		    spool_txn_id(t->st), spool_txn_size(t->st) + msg->hdr.len,
+		    spool_txn_id(t->st), spool_txn_size(t->st) + f->len,
 		    q->max_size);
 		txn_fail(t, ERR_TOO_BIG);
-		return;
+		return 0;
 	}
-	if (spool_txn_write(t->st, msg->payload, msg->hdr.len) == -1) {
+	if (spool_txn_write(t->st, f->data, f->len) == -1) {
 		int e = errno;
 		log_err("queue id=%s event=write-failed error=\"%s\"",
 		    spool_txn_id(t->st), strerror(e));
 		txn_fail(t, e);
 	}
+	return 0;
 }
 
 static void
@@ -696,137 +676,85 @@ commit_push(struct queue *q, struct txn *t)
 	pthread_mutex_unlock(&q->mu);
 }
 
-static void
-on_commit(struct queue *q, struct chan *c, const struct ipc_msg *msg)
+/* COMMIT: to the commit thread (or the failure, now). */
+static int
+on_commit(void *arg, struct ipc_frame *f)
 {
-	struct txn *t = txn_find(c, msg->hdr.id);
+	struct chan *c = arg;
+	struct queue *q = c->q;
+	struct txn *t = txn_find(c, f->id);
 
-	if (t == NULL || t->state == TXN_COMMITTING) {
-		violation(c, "COMMIT for %s transaction %" PRIu64,
-		    t == NULL ? "unknown" : "committing", msg->hdr.id);
-		return;
-	}
+	if (t == NULL || t->state == TXN_COMMITTING)
+		return violation(f, "COMMIT for %s transaction %" PRIu64,
+		    t == NULL ? "unknown" : "committing", f->id);
 	if (t->state == TXN_FAILED) {
-		reply(c, IPC_SUBMIT_COMMIT_FAIL, t->sid, reply_for(t->err));
+		reply(c, SUBMIT_COMMIT_FAIL, t->sid, reply_for(t->err));
 		txn_unhash(c, t);
 		txn_free(t);
-		return;
+		return 0;
 	}
 	t->state = TXN_COMMITTING;
 	q->commits_inflight++;
 	commit_push(q, t);
+	return 0;
 }
 
-static void
-on_abort(struct queue *q, struct chan *c, const struct ipc_msg *msg)
+static int
+on_abort(void *arg, struct ipc_frame *f)
 {
-	struct txn *t = txn_find(c, msg->hdr.id);
+	struct chan *c = arg;
+	struct txn *t = txn_find(c, f->id);
 
 	if (t == NULL)
-		return;   /* e.g. after BEGIN_FAIL: nothing to do */
+		return 0;   /* e.g. after BEGIN_FAIL: nothing to do */
 	if (t->state == TXN_COMMITTING) {
 		t->abandoned = true;   /* rolled back when the commit ends */
-		return;
+		return 0;
 	}
 	log_info("queue id=%s event=aborted",
 	    t->st != NULL ? spool_txn_id(t->st) : "-");
 	txn_unhash(c, t);
 	txn_free(t);
+	return 0;
 }
 
-static void
-handle_frame(struct queue *q, struct chan *c, const struct ipc_msg *msg)
-{
-	if (msg->hdr.id == 0) {
-		violation(c, "frame type %u with id 0", msg->hdr.type);
-		return;
-	}
-	switch (msg->hdr.type) {
-	case IPC_SUBMIT_BEGIN:
-		on_begin(q, c, msg);
-		break;
-	case IPC_SUBMIT_DATA:
-		on_data(q, c, msg);
-		break;
-	case IPC_SUBMIT_COMMIT:
-		if (msg->hdr.len != 0)
-			violation(c, "COMMIT with a payload");
-		else
-			on_commit(q, c, msg);
-		break;
-	case IPC_SUBMIT_ABORT:
-		if (msg->hdr.len != 0)
-			violation(c, "ABORT with a payload");
-		else
-			on_abort(q, c, msg);
-		break;
-	default:
-		violation(c, "unexpected frame type %u", msg->hdr.type);
-		break;
-	}
-}
-
-/* Take every complete frame, unless replies are piling up unread. */
-static void
-chan_process(struct chan *c)
-{
-	struct queue *q = c->q;
-	struct evbuffer *in = bufferevent_get_input(c->bev);
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-
-	while (!c->dead) {
-		struct ipc_msg msg;
-		int r;
-
-		if (evbuffer_get_length(out) > CHAN_OUT_HIGH) {
-			c->paused = true;
-			bufferevent_disable(c->bev, EV_READ);
-			break;
-		}
-		r = ipc_read(in, &msg);
-		if (r == 0)
-			break;
-		if (r < 0) {
-			violation(c, "bad frame header");
-			break;
-		}
-		handle_frame(q, c, &msg);
-		ipc_msg_clear(&msg);
-	}
-	if (c->dead)
-		chan_close(q, c, "protocol violation");
-}
+/* What the queue accepts from the smtp process (proto/submit.h). */
+static const struct ipc_handler submit_requests[] = {
+	{ SUBMIT_BEGIN, IPC_ID, on_begin },
+	{ SUBMIT_DATA, IPC_ID, on_data },
+	{ SUBMIT_COMMIT, IPC_ID | IPC_EMPTY, on_commit },
+	{ SUBMIT_ABORT, IPC_ID | IPC_EMPTY, on_abort },
+};
 
 static void
-chan_read_cb(struct bufferevent *bev, void *arg)
-{
-	chan_process(arg);
-}
-
-static void
-chan_write_cb(struct bufferevent *bev, void *arg)
+chan_closed(void *arg, enum ipc_end end, const char *why)
 {
 	struct chan *c = arg;
 
-	if (c->paused) {
-		c->paused = false;
-		bufferevent_enable(c->bev, EV_READ);
-		chan_process(c);
-	}
-	if (!c->dead && c->q->stopping)
+	if (end == IPC_VIOLATION)
+		log_err("queue event=protocol-violation peer=smtp reason=\"%s\"",
+		    why);
+	chan_close(c->q, c, end == IPC_VIOLATION ? "protocol violation" :
+	    end == IPC_EOF ? "closed by smtp" : "channel error");
+}
+
+static void
+chan_drained(void *arg)
+{
+	struct chan *c = arg;
+
+	if (c->q->stopping)
 		maybe_exit(c->q);
 }
 
-static void
-chan_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	struct chan *c = arg;
-
-	if (c->dead)
-		return;
-	chan_close(c->q, c, (what & BEV_EVENT_EOF) ? "closed by smtp" :
-	    "channel error");
-}
+static const struct ipc_ops chan_ops = {
+	.handlers = submit_requests,
+	.nhandlers = nitems(submit_requests),
+	.closed = chan_closed,
+	.drained = chan_drained,
+	.out_pause = CHAN_OUT_HIGH,   /* stop reading while replies pile up */
+	.out_low = CHAN_OUT_LOW,
+};
 
 static void
 chan_open(struct queue *q, int fd)
@@ -839,17 +767,7 @@ chan_open(struct queue *q, int fd)
 	c->q = q;
 	c->mask = n - 1;
 	c->buckets = xcalloc(n, sizeof(*c->buckets));
-	if (util_set_nonblock(fd) == -1 || util_set_cloexec(fd) == -1)
-		log_warn("queue event=smtp-channel-setup error=\"%s\"",
-		    strerror(errno));
-	c->bev = bufferevent_socket_new(q->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL)
-		fatal("bufferevent_socket_new failed");
-	bufferevent_setcb(c->bev, chan_read_cb, chan_write_cb, chan_event_cb, c);
-	/* Never buffer more than two frames' worth of input. */
-	bufferevent_setwatermark(c->bev, EV_READ, 0, CHAN_IN_HIGH);
-	bufferevent_setwatermark(c->bev, EV_WRITE, CHAN_OUT_LOW, 0);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->ipc = ipc_new(q->base, fd, &chan_ops, c);
 	q->chan = c;
 	log_info("queue event=smtp-channel-open");
 }
@@ -1574,7 +1492,7 @@ scan_add_remote(struct task *t, const struct envelope *env, size_t i,
 		if (strcasecmp(g->domain, dom) == 0)
 			last = g;
 	g = last;
-	if (g == NULL || g->n >= IPC_RELAY_MAX_RCPTS ||
+	if (g == NULL || g->n >= RELAY_JOB_MAX_RCPTS ||
 	    g->bytes + rb > RELAY_RCPT_BYTES) {
 		g = xcalloc(1, sizeof(*g));
 		g->domain = xstrdup(dom);
@@ -1765,7 +1683,7 @@ task_ctl(struct queue *q, struct task *t)
 	    t->result == TR_REMOVED ? QUEUE_CTL_NOTFOUND : QUEUE_CTL_FAILED;
 }
 
-/* LOAD: the frames of relay job t->job (ipc.h), ready to send. */
+/* LOAD: the frames of relay job t->job (proto/relay_job.h), ready to send. */
 static void
 task_relay_load(struct queue *q, struct task *t)
 {
@@ -1773,7 +1691,6 @@ task_relay_load(struct queue *q, struct task *t)
 	struct spool_msg *m;
 	const struct envelope *env;
 	struct envelope sub;
-	struct evbuffer *payload;
 	const char *body;
 	size_t body_len;
 
@@ -1807,31 +1724,18 @@ task_relay_load(struct queue *q, struct task *t)
 		const struct envelope_rcpt *r = &env->rcpts[j->idx[k]];
 		envelope_add_rcpt(&sub, r->addr, r->orcpt, r->notify);
 	}
-	payload = evbuffer_new();
-	if (payload == NULL)
-		fatal("out of memory");
-	evbuffer_add_printf(payload, "domain %s\n", j->dom->name);
-	envelope_serialize(&sub, payload);
-	envelope_clear(&sub);
-	if (evbuffer_get_length(payload) > IPC_MAX_PAYLOAD) {
-		/* scan_add_remote bounds the records: cannot happen. */
-		evbuffer_free(payload);
-		goto bad;
-	}
 	t->frames = evbuffer_new();
 	if (t->frames == NULL)
 		fatal("out of memory");
-	ipc_write(t->frames, IPC_RELAY_JOB, j->id, evbuffer_pullup(payload, -1),
-	    evbuffer_get_length(payload));
-	evbuffer_free(payload);
 	/* Copied here, in the worker: the loop never touches the file. */
 	body = spool_msg_body(m, &body_len);
-	for (size_t off = 0; off < body_len; off += IPC_MAX_PAYLOAD) {
-		size_t n = body_len - off < IPC_MAX_PAYLOAD ? body_len - off :
-		    IPC_MAX_PAYLOAD;
-		ipc_write(t->frames, IPC_RELAY_DATA, j->id, body + off, n);
+	if (relay_job_encode(t->frames, j->id, j->dom->name, &sub, body,
+	    body_len) == -1) {
+		/* scan_add_remote bounds the records: cannot happen. */
+		envelope_clear(&sub);
+		goto bad;
 	}
-	ipc_write(t->frames, IPC_RELAY_END, j->id, NULL, 0);
+	envelope_clear(&sub);
 	spool_msg_close(&m);
 	t->result = TR_KEEP;
 	return;
@@ -2491,8 +2395,7 @@ relay_pump(struct queue *q)
 	q->pumping = true;
 	while (q->relay != NULL && !q->relay->dead && !q->stopping &&
 	    q->relay_inflight < q->max_relay &&
-	    evbuffer_get_length(bufferevent_get_output(q->relay->bev)) <
-	    RELAY_OUT_HIGH && q->ready_head != NULL) {
+	    ipc_out_len(q->relay->ipc) < RELAY_OUT_HIGH && q->ready_head != NULL) {
 		struct rdomain *d = q->ready_head;
 		struct rjob *j = d->head;
 		uint64_t est;
@@ -2550,16 +2453,6 @@ rchan_take(struct rchan *c, uint64_t id)
 	return NULL;
 }
 
-static void
-relay_reap_cb(evutil_socket_t fd, short ev, void *arg)
-{
-	struct rchan *c = arg;
-
-	bufferevent_free(c->bev);
-	free(c->buckets);
-	free(c);
-}
-
 /* Hand j's answer (or its loss) to a RESULT task; its slot is free now. */
 static void
 job_answered(struct queue *q, struct rjob *j)
@@ -2570,21 +2463,18 @@ job_answered(struct queue *q, struct rjob *j)
 }
 
 /*
- * Detach the relay channel: every job sent on it and unanswered counts
- * as deferred (retried after retry_min); jobs being loaded go back to
- * their queue when the load ends. The bufferevent is freed from a fresh
- * callback, never from inside its own.
+ * Detach the relay channel and free it: every job sent on it and
+ * unanswered counts as deferred (retried after retry_min); jobs being
+ * loaded go back to their queue when the load ends.
  */
 static void
 relay_close(struct queue *q, struct rchan *c, const char *why)
 {
 	size_t lost = 0;
-	struct timeval now = { 0, 0 };
 
 	if (q->relay == c)
 		q->relay = NULL;
 	c->dead = true;
-	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	for (size_t i = 0; i <= c->mask; i++) {
 		struct rjob *j;
 
@@ -2599,288 +2489,118 @@ relay_close(struct queue *q, struct rchan *c, const char *why)
 	c->nsent = 0;
 	log_info("queue event=relay-channel-closed reason=\"%s\" deferred_jobs=%zu",
 	    why, lost);
-	if (event_base_once(q->base, -1, EV_TIMEOUT, relay_reap_cb, c, &now) == -1)
-		fatal("event_base_once failed");
+	ipc_free(&c->ipc);   /* later, if we are inside its callback */
+	free(c->buckets);
+	free(c);
 	maybe_exit(q);
 }
 
-/* true if p..p+n is one token of printable non-blank ASCII. */
-static bool
-via_token(const char *p, size_t n)
-{
-	if (n == 0 || n > RESULT_VIA_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)p[i] <= 0x20 || (unsigned char)p[i] >= 0x7f)
-			return false;
-	return true;
-}
-
-/* Digits only, 1..max of them; the value in *v. */
-static bool
-digits(const char *p, size_t n, size_t max, unsigned long *v)
-{
-	if (n == 0 || n > max)
-		return false;
-	*v = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (p[i] < '0' || p[i] > '9')
-			return false;
-		*v = *v * 10 + (unsigned long)(p[i] - '0');
-	}
-	return true;
-}
-
 /*
- * RFC 3463 2: class "." subject "." detail, class 2, 4 or 5. Loose on
- * purpose (leading zeros pass): it is the server's code, passed on by the
- * relay, and refusing it would close the relay channel. A report
- * normalises it (dsn.c: RFC 3464 2.3.4 allows no leading zeros).
- */
-static bool
-enhanced_status(const char *p, size_t n)
-{
-	const char *d1, *d2;
-	unsigned long v;
-
-	if (n < 5 || (p[0] != '2' && p[0] != '4' && p[0] != '5') || p[1] != '.')
-		return false;
-	d1 = p + 2;
-	d2 = memchr(d1, '.', n - 2);
-	if (d2 == NULL)
-		return false;
-	return digits(d1, (size_t)(d2 - d1), 3, &v) &&
-	    digits(d2 + 1, (size_t)(p + n - d2 - 1), 3, &v);
-}
-
-/*
- * Parse a RELAY_RESULT payload for j (ipc.h): "via <mx> <ip> <tls>" and
- * then one line "<k> <D|T|F> <code> <x.y.z> <text>" per recipient, k
- * counting from 0 in job order; or the via line alone, which the
- * placeholder relay sends: every recipient deferred. Fills j->outcome,
- * j->reply, j->via. -1 with a reason in why: a protocol violation.
+ * Take j's RESULT (proto/relay_job.h): fills j->outcome, j->reply, j->own,
+ * j->via, j->via_mx; or the via line alone, which the placeholder relay
+ * sends: every recipient deferred. -1 with a reason in why: a protocol
+ * violation.
  */
 static int
-result_parse(struct rjob *j, const char *p, size_t len, char *why,
+result_take(struct rjob *j, const void *p, size_t len, char *why,
     size_t whysize)
 {
-	const char *end = p + len, *nl, *tok[3], *s;
-	size_t toklen[3], k = 0;
-	char q1[RESULT_VIA_MAX * 4 + 8], q2[RESULT_VIA_MAX * 4 + 8],
-	    q3[RESULT_VIA_MAX * 4 + 8];
+	struct relay_result res;
+	struct relay_result_rcpt *lines = xcalloc(j->n ? j->n : 1, sizeof(*lines));
+	char qv[3][RELAY_RESULT_TOKEN_MAX * 4 + 8];
 
-	if (len == 0 || memchr(p, '\0', len) != NULL) {
-		snprintf(why, whysize, "NUL in result");
+	if (relay_result_decode(p, len, j->n, &res, lines, why, whysize) == -1) {
+		free(lines);
 		return -1;
 	}
-	nl = memchr(p, '\n', len);
-	if (nl == NULL || (size_t)(nl - p) < 4 || memcmp(p, "via ", 4) != 0) {
-		snprintf(why, whysize, "result without a via line");
-		return -1;
-	}
-	s = p + 4;
-	for (int i = 0; i < 3; i++) {
-		const char *sp = memchr(s, ' ', (size_t)(nl - s));
-		const char *e = i < 2 ? sp : nl;
-
-		if (e == NULL || (i == 2 && sp != NULL) ||
-		    !via_token(s, (size_t)(e - s))) {
-			snprintf(why, whysize, "malformed via line");
-			return -1;
-		}
-		tok[i] = s;
-		toklen[i] = (size_t)(e - s);
-		s = e + 1;
-	}
-	p = nl + 1;
-	/* Optional "peer-dsn": the server offered DSN (RFC 3461 5.2.2). */
-	j->peer_dsn = false;
-	if ((size_t)(end - p) >= 9 && memcmp(p, "peer-dsn\n", 9) == 0) {
-		j->peer_dsn = true;
-		p += 9;
-	}
-	if (p < end) {
+	j->peer_dsn = res.peer_dsn;
+	if (res.n > 0) {
 		j->outcome = xcalloc(j->n + 1, 1);
 		j->reply = xcalloc(j->n, sizeof(*j->reply));
 		j->own = xcalloc(j->n, sizeof(*j->own));
 	}
-	while (p < end) {
-		const char *f[4];
-		size_t flen[4];
-		unsigned long idx, code;
-		char o;
+	for (size_t k = 0; k < res.n; k++) {
+		const struct relay_result_rcpt *l = &lines[k];
+		unsigned code = l->code;
 
-		nl = memchr(p, '\n', (size_t)(end - p));
-		if (nl == NULL) {
-			snprintf(why, whysize, "unterminated result line");
-			goto bad;
-		}
-		if (k >= j->n) {
-			snprintf(why, whysize, "more result lines than the job's %zu recipients",
-			    j->n);
-			goto bad;
-		}
-		if (memchr(p, '\r', (size_t)(nl - p)) != NULL) {
-			snprintf(why, whysize, "CR in result line %zu", k);
-			goto bad;
-		}
-		/* Four fields separated by single spaces, then the text. */
-		s = p;
-		for (int i = 0; i < 4; i++) {
-			const char *sp = memchr(s, ' ', (size_t)(nl - s));
-			const char *e = sp != NULL ? sp : nl;
-
-			if (i < 3 && sp == NULL) {
-				snprintf(why, whysize, "short result line %zu", k);
-				goto bad;
-			}
-			f[i] = s;
-			flen[i] = (size_t)(e - s);
-			s = e < nl ? e + 1 : nl;
-		}
-		if (!digits(f[0], flen[0], 5, &idx) || idx != k ||
-		    (flen[0] > 1 && f[0][0] == '0')) {
-			snprintf(why, whysize, "result line %zu: bad index", k);
-			goto bad;
-		}
-		if (flen[1] != 1 || (f[1][0] != 'D' && f[1][0] != 'T' &&
-		    f[1][0] != 'F')) {
-			snprintf(why, whysize, "result line %zu: bad outcome", k);
-			goto bad;
-		}
-		o = f[1][0];
-		if (!digits(f[2], flen[2], 3, &code) || (code != 0 &&
-		    (flen[2] != 3 || code < 200 || code > 599)) ||
-		    (code == 0 && flen[2] != 1)) {
-			snprintf(why, whysize, "result line %zu: bad reply code", k);
-			goto bad;
-		}
-		if (!enhanced_status(f[3], flen[3])) {
-			snprintf(why, whysize, "result line %zu: bad status code", k);
-			goto bad;
-		}
 		/* code 0: tern decided without a reply; journal a reply line. */
 		j->own[k] = code == 0;
 		if (code == 0)
-			code = o == 'D' ? 250 : o == 'F' ? 550 : 451;
-		j->outcome[k] = o;
-		j->reply[k] = xasprintf("%lu %.*s%s%.*s", code, (int)flen[3],
-		    f[3], s < nl ? " " : "", (int)(nl - s), s);
-		k++;
-		p = nl + 1;
+			code = l->outcome == 'D' ? 250 : l->outcome == 'F' ? 550 : 451;
+		j->outcome[k] = l->outcome;
+		j->reply[k] = xasprintf("%u %.*s%s%.*s", code, (int)l->enh_len,
+		    l->enh, l->text_len > 0 ? " " : "", (int)l->text_len, l->text);
 	}
-	if (j->outcome != NULL && k != j->n) {
-		snprintf(why, whysize, "%zu result lines for %zu recipients", k,
-		    j->n);
-		goto bad;
-	}
-	log_quote(q1, sizeof(q1), tok[0], toklen[0], RESULT_VIA_MAX);
-	log_quote(q2, sizeof(q2), tok[1], toklen[1], RESULT_VIA_MAX);
-	log_quote(q3, sizeof(q3), tok[2], toklen[2], RESULT_VIA_MAX);
-	j->via = xasprintf("relay=%s ip=%s tls=%s", q1, q2, q3);
+	free(lines);
+	for (int i = 0; i < 3; i++)
+		log_quote(qv[i], sizeof(qv[i]), res.via[i], res.via_len[i],
+		    RELAY_RESULT_TOKEN_MAX);
+	j->via = xasprintf("relay=%s ip=%s tls=%s", qv[0], qv[1], qv[2]);
 	free(j->via_mx);
-	j->via_mx = toklen[0] == 1 && tok[0][0] == '-' ? NULL :
-	    xstrndup(tok[0], toklen[0]);
+	j->via_mx = res.via_len[0] == 1 && res.via[0][0] == '-' ? NULL :
+	    xstrndup(res.via[0], res.via_len[0]);
 	return 0;
-bad:
-	if (j->reply != NULL)
-		for (size_t i = 0; i < j->n; i++)
-			free(j->reply[i]);
-	free(j->reply);
-	free(j->outcome);
-	free(j->own);
-	j->reply = NULL;
-	j->outcome = NULL;
-	j->own = NULL;
-	return -1;
 }
 
-static void
-relay_violation(struct rchan *c, const char *why)
+/* RESULT: the answer to a job sent on this channel. */
+static int
+on_result(void *arg, struct ipc_frame *f)
 {
-	log_err("queue event=protocol-violation peer=relay reason=\"%s\"", why);
-	c->dead = true;
-}
+	struct rchan *c = arg;
+	struct queue *q = c->q;
+	struct rjob *j = rchan_take(c, f->id);
 
-static void
-relay_frame(struct queue *q, struct rchan *c, const struct ipc_msg *msg)
-{
-	struct rjob *j;
-	char why[200];
-
-	if (msg->hdr.type != IPC_RELAY_RESULT) {
-		snprintf(why, sizeof(why), "unexpected frame type %u",
-		    msg->hdr.type);
-		relay_violation(c, why);
-		return;
-	}
-	j = rchan_take(c, msg->hdr.id);
 	if (j == NULL) {
-		snprintf(why, sizeof(why), "RESULT for unknown job %" PRIu64,
-		    msg->hdr.id);
-		relay_violation(c, why);
-		return;
+		snprintf(f->why, f->whysize, "RESULT for unknown job %" PRIu64,
+		    f->id);
+		return -1;
 	}
-	if (result_parse(j, (const char *)msg->payload, msg->hdr.len, why,
-	    sizeof(why)) == -1) {
+	if (result_take(j, f->data, f->len, f->why, f->whysize) == -1) {
 		/* Back in the table: it is deferred with the others. */
 		j->hnext = c->buckets[rjob_hash(c, j->id)];
 		c->buckets[rjob_hash(c, j->id)] = j;
 		c->nsent++;
-		relay_violation(c, why);
-		return;
+		return -1;
 	}
 	job_answered(q, j);
+	relay_pump(q);
+	return 0;
 }
 
-static void
-relay_read_cb(struct bufferevent *bev, void *arg)
-{
-	struct rchan *c = arg;
-	struct queue *q = c->q;
-	struct evbuffer *in = bufferevent_get_input(bev);
-
-	while (!c->dead) {
-		struct ipc_msg msg;
-		int r = ipc_read(in, &msg);
-
-		if (r == 0)
-			break;
-		if (r < 0) {
-			relay_violation(c, "bad frame header");
-			break;
-		}
-		relay_frame(q, c, &msg);
-		ipc_msg_clear(&msg);
-	}
-	if (c->dead)
-		relay_close(q, c, "protocol violation");
-	else
-		relay_pump(q);
-}
+/* What the queue accepts from the relay process. */
+static const struct ipc_handler relay_answers[] = {
+	{ RELAY_JOB_RESULT, IPC_ID, on_result },
+};
 
 static void
-relay_write_cb(struct bufferevent *bev, void *arg)
+relay_closed(void *arg, enum ipc_end end, const char *why)
 {
 	struct rchan *c = arg;
 
-	if (c->dead)
-		return;
+	if (end == IPC_VIOLATION)
+		log_err("queue event=protocol-violation peer=relay reason=\"%s\"",
+		    why);
+	relay_close(c->q, c, end == IPC_VIOLATION ? "protocol violation" :
+	    end == IPC_EOF ? "closed by relay" : "channel error");
+}
+
+static void
+relay_drained(void *arg)
+{
+	struct rchan *c = arg;
+
 	relay_pump(c->q);
 	if (c->q->stopping)
 		maybe_exit(c->q);
 }
 
-static void
-relay_event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	struct rchan *c = arg;
-
-	if (c->dead)
-		return;
-	relay_close(c->q, c, (what & BEV_EVENT_EOF) ? "closed by relay" :
-	    "channel error");
-}
+static const struct ipc_ops relay_ops = {
+	.handlers = relay_answers,
+	.nhandlers = nitems(relay_answers),
+	.closed = relay_closed,
+	.drained = relay_drained,
+	.out_low = RELAY_OUT_LOW,
+};
 
 static void
 relay_open(struct queue *q, int fd)
@@ -2893,17 +2613,7 @@ relay_open(struct queue *q, int fd)
 	c->q = q;
 	c->mask = n - 1;
 	c->buckets = xcalloc(n, sizeof(*c->buckets));
-	if (util_set_nonblock(fd) == -1 || util_set_cloexec(fd) == -1)
-		log_warn("queue event=relay-channel-setup error=\"%s\"",
-		    strerror(errno));
-	c->bev = bufferevent_socket_new(q->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->bev == NULL)
-		fatal("bufferevent_socket_new failed");
-	bufferevent_setcb(c->bev, relay_read_cb, relay_write_cb,
-	    relay_event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, CHAN_IN_HIGH);
-	bufferevent_setwatermark(c->bev, EV_WRITE, RELAY_OUT_LOW, 0);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	c->ipc = ipc_new(q->base, fd, &relay_ops, c);
 	q->relay = c;
 	log_info("queue event=relay-channel-open");
 	relay_pump(q);
@@ -2932,7 +2642,7 @@ load_done(struct queue *q, struct task *t)
 		msg_idstr(j->m, id);
 		log_info("queue id=%s event=relay-job job=%" PRIu64 " domain=%s nrcpt=%zu bytes=%zu",
 		    id, j->id, d->name, j->n, len);
-		evbuffer_add_buffer(bufferevent_get_output(c->bev), t->frames);
+		ipc_send_buffer(c->ipc, t->frames);
 		return;
 	}
 	if (t->result == TR_KEEP && !q->stopping) {
@@ -3215,7 +2925,7 @@ commit_done(struct queue *q, struct txn *t, bool final)
 	} else if (err == 0) {
 		struct qmsg *m;
 
-		reply(c, IPC_SUBMIT_COMMIT_OK, t->sid, id);
+		reply(c, SUBMIT_COMMIT_OK, t->sid, id);
 		log_info("queue id=%s event=committed size=%" PRIu64 " nrcpt=%zu from=<%s> client=%s",
 		    id, spool_txn_size(t->st), t->nrcpt, t->from_q, t->client_q);
 		m = msg_new(q, id);
@@ -3226,7 +2936,7 @@ commit_done(struct queue *q, struct txn *t, bool final)
 		log_err("queue id=%s event=commit-failed error=\"%s\"", id,
 		    strerror(err));
 		if (c != NULL && !t->abandoned)
-			reply(c, IPC_SUBMIT_COMMIT_FAIL, t->sid, reply_for(err));
+			reply(c, SUBMIT_COMMIT_FAIL, t->sid, reply_for(err));
 	}
 	if (c != NULL)
 		txn_unhash(c, t);
@@ -3283,8 +2993,8 @@ maybe_exit(struct queue *q)
 		return;
 	/* Let the last COMMIT_OKs reach the smtp process first. */
 	if (q->chan != NULL && !q->chan->dead &&
-	    evbuffer_get_length(bufferevent_get_output(q->chan->bev)) > 0)
-		return;   /* chan_write_cb calls back when drained */
+	    ipc_out_len(q->chan->ipc) > 0)
+		return;   /* chan_drained calls back */
 	event_base_loopexit(q->base, NULL);
 }
 
@@ -3347,72 +3057,64 @@ begin_shutdown(struct queue *q, int code, const char *why)
 		task_done(q, drop);
 		drop = next;
 	}
-	if (q->ctl_ev != NULL)
-		event_del(q->ctl_ev);
 	q->grace_ev = evtimer_new(q->base, grace_cb, q);
 	if (q->grace_ev != NULL)
 		evtimer_add(q->grace_ev, &grace);
 	maybe_exit(q);
 }
 
+/* ---- control frames from the parent (proto/ctl.h) ---- */
+
 static void
-ctl_cb(evutil_socket_t fd, short ev, void *arg)
+ctl_relay_fd(void *arg, int fd)
 {
 	struct queue *q = arg;
-	enum ipc_type type;
-	int pfd = -1, r;
 
-	r = ipc_recv_fd(fd, &type, &pfd);
-	if (r <= 0) {
-		event_del(q->ctl_ev);
-		if (r == 0)
-			log_warn("queue event=control-closed");
-		else
-			log_err("queue event=control-error error=\"%s\"",
-			    strerror(errno));
-		begin_shutdown(q, 1, "lost the parent");
+	if (q->stopping) {
+		close(fd);
 		return;
 	}
-	switch (type) {
-	case IPC_CTL_RELAY_FD:
-		if (pfd == -1) {
-			log_warn("queue event=control-bad reason=\"RELAY_FD without fd\"");
-			break;
-		}
-		if (q->stopping) {
-			close(pfd);
-			break;
-		}
-		if (q->relay != NULL)
-			relay_close(q, q->relay, "replaced by parent");
-		relay_open(q, pfd);
-		return;
-	case IPC_CTL_PEER_FD:
-		if (pfd == -1) {
-			log_warn("queue event=control-bad reason=\"PEER_FD without fd\"");
-			break;
-		}
-		if (q->stopping) {
-			close(pfd);
-			break;
-		}
-		if (q->chan != NULL)
-			chan_close(q, q->chan, "replaced by parent");
-		chan_open(q, pfd);
-		return;
-	case IPC_CTL_SHUTDOWN:
-		begin_shutdown(q, 0, "requested");
-		break;
-	case IPC_CTL_LOG_FD:
-		log_reopen_fd(pfd);
-		break;
-	default:
-		log_warn("queue event=control-bad type=%u", (unsigned)type);
-		break;
-	}
-	if (pfd != -1)
-		close(pfd);
+	if (q->relay != NULL)
+		relay_close(q, q->relay, "replaced by parent");
+	relay_open(q, fd);
 }
+
+static void
+ctl_peer_fd(void *arg, int fd)
+{
+	struct queue *q = arg;
+
+	if (q->stopping) {
+		close(fd);
+		return;
+	}
+	if (q->chan != NULL)
+		chan_close(q, q->chan, "replaced by parent");
+	chan_open(q, fd);
+}
+
+static void
+ctl_shutdown(void *arg)
+{
+	begin_shutdown(arg, 0, "requested");
+}
+
+static void
+ctl_lost(void *arg, enum ipc_end end, const char *why)
+{
+	if (end == IPC_EOF)
+		log_warn("queue event=control-closed");
+	else
+		log_err("queue event=control-error error=\"%s\"", why);
+	begin_shutdown(arg, 1, "lost the parent");
+}
+
+static const struct ctl_ops ctl_ops = {
+	.peer_fd = ctl_peer_fd,
+	.relay_fd = ctl_relay_fd,
+	.shutdown = ctl_shutdown,
+	.lost = ctl_lost,
+};
 
 static void
 signal_cb(evutil_socket_t fd, short ev, void *arg)
@@ -3491,7 +3193,7 @@ relay_free_all(struct queue *q)
 				c->buckets[i] = j->hnext;
 				job_free(j);
 			}
-		bufferevent_free(c->bev);
+		ipc_free(&c->ipc);
 		free(c->buckets);
 		free(c);
 	}
@@ -3539,7 +3241,6 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 	int removed, recovered;
 
 	signal(SIGPIPE, SIG_IGN);
-	q->ctl_fd = ctl_fd;
 	q->base = event_base_new();
 	if (q->base == NULL) {
 		log_err("queue event=fatal error=\"event_base_new failed\"");
@@ -3606,21 +3307,15 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 		fatal("queue: event_new failed");
 	event_add(q->done_ev, NULL);
 	event_add(q->sig_ev, NULL);
-	if (ctl_fd != -1) {
-		q->ctl_ev = event_new(q->base, ctl_fd, EV_READ | EV_PERSIST,
-		    ctl_cb, q);
-		if (q->ctl_ev == NULL)
-			fatal("queue: event_new failed");
-		event_add(q->ctl_ev, NULL);
-	}
+	if (ctl_fd != -1)
+		q->ctl = ctl_open(q->base, ctl_fd, CTL_WORKER, &ctl_ops, q);
 	if (smtp_fd != -1)
 		chan_open(q, smtp_fd);
 	if (relay_fd != -1)
 		relay_open(q, relay_fd);
 	queue_control_start(q->control, q->base, q);
 	pop_due(q);
-	if (ctl_fd != -1 && ipc_send_fd(ctl_fd, IPC_CTL_READY, -1) == -1)
-		log_warn("queue event=ready-failed error=\"%s\"", strerror(errno));
+	(void)ctl_send(q->ctl, CTL_READY, -1);
 
 	event_base_dispatch(q->base);
 
@@ -3633,12 +3328,14 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 		chan_close(q, q->chan, "queue exiting");
 	relay_free_all(q);
 	queue_control_stop(q->control);
-	/* Run the deferred channel frees. */
+	/* Run the deferred frees (control socket clients). */
 	event_base_loop(q->base, EVLOOP_NONBLOCK);
 	log_info("queue event=stopped queued=%zu commits=%" PRIu64 " commit_batches=%" PRIu64,
 	    q->nmsgs, q->ncommits, q->nbatches);
 	return q->exit_code;
 fail_fds:
+	if (ctl_fd != -1)
+		close(ctl_fd);
 	if (smtp_fd != -1)
 		close(smtp_fd);
 	if (relay_fd != -1)
@@ -3677,12 +3374,11 @@ queue_free(struct queue **qp)
 	if (q->chan != NULL) {
 		struct chan *c = q->chan;
 		q->chan = NULL;
-		bufferevent_free(c->bev);
+		ipc_free(&c->ipc);
 		free(c->buckets);
 		free(c);
 	}
-	if (q->ctl_ev != NULL)
-		event_free(q->ctl_ev);
+	ctl_free(&q->ctl);
 	if (q->done_ev != NULL)
 		event_free(q->done_ev);
 	if (q->sig_ev != NULL)

@@ -1,6 +1,7 @@
 /*
  * queue.h - the queue process: owns the spool, takes submissions from the
- * smtp process over IPC (ipc.h) and delivers local mail to Maildirs.
+ * smtp process over IPC (proto/submit.h) and delivers local mail to
+ * Maildirs.
  *
  * Threads (docs/spool-format.md has the full picture):
  *  - the event loop: IPC with the smtp process, the relay process and the
@@ -14,16 +15,16 @@
  *    file when every recipient is done.
  * Workers never touch libevent; they hand results back through an eventfd.
  *
- * Towards the relay process the relay protocol of ipc.h holds, plus
- * (docs/queue.md): the queue accepts only RELAY_RESULT frames, each for a
+ * Towards the relay process the relay protocol of proto/relay_job.h
+ * holds, plus (docs/queue.md): the queue accepts only RESULT frames, each for a
  * job it sent and has no answer for yet, with a well-formed payload: the
  * via line, then exactly one line per job recipient in order, or the via
  * line alone (every recipient deferred: what a relay that reached no
  * server may say). Anything else closes the channel; every job in flight
  * on it is then deferred (retried after retry_min), never lost. The queue
- * sends no RELAY_CANCEL today.
+ * sends no CANCEL today.
  *
- * Towards the smtp process the protocol of ipc.h holds, plus:
+ * Towards the smtp process the protocol of proto/submit.h holds, plus:
  *  - DATA may only follow BEGIN_OK; after BEGIN_FAIL the id is forgotten
  *    (an ABORT for it is ignored, DATA or COMMIT for it is a violation);
  *  - ABORT after COMMIT (the client went away while waiting for 250) is
@@ -62,17 +63,17 @@ struct queue *queue_new(const struct config *cfg, uid_t uid, gid_t gid,
 
 /*
  * After the caller has dropped privileges: remove partial files from
- * incoming/, schedule every committed message, send IPC_CTL_READY on
+ * incoming/, schedule every committed message, send CTL_READY on
  * ctl_fd, then serve submissions on smtp_fd, hand relay jobs to the relay
- * process on relay_fd and deliver until IPC_CTL_SHUTDOWN (or
+ * process on relay_fd and deliver until CTL_SHUTDOWN (or
  * SIGTERM/SIGINT) arrives or the control channel closes. In-flight
  * commits, deliveries and the results of jobs the relay holds are
  * waited for (SHUTDOWN_GRACE_SECS at most); messages not yet delivered
  * stay in the spool. SIGTERM and SIGINT are taken through a signalfd and
  * stay blocked when queue_run returns; SIGPIPE is ignored. ctl_fd, smtp_fd
- * or relay_fd may be -1 (none yet: IPC_CTL_PEER_FD brings the smtp
- * channel, IPC_CTL_RELAY_FD the relay channel; relay jobs wait meanwhile).
- * Takes ownership of smtp_fd and relay_fd; ctl_fd stays the caller's.
+ * or relay_fd may be -1 (none yet: CTL_PEER_FD brings the smtp channel,
+ * CTL_RELAY_FD the relay channel; relay jobs wait meanwhile). Takes
+ * ownership of ctl_fd, smtp_fd and relay_fd.
  * Returns the process exit code: 0 after a requested shutdown, 1 after a
  * fatal error or the loss of the parent.
  */

@@ -26,6 +26,7 @@
 
 #include "conf/config.h"
 #include "lib/log.h"
+#include "proto/control_line.h"
 #include "queue/queue_control.h"
 #include "queue/spool.h"
 #include "lib/util.h"
@@ -34,95 +35,6 @@
 #define OUT_LOW (64 * 1024)               /* refill the list below this */
 #define CLIENT_ANSWER_MAX (512u << 20)    /* what the CLI reads at most */
 #define JSON_DEPTH_MAX 16
-
-/* ---- the request line ---- */
-
-static const struct {
-	const char *name;
-	enum queue_control_verb verb;
-	int id;            /* 0: none, 1: required, 2: optional */
-} verbs[] = {
-	{ "list", QUEUE_CONTROL_LIST, 0 },
-	{ "show", QUEUE_CONTROL_SHOW, 1 },
-	{ "flush", QUEUE_CONTROL_FLUSH, 2 },
-	{ "delete", QUEUE_CONTROL_DELETE, 1 },
-	{ "hold", QUEUE_CONTROL_HOLD, 1 },
-	{ "release", QUEUE_CONTROL_RELEASE, 1 },
-};
-
-int
-queue_control_parse(const char *p, size_t len, struct queue_control_req *req,
-    const char **why)
-{
-	const char *sp, *arg = NULL;
-	size_t vlen, alen = 0;
-
-	memset(req, 0, sizeof(*req));
-	if (len > 0 && p[len - 1] == '\r')
-		len--;
-	if (len + 1 > QUEUE_CONTROL_LINE_MAX) {
-		*why = "request line too long";
-		return -1;
-	}
-	if (len == 0) {
-		*why = "empty request";
-		return -1;
-	}
-	for (size_t i = 0; i < len; i++)
-		if ((unsigned char)p[i] <= 0x20 && p[i] != ' ') {
-			*why = "control character in request";
-			return -1;
-		} else if ((unsigned char)p[i] >= 0x7f) {
-			*why = "non-ASCII request";
-			return -1;
-		}
-	sp = memchr(p, ' ', len);
-	vlen = sp != NULL ? (size_t)(sp - p) : len;
-	if (sp != NULL) {
-		arg = sp + 1;
-		alen = len - vlen - 1;
-		if (alen == 0 || memchr(arg, ' ', alen) != NULL) {
-			*why = "expected: VERB [ID] with single spaces";
-			return -1;
-		}
-	}
-	for (size_t v = 0; v < nitems(verbs); v++) {
-		if (strlen(verbs[v].name) != vlen ||
-		    memcmp(verbs[v].name, p, vlen) != 0)
-			continue;
-		req->verb = verbs[v].verb;
-		if (arg == NULL) {
-			if (verbs[v].id == 1) {
-				*why = "this request needs a queue id";
-				return -1;
-			}
-			return 0;
-		}
-		if (verbs[v].id == 0) {
-			*why = "this request takes no argument";
-			return -1;
-		}
-		if (alen != QUEUE_ID_LEN) {
-			*why = "bad queue id (16 hex digits)";
-			return -1;
-		}
-		for (size_t i = 0; i < alen; i++) {
-			char c = arg[i];
-
-			if (c >= 'A' && c <= 'F')
-				c = (char)(c - 'A' + 'a');
-			if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
-				*why = "bad queue id (16 hex digits)";
-				return -1;
-			}
-			req->id[i] = c;
-		}
-		req->id[QUEUE_ID_LEN] = '\0';
-		return 0;
-	}
-	*why = "unknown request (list, show, flush, delete, hold, release)";
-	return -1;
-}
 
 /* ---- JSON output ---- */
 
@@ -306,7 +218,7 @@ struct qc_client {
 	bool closing;              /* answered: close once written */
 	bool dead;                 /* closed; freed by reap_ev */
 	char id[QUEUE_ID_LEN + 1];
-	enum queue_control_verb verb;
+	enum control_line_verb verb;
 	struct queue_ctl_entry *ents;   /* list being streamed */
 	size_t nents, pos;
 };
@@ -500,16 +412,16 @@ task_cb(void *arg, int status, char *json, const struct queue_ctl_entry *e)
 	switch (status) {
 	case QUEUE_CTL_OK:
 		evbuffer_add_printf(out, "{\"ok\":true");
-		if (c->verb == QUEUE_CONTROL_SHOW && json != NULL) {
+		if (c->verb == CONTROL_LINE_SHOW && json != NULL) {
 			evbuffer_add_printf(out, ",\"message\":{%s", json);
 			if (e != NULL)
 				entry_json(out, e);
 			evbuffer_add(out, "}", 1);
 		} else {
 			json_kstr(out, "id", c->id);
-			json_kstr(out, "action", c->verb == QUEUE_CONTROL_HOLD ?
-			    "held" : c->verb == QUEUE_CONTROL_RELEASE ? "released" :
-			    c->verb == QUEUE_CONTROL_DELETE ? "deleted" : "shown");
+			json_kstr(out, "action", c->verb == CONTROL_LINE_HOLD ?
+			    "held" : c->verb == CONTROL_LINE_RELEASE ? "released" :
+			    c->verb == CONTROL_LINE_DELETE ? "deleted" : "shown");
 		}
 		evbuffer_add_printf(out, "}\n");
 		client_finish(c);
@@ -528,14 +440,14 @@ static void
 client_request(struct qc_client *c, const char *line, size_t len)
 {
 	struct queue_control *qc = c->qc;
-	struct queue_control_req req;
+	struct control_line req;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	const char *why;
 	enum queue_ctl_op op;
 	int r;
 
 	bufferevent_disable(c->bev, EV_READ);
-	if (queue_control_parse(line, len, &req, &why) == -1) {
+	if (control_line_parse(line, len, &req, &why) == -1) {
 		char msg[160];
 
 		snprintf(msg, sizeof(msg), "bad request: %s", why);
@@ -545,13 +457,13 @@ client_request(struct qc_client *c, const char *line, size_t len)
 	c->verb = req.verb;
 	memcpy(c->id, req.id, sizeof(c->id));
 	switch (req.verb) {
-	case QUEUE_CONTROL_LIST:
+	case CONTROL_LINE_LIST:
 		c->nents = queue_ctl_list(qc->q, &c->ents);
 		evbuffer_add_printf(out, "{\"ok\":true,\"now\":%" PRId64
 		    ",\"count\":%zu,\"messages\":[", (int64_t)time(NULL), c->nents);
 		list_more(c);
 		return;
-	case QUEUE_CONTROL_FLUSH: {
+	case CONTROL_LINE_FLUSH: {
 		long n = queue_ctl_flush(qc->q, req.id[0] ? req.id : NULL);
 
 		if (n == -QUEUE_CTL_NOTFOUND) {
@@ -568,16 +480,16 @@ client_request(struct qc_client *c, const char *line, size_t len)
 		client_finish(c);
 		return;
 	}
-	case QUEUE_CONTROL_SHOW:
+	case CONTROL_LINE_SHOW:
 		op = QUEUE_CTL_SHOW;
 		break;
-	case QUEUE_CONTROL_HOLD:
+	case CONTROL_LINE_HOLD:
 		op = QUEUE_CTL_DO_HOLD;
 		break;
-	case QUEUE_CONTROL_RELEASE:
+	case CONTROL_LINE_RELEASE:
 		op = QUEUE_CTL_DO_RELEASE;
 		break;
-	case QUEUE_CONTROL_DELETE:
+	case CONTROL_LINE_DELETE:
 	default:
 		op = QUEUE_CTL_DO_DELETE;
 		break;
@@ -598,17 +510,17 @@ client_read_cb(struct bufferevent *bev, void *arg)
 	struct evbuffer *in = bufferevent_get_input(bev);
 	size_t len = evbuffer_get_length(in);
 	struct evbuffer_ptr eol;
-	char line[QUEUE_CONTROL_LINE_MAX];
+	char line[CONTROL_LINE_MAX];
 
 	if (c->dead || c->closing || c->pending)
 		return;
 	eol = evbuffer_search(in, "\n", 1, NULL);
 	if (eol.pos < 0) {
-		if (len >= QUEUE_CONTROL_LINE_MAX)
+		if (len >= CONTROL_LINE_MAX)
 			client_error(c, "bad request: request line too long");
 		return;
 	}
-	if ((size_t)eol.pos + 1 > QUEUE_CONTROL_LINE_MAX) {
+	if ((size_t)eol.pos + 1 > CONTROL_LINE_MAX) {
 		client_error(c, "bad request: request line too long");
 		return;
 	}
@@ -693,7 +605,7 @@ accept_cb(evutil_socket_t lfd, short ev, void *arg)
 		qc->nclients++;
 		bufferevent_setcb(c->bev, client_read_cb, client_write_cb,
 		    client_event_cb, c);
-		bufferevent_setwatermark(c->bev, EV_READ, 0, QUEUE_CONTROL_LINE_MAX);
+		bufferevent_setwatermark(c->bev, EV_READ, 0, CONTROL_LINE_MAX);
 		bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
 		bufferevent_set_timeouts(c->bev, &tmo, &tmo);
 		if (!peer_allowed(fd, &uid)) {
@@ -1155,11 +1067,11 @@ queue_control_client(const struct config *cfg, int argc, char **argv,
 {
 	struct sockaddr_un sun;
 	struct timeval tmo = { 120, 0 };
-	struct queue_control_req req;
+	struct control_line req;
 	struct evbuffer *ans;
 	struct jval doc;
 	const struct jval *ok;
-	char line[QUEUE_CONTROL_LINE_MAX + 1];
+	char line[CONTROL_LINE_MAX + 1];
 	const char *why;
 	size_t len;
 	int fd, n, rc;
@@ -1171,7 +1083,7 @@ queue_control_client(const struct config *cfg, int argc, char **argv,
 	n = snprintf(line, sizeof(line), "%s%s%s", argv[0], argc > 1 ? " " : "",
 	    argc > 1 ? argv[1] : "");
 	if (n < 0 || (size_t)n >= sizeof(line) ||
-	    queue_control_parse(line, (size_t)n, &req, &why) == -1) {
+	    control_line_parse(line, (size_t)n, &req, &why) == -1) {
 		fprintf(stderr, "tern queue: %s\n", n < 0 ||
 		    (size_t)n >= sizeof(line) ? "request too long" : why);
 		return 64;
@@ -1205,9 +1117,9 @@ queue_control_client(const struct config *cfg, int argc, char **argv,
 	(void)setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tmo, sizeof(tmo));
 	(void)setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tmo, sizeof(tmo));
 	/* What we send is what we parsed: the folded id, one LF. */
-	n = snprintf(line, sizeof(line), "%s%s%s\n", argv[0], req.id[0] ? " " : "",
-	    req.id);
-	if (util_write_all(fd, line, (size_t)n) == -1 && errno != EPIPE) {
+	n = control_line_format(&req, line, sizeof(line));
+	if (n == -1 ||
+	    (util_write_all(fd, line, (size_t)n) == -1 && errno != EPIPE)) {
 		fprintf(stderr, "tern queue: write: %s\n", strerror(errno));
 		close(fd);
 		return 69;
@@ -1264,13 +1176,13 @@ queue_control_client(const struct config *cfg, int argc, char **argv,
 		    id != NULL ? ": " : "", err != NULL ? err : "failed");
 	} else {
 		switch (req.verb) {
-		case QUEUE_CONTROL_LIST:
+		case CONTROL_LINE_LIST:
 			print_list(&doc, out);
 			break;
-		case QUEUE_CONTROL_SHOW:
+		case CONTROL_LINE_SHOW:
 			print_show(&doc, out);
 			break;
-		case QUEUE_CONTROL_FLUSH:
+		case CONTROL_LINE_FLUSH:
 			fprintf(out, "%" PRId64 " message%s flushed\n",
 			    jnum(&doc, "flushed"), jnum(&doc, "flushed") == 1 ? "" : "s");
 			break;

@@ -6,14 +6,10 @@
  * <spool>/control, mode 0600, owned by user_queue, created by queue_new()
  * while it still has its start-up privileges (a stale one is removed).
  * Only peers whose SO_PEERCRED uid is 0 or the queue process's own uid may
- * talk. Protocol: the client sends one request line (at most
- * QUEUE_CONTROL_LINE_MAX octets with its LF; CRLF accepted):
- *
- *     list | show <id> | flush | flush <id> | delete <id> | hold <id> |
- *     release <id>
- *
- * and gets one JSON document (UTF-8, then LF), after which the server
- * closes. Every document has "ok": true or false; failures carry "error"
+ * talk. Protocol: the client sends one request line
+ * (proto/control_line.h: list, show <id>, flush [<id>], delete <id>,
+ * hold <id>, release <id>) and gets one JSON document (UTF-8, then LF),
+ * after which the server closes. Every document has "ok": true or false; failures carry "error"
  * (docs/queue.md lists the documents). At most QUEUE_CONTROL_MAX_CLIENTS
  * connections at once (more are closed at once), QUEUE_CONTROL_TIMEOUT
  * seconds to send the request and to read the answer.
@@ -33,7 +29,6 @@
 
 #include "mail/envelope.h"
 
-#define QUEUE_CONTROL_LINE_MAX 256
 #define QUEUE_CONTROL_MAX_CLIENTS 16
 #define QUEUE_CONTROL_TIMEOUT 30
 #define QUEUE_CONTROL_SOCKET "control"   /* under the spool directory */
@@ -43,31 +38,6 @@ struct event_base;
 struct queue;
 struct queue_control;
 struct spool_msg;
-
-/* ---- the request line (pure, unit-tested) ---- */
-
-enum queue_control_verb {
-	QUEUE_CONTROL_LIST,
-	QUEUE_CONTROL_SHOW,
-	QUEUE_CONTROL_FLUSH,
-	QUEUE_CONTROL_DELETE,
-	QUEUE_CONTROL_HOLD,
-	QUEUE_CONTROL_RELEASE,
-};
-
-struct queue_control_req {
-	enum queue_control_verb verb;
-	char id[QUEUE_ID_LEN + 1];   /* "" when the request names none */
-};
-
-/*
- * Parse one request line (p, len), without its LF (a trailing CR is
- * allowed). Verbs are lower case; one space before the id; the id is
- * QUEUE_ID_LEN hex digits (upper case is folded). 0, or -1 with a short
- * reason in *why (a static string).
- */
-int queue_control_parse(const char *p, size_t len, struct queue_control_req *req,
-    const char **why);
 
 /* Append s as a JSON string (quotes included) to out; invalid UTF-8
  * becomes U+FFFD, control characters \u escapes. NULL: null. */

@@ -1,6 +1,6 @@
 /*
  * relay.c - the relay process: outbound delivery (see relay.h, and the
- * relay protocol in ipc.h).
+ * relay protocol in proto/relay_job.h).
  *
  * One libevent loop, two kinds of object:
  *
@@ -81,6 +81,8 @@
 #include "mail/envelope.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
+#include "proto/ctl.h"
+#include "proto/relay_job.h"
 #include "relay/relay.h"
 #include "relay/route.h"
 #include "relay/smtp_client.h"
@@ -90,7 +92,7 @@
 #define RELAY_HASH 1024               /* job hash buckets (power of 2) */
 #define RELAY_BODY_SLACK (64 * 1024)  /* over max_message_size: headers
                                        * the queue adds (Received:, ...) */
-#define RELAY_DOMAIN_MAX 255          /* a domain or an address literal */
+#define RELAY_DOMAIN_MAX RELAY_JOB_DOMAIN_MAX
 #define RELAY_CONNECT_TIMEOUT 30      /* seconds, like Postfix */
 #define RELAY_CLOSE_TIMEOUT 10        /* seconds to flush a last command */
 #define RELAY_MAX_ATTEMPTS 10         /* fresh connections per job */
@@ -99,7 +101,6 @@
                                        * Per server address: as many as a
                                        * domain may have open at once. */
 #define RELAY_CONN_READ_HIGH (256 * 1024)
-#define RELAY_QUEUE_READ_HIGH (2 * (IPC_MAX_PAYLOAD + 64))
 #define RELAY_TLS_BROKEN_MAX 256      /* addresses remembered */
 #define RELAY_TLS_BROKEN_SECONDS 3600
 
@@ -217,9 +218,9 @@ struct relay {
 	size_t nconns;           /* sockets open (dead ones until reaped) */
 	struct job *parked, *parked_tail;
 	size_t nparked;
-	struct bufferevent *queue;
-	struct bufferevent *old_queue;   /* closed, freed by reap */
-	struct event *ctl_ev, *sig_term, *sig_int, *reap_ev;
+	struct ipc *queue;       /* the channel to the queue, or NULL */
+	struct ctl *ctl;         /* to the parent */
+	struct event *sig_term, *sig_int, *reap_ev;
 	struct job *jobs[RELAY_HASH];
 	size_t njobs;
 	struct conn *conns;
@@ -303,19 +304,6 @@ addr_set_port(struct sockaddr_storage *ss, unsigned port)
 		((struct sockaddr_in6 *)(void *)ss)->sin6_port = htons((uint16_t)port);
 	else
 		((struct sockaddr_in *)(void *)ss)->sin_port = htons((uint16_t)port);
-}
-
-/* Result and log text: printable ASCII only, at most max octets. */
-static void
-text_clean(char *dst, size_t dstsize, const char *src, size_t max)
-{
-	size_t o = 0;
-
-	for (; *src != '\0' && o < max && o + 1 < dstsize; src++) {
-		unsigned char ch = (unsigned char)*src;
-		dst[o++] = ch >= 0x20 && ch < 0x7f ? (char)ch : '?';
-	}
-	dst[o] = '\0';
 }
 
 static void
@@ -484,23 +472,17 @@ struct result {
 };
 
 static void
-result_begin(struct job *j, struct result *res)
+result_begin(struct job *j, struct result *res, bool peer_dsn)
 {
-	size_t n = j->env.nrcpts;
 	int64_t now = util_now_us() / 1000000;
 
 	res->buf = evbuffer_new();
 	if (res->buf == NULL)
 		fatal("relay: out of memory");
-	/* Every line is at most 32 octets plus its text; the via line less
-	 * than 1024. 1000 recipients still get 229 octets of text each. */
-	res->textmax = (IPC_MAX_PAYLOAD - 1024) / (n ? n : 1) - 32;
-	if (res->textmax > SMTP_CLIENT_TEXT_MAX - 1)
-		res->textmax = SMTP_CLIENT_TEXT_MAX - 1;
+	res->textmax = relay_result_text_max(j->env.nrcpts);
 	res->delay = now > j->env.arrival ? now - j->env.arrival : 0;
-	evbuffer_add_printf(res->buf, "via %s %s %s\n",
-	    j->via_mx[0] ? j->via_mx : "-", j->via_ip[0] ? j->via_ip : "-",
-	    j->via_ip[0] && j->via_tls[0] ? j->via_tls : "-");
+	relay_result_begin(res->buf, j->via_mx, j->via_ip,
+	    j->via_ip[0] ? j->via_tls : NULL, peer_dsn);
 }
 
 /* One recipient's line, and its log line. */
@@ -508,40 +490,21 @@ static void
 result_line(struct job *j, struct result *res, size_t i, char letter,
     const struct reason *rs)
 {
-	char text[SMTP_CLIENT_TEXT_MAX], enh[16];
+	struct relay_result_line l = { .outcome = letter, .code = rs->code };
 	char qrcpt[256], qtext[SMTP_CLIENT_TEXT_MAX * 4 + 8], qmx[300];
 	const char *addr = j->env.rcpts[i].addr;
 
-	text_clean(text, sizeof(text), rs->text, res->textmax);
-	text_clean(enh, sizeof(enh), rs->enh[0] ? rs->enh : (letter == 'F' ?
-	    "5.0.0" : letter == 'D' ? "2.0.0" : "4.0.0"), sizeof(enh) - 1);
-	for (char *p = enh; *p; p++)
-		if (*p == ' ')
-			*p = '?';
-	/* The status class must agree with the outcome (RFC 3463 2): a
-	 * server may answer a greeting or EHLO with a 3xx, which we report as
-	 * a failure of ours, never as a "3.x.x" the queue would refuse. */
-	char cls = letter == 'D' ? '2' : letter == 'F' ? '5' : '4';
-	unsigned code = rs->code;
-	if (enh[0] != cls || enh[1] != '.') {
-		enh[0] = cls;
-		util_strlcpy(enh + 1, ".0.0", sizeof(enh) - 1);
-	}
-	if (code != 0 && code / 100 != (unsigned)(cls - '0'))
-		code = 0;
-	if (text[0] == '\0')
-		util_strlcpy(text, letter == 'D' ? "delivered" : "no reply text",
-		    sizeof(text));
-	evbuffer_add_printf(res->buf, "%zu %c %u %s %s\n", i, letter,
-	    code, enh, text);
+	util_strlcpy(l.enh, rs->enh, sizeof(l.enh));
+	util_strlcpy(l.text, rs->text, sizeof(l.text));
+	relay_result_add(res->buf, i, &l, res->textmax);
 	log_info("relay id=%s rcpt=%s mx=%s ip=%s tls=%s reply=\"%u %s %s\" "
 	    "state=%s delay=%llds", j->env.id,
 	    log_quote(qrcpt, sizeof(qrcpt), addr, strlen(addr), 200),
 	    j->via_mx[0] ? log_quote(qmx, sizeof(qmx), j->via_mx,
 	    strlen(j->via_mx), 253) : "-", j->via_ip[0] ? j->via_ip : "-",
 	    j->via_ip[0] && j->via_tls[0] ? j->via_tls : "-",
-	    code, enh, log_quote(qtext, sizeof(qtext), text, strlen(text),
-	    200), state_name(letter), (long long)res->delay);
+	    l.code, l.enh, log_quote(qtext, sizeof(qtext), l.text,
+	    strlen(l.text), 200), state_name(letter), (long long)res->delay);
 }
 
 /* Send the RESULT and retire the job. */
@@ -553,8 +516,8 @@ result_end(struct job *j, struct result *res)
 
 	ASSERT(len <= IPC_MAX_PAYLOAD);
 	if (r->queue != NULL)
-		ipc_write(bufferevent_get_output(r->queue), IPC_RELAY_RESULT,
-		    j->id, evbuffer_pullup(res->buf, -1), len);
+		ipc_send(r->queue, RELAY_JOB_RESULT, j->id,
+		    evbuffer_pullup(res->buf, -1), len);
 	evbuffer_free(res->buf);
 	job_kill(j);
 }
@@ -565,7 +528,7 @@ job_finish_all(struct job *j, char letter, const struct reason *rs)
 {
 	struct result res;
 
-	result_begin(j, &res);
+	result_begin(j, &res, false);
 	for (size_t i = 0; i < j->env.nrcpts; i++)
 		result_line(j, &res, i, letter, rs);
 	result_end(j, &res);
@@ -579,10 +542,8 @@ job_finish_client(struct job *j, const struct smtp_client_result *cr)
 	struct reason rs;
 
 	ASSERT(cr->nrcpts == j->env.nrcpts);
-	result_begin(j, &res);
 	/* The queue owes "relayed" DSNs only to a peer without DSN. */
-	if (cr->peer_dsn)
-		evbuffer_add(res.buf, "peer-dsn\n", 9);
+	result_begin(j, &res, cr->peer_dsn);
 	for (size_t i = 0; i < cr->nrcpts; i++) {
 		const struct smtp_client_rcpt_result *x = &cr->rcpts[i];
 
@@ -1465,199 +1426,154 @@ job_start(struct job *j)
 }
 
 /* ------------------------------------------------------------------ */
-/* the queue channel */
+/* the queue channel (proto/relay_job.h) */
 
 static void queue_close(struct relay *r);
 
-static void
-violation(struct relay *r, const char *why, uint64_t id)
+/* START: a new job, "domain <d>\n" then the envelope. */
+static int
+on_job_start(void *arg, struct ipc_frame *f)
 {
-	log_err("relay event=protocol-error id=%llu reason=\"%s\" "
-	    "action=restart", (unsigned long long)id, why);
-	queue_close(r);
-	r->status = 1;
-	event_base_loopbreak(r->base);
-}
-
-/* RELAY_JOB: "domain <d>\n" then the envelope. NULL with why on error. */
-static struct job *
-job_new(struct relay *r, const struct ipc_msg *m, const char **why)
-{
-	const char *p = (const char *)m->payload, *nl;
-	size_t len = m->hdr.len, dlen;
+	struct relay *r = arg;
 	char err[256];
 	struct job *j;
 
-	if (len < 8 || memcmp(p, "domain ", 7) != 0 ||
-	    (nl = memchr(p, '\n', len)) == NULL) {
-		*why = "job without a domain line";
-		return NULL;
+	if (job_find(r, f->id) != NULL) {
+		snprintf(f->why, f->whysize, "job id %llu already in use",
+		    (unsigned long long)f->id);
+		return -1;
 	}
-	dlen = (size_t)(nl - (p + 7));
-	if (dlen == 0 || dlen > RELAY_DOMAIN_MAX) {
-		*why = "job domain empty or too long";
-		return NULL;
+	if (r->njobs >= r->max_jobs) {
+		snprintf(f->why, f->whysize, "too many jobs in flight");
+		return -1;
 	}
-	for (size_t i = 0; i < dlen; i++)
-		if ((unsigned char)p[7 + i] <= 0x20 || (unsigned char)p[7 + i] == 0x7f) {
-			/* UTF-8 is fine: an SMTPUTF8 recipient's U-labels
-			 * (job_start() turns them into A-labels) */
-			*why = "job domain with a control or space octet";
-			return NULL;
-		}
 	j = xcalloc(1, sizeof(*j));
 	envelope_init(&j->env);
-	if (envelope_parse(&j->env, nl + 1, len - (size_t)(nl + 1 - p),
-	    IPC_RELAY_MAX_RCPTS, err, sizeof(err)) == -1 ||
-	    (j->env.nrcpts == 0 &&
-	    util_strlcpy(err, "no recipients", sizeof(err)) > 0)) {
-		log_err("relay event=bad-envelope id=%llu error=\"%s\"",
-		    (unsigned long long)m->hdr.id, err);
-		*why = "job envelope invalid";
+	if (relay_job_decode(f->data, f->len, j->domain, &j->env, err,
+	    sizeof(err)) == -1) {
+		snprintf(f->why, f->whysize, "job %llu invalid: %s",
+		    (unsigned long long)f->id, err);
 		job_free(j);
-		return NULL;
+		return -1;
 	}
-	memcpy(j->domain, p + 7, dlen);
-	j->domain[dlen] = '\0';
 	j->r = r;
-	j->id = m->hdr.id;
+	j->id = f->id;
 	j->state = JOB_RECEIVING;
 	j->body = evbuffer_new();
 	j->step_ev = event_new(r->base, -1, 0, job_step_cb, j);
 	if (j->body == NULL || j->step_ev == NULL)
 		fatal("relay: out of memory");
+	j->hnext = r->jobs[job_bucket(j->id)];
+	r->jobs[job_bucket(j->id)] = j;
+	r->njobs++;
+	return 0;
+}
+
+/* The job f is for, if it is still receiving its message. */
+static struct job *
+job_receiving(struct relay *r, struct ipc_frame *f)
+{
+	struct job *j = job_find(r, f->id);
+
+	if (j == NULL || j->state != JOB_RECEIVING) {
+		snprintf(f->why, f->whysize, "frame for no job being received "
+		    "(id %llu)", (unsigned long long)f->id);
+		return NULL;
+	}
 	return j;
 }
 
-/* One frame from the queue. false: violation (already handled). */
-static bool
-queue_frame(struct relay *r, const struct ipc_msg *m)
-{
-	uint64_t id = m->hdr.id;
-	struct job *j;
-	const char *why = NULL;
-
-	if (id == 0) {
-		violation(r, "frame with id 0", id);
-		return false;
-	}
-	j = job_find(r, id);
-	switch (m->hdr.type) {
-	case IPC_RELAY_JOB:
-		if (j != NULL) {
-			why = "job id already in use";
-			break;
-		}
-		if (r->njobs >= r->max_jobs) {
-			why = "too many jobs in flight";
-			break;
-		}
-		if ((j = job_new(r, m, &why)) == NULL)
-			break;
-		j->hnext = r->jobs[job_bucket(id)];
-		r->jobs[job_bucket(id)] = j;
-		r->njobs++;
-		return true;
-	case IPC_RELAY_DATA:
-		if (j == NULL || j->state != JOB_RECEIVING) {
-			why = "data for no job being received";
-			break;
-		}
-		if (evbuffer_get_length(j->body) + m->hdr.len >
-		    r->cfg->max_message_size + RELAY_BODY_SLACK) {
-			why = "job body over max_message_size";
-			break;
-		}
-		evbuffer_add(j->body, m->payload, m->hdr.len);
-		return true;
-	case IPC_RELAY_END:
-		if (j == NULL || j->state != JOB_RECEIVING || m->hdr.len != 0) {
-			why = "end for no job being received, or not empty";
-			break;
-		}
-		job_start(j);
-		return true;
-	case IPC_RELAY_CANCEL:
-		if (m->hdr.len != 0) {
-			why = "cancel not empty";
-			break;
-		}
-		/* The job may be answered already: the RESULT crossed. */
-		if (j != NULL) {
-			log_info("relay id=%s event=cancelled", j->env.id);
-			job_kill(j);
-		}
-		return true;
-	default:
-		why = "unexpected frame type";
-		break;
-	}
-	violation(r, why, id);
-	return false;
-}
-
-static void
-queue_read_cb(struct bufferevent *bev, void *arg)
+static int
+on_job_data(void *arg, struct ipc_frame *f)
 {
 	struct relay *r = arg;
-	struct ipc_msg m;
-	int n;
+	struct job *j = job_receiving(r, f);
 
-	while (r->queue == bev &&
-	    (n = ipc_read(bufferevent_get_input(bev), &m)) != 0) {
-		if (n < 0) {
-			violation(r, "bad frame header", 0);
-			return;
-		}
-		bool ok = queue_frame(r, &m);
-		ipc_msg_clear(&m);
-		if (!ok)
-			return;
+	if (j == NULL)
+		return -1;
+	if (evbuffer_get_length(j->body) + f->len >
+	    r->cfg->max_message_size + RELAY_BODY_SLACK) {
+		snprintf(f->why, f->whysize, "job %llu: body over max_message_size",
+		    (unsigned long long)f->id);
+		return -1;
 	}
+	evbuffer_add(j->body, f->data, f->len);
+	return 0;
 }
 
+static int
+on_job_end(void *arg, struct ipc_frame *f)
+{
+	struct job *j = job_receiving(arg, f);
+
+	if (j == NULL)
+		return -1;
+	job_start(j);
+	return 0;
+}
+
+static int
+on_job_cancel(void *arg, struct ipc_frame *f)
+{
+	struct job *j = job_find(arg, f->id);
+
+	/* The job may be answered already: the RESULT crossed. */
+	if (j != NULL) {
+		log_info("relay id=%s event=cancelled", j->env.id);
+		job_kill(j);
+	}
+	return 0;
+}
+
+/* What the relay accepts from the queue. */
+static const struct ipc_handler queue_frames[] = {
+	{ RELAY_JOB_START, IPC_ID, on_job_start },
+	{ RELAY_JOB_DATA, IPC_ID, on_job_data },
+	{ RELAY_JOB_END, IPC_ID | IPC_EMPTY, on_job_end },
+	{ RELAY_JOB_CANCEL, IPC_ID | IPC_EMPTY, on_job_cancel },
+};
+
+/*
+ * The queue closed the channel, or broke the protocol. Exit and let the
+ * parent restart us: it then hands both sides a fresh channel, which it
+ * would not do for a channel the queue closed on its own.
+ */
 static void
-queue_event_cb(struct bufferevent *bev, short what, void *arg)
+queue_closed(void *arg, enum ipc_end end, const char *why)
 {
 	struct relay *r = arg;
 
-	/* The queue went away or closed the channel on us. Exit and let the
-	 * parent restart us: it then hands both sides a fresh channel, which
-	 * it would not do for a channel the queue closed on its own. */
-	log_info("relay event=queue-channel-closed jobs=%zu action=restart", r->njobs);
+	if (end == IPC_VIOLATION)
+		log_err("relay event=protocol-error reason=\"%s\" action=restart",
+		    why);
+	else
+		log_info("relay event=queue-channel-closed jobs=%zu "
+		    "action=restart", r->njobs);
 	queue_close(r);
-	if (!r->stopping) {
+	if (!r->stopping || end == IPC_VIOLATION) {
 		r->status = 1;
 		event_base_loopbreak(r->base);
 	}
 }
 
+static const struct ipc_ops queue_ops = {
+	.handlers = queue_frames,
+	.nhandlers = nitems(queue_frames),
+	.closed = queue_closed,
+};
+
 static void
 queue_close(struct relay *r)
 {
 	jobs_drop_all(r);
-	if (r->queue == NULL)
-		return;
-	bufferevent_disable(r->queue, EV_READ | EV_WRITE);
-	bufferevent_setcb(r->queue, NULL, NULL, NULL, NULL);
-	if (r->old_queue != NULL)
-		bufferevent_free(r->old_queue);
-	r->old_queue = r->queue;
-	r->queue = NULL;
-	reap_later(r);
+	ipc_free(&r->queue);
 }
 
 static void
 queue_set(struct relay *r, int fd)
 {
 	queue_close(r);
-	util_set_nonblock(fd);
-	r->queue = bufferevent_socket_new(r->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (r->queue == NULL)
-		fatal("relay: cannot set up the queue channel");
-	bufferevent_setcb(r->queue, queue_read_cb, NULL, queue_event_cb, r);
-	bufferevent_setwatermark(r->queue, EV_READ, 0, RELAY_QUEUE_READ_HIGH);
-	bufferevent_enable(r->queue, EV_READ | EV_WRITE);
+	r->queue = ipc_new(r->base, fd, &queue_ops, r);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1682,10 +1598,6 @@ reap_cb(evutil_socket_t fd, short ev, void *arg)
 		r->dead_jobs = j->reap_next;
 		job_free(j);
 	}
-	if (r->old_queue != NULL) {
-		bufferevent_free(r->old_queue);
-		r->old_queue = NULL;
-	}
 	/* sockets closed: slots for the jobs waiting */
 	if (freed && !r->stopping)
 		jobs_wake_parked(r);
@@ -1699,42 +1611,40 @@ relay_stop(struct relay *r, int status)
 	event_base_loopbreak(r->base);
 }
 
+/* ---- control frames from the parent (proto/ctl.h) ---- */
+
 static void
-ctl_cb(evutil_socket_t fd, short ev, void *arg)
+ctl_peer_fd(void *arg, int fd)
 {
 	struct relay *r = arg;
-	enum ipc_type type;
-	int pfd = -1, n;
 
-	n = ipc_recv_fd(fd, &type, &pfd);
-	if (n <= 0) {
-		/* the parent is gone: so are we */
-		relay_stop(r, n == 0 ? 0 : 1);
-		return;
-	}
-	switch (type) {
-	case IPC_CTL_PEER_FD:
-		if (pfd == -1) {
-			log_err("relay: control frame without fd");
-			break;
-		}
-		log_info("relay event=queue-channel-replaced jobs-dropped=%zu",
-		    r->njobs);
-		queue_set(r, pfd);
-		return;
-	case IPC_CTL_SHUTDOWN:
-		relay_stop(r, r->status);
-		break;
-	case IPC_CTL_LOG_FD:
-		log_reopen_fd(pfd);
-		break;
-	default:
-		log_err("relay: unexpected control frame %d", (int)type);
-		break;
-	}
-	if (pfd != -1)
-		close(pfd);
+	log_info("relay event=queue-channel-replaced jobs-dropped=%zu",
+	    r->njobs);
+	queue_set(r, fd);
 }
+
+static void
+ctl_shutdown(void *arg)
+{
+	struct relay *r = arg;
+
+	relay_stop(r, r->status);
+}
+
+static void
+ctl_lost(void *arg, enum ipc_end end, const char *why)
+{
+	/* the parent is gone: so are we */
+	if (end != IPC_EOF)
+		log_err("relay event=control-error reason=\"%s\"", why);
+	relay_stop(arg, end == IPC_EOF ? 0 : 1);
+}
+
+static const struct ctl_ops ctl_ops = {
+	.peer_fd = ctl_peer_fd,
+	.shutdown = ctl_shutdown,
+	.lost = ctl_lost,
+};
 
 static void
 sig_cb(evutil_socket_t sig, short ev, void *arg)
@@ -1868,7 +1778,7 @@ relay_teardown(struct relay *r)
 	}
 	if (r->queue != NULL) {
 		/* results already written go out if the socket takes them */
-		flush_best_effort(r->queue);
+		ipc_flush_now(r->queue);
 		queue_close(r);
 	}
 	reap_cb(-1, 0, r);
@@ -1880,23 +1790,22 @@ relay_run(struct relay *r, int ctl_fd, int queue_fd)
 	signal(SIGPIPE, SIG_IGN);
 	if (queue_fd != -1)
 		queue_set(r, queue_fd);
-	r->ctl_ev = event_new(r->base, ctl_fd, EV_READ | EV_PERSIST, ctl_cb, r);
+	r->ctl = ctl_open(r->base, ctl_fd, CTL_WORKER, &ctl_ops, r);
 	r->sig_term = evsignal_new(r->base, SIGTERM, sig_cb, r);
 	r->sig_int = evsignal_new(r->base, SIGINT, sig_cb, r);
-	if (r->ctl_ev == NULL || r->sig_term == NULL || r->sig_int == NULL)
+	if (r->sig_term == NULL || r->sig_int == NULL)
 		fatal("relay: cannot create events");
-	event_add(r->ctl_ev, NULL);
 	event_add(r->sig_term, NULL);
 	event_add(r->sig_int, NULL);
 	log_info("relay event=ready port=%u max_jobs=%zu", r->port,
 	    r->max_jobs);
+	(void)ctl_send(r->ctl, CTL_READY, -1);
 	event_base_dispatch(r->base);
 
 	relay_teardown(r);
-	event_free(r->ctl_ev);
+	ctl_free(&r->ctl);
 	event_free(r->sig_term);
 	event_free(r->sig_int);
-	r->ctl_ev = r->sig_term = r->sig_int = NULL;
-	close(ctl_fd);
+	r->sig_term = r->sig_int = NULL;
 	return r->status;
 }

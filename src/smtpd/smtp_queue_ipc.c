@@ -1,14 +1,14 @@
 /*
  * smtp_queue_ipc.c - the session's queue interface over IPC (see
- * smtp_queue_ipc.h and the protocol in ipc.h).
+ * smtp_queue_ipc.h and the protocol in proto/submit.h).
  */
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "mail/envelope.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
+#include "proto/submit.h"
 #include "smtpd/queue_client.h"
 #include "smtpd/smtp_queue_ipc.h"
 #include "lib/util.h"
@@ -16,7 +16,7 @@
 /* Frames queued for the queue process beyond this mean "congested". */
 #define CONGESTED_HIGH (1024 * 1024)
 #define CONGESTED_LOW (256 * 1024)
-#define REPLY_MAX 512
+#define REPLY_MAX SUBMIT_REPLY_MAX
 #define TXN_BUCKETS 1024   /* ids are sequential: id % TXN_BUCKETS spreads */
 
 enum txn_state { TXN_BEGIN_SENT, TXN_OPEN, TXN_COMMIT_SENT, TXN_FAILED };
@@ -33,7 +33,7 @@ struct txn {
 
 struct smtp_queue_ipc {
 	struct event_base *base;
-	struct bufferevent *bev;  /* NULL while the channel is down */
+	struct ipc *chan;         /* NULL while the channel is down */
 	uint64_t next_id;
 	struct txn *txns;         /* live transactions */
 	struct txn *buckets[TXN_BUCKETS];  /* the same, by id */
@@ -123,11 +123,10 @@ notify_cb(evutil_socket_t fd, short ev, void *arg)
 static void
 channel_down(struct smtp_queue_ipc *q, const char *why)
 {
-	if (q->bev == NULL)
+	if (q->chan == NULL)
 		return;
 	log_err("smtp queue channel down: %s", why);
-	bufferevent_free(q->bev);
-	q->bev = NULL;
+	ipc_free(&q->chan);
 	for (struct txn *t = q->txns; t; t = t->next)
 		if (t->state != TXN_FAILED)
 			txn_fail_deferred(q, t, DOWN_REPLY);
@@ -137,124 +136,91 @@ channel_down(struct smtp_queue_ipc *q, const char *why)
 	}
 }
 
-static bool
-valid_qid(const unsigned char *p, size_t n)
+/*
+ * An answer from the queue: BEGIN_OK, BEGIN_FAIL, COMMIT_OK or
+ * COMMIT_FAIL (the dispatch table below) for a transaction in the state
+ * that expects it.
+ */
+static int
+on_answer(void *arg, struct ipc_frame *f)
 {
-	if (n != QUEUE_ID_LEN)
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (!((p[i] >= '0' && p[i] <= '9') || (p[i] >= 'A' && p[i] <= 'F') ||
-		    (p[i] >= 'a' && p[i] <= 'f')))
-			return false;
-	return true;
-}
-
-/* A failure reply from the queue must look like one: 4xx/5xx, printable. */
-static bool
-valid_reply(const unsigned char *p, size_t n)
-{
-	if (n < 4 || n >= REPLY_MAX || (p[0] != '4' && p[0] != '5'))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if (p[i] < 32 || p[i] > 126)
-			return false;
-	return true;
-}
-
-static void
-handle_msg(struct smtp_queue_ipc *q, struct ipc_msg *m)
-{
-	struct txn *t = txn_find(q, m->hdr.id);
+	struct smtp_queue_ipc *q = arg;
+	struct txn *t = txn_find(q, f->id);
 	struct queue_result res = { 0 };
-	enum txn_state want;
+	char text[REPLY_MAX];
+	bool ok = f->type == SUBMIT_BEGIN_OK || f->type == SUBMIT_COMMIT_OK;
+	bool begin = f->type == SUBMIT_BEGIN_OK || f->type == SUBMIT_BEGIN_FAIL;
 
 	if (t == NULL)
-		return;   /* aborted meanwhile: the queue dropped it too */
-	switch (m->hdr.type) {
-	case IPC_SUBMIT_BEGIN_OK:
-	case IPC_SUBMIT_BEGIN_FAIL:
-		want = TXN_BEGIN_SENT;
-		break;
-	case IPC_SUBMIT_COMMIT_OK:
-	case IPC_SUBMIT_COMMIT_FAIL:
-		want = TXN_COMMIT_SENT;
-		break;
-	default:
-		channel_down(q, "unexpected frame type");
-		return;
+		return 0;   /* aborted meanwhile: the queue dropped it too */
+	if (t->state != (begin ? TXN_BEGIN_SENT : TXN_COMMIT_SENT)) {
+		snprintf(f->why, f->whysize, "frame out of sequence");
+		return -1;
 	}
-	if (t->state != want) {
-		channel_down(q, "frame out of sequence");
-		return;
-	}
-	bool ok = m->hdr.type == IPC_SUBMIT_BEGIN_OK || m->hdr.type == IPC_SUBMIT_COMMIT_OK;
-	if (ok ? !valid_qid(m->payload, m->hdr.len) : !valid_reply(m->payload, m->hdr.len)) {
-		channel_down(q, "malformed reply");
-		return;
+	if (ok ? submit_qid_decode(f->data, f->len, text) == -1 :
+	    submit_reply_decode(f->data, f->len, text) == -1) {
+		snprintf(f->why, f->whysize, "malformed reply");
+		return -1;
 	}
 	res.ok = ok;
 	if (ok)
-		res.queue_id = (const char *)m->payload;
+		res.queue_id = text;
 	else
-		res.reply = (const char *)m->payload;
+		res.reply = text;
 	queue_client_cb cb = t->cb;
-	void *arg = t->arg;
-	if (ok && m->hdr.type == IPC_SUBMIT_BEGIN_OK) {
+	void *cbarg = t->arg;
+	if (ok && begin) {
 		t->state = TXN_OPEN;
 		t->cb = NULL;
 	} else {
 		txn_unlink(q, t);
 		free(t);
 	}
-	cb(arg, &res);
+	cb(cbarg, &res);
+	return 0;
 }
 
 static void
-read_cb(struct bufferevent *bev, void *arg)
-{
-	struct smtp_queue_ipc *q = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
-	struct ipc_msg m;
-	int r;
-
-	while (q->bev == bev && (r = ipc_read(in, &m)) != 0) {
-		if (r < 0) {
-			channel_down(q, "protocol error");
-			return;
-		}
-		handle_msg(q, &m);
-		ipc_msg_clear(&m);
-	}
-}
-
-static void
-write_cb(struct bufferevent *bev, void *arg)
+chan_drained(void *arg)
 {
 	struct smtp_queue_ipc *q = arg;
 
-	if (q->congested &&
-	    evbuffer_get_length(bufferevent_get_output(bev)) <= CONGESTED_LOW) {
+	if (q->congested) {
 		q->congested = false;
 		q->on_uncongested(q->arg);
 	}
 }
 
 static void
-event_cb(struct bufferevent *bev, short what, void *arg)
+chan_closed(void *arg, enum ipc_end end, const char *why)
 {
-	channel_down(arg, (what & BEV_EVENT_EOF) ? "closed by the queue" : "error");
+	char text[200];
+
+	snprintf(text, sizeof(text), "%s", end == IPC_EOF ?
+	    "closed by the queue" : end == IPC_ERROR ? "error" : why);
+	channel_down(arg, text);
 }
 
-static struct evbuffer *
-out_buf(struct smtp_queue_ipc *q)
-{
-	return bufferevent_get_output(q->bev);
-}
+/* What the smtp process accepts from the queue. */
+static const struct ipc_handler submit_answers[] = {
+	{ SUBMIT_BEGIN_OK, 0, on_answer },
+	{ SUBMIT_BEGIN_FAIL, 0, on_answer },
+	{ SUBMIT_COMMIT_OK, 0, on_answer },
+	{ SUBMIT_COMMIT_FAIL, 0, on_answer },
+};
+
+static const struct ipc_ops chan_ops = {
+	.handlers = submit_answers,
+	.nhandlers = nitems(submit_answers),
+	.closed = chan_closed,
+	.drained = chan_drained,
+	.out_low = CONGESTED_LOW,
+};
 
 static void
 check_congestion(struct smtp_queue_ipc *q)
 {
-	if (!q->congested && evbuffer_get_length(out_buf(q)) > CONGESTED_HIGH)
+	if (!q->congested && ipc_out_len(q->chan) > CONGESTED_HIGH)
 		q->congested = true;
 }
 
@@ -268,22 +234,18 @@ ops_begin(void *ctx, const struct envelope *env, queue_client_cb cb, void *arg)
 	t->cb = cb;
 	t->arg = arg;
 	txn_link(q, t);
-	if (q->bev == NULL) {
+	if (q->chan == NULL) {
 		txn_fail_deferred(q, t, DOWN_REPLY);
 		return t;
 	}
 	struct evbuffer *text = evbuffer_new();
 	if (text == NULL)
 		fatal("out of memory");
-	envelope_serialize(env, text);
-	size_t n = evbuffer_get_length(text);
-	if (n > IPC_MAX_PAYLOAD) {
-		/* Bounded by max_recipients in practice; never send a frame
-		 * the queue must refuse. */
+	if (submit_begin_encode(text, env) == -1) {
 		txn_fail_deferred(q, t, "452 4.5.3 Error: envelope too large");
 	} else {
-		ipc_write(out_buf(q), IPC_SUBMIT_BEGIN, t->id,
-		    evbuffer_pullup(text, -1), n);
+		ipc_send(q->chan, SUBMIT_BEGIN, t->id, evbuffer_pullup(text, -1),
+		    evbuffer_get_length(text));
 		t->state = TXN_BEGIN_SENT;
 		check_congestion(q);
 	}
@@ -298,11 +260,11 @@ ops_write(void *ctx, void *txn, const void *data, size_t len)
 	struct txn *t = txn;
 	const char *p = data;
 
-	if (q->bev == NULL || t->state != TXN_OPEN)
+	if (q->chan == NULL || t->state != TXN_OPEN)
 		return;   /* the failure surfaces at commit */
 	while (len > 0) {
 		size_t n = len < IPC_MAX_PAYLOAD ? len : IPC_MAX_PAYLOAD;
-		ipc_write(out_buf(q), IPC_SUBMIT_DATA, t->id, p, n);
+		ipc_send(q->chan, SUBMIT_DATA, t->id, p, n);
 		p += n;
 		len -= n;
 	}
@@ -317,12 +279,12 @@ ops_commit(void *ctx, void *txn, queue_client_cb cb, void *arg)
 
 	t->cb = cb;
 	t->arg = arg;
-	if (q->bev == NULL || t->state != TXN_OPEN) {
+	if (q->chan == NULL || t->state != TXN_OPEN) {
 		txn_fail_deferred(q, t, t->state == TXN_FAILED && t->reply[0] ?
 		    t->reply : DOWN_REPLY);
 		return;
 	}
-	ipc_write(out_buf(q), IPC_SUBMIT_COMMIT, t->id, NULL, 0);
+	ipc_send(q->chan, SUBMIT_COMMIT, t->id, NULL, 0);
 	t->state = TXN_COMMIT_SENT;
 }
 
@@ -332,8 +294,8 @@ ops_abort(void *ctx, void *txn)
 	struct smtp_queue_ipc *q = ctx;
 	struct txn *t = txn;
 
-	if (q->bev != NULL && t->state != TXN_FAILED)
-		ipc_write(out_buf(q), IPC_SUBMIT_ABORT, t->id, NULL, 0);
+	if (q->chan != NULL && t->state != TXN_FAILED)
+		ipc_send(q->chan, SUBMIT_ABORT, t->id, NULL, 0);
 	txn_unlink(q, t);
 	free(t);
 }
@@ -374,13 +336,7 @@ smtp_queue_ipc_set_fd(struct smtp_queue_ipc *q, int fd)
 	channel_down(q, "replaced");
 	if (fd == -1)
 		return;
-	util_set_nonblock(fd);
-	q->bev = bufferevent_socket_new(q->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (q->bev == NULL)
-		fatal("bufferevent_socket_new failed");
-	bufferevent_setcb(q->bev, read_cb, write_cb, event_cb, q);
-	bufferevent_setwatermark(q->bev, EV_WRITE, CONGESTED_LOW, 0);
-	bufferevent_enable(q->bev, EV_READ | EV_WRITE);
+	q->chan = ipc_new(q->base, fd, &chan_ops, q);
 }
 
 void
@@ -390,8 +346,7 @@ smtp_queue_ipc_free(struct smtp_queue_ipc **qp)
 
 	if (q == NULL)
 		return;
-	if (q->bev)
-		bufferevent_free(q->bev);
+	ipc_free(&q->chan);
 	while (q->txns) {
 		struct txn *t = q->txns;
 		txn_unlink(q, t);

@@ -1,6 +1,6 @@
 /*
  * smtp_queue_ipc.h - queue_client.h implemented over the smtp <-> queue
- * socketpair (protocol in ipc.h). Lives in the smtp process.
+ * socketpair (protocol in proto/submit.h). Lives in the smtp process.
  *
  * If the channel is down (the queue process is being restarted), new
  * transactions fail at once with 451 4.3.0 and open ones fail with it;

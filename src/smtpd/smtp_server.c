@@ -17,6 +17,7 @@
 #include "smtpd/auth.h"
 #include "conf/config.h"
 #include "dns/dns.h"
+#include "proto/ctl.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "smtpd/peer_key.h"
@@ -63,9 +64,8 @@ struct smtp_server {
 	struct dns *dns;
 	SSL_CTX *tls;             /* NULL: no TLS; replaced on reload */
 	struct auth *auth;        /* AUTH verifier, NULL without passwd_file */
-	struct event *ctl_ev;
+	struct ctl *ctl;          /* to the parent */
 	struct event *sig_term, *sig_int, *sig_hup;
-	int ctl_fd;
 	struct conn *conns;
 	unsigned nconns;
 	int exit_status;
@@ -535,61 +535,58 @@ server_stop(struct smtp_server *srv, int status)
 	event_base_loopbreak(srv->base);
 }
 
+/* ---- control frames from the parent (proto/ctl.h) ---- */
+
 static void
-ctl_cb(evutil_socket_t fd, short ev, void *arg)
+ctl_peer_fd(void *arg, int fd)
 {
 	struct smtp_server *srv = arg;
-	enum ipc_type type;
-	int pfd, r;
 
-	r = ipc_recv_fd(fd, &type, &pfd);
-	if (r <= 0) {
-		/* The parent is gone: so are we. */
-		server_stop(srv, r == 0 ? 0 : 1);
-		return;
-	}
-	switch (type) {
-	case IPC_CTL_PEER_FD:
-		if (pfd == -1) {
-			log_err("smtp: control frame without fd");
-			break;
-		}
-		log_info("smtp event=queue-channel-replaced");
-		smtp_queue_ipc_set_fd(srv->queue, pfd);
-		return;
-	case IPC_CTL_SHUTDOWN:
-		server_stop(srv, 0);
-		break;
-	case IPC_CTL_LOG_FD:
-		log_reopen_fd(pfd);
-		break;
-	case IPC_CTL_TLS_FD: {
-		char err[256];
-		SSL_CTX *ctx;
-
-		if (pfd == -1)
-			break;
-		ctx = tls_server_ctx_from_fd(pfd, tls_min_version(
-		    srv->cfg->tls_min_version == CONFIG_TLS_1_3), err,
-		    sizeof(err));
-		if (ctx == NULL) {
-			log_err("smtp event=tls-reload result=failed reason=\"%s\"",
-			    err);
-			break;
-		}
-		/* Open connections hold their own reference (SSL_new). */
-		SSL_CTX_free(srv->tls);
-		srv->tls = ctx;
-		log_info("smtp event=tls-reload result=ok");
-		break;
-	}
-	default:
-		log_err("smtp: unexpected control frame %d", (int)type);
-		break;
-	}
-	if (pfd != -1)
-		close(pfd);
+	log_info("smtp event=queue-channel-replaced");
+	smtp_queue_ipc_set_fd(srv->queue, fd);
 }
+
+static void
+ctl_tls_fd(void *arg, int fd)
+{
+	struct smtp_server *srv = arg;
+	char err[256];
+	SSL_CTX *ctx;
+
+	ctx = tls_server_ctx_from_fd(fd, tls_min_version(
+	    srv->cfg->tls_min_version == CONFIG_TLS_1_3), err, sizeof(err));
+	close(fd);
+	if (ctx == NULL) {
+		log_err("smtp event=tls-reload result=failed reason=\"%s\"", err);
+		return;
+	}
+	/* Open connections hold their own reference (SSL_new). */
+	SSL_CTX_free(srv->tls);
+	srv->tls = ctx;
+	log_info("smtp event=tls-reload result=ok");
+}
+
+static void
+ctl_shutdown(void *arg)
+{
+	server_stop(arg, 0);
+}
+
+static void
+ctl_lost(void *arg, enum ipc_end end, const char *why)
+{
+	/* The parent is gone: so are we. */
+	if (end != IPC_EOF)
+		log_err("smtp event=control-error reason=\"%s\"", why);
+	server_stop(arg, end == IPC_EOF ? 0 : 1);
+}
+
+static const struct ctl_ops ctl_ops = {
+	.peer_fd = ctl_peer_fd,
+	.tls_fd = ctl_tls_fd,
+	.shutdown = ctl_shutdown,
+	.lost = ctl_lost,
+};
 
 static void
 signal_cb(evutil_socket_t sig, short ev, void *arg)
@@ -612,7 +609,6 @@ smtp_server_run(const struct config *cfg, struct event_base *base,
 	signal(SIGPIPE, SIG_IGN);
 	srv.cfg = cfg;
 	srv.tls = tls;
-	srv.ctl_fd = ctl_fd;
 	srv.base = base;
 	srv.dns = dns;
 	srv.queue = smtp_queue_ipc_new(srv.base, queue_fd, uncongested_cb, &srv);
@@ -635,16 +631,16 @@ smtp_server_run(const struct config *cfg, struct event_base *base,
 			fatal("smtp: cannot listen on %s", cfg->submit_socket);
 		evconnlistener_set_error_cb(srv.submit, accept_error_cb);
 	}
-	srv.ctl_ev = event_new(srv.base, ctl_fd, EV_READ | EV_PERSIST, ctl_cb, &srv);
+	srv.ctl = ctl_open(srv.base, ctl_fd, CTL_WORKER, &ctl_ops, &srv);
 	srv.sig_term = evsignal_new(srv.base, SIGTERM, signal_cb, &srv);
 	srv.sig_int = evsignal_new(srv.base, SIGINT, signal_cb, &srv);
 	srv.sig_hup = evsignal_new(srv.base, SIGHUP, signal_cb, &srv);
-	event_add(srv.ctl_ev, NULL);
 	event_add(srv.sig_term, NULL);
 	event_add(srv.sig_int, NULL);
 	event_add(srv.sig_hup, NULL);
 
 	log_info("smtp event=ready listeners=%zu", nlisten);
+	(void)ctl_send(srv.ctl, CTL_READY, -1);
 	event_base_dispatch(srv.base);
 
 	/* Shutting down: tell connected clients, then go. Messages not yet
@@ -672,11 +668,10 @@ smtp_server_run(const struct config *cfg, struct event_base *base,
 	if (srv.dns != NULL)
 		dns_free(&srv.dns);
 	SSL_CTX_free(srv.tls);
-	event_free(srv.ctl_ev);
+	ctl_free(&srv.ctl);
 	event_free(srv.sig_term);
 	event_free(srv.sig_int);
 	event_free(srv.sig_hup);
 	event_base_free(srv.base);
-	close(ctl_fd);
 	return srv.exit_status;
 }

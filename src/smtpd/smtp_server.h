@@ -12,10 +12,11 @@
 struct config;
 
 /*
- * Run the smtp process until told to stop (SIGTERM/SIGINT, IPC_CTL_SHUTDOWN
+ * Run the smtp process until told to stop (SIGTERM/SIGINT, CTL_SHUTDOWN
  * or the parent's control channel closing). Privileges are already dropped.
  * listen_fds are listening sockets (cfg->listeners order); queue_fd is the
- * submission channel; ctl_fd the control channel. Returns an exit status.
+ * submission channel; ctl_fd the control channel (both owned from now
+ * on). Returns an exit status.
  */
 struct dns;
 struct event_base;
@@ -26,7 +27,7 @@ struct event_base;
  * local submission (submit_socket, tern sendmail), or -1; its clients may
  * relay, and are named by their SO_PEERCRED uid. tls: the server TLS
  * context (owned from now on), or NULL: no TLS; a new one arrives with
- * IPC_CTL_TLS_FD on SIGHUP. */
+ * CTL_TLS_FD on SIGHUP. */
 struct ssl_ctx_st;
 int smtp_server_run(const struct config *cfg, struct event_base *base,
     struct dns *dns, struct ssl_ctx_st *tls, const int *listen_fds,

@@ -6,7 +6,8 @@ chrooted (its /proc/PID/root is not /), with no root group; the queue
 process runs as tern; no process of tern other than the parent keeps uid
 0. Started as user nobody (setpriv), tern runs every role as nobody and
 delivers. In every mode: a child that dies is restarted and mail flows
-again; SIGTERM stops the parent and every child.
+again; SIGTERM stops the parent and every child. ps names each process by
+its role (tern: parent, smtp, queue, relay).
 """
 
 import os
@@ -153,6 +154,44 @@ class ChildRestart(TernTestCase):
         self.assertFalse([k for k in kids if harness.pid_alive(k)])
         self.assertFalse(harness.group_members(pgid))
         t.start()   # for tearDown and the next test
+
+
+def title(pid):
+    """The command line of pid as ps shows it: the arguments, NULs trimmed."""
+    with open("/proc/%d/cmdline" % pid, "rb") as f:
+        raw = f.read()
+    return raw.rstrip(b"\0").replace(b"\0", b" ").decode("utf-8", "replace")
+
+
+def comm(pid):
+    with open("/proc/%d/comm" % pid) as f:
+        return f.read().rstrip("\n")
+
+
+class ProcessTitles(TernTestCase):
+    """ps tells the roles apart: "tern: parent", "tern: smtp", "tern:
+    queue", "tern: relay" (issue 9, part 1), in the command line and in the
+    kernel's short name."""
+
+    def test_titles_name_the_roles(self):
+        t = self.tern
+        want = ["tern: queue", "tern: relay", "tern: smtp"]
+        deadline = time.monotonic() + 15
+        while True:
+            titles = {}
+            for pid in t.children():
+                try:
+                    titles[pid] = title(pid)
+                except OSError:
+                    pass    # gone meanwhile
+            if sorted(titles.values()) == want or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        self.assertEqual(sorted(titles.values()), want, "titles: %r" % titles)
+        self.assertEqual(title(t.proc.pid), "tern: parent")
+        self.assertEqual(comm(t.proc.pid), "tern: parent")
+        for pid, name in titles.items():
+            self.assertEqual(comm(pid), name, "pid %d" % pid)
 
 
 class RunAsNobody(TernTestCase):

@@ -1,7 +1,8 @@
 /*
  * ipc_test_util.h - helpers for the unit tests that fork one of tern's
  * processes (queue, relay) and talk to it over socketpairs in ipc.h frames:
- * fork with the channels, reap at shutdown, write a frame, read one back.
+ * fork with the channels, reap at shutdown, write a frame, read one back,
+ * and play the parent's end of the control channel (blocking).
  * Static functions: each tests/unit/test_*.c is built alone.
  *
  * The including file defines WAIT_MS, how long a frame's payload may take
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -62,14 +64,47 @@ ipc_test_reap(pid_t *pid)
 }
 
 static inline void
-send_frame(int fd, enum ipc_type type, uint64_t id, const void *p, size_t len)
+send_frame(int fd, uint16_t type, uint64_t id, const void *p, size_t len)
 {
 	struct evbuffer *b = evbuffer_new();
 
-	ipc_write(b, type, id, p, len);
+	ipc_frame_put(b, type, 0, id, p, len);
 	assert_int_equal(util_write_all(fd, evbuffer_pullup(b, -1),
 	    evbuffer_get_length(b)), 0);
 	evbuffer_free(b);
+}
+
+/* A control frame (proto/ctl.h) on the blocking socket sock, as the
+ * parent sends it: with fd attached unless -1 (the caller keeps fd). */
+static inline int
+send_ctl(int sock, uint16_t type, int fd)
+{
+	struct ipc_hdr h = { .type = type, .flags = fd != -1 ? IPC_F_FD : 0 };
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof(h) };
+
+	return ipc_sendmsg(sock, &iov, 1, fd, 0) == (ssize_t)sizeof(h) ? 0 : -1;
+}
+
+/* One control frame from a worker: 1 with its type (and a descriptor in
+ * *fd, or -1), 0 at EOF, -1 on an error. */
+static inline int
+recv_ctl(int sock, uint16_t *type, int *fd)
+{
+	struct ipc_hdr h;
+	struct iovec iov = { .iov_base = &h, .iov_len = sizeof(h) };
+	int fds[IPC_FDS_MAX];
+	size_t nfds;
+	ssize_t n = ipc_recvmsg(sock, &iov, 1, fds, &nfds, IPC_FDS_MAX);
+
+	*fd = nfds > 0 ? fds[0] : -1;
+	for (size_t i = 1; i < nfds; i++)
+		close(fds[i]);
+	if (n <= 0)
+		return (int)n;
+	if (n != (ssize_t)sizeof(h))
+		return -1;
+	*type = h.type;
+	return 1;
 }
 
 /* len bytes into buf, waiting up to ms for each read: 1 when they came,

@@ -28,6 +28,9 @@
 #include "conf/config.h"
 #include "mail/envelope.h"
 #include "lib/ipc.h"
+#include "proto/ctl.h"
+#include "proto/relay_job.h"
+#include "proto/submit.h"
 #include "conf/local_lookup.h"
 #include "lib/log.h"
 #include "queue/maildir.h"
@@ -103,7 +106,7 @@ stop_child(struct fx *f, int want_status)
 {
 	if (f->pid <= 0)
 		return;
-	assert_int_equal(ipc_send_fd(f->ctl, IPC_CTL_SHUTDOWN, -1), 0);
+	assert_int_equal(send_ctl(f->ctl, CTL_SHUTDOWN, -1), 0);
 	assert_int_equal(ipc_test_reap(&f->pid), want_status);
 }
 
@@ -143,7 +146,7 @@ start_child_as(struct fx *f, uid_t uid, gid_t gid)
 {
 	/* control, submission and (with use_relay) relay channels */
 	int sp[3][2] = { { -1, -1 }, { -1, -1 }, { -1, -1 } };
-	enum ipc_type type;
+	uint16_t type;
 	int fd;
 
 	f->pid = ipc_test_fork(sp, f->use_relay ? 3 : 2);
@@ -165,15 +168,14 @@ start_child_as(struct fx *f, uid_t uid, gid_t gid)
 		}
 		status = queue_run(q, sp[0][1], sp[1][1], sp[2][1]);
 		queue_free(&q);
-		close(sp[0][1]);
 		/* exit, not _exit: LeakSanitizer checks the queue process too. */
 		exit(status);
 	}
 	f->ctl = sp[0][0];
 	f->chan = sp[1][0];
 	f->relay = sp[2][0];
-	assert_int_equal(ipc_recv_fd(f->ctl, &type, &fd), 1);
-	assert_int_equal(type, IPC_CTL_READY);
+	assert_int_equal(recv_ctl(f->ctl, &type, &fd), 1);
+	assert_int_equal(type, CTL_READY);
 	assert_int_equal(fd, -1);
 }
 
@@ -210,14 +212,14 @@ send_envelope(int fd, uint64_t id, const char *sender, const char *const *rcpts,
 	for (size_t i = 0; i < n; i++)
 		envelope_add_rcpt(&env, rcpts[i], NULL, 0);
 	envelope_serialize(&env, b);
-	send_frame(fd, IPC_SUBMIT_BEGIN, id, evbuffer_pullup(b, -1),
+	send_frame(fd, SUBMIT_BEGIN, id, evbuffer_pullup(b, -1),
 	    evbuffer_get_length(b));
 	evbuffer_free(b);
 	envelope_clear(&env);
 }
 
 static void
-expect(int fd, enum ipc_type type, uint64_t id, char *buf, size_t bufsize)
+expect(int fd, uint16_t type, uint64_t id, char *buf, size_t bufsize)
 {
 	struct ipc_hdr h;
 
@@ -237,14 +239,14 @@ submit(struct fx *f, uint64_t id, const char *const *rcpts, size_t n,
 	size_t len = strlen(body);
 
 	send_envelope(f->chan, id, "alice@example.org", rcpts, n);
-	expect(f->chan, IPC_SUBMIT_BEGIN_OK, id, buf, sizeof(buf));
+	expect(f->chan, SUBMIT_BEGIN_OK, id, buf, sizeof(buf));
 	assert_int_equal(strlen(buf), QUEUE_ID_LEN);
 	assert_true(spool_valid_id(buf));
 	util_strlcpy(qid, buf, 17);
-	send_frame(f->chan, IPC_SUBMIT_DATA, id, body, len / 2);
-	send_frame(f->chan, IPC_SUBMIT_DATA, id, body + len / 2, len - len / 2);
-	send_frame(f->chan, IPC_SUBMIT_COMMIT, id, NULL, 0);
-	expect(f->chan, IPC_SUBMIT_COMMIT_OK, id, buf, sizeof(buf));
+	send_frame(f->chan, SUBMIT_DATA, id, body, len / 2);
+	send_frame(f->chan, SUBMIT_DATA, id, body + len / 2, len - len / 2);
+	send_frame(f->chan, SUBMIT_COMMIT, id, NULL, 0);
+	expect(f->chan, SUBMIT_COMMIT_OK, id, buf, sizeof(buf));
 	assert_string_equal(buf, qid);
 }
 
@@ -403,15 +405,15 @@ test_abort_leaves_nothing(void **state)
 
 	start_child(f);
 	send_envelope(f->chan, 7, "", rcpts, 1);
-	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 7, buf, sizeof(buf));
+	expect(f->chan, SUBMIT_BEGIN_OK, 7, buf, sizeof(buf));
 	assert_int_equal(count_sub(f, "spool/incoming"), 1);
-	send_frame(f->chan, IPC_SUBMIT_DATA, 7, BODY, sizeof(BODY) - 1);
-	send_frame(f->chan, IPC_SUBMIT_ABORT, 7, NULL, 0);
+	send_frame(f->chan, SUBMIT_DATA, 7, BODY, sizeof(BODY) - 1);
+	send_frame(f->chan, SUBMIT_ABORT, 7, NULL, 0);
 	/* ABORT of an unknown id (after BEGIN_FAIL, say) is harmless. */
-	send_frame(f->chan, IPC_SUBMIT_ABORT, 99, NULL, 0);
+	send_frame(f->chan, SUBMIT_ABORT, 99, NULL, 0);
 	/* Frames are handled in order: once 8 is begun, 7 is gone. */
 	send_envelope(f->chan, 8, "", rcpts, 1);
-	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 8, buf, sizeof(buf));
+	expect(f->chan, SUBMIT_BEGIN_OK, 8, buf, sizeof(buf));
 	assert_int_equal(count_sub(f, "spool/incoming"), 1);
 	/* The smtp process dies with 8 open: its file goes too. */
 	close(f->chan);
@@ -432,18 +434,18 @@ test_abort_during_commit_rolls_back(void **state)
 
 	start_child(f);
 	send_envelope(f->chan, 1, "a@b", rcpts, 1);
-	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 1, buf, sizeof(buf));
-	send_frame(f->chan, IPC_SUBMIT_DATA, 1, BODY, sizeof(BODY) - 1);
+	expect(f->chan, SUBMIT_BEGIN_OK, 1, buf, sizeof(buf));
+	send_frame(f->chan, SUBMIT_DATA, 1, BODY, sizeof(BODY) - 1);
 	/* COMMIT then ABORT in one write: the client left while waiting for
 	 * 250. Both are read before the commit can finish. */
-	ipc_write(b, IPC_SUBMIT_COMMIT, 1, NULL, 0);
-	ipc_write(b, IPC_SUBMIT_ABORT, 1, NULL, 0);
+	ipc_frame_put(b, SUBMIT_COMMIT, 0, 1, NULL, 0);
+	ipc_frame_put(b, SUBMIT_ABORT, 0, 1, NULL, 0);
 	assert_int_equal(util_write_all(f->chan, evbuffer_pullup(b, -1),
 	    evbuffer_get_length(b)), 0);
 	evbuffer_free(b);
 	/* No COMMIT_OK for 1: the next frame is the reply to BEGIN 2. */
 	send_envelope(f->chan, 2, "a@b", rcpts, 1);
-	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 2, buf, sizeof(buf));
+	expect(f->chan, SUBMIT_BEGIN_OK, 2, buf, sizeof(buf));
 	/* Never acknowledged, so never delivered: the file goes again. */
 	wait_count(f, "spool/queue", 0);
 	stop_child(f, 0);
@@ -459,7 +461,7 @@ new_channel(struct fx *f)
 	int sp[2];
 
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
-	assert_int_equal(ipc_send_fd(f->ctl, IPC_CTL_PEER_FD, sp[1]), 0);
+	assert_int_equal(send_ctl(f->ctl, CTL_PEER_FD, sp[1]), 0);
 	close(sp[1]);
 	if (f->chan != -1)
 		close(f->chan);
@@ -487,7 +489,7 @@ test_hostile_frames(void **state)
 	start_child(f);
 	/* An oversized frame header: refused before anything is buffered. */
 	h.len = IPC_MAX_PAYLOAD + 1;
-	h.type = IPC_SUBMIT_DATA;
+	h.type = SUBMIT_DATA;
 	h.id = 1;
 	assert_int_equal(util_write_all(f->chan, &h, sizeof(h)), 0);
 	expect_closed(f);
@@ -495,17 +497,17 @@ test_hostile_frames(void **state)
 	/* The open transaction of a violating channel is aborted. */
 	new_channel(f);
 	send_envelope(f->chan, 1, "a@b", rcpts, 1);
-	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 1, buf, sizeof(buf));
-	send_frame(f->chan, IPC_SUBMIT_BEGIN_OK, 1, "x", 1);   /* wrong role */
+	expect(f->chan, SUBMIT_BEGIN_OK, 1, buf, sizeof(buf));
+	send_frame(f->chan, SUBMIT_BEGIN_OK, 1, "x", 1);   /* wrong role */
 	expect_closed(f);
 	wait_count(f, "spool/incoming", 0);
 
 	new_channel(f);
-	send_frame(f->chan, IPC_SUBMIT_BEGIN, 1, "version 1\nsender a@b\n", 21);
+	send_frame(f->chan, SUBMIT_BEGIN, 1, "version 1\nsender a@b\n", 21);
 	expect_closed(f);
 
 	new_channel(f);
-	send_frame(f->chan, IPC_SUBMIT_DATA, 5, "x", 1);   /* unknown txn */
+	send_frame(f->chan, SUBMIT_DATA, 5, "x", 1);   /* unknown txn */
 	expect_closed(f);
 
 	new_channel(f);
@@ -514,13 +516,13 @@ test_hostile_frames(void **state)
 
 	new_channel(f);
 	send_envelope(f->chan, 3, "a@b", rcpts, 1);
-	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 3, buf, sizeof(buf));
+	expect(f->chan, SUBMIT_BEGIN_OK, 3, buf, sizeof(buf));
 	send_envelope(f->chan, 3, "a@b", rcpts, 1);          /* duplicate id */
 	expect_closed(f);
 
 	new_channel(f);
 	h.len = 0;
-	h.type = IPC_SUBMIT_COMMIT;
+	h.type = SUBMIT_COMMIT;
 	h.flags = 1;                                         /* nonzero flags */
 	h.id = 1;
 	assert_int_equal(util_write_all(f->chan, &h, sizeof(h)), 0);
@@ -531,7 +533,7 @@ test_hostile_frames(void **state)
 	{
 		static const char env[] = "version 1\nid 0123456789abcdef\n"
 		    "arrival 1\nsender \nrcpt - - bob@localhost\n";
-		send_frame(f->chan, IPC_SUBMIT_BEGIN, 4, env, sizeof(env) - 1);
+		send_frame(f->chan, SUBMIT_BEGIN, 4, env, sizeof(env) - 1);
 	}
 	expect_closed(f);
 
@@ -556,12 +558,12 @@ test_size_limit(void **state)
 	memset(chunk, 'a', 32 * 1024);
 	start_child(f);
 	send_envelope(f->chan, 1, "a@b", rcpts, 1);
-	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 1, buf, sizeof(buf));
+	expect(f->chan, SUBMIT_BEGIN_OK, 1, buf, sizeof(buf));
 	/* 64 KiB limit + 16 KiB allowance: the third 32 KiB frame is too much. */
 	for (int i = 0; i < 4; i++)
-		send_frame(f->chan, IPC_SUBMIT_DATA, 1, chunk, 32 * 1024);
-	send_frame(f->chan, IPC_SUBMIT_COMMIT, 1, NULL, 0);
-	expect(f->chan, IPC_SUBMIT_COMMIT_FAIL, 1, buf, sizeof(buf));
+		send_frame(f->chan, SUBMIT_DATA, 1, chunk, 32 * 1024);
+	send_frame(f->chan, SUBMIT_COMMIT, 1, NULL, 0);
+	expect(f->chan, SUBMIT_COMMIT_FAIL, 1, buf, sizeof(buf));
 	assert_memory_equal(buf, "552 5.3.4 ", 10);
 	assert_int_equal(count_sub(f, "spool/incoming"), 0);
 	assert_int_equal(count_sub(f, "spool/queue"), 0);
@@ -594,11 +596,11 @@ test_disk_full(void **state)
 	f->cfg.max_message_size = 1024 * 1024;   /* the disk runs out first */
 	start_child(f);
 	send_envelope(f->chan, 1, "a@b", rcpts, 1);
-	expect(f->chan, IPC_SUBMIT_BEGIN_OK, 1, buf, sizeof(buf));
+	expect(f->chan, SUBMIT_BEGIN_OK, 1, buf, sizeof(buf));
 	for (int i = 0; i < 8; i++)
-		send_frame(f->chan, IPC_SUBMIT_DATA, 1, chunk, 32 * 1024);
-	send_frame(f->chan, IPC_SUBMIT_COMMIT, 1, NULL, 0);
-	expect(f->chan, IPC_SUBMIT_COMMIT_FAIL, 1, buf, sizeof(buf));
+		send_frame(f->chan, SUBMIT_DATA, 1, chunk, 32 * 1024);
+	send_frame(f->chan, SUBMIT_COMMIT, 1, NULL, 0);
+	expect(f->chan, SUBMIT_COMMIT_FAIL, 1, buf, sizeof(buf));
 	assert_string_equal(buf, "452 4.3.1 Insufficient system storage");
 	assert_int_equal(count_sub(f, "spool/incoming"), 0);
 	/* The space came back with the partial file: the next one commits. */
@@ -620,10 +622,10 @@ test_concurrent_transaction_bound(void **state)
 	/* max_connections 4 + margin 8: the 13th open transaction is refused. */
 	for (id = 1; id <= 12; id++) {
 		send_envelope(f->chan, id, "a@b", rcpts, 1);
-		expect(f->chan, IPC_SUBMIT_BEGIN_OK, id, buf, sizeof(buf));
+		expect(f->chan, SUBMIT_BEGIN_OK, id, buf, sizeof(buf));
 	}
 	send_envelope(f->chan, id, "a@b", rcpts, 1);
-	expect(f->chan, IPC_SUBMIT_BEGIN_FAIL, id, buf, sizeof(buf));
+	expect(f->chan, SUBMIT_BEGIN_FAIL, id, buf, sizeof(buf));
 	assert_memory_equal(buf, "451 4.3.2 ", 10);
 	stop_child(f, 0);
 	assert_int_equal(count_sub(f, "spool/incoming"), 0);
@@ -748,7 +750,7 @@ relay_expect_job(struct fx *f, struct got_job *j)
 	memset(j, 0, sizeof(*j));
 	if (recv_frame(f->relay, &h, buf, sizeof(buf)) != 1)
 		fail_msg("relay channel closed, wanted a JOB");
-	assert_int_equal(h.type, IPC_RELAY_JOB);
+	assert_int_equal(h.type, RELAY_JOB_START);
 	assert_true(h.id != 0);
 	j->id = h.id;
 	util_strlcpy(j->head, buf, sizeof(j->head));
@@ -756,11 +758,11 @@ relay_expect_job(struct fx *f, struct got_job *j)
 		if (recv_frame(f->relay, &h, buf, sizeof(buf)) != 1)
 			fail_msg("relay channel closed inside a job");
 		assert_int_equal(h.id, j->id);
-		if (h.type == IPC_RELAY_END) {
+		if (h.type == RELAY_JOB_END) {
 			assert_int_equal(h.len, 0);
 			break;
 		}
-		assert_int_equal(h.type, IPC_RELAY_DATA);
+		assert_int_equal(h.type, RELAY_JOB_DATA);
 		assert_true(j->body_len + h.len < sizeof(j->body));
 		memcpy(j->body + j->body_len, buf, h.len);
 		j->body_len += h.len;
@@ -780,7 +782,7 @@ relay_readable(struct fx *f, int ms)
 static void
 relay_answer(struct fx *f, uint64_t id, const char *payload)
 {
-	send_frame(f->relay, IPC_RELAY_RESULT, id, payload, strlen(payload));
+	send_frame(f->relay, RELAY_JOB_RESULT, id, payload, strlen(payload));
 }
 
 /* The queue file of qid as a string ("" once it is gone); caller frees. */
@@ -1543,7 +1545,7 @@ test_relay_recovery(void **state)
 
 /*
  * A malformed RESULT closes the relay channel and defers the job; a new
- * channel from the parent (IPC_CTL_RELAY_FD) gets it again.
+ * channel from the parent (CTL_RELAY_FD) gets it again.
  */
 static void
 test_relay_violation(void **state)
@@ -1567,7 +1569,7 @@ test_relay_violation(void **state)
 	f->relay = -1;
 	wait_journal(f, qid, " 1 451 4.4.0 Relay process unavailable\n");
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sp), 0);
-	assert_int_equal(ipc_send_fd(f->ctl, IPC_CTL_RELAY_FD, sp[1]), 0);
+	assert_int_equal(send_ctl(f->ctl, CTL_RELAY_FD, sp[1]), 0);
 	close(sp[1]);
 	f->relay = sp[0];
 	relay_expect_job(f, &j);

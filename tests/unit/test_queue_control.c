@@ -1,90 +1,14 @@
 /*
- * test_queue_control.c - the control socket's request line parser and the
- * JSON string writer (queue_control.h). Table-driven: each case names
- * what it checks, the input, and what it wants.
+ * test_queue_control.c - the control socket's JSON string writer
+ * (queue_control.h; the request line is test_proto_control_line.c).
+ * Table-driven: each case names what it checks, the input, and what it
+ * wants.
  */
 #include <event2/buffer.h>
 
 #include "queue/queue_control.h"
 #include "unit.h"
 #include "lib/util.h"
-
-struct parse_case {
-	const char *name;
-	const char *line;
-	int want_rc;
-	enum queue_control_verb want_verb;
-	const char *want_id;
-};
-
-static const struct parse_case parse_cases[] = {
-	{ "list", "list", 0, QUEUE_CONTROL_LIST, "" },
-	{ "list with CR", "list\r", 0, QUEUE_CONTROL_LIST, "" },
-	{ "show", "show 6616919388039000", 0, QUEUE_CONTROL_SHOW, "6616919388039000" },
-	{ "upper-case id folded", "hold 66169193880390AF", 0, QUEUE_CONTROL_HOLD, "66169193880390af" },
-	{ "flush all", "flush", 0, QUEUE_CONTROL_FLUSH, "" },
-	{ "flush one", "flush 0123456789abcdef", 0, QUEUE_CONTROL_FLUSH, "0123456789abcdef" },
-	{ "delete", "delete 0123456789abcdef", 0, QUEUE_CONTROL_DELETE, "0123456789abcdef" },
-	{ "release", "release 0123456789abcdef", 0, QUEUE_CONTROL_RELEASE, "0123456789abcdef" },
-	{ "empty", "", -1, 0, NULL },
-	{ "unknown verb", "purge", -1, 0, NULL },
-	{ "verb is case-sensitive", "LIST", -1, 0, NULL },
-	{ "list takes no id", "list 0123456789abcdef", -1, 0, NULL },
-	{ "show needs an id", "show", -1, 0, NULL },
-	{ "short id", "show 0123", -1, 0, NULL },
-	{ "long id", "show 0123456789abcdef0", -1, 0, NULL },
-	{ "non-hex id", "show 0123456789abcdeg", -1, 0, NULL },
-	{ "two spaces", "show  0123456789abcdef", -1, 0, NULL },
-	{ "trailing space", "list ", -1, 0, NULL },
-	{ "extra argument", "show 0123456789abcdef x", -1, 0, NULL },
-	{ "tab", "show\t0123456789abcdef", -1, 0, NULL },
-	{ "8-bit", "list\xc3\xa9", -1, 0, NULL },
-	{ "prefix of a verb", "lis", -1, 0, NULL },
-	{ "verb with suffix", "lists", -1, 0, NULL },
-};
-
-static void
-test_parse_table(void **state)
-{
-	for (size_t i = 0; i < nitems(parse_cases); i++) {
-		const struct parse_case *c = &parse_cases[i];
-		struct queue_control_req req;
-		const char *why = NULL;
-		int got = queue_control_parse(c->line, strlen(c->line), &req, &why);
-
-		if (got != c->want_rc)
-			fail_msg("%s: want rc %d, got %d (%s)", c->name, c->want_rc,
-			    got, why ? why : "");
-		if (got == 0) {
-			if (req.verb != c->want_verb)
-				fail_msg("%s: want verb %d, got %d", c->name,
-				    (int)c->want_verb, (int)req.verb);
-			if (strcmp(req.id, c->want_id) != 0)
-				fail_msg("%s: want id '%s', got '%s'", c->name,
-				    c->want_id, req.id);
-		} else if (why == NULL || why[0] == '\0') {
-			fail_msg("%s: no reason given", c->name);
-		}
-	}
-}
-
-/* A line at the bound is parsed; one octet more is refused. */
-static void
-test_parse_length_bound(void **state)
-{
-	char line[QUEUE_CONTROL_LINE_MAX + 8];
-	struct queue_control_req req;
-	const char *why;
-
-	memset(line, 'x', sizeof(line));
-	assert_int_equal(queue_control_parse(line, QUEUE_CONTROL_LINE_MAX, &req,
-	    &why), -1);
-	assert_string_equal(why, "request line too long");
-	/* 255 octets + LF is the longest line: refused as unknown, not long. */
-	assert_int_equal(queue_control_parse(line, QUEUE_CONTROL_LINE_MAX - 1,
-	    &req, &why), -1);
-	assert_string_not_equal(why, "request line too long");
-}
 
 struct json_case {
 	const char *name;
@@ -133,8 +57,6 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse_table),
-		cmocka_unit_test(test_parse_length_bound),
 		cmocka_unit_test(test_json_str_table),
 	};
 

@@ -28,6 +28,8 @@
 #include "conf/config.h"
 #include "mail/envelope.h"
 #include "lib/ipc.h"
+#include "proto/ctl.h"
+#include "proto/relay_job.h"
 #include "lib/log.h"
 #include "relay/relay.h"
 #include "lib/util.h"
@@ -425,7 +427,7 @@ stop_relay(struct fx *f)
 {
 	if (f->pid <= 0)
 		return -1;
-	(void)ipc_send_fd(f->ctl, IPC_CTL_SHUTDOWN, -1);
+	(void)send_ctl(f->ctl, CTL_SHUTDOWN, -1);
 	return ipc_test_reap(&f->pid);
 }
 
@@ -461,13 +463,13 @@ send_job(int fd, uint64_t id, const char *domain, const char *const *rcpts,
 		envelope_add_rcpt(&env, rcpts[i], NULL, 0);
 	evbuffer_add_printf(b, "domain %s\n", domain);
 	envelope_serialize(&env, b);
-	send_frame(fd, IPC_RELAY_JOB, id, evbuffer_pullup(b, -1),
+	send_frame(fd, RELAY_JOB_START, id, evbuffer_pullup(b, -1),
 	    evbuffer_get_length(b));
 	evbuffer_free(b);
 	envelope_clear(&env);
 	if (body != NULL) {
-		send_frame(fd, IPC_RELAY_DATA, id, body, strlen(body));
-		send_frame(fd, IPC_RELAY_END, id, NULL, 0);
+		send_frame(fd, RELAY_JOB_DATA, id, body, strlen(body));
+		send_frame(fd, RELAY_JOB_END, id, NULL, 0);
 	}
 }
 
@@ -482,7 +484,7 @@ recv_result(struct fx *f, uint64_t id, char *buf, size_t size)
 		fail_msg("no result for job %llu (%s); relay log:\n%s",
 		    (unsigned long long)id, rc == 0 ? "EOF" : "timeout",
 		    read_log(f));
-	assert_int_equal(h.type, IPC_RELAY_RESULT);
+	assert_int_equal(h.type, RELAY_JOB_RESULT);
 	assert_int_equal(h.id, id);
 }
 
@@ -659,9 +661,9 @@ test_large_body(void **state)
 	srv_run(s);
 	send_job(f->chan, 4, "[127.0.0.1]", rcpts, 1, NULL);
 	for (size_t p = 0; p < n; p += IPC_MAX_PAYLOAD)
-		send_frame(f->chan, IPC_RELAY_DATA, 4, body + p,
+		send_frame(f->chan, RELAY_JOB_DATA, 4, body + p,
 		    n - p < IPC_MAX_PAYLOAD ? n - p : IPC_MAX_PAYLOAD);
-	send_frame(f->chan, IPC_RELAY_END, 4, NULL, 0);
+	send_frame(f->chan, RELAY_JOB_END, 4, NULL, 0);
 	recv_result(f, 4, res, sizeof(res));
 	assert_has(res, "\n0 D 250 2.0.0 ");
 	assert_int_equal(stop_relay(f), 0);
@@ -696,7 +698,7 @@ test_connection_limit(void **state)
 
 		assert_int_equal(recv_frame_ms(f->chan, &h, res, sizeof(res),
 		    WAIT_MS), 1);
-		assert_int_equal(h.type, IPC_RELAY_RESULT);
+		assert_int_equal(h.type, RELAY_JOB_RESULT);
 		assert_true(h.id == 1 || h.id == 2);
 		assert_has(res, "0 D 250 ");
 	}
@@ -766,13 +768,13 @@ test_cancel(void **state)
 	for (int i = 0; i < 200 && srv_count(s, &s->conns[0]) == 0; i++)
 		usleep(10000);
 	assert_int_equal(srv_count(s, &s->conns[0]), 1);
-	send_frame(f->chan, IPC_RELAY_CANCEL, 9, NULL, 0);
+	send_frame(f->chan, RELAY_JOB_CANCEL, 9, NULL, 0);
 	/* cancel of an unknown (answered) job is fine too */
-	send_frame(f->chan, IPC_RELAY_CANCEL, 12345, NULL, 0);
+	send_frame(f->chan, RELAY_JOB_CANCEL, 12345, NULL, 0);
 	/* a job still being received, then cancelled */
 	send_job(f->chan, 10, "[127.0.0.1]", rcpts, 1, NULL);
-	send_frame(f->chan, IPC_RELAY_DATA, 10, "x\r\n", 3);
-	send_frame(f->chan, IPC_RELAY_CANCEL, 10, NULL, 0);
+	send_frame(f->chan, RELAY_JOB_DATA, 10, "x\r\n", 3);
+	send_frame(f->chan, RELAY_JOB_CANCEL, 10, NULL, 0);
 	assert_int_equal(recv_frame_ms(f->chan, &h, res, sizeof(res), 300), -1);
 	assert_int_equal(stop_relay(f), 0);
 	srv_stop(s);
@@ -804,7 +806,7 @@ test_violations(void **state)
 		start_relay(f, 9);
 		switch (cases[i].kind) {
 		case 0:
-			send_frame(f->chan, IPC_RELAY_DATA, 3, "x", 1);
+			send_frame(f->chan, RELAY_JOB_DATA, 3, "x", 1);
 			break;
 		case 1:
 			send_job(f->chan, 3, "dest.test", rcpts, 1, NULL);
@@ -814,20 +816,20 @@ test_violations(void **state)
 			send_job(f->chan, 0, "dest.test", rcpts, 1, NULL);
 			break;
 		case 3:
-			send_frame(f->chan, IPC_RELAY_RESULT, 3, "via - - -\n", 10);
+			send_frame(f->chan, RELAY_JOB_RESULT, 3, "via - - -\n", 10);
 			break;
 		case 4:
 			send_job(f->chan, 3, "dest.test", rcpts, 1, NULL);
 			/* 64 KiB + 64 KiB slack: 129 frames of 1 KiB is over */
 			for (int k = 0; k < 129; k++)
-				send_frame(f->chan, IPC_RELAY_DATA, 3, big, sizeof(big));
+				send_frame(f->chan, RELAY_JOB_DATA, 3, big, sizeof(big));
 			break;
 		case 5:
-			send_frame(f->chan, IPC_RELAY_JOB, 3, "version 1\n", 10);
+			send_frame(f->chan, RELAY_JOB_START, 3, "version 1\n", 10);
 			break;
 		case 6:
 			send_job(f->chan, 3, "dest.test", rcpts, 1, NULL);
-			send_frame(f->chan, IPC_RELAY_END, 3, "x", 1);
+			send_frame(f->chan, RELAY_JOB_END, 3, "x", 1);
 			break;
 		}
 		int status;
@@ -859,7 +861,7 @@ test_channel_replaced(void **state)
 	srv_run(s);
 	send_job(f->chan, 1, "[127.0.0.1]", rcpts, 1, NULL);   /* never ended */
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, nc), 0);
-	assert_int_equal(ipc_send_fd(f->ctl, IPC_CTL_PEER_FD, nc[1]), 0);
+	assert_int_equal(send_ctl(f->ctl, CTL_PEER_FD, nc[1]), 0);
 	close(nc[1]);
 	close(f->chan);
 	f->chan = nc[0];
