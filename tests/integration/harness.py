@@ -51,6 +51,13 @@ SANITIZER_PATTERNS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitize
 QUEUED_RE = re.compile(r"queued as ([0-9A-Fa-f]{16})\b")
 ENH_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 DEFAULT_TIMEOUT = 30.0   # socket timeout; generous for the ASan build on a busy box
+# Upper bound of a wait for something tern does (a delivery, a log line).
+# Waits poll and return as soon as it happened, so only a failure waits
+# this long; generous, since the machines are shared and the ASan build slow.
+WAIT = 90.0
+COMMITTED_RE = re.compile(r"\bqueue id=([0-9a-f]{16}) event=committed\b")
+QUEUED_LOG_RE = re.compile(r"\bevent=queued id=([0-9a-f]{16})\b")
+SETTLED_RE = re.compile(r"\bqueue id=([0-9a-f]{16}) event=(removed|deferred)\b")
 
 # Local users of the default test domain. alice, bob and postmaster are
 # inline mailboxes; the rest come from the users file. Tests that count
@@ -468,6 +475,7 @@ class CheckedSMTP(smtplib.SMTP):
 
     def __init__(self, *a, **kw):
         self._skip_next_check = True       # the greeting
+        self.queue_ids = []
         kw.setdefault("local_hostname", "client.test")   # no FQDN lookups
         kw.setdefault("timeout", DEFAULT_TIMEOUT)
         super().__init__(*a, **kw)
@@ -483,6 +491,14 @@ class CheckedSMTP(smtplib.SMTP):
     def helo(self, *a, **kw):
         self._skip_next_check = True
         return super().helo(*a, **kw)
+
+    def data(self, msg):
+        """smtplib's data(); the queue id of each accepted message is kept
+        in self.queue_ids (sendmail() does not return it)."""
+        code, text = super().data(msg)
+        if code == 250:
+            self.queue_ids.append(queue_id(text.decode("utf-8", "replace")))
+        return code, text
 
     def getreply(self):
         code, msg = super().getreply()
@@ -948,9 +964,10 @@ class Tern:
                     out.append((dom, u))
         return out
 
-    def wait_for_mail(self, user, n=1, timeout=30.0, domain=DOMAIN, settle=0.0):
-        """Wait until user has at least n messages; with settle, wait that much
-        longer and require exactly n. Returns the messages."""
+    def wait_for_mail(self, user, n=1, timeout=WAIT, domain=DOMAIN, exact=False):
+        """Wait until user has at least n messages; with exact, wait until
+        tern has settled every message (wait_settled) and require exactly n.
+        Returns the messages."""
         deadline = time.monotonic() + timeout
         while True:
             msgs = self.messages(user, domain)
@@ -960,14 +977,14 @@ class Tern:
                 raise AssertionError("%s@%s has %d message(s) after %.0fs, expected %d; stderr tail:\n%s"
                                      % (user, domain, len(msgs), timeout, n, self.stderr_tail(15)))
             time.sleep(0.05)
-        if settle:
-            time.sleep(settle)
+        if exact:
+            self.wait_settled(timeout=timeout)
             msgs = self.messages(user, domain)
             if len(msgs) != n:
                 raise AssertionError("%s@%s has %d messages, expected exactly %d" % (user, domain, len(msgs), n))
         return msgs
 
-    def wait_for_token(self, tok, user, domain=DOMAIN, timeout=30.0):
+    def wait_for_token(self, tok, user, domain=DOMAIN, timeout=WAIT):
         """The one message in user's Maildir that contains tok."""
         deadline = time.monotonic() + timeout
         b = tok.encode()
@@ -978,6 +995,52 @@ class Tern:
             if time.monotonic() > deadline:
                 raise AssertionError("message %s never reached %s@%s; stderr tail:\n%s"
                                      % (tok, user, domain, self.stderr_tail(15)))
+            time.sleep(0.05)
+
+    # -- log events
+    def log_lines(self, *needles):
+        """Log lines that contain every one of needles."""
+        return [l for l in self.log_text().splitlines() if all(n in l for n in needles)]
+
+    def wait_log(self, *needles, n=1, timeout=WAIT):
+        """Wait until at least n log lines contain every one of needles;
+        returns them."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lines = self.log_lines(*needles)
+            if len(lines) >= n:
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError("%d log line(s) with %r after %.0fs, expected %d; log tail:\n%s"
+                                     % (len(lines), needles, timeout, n,
+                                        "\n".join(self.log_text().splitlines()[-15:])))
+            time.sleep(0.05)
+
+    def unsettled(self, qids=None):
+        """Which of qids (default: every message tern acknowledged, by the
+        log's committed and queued lines) tern has not finished with yet:
+        finished is removed (every recipient delivered or failed) or
+        deferred (waiting for a retry)."""
+        text = self.log_text()
+        if qids is None:
+            qids = set(COMMITTED_RE.findall(text)) | set(QUEUED_LOG_RE.findall(text))
+        settled = set(m.group(1) for m in SETTLED_RE.finditer(text))
+        return sorted(set(q.lower() for q in qids if q) - settled)
+
+    def wait_settled(self, qids=None, timeout=WAIT):
+        """Wait until tern has finished with the messages (unsettled()).
+        After it, "exactly n copies" or "no mail" is checked without a race
+        and without a guessed sleep: nothing is left that could still
+        arrive."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = self.unsettled(qids)
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("tern did not finish with %s within %.0fs; log lines:\n%s"
+                                     % (left, timeout, "\n".join(l for l in self.log_text().splitlines()
+                                                                  if any(q in l for q in left))[-3000:]))
             time.sleep(0.05)
 
     def find_token_anywhere(self, tok):
@@ -1107,8 +1170,10 @@ class TernTestCase(unittest.TestCase):
                 return r
         self.fail("%sexpected one of %s, got %r" % ((msg + ": ") if msg else "", list(allowed), r))
 
-    def assertNoMail(self, user, domain=DOMAIN, settle=0.7):
-        time.sleep(settle)
+    def assertNoMail(self, user, domain=DOMAIN, qids=None):
+        """user got nothing, once tern has finished with qids (default:
+        every message it acknowledged)."""
+        self.tern.wait_settled(qids)
         msgs = self.tern.messages(user, domain)
         if msgs:
             self.fail("%s@%s got %d message(s), expected none; first:\n%r" % (user, domain, len(msgs), msgs[0][:500]))

@@ -308,7 +308,7 @@ class Recipients(TernTestCase):
         for u in users[:5]:
             self.tern.wait_for_token(tok, u)
         for u in users[5:]:
-            self.assertNoMail(u, settle=0.5)
+            self.assertNoMail(u)
 
 
 class LineLength(TernTestCase):

@@ -6,7 +6,8 @@ Fake TAP (as cmocka writes it) goes through the same functions run.py
 uses for a real binary: a plan that does not match its results, no TAP at
 all, a result line printed twice, a non-zero exit after only "ok" lines,
 and a tests/unit/test_*.c without its binary are each one failure; strict
-mode (CI=true) turns every skip outside the allow-list into a failure.
+mode (CI=true) turns every skip outside the allow-list into a failure; a
+test in KNOWN_BUGS that passes is a failure.
 One fake binary (a shell script) runs through run_unit_binary() end to end.
 Needs no tern.
 """
@@ -171,6 +172,20 @@ class StrictMode(unittest.TestCase):
             self.assertNotRegex(name, r"[*?]", "allow-list entries are names, not patterns")
         out = run.enforce_strict([("SKIP", "unit[tern] test_queue:test_memory_per_message_2", "")], True)
         self.assertEqual(out[0][0], "FAIL")
+
+    def test_known_bugs(self):
+        known = {"integration test_x.C.test_bug": "the bug"}
+        items = [("FAIL", "integration[tern] test_x.C.test_bug", "Traceback\nAssertionError: 2 != 1"),
+                 ("PASS", "integration[asan] test_x.C.test_bug", ""),
+                 ("FAIL", "integration[asan] test_x.C.test_other", "")]
+        out = run.apply_known_bugs(items, known)
+        self.assertEqual([st for st, _, _ in out], ["KNOWN", "FAIL", "FAIL"])
+        self.assertIn("the bug", out[0][2])
+        self.assertIn("remove its entry", out[1][2])
+        # a known bug is not a skip strict mode refuses
+        self.assertEqual(run.enforce_strict(out[:1], True)[0][0], "KNOWN")
+        for name in run.KNOWN_BUGS:
+            self.assertNotRegex(name, r"\[", "KNOWN_BUGS names carry no build label")
 
     def test_ci_variable(self):
         self.assertTrue(run.strict_from_env({"CI": "true"}))

@@ -638,7 +638,7 @@ class StartTls(TlsCase):
             self.assertSilent(c, what="injected commands answered over TLS")
             self.assertReply(c.cmd("RCPT TO:<%s@%s>" % (u, DOMAIN)), 503, "5.5.1",
                              "RCPT after the handshake (no EHLO, no MAIL)")
-        self.assertNoMail(u, settle=1.5)
+        self.assertNoMail(u)
 
     # -- trace information and the log
     def test_received_says_esmtps_tls13(self):
