@@ -130,6 +130,14 @@ def token(prefix="tok"):
     return "%s-%d-%08x" % (prefix, os.getpid(), random.getrandbits(32))
 
 
+def _poll_pause(pause):
+    """Sleep between two polls of the log, starting short and growing to
+    0.5 s: a big log is parsed again at each poll."""
+    pause = min(0.5, max(0.02, pause * 1.5))
+    time.sleep(pause)
+    return pause
+
+
 def queue_id(text):
     m = QUEUED_RE.search(text)
     return m.group(1) if m else None
@@ -653,7 +661,7 @@ class Tern:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         return env
 
-    def start(self, timeout=20.0, wait=True):
+    def start(self, timeout=WAIT, wait=True):
         assert self.proc is None, "already running"
         attempts = 3
         for attempt in range(attempts):
@@ -684,7 +692,7 @@ class Tern:
                     continue
                 raise
 
-    def wait_ready(self, timeout=20.0):
+    def wait_ready(self, timeout=WAIT):
         """Poll until every listener greets with 220 (or tern exits)."""
         deadline = time.monotonic() + timeout
         for port in self.ports:
@@ -712,7 +720,7 @@ class Tern:
         self.snapshot_pids()
         return self
 
-    def health_check(self, timeout=10.0):
+    def health_check(self, timeout=DEFAULT_TIMEOUT):
         """None if a new connection gets a 220 within timeout (421s from
         connection limits still counting closed sessions are retried), else
         what went wrong."""
@@ -815,7 +823,7 @@ class Tern:
         with _LIVE_LOCK:
             _LIVE.discard(self)
 
-    def restart(self, timeout=20.0):
+    def restart(self, timeout=WAIT):
         self.stop()
         return self.start(timeout)
 
@@ -1006,6 +1014,7 @@ class Tern:
         """Wait until at least n log lines contain every one of needles;
         returns them."""
         deadline = time.monotonic() + timeout
+        pause = 0
         while True:
             lines = self.log_lines(*needles)
             if len(lines) >= n:
@@ -1014,34 +1023,36 @@ class Tern:
                 raise AssertionError("%d log line(s) with %r after %.0fs, expected %d; log tail:\n%s"
                                      % (len(lines), needles, timeout, n,
                                         "\n".join(self.log_text().splitlines()[-15:])))
-            time.sleep(0.05)
+            pause = _poll_pause(pause)
 
-    def unsettled(self, qids=None):
+    def unsettled(self, qids=None, removed_only=False):
         """Which of qids (default: every message tern acknowledged, by the
         log's committed and queued lines) tern has not finished with yet:
-        finished is removed (every recipient delivered or failed) or
-        deferred (waiting for a retry)."""
+        finished is removed (every recipient delivered or failed) or, unless
+        removed_only, deferred (waiting for a retry)."""
         text = self.log_text()
         if qids is None:
             qids = set(COMMITTED_RE.findall(text)) | set(QUEUED_LOG_RE.findall(text))
-        settled = set(m.group(1) for m in SETTLED_RE.finditer(text))
+        settled = set(m.group(1) for m in SETTLED_RE.finditer(text)
+                      if m.group(2) == "removed" or not removed_only)
         return sorted(set(q.lower() for q in qids if q) - settled)
 
-    def wait_settled(self, qids=None, timeout=WAIT):
+    def wait_settled(self, qids=None, timeout=WAIT, removed_only=False):
         """Wait until tern has finished with the messages (unsettled()).
         After it, "exactly n copies" or "no mail" is checked without a race
         and without a guessed sleep: nothing is left that could still
-        arrive."""
+        arrive (with removed_only, not even a retry)."""
         deadline = time.monotonic() + timeout
+        pause = 0
         while True:
-            left = self.unsettled(qids)
+            left = self.unsettled(qids, removed_only)
             if not left:
                 return
             if time.monotonic() > deadline:
                 raise AssertionError("tern did not finish with %s within %.0fs; log lines:\n%s"
                                      % (left, timeout, "\n".join(l for l in self.log_text().splitlines()
                                                                   if any(q in l for q in left))[-3000:]))
-            time.sleep(0.05)
+            pause = _poll_pause(pause)
 
     def find_token_anywhere(self, tok):
         b = tok.encode()
@@ -1067,7 +1078,7 @@ class Tern:
                 pass
         return hits
 
-    def wait_incoming_empty(self, timeout=15.0):
+    def wait_incoming_empty(self, timeout=WAIT):
         """spool/incoming holds no file (a missing directory counts as empty)."""
         deadline = time.monotonic() + timeout
         while True:

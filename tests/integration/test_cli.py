@@ -168,7 +168,7 @@ class Cli(TernTestCase):
                                 stdout=outf, stderr=errf, start_new_session=True)
         harness._record_pid(proc.pid, proc.pid)
         try:
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + harness.WAIT
             while True:
                 self.assertIsNone(proc.poll(), "tern serve exited: %s" % open(errf.name).read()[-2000:])
                 try:
@@ -190,7 +190,7 @@ class Cli(TernTestCase):
                 self.assertReply(c.cmd("RCPT TO:<nosuchuser@localhost>"), 550, "5.1.1")
                 self.assertReply(c.cmd("RCPT TO:<someone@other.test>"), 250, "2.1.5")   # 127/8 may relay
             box = os.path.join(self.dir, "var", "mail", "localhost", "postmaster")
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + harness.WAIT
             found = False
             while not found and time.monotonic() < deadline:
                 for sub in ("new", "cur"):

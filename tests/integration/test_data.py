@@ -178,7 +178,7 @@ class DataContent(TernTestCase):
                 c.send(cut)
             time.sleep(0.2)
             c.close()
-        self.tern.wait_incoming_empty(timeout=20)
+        self.tern.wait_incoming_empty()
         self.assertNoMail(user)
         # and tern still works
         tok, _ = self.tern.send([user + "@" + DOMAIN])
@@ -192,7 +192,7 @@ class DataContent(TernTestCase):
         c.send(b"BDAT 1000 LAST\r\nSubject: cut\r\n\r\nonly part")
         time.sleep(0.2)
         c.close()
-        self.tern.wait_incoming_empty(timeout=20)
+        self.tern.wait_incoming_empty()
         self.assertNoMail(user)
 
     def test_many_messages_one_connection(self):

@@ -60,7 +60,7 @@ class Hostile(TernTestCase):
             errors = [r for r in seen if r.code >= 500]
             self.assertTrue(all(500 <= r.code < 600 for r in seen[:-1]), seen)
             self.assertIn(len(errors), (9, 10, 11), "421 comes after max_errors (10) errors: %r" % seen)
-            self.assertTrue(c.wait_closed(10), "connection not closed after 421")
+            self.assertTrue(c.wait_closed(), "connection not closed after 421")
 
     def test_bare_lf_and_cr_commands_do_not_crash(self):
         with self.tern.session() as c:

@@ -38,7 +38,7 @@ class Pipelining(TernTestCase):
             self.assertReply(c.read_reply(), 250, "2.0.0")
             self.assertReply(c.read_reply(), 250, "2.0.0")
             self.assertReply(c.read_reply(), 221, "2.0.0")
-            self.assertTrue(c.wait_closed(10))
+            self.assertTrue(c.wait_closed())
         self.tern.wait_for_token(tok, u1)
         self.tern.wait_for_token(tok, u2)
 

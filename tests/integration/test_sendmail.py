@@ -370,7 +370,7 @@ class SubmitSocketLimit(TernTestCase):
             held[0].sendall(b"NOOP\r\n")
             self.assertTrue(held[0].recv(512).startswith(b"250 "))
             held.pop(0).close()
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + harness.WAIT
             while True:
                 s, g = local_greeting(path)
                 if g.startswith(b"220 "):

@@ -1118,7 +1118,7 @@ class TlsConfig(TlsCase):
         _, other_key = self.pki.issue(HOSTNAME)
         t = self.make_tern(options={"tls_certificate": cert, "tls_key": other_key})
         try:
-            t.start(timeout=20)
+            t.start()
         except harness.TernStartError as e:
             msg = str(e)
             m = re.search(r"exited with status (-?\d+)", msg)
