@@ -18,7 +18,8 @@ run.py - tern's test driver (what `make test` runs after building).
    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0; the harness fails a test
    whose tern stderr shows a sanitizer report.
 
-One line per test (PASS/FAIL/SKIP name), failure details indented below,
+One line per test (PASS/FAIL/SKIP name), failure details and notes a test
+made with harness.note() indented below,
 and last exactly one line "N passed, N failed" (", N skipped" if any).
 Exit status 1 if anything failed.
 
@@ -151,6 +152,9 @@ class Results:
                     last = [d for d in detail.strip().splitlines() if d.strip()][-1:]
                     for d in last:     # how it failed: still the bug?
                         print("    " + d.strip())
+                if status == "PASS" and detail:      # notes (harness.note)
+                    for d in detail.rstrip().splitlines():
+                        print("    " + d)
                 if status == "FAIL":
                     self.failures.append(name)
                     if detail:
@@ -340,6 +344,12 @@ def worker_main(args):
         def stopTest(self, test):
             super().stopTest(test)
             if self.cur is not None:
+                # harness.note(): what a test reports besides pass/fail
+                h = sys.modules.get("harness")
+                notes = list(getattr(h, "NOTES", []))
+                if notes:
+                    del h.NOTES[:]
+                    self.cur["detail"] = "".join("note: %s\n" % n for n in notes) + self.cur["detail"]
                 emit(self.cur["status"], self.cur["id"], self.cur["detail"])
             self.cur = None
 

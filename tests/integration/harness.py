@@ -130,6 +130,16 @@ def token(prefix="tok"):
     return "%s-%d-%08x" % (prefix, os.getpid(), random.getrandbits(32))
 
 
+NOTES = []
+
+
+def note(text):
+    """Report text with the current test's result line (tests/run.py
+    prints it indented below, also when the test passes): a measurement
+    worth seeing that is not (yet) a pass/fail criterion."""
+    NOTES.append(text)
+
+
 def _poll_pause(pause):
     """Sleep between two polls of the log, starting short and growing to
     0.5 s: a big log is parsed again at each poll."""
