@@ -589,6 +589,7 @@ class Tern:
         self.proc = None
         self.pgid = None
         self.known_pids = {}        # pid -> starttime, for cleanup by PID
+        self.traced = False         # self.proc is strace, tern its child (start_traced)
         self.stderr_offset = 0      # sanitizer check position
         self._fresh = 0
         self._user_pool = list(FILE_USERS[4:])
@@ -793,13 +794,42 @@ class Tern:
         for p, s in list(self.known_pids.items()):
             _signal_pid(p, signal.SIGKILL, s)
 
-    def stop(self, timeout=15.0):
+    def start_traced(self, trace, syscalls, strace_args=(), timeout=WAIT):
+        """Start tern under `strace -f` (every process and thread), tracing
+        syscalls into the file trace; strace_args add options (-ttt, -y,
+        -s N). LeakSanitizer cannot run under ptrace, so the ASan build runs
+        without it (the rest of ASan still does). stop() then stops tern,
+        and strace exits with it."""
+        strace = shutil.which("strace")
+        if strace is None:
+            raise AssertionError("strace is missing (make deps installs it)")
+        orig_command, orig_env = self.command, self.env
+        self.command = lambda *a: ([strace, "-f", "-qq", "-o", trace, "-e", "trace=" + ",".join(syscalls)]
+                                   + list(strace_args) + orig_command(*a))
+        self.env = lambda: dict(orig_env(), ASAN_OPTIONS="detect_leaks=0:abort_on_error=0")
+        try:
+            self.start(timeout)
+            self.traced = True
+        finally:
+            self.command, self.env = orig_command, orig_env
+        return self
+
+    def stop(self, timeout=30.0):
         """SIGTERM the parent by PID; SIGKILL the group after timeout.
         Returns the parent's exit status (None if it was not running)."""
         if self.proc is None:
             return None
         self.snapshot_pids()
         rc = self.proc.poll()
+        if rc is None and self.traced:
+            # strace detaches on SIGTERM and leaves tern running: signal
+            # tern itself (strace's child); strace exits when tern has.
+            for k in proc_children(self.proc.pid):
+                _signal_pid(k, signal.SIGTERM, self.known_pids.get(k))
+            try:
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
         if rc is None:
             _signal_pid(self.proc.pid, signal.SIGTERM)
             try:
@@ -830,6 +860,7 @@ class Tern:
             _unrecord_pid(self.proc.pid)
         self.proc = None
         self.known_pids = {}
+        self.traced = False
         with _LIVE_LOCK:
             _LIVE.discard(self)
 
