@@ -61,7 +61,8 @@ ASAN_OPTIONS = "detect_leaks=1:abort_on_error=0"
 UNIT_TIMEOUT = 300
 FILE_TIMEOUT = 600
 # Files that take longest start first so two workers finish together.
-SLOW_FIRST = ["test_crash.py", "test_limits.py", "test_smuggling.py", "test_processes.py"]
+SLOW_FIRST = ["test_outbound.py", "test_dsn.py", "test_routes.py", "test_dns.py", "test_tls.py",
+              "test_auth.py", "test_limits.py", "test_crash.py"]
 # Tests that may skip in strict mode: opt-in measurements, not checks.
 # Full test names as printed, one per build.
 ALLOWED_SKIPS = [
