@@ -549,12 +549,11 @@ def main():
             files = sorted(glob.glob(os.path.join(INTEGRATION_DIR, "test_*.py")))
             files.sort(key=lambda p: (SLOW_FIRST.index(os.path.basename(p))
                                       if os.path.basename(p) in SLOW_FIRST else len(SLOW_FIRST)))
-            jobs = []
             for label, b in variants:
                 if not os.access(os.path.join(REPO, b), os.X_OK):
                     print("# %s not built: its integration tests are skipped" % b)
-                for p in files:
-                    jobs.append((label, b, p))
+            # file by file, both builds: the slow files of both start first
+            jobs = [(label, b, p) for p in files for label, b in variants]
             futs = {pool.submit(run_integration_file, l, b, p, args.k, piddir): (l, p) for l, b, p in jobs}
             for f in concurrent.futures.as_completed(futs):
                 l, p = futs[f]
