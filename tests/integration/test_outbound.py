@@ -535,7 +535,9 @@ class OutboundDelivery(OutboundCase):
                           what="idle connection to %s closed" % r.name)
             self.assertTrue(netfixtures.wait_for(lambda: all(e is not None for _, e in r.intervals()), WAIT),
                             "%s: a connection is still open: %s" % (r.name, r.intervals()))
-        # Nothing came twice, also after the connections closed.
+        # Nothing came twice, also after the connections closed and tern
+        # removed every message (no attempt can come after that).
+        self.wait_removed([s.qid for s in subs], "equal-preference MX messages")
         twice = dict((t, w) for t, w in where().items() if len(w) > 1)
         self.assertEqual(twice, {}, "delivered more than once")
         self.assertEqual(sum(len(r.transactions()) for r in rcvs), n)
