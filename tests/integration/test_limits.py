@@ -307,7 +307,7 @@ class JunkCommands(TernTestCase):
                 self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
             self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
             self.assertReply(c.cmd("NOOP"), 421, "4.7.0")
-            self.assertTrue(c.wait_closed(10))
+            self.assertTrue(c.wait_closed())
 
 
 # the IPv6 addresses of the namespace's loopback: tern's, then clients'
@@ -363,7 +363,7 @@ class Ipv6Clients(TernTestCase):
             self.assertEqual(g.code, third_code, g)
             if third_code == 421:
                 self.assertEqual(g.enh, "4.7.0", g)
-                self.assertTrue(c.wait_closed(10))
+                self.assertTrue(c.wait_closed())
                 self.assertIn("client=%s reason=max_connections_per_ip" % V6_SAME_NET[2],
                               t.log_text())
             c, g = self._greet(port6, V6_OTHER_NET)     # another /64

@@ -147,7 +147,7 @@ class Pipelining(TernTestCase):
             self.assertReply(c.read_reply(), 354)
             c.send(harness.dot_stuff(harness.simple_body(tok)) + b".\r\n")
             self.assertReply(c.read_reply(), 250, "2.0.0")
-        msgs = self.tern.wait_for_mail(user, 1, settle=0.5)
+        msgs = self.tern.wait_for_mail(user, 1, exact=True)
         self.assertEqual(sum(1 for m in msgs if tok.encode() in m), 1)
 
     def _concurrent(self, c, data, nreplies):
