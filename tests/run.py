@@ -156,9 +156,10 @@ class Results:
                 print(line)
                 if status == "KNOWN":
                     self.known.append(name)
-                    last = [d for d in detail.strip().splitlines() if d.strip()][-1:]
-                    for d in last:     # how it failed: still the bug?
-                        print("    " + d.strip())
+                    lines = [d.strip() for d in detail.strip().splitlines() if d.strip()]
+                    errs = [d for d in lines if re.match(r"^[\w.]+(Error|Exception)\b", d)]
+                    for d in (errs or lines)[-1:]:     # how it failed: still the bug?
+                        print("    " + d[:300])
                 if status == "PASS" and detail:      # notes (harness.note)
                     for d in detail.rstrip().splitlines():
                         print("    " + d)
