@@ -1,6 +1,9 @@
 #!/bin/sh
 # deps.sh - install the Debian packages tern builds, tests and benchmarks
-# with, when they are missing. As root it installs them (and creates the
+# with, when they are missing. Every tool a test runs is here (strace for
+# the durability and socket-mode tests, mount for the small-filesystem
+# test, util-linux for setpriv/runuser/unshare): in CI a test that skips
+# for want of one fails (tests/run.py --strict). As root it installs them (and creates the
 # unprivileged system users tern drops to); otherwise it lists what is
 # missing and fails.
 set -eu
@@ -8,7 +11,7 @@ set -eu
 PACKAGES="gcc make pkg-config libc6-dev libevent-dev libcmocka-dev libcrypt-dev
 python3 python3-aiosmtpd python3-dnspython swaks dnsmasq-base postfix
 libunbound-dev libidn2-dev libssl-dev openssl ca-certificates libio-socket-ssl-perl
-iproute2 procps"
+iproute2 procps strace mount util-linux"
 
 missing=""
 for p in $PACKAGES; do

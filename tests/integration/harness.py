@@ -51,6 +51,13 @@ SANITIZER_PATTERNS = ("ERROR: AddressSanitizer", "runtime error:", "LeakSanitize
 QUEUED_RE = re.compile(r"queued as ([0-9A-Fa-f]{16})\b")
 ENH_RE = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?: |$)")
 DEFAULT_TIMEOUT = 30.0   # socket timeout; generous for the ASan build on a busy box
+# Upper bound of a wait for something tern does (a delivery, a log line).
+# Waits poll and return as soon as it happened, so only a failure waits
+# this long; generous, since the machines are shared and the ASan build slow.
+WAIT = 90.0
+COMMITTED_RE = re.compile(r"\bqueue id=([0-9a-f]{16}) event=committed\b")
+QUEUED_LOG_RE = re.compile(r"\bevent=queued id=([0-9a-f]{16})\b")
+SETTLED_RE = re.compile(r"\bqueue id=([0-9a-f]{16}) event=(removed|deferred)\b")
 
 # Local users of the default test domain. alice, bob and postmaster are
 # inline mailboxes; the rest come from the users file. Tests that count
@@ -121,6 +128,24 @@ def crlf_to_lf(b):
 
 def token(prefix="tok"):
     return "%s-%d-%08x" % (prefix, os.getpid(), random.getrandbits(32))
+
+
+NOTES = []
+
+
+def note(text):
+    """Report text with the current test's result line (tests/run.py
+    prints it indented below, also when the test passes): a measurement
+    worth seeing that is not (yet) a pass/fail criterion."""
+    NOTES.append(text)
+
+
+def _poll_pause(pause):
+    """Sleep between two polls of the log, starting short and growing to
+    0.5 s: a big log is parsed again at each poll."""
+    pause = min(0.5, max(0.02, pause * 1.5))
+    time.sleep(pause)
+    return pause
 
 
 def queue_id(text):
@@ -468,6 +493,7 @@ class CheckedSMTP(smtplib.SMTP):
 
     def __init__(self, *a, **kw):
         self._skip_next_check = True       # the greeting
+        self.queue_ids = []
         kw.setdefault("local_hostname", "client.test")   # no FQDN lookups
         kw.setdefault("timeout", DEFAULT_TIMEOUT)
         super().__init__(*a, **kw)
@@ -483,6 +509,14 @@ class CheckedSMTP(smtplib.SMTP):
     def helo(self, *a, **kw):
         self._skip_next_check = True
         return super().helo(*a, **kw)
+
+    def data(self, msg):
+        """smtplib's data(); the queue id of each accepted message is kept
+        in self.queue_ids (sendmail() does not return it)."""
+        code, text = super().data(msg)
+        if code == 250:
+            self.queue_ids.append(queue_id(text.decode("utf-8", "replace")))
+        return code, text
 
     def getreply(self):
         code, msg = super().getreply()
@@ -555,6 +589,7 @@ class Tern:
         self.proc = None
         self.pgid = None
         self.known_pids = {}        # pid -> starttime, for cleanup by PID
+        self.traced = False         # self.proc is strace, tern its child (start_traced)
         self.stderr_offset = 0      # sanitizer check position
         self._fresh = 0
         self._user_pool = list(FILE_USERS[4:])
@@ -637,7 +672,7 @@ class Tern:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
         return env
 
-    def start(self, timeout=20.0, wait=True):
+    def start(self, timeout=WAIT, wait=True):
         assert self.proc is None, "already running"
         attempts = 3
         for attempt in range(attempts):
@@ -668,7 +703,7 @@ class Tern:
                     continue
                 raise
 
-    def wait_ready(self, timeout=20.0):
+    def wait_ready(self, timeout=WAIT):
         """Poll until every listener greets with 220 (or tern exits)."""
         deadline = time.monotonic() + timeout
         for port in self.ports:
@@ -696,7 +731,7 @@ class Tern:
         self.snapshot_pids()
         return self
 
-    def health_check(self, timeout=10.0):
+    def health_check(self, timeout=DEFAULT_TIMEOUT):
         """None if a new connection gets a 220 within timeout (421s from
         connection limits still counting closed sessions are retried), else
         what went wrong."""
@@ -759,13 +794,42 @@ class Tern:
         for p, s in list(self.known_pids.items()):
             _signal_pid(p, signal.SIGKILL, s)
 
-    def stop(self, timeout=15.0):
+    def start_traced(self, trace, syscalls, strace_args=(), timeout=WAIT):
+        """Start tern under `strace -f` (every process and thread), tracing
+        syscalls into the file trace; strace_args add options (-ttt, -y,
+        -s N). LeakSanitizer cannot run under ptrace, so the ASan build runs
+        without it (the rest of ASan still does). stop() then stops tern,
+        and strace exits with it."""
+        strace = shutil.which("strace")
+        if strace is None:
+            raise AssertionError("strace is missing (make deps installs it)")
+        orig_command, orig_env = self.command, self.env
+        self.command = lambda *a: ([strace, "-f", "-qq", "-o", trace, "-e", "trace=" + ",".join(syscalls)]
+                                   + list(strace_args) + orig_command(*a))
+        self.env = lambda: dict(orig_env(), ASAN_OPTIONS="detect_leaks=0:abort_on_error=0")
+        try:
+            self.start(timeout)
+            self.traced = True
+        finally:
+            self.command, self.env = orig_command, orig_env
+        return self
+
+    def stop(self, timeout=30.0):
         """SIGTERM the parent by PID; SIGKILL the group after timeout.
         Returns the parent's exit status (None if it was not running)."""
         if self.proc is None:
             return None
         self.snapshot_pids()
         rc = self.proc.poll()
+        if rc is None and self.traced:
+            # strace detaches on SIGTERM and leaves tern running: signal
+            # tern itself (strace's child); strace exits when tern has.
+            for k in proc_children(self.proc.pid):
+                _signal_pid(k, signal.SIGTERM, self.known_pids.get(k))
+            try:
+                rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
         if rc is None:
             _signal_pid(self.proc.pid, signal.SIGTERM)
             try:
@@ -796,10 +860,11 @@ class Tern:
             _unrecord_pid(self.proc.pid)
         self.proc = None
         self.known_pids = {}
+        self.traced = False
         with _LIVE_LOCK:
             _LIVE.discard(self)
 
-    def restart(self, timeout=20.0):
+    def restart(self, timeout=WAIT):
         self.stop()
         return self.start(timeout)
 
@@ -948,9 +1013,10 @@ class Tern:
                     out.append((dom, u))
         return out
 
-    def wait_for_mail(self, user, n=1, timeout=30.0, domain=DOMAIN, settle=0.0):
-        """Wait until user has at least n messages; with settle, wait that much
-        longer and require exactly n. Returns the messages."""
+    def wait_for_mail(self, user, n=1, timeout=WAIT, domain=DOMAIN, exact=False):
+        """Wait until user has at least n messages; with exact, wait until
+        tern has settled every message (wait_settled) and require exactly n.
+        Returns the messages."""
         deadline = time.monotonic() + timeout
         while True:
             msgs = self.messages(user, domain)
@@ -960,14 +1026,14 @@ class Tern:
                 raise AssertionError("%s@%s has %d message(s) after %.0fs, expected %d; stderr tail:\n%s"
                                      % (user, domain, len(msgs), timeout, n, self.stderr_tail(15)))
             time.sleep(0.05)
-        if settle:
-            time.sleep(settle)
+        if exact:
+            self.wait_settled(timeout=timeout)
             msgs = self.messages(user, domain)
             if len(msgs) != n:
                 raise AssertionError("%s@%s has %d messages, expected exactly %d" % (user, domain, len(msgs), n))
         return msgs
 
-    def wait_for_token(self, tok, user, domain=DOMAIN, timeout=30.0):
+    def wait_for_token(self, tok, user, domain=DOMAIN, timeout=WAIT):
         """The one message in user's Maildir that contains tok."""
         deadline = time.monotonic() + timeout
         b = tok.encode()
@@ -979,6 +1045,55 @@ class Tern:
                 raise AssertionError("message %s never reached %s@%s; stderr tail:\n%s"
                                      % (tok, user, domain, self.stderr_tail(15)))
             time.sleep(0.05)
+
+    # -- log events
+    def log_lines(self, *needles):
+        """Log lines that contain every one of needles."""
+        return [l for l in self.log_text().splitlines() if all(n in l for n in needles)]
+
+    def wait_log(self, *needles, n=1, timeout=WAIT):
+        """Wait until at least n log lines contain every one of needles;
+        returns them."""
+        deadline = time.monotonic() + timeout
+        pause = 0
+        while True:
+            lines = self.log_lines(*needles)
+            if len(lines) >= n:
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError("%d log line(s) with %r after %.0fs, expected %d; log tail:\n%s"
+                                     % (len(lines), needles, timeout, n,
+                                        "\n".join(self.log_text().splitlines()[-15:])))
+            pause = _poll_pause(pause)
+
+    def unsettled(self, qids=None, removed_only=False):
+        """Which of qids (default: every message tern acknowledged, by the
+        log's committed and queued lines) tern has not finished with yet:
+        finished is removed (every recipient delivered or failed) or, unless
+        removed_only, deferred (waiting for a retry)."""
+        text = self.log_text()
+        if qids is None:
+            qids = set(COMMITTED_RE.findall(text)) | set(QUEUED_LOG_RE.findall(text))
+        settled = set(m.group(1) for m in SETTLED_RE.finditer(text)
+                      if m.group(2) == "removed" or not removed_only)
+        return sorted(set(q.lower() for q in qids if q) - settled)
+
+    def wait_settled(self, qids=None, timeout=WAIT, removed_only=False):
+        """Wait until tern has finished with the messages (unsettled()).
+        After it, "exactly n copies" or "no mail" is checked without a race
+        and without a guessed sleep: nothing is left that could still
+        arrive (with removed_only, not even a retry)."""
+        deadline = time.monotonic() + timeout
+        pause = 0
+        while True:
+            left = self.unsettled(qids, removed_only)
+            if not left:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("tern did not finish with %s within %.0fs; log lines:\n%s"
+                                     % (left, timeout, "\n".join(l for l in self.log_text().splitlines()
+                                                                  if any(q in l for q in left))[-3000:]))
+            pause = _poll_pause(pause)
 
     def find_token_anywhere(self, tok):
         b = tok.encode()
@@ -1004,7 +1119,7 @@ class Tern:
                 pass
         return hits
 
-    def wait_incoming_empty(self, timeout=15.0):
+    def wait_incoming_empty(self, timeout=WAIT):
         """spool/incoming holds no file (a missing directory counts as empty)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -1107,8 +1222,10 @@ class TernTestCase(unittest.TestCase):
                 return r
         self.fail("%sexpected one of %s, got %r" % ((msg + ": ") if msg else "", list(allowed), r))
 
-    def assertNoMail(self, user, domain=DOMAIN, settle=0.7):
-        time.sleep(settle)
+    def assertNoMail(self, user, domain=DOMAIN, qids=None):
+        """user got nothing, once tern has finished with qids (default:
+        every message it acknowledged)."""
+        self.tern.wait_settled(qids)
         msgs = self.tern.messages(user, domain)
         if msgs:
             self.fail("%s@%s got %d message(s), expected none; first:\n%r" % (user, domain, len(msgs), msgs[0][:500]))

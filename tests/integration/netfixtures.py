@@ -32,7 +32,7 @@ import harness  # noqa: E402
 DNSMASQ = "/usr/sbin/dnsmasq"
 
 
-def wait_for(pred, timeout=30.0):
+def wait_for(pred, timeout=harness.WAIT):
     """pred()'s first true value within timeout seconds, else its last."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -216,7 +216,7 @@ class Dnsmasq:
             self.stop()
         raise AssertionError("dnsmasq did not start: %s" % last[-2000:])
 
-    def wait_ready(self, timeout=15.0):
+    def wait_ready(self, timeout=harness.WAIT):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and self.proc.poll() is None:
             if dns_query_rcode("127.0.0.1", self.port, self.probe, 15) == 0:

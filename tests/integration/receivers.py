@@ -210,7 +210,8 @@ class Receiver:
                           "receiver", mode="ab", cwd=self.dir)
         return self
 
-    def wait_ready(self, timeout=20.0):
+    def wait_ready(self, timeout=None):
+        timeout = timeout or _harness().WAIT
         deadline = time.monotonic() + timeout
         while not os.path.exists(self.ready_path):
             if self.proc.poll() is not None:
@@ -287,7 +288,8 @@ class Receiver:
                 end.setdefault(c, e["t"])
         return [(start[c], end.get(c)) for c in start]
 
-    def wait_transactions(self, n=1, token=None, timeout=30.0, what=""):
+    def wait_transactions(self, n=1, token=None, timeout=None, what=""):
+        timeout = timeout or _harness().WAIT
         deadline = time.monotonic() + timeout
         while True:
             tx = self.transactions(token)
@@ -494,7 +496,7 @@ class PrivatePostfix:
         self.started = True
         self._run(POSTFIX, "-c", self.conf, "start")
         pidfile = os.path.join(self.queue, "pid", "master.pid")
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + _harness().WAIT
         while time.monotonic() < deadline:
             try:
                 with open(pidfile) as f:

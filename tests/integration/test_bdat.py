@@ -50,7 +50,7 @@ class Bdat(TernTestCase):
             self.assertReply(r, 250, "2.0.0")
             self.assertTrue(harness.queue_id(r.text), r)
             self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
-        stored = self.tern.wait_for_mail(user, 1, settle=0.5)[0]
+        stored = self.tern.wait_for_mail(user, 1, exact=True)[0]
         i = stored.find(b"X-Tern-Test: " + tok.encode())
         self.assertGreater(i, 0)
         self.assertEqual(crlf_to_lf(stored[i:]), crlf_to_lf(content))
@@ -75,7 +75,7 @@ class Bdat(TernTestCase):
             for t in toks:
                 self._begin(c, user)
                 self.assertReply(self._chunk(c, harness.simple_body(t), last=True), 250, "2.0.0")
-        msgs = self.tern.wait_for_mail(user, 2, settle=0.5)
+        msgs = self.tern.wait_for_mail(user, 2, exact=True)
         for t in toks:
             self.assertEqual(sum(1 for m in msgs if t.encode() in m), 1)
 
@@ -122,7 +122,7 @@ class Bdat(TernTestCase):
             tok = harness.token("afterrset")
             self._begin(c, user)
             self.assertReply(self._chunk(c, harness.simple_body(tok), last=True), 250, "2.0.0")
-        m = self.tern.wait_for_mail(user, 1, settle=0.5)[0]
+        m = self.tern.wait_for_mail(user, 1, exact=True)[0]
         self.assertIn(tok.encode(), m)
         self.assertNotIn(b"first chunk", m)
 

@@ -81,7 +81,7 @@ class Verbs(TernTestCase):
             self.assertReply(c.cmd("NOOP some string"), 250, "2.0.0")   # RFC 5321 4.1.1.9
             self.assertReply(c.cmd("RSET"), 250, "2.0.0")
             self.assertReply(c.cmd("QUIT"), 221, "2.0.0")
-            self.assertTrue(c.wait_closed(10), "server did not close after QUIT")
+            self.assertTrue(c.wait_closed(), "server did not close after QUIT")
 
     def test_vrfy(self):
         with self.tern.session() as c:
@@ -308,7 +308,7 @@ class Recipients(TernTestCase):
         for u in users[:5]:
             self.tern.wait_for_token(tok, u)
         for u in users[5:]:
-            self.assertNoMail(u, settle=0.5)
+            self.assertNoMail(u)
 
 
 class LineLength(TernTestCase):

@@ -178,11 +178,11 @@ class DataContent(TernTestCase):
                 c.send(cut)
             time.sleep(0.2)
             c.close()
-        self.tern.wait_incoming_empty(timeout=20)
-        self.assertNoMail(user, settle=0.5)
+        self.tern.wait_incoming_empty()
+        self.assertNoMail(user)
         # and tern still works
         tok, _ = self.tern.send([user + "@" + DOMAIN])
-        self.tern.wait_for_mail(user, 1, settle=0.5)
+        self.tern.wait_for_mail(user, 1, exact=True)
 
     def test_disconnect_mid_bdat(self):
         user = self.tern.fresh_user()
@@ -192,7 +192,7 @@ class DataContent(TernTestCase):
         c.send(b"BDAT 1000 LAST\r\nSubject: cut\r\n\r\nonly part")
         time.sleep(0.2)
         c.close()
-        self.tern.wait_incoming_empty(timeout=20)
+        self.tern.wait_incoming_empty()
         self.assertNoMail(user)
 
     def test_many_messages_one_connection(self):
@@ -204,7 +204,7 @@ class DataContent(TernTestCase):
                 toks.append(t)
                 self.assertReply(c.send_message("sender@client.test", [user + "@" + DOMAIN],
                                                  harness.simple_body(t)), 250, "2.0.0")
-        msgs = self.tern.wait_for_mail(user, 20, settle=0.5)
+        msgs = self.tern.wait_for_mail(user, 20, exact=True)
         for t in toks:
             self.assertEqual(sum(1 for m in msgs if t.encode() in m), 1, t)
 

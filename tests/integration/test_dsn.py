@@ -158,7 +158,7 @@ class DSNCase(TernTestCase):
             cls.rcv = dict((r.name, r) for r in rs)
             cls.tern = harness.Tern(options=opts)
             cls.tern.start()
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + harness.WAIT
             while "relay event=ready" not in cls.tern.log_text():
                 if time.monotonic() > deadline:
                     raise AssertionError("the relay never said it was ready")
@@ -217,12 +217,21 @@ class DSNCase(TernTestCase):
             c.cmd("QUIT")
         return tok, qid
 
-    def reports_at_back(self, tok, n=1, timeout=WAIT, settle=0.0, what="report"):
-        """Reports (Report objects) that reached back.test and mention tok."""
+    def wait_reports_done(self, qid):
+        """Wait until tern has removed qid and every report it queued for
+        it from its queue: no report about qid can come after that (a
+        message owing a report is removed only once the report is queued)."""
+        self.tern.wait_settled([qid], timeout=WAIT, removed_only=True)
+        rids = re.findall(r"dsn_id=([0-9a-f]{16})", "\n".join(self.log_lines(qid, "event=dsn")))
+        self.tern.wait_settled(rids, timeout=WAIT, removed_only=True)
+
+    def reports_at_back(self, tok, n=1, timeout=WAIT, qid=None, what="report"):
+        """Reports (Report objects) that reached back.test and mention tok;
+        with qid, all there will ever be (wait_reports_done)."""
         rcv = self.rcv["back"]
         tx = rcv.wait_transactions(n, tok, timeout=timeout, what=what)
-        if settle:
-            time.sleep(settle)
+        if qid:
+            self.wait_reports_done(qid)
             tx = rcv.transactions(tok)
         out = []
         for t in tx:
@@ -232,8 +241,11 @@ class DSNCase(TernTestCase):
             out.append(self.check_report(t.data, wire=True))
         return out
 
-    def assertNoReport(self, tok, settle=4.0, what=""):
-        time.sleep(settle)
+    def assertNoReport(self, tok, qid, what=""):
+        """No report about tok reached back.test, once tern is done with
+        qid (None: nothing was queued)."""
+        if qid:
+            self.wait_reports_done(qid)
         got = self.rcv["back"].transactions(tok)
         self.assertEqual(got, [], "%s: unexpected report(s): %r" % (what, [t.data[:800] for t in got]))
 
@@ -378,7 +390,7 @@ class DeliveryStatusNotifications(DSNCase):
         tok, qid = self.submit_to("s@back.test", ["nouser2@fail.test", "fine@fail.test"],
                                   mail_params="RET=HDRS")
         self.rcv["fail"].wait_transactions(1, tok, what="the accepted recipient")
-        (rep,) = self.reports_at_back(tok, settle=2.0, what="bounce to a remote sender")
+        (rep,) = self.reports_at_back(tok, qid=qid, what="bounce to a remote sender")
         self.assertEqual(rep.msg["To"], "<s@back.test>")
         self.assertNotIn("original-envelope-id", rep.per_message, "no ENVID, no Original-Envelope-Id")
         self.assertEqual([r["final-recipient"] for r in rep.rcpts], ["rfc822;nouser2@fail.test"],
@@ -399,7 +411,7 @@ class DeliveryStatusNotifications(DSNCase):
         nx = "x@nx2-%d.test" % os.getpid()
         rcpts = ["nouser6@fail.test", nx, "nouser7@fail.test"]
         tok, qid = self.submit_to("s@back.test", rcpts)
-        (rep,) = self.reports_at_back(tok, settle=3.0, what="one report per message")
+        (rep,) = self.reports_at_back(tok, qid=qid, what="one report per message")
         self.assertEqual(sorted(r["final-recipient"] for r in rep.rcpts),
                          sorted("rfc822;" + a for a in rcpts))
         for a in ("nouser6@fail.test", "nouser7@fail.test"):
@@ -474,26 +486,26 @@ class DeliveryStatusNotifications(DSNCase):
         self.assertEqual(tx.param("ENVID"), "E+2B" + tok)
         self.assertEqual(str(tx.param("NOTIFY", rcpt)).upper(), "SUCCESS,FAILURE")
         self.assertEqual(tx.param("ORCPT", rcpt), "rfc822;p@dsnok.test")
-        self.assertNoReport(tok, what="the next hop offers DSN: it reports, not tern")
+        self.assertNoReport(tok, qid, what="the next hop offers DSN: it reports, not tern")
 
     def test_no_success_report_without_notify(self):
         tok, qid = self.submit_to("s@back.test", ["plain@ok.test", "carol@" + harness.DOMAIN])
         self.rcv["ok"].wait_transactions(1, tok)
         self.tern.wait_for_token(tok, "carol")
-        self.assertNoReport(tok, what="no NOTIFY: failures and delays only")
+        self.assertNoReport(tok, qid, what="no NOTIFY: failures and delays only")
 
     # ------------------------------------------------------------ no report
     def test_notify_never(self):
         tok, qid = self.submit_to("s@back.test", ["nouser3@fail.test"],
                                   rcpt_params={"nouser3@fail.test": "NOTIFY=NEVER"})
         self.wait_log(qid, "event=failed")
-        self.assertNoReport(tok, what="NOTIFY=NEVER")
+        self.assertNoReport(tok, qid, what="NOTIFY=NEVER")
         self.assertEqual(self.log_lines(qid, "event=dsn"), [])
 
     def test_null_sender_never_reported(self):
         tok, qid = self.submit_to("", ["nouser4@fail.test"])
         self.wait_log(qid, "event=failed")
-        time.sleep(2)
+        self.wait_reports_done(qid)
         self.assertEqual(self.log_lines(qid, "event=dsn"), [], "a report for a message from <>")
 
     def test_failing_report_is_dropped(self):
@@ -501,8 +513,7 @@ class DeliveryStatusNotifications(DSNCase):
         lines = self.wait_log(qid, "event=dsn")
         rid = re.search(r"dsn_id=([0-9a-f]{16})", lines[0]).group(1)
         self.wait_log(rid, "event=failed")
-        self.wait_log(rid, "event=removed")
-        time.sleep(2)
+        self.wait_log(rid, "event=removed")    # no report about it can come after this
         self.assertEqual(self.log_lines("id=%s event=dsn" % rid), [], "a report about a report")
         self.assertEqual(self.rcv["back"].transactions(tok), [])
 
@@ -510,7 +521,7 @@ class DeliveryStatusNotifications(DSNCase):
         tok, qid, codes = self.submit_to("s@back.test", ["x@nullmx.test"])
         self.assertIsNone(qid)
         self.assertEqual(codes[0].code, 556)
-        self.assertNoReport(tok, settle=2.0, what="refused at RCPT")
+        self.assertNoReport(tok, None, what="refused at RCPT")
 
     # ------------------------------------------------------------ delay, expiry
     def test_zz_delay_once_then_expired(self):
@@ -549,7 +560,7 @@ class DeliveryStatusNotifications(DSNCase):
         self.assertGreaterEqual(len(self.rcv["slow"].rcpt_replies("wait@slow.test")), 5)
         # NOTIFY=FAILURE: the failure, never a delay report
         reps2 = self.reports_at_back(tok2, n=1, timeout=max(5, WAIT - (time.monotonic() - sub_t)),
-                                     settle=2.0, what="NOTIFY=FAILURE")
+                                     qid=qid2, what="NOTIFY=FAILURE")
         self.assertEqual([r.rcpts[0]["action"] for r in reps2], ["failed"])
         self.assertEqual(len(self.log_lines(qid, "event=dsn", "action=delayed")), 1)
 

@@ -60,7 +60,7 @@ class Hostile(TernTestCase):
             errors = [r for r in seen if r.code >= 500]
             self.assertTrue(all(500 <= r.code < 600 for r in seen[:-1]), seen)
             self.assertIn(len(errors), (9, 10, 11), "421 comes after max_errors (10) errors: %r" % seen)
-            self.assertTrue(c.wait_closed(10), "connection not closed after 421")
+            self.assertTrue(c.wait_closed(), "connection not closed after 421")
 
     def test_bare_lf_and_cr_commands_do_not_crash(self):
         with self.tern.session() as c:
@@ -75,50 +75,53 @@ class Hostile(TernTestCase):
             self.assertEqual(r.code, 214, c.replies)
             self.assertReply(c.cmd("RSET"), 250, "2.0.0")
 
-    def _blast(self, data, chunk=4096):
-        """Send data in chunks while collecting replies; stop at close/reset."""
+    def _blast(self, data, chunk=4096, timeout=120.0):
+        """Send data and then QUIT, reading tern's replies all the while;
+        returns (received, closed), closed meaning tern closed the
+        connection before it answered the QUIT (221).
+
+        The end is always tern closing the connection (EOF or reset), never
+        a silence: a greeting can take seconds on a busy machine. A failed
+        send (tern closed and reset) stops the sending only: the replies
+        tern wrote before closing are still in our receive buffer and are
+        read up to the EOF or the reset. The CRLF before the QUIT ends a
+        partial line of data, so the QUIT is a command of its own."""
         s = socket.create_connection(("127.0.0.1", self.tern.port), timeout=30)
+        s.setblocking(False)
+        out = data + b"\r\nQUIT\r\n"
         received = b""
-        closed = False
+        pos = 0
+        eof = False
+        deadline = time.monotonic() + timeout
         try:
-            pos = 0
-            while pos < len(data) and not closed:
-                try:
-                    s.sendall(data[pos:pos + chunk])
-                except (BrokenPipeError, ConnectionResetError):
-                    closed = True
-                    break
-                pos += chunk
-                while True:
-                    r, _, _ = select.select([s], [], [], 0)
-                    if not r:
-                        break
+            while not eof:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.fail("tern neither closed the connection nor answered QUIT within %.0fs "
+                              "(sent %d of %d bytes); received %r" % (timeout, pos, len(out), received[-300:]))
+                r, w, _ = select.select([s], [s] if pos < len(out) else [], [], left)
+                if r:
                     try:
                         b = s.recv(65536)
+                    except BlockingIOError:
+                        b = None
                     except ConnectionResetError:
                         b = b""
-                    if not b:
-                        closed = True
-                        break
-                    received += b
-            deadline = time.monotonic() + 15
-            while not closed and time.monotonic() < deadline:
-                r, _, _ = select.select([s], [], [], 0.5)
-                if not r:
-                    if pos >= len(data):
-                        break
-                    continue
-                try:
-                    b = s.recv(65536)
-                except ConnectionResetError:
-                    b = b""
-                if not b:
-                    closed = True
-                else:
-                    received += b
+                    if b == b"":
+                        eof = True
+                    elif b:
+                        received += b
+                if w and not eof:
+                    try:
+                        pos += s.send(out[pos:pos + chunk])
+                    except BlockingIOError:
+                        pass
+                    except (BrokenPipeError, ConnectionResetError):
+                        pos = len(out)      # tern closed: read what it wrote before
         finally:
             s.close()
-        return received, closed
+        replies = (b"\r\n" + received).split(b"\r\n221 ")
+        return received, len(replies) == 1
 
     def _check_replies(self, received):
         lines = received.split(b"\r\n")
@@ -135,10 +138,25 @@ class Hostile(TernTestCase):
                 cur = []
         self.assertTrue(replies, "no reply at all: %r" % received[:200])
         self.assertEqual(replies[0].code, 220, replies[0])
-        for r in replies[1:]:
+        for i, r in enumerate(replies[1:], 1):
             harness.check_enhanced(r)
+            if r.code == 221:      # the answer to _blast's QUIT, the last word
+                self.assertEqual(i, len(replies) - 1, "replies after 221: %r" % replies[i:])
+                continue
             self.assertTrue(r.code == 421 or 500 <= r.code < 600, r)
+            if r.code == 421:
+                self.assertEqual(i, len(replies) - 1, "replies after 421: %r" % replies[i:])
         return replies
+
+    def _assert_error_limit(self, replies, closed):
+        """At most max_errors (10) error replies, give or take the one the
+        421 replaces and the one for the partial line before _blast's QUIT."""
+        errors = [r for r in replies if r.code >= 500]
+        self.assertLessEqual(len(errors), 11, "more than max_errors error replies without 421: %r"
+                             % replies[-3:])
+        if len(errors) >= 11:
+            self.assertTrue(closed and replies[-1].code == 421, "no 421 after %d errors: %r"
+                            % (len(errors), replies[-3:]))
 
     def test_binary_garbage(self):
         rnd = random.Random(20231218)
@@ -146,8 +164,7 @@ class Hostile(TernTestCase):
             data = rnd.randbytes(size)
             received, closed = self._blast(data)
             replies = self._check_replies(received)
-            if len(replies) > 12:
-                self.fail("more than max_errors error replies without 421: %d" % len(replies))
+            self._assert_error_limit(replies, closed)
 
     def test_garbage_with_line_breaks(self):
         rnd = random.Random(51764)
@@ -158,18 +175,23 @@ class Hostile(TernTestCase):
             parts.append(b"\r\n")
         received, closed = self._blast(b"".join(parts))
         replies = self._check_replies(received)
-        # 40 bad lines: the server gave up (421, unless a reset ate it) and closed.
-        self.assertTrue(closed, "server still open after 40 bad lines")
+        # 40 bad lines: the server gave up with 421 and closed before the
+        # QUIT. (Closing with our bytes unread makes the kernel send a reset,
+        # which may overtake the 421 on its way: then only the errors count.)
+        self.assertTrue(closed, "server still open after 40 bad lines: %r" % replies[-3:])
         errors = [r for r in replies if r.code >= 500]
         self.assertTrue(replies[-1].code == 421 or len(errors) >= 9, replies[-3:])
-        self.assertLessEqual(len(errors), 11, "errors past max_errors")
+        if replies[-1].code == 421:
+            self.assertEqual(replies[-1].enh, "4.7.0", replies[-1])
+        self._assert_error_limit(replies, closed)
 
     def test_endless_line_without_newline(self):
         # 4 MB of one "line": bounded buffer, one 500 5.5.2 (or 421) and no crash.
         data = b"MAIL FROM:<" + b"A" * (4 * 1024 * 1024)
         received, closed = self._blast(data, chunk=64 * 1024)
-        if received:
-            self._check_replies(received)
+        replies = self._check_replies(received)
+        self.assertGreaterEqual(len(replies), 2, "no reply to a 4 MB line: %r" % replies)
+        self.assertTrue(replies[1].code == 421 or replies[1].enh == "5.5.2", replies[1])
         with self.tern.session() as c:
             self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
 
@@ -193,8 +215,8 @@ class Hostile(TernTestCase):
             if i % 3 == 0:
                 s.sendall(b"EHLO x\r\nMAIL FROM:<a@b.test>\r\n")
             s.close()
-        time.sleep(0.5)
-        with self.tern.session() as c:
+        # a 421 while tern still counts the dropped sessions is retried
+        with self.tern.session(busy_timeout=60) as c:
             self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
 
     def test_half_close_after_command(self):
@@ -215,6 +237,7 @@ class Hostile(TernTestCase):
     def test_peer_cannot_forge_log_lines(self):
         # Control bytes from the peer are quoted in the log (log_quote), so no
         # peer string starts a line of its own in the log file or stderr.
+        quits = len(self.tern.log_lines("event=quit"))
         with self.tern.client() as c:
             c.greeting()
             c.send(b"EHLO a\rFORGED-LOG-1 event=x\r\n")
@@ -225,7 +248,7 @@ class Hostile(TernTestCase):
             c.cmd(b"RCPT TO:<x\rFORGED-LOG-2@" + DOMAIN.encode() + b">")
             c.cmd(b"FOO\rFORGED-LOG-3 event=x")
             c.cmd("QUIT")
-        time.sleep(0.3)
+        self.tern.wait_log("event=quit", n=quits + 1)   # the session's lines are all written
         for path in (self.tern.log_path, self.tern.stderr_path):
             if not path or not os.path.exists(path):
                 continue

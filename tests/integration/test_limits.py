@@ -31,7 +31,7 @@ import harness  # noqa: E402
 from harness import DOMAIN, TernTestCase  # noqa: E402
 
 
-def greet(tern, source, expect_ok=True, timeout=15.0):
+def greet(tern, source, expect_ok=True, timeout=harness.WAIT):
     """Connect from source; with expect_ok, retry 421s (slots of just-closed
     sessions may still be counted) until a 220 comes."""
     deadline = time.monotonic() + timeout
@@ -58,7 +58,7 @@ class PerIpLimit(TernTestCase):
                 self.assertEqual(g.code, 421, g)
                 harness.check_enhanced(g)
                 self.assertEqual(g.enh, "4.7.0", g)
-                self.assertTrue(c3.wait_closed(10), "extra connection not closed")
+                self.assertTrue(c3.wait_closed(), "extra connection not closed")
             # another address is not affected
             c4, g4 = greet(self.tern, "127.0.0.2")
             with c4:
@@ -88,7 +88,7 @@ class TotalLimit(TernTestCase):
                 self.assertEqual(g.code, 421, g)
                 harness.check_enhanced(g)
                 self.assertIn(g.enh, ("4.3.2", "4.7.0"), g)
-                self.assertTrue(c4.wait_closed(10))
+                self.assertTrue(c4.wait_closed())
             for c in held:
                 self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
             held.pop(0).close()
@@ -109,20 +109,20 @@ class IdleTimeout(TernTestCase):
             c.sock.settimeout(60)
             r = c.read_reply()
             self.assertReply(r, 421, "4.4.2")
-            self.assertTrue(c.wait_closed(10))
+            self.assertTrue(c.wait_closed())
 
     def test_idle_after_ehlo(self):
         with self.tern.session() as c:
             c.sock.settimeout(60)
             self.assertReply(c.read_reply(), 421, "4.4.2")
-            self.assertTrue(c.wait_closed(10))
+            self.assertTrue(c.wait_closed())
 
     def test_idle_in_transaction(self):
         with self.tern.session() as c:
             self.assertReply(c.cmd("MAIL FROM:<a@client.test>"), 250, "2.1.0")
             c.sock.settimeout(60)
             self.assertReply(c.read_reply(), 421, "4.4.2")
-            self.assertTrue(c.wait_closed(10))
+            self.assertTrue(c.wait_closed())
 
     def test_activity_keeps_session(self):
         with self.tern.session() as c:
@@ -139,7 +139,7 @@ class IdleTimeout(TernTestCase):
             c.send(b"Subject: stalled\r\n\r\nhalf a mess")
             c.sock.settimeout(60)
             self.assertReply(c.read_reply(), 421, "4.4.2")
-            self.assertTrue(c.wait_closed(10))
+            self.assertTrue(c.wait_closed())
         self.tern.wait_incoming_empty()
         self.assertNoMail(user)
 
@@ -307,7 +307,7 @@ class JunkCommands(TernTestCase):
                 self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
             self.assertReply(c.cmd("NOOP"), 250, "2.0.0")
             self.assertReply(c.cmd("NOOP"), 421, "4.7.0")
-            self.assertTrue(c.wait_closed(10))
+            self.assertTrue(c.wait_closed())
 
 
 # the IPv6 addresses of the namespace's loopback: tern's, then clients'
@@ -363,7 +363,7 @@ class Ipv6Clients(TernTestCase):
             self.assertEqual(g.code, third_code, g)
             if third_code == 421:
                 self.assertEqual(g.enh, "4.7.0", g)
-                self.assertTrue(c.wait_closed(10))
+                self.assertTrue(c.wait_closed())
                 self.assertIn("client=%s reason=max_connections_per_ip" % V6_SAME_NET[2],
                               t.log_text())
             c, g = self._greet(port6, V6_OTHER_NET)     # another /64
@@ -427,10 +427,10 @@ class QueueFailure(TernTestCase):
         finally:
             for p, mode in changed:
                 os.chmod(p, mode)
-        time.sleep(1.0)
+        self.tern.wait_settled()
         self.assertFalse(any(tok.encode() in m for m in self.tern.messages(user)), "refused message delivered")
         # nothing lost, and tern recovers without a restart
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + harness.WAIT
         while True:
             try:
                 tok2, _ = self.tern.send([user + "@" + DOMAIN])
@@ -456,16 +456,15 @@ class QueueFailure(TernTestCase):
             os.chmod(d, 0o555)
         try:
             tok, qid = self.tern.send([user + "@" + DOMAIN])
-            time.sleep(1.5)
+            self.tern.wait_log(qid, "event=deferred")
             self.assertFalse(any(tok.encode() in m for m in self.tern.messages(user)))
             self.assertTrue(self.tern.spool_files_containing(tok), "failed delivery dropped the message")
-            self.assertTrue([l for l in self.tern.log_text().splitlines() if qid in l and "defer" in l],
-                            "no deferral logged for %s" % qid)
         finally:
             for d, m in modes:
                 os.chmod(d, m)
+        recovered = len(self.tern.log_lines("queue event=recovered"))
         self.tern.restart()
-        time.sleep(1.0)
+        self.tern.wait_log("queue event=recovered", n=recovered + 1)
         delivered = any(tok.encode() in m for m in self.tern.messages(user))
         self.assertTrue(delivered or self.tern.spool_files_containing(tok),
                         "deferred message neither delivered nor queued after a restart")

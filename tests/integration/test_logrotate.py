@@ -21,7 +21,7 @@ class LogRotate(TernTestCase):
         with open(path, errors="replace") as f:
             return f.read()
 
-    def wait_in(self, path, needle, timeout=20.0):
+    def wait_in(self, path, needle, timeout=harness.WAIT):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if os.path.exists(path) and needle in self.read(path):

@@ -54,12 +54,12 @@ Covered (RFC 5321 unless noted):
   logging     each attempt is logged with queue id, recipient, MX host and
               IP, the remote reply, the resulting state and the delay
 
-Skips cleanly when outbound delivery is not there yet: the binary must
-accept `resolver` and log `relay event=ready` within a few seconds of
-start. Scheduler options that check-config rejects are dropped (and the
-tests that need them skip). Needs root (port 25), dnsmasq and
-python3-aiosmtpd; the Postfix test also needs postfix. Every process
-started here is stopped by PID, also on failure.
+Never skips for tern's sake: if check-config refuses the test
+configuration, or the relay does not log `relay event=ready` (waited for
+with a generous bound), every test of the class fails with the reason.
+Needs root (port 25), dnsmasq and python3-aiosmtpd; the Postfix test
+also needs postfix (all from `make deps`). Every process started here is
+stopped by PID, also on failure.
 """
 
 import os
@@ -79,9 +79,7 @@ import receivers  # noqa: E402
 from harness import TernTestCase  # noqa: E402
 from receivers import Receiver  # noqa: E402
 
-NOT_YET = "outbound delivery not implemented yet"
 READY_LINE = "relay event=ready"
-READY_WAIT = 8.0
 SENDER = "sender@client.test"
 LIFETIME = 60          # max_queue_lifetime: its lower bound is 1m (docs/configuration.md)
 WAIT = 60.0            # upper bound for a delivery (retries included); the ASan build is slow
@@ -104,8 +102,6 @@ for _i in range(1, 21):
 SIMPLE_DOMAINS = ["tmprcpt", "tmpdata", "reject", "dropdata", "mixed", "batch", "small", "no8bit",
                   "dsn", "plain", "stallgreet", "life", "restart", "stalldot", "exact", "helo"] + \
                  ["d%d" % i for i in range(1, 21)]
-
-_feature_missing = {}     # binary -> skip reason, so the second class skips at once
 
 
 def zone_args(block):
@@ -170,6 +166,12 @@ def header_fields(block):
     return out
 
 
+def received_queue_id(data):
+    """The queue id in the first Received: field tern wrote (bytes)."""
+    m = re.search(rb"\(tern\) with \S+ id ([0-9a-f]{16})\b", data)
+    return m.group(1).decode() if m else None
+
+
 def log_time(line):
     """The time stamp that starts a log line (seconds since the epoch), or None."""
     import datetime
@@ -209,7 +211,6 @@ class OutboundCase(TernTestCase):
     block = None
     dns = None
     workdir = None
-    dropped = {}
     class_receivers = []
 
     # ------------------------------------------------------------ fixtures
@@ -218,10 +219,8 @@ class OutboundCase(TernTestCase):
         cls.tern = None
         cls._setup_error = None
         cls.block = cls.dns = cls.workdir = None
-        cls.dropped = {}
         cls.class_receivers = []
-        cls._skip_reason = (harness.binary_missing_reason() or _feature_missing.get(harness.tern_bin())
-                            or harness.root_users_missing_reason())
+        cls._skip_reason = harness.binary_missing_reason() or harness.root_users_missing_reason()
         if cls._skip_reason:
             return
         if not harness.IS_ROOT:
@@ -242,19 +241,11 @@ class OutboundCase(TernTestCase):
             opts.update(cls.RELAY_OPTIONS)
             opts.update(cls.prepare())
             cls.tern = harness.Tern(options=opts, extra_config=cls.extra_config())
-            cls.dropped = cls.drop_rejected_options(["resolver"] + list(cls.RELAY_OPTIONS))
-            if "resolver" in cls.dropped or "allow_loopback_mx" in cls.dropped:
-                cls._skip_reason = NOT_YET + " (check-config: %s)" % "; ".join(
-                    "%s: %s" % kv for kv in cls.dropped.items())
-                _feature_missing[harness.tern_bin()] = cls._skip_reason
-                return
+            cls.check_config()
             cls.tern.start()
-            if not cls.wait_relay_ready(READY_WAIT):
-                cls._skip_reason = NOT_YET + " (no '%s' in the log within %.0fs%s)" % (
-                    READY_LINE, READY_WAIT, "; check-config rejected %s" % ", ".join(sorted(cls.dropped))
-                    if cls.dropped else "")
-                _feature_missing[harness.tern_bin()] = cls._skip_reason
-                return
+            if not cls.wait_relay_ready(harness.WAIT):
+                raise AssertionError("no '%s' in the log within %.0fs; log tail:\n%s" % (
+                    READY_LINE, harness.WAIT, "\n".join(cls.tern.log_text().splitlines()[-20:])))
             cls.class_setup()
         except Exception as e:   # reported on every test of the class
             cls._setup_error = "set-up failed: %s" % e
@@ -297,33 +288,15 @@ class OutboundCase(TernTestCase):
                 shutil.rmtree(cls.workdir, ignore_errors=True)
 
     @classmethod
-    def drop_rejected_options(cls, names):
-        """Run check-config; drop each of names it rejects. Returns
-        {option: check-config's message}."""
-        dropped = {}
-        for _ in range(len(names) + 1):
-            p = subprocess.run([harness.tern_bin(), "check-config", "-c", cls.tern.conf],
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env=cls.tern.env(), timeout=60)
-            if p.returncode == 0:
-                return dropped
-            out = p.stdout.decode("utf-8", "replace")
-            with open(cls.tern.conf) as f:
-                lines = f.read().splitlines()
-            bad = {}
-            for m in re.finditer(r":(\d+): ([^\n]*)", out):
-                n = int(m.group(1))
-                if 1 <= n <= len(lines) and lines[n - 1].split():
-                    key = lines[n - 1].split()[0]
-                    if key in names and key in cls.tern.options:
-                        bad[key] = m.group(2).strip()
-            if not bad:
-                raise AssertionError("check-config rejects the test configuration:\n%s" % out)
-            for k, why in bad.items():
-                dropped[k] = why
-                del cls.tern.options[k]
-            cls.tern.write_config()
-        raise AssertionError("check-config still fails after dropping %s" % sorted(dropped))
+    def check_config(cls):
+        """tern check-config accepts the test configuration, or the set-up
+        fails with what it said."""
+        p = subprocess.run([harness.tern_bin(), "check-config", "-c", cls.tern.conf],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           env=cls.tern.env(), timeout=60)
+        if p.returncode != 0:
+            raise AssertionError("check-config rejects the test configuration:\n%s"
+                                 % p.stdout.decode("utf-8", "replace"))
 
     @classmethod
     def ready_count(cls):
@@ -348,12 +321,6 @@ class OutboundCase(TernTestCase):
     def _stop_receivers(self):
         for r in self._receivers:
             r.stop()
-
-    def need_options(self, *names):
-        missing = [n for n in names if n in self.dropped]
-        if missing:
-            self.skipTest("check-config rejected %s" % "; ".join("%s (%s)" % (n, self.dropped[n])
-                                                                  for n in missing))
 
     # ------------------------------------------------------------ helpers
     @classmethod
@@ -455,10 +422,24 @@ class OutboundCase(TernTestCase):
         self.assertEqual(tx.raw, receivers.dot_stuff(tx.data), "%s: dot-stuffing" % what)
         self.assert_content(tx.data, sub.body, what)
 
-    def only_one(self, rcv, tok, settle=1.5, what=""):
-        """Exactly one transaction with tok (waits, then checks nothing more came)."""
-        rcv.wait_transactions(1, tok, timeout=WAIT, what=what)
-        time.sleep(settle)
+    def wait_removed(self, qids, what="", timeout=WAIT):
+        """Wait until tern has removed each of qids from its queue: every
+        recipient delivered or failed (and any report queued), so no attempt
+        is left to come. A receiver records each transaction before its
+        reply, so what it has then is all it will ever get."""
+        try:
+            self.tern.wait_settled(qids, timeout=timeout, removed_only=True)
+        except AssertionError as e:
+            self.fail("%s: %s" % (what or "queue", e))
+
+    def only_one(self, rcv, tok, what=""):
+        """Exactly one transaction with tok: waits for it, then until tern
+        has removed the message it came from (named by the queue id in
+        tern's Received: field), and checks nothing more came."""
+        tx = rcv.wait_transactions(1, tok, timeout=WAIT, what=what)
+        qid = received_queue_id(tx[0].data)
+        self.assertTrue(qid, "%s: no queue id in tern's Received: field: %r" % (what, tx[0].data[:500]))
+        self.wait_removed([qid], what)
         tx = rcv.transactions(tok)
         self.assertEqual(len(tx), 1, "%s: delivered %d times: %r" % (what, len(tx), tx))
         return tx[0]
@@ -466,7 +447,7 @@ class OutboundCase(TernTestCase):
     def assert_attempt_logged(self, qid, rcpt, rcv, reply_snippet, state_re, what=""):
         """Issue 3 part 6: queue id, recipient, MX host and IP, the remote
         reply, the resulting state and the delay, on one line."""
-        lines = self.wait_log([qid, rcv.ip], timeout=15,
+        lines = self.wait_log([qid, rcv.ip],
                               what="%s: an attempt line with the queue id and the MX IP" % what)
         lines = [l for l in lines if rcpt.lower() in l.lower()]
         self.assertTrue(lines, "%s: no attempt line names the recipient %s:\n%s"
@@ -498,8 +479,6 @@ class OutboundDelivery(OutboundCase):
         # in now and is checked by the last test, while the others run.
         cls.life = None
         cls.life_error = None
-        if "max_queue_lifetime" in cls.dropped:
-            return
         try:
             r = cls.make_receiver("life", rcpt_tempfail=10 ** 6)
             cls.class_receivers.append(r)
@@ -556,7 +535,9 @@ class OutboundDelivery(OutboundCase):
                           what="idle connection to %s closed" % r.name)
             self.assertTrue(netfixtures.wait_for(lambda: all(e is not None for _, e in r.intervals()), WAIT),
                             "%s: a connection is still open: %s" % (r.name, r.intervals()))
-        # Nothing came twice, also after the connections closed.
+        # Nothing came twice, also after the connections closed and tern
+        # removed every message (no attempt can come after that).
+        self.wait_removed([s.qid for s in subs], "equal-preference MX messages")
         twice = dict((t, w) for t, w in where().items() if len(w) > 1)
         self.assertEqual(twice, {}, "delivered more than once")
         self.assertEqual(sum(len(r.transactions()) for r in rcvs), n)
@@ -638,8 +619,8 @@ class OutboundDelivery(OutboundCase):
         s = self.submit([rcpt])
         self.wait_log([s.qid, rcpt], FAIL_RE, what="550 to RCPT")
         self.assert_attempt_logged(s.qid, rcpt, rcv, "no such user here", FAIL_RE, "550 to RCPT")
-        # retry_min 1s / retry_max 4s: a retry would have come by now
-        time.sleep(6)
+        # once removed from the queue it cannot be tried again
+        self.wait_removed([s.qid], "550 to RCPT")
         self.assertEqual(len(rcv.rcpt_replies(rcpt)), 1, "a recipient refused with 5xx was tried again")
         self.assertEqual(rcv.transactions(), [])
         self.assertFalse(self.deferral_lines(s.qid, rcpt), "5xx treated as temporary")
@@ -656,7 +637,7 @@ class OutboundDelivery(OutboundCase):
         self.assert_content(first.data, s.body)
         # the 450 recipient is retried alone; the 550 and 250 ones never again
         rcv.wait_transactions(2, s.tok, what="retry of the 450 recipient")
-        time.sleep(5)
+        self.wait_removed([s.qid], "mixed results")
         tx = rcv.transactions(s.tok)
         self.assertEqual([sorted(a.lower() for a in t.rcpts) for t in tx], [[ok], [temp]],
                          "each recipient delivered exactly once")
@@ -674,7 +655,7 @@ class OutboundDelivery(OutboundCase):
         tx = self.only_one(rcv, s.tok, what="retry after the connection broke in DATA")
         self.assert_relayed(tx, s, [rcpt], "after a broken DATA")
         self.assertEqual(len(rcv.events("dropped")), 1)
-        self.wait_log([s.qid], DEFER_RE, timeout=10, what="broken DATA: deferred")
+        self.wait_log([s.qid], DEFER_RE, what="broken DATA: deferred")
 
     def test_stall_at_greeting(self):
         # Silence then close, shorter than any real timeout: the attempt
@@ -685,7 +666,7 @@ class OutboundDelivery(OutboundCase):
         tx = self.only_one(rcv, s.tok, what="retry after a silent server closed at the greeting")
         self.assert_relayed(tx, s, [rcpt], "after a stalled greeting")
         self.assertEqual(len(rcv.events("stall")), 1)
-        self.wait_log([s.qid], DEFER_RE, timeout=10, what="stalled greeting: deferred")
+        self.wait_log([s.qid], DEFER_RE, what="stalled greeting: deferred")
 
     def test_stall_after_final_dot(self):
         # No reply to the final dot, then close: RFC 5321 6.1 says the
@@ -697,7 +678,7 @@ class OutboundDelivery(OutboundCase):
         tx = self.only_one(rcv, s.tok, what="retry after no reply to the final dot")
         self.assert_relayed(tx, s, [rcpt], "after a stalled end of data")
         self.assertEqual(len(rcv.events("stall")), 1)
-        self.wait_log([s.qid], DEFER_RE, timeout=10, what="stalled end of data: deferred")
+        self.wait_log([s.qid], DEFER_RE, what="stalled end of data: deferred")
 
     # ------------------------------------------------------------ batching and logging
     def test_one_transaction_for_one_mx(self):
@@ -717,7 +698,7 @@ class OutboundDelivery(OutboundCase):
         rcv = self.receiver("plain")
         subs = [self.submit(["reuse%d@plain.test" % i]) for i in range(5)]
         for s in subs:
-            self.only_one(rcv, s.tok, settle=0, what="message %s" % s.tok)
+            self.only_one(rcv, s.tok, what="message %s" % s.tok)
         self.assertLess(rcv.connection_count(), len(subs), "one connection per message, none reused")
         self.assertEqual(len(rcv.commands("EHLO")) + len(rcv.commands("HELO")), rcv.connection_count())
 
@@ -851,7 +832,7 @@ class OutboundDelivery(OutboundCase):
         s = self.submit(["x@exact.test"], bdat=payload, tok=tok)
         self.assertIsNotNone(s.qid)
         s.body = normalize_eol(payload)      # what bare_newline normalize stores
-        tx = self.only_one(rcv, tok, settle=2.0, what="content with dot lines from bare LF/CR")
+        tx = self.only_one(rcv, tok, what="content with dot lines from bare LF/CR")
         self.assert_relayed(tx, s, ["x@exact.test"], "smuggling content")
         self.assertEqual(len(rcv.transactions()), 1, "more than one transaction: %r" % rcv.transactions())
         self.assertEqual([e["addr"] for e in rcv.rcpt_replies()], ["x@exact.test"],
@@ -860,7 +841,6 @@ class OutboundDelivery(OutboundCase):
 
     # ------------------------------------------------------------ queue
     def test_restart_survival(self):
-        self.need_options("retry_max")
         rcpt = "lena@restart.test"
         s = self.submit([rcpt])                     # nothing listens there yet
         self.wait_log([s.qid], DEFER_RE, what="unreachable MX: deferred")
@@ -868,14 +848,13 @@ class OutboundDelivery(OutboundCase):
         self.tern.restart()
         self.assertTrue(self.wait_relay_ready(15, before), "no '%s' after the restart" % READY_LINE)
         rcv = self.receiver("restart")
-        tx = self.only_one(rcv, s.tok, settle=2.0, what="deferred message after a restart")
+        tx = self.only_one(rcv, s.tok, what="deferred message after a restart")
         self.assert_relayed(tx, s, [rcpt], "after restart")
         self.assert_attempt_logged(s.qid, rcpt, rcv, "received as", DELIVERED_RE, "after restart")
 
     def test_zz_queue_lifetime(self):
         # named to run last: its message went in at class set-up, while the
         # other tests ran
-        self.need_options("max_queue_lifetime", "retry_max")
         if self.life_error:
             self.fail("queue-lifetime set-up failed: %s" % self.life_error)
         s = self.life
@@ -895,7 +874,7 @@ class OutboundDelivery(OutboundCase):
         attempts = len(rcv.rcpt_replies(rcpt))
         self.assertGreaterEqual(attempts, 5, "too few attempts in %ds with retry_max 4s" % LIFETIME)
         self.assertEqual(rcv.transactions(), [])
-        time.sleep(6)
+        self.wait_removed([s.qid], "expired message")    # no attempt can come after this
         self.assertEqual(len(rcv.rcpt_replies(rcpt)), attempts, "tried again after it expired")
 
     # ------------------------------------------------------------ interop
@@ -952,13 +931,13 @@ class OutboundLoad(OutboundCase):
     DESTS = 20
 
     def test_1000_messages_20_destinations(self):
-        self.need_options("max_relay_connections", "max_relay_connections_per_domain")
         rcvs = [self.make_receiver("d%d" % i, reply_delay=0.02) for i in range(1, self.DESTS + 1)]
         self._receivers.extend(rcvs)
         receivers.start_all(rcvs)
         sampler = receivers.SocketSampler(self.block.n).start()
         self.addCleanup(sampler.stop)
         toks = {}
+        qids = []
         errors = []
         lock = threading.Lock()
         tag = harness.token("load")
@@ -981,6 +960,7 @@ class OutboundLoad(OutboundCase):
                             raise AssertionError("message %d: %r" % (i, r))
                         with lock:
                             toks[tok] = d
+                            qids.append(harness.queue_id(r.text))
             except Exception as e:
                 with lock:
                     errors.append("%s: %s" % (type(e).__name__, e))
@@ -1004,13 +984,8 @@ class OutboundLoad(OutboundCase):
                         counts.setdefault(m.group(1).decode(), []).append((n, tx.rcpts))
             return counts
 
-        deadline = time.monotonic() + 180
-        while True:
-            got = seen()
-            if len(got) >= self.MESSAGES or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        time.sleep(2)
+        # every message removed from tern's queue: nothing more can arrive
+        self.wait_removed(qids, "1,000 messages", timeout=300)
         got = seen()
         missing = sorted(set(toks) - set(got))
         self.assertEqual(missing, [], "%d of %d messages never arrived (first: %s)"

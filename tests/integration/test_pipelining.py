@@ -38,7 +38,7 @@ class Pipelining(TernTestCase):
             self.assertReply(c.read_reply(), 250, "2.0.0")
             self.assertReply(c.read_reply(), 250, "2.0.0")
             self.assertReply(c.read_reply(), 221, "2.0.0")
-            self.assertTrue(c.wait_closed(10))
+            self.assertTrue(c.wait_closed())
         self.tern.wait_for_token(tok, u1)
         self.tern.wait_for_token(tok, u2)
 
@@ -65,7 +65,7 @@ class Pipelining(TernTestCase):
                     self.assertReply(c.read_reply(), 250, "2.1.5")
                     self.assertReply(c.read_reply(), 354)
         for u, t in zip(users, toks):
-            self.tern.wait_for_mail(u, 1, settle=0.3)
+            self.tern.wait_for_mail(u, 1, exact=True)
             self.tern.wait_for_token(t, u)
 
     def test_whole_transactions_in_one_write(self):
@@ -89,7 +89,7 @@ class Pipelining(TernTestCase):
             self.assertReply(c.read_reply(), 221, "2.0.0")
         for u, t in zip(users, toks):
             self.tern.wait_for_token(t, u)
-            self.tern.wait_for_mail(u, 1, settle=0.3)
+            self.tern.wait_for_mail(u, 1, exact=True)
 
     def test_ehlo_in_pipeline_group(self):
         with self.tern.client() as c:
@@ -128,7 +128,7 @@ class Pipelining(TernTestCase):
         for u in users[:5]:
             self.tern.wait_for_token(tok, u)
         for u in users[5:]:
-            self.assertNoMail(u, settle=0.3)
+            self.assertNoMail(u)
 
     def test_duplicate_recipients_count_against_limit(self):
         # max_recipients (5 here) bounds accepted RCPT commands, duplicates
@@ -147,7 +147,7 @@ class Pipelining(TernTestCase):
             self.assertReply(c.read_reply(), 354)
             c.send(harness.dot_stuff(harness.simple_body(tok)) + b".\r\n")
             self.assertReply(c.read_reply(), 250, "2.0.0")
-        msgs = self.tern.wait_for_mail(user, 1, settle=0.5)
+        msgs = self.tern.wait_for_mail(user, 1, exact=True)
         self.assertEqual(sum(1 for m in msgs if tok.encode() in m), 1)
 
     def _concurrent(self, c, data, nreplies):
@@ -193,6 +193,6 @@ class Pipelining(TernTestCase):
                 self.assertReply(replies[3 * i], 250, "2.1.0")
                 self.assertReply(replies[3 * i + 1], 250, "2.1.5")
                 self.assertReply(replies[3 * i + 2], 250, "2.0.0")
-        msgs = self.tern.wait_for_mail(user, n, timeout=60, settle=0.5)
+        msgs = self.tern.wait_for_mail(user, n, timeout=60, exact=True)
         for t in toks:
             self.assertEqual(sum(1 for m in msgs if t.encode() in m), 1, t)

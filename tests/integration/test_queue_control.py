@@ -173,8 +173,19 @@ class QueueControl(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertRegex(out, r"\d+ messages? flushed")
 
+    def flushed_witness(self, ctl, flush_all=True):
+        """Flush (all, or only the deferred message ctl) and wait until ctl's
+        new attempt is out: by then a held message that the flush had
+        wrongly taken would have its attempt out as well."""
+        before = self.log_count(r"id=%s event=relay-job" % ctl)
+        rc, doc = self.qjson(*(["flush"] if flush_all else ["flush", ctl]))
+        self.assertEqual(rc, 0, doc)
+        self.assertTrue(wait_for(lambda: self.log_count(r"id=%s event=relay-job" % ctl) > before),
+                        "no attempt of %s after a flush" % ctl)
+
     def test_hold_survives_restart_then_release(self):
         qid = self.deferred_message()
+        ctl = self.deferred_message()      # not held: shows when a flush has acted
         rc, out, err = self.q("hold", qid)
         self.assertEqual(rc, 0, err)
         self.assertEqual(self.entry(qid)["state"], "held")
@@ -182,8 +193,7 @@ class QueueControl(unittest.TestCase):
         # Held: flush does not touch it.
         rc, doc = self.qjson("flush", qid)
         self.assertEqual(rc, 1)
-        self.qjson("flush")
-        time.sleep(1.0)
+        self.flushed_witness(ctl)
         self.assertEqual(self.log_count(r"id=%s event=relay-job" % qid), jobs)
         # Durable: the journal says so after a restart.
         self.tern.restart()
@@ -191,7 +201,8 @@ class QueueControl(unittest.TestCase):
                         "not held after restart: %r" % self.entry(qid))
         rc, doc = self.qjson("show", qid)
         self.assertIsNotNone(doc["message"]["held_since"])
-        time.sleep(1.0)
+        self.assertTrue(wait_for(lambda: (self.entry(ctl) or {}).get("state") == "deferred"))
+        self.flushed_witness(ctl, flush_all=False)
         self.assertEqual(self.log_count(r"id=%s event=relay-job" % qid), jobs)
         rc, out, err = self.q("release", qid)
         self.assertEqual(rc, 0, err)
@@ -218,7 +229,11 @@ class QueueControl(unittest.TestCase):
         _, qid = self.tern.send(["%s@remote.test" % tok])
         rc, doc = self.qjson("delete", qid)
         self.assertEqual(rc, 0, doc)
-        time.sleep(1.0)
+        if self.log_count(r"id=%s event=relay-job" % qid):
+            # the attempt was out: its result comes back for a deleted message
+            self.assertTrue(wait_for(lambda: self.log_count(r"relay id=%s .*state=" % qid)),
+                            "the relay never answered the job of %s" % qid)
+            self.assertIsNone(self.tern.health_check())   # the queue has read the answer by now
         self.assertIsNone(self.entry(qid))
         self.assertFalse(os.path.exists(os.path.join(self.tern.spool, "queue", qid)))
         self.assertIsNone(self.tern.health_check())

@@ -18,7 +18,6 @@ import grp
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -275,25 +274,14 @@ class SubmitSocketMode(SendmailMixin, TernTestCase):
     START = False
 
     def test_mode_by_umask_no_chmod(self):
-        strace = shutil.which("strace")
-        if strace is None:
-            self.skipTest("strace missing")
         trace = os.path.join(self.tern.dir, "strace.out")
         path = os.path.join(self.tern.dir, "submit.sock")
-        orig = self.tern.command
         # strace -f follows the workers; only the file-mode calls are traced
-        self.tern.command = lambda *a: [strace, "-f", "-qq", "-o", trace, "-e",
-                                        "trace=chmod,fchmodat,umask,bind"] + orig(*a)
-        orig_env = self.tern.env
-        # LeakSanitizer cannot run under ptrace; the rest of ASan can
-        self.tern.env = lambda: dict(orig_env(), ASAN_OPTIONS="detect_leaks=0:abort_on_error=0")
         old = os.umask(0o077)
         try:
-            self.tern.start()
+            self.tern.start_traced(trace, ["chmod", "fchmodat", "umask", "bind"])
         finally:
             os.umask(old)
-            self.tern.command = orig
-            self.tern.env = orig_env
         try:
             st = os.lstat(path)
             self.assertEqual(st.st_mode & 0o777, 0o666)
@@ -302,13 +290,6 @@ class SubmitSocketMode(SendmailMixin, TernTestCase):
             self.assertExit(p, 0)
             self.tern.wait_for_token(tok, "alice")
         finally:
-            # SIGTERM the traced tern parent (strace's child) by PID, so
-            # it shuts down as usual and strace exits with it
-            sp = self.tern.proc.pid
-            with open("/proc/%d/task/%d/children" % (sp, sp)) as f:
-                kids = [int(k) for k in f.read().split()]
-            for k in kids:
-                os.kill(k, signal.SIGTERM)
             self.tern.stop()
         with open(trace) as f:
             text = f.read()
@@ -370,7 +351,7 @@ class SubmitSocketLimit(TernTestCase):
             held[0].sendall(b"NOOP\r\n")
             self.assertTrue(held[0].recv(512).startswith(b"250 "))
             held.pop(0).close()
-            deadline = time.monotonic() + 15
+            deadline = time.monotonic() + harness.WAIT
             while True:
                 s, g = local_greeting(path)
                 if g.startswith(b"220 "):

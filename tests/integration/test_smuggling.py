@@ -76,14 +76,14 @@ class SmugglingNormalize(SmugglingBase, TernTestCase):
         end, victim, smug, tok, seq = self._attempt(name)
         if seq is not None and b"\x00" in seq and end.code >= 500:
             self.assertNoMail(victim)          # refused because of the NUL: fine
-            self.assertNoMail(smug, settle=0)
+            self.assertNoMail(smug)
             return
         self.assertReply(end, 250, "2.0.0", "end of the one message")
-        msgs = self.tern.wait_for_mail(victim, 1, settle=0.5)
+        msgs = self.tern.wait_for_mail(victim, 1, exact=True)
         self.assertIn(b"smuggled-body-" + tok.encode(), msgs[0], "smuggled text is body content")
         norm = crlf_to_lf(msgs[0])
         self.assertNotIn(b"\r", norm, "stored lines end in CRLF only (no bare CR left)")
-        self.assertNoMail(smug, settle=0)
+        self.assertNoMail(smug)
 
     def test_bare_lf_becomes_line_break(self):
         user = self.tern.fresh_user()
@@ -94,7 +94,7 @@ class SmugglingNormalize(SmugglingBase, TernTestCase):
             self.assertReply(c.cmd("DATA"), 354)
             c.send(("X-Tern-Test: %s\r\nSubject: bare lf\r\n\r\none\ntwo\r\nthree\n.four\r\n.\r\n" % tok).encode())
             self.assertReply(c.read_reply(), 250, "2.0.0")
-        m = crlf_to_lf(self.tern.wait_for_mail(user, 1, settle=0.5)[0])
+        m = crlf_to_lf(self.tern.wait_for_mail(user, 1, exact=True)[0])
         i = m.find(b"X-Tern-Test: " + tok.encode())
         body = m[i:].split(b"\n\n", 1)[1]
         self.assertTrue(body.startswith(b"one\ntwo\nthree\n"), body)
@@ -108,19 +108,19 @@ class SmugglingReject(SmugglingBase, TernTestCase):
         if name == "crlf_dot_nul_crlf":
             # CRLF . NUL CRLF has no bare newline: either stored whole or refused.
             if end.code == 250:
-                self.tern.wait_for_mail(victim, 1, settle=0.5)
+                self.tern.wait_for_mail(victim, 1, exact=True)
             else:
                 self.assertTrue(end.code >= 500, end)
                 self.assertNoMail(victim)
-            self.assertNoMail(smug, settle=0)
+            self.assertNoMail(smug)
             return
         self.assertReply(end, 550, "5.5.2", "bare CR/LF refused")
         self.assertNoMail(victim)
-        self.assertNoMail(smug, settle=0)
+        self.assertNoMail(smug)
         tok2, _ = self.tern.send([victim + "@" + DOMAIN])
-        msgs = self.tern.wait_for_mail(victim, 1, settle=0.5)
+        msgs = self.tern.wait_for_mail(victim, 1, exact=True)
         self.assertIn(tok2.encode(), msgs[0])
-        self.assertNoMail(smug, settle=0)
+        self.assertNoMail(smug)
 
     def test_bare_lf_in_headers_refused(self):
         user = self.tern.fresh_user()
