@@ -77,12 +77,6 @@ ALLOWED_SKIPS = [
 # removed, so the list cannot outlive the bugs.
 KNOWN_BUGS = {
     # "integration test_x.Class.test_y": "what tern does wrong (where it is reported)",
-    "integration test_data.MailLoop.test_data":
-        "a message with max_received_headers (100) Received: fields gets 250, then the queue counts "
-        "tern's own as the 101st and fails it as a mail loop: acknowledged, never delivered",
-    "integration test_data.MailLoop.test_bdat":
-        "a message with max_received_headers (100) Received: fields gets 250, then the queue counts "
-        "tern's own as the 101st and fails it as a mail loop: acknowledged, never delivered",
 }
 
 
