@@ -387,6 +387,47 @@ test_greeting_554(void **state)
 	stop(&t);
 }
 
+/* A 3yz reply where none is due (RFC 5321 4.2: greeting, EHLO, HELO)
+ * is a protocol error decided by the engine: its code is no delivery
+ * status, and "3.0.0" would be refused by the queue (RFC 3463 2 has no
+ * class 3), which closes the relay channel. Found by fuzz_smtp_client. */
+static void
+test_reply_3xx(void **state)
+{
+	struct t t;
+
+	start(&t);
+	add_rcpts(&t, 1);
+	send_msg(&t, "x\r\n");
+	STEP(&t, "330 3.1.0 what\r\n", "");
+	assert_true(t.closed);
+	assert_int_equal(t.close_why, SMTP_CLIENT_ERR_GREETING);
+	assert_int_equal(t.err, SMTP_CLIENT_ERR_GREETING);
+	want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.5.0", SMTP_CLIENT_STAGE_GREETING);
+	stop(&t);
+
+	start(&t);
+	add_rcpts(&t, 1);
+	send_msg(&t, "x\r\n");
+	STEP(&t, "220 mx.test\r\n", "EHLO client.test\r\n");
+	STEP(&t, "354 go on\r\n", "");
+	assert_true(t.closed);
+	assert_int_equal(t.err, SMTP_CLIENT_ERR_PROTOCOL);
+	want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.5.0", SMTP_CLIENT_STAGE_EHLO);
+	stop(&t);
+
+	start(&t);
+	add_rcpts(&t, 1);
+	send_msg(&t, "x\r\n");
+	STEP(&t, "220 mx.test\r\n", "EHLO client.test\r\n");
+	STEP(&t, "500 what\r\n", "HELO client.test\r\n");
+	STEP(&t, "334-3.0.0 a\r\n334 3.0.0 b\r\n", "");
+	assert_true(t.closed);
+	assert_int_equal(t.err, SMTP_CLIENT_ERR_PROTOCOL);
+	want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.5.0", SMTP_CLIENT_STAGE_HELO);
+	stop(&t);
+}
+
 /* ------------------------------------------------------------------ */
 /* transactions */
 
@@ -1605,6 +1646,7 @@ main(void)
 		cmocka_unit_test(test_ehlo_5xx_helo),
 		cmocka_unit_test(test_helo_refused),
 		cmocka_unit_test(test_greeting_554),
+		cmocka_unit_test(test_reply_3xx),
 		cmocka_unit_test(test_pipelining),
 		cmocka_unit_test(test_no_pipelining),
 		cmocka_unit_test(test_mixed_rcpt),
