@@ -99,6 +99,10 @@ def smtp_session():
             b"EHLO c\r\nMAIL FROM:<a@b.test>\r\n" +
             b"".join(b"RCPT TO:<u%d@localhost>\r\n" % i for i in range(5)) +
             b"RCPT TO:<u1@localhost>\r\nDATA\r\n" + b"Received: x\r\n" * 3 + BODY),
+        # found by fuzzing: NOTIFY without a value (NULL + 0 in parse_notify)
+        "regress_notify_no_value": b"\x02" + chunks(
+            b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test> NOTIFY\r\n"
+            b"RCPT TO:<c@d.test> ORCPT\r\nQUIT\r\n"),
         "pipelined_after_data": b"\x02" + chunks(
             b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n"
             b"x\r\n.\r\nMAIL FROM:<e@f.test>\r\nRCPT TO:<g@h.test>\r\nDATA\r\n"
@@ -163,11 +167,123 @@ def smtp_client():
                                 three.replace(b"\r\n", b"\n")),
     }
 
+# ---------------------------------------------------------------------------
+# fuzz_envelope: the envelope text (docs/spool-format.md)
+
+ENV_FULL = ("version 1\nid 0123456789abcdef\narrival 1795953882\n"
+            "sender alice@example.org\nhelo client.example.org\nclient 192.0.2.1\n"
+            "protocol ESMTPSA\nbody 8BITMIME\nsmtputf8 1\nret HDRS\nenvid QQ+2Bxyz\n"
+            "size 4096\nrcpt - - bob@localhost\n"
+            "rcpt SUCCESS,FAILURE,DELAY rfc822;carol+40example.test carol@example.test\n"
+            "rcpt NEVER - \"d a\"@example.test\n"
+            "rcpt - utf-8;\u00e9\\x{E9} \u00e9@\u4f8b\u3048.test\n").encode()
+ENV_MIN = b"version 1\narrival 0\nsender \nrcpt - - postmaster\n"
+
+
+def envelope():
+    return {
+        "full": ENV_FULL,
+        "minimal_null_sender": ENV_MIN,
+        "reordered": b"version 1\nrcpt - - a@b.test\nsize 1\nsender x@y.test\n"
+                     b"arrival 1700000000\nret FULL\nbody 7BIT\n",
+        "ipc_begin": b"version 1\narrival 1795953882\nsender a@b.test\nhelo [192.0.2.1]\n"
+                     b"client ::1\nprotocol ESMTP\nrcpt DELAY - a@localhost\n"
+                     b"rcpt - - b@localhost\n",
+        "no_final_newline": b"version 1\narrival 1\nsender a@b\nrcpt - - c@d",
+        "duplicate": b"version 1\narrival 1\narrival 2\nsender a@b\nrcpt - - c@d\n",
+        "bad_utf8": b"version 1\narrival 1\nsender \xc0\xaf@b\nrcpt - - c@d\n",
+        "version2": b"version 2\narrival 1\nsender a@b\nrcpt - - c@d\n",
+    }
+
+
+# ---------------------------------------------------------------------------
+# fuzz_spool_journal: a whole queue file with id 0123456789abcdef
+
+def queue_file(env, msg, journal):
+    return b"tern-queue 1 %020d\n" % len(msg) + env + b"\n" + msg + journal
+
+
+def spool_journal():
+    msg = b"Received: from x\r\nSubject: hi\r\n\r\nbody\r\n"
+    env3 = ENV_FULL
+    env1 = (b"version 1\nid 0123456789abcdef\narrival 1795953882\nsender \n"
+            b"rcpt - - postmaster@localhost\n")
+    return {
+        "no_journal": queue_file(env3, msg, b""),
+        "delivered_all": queue_file(env3, msg, b"A 0 1795953890 l -\nD 0\n"
+                                    b"A 1 1795953891 d mx.example.test\nD 1\nR 1\n"
+                                    b"A 2 1795953892 s mx2.test\nD 2\n"),
+        "deferred_then_failed": queue_file(env3, msg,
+                                           b"A 0 1795953890 s mx.test\n"
+                                           b"T 0 1795954000 1 451 4.3.0 try later\n"
+                                           b"T 0 1795955000 2 451 4.3.0 still\nW 0\n"
+                                           b"A 0 1795960000 - -\n"
+                                           b"F 0 550 5.4.7 delivery time expired\nR 0\n"
+                                           b"T 1 1795954000 1 421 4.4.2 timeout\nD 1\n"
+                                           b"F 2 550 5.1.1 no such user\nD 2\n"),
+        "held": queue_file(env1, msg, b"H 1795953900\nU 1795953999\nH 1795954000\n"),
+        "torn": queue_file(env1, msg, b"T 0 1795954000 1 451 4.3.0 x\nD 0"),
+        "malformed_records": queue_file(env3, msg,
+                                        b"X 0\nD 9\nD\nT 0 x 1 r\nA 0 1 q x\n"
+                                        b"A 1 12 s \nF 1\nW 1 2\n\nD 00001\n"),
+        "empty_message": queue_file(env1, b"", b"D 0\n"),
+        "short_file": b"tern-queue 1 00000000000000099999\n" + env1 + b"\nx",
+        "bad_head": b"tern-queue 2 00000000000000000000\n" + env1 + b"\n",
+    }
+
+
+# ---------------------------------------------------------------------------
+# fuzz_queue_control: mode byte (0 request, 1 JSON string, 2/3 answer with
+# the verb index in the next byte: 0 list 1 show 2 flush 3 delete 4 hold
+# 5 release)
+
+LIST_ANSWER = (b'{"ok":true,"now":1795953900,"count":2,"messages":[{"id":"0123456789abcdef",'
+               b'"arrival":1795953882,"size_kib":4,"recipients":3,"pending":1,'
+               b'"sender":"alice@example.org","state":"deferred","next_attempt":1795954000},'
+               b'{"id":"0123456789abcdf0","arrival":1795953883,"size_kib":20480,'
+               b'"recipients":1,"pending":1,"sender":null,"state":"held","next_attempt":null}]}\n')
+SHOW_ANSWER = ('{"ok":true,"message":{"id":"0123456789abcdef","arrival":1795953882,'
+               '"size":4096,"sender":"","helo":"c.test","client":"192.0.2.1",'
+               '"protocol":"ESMTP","body":"8BITMIME","smtputf8":true,"ret":"HDRS",'
+               '"envid":"QQ+2Bx","held_since":null,"recipients":[{"index":0,'
+               '"address":"b@localhost","orcpt":null,"state":"deferred","attempts":2,'
+               '"next_attempt":1795954000,"reply":"451 4.3.0 \\u00e9\\"x\\\\ \\u0001"},'
+               '{"index":1,"address":"\u00e9@\u4f8b.test","orcpt":"rfc822;x","state":"failed",'
+               '"attempts":0,"next_attempt":null,"reply":"550 5.1.1 no"}],'
+               '"state":"active","next_attempt":0,"pending":1}}\n').encode()
+
+
+def queue_control():
+    return {
+        "req_list": b"\x00list",
+        "req_show": b"\x00show 0123456789ABCDEF",
+        "req_flush_id": b"\x00flush 0123456789abcdef\r",
+        "req_flush": b"\x00flush",
+        "req_delete": b"\x00delete 0123456789abcdef",
+        "req_hold_bad": b"\x00hold 0123",
+        "req_release_ctl": b"\x00release \x01",
+        "str_ascii": b'\x01a "quoted" \\ back\x7f',
+        "str_utf8": "\x01\u00e9\u4f8b\U0001f600 \x01\x1f".encode(),
+        "str_invalid": b"\x01\xc0\xaf\xed\xa0\x80\xf4\x90\x80\x80\xe9",
+        "ans_list": b"\x02\x00" + LIST_ANSWER,
+        "ans_show": b"\x02\x01" + SHOW_ANSWER,
+        "ans_flush": b'\x02\x02{"ok":true,"flushed":3}\n',
+        "ans_delete": b'\x02\x03{"ok":true,"id":"0123456789abcdef","action":"deleted"}\n',
+        "ans_error": b'\x02\x04{"ok":false,"error":"not found","id":"0123456789abcdef"}\n',
+        "ans_json": b"\x03\x01" + SHOW_ANSWER,
+        "ans_numbers": b'\x02\x00{"ok":true,"messages":[{"arrival":1e300,"size_kib":-5,'
+                       b'"recipients":2.5,"pending":-1e10,"next_attempt":1E3}]}',
+        "ans_nested": b'\x02\x01{"ok":true,"message":{"recipients":[[[[{}]]],true,false,null]}}',
+    }
+
 
 TARGETS = {
     "fuzz_smtp_addr": smtp_addr,
     "fuzz_smtp_session": smtp_session,
     "fuzz_smtp_client": smtp_client,
+    "fuzz_envelope": envelope,
+    "fuzz_spool_journal": spool_journal,
+    "fuzz_queue_control": queue_control,
 }
 
 
