@@ -1,6 +1,7 @@
 /*
- * test_queue_control.c - the control socket's request line parser and the
- * JSON string writer (queue_control.h). Table-driven: each case names
+ * test_queue_control.c - the control socket's request line parser, the
+ * JSON string writer and the client's reading of answers
+ * (queue_control.h). Table-driven: each case names
  * what it checks, the input, and what it wants.
  */
 #include <event2/buffer.h>
@@ -129,6 +130,73 @@ test_json_str_table(void **state)
 	}
 }
 
+/* The client's reading of an answer (queue_control_answer). */
+struct answer_case {
+	const char *name;
+	enum queue_control_verb verb;
+	const char *doc;
+	int want_rc;
+	const char *want_out;
+	const char *want_err;
+};
+
+static const struct answer_case answer_cases[] = {
+	{ "flush", QUEUE_CONTROL_FLUSH, "{\"ok\":true,\"flushed\":3}\n", 0,
+	  "3 messages flushed\n", "" },
+	{ "one flushed", QUEUE_CONTROL_FLUSH, "{\"ok\":true,\"flushed\":1}", 0,
+	  "1 message flushed\n", "" },
+	/* found by fuzz_queue_control: (int64_t)1e300 is undefined */
+	{ "number beyond int64", QUEUE_CONTROL_FLUSH,
+	  "{\"ok\":true,\"flushed\":1e300}", 0, "-1 messages flushed\n", "" },
+	{ "infinite number", QUEUE_CONTROL_FLUSH,
+	  "{\"ok\":true,\"flushed\":-1e999}", 0, "-1 messages flushed\n", "" },
+	{ "action", QUEUE_CONTROL_HOLD,
+	  "{\"ok\":true,\"id\":\"0123456789abcdef\",\"action\":\"held\"}", 0,
+	  "0123456789abcdef: held\n", "" },
+	{ "error with id", QUEUE_CONTROL_SHOW,
+	  "{\"ok\":false,\"error\":\"not found\",\"id\":\"0123456789abcdef\"}", 1,
+	  "", "tern queue: 0123456789abcdef: not found\n" },
+	{ "escapes read back", QUEUE_CONTROL_LIST,
+	  "{\"ok\":false,\"error\":\"a\\u00e9\\\"\\u0001\"}", 1, "",
+	  "tern queue: a\xc3\xa9\"\x01\n" },
+	{ "not an object", QUEUE_CONTROL_LIST, "[1]", 1, "",
+	  "tern queue: malformed answer from tern\n" },
+	{ "trailing garbage", QUEUE_CONTROL_LIST, "{\"ok\":true} x", 1, "",
+	  "tern queue: malformed answer from tern\n" },
+	{ "too deep", QUEUE_CONTROL_LIST,
+	  "{\"a\":[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]}", 1, "",
+	  "tern queue: malformed answer from tern\n" },
+};
+
+static void
+test_answer_table(void **state)
+{
+	for (size_t i = 0; i < nitems(answer_cases); i++) {
+		const struct answer_case *c = &answer_cases[i];
+		struct queue_control_req req = { .verb = c->verb,
+			.id = "0123456789abcdef" };
+		char *out = NULL, *err = NULL;
+		size_t outlen = 0, errlen = 0;
+		FILE *fo = open_memstream(&out, &outlen);
+		FILE *fe = open_memstream(&err, &errlen);
+		int rc;
+
+		assert_non_null(fo);
+		assert_non_null(fe);
+		rc = queue_control_answer(c->doc, strlen(c->doc), &req, false, fo,
+		    fe);
+		fclose(fo);
+		fclose(fe);
+		if (rc != c->want_rc || strcmp(out, c->want_out) != 0 ||
+		    strcmp(err, c->want_err) != 0)
+			fail_msg("%s: want %d \"%s\" \"%s\", got %d \"%s\" \"%s\"",
+			    c->name, c->want_rc, c->want_out, c->want_err, rc, out,
+			    err);
+		free(out);
+		free(err);
+	}
+}
+
 int
 main(void)
 {
@@ -136,6 +204,7 @@ main(void)
 		cmocka_unit_test(test_parse_table),
 		cmocka_unit_test(test_parse_length_bound),
 		cmocka_unit_test(test_json_str_table),
+		cmocka_unit_test(test_answer_table),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
