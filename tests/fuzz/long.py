@@ -12,6 +12,8 @@ Environment:
   FUZZ_FRESH    1: start from the committed seeds only, dropping the
                 corpus grown by earlier runs
   FUZZ_ARGS     more libFuzzer options, e.g. "-max_len=8192"
+  FUZZ_BIN_DIR  where the target binaries are (default build/fuzz; a copy
+                lets `make fuzz` rebuild while a long run goes on)
 
 Each target fuzzes build/fuzz/corpus/<target>/, which starts as a copy of
 its committed seeds (tests/fuzz/corpus/<target>/) and keeps what earlier
@@ -67,7 +69,7 @@ def units(d):
 def run(name, seconds, seed, fresh, extra):
     res = {"target": name, "execs": 0, "exec_s": 0, "cov": 0, "ft": 0,
            "before": 0, "after": 0, "new": 0, "crashes": 0, "note": ""}
-    exe = os.path.join(BUILD, name)
+    exe = os.path.join(os.environ.get("FUZZ_BIN_DIR", BUILD), name)
     if not os.access(exe, os.X_OK):
         res["note"] = "not built (make fuzz)"
         res["crashes"] = None
