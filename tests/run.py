@@ -207,10 +207,14 @@ def run_fuzz_target(name):
             for f in os.listdir(art):
                 shutil.copy(os.path.join(art, f), keep)
                 kept.append(os.path.relpath(os.path.join(keep, f), REPO))
+            running = [l[9:] for l in out.splitlines() if l.startswith("Running: ")]
+            if not kept and running:   # a seed: it is its own reproducer
+                kept.append(os.path.relpath(running[-1].strip(), REPO))
             tail = "\n".join(out.splitlines()[-60:])
             return [("FAIL", full, "%s failed (status %s); reproducer: %s\n"
-                     "rerun: build/fuzz/%s <file>\n%s"
-                     % (what, rc, ", ".join(kept) or "none written", name, tail))]
+                     "rerun: build/fuzz/%s %s\n%s"
+                     % (what, rc, ", ".join(kept) or "none written", name,
+                        kept[0] if kept else "FILE", tail))]
         return [("PASS", full, "")]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
