@@ -761,16 +761,26 @@ msg_parse(struct spool_msg *m, const char *base, size_t len, size_t *keep,
 	return 0;
 }
 
+/* An empty message for queue id id; NULL (errno EINVAL) if id is none. */
 static struct spool_msg *
-msg_new(struct spool *sp, const char *id)
+msg_new(struct spool *sp, const char *id, char *err, size_t errsize)
 {
-	struct spool_msg *m = xcalloc(1, sizeof(*m));
+	struct spool_msg *m;
 
+	if (!spool_valid_id(id)) {
+		snprintf(err, errsize, "bad queue id");
+		errno = EINVAL;
+		return NULL;
+	}
+	m = xcalloc(1, sizeof(*m));
 	m->sp = sp;
 	m->fd = -1;
 	m->map = MAP_FAILED;
 	envelope_init(&m->env);
 	util_strlcpy(m->id, id, sizeof(m->id));
+	m->records = evbuffer_new();
+	if (m->records == NULL)
+		fatal("out of memory");
 	return m;
 }
 
@@ -778,24 +788,17 @@ struct spool_msg *
 spool_msg_parse(const char *id, const char *p, size_t len, size_t *keep,
     char *err, size_t errsize)
 {
-	struct spool_msg *m;
+	struct spool_msg *m = msg_new(NULL, id, err, errsize);
 	size_t k;
 
-	if (!spool_valid_id(id)) {
-		snprintf(err, errsize, "bad queue id");
-		errno = EINVAL;
+	if (m == NULL)
 		return NULL;
-	}
-	m = msg_new(NULL, id);
 	if (msg_parse(m, p, len, &k, err, errsize) == -1) {
 		spool_msg_close(&m);
 		errno = EBADMSG;
 		return NULL;
 	}
 	m->end = (off_t)k;
-	m->records = evbuffer_new();
-	if (m->records == NULL)
-		fatal("out of memory");
 	if (keep != NULL)
 		*keep = k;
 	return m;
@@ -809,12 +812,8 @@ spool_msg_load(struct spool *sp, const char *id, char *err, size_t errsize)
 	size_t keep;
 	int saved;
 
-	if (!spool_valid_id(id)) {
-		snprintf(err, errsize, "bad queue id");
-		errno = EINVAL;
+	if ((m = msg_new(sp, id, err, errsize)) == NULL)
 		return NULL;
-	}
-	m = msg_new(sp, id);
 	m->fd = openat(sp->queue_fd, id, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (m->fd == -1) {
 		snprintf(err, errsize, "open: %s", strerror(errno));
@@ -841,9 +840,6 @@ spool_msg_load(struct spool *sp, const char *id, char *err, size_t errsize)
 		goto fail;
 	}
 	m->end = (off_t)keep;
-	m->records = evbuffer_new();
-	if (m->records == NULL)
-		fatal("out of memory");
 	return m;
 fail:
 	saved = errno;

@@ -22,22 +22,9 @@
 
 #include "mail/envelope.h"
 
-#define CHECK(e)                                                               \
-	do {                                                                   \
-		if (!(e))                                                      \
-			abort();                                               \
-	} while (0)
+#include "fuzz.h"
 
 #define FUZZ_MAX_RCPTS 64
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static bool
-str_eq(const char *a, const char *b)
-{
-	return (a == NULL && b == NULL) ||
-	    (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
 
 static void
 check_value(const char *s)
@@ -53,17 +40,17 @@ check_same(const struct envelope *a, const struct envelope *b)
 {
 	CHECK(strcmp(a->id, b->id) == 0);
 	CHECK(a->arrival == b->arrival);
-	CHECK(str_eq(a->sender, b->sender));
-	CHECK(str_eq(a->helo, b->helo));
-	CHECK(str_eq(a->client_addr, b->client_addr));
-	CHECK(str_eq(a->protocol, b->protocol));
+	CHECK(fuzz_str_eq(a->sender, b->sender));
+	CHECK(fuzz_str_eq(a->helo, b->helo));
+	CHECK(fuzz_str_eq(a->client_addr, b->client_addr));
+	CHECK(fuzz_str_eq(a->protocol, b->protocol));
 	CHECK(a->body == b->body && a->smtputf8 == b->smtputf8);
-	CHECK(a->ret == b->ret && str_eq(a->envid, b->envid));
+	CHECK(a->ret == b->ret && fuzz_str_eq(a->envid, b->envid));
 	CHECK(a->size_declared == b->size_declared);
 	CHECK(a->nrcpts == b->nrcpts);
 	for (size_t i = 0; i < a->nrcpts; i++) {
 		CHECK(strcmp(a->rcpts[i].addr, b->rcpts[i].addr) == 0);
-		CHECK(str_eq(a->rcpts[i].orcpt, b->rcpts[i].orcpt));
+		CHECK(fuzz_str_eq(a->rcpts[i].orcpt, b->rcpts[i].orcpt));
 		CHECK(a->rcpts[i].notify == b->rcpts[i].notify);
 	}
 }

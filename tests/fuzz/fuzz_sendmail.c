@@ -31,15 +31,9 @@
 #include "lib/util.h"
 #include "mail/smtp_addr.h"
 
-#define CHECK(e)                                                               \
-	do {                                                                   \
-		if (!(e))                                                      \
-			abort();                                               \
-	} while (0)
+#include "fuzz.h"
 
 #define MAX_ARGS 64
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void
 check_list(const struct sendmail_list *l)

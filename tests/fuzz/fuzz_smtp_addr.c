@@ -21,15 +21,9 @@
 
 #include "mail/smtp_addr.h"
 
-#define CHECK(e)                                                               \
-	do {                                                                   \
-		if (!(e))                                                      \
-			abort();                                               \
-	} while (0)
+#include "fuzz.h"
 
 #define ALL_FLAGS 16u
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void
 check_reparse(const struct smtp_addr *a, unsigned flags)

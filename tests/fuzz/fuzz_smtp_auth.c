@@ -223,8 +223,6 @@ fuzz_sasl(const uint8_t *p, size_t len)
 	free(enc2);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

@@ -36,11 +36,7 @@
 #include "relay/smtp_client.h"
 #include "lib/util.h"
 
-#define CHECK(e)                                                               \
-	do {                                                                   \
-		if (!(e))                                                      \
-			abort();                                               \
-	} while (0)
+#include "fuzz.h"
 
 struct fz {
 	struct smtp_client *c;
@@ -179,8 +175,6 @@ fz_handshake(struct fz *f, struct evbuffer *in, struct evbuffer *out)
 	    NULL);
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -232,12 +226,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!(opt & 32))
 		fz_send(&f);      /* else: sent once greeted */
 	while (i < size && f.closes == 0) {
-		size_t n = (size_t)(data[i] & 63) + 1;
-		i++;
-		if (n > size - i)
-			n = size - i;
-		evbuffer_add(in, data + i, n);
-		i += n;
+		const uint8_t *p;
+		size_t n = fuzz_next_read(data, size, &i, &p);
+
+		evbuffer_add(in, p, n);
 		smtp_client_process(f.c);
 		if ((opt & 32) && f.sends == 0 && smtp_client_idle(f.c)) {
 			fz_send(&f);

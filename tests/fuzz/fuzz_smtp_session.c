@@ -37,8 +37,6 @@ static const struct smtp_session_io fio = { .set_timeout = io_set_timeout,
 
 static struct config *cfgs[2];
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {

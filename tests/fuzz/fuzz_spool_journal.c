@@ -26,22 +26,9 @@
 #include "lib/log.h"
 #include "queue/spool.h"
 
-#define CHECK(e)                                                               \
-	do {                                                                   \
-		if (!(e))                                                      \
-			abort();                                               \
-	} while (0)
+#include "fuzz.h"
 
 #define FUZZ_ID "0123456789abcdef"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-static bool
-str_eq(const char *a, const char *b)
-{
-	return (a == NULL && b == NULL) ||
-	    (a != NULL && b != NULL && strcmp(a, b) == 0);
-}
 
 static void
 check_status(const struct spool_rcpt_status *st)
@@ -139,10 +126,10 @@ check_same(const struct spool_msg *a, const struct spool_msg *b)
 
 		CHECK(x->state == y->state && x->attempts == y->attempts);
 		CHECK(x->next_attempt == y->next_attempt);
-		CHECK(str_eq(x->reply, y->reply));
+		CHECK(fuzz_str_eq(x->reply, y->reply));
 		CHECK(x->warned == y->warned && x->reported == y->reported);
 		CHECK(x->how == y->how && x->last_attempt == y->last_attempt);
-		CHECK(str_eq(x->mta, y->mta));
+		CHECK(fuzz_str_eq(x->mta, y->mta));
 	}
 	CHECK(spool_msg_done(a) == spool_msg_done(b));
 }

@@ -20,11 +20,7 @@
 #include "smtpd/queue_client.h"
 #include "smtpd/smtp_session.h"
 
-#define CHECK(e)                                                               \
-	do {                                                                   \
-		if (!(e))                                                      \
-			abort();                                               \
-	} while (0)
+#include "fuzz.h"
 
 struct fq {
 	bool fail;               /* every answer is a failure */
@@ -137,12 +133,10 @@ harness_feed(struct smtp_session *s, struct evbuffer *in, struct evbuffer *out,
 	if (show_output == -1)
 		show_output = getenv("FUZZ_SHOW_OUTPUT") != NULL;
 	while (i < size && !*closed) {
-		size_t n = (size_t)(data[i] & 63) + 1;
-		i++;
-		if (n > size - i)
-			n = size - i;
-		evbuffer_add(in, data + i, n);
-		i += n;
+		const uint8_t *p;
+		size_t n = fuzz_next_read(data, size, &i, &p);
+
+		evbuffer_add(in, p, n);
 		smtp_session_process(s);
 		fq_answer(q, s);
 		if (between != NULL)

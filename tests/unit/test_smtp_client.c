@@ -394,38 +394,34 @@ test_greeting_554(void **state)
 static void
 test_reply_3xx(void **state)
 {
+	static const struct {
+		struct exch x[3];          /* server text, client answer */
+		enum smtp_client_error err;
+		enum smtp_client_stage stage;
+	} cases[] = {
+		{ { { "330 3.1.0 what\r\n", "" } },
+		  SMTP_CLIENT_ERR_GREETING, SMTP_CLIENT_STAGE_GREETING },
+		{ { { "220 mx.test\r\n", "EHLO client.test\r\n" },
+		    { "354 go on\r\n", "" } },
+		  SMTP_CLIENT_ERR_PROTOCOL, SMTP_CLIENT_STAGE_EHLO },
+		{ { { "220 mx.test\r\n", "EHLO client.test\r\n" },
+		    { "500 what\r\n", "HELO client.test\r\n" },
+		    { "334-3.0.0 a\r\n334 3.0.0 b\r\n", "" } },
+		  SMTP_CLIENT_ERR_PROTOCOL, SMTP_CLIENT_STAGE_HELO },
+	};
 	struct t t;
 
-	start(&t);
-	add_rcpts(&t, 1);
-	send_msg(&t, "x\r\n");
-	STEP(&t, "330 3.1.0 what\r\n", "");
-	assert_true(t.closed);
-	assert_int_equal(t.close_why, SMTP_CLIENT_ERR_GREETING);
-	assert_int_equal(t.err, SMTP_CLIENT_ERR_GREETING);
-	want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.5.0", SMTP_CLIENT_STAGE_GREETING);
-	stop(&t);
-
-	start(&t);
-	add_rcpts(&t, 1);
-	send_msg(&t, "x\r\n");
-	STEP(&t, "220 mx.test\r\n", "EHLO client.test\r\n");
-	STEP(&t, "354 go on\r\n", "");
-	assert_true(t.closed);
-	assert_int_equal(t.err, SMTP_CLIENT_ERR_PROTOCOL);
-	want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.5.0", SMTP_CLIENT_STAGE_EHLO);
-	stop(&t);
-
-	start(&t);
-	add_rcpts(&t, 1);
-	send_msg(&t, "x\r\n");
-	STEP(&t, "220 mx.test\r\n", "EHLO client.test\r\n");
-	STEP(&t, "500 what\r\n", "HELO client.test\r\n");
-	STEP(&t, "334-3.0.0 a\r\n334 3.0.0 b\r\n", "");
-	assert_true(t.closed);
-	assert_int_equal(t.err, SMTP_CLIENT_ERR_PROTOCOL);
-	want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.5.0", SMTP_CLIENT_STAGE_HELO);
-	stop(&t);
+	for (size_t i = 0; i < nitems(cases); i++) {
+		start(&t);
+		add_rcpts(&t, 1);
+		send_msg(&t, "x\r\n");
+		for (size_t k = 0; k < 3 && cases[i].x[k].srv != NULL; k++)
+			STEP(&t, cases[i].x[k].srv, cases[i].x[k].cli);
+		assert_true(t.closed);
+		assert_int_equal(t.err, cases[i].err);
+		want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.5.0", cases[i].stage);
+		stop(&t);
+	}
 }
 
 /* ------------------------------------------------------------------ */
