@@ -4,6 +4,7 @@
  * (multi-line replies, RFC 2034 enhanced codes, EHLO keywords).
  *
  *   make fuzz && ./build/fuzz/fuzz_smtp_client tests/fuzz/corpus/fuzz_smtp_client
+ *   FUZZ_SHOW_OUTPUT=1 ./build/fuzz/fuzz_smtp_client SEED   (what tern writes)
  *
  * Input: two options bytes, one length byte and that many octets of
  * message body, then the server's side of the conversation, cut into reads
@@ -26,6 +27,7 @@
  *   allowed.
  */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -142,9 +144,15 @@ static const struct smtp_client_io fio_tls = { io_set_timeout, io_close,
 static void
 check_output(struct fz *f, struct evbuffer *out)
 {
+	static int show_output = -1;
 	size_t n = evbuffer_get_length(out);
 	const unsigned char *p = evbuffer_pullup(out, -1);
 	bool clear = !smtp_client_tls_active(f->c);
+
+	if (show_output == -1)   /* for writing seeds */
+		show_output = getenv("FUZZ_SHOW_OUTPUT") != NULL;
+	if (show_output)
+		fwrite(p, 1, n, stderr);
 
 	for (size_t i = 0; i < n; i++) {
 		if (f->prev_cr)

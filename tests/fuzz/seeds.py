@@ -117,56 +117,69 @@ def smtp_session():
 EHLO_ALL = (b"250-mx.test hello\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n"
             b"250-8BITMIME\r\n250-SMTPUTF8\r\n250-DSN\r\n250-ENHANCEDSTATUSCODES\r\n"
             b"250-AUTH PLAIN LOGIN\r\n250-STARTTLS\r\n250 CHUNKING\r\n")
-TX_OK = (b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n"
-         b"354 go ahead\r\n250 2.0.0 queued as X\r\n")
+TX_OK = [b"250 2.1.0 ok\r\n", b"250 2.1.5 ok\r\n", b"250 2.1.5 ok\r\n", b"250 2.1.5 ok\r\n",
+         b"354 go ahead\r\n", b"250 2.0.0 queued as X\r\n"]
+THREE = TX_OK * 3 + [b"221 2.0.0 bye\r\n"]
 
 
-def client_input(opt, opt2, body, server, sizes=(64,)):
-    return bytes([opt, opt2, len(body)]) + body + chunks(server, sizes)
+def client_input(opt, opt2, body, replies, sizes=(64,)):
+    """replies: the server's replies, each in reads of its own (a real
+    server answers what it was sent; a reply read before the command it
+    answers is a protocol error, and what follows a 220 to STARTTLS in
+    the same read is dropped, RFC 3207 5)."""
+    return (bytes([opt, opt2, len(body)]) + body +
+            b"".join(chunks(r, sizes) for r in replies))
 
 
 def smtp_client():
     body = b"Subject: x\r\n\r\nbody\r\n.line\r\n"
-    three = TX_OK * 3 + b"221 2.0.0 bye\r\n"
+    hello = [b"220 mx.test ESMTP\r\n", EHLO_ALL]
+    tls = hello + [b"220 2.0.0 go ahead\r\n", EHLO_ALL]
     return {
-        "three_tx": client_input(0, 0, body, b"220 mx.test ESMTP\r\n" + EHLO_ALL + three),
-        "three_tx_split": client_input(1, 0, body, b"220 mx.test\r\n" + EHLO_ALL + three,
-                                       (1, 5, 17)),
-        "multiline": client_input(0, 0, body,
-                                  b"220-mx.test\r\n220-second\r\n220 third\r\n" + EHLO_ALL +
-                                  b"250-2.1.0 a\r\n250 2.1.0 b\r\n"
-                                  b"550-5.1.1 no\r\n550 5.1.1 such user\r\n"
-                                  b"452 4.5.3 too many\r\n250 2.1.5 ok\r\n354 go\r\n"
-                                  b"250-2.0.0 ok\r\n250 2.0.0 queued\r\n421 4.3.2 bye\r\n"),
-        "helo_fallback": client_input(0, 0, body, b"220 old.test\r\n500 what\r\n250 ok\r\n"
-                                      b"250 ok\r\n250 ok\r\n250 ok\r\n250 ok\r\n354 go\r\n"
-                                      b"250 ok\r\n"),
-        "greeting_554": client_input(0, 0, body, b"554 5.7.1 no service\r\n"),
-        "rcpt_refused_rset": client_input(0, 0, body, b"220 mx\r\n" + EHLO_ALL +
-                                          b"250 ok\r\n550 5.1.1 no\r\n550 5.1.1 no\r\n"
-                                          b"550 5.1.1 no\r\n554 5.5.1 no valid rcpts\r\n"
-                                          b"250 2.0.0 reset\r\n" + three),
+        "three_tx": client_input(0, 0, body, hello + THREE),
+        "three_tx_split": client_input(1, 0, body, hello + THREE, (1, 5, 17)),
+        "multiline": client_input(0, 0, body, [
+            b"220-mx.test\r\n220-second\r\n220 third\r\n", EHLO_ALL,
+            b"250-2.1.0 a\r\n250 2.1.0 b\r\n", b"550-5.1.1 no\r\n550 5.1.1 such user\r\n",
+            b"452 4.5.3 too many\r\n", b"250 2.1.5 ok\r\n", b"354 go\r\n",
+            b"250-2.0.0 ok\r\n250-2.0.0 second line\r\n250 2.0.0 queued\r\n",
+            b"421 4.3.2 bye\r\n"]),
+        "enhanced_mismatch": client_input(0, 0, body, hello + [
+            b"250 2.1.0 ok\r\n", b"250-2.1.5 a\r\n250-2.1.6 b\r\n250 x\r\n",
+            b"451 5.1.5 class differs\r\n", b"550 5.1.1234 too long\r\n",
+            b"354 go\r\n", b"250 2.0.0\r\n", b"221 bye\r\n"]),
+        "helo_fallback": client_input(0, 0, body, [b"220 old.test\r\n", b"500 what\r\n",
+                                                   b"250 ok\r\n", b"250 ok\r\n", b"250 ok\r\n",
+                                                   b"250 ok\r\n", b"250 ok\r\n", b"354 go\r\n",
+                                                   b"250 ok\r\n"]),
+        "greeting_554": client_input(0, 0, body, [b"554 5.7.1 no service\r\n"]),
+        "rcpt_refused_rset": client_input(0, 0, body, hello + [
+            b"250 ok\r\n", b"550 5.1.1 no\r\n", b"550 5.1.1 no\r\n", b"550 5.1.1 no\r\n",
+            b"554 5.5.1 no valid rcpts\r\n", b"250 2.0.0 reset\r\n"] + THREE),
         "dsn_utf8": client_input(4 | 8 | 16, 0, "Subject: \u00e9\r\n\r\n\u00e9\r\n".encode(),
-                                 b"220 mx\r\n" + EHLO_ALL + three),
-        "no_ext_8bit": client_input(8, 0, b"\xe9\r\n", b"220 mx\r\n250 mx\r\n" + three),
-        "starttls_may": client_input(0, 1, body, b"220 mx\r\n" + EHLO_ALL + b"220 go ahead\r\n" +
-                                     EHLO_ALL + three),
-        "starttls_must_refused": client_input(0, 2, body, b"220 mx\r\n" + EHLO_ALL +
-                                              b"454 4.7.0 no tls\r\n"),
-        "starttls_must_fails": client_input(0, 2 | 16, body, b"220 mx\r\n" + EHLO_ALL +
-                                            b"220 go ahead\r\n"),
-        "auth_plain": client_input(0, 1 | 4, body, b"220 mx\r\n" + EHLO_ALL + b"220 go\r\n" +
-                                   EHLO_ALL + b"235 2.7.0 ok\r\n" + three),
-        "auth_login_clear": client_input(0, 4 | 8, body, b"220 mx\r\n250-mx\r\n250 AUTH LOGIN\r\n"
-                                         b"334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n"
-                                         b"235 2.7.0 ok\r\n" + three),
-        "auth_refused": client_input(0, 4 | 8, body, b"220 mx\r\n" + EHLO_ALL +
-                                     b"535 5.7.8 bad credentials\r\n221 bye\r\n"),
-        "late_send_timeout": client_input(32 | 64, 0, body, b"220 mx\r\n" + EHLO_ALL + TX_OK),
-        "bad_replies": client_input(0, 0, body, b"220 mx\r\n250-x\r\n251 y\r\n"),
-        "bare_lf": client_input(2, 0, body, b"220 mx\n" + EHLO_ALL.replace(b"\r\n", b"\n") +
-                                three.replace(b"\r\n", b"\n")),
+                                 hello + THREE),
+        "no_ext_8bit": client_input(8, 0, b"\xe9\r\n", [b"220 mx\r\n", b"250 mx\r\n"] + THREE),
+        "starttls_may": client_input(0, 1, body, tls + THREE),
+        "starttls_must_refused": client_input(0, 2, body, hello + [b"454 4.7.0 no tls\r\n"]),
+        "starttls_must_fails": client_input(0, 2 | 16, body, hello + [b"220 go ahead\r\n"]),
+        "auth_plain": client_input(0, 1 | 4, body, tls + [b"235 2.7.0 ok\r\n"] + THREE),
+        "auth_eq_form": client_input(0, 2 | 4, body, hello[:1] + [
+            b"250-mx\r\n250-STARTTLS\r\n250 AUTH=LOGIN\r\n", b"220 go\r\n",
+            b"250-mx\r\n250-AUTH=LOGIN\r\n250 SIZE 10\r\n", b"334 VXNlcm5hbWU6\r\n",
+            b"334 UGFzc3dvcmQ6\r\n", b"454 4.7.0 try later\r\n"]),
+        "auth_login_clear": client_input(0, 4 | 8, body, [
+            b"220 mx\r\n", b"250-mx\r\n250 AUTH LOGIN\r\n", b"334 VXNlcm5hbWU6\r\n",
+            b"334 UGFzc3dvcmQ6\r\n", b"235 2.7.0 ok\r\n"] + THREE),
+        "auth_refused": client_input(0, 4 | 8, body, hello + [
+            b"535 5.7.8 bad credentials\r\n", b"221 bye\r\n"]),
+        "auth_clear_refused": client_input(0, 4, body, hello + THREE),
+        "late_send_timeout": client_input(32 | 64, 0, body, hello + TX_OK),
+        "bad_replies": client_input(0, 0, body, [b"220 mx\r\n", b"250-x\r\n251 y\r\n"]),
+        "bare_lf": client_input(2, 0, body, [r.replace(b"\r\n", b"\n") for r in hello + THREE]),
+        "size_limit": client_input(0, 0, body * 3, [b"220 mx\r\n",
+                                                    b"250-mx\r\n250 SIZE 20\r\n"] + THREE),
     }
+
 
 # ---------------------------------------------------------------------------
 # fuzz_envelope: the envelope text (docs/spool-format.md)
