@@ -5,6 +5,8 @@
 #   make run        install missing packages, build, run on the default config
 #   make test       install missing packages, build both, run every test
 #   make bench      run the benchmarks under bench/
+#   make fuzz       build the libFuzzer targets (build/fuzz/fuzz_*)
+#   make fuzz-long  run each fuzz target for FUZZ_SECONDS (docs/testing.md)
 
 CC      ?= gcc
 PKGS    := libevent libevent_pthreads libevent_openssl openssl libunbound libidn2
@@ -32,7 +34,7 @@ OBJ_LIB_ASAN := $(patsubst src/%.c,build/asan/obj/%.o,$(SRC_LIB)) build/asan/obj
 UNIT_BIN      := $(patsubst tests/unit/%.c,build/tests/%,$(UNIT_SRC))
 UNIT_BIN_ASAN := $(patsubst tests/unit/%.c,build/asan/tests/%,$(UNIT_SRC))
 
-.PHONY: all asan run test unit deps bench clean docs fuzz check-layers
+.PHONY: all asan run test unit deps bench clean docs fuzz fuzz-long check-layers
 all: build/tern
 
 asan: build/asan/tern
@@ -86,7 +88,7 @@ run: deps
 	./build/tern serve
 
 test: deps check-layers
-	@$(MAKE) --no-print-directory build/tern build/asan/tern unit
+	@$(MAKE) --no-print-directory build/tern build/asan/tern unit fuzz
 	/usr/bin/python3 tests/run.py
 
 check-layers:
@@ -99,16 +101,43 @@ bench: deps build/tern
 	sh bench/smtp-source.sh
 	sh bench/relay.sh
 
-# libFuzzer targets (clang): one per parser and one for the whole session.
-FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
-               -Isrc -Ibuild/gen -pthread
-FUZZ_SRC := $(SRC_LIB) build/gen/config_default.c
-fuzz: build/fuzz/fuzz_smtp_addr build/fuzz/fuzz_smtp_session build/fuzz/fuzz_smtp_client \
-      build/fuzz/fuzz_ipc build/fuzz/fuzz_proto_ctl build/fuzz/fuzz_proto_submit \
-      build/fuzz/fuzz_proto_relay_job build/fuzz/fuzz_proto_control_line
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_SRC) $(HDR_ALL) $(wildcard tests/fuzz/*.h)
+# libFuzzer targets (clang), one per parser and one for the whole session:
+# every tests/fuzz/fuzz_*.c is a target. The library is compiled once with
+# coverage and sanitizers into build/fuzz/libtern.a and each target links
+# against it. UBSan aborts (no recovery) so that libFuzzer sees undefined
+# behaviour as a crash. Not -Werror: clang warns about things gcc does not,
+# and the gcc builds are the ones that enforce warnings. docs/testing.md.
+FUZZ_CC     := clang
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_CFLAGS := -std=c17 -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer -pthread \
+               -Wall -Wextra -Wno-unused-parameter -Isrc -Ibuild/gen $(FUZZ_SAN)
+FUZZ_TARGET_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_TARGET_SRC))
+OBJ_LIB_FUZZ := $(patsubst src/%.c,build/fuzz/obj/%.o,$(SRC_LIB)) \
+                build/fuzz/obj/config_default.o
+
+fuzz: $(FUZZ_BIN)
+
+build/fuzz/obj/%.o: src/%.c $(HDR_ALL)
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(FUZZ_SRC) $(LIBS)
+	@echo "  CC fuzz $<"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(PKG_CFLAGS) -c $< -o $@
+build/fuzz/obj/config_default.o: build/gen/config_default.c
+	@mkdir -p $(dir $@)
+	@echo "  CC fuzz $<"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+build/fuzz/libtern.a: $(OBJ_LIB_FUZZ)
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+build/fuzz/%: tests/fuzz/%.c build/fuzz/libtern.a $(HDR_ALL) $(wildcard tests/fuzz/*.h)
+	@echo "  CC LD   $@"
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer $(PKG_CFLAGS) -o $@ $< \
+	    build/fuzz/libtern.a $(LIBS)
+
+# Each target for FUZZ_SECONDS (default 1200) on a copy of its corpus kept
+# in build/fuzz/corpus/; prints executions, coverage, new units, crashes.
+fuzz-long: fuzz
+	/usr/bin/python3 tests/fuzz/long.py
 
 clean:
 	rm -rf build

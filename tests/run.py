@@ -17,6 +17,9 @@ run.py - tern's test driver (what `make test` runs after building).
    its own worker process, two workers at a time. With the ASan build,
    ASAN_OPTIONS=detect_leaks=1:abort_on_error=0; the harness fails a test
    whose tern stderr shows a sanitizer report.
+3. Fuzz targets (with the unit tests): every tests/fuzz/fuzz_*.c runs its
+   committed seeds and then TERN_FUZZ_SECONDS (4) of fuzzing, one line
+   "PASS fuzz fuzz_NAME" each (run_fuzz_target; docs/testing.md).
 
 One line per test (PASS/FAIL/SKIP name), failure details and notes a test
 made with harness.note() indented below,
@@ -44,6 +47,7 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -312,6 +316,75 @@ def unit_binaries(variants):
 
 
 # --------------------------------------------------------------------------
+# fuzz targets: each built target runs briefly (docs/testing.md)
+
+FUZZ_SECONDS = int(os.environ.get("TERN_FUZZ_SECONDS", "4"))
+
+
+def fuzz_target_names():
+    return sorted(os.path.splitext(os.path.basename(p))[0]
+                  for p in glob.glob(os.path.join(REPO, "tests", "fuzz", "fuzz_*.c")))
+
+
+def run_fuzz_target(name):
+    """One line for tests/fuzz/<name>.c: PASS when every committed seed of
+    tests/fuzz/corpus/<name>/ and then FUZZ_SECONDS of fuzzing on a
+    temporary copy of that corpus run clean. A crash keeps its reproducer
+    in build/fuzz/crashes/<name>/."""
+    full = "fuzz %s" % name
+    exe = os.path.join(REPO, "build", "fuzz", name)
+    seeds = os.path.join(REPO, "tests", "fuzz", "corpus", name)
+    if not os.access(exe, os.X_OK):
+        return [("FAIL", full, "build/fuzz/%s is not built (make fuzz)" % name)]
+    files = sorted(glob.glob(os.path.join(seeds, "*")))
+    if not files:
+        return [("FAIL", full, "no seed corpus in tests/fuzz/corpus/%s/" % name)]
+    tmp = tempfile.mkdtemp(prefix="tern-fuzz-")
+    try:
+        corpus = os.path.join(tmp, "corpus")
+        shutil.copytree(seeds, corpus)
+        art = os.path.join(tmp, "artifacts") + "/"
+        os.mkdir(art)
+        common = ["-timeout=60", "-artifact_prefix=" + art]
+        steps = [("a seed", [exe] + common + files),
+                 ("%ds of fuzzing" % FUZZ_SECONDS,
+                  [exe] + common + ["-max_total_time=%d" % FUZZ_SECONDS, corpus])]
+        for what, cmd in steps:
+            try:
+                p = subprocess.run(cmd, cwd=tmp, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   timeout=FUZZ_SECONDS + 300)
+                out, rc = p.stdout.decode("utf-8", "replace"), p.returncode
+            except subprocess.TimeoutExpired as e:
+                out, rc = (e.stdout or b"").decode("utf-8", "replace"), "timeout"
+            if rc == 0:
+                continue
+            keep = os.path.join(REPO, "build", "fuzz", "crashes", name)
+            os.makedirs(keep, exist_ok=True)
+            kept = []
+            for f in os.listdir(art):
+                shutil.copy(os.path.join(art, f), keep)
+                kept.append(os.path.relpath(os.path.join(keep, f), REPO))
+            running = [l[9:] for l in out.splitlines() if l.startswith("Running: ")]
+            if not kept and running:   # a seed: it is its own reproducer
+                kept.append(os.path.relpath(running[-1].strip(), REPO))
+            tail = "\n".join(out.splitlines()[-60:])
+            return [("FAIL", full, "%s failed (status %s); reproducer: %s\n"
+                     "rerun: build/fuzz/%s %s\n%s"
+                     % (what, rc, ", ".join(kept) or "none written", name,
+                        kept[0] if kept else "FILE", tail))]
+        return [("PASS", full, "")]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_fuzz_targets(results, pool, pattern):
+    names = [n for n in fuzz_target_names() if matches(pattern, "fuzz %s" % n)]
+    for f in [pool.submit(run_fuzz_target, n) for n in names]:
+        results.emit_block(f.result())
+
+
+# --------------------------------------------------------------------------
 # integration tests: the worker side (one file, one binary)
 
 def worker_main(args):
@@ -546,6 +619,7 @@ def main():
             futs = [pool.submit(run_unit_binary, l, p, args.k) for l, p in bins]
             for f in futs:
                 results.emit_block(f.result())
+            run_fuzz_targets(results, pool, args.k)
         if not args.unit_only:
             files = sorted(glob.glob(os.path.join(INTEGRATION_DIR, "test_*.py")))
             files.sort(key=lambda p: (SLOW_FIRST.index(os.path.basename(p))

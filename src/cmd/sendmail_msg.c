@@ -678,12 +678,19 @@ sendmail_config_scan(const char *text, size_t len, char **submit_socket,
 						    lineno);
 						sendmail_buf_clear(&tok[0]);
 						sendmail_buf_clear(&tok[1]);
+						/* nothing for the caller to free */
+						free(*submit_socket);
+						free(*spool);
+						free(*hostname);
+						*submit_socket = *spool = *hostname = NULL;
 						return -1;
 					}
 					i++;
 				} else {
-					for (; i < n && strchr(" \t\r#{}\"", l[i]) ==
-					    NULL; i++)
+					/* memchr: strchr would find a NUL octet
+					 * in its own terminator and loop */
+					for (; i < n && memchr(" \t\r#{}\"", l[i],
+					    7) == NULL; i++)
 						if (t != NULL)
 							sendmail_buf_add(t, l + i, 1);
 				}

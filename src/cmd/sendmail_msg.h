@@ -108,7 +108,8 @@ void sendmail_display_name(struct sendmail_buf *out, const char *name);
  * configuration text (the first word after the name, quotes removed;
  * blocks skipped), each a malloc'ed string or NULL when absent. Only this
  * is read: the client need not be able to read users, aliases or password
- * files. Returns 0, or -1 with err for an unterminated quoted string.
+ * files. Returns 0, or -1 with err for an unterminated quoted string
+ * (then all three are NULL).
  */
 int sendmail_config_scan(const char *text, size_t len, char **submit_socket,
     char **spool, char **hostname, char *err, size_t errsize);

@@ -939,13 +939,17 @@ jstr(const struct jval *o, const char *key)
 	return v != NULL && v->t == J_STR ? v->s : NULL;
 }
 
-/* A number member, or -1 when absent or null. */
+/* A number member, or -1 when absent, null, or beyond int64_t (a cast
+ * of such a double is undefined: 1e300 crashed the UBSan build). */
 static int64_t
 jnum(const struct jval *o, const char *key)
 {
 	const struct jval *v = jget(o, key);
 
-	return v != NULL && v->t == J_NUM ? (int64_t)v->num : -1;
+	if (v == NULL || v->t != J_NUM ||
+	    !(v->num > -9.0e18 && v->num < 9.0e18))
+		return -1;
+	return (int64_t)v->num;
 }
 
 /* ---- client: output for people ---- */
@@ -1062,6 +1066,51 @@ print_show(const struct jval *doc, FILE *out)
 /* ---- client: the exchange ---- */
 
 int
+queue_control_answer(const char *p, size_t len,
+    const struct control_line *req, bool json, FILE *out, FILE *err)
+{
+	struct jval doc;
+	const struct jval *ok;
+	int rc;
+
+	if (jparse_doc(p, len, &doc) == -1 || doc.t != J_OBJ) {
+		jfree(&doc);   /* zeroed already when it did not parse */
+		fprintf(err, "tern queue: malformed answer from tern\n");
+		return 1;
+	}
+	ok = jget(&doc, "ok");
+	rc = ok != NULL && ok->t == J_BOOL && ok->b ? 0 : 1;
+	if (json) {
+		fwrite(p, 1, len, out);
+	} else if (rc != 0) {
+		const char *e = jstr(&doc, "error");
+		const char *id = jstr(&doc, "id");
+
+		fprintf(err, "tern queue: %s%s%s\n", id != NULL ? id : "",
+		    id != NULL ? ": " : "", e != NULL ? e : "failed");
+	} else {
+		switch (req->verb) {
+		case CONTROL_LINE_LIST:
+			print_list(&doc, out);
+			break;
+		case CONTROL_LINE_SHOW:
+			print_show(&doc, out);
+			break;
+		case CONTROL_LINE_FLUSH:
+			fprintf(out, "%" PRId64 " message%s flushed\n",
+			    jnum(&doc, "flushed"), jnum(&doc, "flushed") == 1 ? "" : "s");
+			break;
+		default:
+			fprintf(out, "%s: %s\n", req->id, jstr(&doc, "action") ?
+			    jstr(&doc, "action") : "done");
+			break;
+		}
+	}
+	jfree(&doc);
+	return rc;
+}
+
+int
 queue_control_client(const struct config *cfg, int argc, char **argv,
     bool json, FILE *out)
 {
@@ -1069,8 +1118,6 @@ queue_control_client(const struct config *cfg, int argc, char **argv,
 	struct timeval tmo = { 120, 0 };
 	struct control_line req;
 	struct evbuffer *ans;
-	struct jval doc;
-	const struct jval *ok;
 	char line[CONTROL_LINE_MAX + 1];
 	const char *why;
 	size_t len;
@@ -1157,42 +1204,8 @@ queue_control_client(const struct config *cfg, int argc, char **argv,
 		evbuffer_free(ans);
 		return 69;
 	}
-	if (jparse_doc((const char *)evbuffer_pullup(ans, -1), len, &doc) == -1 ||
-	    doc.t != J_OBJ) {
-		jfree(&doc);   /* zeroed already when it did not parse */
-		fprintf(stderr, "tern queue: malformed answer from tern\n");
-		evbuffer_free(ans);
-		return 1;
-	}
-	ok = jget(&doc, "ok");
-	rc = ok != NULL && ok->t == J_BOOL && ok->b ? 0 : 1;
-	if (json) {
-		fwrite(evbuffer_pullup(ans, -1), 1, len, out);
-	} else if (rc != 0) {
-		const char *err = jstr(&doc, "error");
-		const char *id = jstr(&doc, "id");
-
-		fprintf(stderr, "tern queue: %s%s%s\n", id != NULL ? id : "",
-		    id != NULL ? ": " : "", err != NULL ? err : "failed");
-	} else {
-		switch (req.verb) {
-		case CONTROL_LINE_LIST:
-			print_list(&doc, out);
-			break;
-		case CONTROL_LINE_SHOW:
-			print_show(&doc, out);
-			break;
-		case CONTROL_LINE_FLUSH:
-			fprintf(out, "%" PRId64 " message%s flushed\n",
-			    jnum(&doc, "flushed"), jnum(&doc, "flushed") == 1 ? "" : "s");
-			break;
-		default:
-			fprintf(out, "%s: %s\n", req.id, jstr(&doc, "action") ?
-			    jstr(&doc, "action") : "done");
-			break;
-		}
-	}
-	jfree(&doc);
+	rc = queue_control_answer((const char *)evbuffer_pullup(ans, -1), len,
+	    &req, json, out, stderr);
 	evbuffer_free(ans);
 	return rc;
 }

@@ -29,6 +29,8 @@
 
 #include "mail/envelope.h"
 
+struct control_line;
+
 #define QUEUE_CONTROL_MAX_CLIENTS 16
 #define QUEUE_CONTROL_TIMEOUT 30
 #define QUEUE_CONTROL_SOCKET "control"   /* under the spool directory */
@@ -128,5 +130,15 @@ long queue_ctl_flush(struct queue *q, const char *id);
  */
 int queue_control_client(const struct config *cfg, int argc, char **argv,
     bool json, FILE *out);
+
+/*
+ * The client's half once the daemon's answer (p, len) is read: parse the
+ * JSON document and print it for req to out (as received with json, a
+ * table otherwise), or its error to err. Returns 0 if the answer says
+ * "ok": true, else 1 (a malformed answer too). No I/O but the two
+ * streams: unit tests and the fuzz target drive it.
+ */
+int queue_control_answer(const char *p, size_t len,
+    const struct control_line *req, bool json, FILE *out, FILE *err);
 
 #endif

@@ -688,16 +688,85 @@ bad:
 	    m->id);
 }
 
-struct spool_msg *
-spool_msg_load(struct spool *sp, const char *id, char *err, size_t errsize)
+/*
+ * Parse the image (base, len) of queue file m->id into m: head, envelope,
+ * message bounds, journal. *keep gets the length without a torn last
+ * record. -1 (errno EBADMSG, reason in err) if it is corrupt.
+ */
+static int
+msg_parse(struct spool_msg *m, const char *base, size_t len, size_t *keep,
+    char *err, size_t errsize)
 {
-	struct spool_msg *m;
-	struct stat st;
-	const char *base, *hend, *sep, *j, *jend;
+	const char *hend, *sep, *j, *jend;
 	uint64_t body_len = 0;
 	size_t limit;
 	char perr[256];
-	int saved;
+
+	if (len < HEAD_LINE_LEN)
+		return corrupt(err, errsize, "not a queue file");
+	/* Head line: magic, version, fixed-width message length. */
+	if (memcmp(base, HEAD_MAGIC, sizeof(HEAD_MAGIC) - 1) != 0)
+		return corrupt(err, errsize, "bad magic");
+	if (base[sizeof(HEAD_MAGIC) - 1] != '0' + SPOOL_VERSION ||
+	    base[sizeof(HEAD_MAGIC)] != ' ')
+		return corrupt(err, errsize, "unsupported queue file version");
+	for (size_t i = HEAD_LEN_OFF; i < HEAD_LEN_OFF + HEAD_LEN_DIGITS; i++) {
+		if (base[i] < '0' || base[i] > '9')
+			return corrupt(err, errsize, "bad length field");
+		if (body_len > (UINT64_MAX - 9) / 10)
+			return corrupt(err, errsize, "bad length field");
+		body_len = body_len * 10 + (uint64_t)(base[i] - '0');
+	}
+	if (base[HEAD_LINE_LEN - 1] != '\n')
+		return corrupt(err, errsize, "bad head line");
+	/* Envelope: up to the first empty line (values never hold LF). */
+	hend = base + HEAD_LINE_LEN;
+	limit = len - HEAD_LINE_LEN;
+	if (limit > SPOOL_MAX_HEAD)
+		limit = SPOOL_MAX_HEAD;
+	sep = memmem(hend, limit, "\n\n", 2);
+	if (sep == NULL)
+		return corrupt(err, errsize, "no end of envelope");
+	if (envelope_parse(&m->env, hend, (size_t)(sep + 1 - hend),
+	    ENVELOPE_MAX_RCPTS, perr, sizeof(perr)) == -1)
+		return corrupt(err, errsize, "envelope: %s", perr);
+	if (strcmp(m->env.id, m->id) != 0)
+		return corrupt(err, errsize, "envelope id does not match file name");
+	m->body = sep + 2;
+	if (body_len > (uint64_t)(base + len - m->body))
+		return corrupt(err, errsize, "file shorter than its message");
+	m->body_len = (size_t)body_len;
+	m->st = xcalloc(m->env.nrcpts, sizeof(*m->st));
+	m->staged = xcalloc(m->env.nrcpts, sizeof(*m->staged));
+
+	/* Journal replay. A last record without its newline is torn: cut it. */
+	j = m->body + m->body_len;
+	jend = base + len;
+	while (j < jend) {
+		const char *nl = memchr(j, '\n', (size_t)(jend - j));
+
+		if (nl == NULL) {
+			log_warn("queue id=%s event=journal-torn offset=%zu",
+			    m->id, (size_t)(j - base));
+			jend = j;
+			break;
+		}
+		if (nl - j > JOURNAL_LINE_MAX)
+			log_warn("queue id=%s event=journal-skipped reason=\"record too long\"",
+			    m->id);
+		else
+			replay_record(m, j, nl);
+		j = nl + 1;
+	}
+	*keep = (size_t)(jend - base);
+	return 0;
+}
+
+/* An empty message for queue id id; NULL (errno EINVAL) if id is none. */
+static struct spool_msg *
+msg_new(struct spool *sp, const char *id, char *err, size_t errsize)
+{
+	struct spool_msg *m;
 
 	if (!spool_valid_id(id)) {
 		snprintf(err, errsize, "bad queue id");
@@ -710,6 +779,42 @@ spool_msg_load(struct spool *sp, const char *id, char *err, size_t errsize)
 	m->map = MAP_FAILED;
 	envelope_init(&m->env);
 	util_strlcpy(m->id, id, sizeof(m->id));
+	m->records = evbuffer_new();
+	if (m->records == NULL)
+		fatal("out of memory");
+	return m;
+}
+
+struct spool_msg *
+spool_msg_parse(const char *id, const char *p, size_t len, size_t *keep,
+    char *err, size_t errsize)
+{
+	struct spool_msg *m = msg_new(NULL, id, err, errsize);
+	size_t k;
+
+	if (m == NULL)
+		return NULL;
+	if (msg_parse(m, p, len, &k, err, errsize) == -1) {
+		spool_msg_close(&m);
+		errno = EBADMSG;
+		return NULL;
+	}
+	m->end = (off_t)k;
+	if (keep != NULL)
+		*keep = k;
+	return m;
+}
+
+struct spool_msg *
+spool_msg_load(struct spool *sp, const char *id, char *err, size_t errsize)
+{
+	struct spool_msg *m;
+	struct stat st;
+	size_t keep;
+	int saved;
+
+	if ((m = msg_new(sp, id, err, errsize)) == NULL)
+		return NULL;
 	m->fd = openat(sp->queue_fd, id, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
 	if (m->fd == -1) {
 		snprintf(err, errsize, "open: %s", strerror(errno));
@@ -730,90 +835,13 @@ spool_msg_load(struct spool *sp, const char *id, char *err, size_t errsize)
 		snprintf(err, errsize, "mmap: %s", strerror(errno));
 		goto fail;
 	}
-	base = m->map;
-	/* Head line: magic, version, fixed-width message length. */
-	if (memcmp(base, HEAD_MAGIC, sizeof(HEAD_MAGIC) - 1) != 0) {
-		corrupt(err, errsize, "bad magic");
+	if (msg_parse(m, m->map, m->maplen, &keep, err, errsize) == -1)
+		goto fail;
+	if (keep < m->maplen && ftruncate(m->fd, (off_t)keep) == -1) {
+		snprintf(err, errsize, "ftruncate: %s", strerror(errno));
 		goto fail;
 	}
-	if (base[sizeof(HEAD_MAGIC) - 1] != '0' + SPOOL_VERSION ||
-	    base[sizeof(HEAD_MAGIC)] != ' ') {
-		corrupt(err, errsize, "unsupported queue file version");
-		goto fail;
-	}
-	for (size_t i = HEAD_LEN_OFF; i < HEAD_LEN_OFF + HEAD_LEN_DIGITS; i++) {
-		if (base[i] < '0' || base[i] > '9') {
-			corrupt(err, errsize, "bad length field");
-			goto fail;
-		}
-		if (body_len > (UINT64_MAX - 9) / 10) {
-			corrupt(err, errsize, "bad length field");
-			goto fail;
-		}
-		body_len = body_len * 10 + (uint64_t)(base[i] - '0');
-	}
-	if (base[HEAD_LINE_LEN - 1] != '\n') {
-		corrupt(err, errsize, "bad head line");
-		goto fail;
-	}
-	/* Envelope: up to the first empty line (values never hold LF). */
-	hend = base + HEAD_LINE_LEN;
-	limit = m->maplen - HEAD_LINE_LEN;
-	if (limit > SPOOL_MAX_HEAD)
-		limit = SPOOL_MAX_HEAD;
-	sep = memmem(hend, limit, "\n\n", 2);
-	if (sep == NULL) {
-		corrupt(err, errsize, "no end of envelope");
-		goto fail;
-	}
-	if (envelope_parse(&m->env, hend, (size_t)(sep + 1 - hend),
-	    ENVELOPE_MAX_RCPTS, perr, sizeof(perr)) == -1) {
-		corrupt(err, errsize, "envelope: %s", perr);
-		goto fail;
-	}
-	if (strcmp(m->env.id, id) != 0) {
-		corrupt(err, errsize, "envelope id does not match file name");
-		goto fail;
-	}
-	m->body = sep + 2;
-	if (body_len > (uint64_t)(base + m->maplen - m->body)) {
-		corrupt(err, errsize, "file shorter than its message");
-		goto fail;
-	}
-	m->body_len = (size_t)body_len;
-	m->st = xcalloc(m->env.nrcpts, sizeof(*m->st));
-	m->staged = xcalloc(m->env.nrcpts, sizeof(*m->staged));
-
-	/* Journal replay. A last record without its newline is torn: cut it. */
-	j = m->body + m->body_len;
-	jend = base + m->maplen;
-	while (j < jend) {
-		const char *nl = memchr(j, '\n', (size_t)(jend - j));
-
-		if (nl == NULL) {
-			off_t keep = (off_t)(j - base);
-
-			log_warn("queue id=%s event=journal-torn offset=%lld",
-			    m->id, (long long)keep);
-			if (ftruncate(m->fd, keep) == -1) {
-				snprintf(err, errsize, "ftruncate: %s",
-				    strerror(errno));
-				goto fail;
-			}
-			jend = j;
-			break;
-		}
-		if (nl - j > JOURNAL_LINE_MAX)
-			log_warn("queue id=%s event=journal-skipped reason=\"record too long\"",
-			    m->id);
-		else
-			replay_record(m, j, nl);
-		j = nl + 1;
-	}
-	m->end = (off_t)(jend - base);
-	m->records = evbuffer_new();
-	if (m->records == NULL)
-		fatal("out of memory");
+	m->end = (off_t)keep;
 	return m;
 fail:
 	saved = errno;

@@ -153,6 +153,19 @@ struct spool_msg *spool_msg_load(struct spool *sp, const char *id, char *err,
     size_t errsize);
 void spool_msg_close(struct spool_msg **m);
 
+/*
+ * What spool_msg_load() does once the file is mapped, over an image (p,
+ * len) in memory: check the head, parse the envelope (its id must be id),
+ * replay the journal. The message points into p, which must outlive it,
+ * and has no file: use it to read (spool_msg_rcpt, _held, _done), not to
+ * flush. *keep (may be NULL) gets the length of the image without a torn
+ * last record, where the loader truncates the file. NULL with errno
+ * EBADMSG (reason in err) if the image is corrupt, EINVAL for a bad id.
+ * For tests and the fuzz target.
+ */
+struct spool_msg *spool_msg_parse(const char *id, const char *p, size_t len,
+    size_t *keep, char *err, size_t errsize);
+
 const char *spool_msg_id(const struct spool_msg *m);
 /*
  * The queue file's inode number: fixed from BEGIN to removal (the commit

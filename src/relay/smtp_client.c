@@ -564,8 +564,9 @@ read_line(struct smtp_client *c, bool ehlo, const char **why)
 	size_t tl = len > 4 ? len - 4 : 0;
 
 	/* RFC 2034 3: the enhanced code starts each line's text. Kept once,
-	 * removed from the text where it repeats. */
-	size_t el = enhanced_len(txt, tl, line[0]);
+	 * removed from the text where it repeats. RFC 3463 2 has classes 2,
+	 * 4 and 5 only: a 3yz reply has none (the queue refuses "3.x.x"). */
+	size_t el = line[0] == '3' ? 0 : enhanced_len(txt, tl, line[0]);
 	if (el > 0 && el < sizeof(rd->first_enh)) {
 		if (rd->nlines == 1) {
 			memcpy(rd->first_enh, txt, el);
@@ -588,7 +589,7 @@ read_line(struct smtp_client *c, bool ehlo, const char **why)
 	rd->r.code = rd->code;
 	if (rd->first_enh[0] != '\0')
 		util_strlcpy(rd->r.enhanced, rd->first_enh, sizeof(rd->r.enhanced));
-	else
+	else if (line[0] != '3')
 		snprintf(rd->r.enhanced, sizeof(rd->r.enhanced), "%c.0.0", line[0]);
 	return 2;
 }
@@ -920,7 +921,9 @@ protocol_error(struct smtp_client *c, const struct smtp_client_reply *r,
 
 	set_reply(&e, 0, "4.5.0", "protocol error: unexpected reply %u to %s "
 	    "from %s", r->code, what, c->params->peer ? c->params->peer : "peer");
-	conn_fail(c, SMTP_CLIENT_ERR_PROTOCOL, &e);
+	/* a garbage greeting is a failed connection: next MX */
+	conn_fail(c, c->handling && c->handled == SMTP_CLIENT_STAGE_GREETING ?
+	    SMTP_CLIENT_ERR_GREETING : SMTP_CLIENT_ERR_PROTOCOL, &e);
 }
 
 static void
@@ -940,7 +943,13 @@ static void
 on_greeting(struct smtp_client *c, const struct smtp_client_reply *r)
 {
 	/* RFC 5321 4.2, 3.1: 220 service ready; 554 (or any 4xx/5xx) means
-	 * no service here: the caller tries the next MX (5.1). */
+	 * no service here: the caller tries the next MX (5.1). A 3yz reply
+	 * answers nothing here; it must not decide recipients either (its
+	 * code is no delivery status). */
+	if (r->code / 100 == 3) {
+		protocol_error(c, r, "the greeting");
+		return;
+	}
 	if (r->code / 100 != 2) {
 		conn_fail(c, SMTP_CLIENT_ERR_GREETING, r);
 		return;
@@ -1211,8 +1220,11 @@ on_ehlo(struct smtp_client *c, const struct smtp_client_reply *r)
 		write_hello(c, false);
 		return;
 	}
-	conn_fail(c, r->code / 100 == 4 ? SMTP_CLIENT_ERR_HELO :
-	    SMTP_CLIENT_ERR_PROTOCOL, r);
+	if (r->code / 100 == 3) {
+		protocol_error(c, r, "EHLO");
+		return;
+	}
+	conn_fail(c, SMTP_CLIENT_ERR_HELO, r);
 }
 
 static void
@@ -1226,6 +1238,10 @@ on_helo(struct smtp_client *c, const struct smtp_client_reply *r)
 	}
 	if (reply_is_421(c, r))
 		return;
+	if (r->code / 100 == 3) {
+		protocol_error(c, r, "HELO");
+		return;
+	}
 	conn_fail(c, SMTP_CLIENT_ERR_HELO, r);
 }
 

@@ -159,7 +159,9 @@ enum smtp_client_status {
 struct smtp_client_reply {
 	unsigned code;            /* 200..599, or 0 when no reply applies */
 	/* RFC 3463 "class.subject.detail": the server's, else derived
-	 * ("4.0.0"/"5.0.0"), else the engine's own for local decisions. */
+	 * ("4.0.0"/"5.0.0"), else the engine's own for local decisions;
+	 * "" for a 3yz reply (RFC 3463 has no class 3; such a reply never
+	 * decides a recipient). */
 	char enhanced[16];
 	/* Text of every line (without codes and the enhanced code), joined
 	 * with one space, printable ASCII only ('?' for other octets), cut at

@@ -359,10 +359,12 @@ static int
 parse_notify(const struct param *p, unsigned *out)
 {
 	unsigned v = 0;
-	const char *q = p->val, *end = p->val + p->vallen;
+	const char *q = p->val, *end;
 
+	/* "NOTIFY" without a value; NULL + 0 would be undefined */
 	if (p->val == NULL)
 		return -1;
+	end = p->val + p->vallen;
 	while (q < end) {
 		const char *c = memchr(q, ',', (size_t)(end - q));
 		size_t n = c ? (size_t)(c - q) : (size_t)(end - q);

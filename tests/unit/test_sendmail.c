@@ -405,6 +405,20 @@ test_config_scan(void **state)
 	free(spool);
 	assert_int_equal(sendmail_config_scan("spool \"/a\n", 10, &sock, &spool,
 	    &host, err, sizeof(err)), -1);
+	/* values found before the error are not left allocated (they
+	 * leaked: found by fuzz_sendmail, under ASan) */
+	assert_int_equal(sendmail_config_scan("spool /a\nhostname \"h\n", 21,
+	    &sock, &spool, &host, err, sizeof(err)), -1);
+	assert_null(spool);
+	assert_null(host);
+	/* a NUL octet in a word looped for ever (found by fuzz_sendmail) */
+	assert_int_equal(sendmail_config_scan("spool /a\0b\nhostname \0\n", 22,
+	    &sock, &spool, &host, err, sizeof(err)), 0);
+	assert_null(sock);
+	assert_string_equal(spool, "/a");
+	assert_string_equal(host, "");
+	free(spool);
+	free(host);
 }
 
 /* submit_socket in the real loader: default, relative, none, too long. */

@@ -387,6 +387,43 @@ test_greeting_554(void **state)
 	stop(&t);
 }
 
+/* A 3yz reply where none is due (RFC 5321 4.2: greeting, EHLO, HELO)
+ * is a protocol error decided by the engine: its code is no delivery
+ * status, and "3.0.0" would be refused by the queue (RFC 3463 2 has no
+ * class 3), which closes the relay channel. Found by fuzz_smtp_client. */
+static void
+test_reply_3xx(void **state)
+{
+	static const struct {
+		struct exch x[3];          /* server text, client answer */
+		enum smtp_client_error err;
+		enum smtp_client_stage stage;
+	} cases[] = {
+		{ { { "330 3.1.0 what\r\n", "" } },
+		  SMTP_CLIENT_ERR_GREETING, SMTP_CLIENT_STAGE_GREETING },
+		{ { { "220 mx.test\r\n", "EHLO client.test\r\n" },
+		    { "354 go on\r\n", "" } },
+		  SMTP_CLIENT_ERR_PROTOCOL, SMTP_CLIENT_STAGE_EHLO },
+		{ { { "220 mx.test\r\n", "EHLO client.test\r\n" },
+		    { "500 what\r\n", "HELO client.test\r\n" },
+		    { "334-3.0.0 a\r\n334 3.0.0 b\r\n", "" } },
+		  SMTP_CLIENT_ERR_PROTOCOL, SMTP_CLIENT_STAGE_HELO },
+	};
+	struct t t;
+
+	for (size_t i = 0; i < nitems(cases); i++) {
+		start(&t);
+		add_rcpts(&t, 1);
+		send_msg(&t, "x\r\n");
+		for (size_t k = 0; k < 3 && cases[i].x[k].srv != NULL; k++)
+			STEP(&t, cases[i].x[k].srv, cases[i].x[k].cli);
+		assert_true(t.closed);
+		assert_int_equal(t.err, cases[i].err);
+		want_rcpt(&t, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.5.0", cases[i].stage);
+		stop(&t);
+	}
+}
+
 /* ------------------------------------------------------------------ */
 /* transactions */
 
@@ -1605,6 +1642,7 @@ main(void)
 		cmocka_unit_test(test_ehlo_5xx_helo),
 		cmocka_unit_test(test_helo_refused),
 		cmocka_unit_test(test_greeting_554),
+		cmocka_unit_test(test_reply_3xx),
 		cmocka_unit_test(test_pipelining),
 		cmocka_unit_test(test_no_pipelining),
 		cmocka_unit_test(test_mixed_rcpt),

@@ -584,6 +584,12 @@ test_params(void **state)
 	    "501 5.5.4 Error: bad NOTIFY parameter\r\n");
 	EXPECT(&t, "RCPT TO:<alice@example.test> ORCPT=rfc822\r\n",
 	    "501 5.5.4 Error: bad ORCPT parameter\r\n");
+	/* no value (fuzz_smtp_session: pointer arithmetic on NULL; its
+	 * reproducer is the seed regress_notify_no_value) */
+	EXPECT(&t, "RCPT TO:<alice@example.test> NOTIFY\r\n",
+	    "501 5.5.4 Error: bad NOTIFY parameter\r\n");
+	EXPECT(&t, "RCPT TO:<alice@example.test> ORCPT\r\n",
+	    "501 5.5.4 Error: bad ORCPT parameter\r\n");
 	EXPECT(&t, "RCPT TO:<alice@example.test> XYZ\r\n",
 	    "555 5.5.4 Error: unsupported RCPT parameter XYZ\r\n");
 	EXPECT(&t, "RCPT TO:<alice@example.test> NOTIFY=NEVER\r\n", "250 2.1.5 Ok\r\n");

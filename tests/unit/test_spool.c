@@ -312,6 +312,58 @@ test_journal_replay(void **state)
 	assert_int_equal(errno, ENOENT);
 }
 
+/* spool_msg_parse: the loader's parsing over an image in memory (what
+ * fuzz_spool_journal drives), with the same verdicts as the loader. */
+static void
+test_parse_image(void **state)
+{
+	static const char img[] =
+	    "tern-queue 1 00000000000000000006\n"
+	    "version 1\nid 0123456789abcdef\narrival 1796000000\nsender \n"
+	    "rcpt - - a@localhost\nrcpt - - b@localhost\n\n"
+	    "body\r\n"
+	    "A 0 1796000100 s mx.test\nT 0 1796000600 1 451 4.3.0 later\n"
+	    "H 1796000200\nA 1 1796000100 l -\nD 1\nR 1\nD 0";
+	const struct spool_rcpt_status *st;
+	struct spool_msg *m;
+	size_t keep, blen;
+	int64_t since;
+	char err[256];
+
+	m = spool_msg_parse("0123456789abcdef", img, sizeof(img) - 1, &keep, err,
+	    sizeof(err));
+	assert_non_null(m);
+	assert_memory_equal(spool_msg_body(m, &blen), "body\r\n", 6);
+	assert_int_equal(blen, 6);
+	/* the torn "D 0" is not applied and would be cut */
+	assert_int_equal(keep, sizeof(img) - 1 - 3);
+	st = spool_msg_rcpt(m, 0);
+	assert_int_equal(st->state, SPOOL_RCPT_DEFERRED);
+	assert_int_equal(st->how, 's');
+	assert_string_equal(st->mta, "mx.test");
+	assert_string_equal(st->reply, "451 4.3.0 later");
+	st = spool_msg_rcpt(m, 1);
+	assert_int_equal(st->state, SPOOL_RCPT_DELIVERED);
+	assert_true(st->reported);
+	assert_int_equal(st->how, 'l');
+	assert_true(spool_msg_held(m, &since));
+	assert_int_equal(since, 1796000200);
+	spool_msg_close(&m);
+
+	/* the id must match, and a corrupt image is EBADMSG */
+	m = spool_msg_parse("0123456789abcdee", img, sizeof(img) - 1, NULL, err,
+	    sizeof(err));
+	assert_null(m);
+	assert_int_equal(errno, EBADMSG);
+	assert_non_null(strstr(err, "does not match"));
+	m = spool_msg_parse("0123456789abcdef", img, 40, NULL, err, sizeof(err));
+	assert_null(m);
+	assert_int_equal(errno, EBADMSG);
+	m = spool_msg_parse("xyz", img, sizeof(img) - 1, NULL, err, sizeof(err));
+	assert_null(m);
+	assert_int_equal(errno, EINVAL);
+}
+
 static void
 write_queue_file(struct fx *f, const char *id, const char *content, size_t len)
 {
@@ -401,6 +453,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_journal_replay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_corrupt_files, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_rename_never_replaces, setup, teardown),
+		cmocka_unit_test(test_parse_image),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
