@@ -460,28 +460,38 @@ passwd_cmp(const void *a, const void *b)
 	    ((const struct config_passwd *)b)->name);
 }
 
-/* Check and add one address of a passwd user ("a@b" or "@b"); false
- * after reporting why not. */
+/* NULL if (a, alen) is an address a passwd user may own ("a@b", or "@b"
+ * for all of domain b), else why not. */
+static const char *
+passwd_address_why(const char *a, size_t alen)
+{
+	const char *at = alen > 0 ? memrchr(a, '@', alen) : NULL;
+	const char *why;
+
+	if (at == NULL)
+		return "not an address (local@domain) or @domain";
+	if (at != a && memchr(a, '@', (size_t)(at - a)) != NULL)
+		return "more than one '@'";
+	if ((why = config_check_domain(at + 1,
+	    alen - (size_t)(at - a) - 1)) != NULL)
+		return why;
+	for (const char *c = a; c < at; c++)
+		if ((unsigned char)*c <= ' ' || *c == 0x7f || *c == ',' ||
+		    *c == '<' || *c == '>')
+			return "the local part contains a blank, control "
+			    "character, ',' or angle bracket";
+	return NULL;
+}
+
+/* Check and add one address of a passwd user; false after reporting why
+ * not. */
 static bool
 passwd_add_address(struct config_parser *p, const char *path,
     unsigned lineno, struct config_passwd *u, const char *a, size_t alen)
 {
-	const char *at = alen > 0 ? memrchr(a, '@', alen) : NULL;
-	const char *why = NULL;
+	const char *why = passwd_address_why(a, alen);
 	char sh[96];
 
-	if (at == NULL)
-		why = "not an address (local@domain) or @domain";
-	else if (at != a && memchr(a, '@', (size_t)(at - a)) != NULL)
-		why = "more than one '@'";
-	else if ((why = config_check_domain(at + 1,
-	    alen - (size_t)(at - a) - 1)) == NULL) {
-		for (const char *c = a; c < at; c++)
-			if ((unsigned char)*c <= ' ' || *c == 0x7f ||
-			    *c == ',' || *c == '<' || *c == '>')
-				why = "the local part contains a blank, "
-				    "control character, ',' or angle bracket";
-	}
 	if (why != NULL) {
 		config_err_at(p, path, lineno, "user '%s': address '%s': %s",
 		    u->name, config_show(sh, a, alen), why);
@@ -543,8 +553,11 @@ passwd_addresses(struct config_parser *p, const char *path, unsigned no,
 			passwd_add_address(p, path, no, u, a, alen);
 	}
 	/* By default a user may send as its own name, if that is an
-	 * address. */
-	if (u->naddresses == 0 && memchr(u->name, '@', nlen) != NULL)
+	 * address (docs/configuration.md); a name that is not one is no
+	 * error, as `tern passwd` accepts it: the user just has no sender
+	 * address (warned below). */
+	if (u->naddresses == 0 && memchr(u->name, '@', nlen) != NULL &&
+	    passwd_address_why(u->name, nlen) == NULL)
 		passwd_add_address(p, path, no, u, u->name, nlen);
 	if (u->naddresses == 0)
 		config_warn_at(p, path, no, "user '%s' has no sender address: "

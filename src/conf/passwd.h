@@ -12,7 +12,9 @@ int passwd_main(int argc, char **argv);
 /*
  * Replace or add USER's line of the passwd file text (old, oldlen; NULL
  * for none) with hash, keeping its addresses field; returns the new text
- * (caller frees). For the command and its tests.
+ * (caller frees), or NULL if old holds a NUL byte. A line is USER's as
+ * the loader reads it: blanks before the name do not count. For the
+ * command and its tests.
  */
 char *passwd_update_text(const char *old, size_t oldlen, const char *user,
     const char *hash);

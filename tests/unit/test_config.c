@@ -21,6 +21,7 @@
 
 #include "conf/config.h"
 #include "conf/local_lookup.h"
+#include "conf/passwd.h"
 #include "relay/route.h"
 #include "lib/util.h"
 
@@ -1563,6 +1564,86 @@ test_listeners_and_passwd(void **state)
 	free(err);
 }
 
+/*
+ * tern passwd: the rewrite agrees with the loader (found by fuzz_conf_files)
+ */
+
+static void
+test_passwd_rewrite(void **state)
+{
+	static const struct {
+		const char *name, *old, *want;
+	} cases[] = {
+		/* The loader trims blanks, so " alice:" is alice's line: a
+		 * second one would make it refuse the file (listed twice). */
+		{ "indented line", "bob:x\n  alice:old:a@x.test\n",
+		  "bob:x\nalice:H:a@x.test\n" },
+		{ "tab before the name", "\talice:old\r\n", "alice:H\n" },
+		{ "indented comment is not a user", " #alice:old\n",
+		  " #alice:old\nalice:H\n" },
+	};
+	static const char nul[] = "alice:!\n\0bob:!\n";
+	const char *path;
+	char *argv[] = { "tern", "passwd", "alice", NULL, NULL };
+	char buf[64];
+	FILE *f;
+
+	(void)state;
+	for (size_t i = 0; i < nitems(cases); i++) {
+		char *got = passwd_update_text(cases[i].old,
+		    strlen(cases[i].old), "alice", "H");
+
+		if (strcmp(got, cases[i].want) != 0)
+			fail_msg("%s: want %s got %s", cases[i].name,
+			    cases[i].want, got);
+		free(got);
+	}
+	/* A NUL byte would cut the text, and with it every later line. */
+	assert_null(passwd_update_text(nul, sizeof(nul) - 1, "alice", "H"));
+	path = write_file("passwd-nul", "");
+	f = fopen(path, "w");
+	assert_non_null(f);
+	assert_int_equal(fwrite(nul, 1, sizeof(nul) - 1, f), sizeof(nul) - 1);
+	assert_int_equal(fclose(f), 0);
+	argv[3] = (char *)path;
+	/* Refused before any password is asked for; the file is untouched. */
+	assert_int_equal(passwd_main(4, argv), 1);
+	f = fopen(path, "r");
+	assert_non_null(f);
+	assert_int_equal(fread(buf, 1, sizeof(buf), f), sizeof(nul) - 1);
+	assert_int_equal(fclose(f), 0);
+	assert_memory_equal(buf, nul, sizeof(nul) - 1);
+}
+
+/* A user name with '@' that is not a valid address is just a name (tern
+ * passwd writes such users): no default sender address, a warning, not
+ * an error that would stop tern from starting (found by fuzz_conf_files). */
+static void
+test_passwd_name_not_an_address(void **state)
+{
+	const struct config_passwd *u;
+	struct config *cfg;
+
+	(void)state;
+	write_file("passwd-names", "x@exampl%.org:!\nbob@-bad-.org:!\n"
+	    "carol@c.org:!\n");
+	cfg = load_ok("passwd_file @D/passwd-names\n");
+	u = config_find_passwd(cfg, "x@exampl%.org", 13);
+	assert_non_null(u);
+	assert_int_equal(u->naddresses, 0);
+	u = config_find_passwd(cfg, "bob@-bad-.org", 13);
+	assert_non_null(u);
+	assert_int_equal(u->naddresses, 0);
+	u = config_find_passwd(cfg, "carol@c.org", 11);
+	assert_non_null(u);
+	assert_int_equal(u->naddresses, 1);
+	assert_non_null(strstr(cfg->warnings, "passwd-names:1: user "
+	    "'x@exampl%.org' has no sender address"));
+	assert_non_null(strstr(cfg->warnings, "passwd-names:2: user "
+	    "'bob@-bad-.org' has no sender address"));
+	config_free(&cfg);
+}
+
 int
 main(void)
 {
@@ -1590,6 +1671,8 @@ main(void)
 		cmocka_unit_test(test_maildir_path_from_config),
 		cmocka_unit_test(test_doc_mentions_every_option),
 		cmocka_unit_test(test_listeners_and_passwd),
+		cmocka_unit_test(test_passwd_rewrite),
+		cmocka_unit_test(test_passwd_name_not_an_address),
 	};
 
 	return cmocka_run_group_tests(tests, group_setup, group_teardown);
