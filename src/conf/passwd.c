@@ -252,12 +252,13 @@ read_old(const char *path, char **text, size_t *len, struct stat *st)
 	return 1;
 }
 
-static bool
-valid_user(const char *u)
+bool
+passwd_user_valid(const char *u)
 {
 	size_t n = strlen(u);
 
-	if (n == 0 || n > SASL_FIELD_MAX)
+	/* '#' first would make the line a comment to the loader. */
+	if (n == 0 || n > SASL_FIELD_MAX || u[0] == '#')
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)u[i] <= ' ' || u[i] == ':' || u[i] == 0x7f)
@@ -291,10 +292,10 @@ passwd_main(int argc, char **argv)
 		fprintf(stderr, "usage: tern passwd USER [FILE] [-c CONF]\n");
 		return 64;
 	}
-	if (!valid_user(user)) {
+	if (!passwd_user_valid(user)) {
 		fprintf(stderr, "tern passwd: '%s': a user name is 1..%d bytes "
-		    "without blanks, control characters or ':'\n", user,
-		    SASL_FIELD_MAX);
+		    "without blanks, control characters or ':', not starting "
+		    "with '#'\n", user, SASL_FIELD_MAX);
 		return 64;
 	}
 	if (file == NULL) {

@@ -5,9 +5,16 @@
 #ifndef TERN_PASSWD_H
 #define TERN_PASSWD_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 /* The command; argv[1] is "passwd". Returns the exit status: 0, 1
  * (error), 64 (usage), 78 (configuration). */
 int passwd_main(int argc, char **argv);
+
+/* true if user can have a line in a passwd file: 1..255 bytes without
+ * blanks, control characters or ':', and no '#' first (a comment). */
+bool passwd_user_valid(const char *user);
 
 /*
  * Replace or add USER's line of the passwd file text (old, oldlen; NULL

@@ -1598,6 +1598,17 @@ test_passwd_rewrite(void **state)
 			    cases[i].want, got);
 		free(got);
 	}
+	/* "#..." would be a comment line to the loader: such a user could
+	 * never authenticate. */
+	assert_false(passwd_user_valid("#alice"));
+	assert_false(passwd_user_valid("a:b"));
+	assert_false(passwd_user_valid(""));
+	assert_true(passwd_user_valid("al#ice@example.org"));
+	argv[2] = "#alice";
+	argv[3] = (char *)write_file("passwd-hash", "");
+	assert_int_equal(passwd_main(4, argv), 64);
+	argv[2] = "alice";
+
 	/* A NUL byte would cut the text, and with it every later line. */
 	assert_null(passwd_update_text(nul, sizeof(nul) - 1, "alice", "H"));
 	path = write_file("passwd-nul", "");
