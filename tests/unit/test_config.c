@@ -1565,6 +1565,61 @@ test_listeners_and_passwd(void **state)
 }
 
 /*
+ * config_load_buffer(): text in memory, files optional
+ */
+
+static void
+test_load_buffer(void **state)
+{
+	static const char text[] = "max_recipients 55";
+	static const char files[] =
+	    "domain a.org {\n mailbox postmaster\n users /nonexistent/u\n"
+	    " aliases /nonexistent/a\n}\npasswd_file /nonexistent/p\n"
+	    "route * {\n smarthost [192.0.2.1]\n auth_user u\n"
+	    " auth_password_file /nonexistent/s\n}\n";
+	char *err = (char *)"untouched";
+	struct config *cfg;
+
+	(void)state;
+	/* len bounds the text: no terminator needed */
+	cfg = config_load_buffer("mem", text, sizeof(text) - 2, 0, &err);
+	assert_non_null(cfg);
+	assert_null(err);
+	assert_string_equal(cfg->source, "mem");
+	assert_int_equal(cfg->max_recipients, 5);
+	config_free(&cfg);
+
+	cfg = config_load_buffer("mem", "max_recipients 0\n", 17, 0, &err);
+	assert_null(cfg);
+	assert_string_equal(err, "mem:1: max_recipients: 0 is out of "
+	    "bounds (1..10000)\n");
+	free(err);
+
+	/* a NUL byte is an error, as in a file */
+	cfg = config_load_buffer("mem", "spool /x\0y\n", 11, 0, &err);
+	assert_null(cfg);
+	assert_string_equal(err, "mem:1: NUL byte in line\n");
+	free(err);
+
+	/* CONFIG_LOAD_NO_FILES: the paths are kept, the files never read */
+	cfg = config_load_buffer("mem", files, strlen(files),
+	    CONFIG_LOAD_NO_FILES, &err);
+	assert_non_null(cfg);
+	assert_null(err);
+	assert_null(cfg->warnings);
+	assert_string_equal(cfg->domains[0].users_file, "/nonexistent/u");
+	assert_string_equal(cfg->passwd_file, "/nonexistent/p");
+	assert_int_equal(cfg->npasswd, 0);
+	assert_null(cfg->routes[0].auth_password);
+	config_free(&cfg);
+	/* without it they are read */
+	cfg = config_load_buffer("mem", files, strlen(files), 0, &err);
+	assert_null(cfg);
+	assert_non_null(strstr(err, "aliases: cannot read /nonexistent/a"));
+	free(err);
+}
+
+/*
  * tern passwd: the rewrite agrees with the loader (found by fuzz_conf_files)
  */
 
@@ -1682,6 +1737,7 @@ main(void)
 		cmocka_unit_test(test_maildir_path_from_config),
 		cmocka_unit_test(test_doc_mentions_every_option),
 		cmocka_unit_test(test_listeners_and_passwd),
+		cmocka_unit_test(test_load_buffer),
 		cmocka_unit_test(test_passwd_rewrite),
 		cmocka_unit_test(test_passwd_name_not_an_address),
 	};
