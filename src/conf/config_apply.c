@@ -380,39 +380,34 @@ apply_path(struct config_parser *p, const struct config_frame *f,
 	}
 	if ((abs = resolve_path(p, o->name, arg)) == NULL)
 		return;
-	switch (o->type) {
-	case T_SOCKET:
-		if (strlen(abs) >= CONFIG_SOCKET_PATH_MAX) {
-			config_err(p, "%s: '%s' is longer than %d bytes, the "
-			    "limit of a socket address", o->name,
-			    config_show(sh, abs, strlen(abs)),
-			    CONFIG_SOCKET_PATH_MAX - 1);
-			free(abs);
-			return;
-		}
-		set_string(field, abs);
+	if (o->type == T_SOCKET && strlen(abs) >= CONFIG_SOCKET_PATH_MAX) {
+		config_err(p, "%s: '%s' is longer than %d bytes, the limit of "
+		    "a socket address", o->name, config_show(sh, abs,
+		    strlen(abs)), CONFIG_SOCKET_PATH_MAX - 1);
+		free(abs);
 		return;
+	}
+	set_string(field, abs);
+	/* Files are read now, unless only the syntax is wanted. */
+	if (p->flags & CONFIG_LOAD_NO_FILES)
+		return;
+	switch (o->type) {
 	case T_USERS:
-		set_string(field, abs);
 		config_read_users(p, base, abs);
 		return;
 	case T_ALIASES:
-		set_string(field, abs);
 		nerr = p->nerrors;
 		config_read_aliases(p, f->dom, abs);
 		p->alias_errors += p->nerrors - nerr;
 		return;
 	case T_SECRET:
-		set_string(field, abs);
 		config_read_secret(p, o, base, abs);
 		return;
 	case T_PASSWD:
-		set_string(field, abs);
 		config_read_passwd(p, o, abs);
 		return;
 	default:
-		set_string(field, abs);   /* T_PATH, T_MAILDIR */
-		return;
+		return;     /* T_PATH, T_MAILDIR, T_SOCKET */
 	}
 }
 

@@ -117,8 +117,6 @@ config_read_users(struct config_parser *p, struct config_domain *d,
 	size_t llen;
 	char *text;
 
-	if (p->flags & CONFIG_LOAD_NO_FILES)
-		return;
 	if (read_list(p, path, &text, &it.len) == -1) {
 		if (errno == ENOENT)
 			config_warn_at(p, p->file, p->line, "users file %s "
@@ -332,8 +330,6 @@ config_read_aliases(struct config_parser *p, size_t dom, const char *path)
 	size_t llen;
 	char *text;
 
-	if (p->flags & CONFIG_LOAD_NO_FILES)
-		return;
 	if (read_list(p, path, &text, &it.len) == -1) {
 		config_err(p, "aliases: cannot read %s: %s", path,
 		    errno == EFBIG ? "file too large" : strerror(errno));
@@ -394,8 +390,6 @@ config_read_secret(struct config_parser *p, const struct config_option *o,
 	ssize_t r;
 	int fd;
 
-	if (p->flags & CONFIG_LOAD_NO_FILES)
-		return;
 	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd == -1) {
 		config_err(p, "%s: cannot open %s: %s", o->name, path,
@@ -630,8 +624,6 @@ config_read_passwd(struct config_parser *p, const struct config_option *o,
 	size_t llen;
 	char *text;
 
-	if (p->flags & CONFIG_LOAD_NO_FILES)
-		return;
 	if (read_list(p, path, &text, &it.len) == -1) {
 		config_err(p, "%s: cannot read %s: %s", o->name, path,
 		    errno == EFBIG ? "file too large" : strerror(errno));
