@@ -9,6 +9,8 @@ PACKAGES="gcc make pkg-config libc6-dev libevent-dev libcmocka-dev libcrypt-dev
 python3 python3-aiosmtpd python3-dnspython swaks dnsmasq-base postfix
 libunbound-dev libidn2-dev libssl-dev openssl ca-certificates libio-socket-ssl-perl
 iproute2 procps"
+# The libFuzzer targets under tests/fuzz (clang -fsanitize=fuzzer).
+PACKAGES="$PACKAGES clang libclang-rt-14-dev"
 
 missing=""
 for p in $PACKAGES; do
