@@ -268,24 +268,37 @@ alias_start(struct aliases_reader *r, const char *line, size_t llen,
 	return colon + 1;
 }
 
+/* The next item of a comma-separated list (*rest, *rlen), trimmed (it
+ * may be empty); false at the end of the list. */
+static bool
+next_item(const char **rest, size_t *rlen, const char **item, size_t *ilen)
+{
+	const char *comma;
+
+	if (*rlen == 0)
+		return false;
+	comma = memchr(*rest, ',', *rlen);
+	*item = *rest;
+	*ilen = comma != NULL ? (size_t)(comma - *rest) : *rlen;
+	*rest += *ilen + (comma != NULL);
+	*rlen -= *ilen + (comma != NULL);
+	config_trim(item, ilen);
+	return true;
+}
+
 /* Comma-separated targets of the current alias; empty items (a trailing
  * comma before a continuation line) are skipped. */
 static void
 alias_targets(struct aliases_reader *r, const char *rest, size_t rlen,
     unsigned no)
 {
-	while (rlen > 0) {
-		const char *comma = memchr(rest, ',', rlen);
-		size_t tlen = comma != NULL ? (size_t)(comma - rest) : rlen;
-		const char *t = rest;
+	const char *t;
+	size_t tlen;
 
-		rest += tlen + (comma != NULL);
-		rlen -= tlen + (comma != NULL);
-		config_trim(&t, &tlen);
+	while (next_item(&rest, &rlen, &t, &tlen))
 		if (tlen > 0 && !add_target(r->p, r->dom, r->cur, t, tlen,
 		    r->path, no))
 			r->seen[r->nseen - 1].bad_target = true;
-	}
 }
 
 /* At the end of the file: aliases without targets, duplicates. The
@@ -533,19 +546,12 @@ static void
 passwd_addresses(struct config_parser *p, const char *path, unsigned no,
     struct config_passwd *u, const char *rest, size_t rlen)
 {
-	size_t nlen = strlen(u->name);
+	size_t nlen = strlen(u->name), alen;
+	const char *a;
 
-	while (rlen > 0) {
-		const char *comma = memchr(rest, ',', rlen);
-		size_t alen = comma != NULL ? (size_t)(comma - rest) : rlen;
-		const char *a = rest;
-
-		rest += alen + (comma != NULL);
-		rlen -= alen + (comma != NULL);
-		config_trim(&a, &alen);
+	while (next_item(&rest, &rlen, &a, &alen))
 		if (alen > 0)
 			passwd_add_address(p, path, no, u, a, alen);
-	}
 	/* By default a user may send as its own name, if that is an
 	 * address (docs/configuration.md); a name that is not one is no
 	 * error, as `tern passwd` accepts it: the user just has no sender
