@@ -206,6 +206,18 @@ struct config {
 struct config *config_load(const char *path, char **errors);
 void config_free(struct config **cfg);
 
+/* config_load_buffer() flag: check the users, aliases, passwd and
+ * password files a configuration names as paths, but never read them. */
+#define CONFIG_LOAD_NO_FILES 0x1u
+
+/*
+ * config_load() of a configuration in memory: len bytes (no terminator
+ * needed; a NUL byte is an error, as in a file), called name in
+ * messages. flags: 0 or CONFIG_LOAD_NO_FILES (fuzzers, syntax checks).
+ */
+struct config *config_load_buffer(const char *name, const char *text,
+    size_t len, unsigned flags, char **errors);
+
 /* The embedded default configuration's text (what `make run` serves). */
 const char *config_default_text(void);
 

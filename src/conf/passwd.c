@@ -110,20 +110,31 @@ passwd_update_text(const char *old, size_t oldlen, const char *user,
     const char *hash)
 {
 	size_t ulen = strlen(user), cap = oldlen + ulen + strlen(hash) + 8;
-	char *out = xmalloc(cap), *o = out;
+	char *out, *o;
 	bool done = false;
 
+	/* The text is a C string from here on: a NUL byte would cut it, and
+	 * every line after it would be lost. */
+	if (old != NULL && memchr(old, '\0', oldlen) != NULL)
+		return NULL;
+	out = o = xmalloc(cap);
 	for (size_t i = 0; old != NULL && i < oldlen;) {
 		const char *line = old + i, *nl = memchr(line, '\n', oldlen - i);
 		size_t len = nl ? (size_t)(nl - line) : oldlen - i;
-		const char *c1, *c2;
+		const char *c1, *c2, *name = line;
+		size_t skip = 0;
 
 		i += len + (nl != NULL);
-		c1 = memchr(line, ':', len);
-		if (!done && c1 != NULL && (size_t)(c1 - line) == ulen &&
-		    memcmp(line, user, ulen) == 0) {
+		/* The loader trims blanks around a line (config_files.c):
+		 * " alice:..." is alice's line for it, so it is for us. */
+		while (skip < len && (name[skip] == ' ' || name[skip] == '\t'))
+			skip++;
+		name += skip;
+		c1 = memchr(name, ':', len - skip);
+		if (!done && c1 != NULL && (size_t)(c1 - name) == ulen &&
+		    memcmp(name, user, ulen) == 0) {
 			/* user:hash[:addresses]: keep ":addresses" */
-			c2 = memchr(c1 + 1, ':', len - ulen - 1);
+			c2 = memchr(c1 + 1, ':', len - skip - ulen - 1);
 			o += snprintf(o, cap - (size_t)(o - out), "%s:%s", user,
 			    hash);
 			if (c2 != NULL) {
@@ -241,12 +252,13 @@ read_old(const char *path, char **text, size_t *len, struct stat *st)
 	return 1;
 }
 
-static bool
-valid_user(const char *u)
+bool
+passwd_user_valid(const char *u)
 {
 	size_t n = strlen(u);
 
-	if (n == 0 || n > SASL_FIELD_MAX)
+	/* '#' first would make the line a comment to the loader. */
+	if (n == 0 || n > SASL_FIELD_MAX || u[0] == '#')
 		return false;
 	for (size_t i = 0; i < n; i++)
 		if ((unsigned char)u[i] <= ' ' || u[i] == ':' || u[i] == 0x7f)
@@ -280,10 +292,10 @@ passwd_main(int argc, char **argv)
 		fprintf(stderr, "usage: tern passwd USER [FILE] [-c CONF]\n");
 		return 64;
 	}
-	if (!valid_user(user)) {
+	if (!passwd_user_valid(user)) {
 		fprintf(stderr, "tern passwd: '%s': a user name is 1..%d bytes "
-		    "without blanks, control characters or ':'\n", user,
-		    SASL_FIELD_MAX);
+		    "without blanks, control characters or ':', not starting "
+		    "with '#'\n", user, SASL_FIELD_MAX);
 		return 64;
 	}
 	if (file == NULL) {
@@ -307,6 +319,11 @@ passwd_main(int argc, char **argv)
 	if ((r = read_old(file, &old, &oldlen, &st)) == -1) {
 		fprintf(stderr, "tern passwd: cannot read %s: %s\n", file,
 		    strerror(errno));
+		goto out;
+	}
+	if (r == 1 && memchr(old, '\0', oldlen) != NULL) {
+		fprintf(stderr, "tern passwd: %s holds a NUL byte: not a "
+		    "passwd file\n", file);
 		goto out;
 	}
 	if (get_password(pass, sizeof(pass)) == -1)
