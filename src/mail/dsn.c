@@ -16,6 +16,7 @@
 #include "mail/dsn.h"
 #include "mail/envelope.h"
 #include "lib/log.h"
+#include "lib/utf8.h"
 #include "lib/util.h"
 
 #define FOLD_AT 78            /* RFC 5322 2.1.1 SHOULD */
@@ -116,46 +117,6 @@ dsn_xtext_encode(const char *in, size_t len, char *out, size_t outsize)
 	return (int)o;
 }
 
-/*
- * Length of the UTF-8 sequence at p (at most n octets) and its code point
- * in *cp; 0 if it is not well-formed (then the octet is taken alone).
- */
-static size_t
-utf8_seq(const unsigned char *p, size_t n, uint32_t *cp)
-{
-	size_t len;
-	uint32_t v;
-
-	if (p[0] < 0x80) {
-		*cp = p[0];
-		return 1;
-	}
-	if (p[0] >= 0xc2 && p[0] <= 0xdf) {
-		len = 2;
-		v = p[0] & 0x1f;
-	} else if (p[0] >= 0xe0 && p[0] <= 0xef) {
-		len = 3;
-		v = p[0] & 0x0f;
-	} else if (p[0] >= 0xf0 && p[0] <= 0xf4) {
-		len = 4;
-		v = p[0] & 0x07;
-	} else {
-		return 0;
-	}
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		v = v << 6 | (p[i] & 0x3f);
-	}
-	if ((len == 3 && (v < 0x800 || (v >= 0xd800 && v <= 0xdfff))) ||
-	    (len == 4 && (v < 0x10000 || v > 0x10ffff)))
-		return 0;
-	*cp = v;
-	return len;
-}
-
 /* true if p..p+n is "\x{HEX}" (2 to 6 hex digits) at its start; its length. */
 static size_t
 embedded_unicode(const char *p, size_t n)
@@ -191,7 +152,7 @@ put_utf8_xtext(const char *s, size_t n, char *out, size_t outsize, size_t *o)
 			i += k;
 			continue;
 		}
-		k = utf8_seq(p, n - i, &cp);
+		k = utf8_decode(p, n - i, &cp);
 		if (k == 0) {
 			k = 1;
 			cp = p[0];   /* malformed: the octet's value, visibly */

@@ -31,6 +31,7 @@
 #include <event2/buffer.h>
 
 #include "mail/envelope.h"
+#include "lib/utf8.h"
 #include "lib/util.h"
 
 void
@@ -202,7 +203,8 @@ valid_text(const char *p, size_t len)
 
 	while (i < len) {
 		unsigned c = s[i];
-		unsigned need, min, cp;
+		uint32_t cp;
+		size_t need;
 
 		if (c < 0x20 || c == 0x7f)
 			return false;
@@ -210,26 +212,9 @@ valid_text(const char *p, size_t len)
 			i++;
 			continue;
 		}
-		if (c >= 0xc2 && c <= 0xdf) {
-			need = 1, min = 0x80, cp = c & 0x1f;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			need = 2, min = 0x800, cp = c & 0x0f;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			need = 3, min = 0x10000, cp = c & 0x07;
-		} else {
+		if ((need = utf8_decode(s + i, len - i, &cp)) == 0)
 			return false;
-		}
-		if (len - i - 1 < need)
-			return false;
-		for (unsigned k = 1; k <= need; k++) {
-			unsigned cc = s[i + k];
-			if ((cc & 0xc0) != 0x80)
-				return false;
-			cp = (cp << 6) | (cc & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-		i += need + 1;
+		i += need;
 	}
 	return true;
 }

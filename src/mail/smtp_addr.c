@@ -27,6 +27,7 @@
 #include <limits.h>
 
 #include "mail/smtp_addr.h"
+#include "lib/utf8.h"
 #include "lib/util.h"
 
 /* Read position over the input view. */
@@ -97,42 +98,6 @@ is_dcontent(unsigned c)
 }
 
 /*
- * Length of the well-formed UTF-8 sequence at s (s[0] >= 0x80), or 0 if
- * it is malformed or truncated by avail. Strict per RFC 3629 4: no
- * overlong forms, no surrogates (U+D800..DFFF), nothing above U+10FFFF.
- */
-static size_t
-utf8_seq_len(const unsigned char *s, size_t avail)
-{
-	unsigned lo = 0x80, hi = 0xBF;
-	size_t n, i;
-
-	if (s[0] >= 0xC2 && s[0] <= 0xDF) {
-		n = 2;
-	} else if (s[0] >= 0xE0 && s[0] <= 0xEF) {
-		n = 3;
-		if (s[0] == 0xE0)
-			lo = 0xA0;      /* overlong */
-		else if (s[0] == 0xED)
-			hi = 0x9F;      /* surrogates */
-	} else if (s[0] >= 0xF0 && s[0] <= 0xF4) {
-		n = 4;
-		if (s[0] == 0xF0)
-			lo = 0x90;      /* overlong */
-		else if (s[0] == 0xF4)
-			hi = 0x8F;      /* above U+10FFFF */
-	} else {
-		return 0;   /* continuation byte, C0/C1 overlong, F5..FF */
-	}
-	if (avail < n || s[1] < lo || s[1] > hi)
-		return 0;
-	for (i = 2; i < n; i++)
-		if ((s[i] & 0xC0) != 0x80)
-			return 0;
-	return n;
-}
-
-/*
  * Consume one UTF8-non-ascii character at c->pos (the caller saw an octet
  * >= 0x80 where RFC 6531 3.3 allows one). Without SMTPUTF8 no such octet
  * may appear at all: RFC 5321 4.1.2 says they MUST NOT be used in MAIL or
@@ -145,14 +110,15 @@ utf8_seq_len(const unsigned char *s, size_t avail)
 static enum smtp_addr_error
 take_utf8(struct cur *c)
 {
+	uint32_t cp;
 	size_t n;
 
 	if (!(c->flags & SMTP_ADDR_UTF8))
 		return SMTP_ADDR_ERR_UTF8_NOT_ALLOWED;
-	n = utf8_seq_len(c->p + c->pos, c->len - c->pos);
+	n = utf8_decode(c->p + c->pos, c->len - c->pos, &cp);
 	if (n == 0)
 		return SMTP_ADDR_ERR_BAD_UTF8;
-	if (n == 2 && c->p[c->pos] == 0xC2 && c->p[c->pos + 1] < 0xA0)
+	if (cp < 0xA0)   /* a C1 control, U+0080..U+009F */
 		return SMTP_ADDR_ERR_SYNTAX;
 	c->pos += n;
 	c->utf8_seen = true;

@@ -29,6 +29,7 @@
 #include "proto/control_line.h"
 #include "queue/queue_control.h"
 #include "queue/spool.h"
+#include "lib/utf8.h"
 #include "lib/util.h"
 
 #define LIST_CHUNK 256                    /* entries formatted per write */
@@ -37,37 +38,6 @@
 #define JSON_DEPTH_MAX 16
 
 /* ---- JSON output ---- */
-
-/* Length of the valid UTF-8 sequence at p (at most n octets), 0 if none. */
-static size_t
-utf8_seq(const unsigned char *p, size_t n)
-{
-	size_t len;
-	uint32_t cp;
-
-	if (p[0] < 0x80)
-		return 1;
-	if (p[0] >= 0xc2 && p[0] <= 0xdf)
-		len = 2, cp = p[0] & 0x1f;
-	else if (p[0] >= 0xe0 && p[0] <= 0xef)
-		len = 3, cp = p[0] & 0x0f;
-	else if (p[0] >= 0xf0 && p[0] <= 0xf4)
-		len = 4, cp = p[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (p[i] & 0x3f);
-	}
-	/* Overlong forms, surrogates, beyond U+10FFFF. */
-	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-	    (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-		return 0;
-	return len;
-}
 
 void
 queue_control_json_str(struct evbuffer *out, const char *s)
@@ -82,7 +52,8 @@ queue_control_json_str(struct evbuffer *out, const char *s)
 	n = strlen(s);
 	evbuffer_add(out, "\"", 1);
 	while (n > 0) {
-		size_t k = utf8_seq(p, n);
+		uint32_t cp;
+		size_t k = utf8_decode(p, n, &cp);
 
 		if (k == 0) {
 			evbuffer_add(out, "\\ufffd", 6);
