@@ -1,17 +1,8 @@
 /*
- * queue.c - the queue process (see queue.h and docs/spool-format.md).
- *
- * Ownership and threads:
- *  - struct txn, struct chan, struct qmsg, struct rjob, struct rdomain and
- *    struct rchan belong to the event loop. A txn in TXN_COMMITTING is
- *    also referenced by the commit pipeline; the loop frees it only when
- *    the commit thread hands it back.
- *  - A task (struct task) carries a copy of the queue id and, for relay
- *    work, its job; workers never touch the loop's struct qmsg. At most
- *    one task per message is in a worker (qmsg.busy; the others wait in
- *    qmsg.waiting), so no two threads ever work on one queue file.
- *  - q->mu guards the task lists, the done lists and the stop flags; the
- *    loop learns about finished work by reading q->done_fd (an eventfd).
+ * queue.c - the queue process (see queue.h, queue_int.h for its threads
+ * and who owns what, and docs/queue.md): start-up, the run loop, shutdown,
+ * the control channel to the parent; for now also the scheduler, the
+ * tasks of the worker threads, reports and the relay feed.
  *
  * Scheduling (docs/queue.md): idle messages sit in a min-heap by due time
  * with one timer for its top. A scan delivers local recipients and turns
@@ -22,7 +13,15 @@
  *
  * Memory per queued message is one small struct qmsg plus a heap slot:
  * the envelope and the message stay on disk and are loaded by the worker
- * that needs them.
+ * that needs them. *
+ * Towards the relay process the relay protocol of proto/relay_job.h
+ * holds, plus (docs/queue.md): the queue accepts only RESULT frames, each for a
+ * job it sent and has no answer for yet, with a well-formed payload: the
+ * via line, then exactly one line per job recipient in order, or the via
+ * line alone (every recipient deferred: what a relay that reached no
+ * server may say). Anything else closes the channel; every job in flight
+ * on it is then deferred (retried after retry_min), never lost. The queue
+ * sends no CANCEL today.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -42,307 +41,23 @@
 #include "mail/dsn.h"
 #include "mail/envelope.h"
 #include "mail/header.h"
+#include "conf/config.h"
 #include "lib/ipc.h"
 #include "conf/local_lookup.h"
 #include "lib/log.h"
 #include "queue/maildir.h"
 #include "queue/queue.h"
-#include "queue/queue_control.h"
+#include "queue/queue_int.h"
 #include "queue/spool.h"
 #include "lib/util.h"
 #include "proto/ctl.h"
 #include "proto/relay_job.h"
-#include "proto/submit.h"
 
-#define COMMIT_BATCH_MAX 256
-#define CHAN_OUT_HIGH (1024 * 1024)   /* stop reading while replies pile up */
-#define CHAN_OUT_LOW (64 * 1024)
 #define SHUTDOWN_GRACE_SECS 30
-#define LOAD_RETRY_SECS 60
-#define HEAP_NONE UINT32_MAX
 #define SCAN_MAX 64                    /* scans queued for workers at once */
 #define RELAY_BYTES_MAX (64u << 20)    /* sent to the relay, unanswered */
 #define RELAY_OUT_HIGH (4u << 20)      /* stop dispatching: relay not reading */
 #define RELAY_OUT_LOW (1u << 20)
-#define RELAY_HEAD_SLACK (16 * 1024)   /* envelope records other than rcpt */
-#define RELAY_RCPT_BYTES (IPC_MAX_PAYLOAD - RELAY_HEAD_SLACK)
-#define ERR_TOO_BIG (-1)               /* txn.err: not an errno */
-
-static const char REPLY_NOSPACE[] = "452 4.3.1 Insufficient system storage";
-static const char REPLY_WRITE[] = "451 4.3.0 Queue file write error";
-static const char REPLY_TOO_BIG[] =
-    "552 5.3.4 Message size exceeds fixed maximum message size";
-static const char REPLY_BUSY[] =
-    "451 4.3.2 Too many concurrent transactions, try again later";
-static const char REPLY_STOPPING[] =
-    "451 4.3.2 Queue shutting down, try again later";
-
-enum txn_state { TXN_OPEN, TXN_FAILED, TXN_COMMITTING };
-
-struct chan;
-
-struct txn {
-	uint64_t sid;              /* the smtp side's transaction number */
-	struct chan *chan;         /* NULL once the channel is gone */
-	struct txn *hnext;         /* chan bucket chain */
-	struct txn *qnext;         /* commit queue / done list */
-	struct spool_txn *st;      /* NULL once failed */
-	enum txn_state state;
-	int err;                   /* errno or ERR_TOO_BIG when failed */
-	bool abandoned;            /* ABORT arrived during the commit */
-	size_t nrcpt;
-	char *from_q;              /* log-quoted sender */
-	char *client_q;            /* log-quoted client address */
-};
-
-struct chan {
-	struct queue *q;
-	struct ipc *ipc;
-	struct txn **buckets;
-	size_t mask;               /* nbuckets - 1 */
-	size_t ntxns;
-	bool dead;
-};
-
-/*
- * One queued message, as the loop knows it. Everything else (envelope,
- * recipients' states, the message) stays on disk until a worker loads it:
- * this is the whole in-memory cost of a deferred message (docs/queue.md).
- * Invariant: a message is in the due heap only while no task runs or
- * waits for it and it has no relay job (whoever holds it reschedules it).
- */
-struct qmsg {
-	struct qmsg *prev, *next;  /* every message (q->msgs) */
-	struct task *waiting;      /* tasks queued behind the running one */
-	char *sender;              /* for tern queue list; NULL until loaded */
-	uint64_t idn;              /* the queue id, as a number */
-	int64_t due;               /* next scan, unix seconds, while in the heap */
-	uint32_t heap_idx;         /* HEAP_NONE when not in the heap */
-	uint32_t njobs : 24;       /* relay jobs waiting or in flight
-	                              (at most one per recipient) */
-	uint32_t dsn_tries : 7;    /* reports that failed to spool in a row */
-	uint32_t dsn_owed : 1;     /* the last task found a report owed */
-	uint32_t size_kib;         /* message size, for the relay byte budget */
-	/* Recipients (ENVELOPE_MAX_RCPTS < 2^14) and flags in one word. */
-	unsigned nrcpt : 14;       /* in the envelope; 0 until loaded */
-	unsigned npending : 14;    /* not final yet, as of the last task */
-	unsigned busy : 1;         /* a task is in a worker: one at a time */
-	unsigned gone : 1;         /* removed or quarantined: free when idle */
-	unsigned held : 1;         /* tern queue hold: never in the heap */
-	unsigned force : 1;        /* tern queue flush: next scan ignores
-	                              the deferred recipients' next attempt */
-};
-
-/*
- * Work on one message for the worker threads. Tasks for one message run
- * one after the other (qmsg.busy, qmsg.waiting), so no two threads ever
- * touch one queue file and each journal append sees the records before it.
- *  SCAN    load, deliver local recipients, journal, and list the remote
- *          recipients that are due, grouped into relay jobs;
- *  LOAD    load a relay job's envelope and message into ready frames;
- *  RESULT  journal a relay job's outcome, remove the file when done;
- *  CTL     tern queue show/hold/release/delete (queue_control.h);
- *  REPORT  spool the one report the message owes its sender, covering
- *          every recipient owed one (docs/dsn.md), journal R/W records.
- */
-enum task_kind { TASK_SCAN, TASK_LOAD, TASK_RESULT, TASK_CTL, TASK_REPORT };
-enum task_result { TR_KEEP, TR_REMOVED, TR_GONE, TR_RETRY, TR_SKIPPED };
-
-/*
- * A recipient outcome the sender is owed a report about (dsn.h), as a
- * REPORT task finds it in the journal (docs/dsn.md).
- */
-struct dsn_note {
-	size_t rcpt;
-	enum dsn_action action;
-	char *diag;                /* the SMTP reply, or NULL */
-	char *mta;                 /* the server that gave it, or NULL */
-	int64_t when;              /* last attempt, unix s; 0: unknown */
-};
-
-struct rgroup {                /* SCAN output: the recipients of one job */
-	struct rgroup *next;
-	char *domain;              /* lower case */
-	uint32_t *idx;             /* recipient indexes, in envelope order */
-	size_t n, cap;
-	size_t bytes;              /* their envelope records, bounded */
-};
-
-struct task {
-	struct task *next;
-	struct qmsg *m;            /* loop only */
-	enum task_kind kind;
-	bool fresh;                /* new mail goes ahead of retries */
-	char id[QUEUE_ID_LEN + 1];
-	enum task_result result;
-	int64_t next_due;          /* SCAN/RESULT KEEP: earliest work left; 0 none */
-	uint64_t size;             /* SCAN: message octets */
-	struct rgroup *groups;     /* SCAN: relay jobs to queue */
-	struct rjob *job;          /* LOAD, RESULT */
-	struct evbuffer *frames;   /* LOAD: JOB, DATA..., END, ready to send */
-	bool force;                /* SCAN: deferred recipients are due now */
-	bool held;                 /* SCAN: the journal holds the message */
-	unsigned nrcpt, npending;  /* after the task; nrcpt 0: not loaded */
-	char *sender;              /* copy for the loop's record, or NULL */
-	/* After the task: the message owes its sender a report (its file
-	 * is kept for it) */
-	bool owes;
-	/* REPORT: the recipients covered, and the report spooled */
-	struct dsn_note *notes;
-	size_t nnotes, notes_cap;
-	char dsn_id[QUEUE_ID_LEN + 1];   /* "" if none */
-	bool dsn_failed;           /* could not be spooled: retry later */
-	/* CTL */
-	enum queue_ctl_op ctl_op;
-	int ctl_status;            /* QUEUE_CTL_* */
-	char *ctl_json;            /* SHOW: the message object */
-	queue_ctl_done_fn *ctl_done;
-	void *ctl_arg;
-};
-
-/*
- * A relay job: one message, one destination domain, up to
- * RELAY_JOB_MAX_RCPTS of its recipients. It waits in its domain's FIFO,
- * then holds a slot (global and per domain) from dispatch until its
- * RESULT arrives or the channel is lost.
- */
-enum rjob_state { RJ_WAITING, RJ_LOADING, RJ_SENT, RJ_DONE };
-
-struct rjob {
-	struct rjob *next;         /* domain FIFO */
-	struct rjob *hnext;        /* relay channel's table of sent jobs */
-	struct qmsg *m;
-	struct rdomain *dom;
-	uint64_t id;               /* job number on the channel, never reused */
-	uint32_t *idx;             /* recipient indexes in the message, job order */
-	size_t n;
-	uint64_t bytes;            /* held against RELAY_BYTES_MAX */
-	enum rjob_state state;
-	/* The answer, for the RESULT task. */
-	bool lost;                 /* none: the channel went away */
-	char *outcome;             /* n of 'D', 'F', 'T'; NULL: all T */
-	char **reply;              /* n SMTP reply lines; NULL entries: default */
-	bool *own;                 /* n: decided by the relay itself (reply
-	                            * code 0), not the server's reply */
-	char *via;                 /* log fields "relay=.. ip=.. tls=.." */
-	char *via_mx;              /* the server's name (Remote-MTA), or NULL */
-	bool peer_dsn;             /* it offers DSN: it reports from now on */
-};
-
-struct rdomain {
-	struct rdomain *hnext;     /* q->dom_buckets chain */
-	struct rdomain *rnext;     /* ready list */
-	struct rjob *head, *tail;  /* jobs waiting for a slot, FIFO */
-	unsigned inflight;         /* jobs holding a slot */
-	unsigned refs;             /* jobs pointing here (any state): the
-	                            * domain lives at least as long */
-	bool ready;                /* on the ready list */
-	char name[];               /* lower case */
-};
-
-/* The channel to the relay process. */
-struct rchan {
-	struct queue *q;
-	struct ipc *ipc;
-	struct rjob **buckets;     /* sent jobs by id */
-	size_t mask;
-	size_t nsent;
-	bool dead;
-};
-
-struct base_dir {
-	char *path;                /* static prefix of a Maildir pattern */
-	size_t len;
-	int fd;
-};
-
-struct list {                  /* singly linked FIFO, intrusive */
-	void *head, *tail;
-};
-
-struct queue {
-	const struct config *cfg;
-	struct spool *spool;
-	struct base_dir *bases;
-	size_t nbases;
-	size_t max_txns;
-	uint64_t max_size;
-
-	struct event_base *base;
-	struct event *done_ev, *sig_ev, *grace_ev;
-	struct ctl *ctl;           /* to the parent, or NULL */
-	int done_fd;
-	int sig_fd;                /* signalfd for SIGTERM, SIGINT */
-	struct chan *chan;
-	struct qmsg *msgs;
-	size_t nmsgs;
-	struct queue_control *control;     /* tern queue ... (control socket) */
-
-	/* Shared with the workers, under mu. */
-	pthread_mutex_t mu;
-	pthread_cond_t commit_cv, deliver_cv;
-	struct txn *commit_head, *commit_tail;
-	struct task *new_head, *new_tail;   /* fresh mail and relay work first */
-	struct task *old_head, *old_tail;   /* recovered and retried */
-	struct txn *done_txn_head, *done_txn_tail;
-	struct task *done_job_head, *done_job_tail;
-	bool stop_threads;
-	pthread_cond_t sweep_cv;            /* wakes the Maildir sweep to stop */
-	atomic_bool sweep_stop;
-	pthread_t sweep_thread;
-	bool sweep_started;
-	uint64_t ncommits, nbatches;        /* group commit statistics */
-	pthread_t *threads;
-	size_t nthreads;
-
-	/* Scheduling (loop only). */
-	int64_t retry_min, retry_max, lifetime;   /* seconds */
-	int64_t delay_warn;                 /* seconds; 0: no delay reports */
-	unsigned max_relay, max_relay_domain;
-	struct qmsg **heap;                 /* idle messages by due time */
-	size_t nheap, heapcap;
-	struct event *timer_ev;             /* fires for heap[0] */
-	size_t scans_inflight;
-	struct rchan *relay;                /* NULL while there is none */
-	struct rdomain **dom_buckets;
-	size_t dom_mask, ndoms;
-	struct rdomain *ready_head, *ready_tail;  /* domains that may send */
-	uint64_t next_job_id;
-	size_t relay_inflight;              /* jobs holding a slot */
-	uint64_t relay_bytes;               /* their octets, reserved */
-	bool pumping;
-
-	/* Loop only. */
-	size_t commits_inflight;
-	size_t tasks_inflight;
-	bool stopping;
-	bool threads_started;
-	int exit_code;
-};
-
-static void maybe_exit(struct queue *q);
-
-/* ---- helpers ---- */
-
-static const char *
-reply_for(int err)
-{
-	if (err == ERR_TOO_BIG)
-		return REPLY_TOO_BIG;
-	if (err == ENOSPC || err == EDQUOT)
-		return REPLY_NOSPACE;
-	return REPLY_WRITE;
-}
-
-static char *
-quote_dup(const char *s)
-{
-	char buf[1200];
-
-	if (s == NULL)
-		return xstrdup("");
-	return xstrdup(log_quote(buf, sizeof(buf), s, strlen(s), 300));
-}
 
 /* mkdir -p that hands each directory it creates to uid/gid. */
 static int
@@ -469,313 +184,10 @@ fail:
 	return NULL;
 }
 
-/* ---- channel to the smtp process ---- */
-
-static size_t
-txn_hash(const struct chan *c, uint64_t sid)
-{
-	return (size_t)((sid * 0x9e3779b97f4a7c15ULL) >> 32) & c->mask;
-}
-
-static struct txn *
-txn_find(struct chan *c, uint64_t sid)
-{
-	for (struct txn *t = c->buckets[txn_hash(c, sid)]; t; t = t->hnext)
-		if (t->sid == sid)
-			return t;
-	return NULL;
-}
-
-static void
-txn_unhash(struct chan *c, struct txn *t)
-{
-	struct txn **pp = &c->buckets[txn_hash(c, t->sid)];
-
-	while (*pp != t)
-		pp = &(*pp)->hnext;
-	*pp = t->hnext;
-	t->hnext = NULL;
-	c->ntxns--;
-}
-
-static void
-txn_free(struct txn *t)
-{
-	if (t->st != NULL)
-		spool_txn_abort(&t->st);
-	free(t->from_q);
-	free(t->client_q);
-	free(t);
-}
-
-static void
-reply(struct chan *c, enum submit_type type, uint64_t sid, const char *text)
-{
-	if (c == NULL || c->dead)
-		return;
-	ipc_send(c->ipc, (uint16_t)type, sid, text, strlen(text));
-}
-
-static int
-violation(struct ipc_frame *f, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* The smtp process broke the protocol: say how; the channel closes. */
-static int
-violation(struct ipc_frame *f, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(f->why, f->whysize, fmt, ap);
-	va_end(ap);
-	return -1;
-}
-
-/*
- * Detach c from the queue and free it: open transactions are aborted
- * (their files removed), committing ones are orphaned (rolled back when
- * their commit ends: no COMMIT_OK can reach the client).
- */
-static void
-chan_close(struct queue *q, struct chan *c, const char *why)
-{
-	size_t aborted = 0;
-
-	if (q->chan == c)
-		q->chan = NULL;
-	c->dead = true;
-	for (size_t i = 0; i <= c->mask; i++) {
-		struct txn *t, *next;
-
-		for (t = c->buckets[i]; t; t = next) {
-			next = t->hnext;
-			t->hnext = NULL;
-			if (t->state == TXN_COMMITTING) {
-				t->chan = NULL;
-			} else {
-				txn_free(t);
-				aborted++;
-			}
-		}
-		c->buckets[i] = NULL;
-	}
-	c->ntxns = 0;
-	log_info("queue event=smtp-channel-closed reason=\"%s\" aborted=%zu",
-	    why, aborted);
-	ipc_free(&c->ipc);   /* later, if we are inside its callback */
-	free(c->buckets);
-	free(c);
-	maybe_exit(q);
-}
-
-static void
-txn_fail(struct txn *t, int err)
-{
-	t->state = TXN_FAILED;
-	t->err = err;
-	spool_txn_abort(&t->st);
-}
-
-/* BEGIN: open a spool transaction for the envelope. */
-static int
-on_begin(void *arg, struct ipc_frame *f)
-{
-	struct chan *c = arg;
-	struct queue *q = c->q;
-	struct envelope env;
-	struct spool_txn *st;
-	struct txn *t;
-	char perr[160];
-	size_t max_rcpts = q->cfg->max_recipients != 0 ?
-	    q->cfg->max_recipients : ENVELOPE_MAX_RCPTS;
-
-	if (txn_find(c, f->id) != NULL)
-		return violation(f, "duplicate transaction id %" PRIu64, f->id);
-	envelope_init(&env);
-	if (submit_begin_decode(f->data, f->len, max_rcpts, &env, perr,
-	    sizeof(perr)) == -1)
-		return violation(f, "bad envelope: %s", perr);
-	if (q->stopping) {
-		envelope_clear(&env);
-		reply(c, SUBMIT_BEGIN_FAIL, f->id, REPLY_STOPPING);
-		return 0;
-	}
-	if (c->ntxns >= q->max_txns) {
-		envelope_clear(&env);
-		log_warn("queue event=begin-refused reason=\"too many transactions\" open=%zu",
-		    c->ntxns);
-		reply(c, SUBMIT_BEGIN_FAIL, f->id, REPLY_BUSY);
-		return 0;
-	}
-	st = spool_txn_begin(q->spool, &env);
-	if (st == NULL) {
-		int e = errno;
-		log_err("queue event=begin-failed error=\"%s\"", strerror(e));
-		reply(c, SUBMIT_BEGIN_FAIL, f->id, reply_for(e));
-		envelope_clear(&env);
-		return 0;
-	}
-	t = xcalloc(1, sizeof(*t));
-	t->sid = f->id;
-	t->chan = c;
-	t->st = st;
-	t->state = TXN_OPEN;
-	t->nrcpt = env.nrcpts;
-	t->from_q = quote_dup(env.sender);
-	t->client_q = quote_dup(env.client_addr);
-	envelope_clear(&env);
-	t->hnext = c->buckets[txn_hash(c, t->sid)];
-	c->buckets[txn_hash(c, t->sid)] = t;
-	c->ntxns++;
-	reply(c, SUBMIT_BEGIN_OK, t->sid, spool_txn_id(st));
-	return 0;
-}
-
-/* DATA: append to the transaction's file. */
-static int
-on_data(void *arg, struct ipc_frame *f)
-{
-	struct chan *c = arg;
-	struct queue *q = c->q;
-	struct txn *t = txn_find(c, f->id);
-
-	if (t == NULL || t->state == TXN_COMMITTING)
-		return violation(f, "DATA for %s transaction %" PRIu64,
-		    t == NULL ? "unknown" : "committing", f->id);
-	if (t->state == TXN_FAILED)
-		return 0;   /* the failure is reported at COMMIT */
-	/* A compromised smtp process must not fill the disk: bound it here too. */
-	if (f->len > q->max_size - spool_txn_size(t->st)) {
-		log_warn("queue id=%s event=too-big size=%" PRIu64 " limit=%" PRIu64,
-		    spool_txn_id(t->st), spool_txn_size(t->st) + f->len,
-		    q->max_size);
-		txn_fail(t, ERR_TOO_BIG);
-		return 0;
-	}
-	if (spool_txn_write(t->st, f->data, f->len) == -1) {
-		int e = errno;
-		log_err("queue id=%s event=write-failed error=\"%s\"",
-		    spool_txn_id(t->st), strerror(e));
-		txn_fail(t, e);
-	}
-	return 0;
-}
-
-static void
-commit_push(struct queue *q, struct txn *t)
-{
-	pthread_mutex_lock(&q->mu);
-	t->qnext = NULL;
-	if (q->commit_tail != NULL)
-		q->commit_tail->qnext = t;
-	else
-		q->commit_head = t;
-	q->commit_tail = t;
-	pthread_cond_signal(&q->commit_cv);
-	pthread_mutex_unlock(&q->mu);
-}
-
-/* COMMIT: to the commit thread (or the failure, now). */
-static int
-on_commit(void *arg, struct ipc_frame *f)
-{
-	struct chan *c = arg;
-	struct queue *q = c->q;
-	struct txn *t = txn_find(c, f->id);
-
-	if (t == NULL || t->state == TXN_COMMITTING)
-		return violation(f, "COMMIT for %s transaction %" PRIu64,
-		    t == NULL ? "unknown" : "committing", f->id);
-	if (t->state == TXN_FAILED) {
-		reply(c, SUBMIT_COMMIT_FAIL, t->sid, reply_for(t->err));
-		txn_unhash(c, t);
-		txn_free(t);
-		return 0;
-	}
-	t->state = TXN_COMMITTING;
-	q->commits_inflight++;
-	commit_push(q, t);
-	return 0;
-}
-
-static int
-on_abort(void *arg, struct ipc_frame *f)
-{
-	struct chan *c = arg;
-	struct txn *t = txn_find(c, f->id);
-
-	if (t == NULL)
-		return 0;   /* e.g. after BEGIN_FAIL: nothing to do */
-	if (t->state == TXN_COMMITTING) {
-		t->abandoned = true;   /* rolled back when the commit ends */
-		return 0;
-	}
-	log_info("queue id=%s event=aborted",
-	    t->st != NULL ? spool_txn_id(t->st) : "-");
-	txn_unhash(c, t);
-	txn_free(t);
-	return 0;
-}
-
-/* What the queue accepts from the smtp process (proto/submit.h). */
-static const struct ipc_handler submit_requests[] = {
-	{ SUBMIT_BEGIN, IPC_ID, on_begin },
-	{ SUBMIT_DATA, IPC_ID, on_data },
-	{ SUBMIT_COMMIT, IPC_ID | IPC_EMPTY, on_commit },
-	{ SUBMIT_ABORT, IPC_ID | IPC_EMPTY, on_abort },
-};
-
-static void
-chan_closed(void *arg, enum ipc_end end, const char *why)
-{
-	struct chan *c = arg;
-
-	if (end == IPC_VIOLATION)
-		log_err("queue event=protocol-violation peer=smtp reason=\"%s\"",
-		    why);
-	chan_close(c->q, c, end == IPC_VIOLATION ? "protocol violation" :
-	    end == IPC_EOF ? "closed by smtp" : "channel error");
-}
-
-static void
-chan_drained(void *arg)
-{
-	struct chan *c = arg;
-
-	if (c->q->stopping)
-		maybe_exit(c->q);
-}
-
-static const struct ipc_ops chan_ops = {
-	.handlers = submit_requests,
-	.nhandlers = nitems(submit_requests),
-	.closed = chan_closed,
-	.drained = chan_drained,
-	.out_pause = CHAN_OUT_HIGH,   /* stop reading while replies pile up */
-	.out_low = CHAN_OUT_LOW,
-};
-
-static void
-chan_open(struct queue *q, int fd)
-{
-	struct chan *c = xcalloc(1, sizeof(*c));
-	size_t n = 16;
-
-	while (n < q->max_txns)
-		n <<= 1;
-	c->q = q;
-	c->mask = n - 1;
-	c->buckets = xcalloc(n, sizeof(*c->buckets));
-	c->ipc = ipc_new(q->base, fd, &chan_ops, c);
-	q->chan = c;
-	log_info("queue event=smtp-channel-open");
-}
-
 /* ---- worker threads ---- */
 
-static void
-notify_loop(struct queue *q)
+void
+queue_notify(struct queue *q)
 {
 	uint64_t one = 1;
 
@@ -784,53 +196,6 @@ notify_loop(struct queue *q)
 		log_err("queue event=eventfd-write error=\"%s\"", strerror(errno));
 }
 
-static void *
-commit_main(void *arg)
-{
-	struct queue *q = arg;
-	struct txn *batch[COMMIT_BATCH_MAX];
-	struct spool_txn *st[COMMIT_BATCH_MAX];
-
-	pthread_mutex_lock(&q->mu);
-	for (;;) {
-		size_t n = 0;
-		bool wake;
-
-		while (q->commit_head == NULL && !q->stop_threads)
-			pthread_cond_wait(&q->commit_cv, &q->mu);
-		if (q->commit_head == NULL)
-			break;   /* stopping, and nothing left to commit */
-		while (q->commit_head != NULL && n < COMMIT_BATCH_MAX) {
-			struct txn *t = q->commit_head;
-			q->commit_head = t->qnext;
-			t->qnext = NULL;
-			batch[n] = t;
-			st[n] = t->st;
-			n++;
-		}
-		if (q->commit_head == NULL)
-			q->commit_tail = NULL;
-		pthread_mutex_unlock(&q->mu);
-
-		spool_commit_batch(q->spool, st, n);
-
-		pthread_mutex_lock(&q->mu);
-		q->ncommits += n;
-		q->nbatches++;
-		wake = q->done_txn_head == NULL && q->done_job_head == NULL;
-		for (size_t i = 0; i < n; i++) {
-			if (q->done_txn_tail != NULL)
-				q->done_txn_tail->qnext = batch[i];
-			else
-				q->done_txn_head = batch[i];
-			q->done_txn_tail = batch[i];
-		}
-		if (wake)
-			notify_loop(q);
-	}
-	pthread_mutex_unlock(&q->mu);
-	return NULL;
-}
 
 /*
  * Seconds to wait before attempt `attempts` + 1 of a deferred recipient:
@@ -1937,7 +1302,7 @@ task_main(void *arg)
 			q->done_job_head = t;
 		q->done_job_tail = t;
 		if (wake)
-			notify_loop(q);
+			queue_notify(q);
 	}
 	pthread_mutex_unlock(&q->mu);
 	return NULL;
@@ -1971,8 +1336,8 @@ msg_entry(const struct qmsg *m, int64_t now, struct queue_ctl_entry *e)
 		e->state = QUEUE_CTL_ACTIVE;   /* due, in a worker or a job */
 }
 
-static struct qmsg *
-msg_new(struct queue *q, const char *id)
+struct qmsg *
+queue_sched_msg_new(struct queue *q, const char *id)
 {
 	struct qmsg *m = xcalloc(1, sizeof(*m));
 
@@ -2168,8 +1533,8 @@ task_queue(struct queue *q, struct task *t)
 	task_submit(q, t);
 }
 
-static void
-task_start(struct queue *q, struct qmsg *m, enum task_kind kind,
+void
+queue_sched_start(struct queue *q, struct qmsg *m, enum task_kind kind,
     struct rjob *j, bool fresh)
 {
 	struct task *t = xcalloc(1, sizeof(*t));
@@ -2192,7 +1557,7 @@ pop_due(struct queue *q)
 		struct qmsg *m = q->heap[0];
 
 		heap_del(q, m);
-		task_start(q, m, TASK_SCAN, NULL, false);
+		queue_sched_start(q, m, TASK_SCAN, NULL, false);
 	}
 	timer_arm(q);
 }
@@ -2424,7 +1789,7 @@ relay_pump(struct queue *q)
 		q->relay_inflight++;
 		d->inflight++;
 		dom_check(q, d);
-		task_start(q, j->m, TASK_LOAD, j, true);
+		queue_sched_start(q, j->m, TASK_LOAD, j, true);
 	}
 	q->pumping = false;
 }
@@ -2459,7 +1824,7 @@ job_answered(struct queue *q, struct rjob *j)
 {
 	job_unslot(q, j);
 	dom_check(q, j->dom);   /* a slot is free; j keeps the domain alive */
-	task_start(q, j->m, TASK_RESULT, j, true);
+	queue_sched_start(q, j->m, TASK_RESULT, j, true);
 }
 
 /*
@@ -2492,7 +1857,7 @@ relay_close(struct queue *q, struct rchan *c, const char *why)
 	ipc_free(&c->ipc);   /* later, if we are inside its callback */
 	free(c->buckets);
 	free(c);
-	maybe_exit(q);
+	queue_maybe_exit(q);
 }
 
 /*
@@ -2591,7 +1956,7 @@ relay_drained(void *arg)
 
 	relay_pump(c->q);
 	if (c->q->stopping)
-		maybe_exit(c->q);
+		queue_maybe_exit(c->q);
 }
 
 static const struct ipc_ops relay_ops = {
@@ -2753,10 +2118,10 @@ task_done(struct queue *q, struct task *t)
 	if (t->dsn_id[0] != '\0') {
 		/* A report this task spooled: a message like any other,
 		 * scanned at once (at the next start if stopping). */
-		struct qmsg *r = msg_new(q, t->dsn_id);
+		struct qmsg *r = queue_sched_msg_new(q, t->dsn_id);
 
 		if (!q->stopping)
-			task_start(q, r, TASK_SCAN, NULL, true);
+			queue_sched_start(q, r, TASK_SCAN, NULL, true);
 	}
 	notes_free(t);
 	groups_free(t->groups);
@@ -2774,7 +2139,7 @@ task_done(struct queue *q, struct task *t)
 	    !q->stopping) {
 		/* Nothing else holds the message: its one report now,
 		 * covering every recipient owed one (docs/dsn.md). */
-		task_start(q, m, TASK_REPORT, NULL, false);
+		queue_sched_start(q, m, TASK_REPORT, NULL, false);
 	} else {
 		if (due != 0 && due < now)
 			due = now;
@@ -2906,43 +2271,6 @@ queue_ctl_flush(struct queue *q, const char *id)
 	return n;
 }
 
-static void
-commit_done(struct queue *q, struct txn *t, bool final)
-{
-	int err = spool_txn_error(t->st);
-	const char *id = spool_txn_id(t->st);
-	struct chan *c = t->chan;
-
-	q->commits_inflight--;
-	if (err == 0 && (c == NULL || c->dead || t->abandoned || final)) {
-		/* Never acknowledged, so not ours to deliver: take it back. */
-		if (spool_unlink_committed(q->spool, id) == -1)
-			log_err("queue id=%s event=rollback-failed error=\"%s\"", id,
-			    strerror(errno));
-		else
-			log_info("queue id=%s event=rolled-back reason=\"%s\"", id,
-			    t->abandoned ? "aborted by smtp" : "smtp channel gone");
-	} else if (err == 0) {
-		struct qmsg *m;
-
-		reply(c, SUBMIT_COMMIT_OK, t->sid, id);
-		log_info("queue id=%s event=committed size=%" PRIu64 " nrcpt=%zu from=<%s> client=%s",
-		    id, spool_txn_size(t->st), t->nrcpt, t->from_q, t->client_q);
-		m = msg_new(q, id);
-		/* Delivered now, not at the next scan; ahead of retries. */
-		if (!q->stopping)
-			task_start(q, m, TASK_SCAN, NULL, true);
-	} else {
-		log_err("queue id=%s event=commit-failed error=\"%s\"", id,
-		    strerror(err));
-		if (c != NULL && !t->abandoned)
-			reply(c, SUBMIT_COMMIT_FAIL, t->sid, reply_for(err));
-	}
-	if (c != NULL)
-		txn_unhash(c, t);
-	spool_txn_free(&t->st);
-	txn_free(t);
-}
 
 /* Take everything the workers finished; final: the loop has ended. */
 static void
@@ -2957,11 +2285,7 @@ drain_done(struct queue *q, bool final)
 	q->done_txn_head = q->done_txn_tail = NULL;
 	q->done_job_head = q->done_job_tail = NULL;
 	pthread_mutex_unlock(&q->mu);
-	while (txns != NULL) {
-		struct txn *next = txns->qnext;
-		commit_done(q, txns, final);
-		txns = next;
-	}
+	queue_submit_done(q, txns, final);
 	while (tasks != NULL) {
 		struct task *next = tasks->next;
 		task_done(q, tasks);
@@ -2978,13 +2302,13 @@ done_cb(evutil_socket_t fd, short ev, void *arg)
 	if (read(q->done_fd, &v, sizeof(v)) == -1 && errno != EAGAIN)
 		log_err("queue event=eventfd-read error=\"%s\"", strerror(errno));
 	drain_done(q, false);
-	maybe_exit(q);
+	queue_maybe_exit(q);
 }
 
 /* ---- control and shutdown ---- */
 
-static void
-maybe_exit(struct queue *q)
+void
+queue_maybe_exit(struct queue *q)
 {
 	if (!q->stopping || q->commits_inflight > 0 || q->tasks_inflight > 0)
 		return;
@@ -2992,9 +2316,8 @@ maybe_exit(struct queue *q)
 	if (q->relay != NULL && !q->relay->dead && q->relay->nsent > 0)
 		return;
 	/* Let the last COMMIT_OKs reach the smtp process first. */
-	if (q->chan != NULL && !q->chan->dead &&
-	    ipc_out_len(q->chan->ipc) > 0)
-		return;   /* chan_drained calls back */
+	if (queue_submit_unsent(q))
+		return;   /* the channel's drained callback calls back */
 	event_base_loopexit(q->base, NULL);
 }
 
@@ -3060,7 +2383,7 @@ begin_shutdown(struct queue *q, int code, const char *why)
 	q->grace_ev = evtimer_new(q->base, grace_cb, q);
 	if (q->grace_ev != NULL)
 		evtimer_add(q->grace_ev, &grace);
-	maybe_exit(q);
+	queue_maybe_exit(q);
 }
 
 /* ---- control frames from the parent (proto/ctl.h) ---- */
@@ -3088,9 +2411,8 @@ ctl_peer_fd(void *arg, int fd)
 		close(fd);
 		return;
 	}
-	if (q->chan != NULL)
-		chan_close(q, q->chan, "replaced by parent");
-	chan_open(q, fd);
+	queue_submit_close(q, "replaced by parent");
+	queue_submit_open(q, fd);
 }
 
 static void
@@ -3133,7 +2455,7 @@ recovered_cb(void *arg, const char *id)
 
 	/* Scanned as the heap hands it out: a journaled deferral is then
 	 * rescheduled at its next attempt, pending work runs at once. */
-	heap_put(q, msg_new(q, id), 0);
+	heap_put(q, queue_sched_msg_new(q, id), 0);
 }
 
 static int
@@ -3151,7 +2473,7 @@ start_threads(struct queue *q)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (size_t i = 0; i < QUEUE_COMMIT_THREADS + nd; i++) {
 		r = pthread_create(&q->threads[i], NULL,
-		    i < QUEUE_COMMIT_THREADS ? commit_main : task_main, q);
+		    i < QUEUE_COMMIT_THREADS ? queue_submit_commit_main : task_main, q);
 		if (r != 0)
 			break;
 		q->nthreads++;
@@ -3310,7 +2632,7 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 	if (ctl_fd != -1)
 		q->ctl = ctl_open(q->base, ctl_fd, CTL_WORKER, &ctl_ops, q);
 	if (smtp_fd != -1)
-		chan_open(q, smtp_fd);
+		queue_submit_open(q, smtp_fd);
 	if (relay_fd != -1)
 		relay_open(q, relay_fd);
 	queue_control_start(q->control, q->base, q);
@@ -3324,8 +2646,7 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 	/* Work that finished after the loop: no one to tell, nothing lost. */
 	q->stopping = true;
 	drain_done(q, true);
-	if (q->chan != NULL)
-		chan_close(q, q->chan, "queue exiting");
+	queue_submit_close(q, "queue exiting");
 	relay_free_all(q);
 	queue_control_stop(q->control);
 	/* Run the deferred frees (control socket clients). */
@@ -3371,13 +2692,7 @@ queue_free(struct queue **qp)
 	free(q->heap);
 	/* After the tasks: a CTL task never started points at a client. */
 	queue_control_free(&q->control);
-	if (q->chan != NULL) {
-		struct chan *c = q->chan;
-		q->chan = NULL;
-		ipc_free(&c->ipc);
-		free(c->buckets);
-		free(c);
-	}
+	queue_submit_free(q);
 	ctl_free(&q->ctl);
 	if (q->done_ev != NULL)
 		event_free(q->done_ev);

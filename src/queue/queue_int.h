@@ -1,0 +1,306 @@
+/*
+ * queue_int.h - what the files of the queue process share; queue.h is
+ * its public face. Only src/queue/ includes this.
+ *
+ * Threads:
+ *  - the event loop: IPC with the smtp process (queue_submit.c), the relay
+ *    process and the parent, writing incoming files (page cache only),
+ *    scheduling and logging;
+ *  - QUEUE_COMMIT_THREADS commit threads (queue_submit.c): group commit
+ *    (fdatasync, rename into queue/, one directory fsync per batch), after
+ *    which the loop answers COMMIT_OK;
+ *  - cfg->delivery_workers worker threads: load a queue file, deliver its
+ *    local recipients, prepare relay jobs, journal outcomes, remove the
+ *    file when every recipient is done;
+ *  - one sweep thread: cleans the Maildirs' tmp/ at start and daily.
+ * Workers never touch libevent; they hand results back through an eventfd
+ * (queue_notify).
+ *
+ * Ownership:
+ *  - struct qmsg, struct rjob, struct rdomain and struct rchan belong to
+ *    the event loop, as do the smtp channel's transactions
+ *    (queue_submit.c). A transaction being committed is also referenced
+ *    by the commit pipeline; the loop frees it only when the commit
+ *    thread hands it back.
+ *  - A task (struct task) carries a copy of the queue id and, for relay
+ *    work, its job; workers never touch the loop's struct qmsg. At most
+ *    one task per message is in a worker (qmsg.busy; the others wait in
+ *    qmsg.waiting), so no two threads ever work on one queue file.
+ *  - q->mu guards the task lists, the done lists and the stop flags; the
+ *    loop learns about finished work by reading q->done_fd (an eventfd).
+ *
+ * Each file of the queue says at its top which thread runs its functions.
+ */
+#ifndef TERN_QUEUE_INT_H
+#define TERN_QUEUE_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "mail/dsn.h"
+#include "mail/envelope.h"
+#include "lib/ipc.h"
+#include "queue/queue_control.h"
+
+#define QUEUE_COMMIT_THREADS 2
+/* Room for the Received: header the smtp process prepends (RFC 5321 4.4). */
+#define QUEUE_RECEIVED_ALLOWANCE (16 * 1024)
+#define LOAD_RETRY_SECS 60
+#define HEAP_NONE UINT32_MAX
+#define RELAY_HEAD_SLACK (16 * 1024)   /* envelope records other than rcpt */
+#define RELAY_RCPT_BYTES (IPC_MAX_PAYLOAD - RELAY_HEAD_SLACK)
+
+struct chan;
+struct config;
+struct spool_msg;
+struct txn;
+
+/*
+ * One queued message, as the loop knows it. Everything else (envelope,
+ * recipients' states, the message) stays on disk until a worker loads it:
+ * this is the whole in-memory cost of a deferred message (docs/queue.md).
+ * Invariant: a message is in the due heap only while no task runs or
+ * waits for it and it has no relay job (whoever holds it reschedules it).
+ */
+struct qmsg {
+	struct qmsg *prev, *next;  /* every message (q->msgs) */
+	struct task *waiting;      /* tasks queued behind the running one */
+	char *sender;              /* for tern queue list; NULL until loaded */
+	uint64_t idn;              /* the queue id, as a number */
+	int64_t due;               /* next scan, unix seconds, while in the heap */
+	uint32_t heap_idx;         /* HEAP_NONE when not in the heap */
+	uint32_t njobs : 24;       /* relay jobs waiting or in flight
+	                              (at most one per recipient) */
+	uint32_t dsn_tries : 7;    /* reports that failed to spool in a row */
+	uint32_t dsn_owed : 1;     /* the last task found a report owed */
+	uint32_t size_kib;         /* message size, for the relay byte budget */
+	/* Recipients (ENVELOPE_MAX_RCPTS < 2^14) and flags in one word. */
+	unsigned nrcpt : 14;       /* in the envelope; 0 until loaded */
+	unsigned npending : 14;    /* not final yet, as of the last task */
+	unsigned busy : 1;         /* a task is in a worker: one at a time */
+	unsigned gone : 1;         /* removed or quarantined: free when idle */
+	unsigned held : 1;         /* tern queue hold: never in the heap */
+	unsigned force : 1;        /* tern queue flush: next scan ignores
+	                              the deferred recipients' next attempt */
+};
+
+/*
+ * Work on one message for the worker threads. Tasks for one message run
+ * one after the other (qmsg.busy, qmsg.waiting), so no two threads ever
+ * touch one queue file and each journal append sees the records before it.
+ *  SCAN    load, deliver local recipients, journal, and list the remote
+ *          recipients that are due, grouped into relay jobs;
+ *  LOAD    load a relay job's envelope and message into ready frames;
+ *  RESULT  journal a relay job's outcome, remove the file when done;
+ *  CTL     tern queue show/hold/release/delete (queue_control.h);
+ *  REPORT  spool the one report the message owes its sender, covering
+ *          every recipient owed one (docs/dsn.md), journal R/W records.
+ */
+enum task_kind { TASK_SCAN, TASK_LOAD, TASK_RESULT, TASK_CTL, TASK_REPORT };
+enum task_result { TR_KEEP, TR_REMOVED, TR_GONE, TR_RETRY, TR_SKIPPED };
+
+/*
+ * A recipient outcome the sender is owed a report about (dsn.h), as a
+ * REPORT task finds it in the journal (docs/dsn.md).
+ */
+struct dsn_note {
+	size_t rcpt;
+	enum dsn_action action;
+	char *diag;                /* the SMTP reply, or NULL */
+	char *mta;                 /* the server that gave it, or NULL */
+	int64_t when;              /* last attempt, unix s; 0: unknown */
+};
+
+struct rgroup {                /* SCAN output: the recipients of one job */
+	struct rgroup *next;
+	char *domain;              /* lower case */
+	uint32_t *idx;             /* recipient indexes, in envelope order */
+	size_t n, cap;
+	size_t bytes;              /* their envelope records, bounded */
+};
+
+struct task {
+	struct task *next;
+	struct qmsg *m;            /* loop only */
+	enum task_kind kind;
+	bool fresh;                /* new mail goes ahead of retries */
+	char id[QUEUE_ID_LEN + 1];
+	enum task_result result;
+	int64_t next_due;          /* SCAN/RESULT KEEP: earliest work left; 0 none */
+	uint64_t size;             /* SCAN: message octets */
+	struct rgroup *groups;     /* SCAN: relay jobs to queue */
+	struct rjob *job;          /* LOAD, RESULT */
+	struct evbuffer *frames;   /* LOAD: JOB, DATA..., END, ready to send */
+	bool force;                /* SCAN: deferred recipients are due now */
+	bool held;                 /* SCAN: the journal holds the message */
+	unsigned nrcpt, npending;  /* after the task; nrcpt 0: not loaded */
+	char *sender;              /* copy for the loop's record, or NULL */
+	/* After the task: the message owes its sender a report (its file
+	 * is kept for it) */
+	bool owes;
+	/* REPORT: the recipients covered, and the report spooled */
+	struct dsn_note *notes;
+	size_t nnotes, notes_cap;
+	char dsn_id[QUEUE_ID_LEN + 1];   /* "" if none */
+	bool dsn_failed;           /* could not be spooled: retry later */
+	/* CTL */
+	enum queue_ctl_op ctl_op;
+	int ctl_status;            /* QUEUE_CTL_* */
+	char *ctl_json;            /* SHOW: the message object */
+	queue_ctl_done_fn *ctl_done;
+	void *ctl_arg;
+};
+
+/*
+ * A relay job: one message, one destination domain, up to
+ * RELAY_JOB_MAX_RCPTS of its recipients. It waits in its domain's FIFO,
+ * then holds a slot (global and per domain) from dispatch until its
+ * RESULT arrives or the channel is lost.
+ */
+enum rjob_state { RJ_WAITING, RJ_LOADING, RJ_SENT, RJ_DONE };
+
+struct rjob {
+	struct rjob *next;         /* domain FIFO */
+	struct rjob *hnext;        /* relay channel's table of sent jobs */
+	struct qmsg *m;
+	struct rdomain *dom;
+	uint64_t id;               /* job number on the channel, never reused */
+	uint32_t *idx;             /* recipient indexes in the message, job order */
+	size_t n;
+	uint64_t bytes;            /* held against RELAY_BYTES_MAX */
+	enum rjob_state state;
+	/* The answer, for the RESULT task. */
+	bool lost;                 /* none: the channel went away */
+	char *outcome;             /* n of 'D', 'F', 'T'; NULL: all T */
+	char **reply;              /* n SMTP reply lines; NULL entries: default */
+	bool *own;                 /* n: decided by the relay itself (reply
+	                            * code 0), not the server's reply */
+	char *via;                 /* log fields "relay=.. ip=.. tls=.." */
+	char *via_mx;              /* the server's name (Remote-MTA), or NULL */
+	bool peer_dsn;             /* it offers DSN: it reports from now on */
+};
+
+struct rdomain {
+	struct rdomain *hnext;     /* q->dom_buckets chain */
+	struct rdomain *rnext;     /* ready list */
+	struct rjob *head, *tail;  /* jobs waiting for a slot, FIFO */
+	unsigned inflight;         /* jobs holding a slot */
+	unsigned refs;             /* jobs pointing here (any state): the
+	                            * domain lives at least as long */
+	bool ready;                /* on the ready list */
+	char name[];               /* lower case */
+};
+
+/* The channel to the relay process. */
+struct rchan {
+	struct queue *q;
+	struct ipc *ipc;
+	struct rjob **buckets;     /* sent jobs by id */
+	size_t mask;
+	size_t nsent;
+	bool dead;
+};
+
+struct base_dir {
+	char *path;                /* static prefix of a Maildir pattern */
+	size_t len;
+	int fd;
+};
+
+
+struct queue {
+	const struct config *cfg;
+	struct spool *spool;
+	struct base_dir *bases;
+	size_t nbases;
+	size_t max_txns;
+	uint64_t max_size;
+
+	struct event_base *base;
+	struct event *done_ev, *sig_ev, *grace_ev;
+	struct ctl *ctl;           /* to the parent, or NULL */
+	int done_fd;
+	int sig_fd;                /* signalfd for SIGTERM, SIGINT */
+	struct chan *chan;
+	struct qmsg *msgs;
+	size_t nmsgs;
+	struct queue_control *control;     /* tern queue ... (control socket) */
+
+	/* Shared with the workers, under mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t commit_cv, deliver_cv;
+	struct txn *commit_head, *commit_tail;
+	struct task *new_head, *new_tail;   /* fresh mail and relay work first */
+	struct task *old_head, *old_tail;   /* recovered and retried */
+	struct txn *done_txn_head, *done_txn_tail;
+	struct task *done_job_head, *done_job_tail;
+	bool stop_threads;
+	pthread_cond_t sweep_cv;            /* wakes the Maildir sweep to stop */
+	atomic_bool sweep_stop;
+	pthread_t sweep_thread;
+	bool sweep_started;
+	uint64_t ncommits, nbatches;        /* group commit statistics */
+	pthread_t *threads;
+	size_t nthreads;
+
+	/* Scheduling (loop only). */
+	int64_t retry_min, retry_max, lifetime;   /* seconds */
+	int64_t delay_warn;                 /* seconds; 0: no delay reports */
+	unsigned max_relay, max_relay_domain;
+	struct qmsg **heap;                 /* idle messages by due time */
+	size_t nheap, heapcap;
+	struct event *timer_ev;             /* fires for heap[0] */
+	size_t scans_inflight;
+	struct rchan *relay;                /* NULL while there is none */
+	struct rdomain **dom_buckets;
+	size_t dom_mask, ndoms;
+	struct rdomain *ready_head, *ready_tail;  /* domains that may send */
+	uint64_t next_job_id;
+	size_t relay_inflight;              /* jobs holding a slot */
+	uint64_t relay_bytes;               /* their octets, reserved */
+	bool pumping;
+
+	/* Loop only. */
+	size_t commits_inflight;
+	size_t tasks_inflight;
+	bool stopping;
+	bool threads_started;
+	int exit_code;
+};
+
+/* ---- queue.c (loop, except queue_notify) ---- */
+
+/* Wake the loop to take the done lists; any thread, with q->mu held. */
+void queue_notify(struct queue *q);
+/* Shutting down and nothing left in flight: end the loop. */
+void queue_maybe_exit(struct queue *q);
+
+/* ---- queue_submit.c (loop, except queue_submit_commit_main) ---- */
+
+/* Serve the submission channel fd (taken over) as q->chan. */
+void queue_submit_open(struct queue *q, int fd);
+/* Close q->chan, if any: open transactions are aborted, committing ones
+ * rolled back when their commit ends. */
+void queue_submit_close(struct queue *q, const char *why);
+/* Replies to the smtp process still wait in the channel's buffer. */
+bool queue_submit_unsent(const struct queue *q);
+/* queue_free: the channel without its callbacks. */
+void queue_submit_free(struct queue *q);
+/* The body of each commit thread. */
+void *queue_submit_commit_main(void *arg);
+/* Answer the transactions of list (linked by their qnext) the commit
+ * threads handed back; final: the loop has ended, so roll them back. */
+void queue_submit_done(struct queue *q, struct txn *list, bool final);
+
+/* ---- queue.c: the scheduler (loop) ---- */
+
+/* A record for queue id (16 hex digits), in q->msgs. */
+struct qmsg *queue_sched_msg_new(struct queue *q, const char *id);
+/* Start a task of kind for m (behind the one it has); j: the relay job
+ * of a LOAD or RESULT; fresh: ahead of retries. */
+void queue_sched_start(struct queue *q, struct qmsg *m, enum task_kind kind,
+    struct rjob *j, bool fresh);
+
+#endif
