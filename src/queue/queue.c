@@ -265,214 +265,6 @@ defer_or_expire(const struct queue *q, struct spool_msg *m, size_t i,
 	return 'T';
 }
 
-/* ---- delivery status notifications (worker threads; docs/dsn.md) ---- */
-
-static atomic_uint dsn_seq;   /* makes each report's Message-ID unique */
-
-/*
- * Recipient i of m is owed a report with action a, if its sender and its
- * NOTIFY want one: never for the null reverse-path (RFC 3461 6.2, RFC
- * 5321 4.5.5: a report is never reported on, so reports cannot loop),
- * and as NOTIFY asks (RFC 3461 4.1; without it, failures and delays).
- */
-static void
-dsn_note(struct task *t, const struct spool_msg *m, size_t i,
-    enum dsn_action a, const char *diag, const char *mta, int64_t when)
-{
-	const struct envelope *env = spool_msg_envelope(m);
-	struct dsn_note *n;
-
-	if (env->sender[0] == '\0' || !dsn_wanted(env->rcpts[i].notify, a))
-		return;
-	if (t->nnotes == t->notes_cap) {
-		t->notes_cap = t->notes_cap ? t->notes_cap * 2 : 4;
-		t->notes = xreallocarray(t->notes, t->notes_cap,
-		    sizeof(*t->notes));
-	}
-	n = &t->notes[t->nnotes++];
-	n->rcpt = i;
-	n->action = a;
-	n->diag = diag != NULL ? xstrdup(diag) : NULL;
-	n->mta = mta != NULL ? xstrdup(mta) : NULL;
-	n->when = when;
-}
-
-static void
-notes_free(struct task *t)
-{
-	for (size_t k = 0; k < t->nnotes; k++) {
-		free(t->notes[k].diag);
-		free(t->notes[k].mta);
-	}
-	free(t->notes);
-	t->notes = NULL;
-	t->nnotes = t->notes_cap = 0;
-}
-
-/*
- * true if recipient i (deferred) is owed its one delay report now: it has
- * waited delay_warning_time since arrival and was not warned yet (the
- * journal's W record makes that durable).
- */
-static bool
-delay_due(const struct queue *q, const struct envelope *env, size_t i,
-    const struct spool_rcpt_status *st, int64_t now)
-{
-	return q->delay_warn > 0 && st->state == SPOOL_RCPT_DEFERRED &&
-	    !st->warned && env->sender[0] != '\0' &&
-	    dsn_wanted(env->rcpts[i].notify, DSN_ACTION_DELAYED) &&
-	    now >= env->arrival + q->delay_warn;
-}
-
-/*
- * Is recipient i of m (state st) owed a report now, and with which
- * action (*a)? Never for the null reverse-path; as NOTIFY asks:
- *  - failed, or delivered into a mailbox / relayed to a server without
- *    DSN, and not reported yet (no R record). A final outcome without
- *    an A record comes from a tern that spooled the report before
- *    journaling the outcome: it counts as reported;
- *  - deferred, delay_due() and not warned yet (no W record).
- */
-static bool
-report_owed(const struct queue *q, const struct envelope *env, size_t i,
-    const struct spool_rcpt_status *st, int64_t now, enum dsn_action *a)
-{
-	if (env->sender[0] == '\0')
-		return false;
-	switch (st->state) {
-	case SPOOL_RCPT_FAILED:
-		*a = DSN_ACTION_FAILED;
-		break;
-	case SPOOL_RCPT_DELIVERED:
-		/* 'd': the next hop got NOTIFY and reports itself (RFC 3461
-		 * 5.2.2) */
-		if (st->how == 'd')
-			return false;
-		*a = st->how == 'l' ? DSN_ACTION_DELIVERED : DSN_ACTION_RELAYED;
-		break;
-	case SPOOL_RCPT_DEFERRED:
-		*a = DSN_ACTION_DELAYED;
-		return delay_due(q, env, i, st, now);
-	default:
-		return false;
-	}
-	return st->how != 0 && !st->reported &&
-	    dsn_wanted(env->rcpts[i].notify, *a);
-}
-
-/* Does any recipient of m owe a report now? */
-static bool
-msg_owes_report(const struct queue *q, const struct spool_msg *m,
-    int64_t now)
-{
-	const struct envelope *env = spool_msg_envelope(m);
-	enum dsn_action a;
-
-	for (size_t i = 0; i < env->nrcpts; i++)
-		if (report_owed(q, env, i, spool_msg_rcpt(m, i), now, &a))
-			return true;
-	return false;
-}
-
-/*
- * One report for every note of t (dsn.h), spooled as a new message with
- * the null reverse-path through the same path as received mail
- * (incoming/, fdatasync, rename into queue/, directory fsync), in this
- * worker. Returns 0 once it is durable (t->dsn_id names it), -1 if it
- * could not be spooled (logged). The caller journals R/W records only
- * after 0: the outcomes themselves are journaled long before.
- */
-static int
-dsn_emit(struct queue *q, struct task *t, struct spool_msg *m, int64_t now)
-{
-	const struct envelope *env = spool_msg_envelope(m);
-	struct dsn_rcpt *rc;
-	struct envelope renv;
-	struct evbuffer *buf;
-	struct spool_txn *st;
-	struct dsn_params p;
-	char unique[96], nonce[33], acts[64] = "", sq[600];
-	const char *body;
-	size_t body_len, len = 0;
-	int err = 0;
-
-	if (t->nnotes == 0)
-		return 0;
-	rc = xcalloc(t->nnotes, sizeof(*rc));
-	for (size_t k = 0; k < t->nnotes; k++) {
-		const struct dsn_note *n = &t->notes[k];
-		const char *name = n->action == DSN_ACTION_FAILED ? "failed" :
-		    n->action == DSN_ACTION_DELAYED ? "delayed" :
-		    n->action == DSN_ACTION_DELIVERED ? "delivered" : "relayed";
-
-		rc[k].addr = env->rcpts[n->rcpt].addr;
-		rc[k].orcpt = env->rcpts[n->rcpt].orcpt;
-		rc[k].action = n->action;
-		rc[k].diagnostic = n->diag;
-		rc[k].remote_mta = n->mta;
-		rc[k].last_attempt = n->when;
-		rc[k].retry_until = n->action == DSN_ACTION_DELAYED ?
-		    env->arrival + q->lifetime : 0;
-		if (strstr(acts, name) == NULL)
-			snprintf(acts + strlen(acts), sizeof(acts) - strlen(acts),
-			    "%s%s", acts[0] ? "," : "", name);
-	}
-	snprintf(unique, sizeof(unique), "%s.%" PRId64 ".%u.dsn", t->id, now,
-	    atomic_fetch_add(&dsn_seq, 1));
-	p.reporting_mta = q->cfg->hostname != NULL ? q->cfg->hostname :
-	    "localhost";
-	p.unique = unique;
-	/* an unpredictable MIME boundary: nothing a sender or a server
-	 * wrote into the report can guess it */
-	{
-		unsigned char rnd[16];
-
-		arc4random_buf(rnd, sizeof(rnd));
-		for (size_t k = 0; k < sizeof(rnd); k++)
-			snprintf(nonce + 2 * k, 3, "%02x", rnd[k]);
-	}
-	p.nonce = nonce;
-	p.now = now;
-	p.max_return = (size_t)q->cfg->dsn_max_return_size;
-	body = spool_msg_body(m, &body_len);
-	envelope_init(&renv);
-	buf = evbuffer_new();
-	if (buf == NULL)
-		fatal("out of memory");
-	dsn_build(env, rc, t->nnotes, body, body_len, &p, buf, &renv);
-	free(rc);
-	st = spool_txn_begin(q->spool, &renv);
-	if (st == NULL) {
-		err = errno;
-	} else {
-		len = evbuffer_get_length(buf);
-		if (spool_txn_write(st, evbuffer_pullup(buf, -1), len) == -1) {
-			err = errno;
-			spool_txn_abort(&st);
-		} else {
-			spool_commit_batch(q->spool, &st, 1);
-			err = spool_txn_error(st);
-			if (err == 0)
-				util_strlcpy(t->dsn_id, spool_txn_id(st),
-				    sizeof(t->dsn_id));
-			spool_txn_free(&st);
-		}
-	}
-	evbuffer_free(buf);
-	envelope_clear(&renv);
-	log_quote(sq, sizeof(sq), env->sender, strlen(env->sender), 300);
-	if (err != 0) {
-		log_err("queue id=%s event=dsn-failed action=%s nrcpt=%zu to=<%s> error=\"%s\"",
-		    t->id, acts, t->nnotes, sq, strerror(err));
-		return -1;
-	}
-	log_info("queue id=%s event=dsn dsn_id=%s action=%s nrcpt=%zu to=<%s>",
-	    t->id, t->dsn_id, acts, t->nnotes, sq);
-	log_info("queue id=%s event=committed size=%zu nrcpt=1 from=<> dsn_for=%s",
-	    t->dsn_id, len, t->id);
-	return 0;
-}
-
 /* The Maildir base holding path, and path relative to it; NULL if none. */
 static const struct base_dir *
 find_base(const struct queue *q, const char *path, const char **rel)
@@ -745,8 +537,8 @@ sweep_end(struct queue *q)
 /* ---- tasks (worker threads) ---- */
 
 /* Load t->id; on failure set t->result (quarantining a corrupt file). */
-static struct spool_msg *
-task_load(struct queue *q, struct task *t)
+struct spool_msg *
+queue_task_load(struct queue *q, struct task *t)
 {
 	char err[300];
 	struct spool_msg *m = spool_msg_load(q->spool, t->id, err, sizeof(err));
@@ -777,14 +569,14 @@ task_load(struct queue *q, struct task *t)
  * t->next_due: the earliest time anything is left to do (a pending
  * recipient: now). Closes m.
  */
-static void
-task_finish(const struct queue *q, struct task *t, struct spool_msg **mp,
+void
+queue_task_finish(const struct queue *q, struct task *t, struct spool_msg **mp,
     int64_t now)
 {
 	struct spool_msg *m = *mp;
 	const struct envelope *env = spool_msg_envelope(m);
 
-	t->owes = msg_owes_report(q, m, now);
+	t->owes = queue_report_owed(q, m, now);
 	if (spool_msg_done(m) && !t->owes) {
 		/* The unlink is not fsync'ed: if a crash brings the file
 		 * back, its recipients get the message again (at least once). */
@@ -814,13 +606,12 @@ task_finish(const struct queue *q, struct task *t, struct spool_msg **mp,
 		int64_t due;
 
 		if (st->state == SPOOL_RCPT_DEFERRED) {
+			int64_t w = queue_report_warn_at(q, env, i, st);
+
 			due = st->next_attempt;
 			/* the delay report is due before the next attempt */
-			if (q->delay_warn > 0 && !st->warned &&
-			    env->sender[0] != '\0' &&
-			    dsn_wanted(env->rcpts[i].notify, DSN_ACTION_DELAYED) &&
-			    env->arrival + q->delay_warn < due)
-				due = env->arrival + q->delay_warn;
+			if (w != 0 && w < due)
+				due = w;
 		} else if (st->state == SPOOL_RCPT_PENDING)
 			due = now;
 		else
@@ -949,7 +740,7 @@ task_scan(struct queue *q, struct task *t)
 	 * cannot have delivered it before (docs/queue.md). */
 	unsigned mflags = t->fresh ? 0 : MAILDIR_RECHECK;
 
-	m = task_load(q, t);
+	m = queue_task_load(q, t);
 	if (m == NULL)
 		return;
 	env = spool_msg_envelope(m);
@@ -991,7 +782,7 @@ task_scan(struct queue *q, struct task *t)
 	}
 	/* The outcomes are journaled before anything is reported: a report
 	 * waits for the REPORT task (docs/dsn.md). */
-	task_finish(q, t, &m, now);
+	queue_task_finish(q, t, &m, now);
 	if (t->result != TR_KEEP) {
 		/* Removed (nothing remote was due) or not journaled: no jobs. */
 		groups_free(t->groups);
@@ -1028,7 +819,7 @@ task_ctl(struct queue *q, struct task *t)
 		}
 		return;
 	}
-	m = task_load(q, t);
+	m = queue_task_load(q, t);
 	if (m == NULL) {
 		t->ctl_status = t->result == TR_GONE ? QUEUE_CTL_NOTFOUND :
 		    QUEUE_CTL_FAILED;
@@ -1043,7 +834,7 @@ task_ctl(struct queue *q, struct task *t)
 		log_info("queue id=%s event=%s by=admin", t->id,
 		    hold ? "held" : "released");
 	}
-	task_finish(q, t, &m, now);   /* journals H/U; counts, next_due */
+	queue_task_finish(q, t, &m, now);   /* journals H/U; counts, next_due */
 	t->ctl_status = t->result == TR_KEEP ? QUEUE_CTL_OK :
 	    t->result == TR_REMOVED ? QUEUE_CTL_NOTFOUND : QUEUE_CTL_FAILED;
 }
@@ -1059,7 +850,7 @@ task_relay_load(struct queue *q, struct task *t)
 	const char *body;
 	size_t body_len;
 
-	m = task_load(q, t);
+	m = queue_task_load(q, t);
 	if (m == NULL)
 		return;
 	env = spool_msg_envelope(m);
@@ -1121,7 +912,7 @@ task_relay_result(struct queue *q, struct task *t)
 	const struct envelope *env;
 	int64_t now = (int64_t)time(NULL);
 
-	m = task_load(q, t);
+	m = queue_task_load(q, t);
 	if (m == NULL) {
 		if (t->result == TR_RETRY)
 			log_err("queue id=%s event=result-lost job=%" PRIu64
@@ -1175,76 +966,7 @@ task_relay_result(struct queue *q, struct task *t)
 	}
 	/* Journaled first, whatever happens to the report: a report owed
 	 * goes out once no other job of the message is out (docs/dsn.md). */
-	task_finish(q, t, &m, now);
-}
-
-/*
- * Seconds before the next try of a report that could not be spooled
- * `tries` times in a row: the recipients' schedule, retry_min doubled up
- * to retry_max.
- */
-static int64_t
-report_backoff(const struct queue *q, unsigned tries)
-{
-	int64_t d = q->retry_min;
-
-	for (unsigned k = 1; k < tries && d < q->retry_max; k++)
-		d *= 2;
-	return d < q->retry_max ? d : q->retry_max;
-}
-
-/*
- * REPORT: the one report message t->id owes its sender now, covering
- * every recipient owed one (report_owed), spooled, then journaled as
- * reported (R for final outcomes, W for delays) and fdatasync'ed: a crash
- * in between sends the report again at the next start (at least once).
- * If it cannot be spooled, t->dsn_failed: the loop tries the report
- * alone again later; no recipient is tried again for it.
- */
-static void
-task_report(struct queue *q, struct task *t)
-{
-	struct spool_msg *m;
-	const struct envelope *env;
-	int64_t now = (int64_t)time(NULL);
-
-	m = task_load(q, t);
-	if (m == NULL)
-		return;
-	env = spool_msg_envelope(m);
-	for (size_t i = 0; i < env->nrcpts && !spool_msg_held(m, NULL); i++) {
-		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
-		enum dsn_action a;
-
-		if (!report_owed(q, env, i, st, now, &a))
-			continue;
-		/* Remote-MTA only with that server's own reply (RFC 3464
-		 * 2.3.5, 2.3.6); the relayed reply itself is not kept */
-		dsn_note(t, m, i, a, a == DSN_ACTION_FAILED ||
-		    a == DSN_ACTION_DELAYED ? st->reply : NULL,
-		    st->how == 's' || st->how == 'd' ? st->mta : NULL,
-		    st->last_attempt);
-	}
-	if (t->nnotes > 0 && dsn_emit(q, t, m, now) == -1) {
-		t->dsn_failed = true;
-	} else if (t->nnotes > 0) {
-		for (size_t k = 0; k < t->nnotes; k++) {
-			if (t->notes[k].action == DSN_ACTION_DELAYED)
-				spool_msg_warned(m, t->notes[k].rcpt);
-			else
-				spool_msg_reported(m, t->notes[k].rcpt);
-		}
-		/* Before a removal too: a crash that undoes the unlink must
-		 * not bring the report back. */
-		if (spool_msg_flush(m) == -1) {
-			log_err("queue id=%s event=journal-failed error=\"%s\"",
-			    t->id, strerror(errno));
-			t->result = TR_RETRY;
-			spool_msg_close(&m);
-			return;
-		}
-	}
-	task_finish(q, t, &m, now);
+	queue_task_finish(q, t, &m, now);
 }
 
 static void *
@@ -1290,7 +1012,7 @@ task_main(void *arg)
 			task_ctl(q, t);
 			break;
 		case TASK_REPORT:
-			task_report(q, t);
+			queue_report_task(q, t);
 			break;
 		}
 
@@ -2095,35 +1817,12 @@ task_done(struct queue *q, struct task *t)
 		m->njobs--;
 		break;
 	case TASK_REPORT:
-		if (t->result != TR_KEEP)
-			break;
-		due = t->next_due;
-		if (t->dsn_failed) {
-			/* The report alone is tried again: a scan then finds
-			 * nothing to deliver and owes it still. */
-			int64_t rd;
-
-			if (m->dsn_tries < 127)
-				m->dsn_tries++;
-			rd = now + report_backoff(q, m->dsn_tries);
-			if (due == 0 || rd < due)
-				due = rd;
-		} else {
-			m->dsn_tries = 0;
-		}
+		due = queue_report_done(q, t, due, now);
 		break;
 	}
 	if (t->kind != TASK_LOAD)
 		m->dsn_owed = t->result == TR_KEEP && t->owes;
-	if (t->dsn_id[0] != '\0') {
-		/* A report this task spooled: a message like any other,
-		 * scanned at once (at the next start if stopping). */
-		struct qmsg *r = queue_sched_msg_new(q, t->dsn_id);
-
-		if (!q->stopping)
-			queue_sched_start(q, r, TASK_SCAN, NULL, true);
-	}
-	notes_free(t);
+	queue_report_notes_free(t);
 	groups_free(t->groups);
 	if (t->frames != NULL)
 		evbuffer_free(t->frames);
@@ -2551,7 +2250,7 @@ free_task_list(struct task *t)
 			job_free(t->job);
 		free(t->ctl_json);
 		free(t->sender);
-		notes_free(t);
+		queue_report_notes_free(t);
 		free(t);
 		t = n;
 	}

@@ -294,6 +294,34 @@ void *queue_submit_commit_main(void *arg);
  * threads handed back; final: the loop has ended, so roll them back. */
 void queue_submit_done(struct queue *q, struct txn *list, bool final);
 
+/* ---- queue.c: the tasks (worker threads) ---- */
+
+/* Load t->id, or NULL with t->result set. */
+struct spool_msg *queue_task_load(struct queue *q, struct task *t);
+/* Journal what m holds (or remove the file when nothing is left to do),
+ * set t's outcome for the loop; closes *mp. */
+void queue_task_finish(const struct queue *q, struct task *t,
+    struct spool_msg **mp, int64_t now);
+
+/* ---- queue_report.c (worker threads, except queue_report_done) ---- */
+
+struct spool_rcpt_status;
+
+/* The REPORT task: spool the one report m owes, journal R/W. */
+void queue_report_task(struct queue *q, struct task *t);
+/* Does any recipient of m owe its sender a report now? */
+bool queue_report_owed(const struct queue *q, const struct spool_msg *m,
+    int64_t now);
+/* When recipient i (state st) is owed its one delay report
+ * (delay_warning_time after arrival), or 0: never / already warned. */
+int64_t queue_report_warn_at(const struct queue *q,
+    const struct envelope *env, size_t i, const struct spool_rcpt_status *st);
+void queue_report_notes_free(struct task *t);
+/* Loop: a REPORT task is back; returns m's next due time (due: the one
+ * the task's result gave) and schedules the report it spooled. */
+int64_t queue_report_done(struct queue *q, struct task *t, int64_t due,
+    int64_t now);
+
 /* ---- queue.c: the scheduler (loop) ---- */
 
 /* A record for queue id (16 hex digits), in q->msgs. */
