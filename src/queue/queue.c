@@ -184,7 +184,7 @@ fail:
 	return NULL;
 }
 
-/* ---- worker threads ---- */
+/* ---- the done lists ---- */
 
 void
 queue_notify(struct queue *q)
@@ -196,607 +196,11 @@ queue_notify(struct queue *q)
 		log_err("queue event=eventfd-write error=\"%s\"", strerror(errno));
 }
 
-
-/*
- * Seconds to wait before attempt `attempts` + 1 of a deferred recipient:
- * retry_min doubled per attempt, capped at retry_max, minus up to a tenth
- * of jitter so the recipients of one burst do not all come back at once.
- * Thread-safe (arc4random).
- */
-static int64_t
-backoff(const struct queue *q, unsigned attempts)
-{
-	int64_t d = q->retry_min;
-
-	for (unsigned i = 1; i < attempts && d < q->retry_max; i++)
-		d *= 2;
-	if (d > q->retry_max)
-		d = q->retry_max;
-	if (d >= 10)
-		d -= (int64_t)arc4random_uniform((uint32_t)(d / 10) + 1);
-	return d;
-}
-
-/*
- * Recipient i of m failed temporarily with reply: journal a T record for
- * the next attempt, or, once the message is older than
- * max_queue_lifetime, an F record (delivery time expired, RFC 3463 3.5
- * X.4.7). lost: the relay went away, retry after retry_min. via: log
- * fields of the server tried, or NULL. how/mta: who gave reply
- * (spool_msg_attempt); an expiry is tern's own diagnosis, so it names
- * no server (RFC 3464 2.3.5: Remote-MTA goes with that server's
- * Diagnostic-Code) and keeps the last reply as text. Logs the outcome;
- * returns 'T' or 'F'.
- */
-static char
-defer_or_expire(const struct queue *q, struct spool_msg *m, size_t i,
-    int64_t now, const char *reply, bool lost, const char *via, char how,
-    const char *mta)
-{
-	const struct envelope *env = spool_msg_envelope(m);
-	const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
-	const char *addr = env->rcpts[i].addr;
-	char aq[600], rq[700];
-	unsigned attempts = st->attempts + 1;
-
-	log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
-	log_quote(rq, sizeof(rq), reply, strlen(reply), 600);
-	if (now >= env->arrival + q->lifetime) {
-		char final[SPOOL_MAX_REPLY + 80];
-
-		snprintf(final, sizeof(final),
-		    "451 4.4.7 Delivery time expired, last reply: %s", reply);
-		spool_msg_attempt(m, i, now, '-', NULL);
-		spool_msg_failed(m, i, final);
-		log_warn("queue id=%s event=expired rcpt=<%s> attempts=%u age=%" PRId64 "s%s%s reply=\"%s\"",
-		    spool_msg_id(m), aq, attempts, now - env->arrival,
-		    via != NULL ? " " : "", via != NULL ? via : "", rq);
-		return 'F';
-	}
-	{
-		int64_t wait = lost ? q->retry_min : backoff(q, attempts);
-
-		spool_msg_attempt(m, i, now, how, mta);
-		spool_msg_deferred(m, i, now + wait, reply);
-		log_warn("queue id=%s event=deferred rcpt=<%s> attempts=%u retry_in=%" PRId64 "s%s%s reply=\"%s\"",
-		    spool_msg_id(m), aq, attempts, wait,
-		    via != NULL ? " " : "", via != NULL ? via : "", rq);
-	}
-	return 'T';
-}
-
-/* The Maildir base holding path, and path relative to it; NULL if none. */
-static const struct base_dir *
-find_base(const struct queue *q, const char *path, const char **rel)
-{
-	const struct base_dir *best = NULL;
-
-	for (size_t i = 0; i < q->nbases; i++) {
-		const struct base_dir *b = &q->bases[i];
-
-		if (strncmp(path, b->path, b->len) != 0)
-			continue;
-		if (b->len > 1 && path[b->len] != '/' && path[b->len] != '\0')
-			continue;
-		if (best == NULL || b->len > best->len)
-			best = b;
-	}
-	if (best != NULL) {
-		const char *r = path + best->len;
-		while (*r == '/')
-			r++;
-		*rel = r;
-	}
-	return best;
-}
-
-/*
- * The local part of addr with RFC 5321 quoting removed (4.1.2
- * Quoted-string: "\" escapes the next octet), into buf. -1 if it does not
- * fit or the quoting is broken.
- */
-static int
-unquote_local(const char *p, size_t len, char *buf, size_t bufsize)
-{
-	size_t o = 0;
-
-	if (len >= 2 && p[0] == '"' && p[len - 1] == '"') {
-		for (size_t i = 1; i + 1 < len; i++) {
-			char ch = p[i];
-			if (ch == '\\') {
-				if (i + 2 >= len)
-					return -1;
-				ch = p[++i];
-			}
-			if (o + 1 >= bufsize)
-				return -1;
-			buf[o++] = ch;
-		}
-	} else {
-		if (len + 1 > bufsize)
-			return -1;
-		memcpy(buf, p, len);
-		o = len;
-	}
-	buf[o] = '\0';
-	return (int)o;
-}
-
-/*
- * Deliver recipient i of m (a local one) to every mailbox it expands to.
- * mflags: MAILDIR_RECHECK unless this is the first attempt at m in this
- * process (maildir.h; docs/queue.md, "Local delivery exactly once").
- * Returns its outcome: 'D', 'F' or 'T' (deferred).
- */
-static char
-deliver_local(struct queue *q, struct spool_msg *m, size_t i,
-    const struct config_domain *d, const char *local, size_t llen,
-    int64_t now, unsigned mflags)
-{
-	const struct envelope *env = spool_msg_envelope(m);
-	const char *addr = env->rcpts[i].addr;
-	struct local_target targets[LOCAL_EXPAND_MAX];
-	char aq[600], lbuf[256], why[1400], reason[1500];
-	int n, ll;
-	size_t body_len;
-	const char *body = spool_msg_body(m, &body_len);
-	bool temp_fail = false;
-	int err = 0;
-
-	log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
-	ll = unquote_local(local, llen, lbuf, sizeof(lbuf));
-	why[0] = '\0';
-	n = ll < 0 ? -1 : local_expand_explain(&q->cfg->domain_index, d, lbuf,
-	    (size_t)ll, targets, why, sizeof(why));
-	if (n < 0) {
-		/* Accepted at RCPT time, so the configuration has changed since. */
-		snprintf(reason, sizeof(reason),
-		    "550 5.1.1 <%s>: Recipient address rejected: no such mailbox",
-		    addr);
-		spool_msg_attempt(m, i, now, 'l', NULL);
-		spool_msg_failed(m, i, reason);
-		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"no such mailbox\" detail=\"%s\"",
-		    spool_msg_id(m), aq, why[0] ? why : "unparsable local part");
-		return 'F';
-	}
-	for (int k = 0; k < n && !temp_fail; k++) {
-		const struct local_target *t = &targets[k];
-		char path[4096], mbox[600], mq[700], pq[1200], name[600];
-		const struct base_dir *b;
-		const char *rel = NULL;
-		struct maildir_msg mm;
-		int r;
-
-		snprintf(mbox, sizeof(mbox), "%s@%s", t->mailbox, t->domain->name);
-		log_quote(mq, sizeof(mq), mbox, strlen(mbox), 300);
-		if (config_maildir_path(t->domain, t->mailbox, path,
-		    sizeof(path)) != 0) {
-			snprintf(why, sizeof(why), "bad maildir path for %s", mq);
-			temp_fail = true;
-			break;
-		}
-		log_quote(pq, sizeof(pq), path, strlen(path), 500);
-		b = find_base(q, path, &rel);
-		if (b == NULL) {
-			snprintf(why, sizeof(why), "maildir %s outside its base", pq);
-			temp_fail = true;
-			break;
-		}
-		mm.return_path = env->sender;
-		mm.delivered_to = mbox;
-		mm.body = body;
-		mm.len = body_len;
-		/* The message's identity names the copy: the id, and the
-		 * inode that tells it from a later message reusing the id. */
-		mm.id = spool_msg_id(m);
-		mm.tag = spool_msg_inode(m);
-		mm.arrival_us = spool_id_time_us(spool_msg_id(m));
-		r = maildir_deliver(b->fd, rel, &mm, mflags, name, sizeof(name));
-		if (r == -1) {
-			err = errno;
-			snprintf(why, sizeof(why), "maildir %s: %s", pq,
-			    strerror(errno));
-			temp_fail = true;
-			break;
-		}
-		/* copy=earlier: an earlier attempt (before a crash, or for
-		 * another recipient reaching this mailbox) left it there */
-		log_info("queue id=%s event=delivered rcpt=<%s> mailbox=%s path=%s file=%s%s delay=%.3fs",
-		    spool_msg_id(m), aq, mq, pq, name,
-		    r == 1 ? " copy=earlier" : "",
-		    (double)(util_now_us() - spool_id_time_us(spool_msg_id(m))) / 1e6);
-	}
-	if (temp_fail && err == EDQUOT) {
-		/* The mailbox's quota, not the disk: the recipient's own
-		 * problem, final (RFC 3463 3.3 X.2.2 mailbox full). */
-		snprintf(reason, sizeof(reason),
-		    "552 5.2.2 <%s>: Mailbox full", addr);
-		spool_msg_attempt(m, i, now, 'l', NULL);
-		spool_msg_failed(m, i, reason);
-		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"mailbox full\" detail=\"%s\"",
-		    spool_msg_id(m), aq, why);
-		return 'F';
-	}
-	if (temp_fail) {
-		/* The recipient is retried as a whole: mailboxes of an alias
-		 * that already got the message find their copy then (the
-		 * retry runs with MAILDIR_RECHECK). */
-		/* The reply reaches the sender (reports, tern queue show):
-		 * generic; paths and errno stay in the log. */
-		log_warn("queue id=%s event=mailbox-unavailable rcpt=<%s> detail=\"%s\"",
-		    spool_msg_id(m), aq, why);
-		return defer_or_expire(q, m, i, now,
-		    "451 4.3.0 mailbox temporarily unavailable", false, NULL,
-		    'l', NULL);
-	}
-	spool_msg_attempt(m, i, now, 'l', NULL);
-	spool_msg_delivered(m, i);
-	return 'D';
-}
-
-/*
- * Clean tmp/ in the Maildir of every mailbox of the configuration
- * (maildir_clean_tmp): files of deliveries a crash interrupted, and
- * anything older than 36 hours. In the sweep thread; stops early when
- * the queue stops.
- */
-static void
-sweep_maildirs(struct queue *q)
-{
-	const struct config *cfg = q->cfg;
-	char path[4096], prev[4096] = "", pq[1200];
-
-	for (size_t i = 0; i < cfg->ndomains; i++) {
-		const struct config_domain *d = &cfg->domains[i];
-
-		for (size_t k = 0; d->maildir != NULL && k < d->nmailboxes; k++) {
-			const struct base_dir *b;
-			const char *rel = NULL;
-			unsigned intr = 0, stale = 0;
-
-			if (atomic_load(&q->sweep_stop))
-				return;
-			/* a pattern without %u: one Maildir for the domain */
-			if (config_maildir_path(d, d->mailboxes[k], path,
-			    sizeof(path)) != 0 || strcmp(path, prev) == 0)
-				continue;
-			util_strlcpy(prev, path, sizeof(prev));
-			b = find_base(q, path, &rel);
-			if (b == NULL)
-				continue;
-			log_quote(pq, sizeof(pq), path, strlen(path), 500);
-			if (maildir_clean_tmp(b->fd, rel, time(NULL), &intr,
-			    &stale) == -1) {
-				if (errno != ENOENT)
-					log_warn("queue event=maildir-clean-failed path=%s error=\"%s\"",
-					    pq, strerror(errno));
-				continue;
-			}
-			if (intr + stale > 0)
-				log_info("queue event=maildir-tmp-cleaned path=%s interrupted=%u stale=%u",
-				    pq, intr, stale);
-		}
-	}
-}
-
-#define SWEEP_INTERVAL (24 * 3600)   /* seconds between Maildir sweeps */
-
-/* The sweep thread: at start-up (recovery), then daily. */
-static void *
-sweep_main(void *arg)
-{
-	struct queue *q = arg;
-
-	pthread_mutex_lock(&q->mu);
-	while (!atomic_load(&q->sweep_stop)) {
-		struct timespec ts;
-
-		pthread_mutex_unlock(&q->mu);
-		sweep_maildirs(q);
-		pthread_mutex_lock(&q->mu);
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_sec += SWEEP_INTERVAL;
-		while (!atomic_load(&q->sweep_stop) &&
-		    pthread_cond_timedwait(&q->sweep_cv, &q->mu, &ts) != ETIMEDOUT)
-			;
-	}
-	pthread_mutex_unlock(&q->mu);
-	return NULL;
-}
-
-/* Start the sweep thread (signals blocked, as in every worker). */
-static void
-sweep_start(struct queue *q)
-{
-	sigset_t all, old;
-	int r;
-
-	sigfillset(&all);
-	pthread_sigmask(SIG_BLOCK, &all, &old);
-	r = pthread_create(&q->sweep_thread, NULL, sweep_main, q);
-	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r != 0)
-		log_warn("queue event=maildir-sweep-failed error=\"%s\"",
-		    strerror(r));
-	q->sweep_started = r == 0;
-}
-
-static void
-sweep_end(struct queue *q)
-{
-	if (!q->sweep_started)
-		return;
-	pthread_mutex_lock(&q->mu);
-	atomic_store(&q->sweep_stop, true);
-	pthread_cond_broadcast(&q->sweep_cv);
-	pthread_mutex_unlock(&q->mu);
-	pthread_join(q->sweep_thread, NULL);
-	q->sweep_started = false;
-}
-
 /* ---- tasks (worker threads) ---- */
 
-/* Load t->id; on failure set t->result (quarantining a corrupt file). */
-struct spool_msg *
-queue_task_load(struct queue *q, struct task *t)
-{
-	char err[300];
-	struct spool_msg *m = spool_msg_load(q->spool, t->id, err, sizeof(err));
-
-	if (m != NULL)
-		return m;
-	if (errno == ENOENT) {
-		t->result = TR_GONE;
-	} else if (errno == EBADMSG) {
-		log_err("queue id=%s event=corrupt reason=\"%s\" action=quarantine",
-		    t->id, err);
-		if (spool_quarantine(q->spool, t->id) == -1)
-			log_err("queue id=%s event=quarantine-failed error=\"%s\"",
-			    t->id, strerror(errno));
-		t->result = TR_GONE;
-	} else {
-		log_err("queue id=%s event=load-failed error=\"%s\"", t->id, err);
-		t->result = TR_RETRY;
-	}
-	return NULL;
-}
-
-/*
- * Journal what is buffered in m, or remove the file when every recipient
- * is final and no report is owed any more (no record needed: see
- * docs/spool-format.md). Sets t->result, t->owes (a REPORT task is due
- * once nothing else holds the message) and, when the file stays,
- * t->next_due: the earliest time anything is left to do (a pending
- * recipient: now). Closes m.
- */
-void
-queue_task_finish(const struct queue *q, struct task *t, struct spool_msg **mp,
-    int64_t now)
-{
-	struct spool_msg *m = *mp;
-	const struct envelope *env = spool_msg_envelope(m);
-
-	t->owes = queue_report_owed(q, m, now);
-	if (spool_msg_done(m) && !t->owes) {
-		/* The unlink is not fsync'ed: if a crash brings the file
-		 * back, its recipients get the message again (at least once). */
-		if (spool_msg_remove(m) == 0) {
-			log_info("queue id=%s event=removed", t->id);
-			t->result = TR_REMOVED;
-		} else {
-			log_err("queue id=%s event=remove-failed error=\"%s\"",
-			    t->id, strerror(errno));
-			t->result = TR_RETRY;
-		}
-		spool_msg_close(mp);
-		return;
-	}
-	if (spool_msg_flush(m) == -1) {
-		log_err("queue id=%s event=journal-failed error=\"%s\"", t->id,
-		    strerror(errno));
-		/* The outcome is not durable: retry (at worst a duplicate). */
-		t->result = TR_RETRY;
-		spool_msg_close(mp);
-		return;
-	}
-	t->next_due = 0;
-	t->npending = 0;
-	for (size_t i = 0; i < env->nrcpts; i++) {
-		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
-		int64_t due;
-
-		if (st->state == SPOOL_RCPT_DEFERRED) {
-			int64_t w = queue_report_warn_at(q, env, i, st);
-
-			due = st->next_attempt;
-			/* the delay report is due before the next attempt */
-			if (w != 0 && w < due)
-				due = w;
-		} else if (st->state == SPOOL_RCPT_PENDING)
-			due = now;
-		else
-			continue;
-		t->npending++;
-		if (t->next_due == 0 || due < t->next_due)
-			t->next_due = due;
-	}
-	/* For the loop's record (tern queue list). */
-	t->nrcpt = (unsigned)env->nrcpts;
-	if (t->sender == NULL)
-		t->sender = xstrdup(env->sender);
-	t->result = TR_KEEP;
-	spool_msg_close(mp);
-}
-
-/* Octets recipient r takes in an envelope's text, with room to spare. */
-static size_t
-rcpt_record_bytes(const struct envelope_rcpt *r)
-{
-	return strlen(r->addr) + (r->orcpt != NULL ? strlen(r->orcpt) : 1) + 48;
-}
-
-/* Add recipient i (domain dom, not NUL-terminated) to a job of t. */
-static void
-scan_add_remote(struct task *t, const struct envelope *env, size_t i,
-    const char *dom)
-{
-	struct rgroup *g, *last = NULL;
-	size_t rb = rcpt_record_bytes(&env->rcpts[i]);
-
-	/* The last group of that domain, if it has room; else a new one. */
-	for (g = t->groups; g != NULL; g = g->next)
-		if (strcasecmp(g->domain, dom) == 0)
-			last = g;
-	g = last;
-	if (g == NULL || g->n >= RELAY_JOB_MAX_RCPTS ||
-	    g->bytes + rb > RELAY_RCPT_BYTES) {
-		g = xcalloc(1, sizeof(*g));
-		g->domain = xstrdup(dom);
-		util_ascii_lower(g->domain);
-		/* Keep the groups in first-seen order. */
-		if (t->groups == NULL) {
-			t->groups = g;
-		} else {
-			struct rgroup *e = t->groups;
-			while (e->next != NULL)
-				e = e->next;
-			e->next = g;
-		}
-	}
-	if (g->n == g->cap) {
-		g->cap = g->cap ? g->cap * 2 : 4;
-		g->idx = xreallocarray(g->idx, g->cap, sizeof(*g->idx));
-	}
-	g->idx[g->n++] = (uint32_t)i;
-	g->bytes += rb;
-}
-
-static void
-groups_free(struct rgroup *g)
-{
-	while (g != NULL) {
-		struct rgroup *next = g->next;
-		free(g->domain);
-		free(g->idx);
-		free(g);
-		g = next;
-	}
-}
-
-/*
- * RFC 5321 6.3: a message that carries more Received: fields than
- * max_received_headers is in a mail loop. The smtp process refuses it at
- * the end of DATA; one accepted anyway (before an upgrade, or by a path
- * that does not count) fails here for every recipient not final yet,
- * before anything is delivered or relayed, and its sender gets a report
- * (RFC 3463 X.4.6 routing loop).
- */
-static void
-fail_mail_loop(const struct queue *q, struct spool_msg *m, int64_t now)
-{
-	const struct envelope *env = spool_msg_envelope(m);
-	unsigned limit = q->cfg->max_received_headers != 0 ?
-	    q->cfg->max_received_headers : 100;
-	size_t body_len;
-	const char *body = spool_msg_body(m, &body_len);
-	char reply[128];
-
-	/* The spooled text starts with tern's own Received: field (RFC 5321
-	 * 4.4), which the session's count at DATA did not include: the
-	 * message carried more than limit when it came only past limit + 1. */
-	if (header_count(body, body_len, "Received", limit + 2) <= limit + 1)
-		return;
-	snprintf(reply, sizeof(reply), "554 5.4.6 Too many \"Received:\" "
-	    "header fields (more than %u): mail loop", limit);
-	for (size_t i = 0; i < env->nrcpts; i++) {
-		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
-		const char *addr = env->rcpts[i].addr;
-		char aq[600];
-
-		if (st->state == SPOOL_RCPT_DELIVERED ||
-		    st->state == SPOOL_RCPT_FAILED)
-			continue;
-		log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
-		spool_msg_attempt(m, i, now, '-', NULL);
-		spool_msg_failed(m, i, reply);
-		log_warn("queue id=%s event=failed rcpt=<%s> reason=\"mail loop\" received_over=%u",
-		    spool_msg_id(m), aq, limit);
-	}
-}
-
-/*
- * SCAN: one pass over message t->id: deliver every local recipient that
- * is pending or due, and group the due remote ones into relay jobs
- * (t->groups) for the loop to queue.
- */
-static void
-task_scan(struct queue *q, struct task *t)
-{
-	struct spool_msg *m;
-	const struct envelope *env;
-	int64_t now = (int64_t)time(NULL);
-	size_t body_len;
-	/* Only the first scan of a message committed by this process
-	 * cannot have delivered it before (docs/queue.md). */
-	unsigned mflags = t->fresh ? 0 : MAILDIR_RECHECK;
-
-	m = queue_task_load(q, t);
-	if (m == NULL)
-		return;
-	env = spool_msg_envelope(m);
-	(void)spool_msg_body(m, &body_len);
-	t->size = body_len;
-	/* Held (tern queue hold): nothing is tried until the release. */
-	t->held = spool_msg_held(m, NULL);
-	if (!t->held)
-		fail_mail_loop(q, m, now);
-	for (size_t i = 0; i < env->nrcpts && !t->held; i++) {
-		const struct spool_rcpt_status *st = spool_msg_rcpt(m, i);
-		const char *addr = env->rcpts[i].addr;
-		const char *at = strrchr(addr, '@');
-		const struct config_domain *d;
-		char aq[600];
-
-		if (st->state == SPOOL_RCPT_DELIVERED || st->state == SPOOL_RCPT_FAILED)
-			continue;
-		/* not due; a delay report it may be owed is the REPORT
-		 * task's business */
-		if (st->state == SPOOL_RCPT_DEFERRED && st->next_attempt > now &&
-		    !t->force)
-			continue;
-		if (at == NULL || at == addr || at[1] == '\0') {
-			log_quote(aq, sizeof(aq), addr, strlen(addr), 300);
-			spool_msg_attempt(m, i, now, '-', NULL);
-			spool_msg_failed(m, i, "550 5.1.3 Bad recipient address syntax");
-			log_warn("queue id=%s event=failed rcpt=<%s> reason=\"bad address\"",
-			    t->id, aq);
-			continue;
-		}
-		d = config_find_domain(q->cfg, at + 1, strlen(at + 1));
-		if (d == NULL) {
-			scan_add_remote(t, env, i, at + 1);
-			continue;
-		}
-		(void)deliver_local(q, m, i, d, addr, (size_t)(at - addr), now,
-		    mflags);
-	}
-	/* The outcomes are journaled before anything is reported: a report
-	 * waits for the REPORT task (docs/dsn.md). */
-	queue_task_finish(q, t, &m, now);
-	if (t->result != TR_KEEP) {
-		/* Removed (nothing remote was due) or not journaled: no jobs. */
-		groups_free(t->groups);
-		t->groups = NULL;
-		return;
-	}
-	/* Recipients now in jobs are not due again until their result. */
-	if (t->groups != NULL || t->held)
-		t->next_due = 0;
-}
-
 /* CTL: tern queue show, hold, release or delete of message t->id. */
-static void
-task_ctl(struct queue *q, struct task *t)
+void
+queue_admin_task(struct queue *q, struct task *t)
 {
 	struct spool_msg *m;
 	int64_t now = (int64_t)time(NULL);
@@ -840,8 +244,8 @@ task_ctl(struct queue *q, struct task *t)
 }
 
 /* LOAD: the frames of relay job t->job (proto/relay_job.h), ready to send. */
-static void
-task_relay_load(struct queue *q, struct task *t)
+void
+queue_relay_load(struct queue *q, struct task *t)
 {
 	struct rjob *j = t->job;
 	struct spool_msg *m;
@@ -902,8 +306,8 @@ bad:
 }
 
 /* RESULT: journal the outcome of relay job t->job. */
-static void
-task_relay_result(struct queue *q, struct task *t)
+void
+queue_relay_result(struct queue *q, struct task *t)
 {
 	static const char REPLY_NONE[] = "451 4.4.0 No result from the relay";
 	static const char REPLY_LOST[] = "451 4.4.0 Relay process unavailable";
@@ -959,7 +363,7 @@ task_relay_result(struct queue *q, struct task *t)
 			    t->id, aq, j->via != NULL ? j->via : "", rq);
 			break;
 		default:
-			(void)defer_or_expire(q, m, i, now, reply, j->lost,
+			(void)queue_task_defer(q, m, i, now, reply, j->lost,
 			    j->via, own ? '-' : 's', own ? NULL : j->via_mx);
 			break;
 		}
@@ -967,67 +371,6 @@ task_relay_result(struct queue *q, struct task *t)
 	/* Journaled first, whatever happens to the report: a report owed
 	 * goes out once no other job of the message is out (docs/dsn.md). */
 	queue_task_finish(q, t, &m, now);
-}
-
-static void *
-task_main(void *arg)
-{
-	struct queue *q = arg;
-
-	pthread_mutex_lock(&q->mu);
-	for (;;) {
-		struct task *t;
-		bool wake;
-
-		while (q->new_head == NULL && q->old_head == NULL &&
-		    !q->stop_threads)
-			pthread_cond_wait(&q->deliver_cv, &q->mu);
-		if (q->stop_threads)
-			break;
-		if (q->new_head != NULL) {
-			t = q->new_head;
-			q->new_head = t->next;
-			if (q->new_head == NULL)
-				q->new_tail = NULL;
-		} else {
-			t = q->old_head;
-			q->old_head = t->next;
-			if (q->old_head == NULL)
-				q->old_tail = NULL;
-		}
-		t->next = NULL;
-		pthread_mutex_unlock(&q->mu);
-
-		switch (t->kind) {
-		case TASK_SCAN:
-			task_scan(q, t);
-			break;
-		case TASK_LOAD:
-			task_relay_load(q, t);
-			break;
-		case TASK_RESULT:
-			task_relay_result(q, t);
-			break;
-		case TASK_CTL:
-			task_ctl(q, t);
-			break;
-		case TASK_REPORT:
-			queue_report_task(q, t);
-			break;
-		}
-
-		pthread_mutex_lock(&q->mu);
-		wake = q->done_txn_head == NULL && q->done_job_head == NULL;
-		if (q->done_job_tail != NULL)
-			q->done_job_tail->next = t;
-		else
-			q->done_job_head = t;
-		q->done_job_tail = t;
-		if (wake)
-			queue_notify(q);
-	}
-	pthread_mutex_unlock(&q->mu);
-	return NULL;
 }
 
 /* ---- messages and the due heap (loop) ---- */
@@ -1464,7 +807,7 @@ jobs_add(struct queue *q, struct qmsg *m, struct rgroup *groups)
 		m->njobs++;
 		dom_check(q, d);
 	}
-	groups_free(groups);
+	queue_task_groups_free(groups);
 }
 
 /*
@@ -1822,10 +1165,6 @@ task_done(struct queue *q, struct task *t)
 	}
 	if (t->kind != TASK_LOAD)
 		m->dsn_owed = t->result == TR_KEEP && t->owes;
-	queue_report_notes_free(t);
-	groups_free(t->groups);
-	if (t->frames != NULL)
-		evbuffer_free(t->frames);
 	alive = !m->gone;   /* msg_settle frees only a gone message */
 	if (m->waiting != NULL) {
 		struct task *next = m->waiting;
@@ -1856,9 +1195,7 @@ task_done(struct queue *q, struct task *t)
 		if (ep != NULL)
 			free(e.sender);
 	}
-	free(t->ctl_json);
-	free(t->sender);
-	free(t);
+	queue_task_free(t);
 	if (!q->stopping) {
 		relay_pump(q);
 		pop_due(q);
@@ -2172,7 +1509,7 @@ start_threads(struct queue *q)
 	pthread_sigmask(SIG_BLOCK, &all, &old);
 	for (size_t i = 0; i < QUEUE_COMMIT_THREADS + nd; i++) {
 		r = pthread_create(&q->threads[i], NULL,
-		    i < QUEUE_COMMIT_THREADS ? queue_submit_commit_main : task_main, q);
+		    i < QUEUE_COMMIT_THREADS ? queue_submit_commit_main : queue_task_main, q);
 		if (r != 0)
 			break;
 		q->nthreads++;
@@ -2242,16 +1579,10 @@ free_task_list(struct task *t)
 	while (t != NULL) {
 		struct task *n = t->next;
 
-		groups_free(t->groups);
-		if (t->frames != NULL)
-			evbuffer_free(t->frames);
 		/* A job being loaded or journaled belongs to its task. */
 		if (t->job != NULL)
 			job_free(t->job);
-		free(t->ctl_json);
-		free(t->sender);
-		queue_report_notes_free(t);
-		free(t);
+		queue_task_free(t);
 		t = n;
 	}
 }
@@ -2319,7 +1650,7 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 	}
 	/* Recovery of the Maildirs, beside the deliveries: tmp/ files of
 	 * deliveries the last run left unfinished (docs/queue.md). */
-	sweep_start(q);
+	queue_local_sweep_start(q);
 	q->done_ev = event_new(q->base, q->done_fd, EV_READ | EV_PERSIST,
 	    done_cb, q);
 	q->sig_ev = event_new(q->base, q->sig_fd, EV_READ | EV_PERSIST,
@@ -2340,7 +1671,7 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 
 	event_base_dispatch(q->base);
 
-	sweep_end(q);
+	queue_local_sweep_end(q);
 	stop_threads(q);
 	/* Work that finished after the loop: no one to tell, nothing lost. */
 	q->stopping = true;

@@ -9,10 +9,12 @@
  *  - QUEUE_COMMIT_THREADS commit threads (queue_submit.c): group commit
  *    (fdatasync, rename into queue/, one directory fsync per batch), after
  *    which the loop answers COMMIT_OK;
- *  - cfg->delivery_workers worker threads: load a queue file, deliver its
- *    local recipients, prepare relay jobs, journal outcomes, remove the
- *    file when every recipient is done;
- *  - one sweep thread: cleans the Maildirs' tmp/ at start and daily.
+ *  - cfg->delivery_workers worker threads (queue_task.c): run tasks: load
+ *    a queue file, deliver its local recipients (queue_local.c), prepare
+ *    relay jobs, spool reports (queue_report.c), journal outcomes, remove
+ *    the file when every recipient is done;
+ *  - one sweep thread (queue_local.c): cleans the Maildirs' tmp/ at start
+ *    and daily.
  * Workers never touch libevent; they hand results back through an eventfd
  * (queue_notify).
  *
@@ -294,14 +296,46 @@ void *queue_submit_commit_main(void *arg);
  * threads handed back; final: the loop has ended, so roll them back. */
 void queue_submit_done(struct queue *q, struct txn *list, bool final);
 
-/* ---- queue.c: the tasks (worker threads) ---- */
+/* ---- queue_task.c (worker threads, except queue_task_free) ---- */
 
+/* The body of each worker thread: run tasks until stop_threads. */
+void *queue_task_main(void *arg);
 /* Load t->id, or NULL with t->result set. */
 struct spool_msg *queue_task_load(struct queue *q, struct task *t);
 /* Journal what m holds (or remove the file when nothing is left to do),
  * set t's outcome for the loop; closes *mp. */
 void queue_task_finish(const struct queue *q, struct task *t,
     struct spool_msg **mp, int64_t now);
+/* Recipient i of m failed temporarily: journal its next attempt, or its
+ * expiry; logs; returns 'T' or 'F'. */
+char queue_task_defer(const struct queue *q, struct spool_msg *m, size_t i,
+    int64_t now, const char *reply, bool lost, const char *via, char how,
+    const char *mta);
+/* Seconds before the next attempt after `attempts` failed ones. */
+int64_t queue_task_backoff(const struct queue *q, unsigned attempts,
+    bool jitter);
+void queue_task_groups_free(struct rgroup *g);
+/* Loop: free t and what it owns, except its relay job. */
+void queue_task_free(struct task *t);
+
+/* ---- queue_local.c (workers; the sweep in its own thread) ---- */
+
+struct config_domain;
+
+/* Deliver recipient i of m (local part local/llen, domain d) to every
+ * mailbox it expands to; returns 'D', 'F' or 'T'. */
+char queue_local_deliver(struct queue *q, struct spool_msg *m, size_t i,
+    const struct config_domain *d, const char *local, size_t llen,
+    int64_t now, unsigned mflags);
+/* Loop: start / stop (and join) the thread that cleans Maildir tmp/. */
+void queue_local_sweep_start(struct queue *q);
+void queue_local_sweep_end(struct queue *q);
+
+/* ---- queue.c, for now: task bodies of other seams (worker threads) ---- */
+
+void queue_admin_task(struct queue *q, struct task *t);
+void queue_relay_load(struct queue *q, struct task *t);
+void queue_relay_result(struct queue *q, struct task *t);
 
 /* ---- queue_report.c (worker threads, except queue_report_done) ---- */
 

@@ -230,21 +230,6 @@ dsn_emit(struct queue *q, struct task *t, struct spool_msg *m, int64_t now)
 }
 
 /*
- * Seconds before the next try of a report that could not be spooled
- * `tries` times in a row: the recipients' schedule, retry_min doubled up
- * to retry_max.
- */
-static int64_t
-report_backoff(const struct queue *q, unsigned tries)
-{
-	int64_t d = q->retry_min;
-
-	for (unsigned k = 1; k < tries && d < q->retry_max; k++)
-		d *= 2;
-	return d < q->retry_max ? d : q->retry_max;
-}
-
-/*
  * REPORT: the one report message t->id owes its sender now, covering
  * every recipient owed one (report_owed), spooled, then journaled as
  * reported (R for final outcomes, W for delays) and fdatasync'ed: a crash
@@ -301,7 +286,7 @@ queue_report_task(struct queue *q, struct task *t)
 /*
  * On the loop, when a REPORT task is back: the report it spooled gets its
  * record and a scan; a report that could not be spooled is tried again
- * alone after report_backoff. Returns the message's next due time (due:
+ * alone, on the recipients' schedule without jitter. Returns the message's next due time (due:
  * what the task's result gave).
  */
 int64_t
@@ -327,7 +312,7 @@ queue_report_done(struct queue *q, struct task *t, int64_t due, int64_t now)
 
 		if (m->dsn_tries < 127)
 			m->dsn_tries++;
-		rd = now + report_backoff(q, m->dsn_tries);
+		rd = now + queue_task_backoff(q, m->dsn_tries, false);
 		if (due == 0 || rd < due)
 			due = rd;
 	} else {
