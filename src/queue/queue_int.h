@@ -19,11 +19,11 @@
  * (queue_notify).
  *
  * Ownership:
- *  - struct qmsg, struct rjob, struct rdomain and struct rchan belong to
- *    the event loop, as do the smtp channel's transactions
- *    (queue_submit.c). A transaction being committed is also referenced
- *    by the commit pipeline; the loop frees it only when the commit
- *    thread hands it back.
+ *  - struct qmsg belongs to the event loop, as do the relay feed's jobs,
+ *    domains and channel (queue_relay.c) and the smtp channel's
+ *    transactions (queue_submit.c). A transaction being committed is also
+ *    referenced by the commit pipeline; the loop frees it only when the
+ *    commit thread hands it back.
  *  - A task (struct task) carries a copy of the queue id and, for relay
  *    work, its job; workers never touch the loop's struct qmsg. At most
  *    one task per message is in a worker (qmsg.busy; the others wait in
@@ -54,10 +54,13 @@
 #define RELAY_HEAD_SLACK (16 * 1024)   /* envelope records other than rcpt */
 #define RELAY_RCPT_BYTES (IPC_MAX_PAYLOAD - RELAY_HEAD_SLACK)
 
-struct chan;
+struct chan;          /* queue_submit.c */
 struct config;
+struct rchan;         /* queue_relay.c */
+struct rdomain;       /* queue_relay.c */
+struct rjob;          /* queue_relay.c */
 struct spool_msg;
-struct txn;
+struct txn;           /* queue_submit.c */
 
 /*
  * One queued message, as the loop knows it. Everything else (envelope,
@@ -153,56 +156,6 @@ struct task {
 	char *ctl_json;            /* SHOW: the message object */
 	queue_ctl_done_fn *ctl_done;
 	void *ctl_arg;
-};
-
-/*
- * A relay job: one message, one destination domain, up to
- * RELAY_JOB_MAX_RCPTS of its recipients. It waits in its domain's FIFO,
- * then holds a slot (global and per domain) from dispatch until its
- * RESULT arrives or the channel is lost.
- */
-enum rjob_state { RJ_WAITING, RJ_LOADING, RJ_SENT, RJ_DONE };
-
-struct rjob {
-	struct rjob *next;         /* domain FIFO */
-	struct rjob *hnext;        /* relay channel's table of sent jobs */
-	struct qmsg *m;
-	struct rdomain *dom;
-	uint64_t id;               /* job number on the channel, never reused */
-	uint32_t *idx;             /* recipient indexes in the message, job order */
-	size_t n;
-	uint64_t bytes;            /* held against RELAY_BYTES_MAX */
-	enum rjob_state state;
-	/* The answer, for the RESULT task. */
-	bool lost;                 /* none: the channel went away */
-	char *outcome;             /* n of 'D', 'F', 'T'; NULL: all T */
-	char **reply;              /* n SMTP reply lines; NULL entries: default */
-	bool *own;                 /* n: decided by the relay itself (reply
-	                            * code 0), not the server's reply */
-	char *via;                 /* log fields "relay=.. ip=.. tls=.." */
-	char *via_mx;              /* the server's name (Remote-MTA), or NULL */
-	bool peer_dsn;             /* it offers DSN: it reports from now on */
-};
-
-struct rdomain {
-	struct rdomain *hnext;     /* q->dom_buckets chain */
-	struct rdomain *rnext;     /* ready list */
-	struct rjob *head, *tail;  /* jobs waiting for a slot, FIFO */
-	unsigned inflight;         /* jobs holding a slot */
-	unsigned refs;             /* jobs pointing here (any state): the
-	                            * domain lives at least as long */
-	bool ready;                /* on the ready list */
-	char name[];               /* lower case */
-};
-
-/* The channel to the relay process. */
-struct rchan {
-	struct queue *q;
-	struct ipc *ipc;
-	struct rjob **buckets;     /* sent jobs by id */
-	size_t mask;
-	size_t nsent;
-	bool dead;
 };
 
 struct base_dir {
@@ -331,11 +284,34 @@ char queue_local_deliver(struct queue *q, struct spool_msg *m, size_t i,
 void queue_local_sweep_start(struct queue *q);
 void queue_local_sweep_end(struct queue *q);
 
-/* ---- queue.c, for now: task bodies of other seams (worker threads) ---- */
+/* ---- queue_relay.c (loop, except the task bodies) ---- */
 
-void queue_admin_task(struct queue *q, struct task *t);
+/* Serve the relay channel fd (taken over) and send what may go. */
+void queue_relay_open(struct queue *q, int fd);
+/* Close the relay channel, if any: every job sent on it and unanswered
+ * is deferred (retried after retry_min). */
+void queue_relay_close(struct queue *q, const char *why);
+/* Jobs the relay process has and has not answered yet. */
+size_t queue_relay_unanswered(const struct queue *q);
+/* Queue the jobs a scan of m found (groups: taken over). */
+void queue_relay_jobs_add(struct queue *q, struct qmsg *m,
+    struct rgroup *groups);
+/* Dispatch waiting jobs while the limits allow. */
+void queue_relay_pump(struct queue *q);
+/* A LOAD task is back: send its job, put it back, or drop it. */
+void queue_relay_load_done(struct queue *q, struct task *t);
+/* A RESULT task is back: its job is done. */
+void queue_relay_result_done(struct queue *q, struct task *t);
+void queue_relay_job_free(struct rjob *j);
+/* At the end: free the channel, every domain and job. */
+void queue_relay_free_all(struct queue *q);
+/* Worker threads: the LOAD and RESULT task bodies. */
 void queue_relay_load(struct queue *q, struct task *t);
 void queue_relay_result(struct queue *q, struct task *t);
+
+/* ---- queue.c, for now: the admin task body (worker threads) ---- */
+
+void queue_admin_task(struct queue *q, struct task *t);
 
 /* ---- queue_report.c (worker threads, except queue_report_done) ---- */
 
@@ -357,6 +333,12 @@ int64_t queue_report_done(struct queue *q, struct task *t, int64_t due,
     int64_t now);
 
 /* ---- queue.c: the scheduler (loop) ---- */
+
+/* m's queue id as text. */
+void queue_sched_idstr(const struct qmsg *m, char id[QUEUE_ID_LEN + 1]);
+/* Nothing holds m any more: free it if gone, else into the due heap at
+ * due (0: keep its due time). */
+void queue_sched_settle(struct queue *q, struct qmsg *m, int64_t due);
 
 /* A record for queue id (16 hex digits), in q->msgs. */
 struct qmsg *queue_sched_msg_new(struct queue *q, const char *id);
