@@ -1,20 +1,12 @@
 /*
- * queue.c - the queue process (see queue.h, queue_int.h for its threads
- * and who owns what, and docs/queue.md): start-up, the run loop, shutdown,
- * the control channel to the parent; for now also the scheduler and the
- * hooks of tern queue.
+ * queue.c - the queue process (see queue.h; queue_int.h says which thread
+ * runs what and who owns what; docs/queue.md): start-up, the run loop and
+ * the done lists the other threads hand their work back on, the control
+ * channel to the parent, signals and shutdown; for now also the hooks of
+ * tern queue.
  *
- * Scheduling (docs/queue.md): idle messages sit in a min-heap by due time
- * with one timer for its top. A scan delivers local recipients and turns
- * due remote ones into relay jobs (one message, one domain, at most
- * RELAY_JOB_MAX_RCPTS recipients), queued FIFO per destination domain
- * (queue_relay.c). Jobs go to the relay process while the global and
- * per-domain slots and the octet budget allow; their results are
- * journaled by RESULT tasks.
- *
- * Memory per queued message is one small struct qmsg plus a heap slot:
- * the envelope and the message stay on disk and are loaded by the worker
- * that needs them.
+ * Threads: the loop, except queue_notify (any thread) and
+ * queue_admin_task (worker threads).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,7 +38,6 @@
 #include "proto/ctl.h"
 
 #define SHUTDOWN_GRACE_SECS 30
-#define SCAN_MAX 64                    /* scans queued for workers at once */
 
 /* mkdir -p that hands each directory it creates to uid/gid. */
 static int
@@ -232,15 +223,6 @@ queue_admin_task(struct queue *q, struct task *t)
 	    t->result == TR_REMOVED ? QUEUE_CTL_NOTFOUND : QUEUE_CTL_FAILED;
 }
 
-
-/* ---- messages and the due heap (loop) ---- */
-
-void
-queue_sched_idstr(const struct qmsg *m, char id[QUEUE_ID_LEN + 1])
-{
-	snprintf(id, QUEUE_ID_LEN + 1, "%016" PRIx64, m->idn);
-}
-
 /* m as tern queue list shows it; e->sender is a copy. */
 static void
 msg_entry(const struct qmsg *m, int64_t now, struct queue_ctl_entry *e)
@@ -261,349 +243,51 @@ msg_entry(const struct qmsg *m, int64_t now, struct queue_ctl_entry *e)
 		e->state = QUEUE_CTL_ACTIVE;   /* due, in a worker or a job */
 }
 
-struct qmsg *
-queue_sched_msg_new(struct queue *q, const char *id)
-{
-	struct qmsg *m = xcalloc(1, sizeof(*m));
-
-	m->idn = strtoull(id, NULL, 16);
-	m->heap_idx = HEAP_NONE;
-	m->next = q->msgs;
-	if (q->msgs != NULL)
-		q->msgs->prev = m;
-	q->msgs = m;
-	q->nmsgs++;
-	return m;
-}
-
-static void
-heap_swap(struct queue *q, size_t a, size_t b)
-{
-	struct qmsg *t = q->heap[a];
-
-	q->heap[a] = q->heap[b];
-	q->heap[b] = t;
-	q->heap[a]->heap_idx = (uint32_t)a;
-	q->heap[b]->heap_idx = (uint32_t)b;
-}
-
-static void
-heap_fix(struct queue *q, size_t i)
-{
-	while (i > 0 && q->heap[(i - 1) / 2]->due > q->heap[i]->due) {
-		heap_swap(q, i, (i - 1) / 2);
-		i = (i - 1) / 2;
-	}
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, s = i;
-
-		if (l < q->nheap && q->heap[l]->due < q->heap[s]->due)
-			s = l;
-		if (r < q->nheap && q->heap[r]->due < q->heap[s]->due)
-			s = r;
-		if (s == i)
-			break;
-		heap_swap(q, i, s);
-		i = s;
-	}
-}
-
-static void
-heap_del(struct queue *q, struct qmsg *m)
-{
-	size_t i = m->heap_idx;
-
-	if (i == HEAP_NONE)
-		return;
-	m->heap_idx = HEAP_NONE;
-	q->nheap--;
-	if (i != q->nheap) {
-		q->heap[i] = q->heap[q->nheap];
-		q->heap[i]->heap_idx = (uint32_t)i;
-		heap_fix(q, i);
-	}
-}
-
-static void
-heap_put(struct queue *q, struct qmsg *m, int64_t due)
-{
-	m->due = due;
-	if (m->heap_idx != HEAP_NONE) {
-		heap_fix(q, m->heap_idx);
-		return;
-	}
-	if (q->nheap == q->heapcap) {
-		q->heapcap = q->heapcap ? q->heapcap * 2 : 1024;
-		q->heap = xreallocarray(q->heap, q->heapcap, sizeof(*q->heap));
-	}
-	m->heap_idx = (uint32_t)q->nheap;
-	q->heap[q->nheap++] = m;
-	heap_fix(q, m->heap_idx);
-}
-
-static void
-timer_arm(struct queue *q)
-{
-	int64_t now = (int64_t)time(NULL);
-	struct timeval tv = { 0, 0 };
-
-	if (q->nheap == 0 || q->stopping) {
-		evtimer_del(q->timer_ev);
-		return;
-	}
-	if (q->heap[0]->due <= now && q->scans_inflight >= SCAN_MAX) {
-		evtimer_del(q->timer_ev);   /* a finishing scan calls back */
-		return;
-	}
-	if (q->heap[0]->due > now)
-		tv.tv_sec = q->heap[0]->due - now;
-	evtimer_add(q->timer_ev, &tv);
-}
-
-static void
-msg_free(struct queue *q, struct qmsg *m)
-{
-	ASSERT(!m->busy && m->waiting == NULL && m->njobs == 0);
-	heap_del(q, m);
-	if (m->prev != NULL)
-		m->prev->next = m->next;
-	else
-		q->msgs = m->next;
-	if (m->next != NULL)
-		m->next->prev = m->prev;
-	q->nmsgs--;
-	free(m->sender);
-	free(m);
-}
-
-/*
- * Nothing holds m any more: free it if it is gone, or put it in the heap
- * for its next scan (due: unix seconds; 0: keep its current due time).
- * Does nothing while a task or a relay job holds it.
- */
-void
-queue_sched_settle(struct queue *q, struct qmsg *m, int64_t due)
-{
-	if (m->busy || m->waiting != NULL || m->njobs > 0)
-		return;
-	if (m->gone) {
-		msg_free(q, m);
-		return;
-	}
-	if (m->held)
-		return;   /* tern queue release puts it back */
-	if (m->force)
-		due = (int64_t)time(NULL);
-	if (due != 0) {
-		heap_put(q, m, due);
-		timer_arm(q);
-	}
-}
-
-/* Queue t for the workers, behind any task already holding t->m. */
-static void task_done(struct queue *q, struct task *t);
-
-static void
-task_submit(struct queue *q, struct task *t)
-{
-	struct qmsg *m = t->m;
-
-	m->busy = true;
-	if (q->stopping && t->kind != TASK_RESULT) {
-		/* Only outcomes still need the disk; the rest can wait. */
-		t->result = TR_SKIPPED;
-		task_done(q, t);
-		return;
-	}
-	pthread_mutex_lock(&q->mu);
-	if (t->fresh) {
-		if (q->new_tail != NULL)
-			q->new_tail->next = t;
-		else
-			q->new_head = t;
-		q->new_tail = t;
-	} else {
-		if (q->old_tail != NULL)
-			q->old_tail->next = t;
-		else
-			q->old_head = t;
-		q->old_tail = t;
-	}
-	pthread_cond_signal(&q->deliver_cv);
-	pthread_mutex_unlock(&q->mu);
-}
-
-/* Queue t (filled in) for its message: now, or behind m's running task. */
-static void
-task_queue(struct queue *q, struct task *t)
-{
-	struct qmsg *m = t->m;
-
-	queue_sched_idstr(m, t->id);
-	q->tasks_inflight++;
-	if (t->kind == TASK_SCAN) {
-		q->scans_inflight++;
-		t->force = m->force;
-		m->force = false;
-	}
-	heap_del(q, m);
-	if (m->busy) {
-		struct task **pp = &m->waiting;
-
-		while (*pp != NULL)
-			pp = &(*pp)->next;
-		*pp = t;
-		return;
-	}
-	task_submit(q, t);
-}
-
-void
-queue_sched_start(struct queue *q, struct qmsg *m, enum task_kind kind,
-    struct rjob *j, bool fresh)
-{
-	struct task *t = xcalloc(1, sizeof(*t));
-
-	t->m = m;
-	t->kind = kind;
-	t->job = j;
-	t->fresh = fresh;
-	task_queue(q, t);
-}
-
-/* Scan every idle message that is due, up to SCAN_MAX at once. */
-static void
-pop_due(struct queue *q)
-{
-	int64_t now = (int64_t)time(NULL);
-
-	while (!q->stopping && q->nheap > 0 && q->heap[0]->due <= now &&
-	    q->scans_inflight < SCAN_MAX) {
-		struct qmsg *m = q->heap[0];
-
-		heap_del(q, m);
-		queue_sched_start(q, m, TASK_SCAN, NULL, false);
-	}
-	timer_arm(q);
-}
-
-static void
-timer_cb(evutil_socket_t fd, short ev, void *arg)
-{
-	pop_due(arg);
-}
-
-
-/*
- * A task finished (or was skipped): apply its outcome, start the next
- * task waiting for the message, reschedule or free the message.
- */
-static void
-task_done(struct queue *q, struct task *t)
-{
-	struct qmsg *m = t->m;
-	int64_t due = 0, now = (int64_t)time(NULL);
-	queue_ctl_done_fn *ctl_done = NULL;
-	bool alive;
-
-	q->tasks_inflight--;
-	if (t->kind == TASK_SCAN)
-		q->scans_inflight--;
-	m->busy = false;
-	if (t->result == TR_GONE || t->result == TR_REMOVED)
-		m->gone = true;
-	else if (t->result == TR_RETRY)
-		due = now + LOAD_RETRY_SECS;
-	if (t->nrcpt != 0) {
-		m->nrcpt = t->nrcpt;
-		m->npending = t->npending;
-	}
-	if (t->sender != NULL && m->sender == NULL) {
-		m->sender = t->sender;
-		t->sender = NULL;
-	}
-	switch (t->kind) {
-	case TASK_SCAN:
-		if (t->result == TR_KEEP) {
-			uint64_t kib = (t->size + 1023) / 1024;
-
-			m->size_kib = kib > UINT32_MAX ? UINT32_MAX : (uint32_t)kib;
-			if (t->held)
-				m->held = true;   /* recovered from the journal */
-			queue_relay_jobs_add(q, m, t->groups);
-			t->groups = NULL;
-			due = t->next_due;
-		}
-		break;
-	case TASK_CTL:
-		if (t->result == TR_SKIPPED)
-			t->ctl_status = QUEUE_CTL_FAILED;   /* stopping */
-		if (t->result == TR_KEEP)
-			due = t->next_due;
-		/* Not journaled: the state on disk still holds. */
-		if (t->ctl_status == QUEUE_CTL_FAILED &&
-		    t->ctl_op == QUEUE_CTL_DO_HOLD)
-			m->held = false;
-		if (t->ctl_status == QUEUE_CTL_FAILED &&
-		    t->ctl_op == QUEUE_CTL_DO_RELEASE)
-			m->held = true;
-		ctl_done = t->ctl_done;
-		break;
-	case TASK_LOAD:
-		/* The job may be dropped; keep m alive until below. */
-		m->busy = true;
-		queue_relay_load_done(q, t);
-		m->busy = false;
-		break;
-	case TASK_RESULT:
-		if (t->result == TR_KEEP)
-			due = t->next_due;
-		queue_relay_result_done(q, t);
-		break;
-	case TASK_REPORT:
-		due = queue_report_done(q, t, due, now);
-		break;
-	}
-	if (t->kind != TASK_LOAD)
-		m->dsn_owed = t->result == TR_KEEP && t->owes;
-	alive = !m->gone;   /* queue_sched_settle frees only a gone message */
-	if (m->waiting != NULL) {
-		struct task *next = m->waiting;
-
-		m->waiting = next->next;
-		next->next = NULL;
-		task_submit(q, next);
-	} else if (m->dsn_owed && (t->kind == TASK_SCAN ||
-	    t->kind == TASK_RESULT) && m->njobs == 0 && !m->held && !m->gone &&
-	    !q->stopping) {
-		/* Nothing else holds the message: its one report now,
-		 * covering every recipient owed one (docs/dsn.md). */
-		queue_sched_start(q, m, TASK_REPORT, NULL, false);
-	} else {
-		if (due != 0 && due < now)
-			due = now;
-		queue_sched_settle(q, m, due);   /* frees m if it is gone */
-	}
-	if (ctl_done != NULL) {
-		struct queue_ctl_entry e, *ep = NULL;
-
-		if (alive && t->ctl_status == QUEUE_CTL_OK) {
-			msg_entry(m, now, &e);
-			ep = &e;
-		}
-		ctl_done(t->ctl_arg, t->ctl_status, t->ctl_json, ep);
-		t->ctl_json = NULL;
-		if (ep != NULL)
-			free(e.sender);
-	}
-	queue_task_free(t);
-	if (!q->stopping) {
-		queue_relay_pump(q);
-		pop_due(q);
-	}
-}
-
 /* ---- tern queue ... (queue_control.h; loop) ---- */
+
+/*
+ * A CTL task is back: a hold or release that could not be journaled is
+ * undone (the state on disk still holds). Returns the message's next due
+ * time (due: what the task's result gave).
+ */
+int64_t
+queue_admin_task_back(struct queue *q, struct task *t, int64_t due)
+{
+	struct qmsg *m = t->m;
+
+	if (t->result == TR_SKIPPED)
+		t->ctl_status = QUEUE_CTL_FAILED;   /* stopping */
+	if (t->result == TR_KEEP)
+		due = t->next_due;
+	if (t->ctl_status == QUEUE_CTL_FAILED &&
+	    t->ctl_op == QUEUE_CTL_DO_HOLD)
+		m->held = false;
+	if (t->ctl_status == QUEUE_CTL_FAILED &&
+	    t->ctl_op == QUEUE_CTL_DO_RELEASE)
+		m->held = true;
+	return due;
+}
+
+/*
+ * Answer the control client that asked for CTL task t, once the message
+ * is settled; m: its record, NULL if it is gone.
+ */
+void
+queue_admin_answer(struct task *t, const struct qmsg *m, int64_t now)
+{
+	struct queue_ctl_entry e, *ep = NULL;
+
+	if (t->ctl_done == NULL)
+		return;
+	if (m != NULL && t->ctl_status == QUEUE_CTL_OK) {
+		msg_entry(m, now, &e);
+		ep = &e;
+	}
+	t->ctl_done(t->ctl_arg, t->ctl_status, t->ctl_json, ep);
+	t->ctl_json = NULL;
+	if (ep != NULL)
+		free(e.sender);
+}
 
 /* The live record of id, or NULL. A linear walk: a control request is
  * rare, and an index would cost every message memory. */
@@ -655,7 +339,7 @@ queue_ctl_start(struct queue *q, const char *id, enum queue_ctl_op op,
 	if (q->stopping)
 		return QUEUE_CTL_FAILED;
 	/* The loop's view changes now, so no scan starts meanwhile; the
-	 * task makes it durable (and task_done undoes it on failure). */
+	 * task makes it durable (and queue_sched_task_done undoes it on failure). */
 	if (op == QUEUE_CTL_DO_HOLD) {
 		m->held = true;
 		m->force = false;
@@ -670,7 +354,7 @@ queue_ctl_start(struct queue *q, const char *id, enum queue_ctl_op op,
 	t->ctl_op = op;
 	t->ctl_done = done;
 	t->ctl_arg = arg;
-	task_queue(q, t);
+	queue_sched_enqueue(q, t);
 	return QUEUE_CTL_OK;
 }
 
@@ -700,11 +384,11 @@ queue_ctl_flush(struct queue *q, const char *id)
 		 */
 		m->force = true;
 		if (m->heap_idx != HEAP_NONE)
-			heap_put(q, m, now);
+			queue_sched_put(q, m, now);
 		n++;
 	}
 	if (n > 0 && !q->stopping)
-		pop_due(q);
+		queue_sched_pop_due(q);
 	return n;
 }
 
@@ -725,7 +409,7 @@ drain_done(struct queue *q, bool final)
 	queue_submit_done(q, txns, final);
 	while (tasks != NULL) {
 		struct task *next = tasks->next;
-		task_done(q, tasks);
+		queue_sched_task_done(q, tasks);
 		tasks = next;
 	}
 }
@@ -780,7 +464,7 @@ begin_shutdown(struct queue *q, int code, const char *why)
 	q->stopping = true;
 	q->exit_code = code;
 	log_info("queue event=shutdown reason=\"%s\"", why);
-	evtimer_del(q->timer_ev);
+	queue_sched_stop(q);
 	queue_control_stop(q->control);
 	/*
 	 * Scans and loads no worker has started stay for the next run (the
@@ -814,7 +498,7 @@ begin_shutdown(struct queue *q, int code, const char *why)
 		struct task *next = drop->next;
 		drop->next = NULL;
 		drop->result = TR_SKIPPED;
-		task_done(q, drop);
+		queue_sched_task_done(q, drop);
 		drop = next;
 	}
 	q->grace_ev = evtimer_new(q->base, grace_cb, q);
@@ -891,7 +575,7 @@ recovered_cb(void *arg, const char *id)
 
 	/* Scanned as the heap hands it out: a journaled deferral is then
 	 * rescheduled at its next attempt, pending work runs at once. */
-	heap_put(q, queue_sched_msg_new(q, id), 0);
+	queue_sched_put(q, queue_sched_msg_new(q, id), 0);
 }
 
 static int
@@ -936,19 +620,7 @@ stop_threads(struct queue *q)
 	q->nthreads = 0;
 }
 
-static void
-free_task_list(struct task *t)
-{
-	while (t != NULL) {
-		struct task *n = t->next;
 
-		/* A job being loaded or journaled belongs to its task. */
-		if (t->job != NULL)
-			queue_relay_job_free(t->job);
-		queue_task_free(t);
-		t = n;
-	}
-}
 
 int
 queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
@@ -987,9 +659,7 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 			goto fail_fds;
 		}
 	}
-	q->timer_ev = evtimer_new(q->base, timer_cb, q);
-	if (q->timer_ev == NULL)
-		fatal("queue: evtimer_new failed");
+	queue_sched_init(q);
 
 	/* Recovery (docs/spool-format.md): nothing in incoming/ was acknowledged. */
 	removed = spool_recover_incoming(q->spool);
@@ -1029,7 +699,7 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 	if (relay_fd != -1)
 		queue_relay_open(q, relay_fd);
 	queue_control_start(q->control, q->base, q);
-	pop_due(q);
+	queue_sched_pop_due(q);
 	(void)ctl_send(q->ctl, CTL_READY, -1);
 
 	event_base_dispatch(q->base);
@@ -1070,19 +740,10 @@ queue_free(struct queue **qp)
 	drain_done(q, true);
 	queue_relay_free_all(q);
 	/* Tasks still listed were never started. */
-	free_task_list(q->new_head);
-	free_task_list(q->old_head);
+	queue_task_free_list(q->new_head);
+	queue_task_free_list(q->old_head);
 	q->new_head = q->old_head = NULL;
-	while (q->msgs != NULL) {
-		struct qmsg *m = q->msgs;
-
-		free_task_list(m->waiting);
-		m->waiting = NULL;
-		m->busy = false;
-		m->njobs = 0;
-		msg_free(q, m);
-	}
-	free(q->heap);
+	queue_sched_free(q);
 	/* After the tasks: a CTL task never started points at a client. */
 	queue_control_free(&q->control);
 	queue_submit_free(q);
@@ -1093,8 +754,6 @@ queue_free(struct queue **qp)
 		event_free(q->sig_ev);
 	if (q->grace_ev != NULL)
 		event_free(q->grace_ev);
-	if (q->timer_ev != NULL)
-		event_free(q->timer_ev);
 	if (q->base != NULL)
 		event_base_free(q->base);
 	if (q->done_fd != -1)

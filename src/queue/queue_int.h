@@ -232,6 +232,35 @@ void queue_notify(struct queue *q);
 /* Shutting down and nothing left in flight: end the loop. */
 void queue_maybe_exit(struct queue *q);
 
+/* ---- queue_sched.c (loop) ---- */
+
+/* m's queue id as text. */
+void queue_sched_idstr(const struct qmsg *m, char id[QUEUE_ID_LEN + 1]);
+/* Nothing holds m any more: free it if gone, else into the due heap at
+ * due (0: keep its due time). */
+void queue_sched_settle(struct queue *q, struct qmsg *m, int64_t due);
+/* A record for queue id (16 hex digits), in q->msgs. */
+struct qmsg *queue_sched_msg_new(struct queue *q, const char *id);
+/* Start a task of kind for m (behind the one it has); j: the relay job
+ * of a LOAD or RESULT; fresh: ahead of retries. */
+void queue_sched_start(struct queue *q, struct qmsg *m, enum task_kind kind,
+    struct rjob *j, bool fresh);
+/* Queue t (filled in) for its message: now, or behind its running task. */
+void queue_sched_enqueue(struct queue *q, struct task *t);
+/* Into the due heap at due (unix seconds), or moved there. */
+void queue_sched_put(struct queue *q, struct qmsg *m, int64_t due);
+/* Scan every idle message that is due, up to SCAN_MAX at once. */
+void queue_sched_pop_due(struct queue *q);
+/* A task is back from the workers (or skipped): apply it, free it. */
+void queue_sched_task_done(struct queue *q, struct task *t);
+/* Take m out of every list and free it; nothing may hold it. */
+void queue_sched_msg_free(struct queue *q, struct qmsg *m);
+/* The due timer: create it (queue_run), stop it (shutdown). */
+void queue_sched_init(struct queue *q);
+void queue_sched_stop(struct queue *q);
+/* At the end: every record, the tasks waiting behind them, the heap. */
+void queue_sched_free(struct queue *q);
+
 /* ---- queue_submit.c (loop, except queue_submit_commit_main) ---- */
 
 /* Serve the submission channel fd (taken over) as q->chan. */
@@ -249,7 +278,7 @@ void *queue_submit_commit_main(void *arg);
  * threads handed back; final: the loop has ended, so roll them back. */
 void queue_submit_done(struct queue *q, struct txn *list, bool final);
 
-/* ---- queue_task.c (worker threads, except queue_task_free) ---- */
+/* ---- queue_task.c (worker threads, except queue_task_free*) ---- */
 
 /* The body of each worker thread: run tasks until stop_threads. */
 void *queue_task_main(void *arg);
@@ -270,6 +299,8 @@ int64_t queue_task_backoff(const struct queue *q, unsigned attempts,
 void queue_task_groups_free(struct rgroup *g);
 /* Loop: free t and what it owns, except its relay job. */
 void queue_task_free(struct task *t);
+/* Loop: free a list of tasks no worker has, with their relay jobs. */
+void queue_task_free_list(struct task *t);
 
 /* ---- queue_local.c (workers; the sweep in its own thread) ---- */
 
@@ -309,10 +340,6 @@ void queue_relay_free_all(struct queue *q);
 void queue_relay_load(struct queue *q, struct task *t);
 void queue_relay_result(struct queue *q, struct task *t);
 
-/* ---- queue.c, for now: the admin task body (worker threads) ---- */
-
-void queue_admin_task(struct queue *q, struct task *t);
-
 /* ---- queue_report.c (worker threads, except queue_report_done) ---- */
 
 struct spool_rcpt_status;
@@ -332,19 +359,12 @@ void queue_report_notes_free(struct task *t);
 int64_t queue_report_done(struct queue *q, struct task *t, int64_t due,
     int64_t now);
 
-/* ---- queue.c: the scheduler (loop) ---- */
-
-/* m's queue id as text. */
-void queue_sched_idstr(const struct qmsg *m, char id[QUEUE_ID_LEN + 1]);
-/* Nothing holds m any more: free it if gone, else into the due heap at
- * due (0: keep its due time). */
-void queue_sched_settle(struct queue *q, struct qmsg *m, int64_t due);
-
-/* A record for queue id (16 hex digits), in q->msgs. */
-struct qmsg *queue_sched_msg_new(struct queue *q, const char *id);
-/* Start a task of kind for m (behind the one it has); j: the relay job
- * of a LOAD or RESULT; fresh: ahead of retries. */
-void queue_sched_start(struct queue *q, struct qmsg *m, enum task_kind kind,
-    struct rjob *j, bool fresh);
+/* ---- queue.c, for now: tern queue (loop, except queue_admin_task) ---- */
+/* The CTL task body (worker threads). */
+void queue_admin_task(struct queue *q, struct task *t);
+/* A CTL task is back: undo what failed; returns m's next due time. */
+int64_t queue_admin_task_back(struct queue *q, struct task *t, int64_t due);
+/* Answer the client of CTL task t; m: its record, NULL if gone. */
+void queue_admin_answer(struct task *t, const struct qmsg *m, int64_t now);
 
 #endif

@@ -428,3 +428,18 @@ queue_task_free(struct task *t)
 	free(t->sender);
 	free(t);
 }
+
+/* Free a list of tasks (linked by next) no worker has, with their jobs. */
+void
+queue_task_free_list(struct task *t)
+{
+	while (t != NULL) {
+		struct task *n = t->next;
+
+		/* A job being loaded or journaled belongs to its task. */
+		if (t->job != NULL)
+			queue_relay_job_free(t->job);
+		queue_task_free(t);
+		t = n;
+	}
+}
