@@ -2,11 +2,11 @@
  * queue.c - the queue process (see queue.h; queue_int.h says which thread
  * runs what and who owns what; docs/queue.md): start-up, the run loop and
  * the done lists the other threads hand their work back on, the control
- * channel to the parent, signals and shutdown; for now also the hooks of
- * tern queue.
+ * channel to the parent, signals and shutdown.
  *
- * Threads: the loop, except queue_notify (any thread) and
- * queue_admin_task (worker threads).
+ * Threads: the loop, except queue_notify (any thread, to wake the loop)
+ * and the bodies of the threads it starts, which live with their seams:
+ * queue_submit_commit_main, queue_task_main, the sweep in queue_local.c.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -117,7 +117,8 @@ queue_new(const struct config *cfg, uid_t uid, gid_t gid, char *err,
 	q->spool = spool_open(cfg->spool_dir, uid, gid, err, errsize);
 	if (q->spool == NULL)
 		goto fail;
-	q->control = queue_control_new(cfg->spool_dir, uid, gid, err, errsize);
+	q->control = queue_control_new(cfg->spool_dir, uid, gid,
+	    &queue_admin_ops, q, err, errsize);
 	if (q->control == NULL)
 		goto fail;
 
@@ -175,223 +176,6 @@ queue_notify(struct queue *q)
 	if (write(q->done_fd, &one, sizeof(one)) == -1 && errno != EAGAIN)
 		log_err("queue event=eventfd-write error=\"%s\"", strerror(errno));
 }
-
-/* ---- tasks (worker threads) ---- */
-
-/* CTL: tern queue show, hold, release or delete of message t->id. */
-void
-queue_admin_task(struct queue *q, struct task *t)
-{
-	struct spool_msg *m;
-	int64_t now = (int64_t)time(NULL);
-
-	if (t->ctl_op == QUEUE_CTL_DO_DELETE) {
-		/* Jobs the relay holds are not recalled: their results find
-		 * no file and are ignored (docs/queue.md). */
-		if (spool_unlink_committed(q->spool, t->id) == 0) {
-			log_info("queue id=%s event=deleted by=admin", t->id);
-			t->result = TR_REMOVED;
-			t->ctl_status = QUEUE_CTL_OK;
-		} else if (errno == ENOENT) {
-			t->result = TR_GONE;
-			t->ctl_status = QUEUE_CTL_NOTFOUND;
-		} else {
-			log_err("queue id=%s event=delete-failed error=\"%s\"",
-			    t->id, strerror(errno));
-			t->result = TR_RETRY;
-			t->ctl_status = QUEUE_CTL_FAILED;
-		}
-		return;
-	}
-	m = queue_task_load(q, t);
-	if (m == NULL) {
-		t->ctl_status = t->result == TR_GONE ? QUEUE_CTL_NOTFOUND :
-		    QUEUE_CTL_FAILED;
-		return;
-	}
-	if (t->ctl_op == QUEUE_CTL_SHOW) {
-		t->ctl_json = queue_control_show_json(m);
-	} else {
-		bool hold = t->ctl_op == QUEUE_CTL_DO_HOLD;
-
-		spool_msg_set_held(m, hold, now);
-		log_info("queue id=%s event=%s by=admin", t->id,
-		    hold ? "held" : "released");
-	}
-	queue_task_finish(q, t, &m, now);   /* journals H/U; counts, next_due */
-	t->ctl_status = t->result == TR_KEEP ? QUEUE_CTL_OK :
-	    t->result == TR_REMOVED ? QUEUE_CTL_NOTFOUND : QUEUE_CTL_FAILED;
-}
-
-/* m as tern queue list shows it; e->sender is a copy. */
-static void
-msg_entry(const struct qmsg *m, int64_t now, struct queue_ctl_entry *e)
-{
-	bool in_heap = m->heap_idx != HEAP_NONE;
-
-	queue_sched_idstr(m, e->id);
-	e->size_kib = m->size_kib;
-	e->nrcpt = m->nrcpt;
-	e->npending = m->npending;
-	e->sender = m->sender != NULL ? xstrdup(m->sender) : NULL;
-	e->next = in_heap ? m->due : 0;
-	if (m->held)
-		e->state = QUEUE_CTL_HELD;
-	else if (in_heap && m->due > now && !m->force)
-		e->state = QUEUE_CTL_DEFERRED;
-	else
-		e->state = QUEUE_CTL_ACTIVE;   /* due, in a worker or a job */
-}
-
-/* ---- tern queue ... (queue_control.h; loop) ---- */
-
-/*
- * A CTL task is back: a hold or release that could not be journaled is
- * undone (the state on disk still holds). Returns the message's next due
- * time (due: what the task's result gave).
- */
-int64_t
-queue_admin_task_back(struct queue *q, struct task *t, int64_t due)
-{
-	struct qmsg *m = t->m;
-
-	if (t->result == TR_SKIPPED)
-		t->ctl_status = QUEUE_CTL_FAILED;   /* stopping */
-	if (t->result == TR_KEEP)
-		due = t->next_due;
-	if (t->ctl_status == QUEUE_CTL_FAILED &&
-	    t->ctl_op == QUEUE_CTL_DO_HOLD)
-		m->held = false;
-	if (t->ctl_status == QUEUE_CTL_FAILED &&
-	    t->ctl_op == QUEUE_CTL_DO_RELEASE)
-		m->held = true;
-	return due;
-}
-
-/*
- * Answer the control client that asked for CTL task t, once the message
- * is settled; m: its record, NULL if it is gone.
- */
-void
-queue_admin_answer(struct task *t, const struct qmsg *m, int64_t now)
-{
-	struct queue_ctl_entry e, *ep = NULL;
-
-	if (t->ctl_done == NULL)
-		return;
-	if (m != NULL && t->ctl_status == QUEUE_CTL_OK) {
-		msg_entry(m, now, &e);
-		ep = &e;
-	}
-	t->ctl_done(t->ctl_arg, t->ctl_status, t->ctl_json, ep);
-	t->ctl_json = NULL;
-	if (ep != NULL)
-		free(e.sender);
-}
-
-/* The live record of id, or NULL. A linear walk: a control request is
- * rare, and an index would cost every message memory. */
-static struct qmsg *
-msg_find(struct queue *q, const char *id)
-{
-	uint64_t idn;
-
-	if (!spool_valid_id(id))
-		return NULL;
-	idn = strtoull(id, NULL, 16);
-	for (struct qmsg *m = q->msgs; m != NULL; m = m->next)
-		if (m->idn == idn)
-			return m->gone ? NULL : m;
-	return NULL;
-}
-
-static int
-entry_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct queue_ctl_entry *)a)->id,
-	    ((const struct queue_ctl_entry *)b)->id);
-}
-
-size_t
-queue_ctl_list(struct queue *q, struct queue_ctl_entry **out)
-{
-	int64_t now = (int64_t)time(NULL);
-	size_t n = 0;
-
-	*out = q->nmsgs > 0 ? xcalloc(q->nmsgs, sizeof(**out)) : NULL;
-	for (struct qmsg *m = q->msgs; m != NULL && n < q->nmsgs; m = m->next)
-		if (!m->gone)
-			msg_entry(m, now, &(*out)[n++]);
-	if (n > 1)
-		qsort(*out, n, sizeof(**out), entry_cmp);
-	return n;
-}
-
-int
-queue_ctl_start(struct queue *q, const char *id, enum queue_ctl_op op,
-    queue_ctl_done_fn *done, void *arg)
-{
-	struct qmsg *m = msg_find(q, id);
-	struct task *t;
-
-	if (m == NULL)
-		return QUEUE_CTL_NOTFOUND;
-	if (q->stopping)
-		return QUEUE_CTL_FAILED;
-	/* The loop's view changes now, so no scan starts meanwhile; the
-	 * task makes it durable (and queue_sched_task_done undoes it on failure). */
-	if (op == QUEUE_CTL_DO_HOLD) {
-		m->held = true;
-		m->force = false;
-	} else if (op == QUEUE_CTL_DO_RELEASE) {
-		m->held = false;
-		m->force = true;   /* due now, deferred recipients too */
-	}
-	t = xcalloc(1, sizeof(*t));
-	t->m = m;
-	t->kind = TASK_CTL;
-	t->fresh = true;   /* an administrator is waiting */
-	t->ctl_op = op;
-	t->ctl_done = done;
-	t->ctl_arg = arg;
-	queue_sched_enqueue(q, t);
-	return QUEUE_CTL_OK;
-}
-
-long
-queue_ctl_flush(struct queue *q, const char *id)
-{
-	int64_t now = (int64_t)time(NULL);
-	struct qmsg *one = NULL;
-	long n = 0;
-
-	if (id != NULL) {
-		one = msg_find(q, id);
-		if (one == NULL)
-			return -QUEUE_CTL_NOTFOUND;
-		if (one->held)
-			return -QUEUE_CTL_HELD_ALREADY;
-	}
-	for (struct qmsg *m = one != NULL ? one : q->msgs; m != NULL;
-	    m = one != NULL ? NULL : m->next) {
-		if (m->gone || m->held)
-			continue;
-		/*
-		 * Its next scan tries every deferred recipient. One that is
-		 * idle is due now; one that is busy or has relay jobs out is
-		 * being tried already, and is scanned again (forced) when
-		 * they finish (queue_sched_settle).
-		 */
-		m->force = true;
-		if (m->heap_idx != HEAP_NONE)
-			queue_sched_put(q, m, now);
-		n++;
-	}
-	if (n > 0 && !q->stopping)
-		queue_sched_pop_due(q);
-	return n;
-}
-
 
 /* Take everything the workers finished; final: the loop has ended. */
 static void
@@ -698,7 +482,7 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 		queue_submit_open(q, smtp_fd);
 	if (relay_fd != -1)
 		queue_relay_open(q, relay_fd);
-	queue_control_start(q->control, q->base, q);
+	queue_control_start(q->control, q->base);
 	queue_sched_pop_due(q);
 	(void)ctl_send(q->ctl, CTL_READY, -1);
 

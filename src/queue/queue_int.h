@@ -4,15 +4,17 @@
  *
  * Threads:
  *  - the event loop: IPC with the smtp process (queue_submit.c), the relay
- *    process and the parent, writing incoming files (page cache only),
- *    scheduling and logging;
+ *    process (queue_relay.c) and the parent (queue.c), the control socket
+ *    (queue_control.c, queue_admin.c), writing incoming files (page cache
+ *    only), scheduling (queue_sched.c) and logging;
  *  - QUEUE_COMMIT_THREADS commit threads (queue_submit.c): group commit
  *    (fdatasync, rename into queue/, one directory fsync per batch), after
  *    which the loop answers COMMIT_OK;
  *  - cfg->delivery_workers worker threads (queue_task.c): run tasks: load
  *    a queue file, deliver its local recipients (queue_local.c), prepare
- *    relay jobs, spool reports (queue_report.c), journal outcomes, remove
- *    the file when every recipient is done;
+ *    relay jobs and journal their results (queue_relay.c), spool reports
+ *    (queue_report.c), serve tern queue (queue_admin.c), remove the file
+ *    when every recipient is done;
  *  - one sweep thread (queue_local.c): cleans the Maildirs' tmp/ at start
  *    and daily.
  * Workers never touch libevent; they hand results back through an eventfd
@@ -151,10 +153,10 @@ struct task {
 	char dsn_id[QUEUE_ID_LEN + 1];   /* "" if none */
 	bool dsn_failed;           /* could not be spooled: retry later */
 	/* CTL */
-	enum queue_ctl_op ctl_op;
-	int ctl_status;            /* QUEUE_CTL_* */
+	enum queue_control_op ctl_op;
+	int ctl_status;            /* QUEUE_CONTROL_* */
 	char *ctl_json;            /* SHOW: the message object */
-	queue_ctl_done_fn *ctl_done;
+	queue_control_done_fn *ctl_done;
 	void *ctl_arg;
 };
 
@@ -359,11 +361,14 @@ void queue_report_notes_free(struct task *t);
 int64_t queue_report_done(struct queue *q, struct task *t, int64_t due,
     int64_t now);
 
-/* ---- queue.c, for now: tern queue (loop, except queue_admin_task) ---- */
+/* ---- queue_admin.c (loop, except queue_admin_task) ---- */
+
+/* What the control server (queue_control.c) may ask; arg: the queue. */
+extern const struct queue_control_ops queue_admin_ops;
 /* The CTL task body (worker threads). */
 void queue_admin_task(struct queue *q, struct task *t);
 /* A CTL task is back: undo what failed; returns m's next due time. */
-int64_t queue_admin_task_back(struct queue *q, struct task *t, int64_t due);
+int64_t queue_admin_task_back(struct task *t, int64_t due);
 /* Answer the client of CTL task t; m: its record, NULL if gone. */
 void queue_admin_answer(struct task *t, const struct qmsg *m, int64_t now);
 

@@ -340,7 +340,7 @@ task_outcome(struct queue *q, struct task *t, int64_t now)
 		}
 		break;
 	case TASK_CTL:
-		due = queue_admin_task_back(q, t, due);
+		due = queue_admin_task_back(t, due);
 		break;
 	case TASK_LOAD:
 		/* The job may be dropped; keep m alive until task_next. */
