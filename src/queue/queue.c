@@ -13,29 +13,23 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <event2/buffer.h>
 #include <event2/event.h>
 
-#include "mail/dsn.h"
-#include "mail/envelope.h"
-#include "mail/header.h"
 #include "conf/config.h"
-#include "lib/ipc.h"
-#include "conf/local_lookup.h"
 #include "lib/log.h"
-#include "queue/maildir.h"
-#include "queue/queue.h"
-#include "queue/queue_int.h"
-#include "queue/spool.h"
 #include "lib/util.h"
 #include "proto/ctl.h"
+#include "queue/maildir.h"
+#include "queue/queue.h"
+#include "queue/queue_control.h"
+#include "queue/queue_int.h"
+#include "queue/spool.h"
 
 #define SHUTDOWN_GRACE_SECS 30
 

@@ -101,7 +101,7 @@ struct qmsg {
  *          recipients that are due, grouped into relay jobs;
  *  LOAD    load a relay job's envelope and message into ready frames;
  *  RESULT  journal a relay job's outcome, remove the file when done;
- *  CTL     tern queue show/hold/release/delete (queue_control.h);
+ *  CTL     tern queue show/hold/release/delete (queue_admin.c);
  *  REPORT  spool the one report the message owes its sender, covering
  *          every recipient owed one (docs/dsn.md), journal R/W records.
  */
@@ -255,8 +255,6 @@ void queue_sched_put(struct queue *q, struct qmsg *m, int64_t due);
 void queue_sched_pop_due(struct queue *q);
 /* A task is back from the workers (or skipped): apply it, free it. */
 void queue_sched_task_done(struct queue *q, struct task *t);
-/* Take m out of every list and free it; nothing may hold it. */
-void queue_sched_msg_free(struct queue *q, struct qmsg *m);
 /* The due timer: create it (queue_run), stop it (shutdown). */
 void queue_sched_init(struct queue *q);
 void queue_sched_stop(struct queue *q);

@@ -135,8 +135,8 @@ timer_arm(struct queue *q)
 	evtimer_add(q->timer_ev, &tv);
 }
 
-void
-queue_sched_msg_free(struct queue *q, struct qmsg *m)
+static void
+msg_free(struct queue *q, struct qmsg *m)
 {
 	ASSERT(!m->busy && m->waiting == NULL && m->njobs == 0);
 	heap_del(q, m);
@@ -162,7 +162,7 @@ queue_sched_settle(struct queue *q, struct qmsg *m, int64_t due)
 	if (m->busy || m->waiting != NULL || m->njobs > 0)
 		return;
 	if (m->gone) {
-		queue_sched_msg_free(q, m);
+		msg_free(q, m);
 		return;
 	}
 	if (m->held)
@@ -294,7 +294,7 @@ queue_sched_free(struct queue *q)
 		m->waiting = NULL;
 		m->busy = false;
 		m->njobs = 0;
-		queue_sched_msg_free(q, m);
+		msg_free(q, m);
 	}
 	free(q->heap);
 	q->heap = NULL;
