@@ -1,42 +1,10 @@
 /*
  * queue.h - the queue process: owns the spool, takes submissions from the
- * smtp process over IPC (proto/submit.h) and delivers local mail to
- * Maildirs.
+ * smtp process over IPC (proto/submit.h), delivers local mail to Maildirs
+ * and hands relay jobs to the relay process (proto/relay_job.h).
  *
- * Threads (docs/spool-format.md has the full picture):
- *  - the event loop: IPC with the smtp process, the relay process and the
- *    parent, writing incoming files (page cache only), scheduling and
- *    logging;
- *  - QUEUE_COMMIT_THREADS commit threads: group commit (fdatasync, rename
- *    into queue/, one directory fsync per batch), after which the loop
- *    answers COMMIT_OK;
- *  - cfg->delivery_workers worker threads: load a queue file, deliver its
- *    local recipients, prepare relay jobs, journal outcomes, remove the
- *    file when every recipient is done.
- * Workers never touch libevent; they hand results back through an eventfd.
- *
- * Towards the relay process the relay protocol of proto/relay_job.h
- * holds, plus (docs/queue.md): the queue accepts only RESULT frames, each for a
- * job it sent and has no answer for yet, with a well-formed payload: the
- * via line, then exactly one line per job recipient in order, or the via
- * line alone (every recipient deferred: what a relay that reached no
- * server may say). Anything else closes the channel; every job in flight
- * on it is then deferred (retried after retry_min), never lost. The queue
- * sends no CANCEL today.
- *
- * Towards the smtp process the protocol of proto/submit.h holds, plus:
- *  - DATA may only follow BEGIN_OK; after BEGIN_FAIL the id is forgotten
- *    (an ABORT for it is ignored, DATA or COMMIT for it is a violation);
- *  - ABORT after COMMIT (the client went away while waiting for 250) is
- *    allowed: no reply follows and the message is taken back out of the
- *    queue once its commit finishes, since it was never acknowledged;
- *  - an unknown frame type, a zero or duplicate id, a malformed envelope
- *    or a frame that breaks these rules is a protocol violation: the
- *    channel is closed and logged, its open transactions are aborted.
- * Per transaction, the queue stores at most max_message_size plus
- * QUEUE_RECEIVED_ALLOWANCE octets; beyond that the transaction fails with
- * 552 at COMMIT. At most max_connections (+ a small margin) transactions
- * may be open at once; more get BEGIN_FAIL 451.
+ * Its threads, and what each may touch, are described in queue_int.h;
+ * the scheduler in docs/queue.md, the spool in docs/spool-format.md.
  */
 #ifndef TERN_QUEUE_H
 #define TERN_QUEUE_H
@@ -44,10 +12,6 @@
 #include <sys/types.h>
 
 #include "conf/config.h"
-
-#define QUEUE_COMMIT_THREADS 2
-/* Room for the Received: header the smtp process prepends (RFC 5321 4.4). */
-#define QUEUE_RECEIVED_ALLOWANCE (16 * 1024)
 
 struct queue;
 

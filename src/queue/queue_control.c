@@ -1,11 +1,12 @@
 /*
  * queue_control.c - `tern queue ...` (see queue_control.h).
  *
- * Server: the control socket of the queue process. One request line per
- * connection, one JSON document back, then close. The scheduler's side
- * (list, flush, and the tasks that show, hold, release and delete) is in
- * queue.c behind the queue_ctl_* hooks; this file owns the socket, the
- * line protocol, the peer check and the JSON.
+ * Server: the control socket of the queue process, on its loop. One
+ * request line per connection, one JSON document back, then close. The
+ * queue's side (list, flush, and the tasks that show, hold, release and
+ * delete) is behind the struct queue_control_ops it was given
+ * (queue_admin.c); this file owns the socket, the line protocol, the peer
+ * check and the JSON, and knows nothing of struct queue.
  *
  * Client: connect, send the line, read the whole answer (bounded), print
  * it as received (--json) or parse it with the small JSON reader below
@@ -160,18 +161,18 @@ queue_control_show_json(struct spool_msg *m)
 }
 
 static const char *
-state_name(enum queue_ctl_state s)
+state_name(enum queue_control_state s)
 {
-	return s == QUEUE_CTL_HELD ? "held" : s == QUEUE_CTL_DEFERRED ?
+	return s == QUEUE_CONTROL_STATE_HELD ? "held" : s == QUEUE_CONTROL_STATE_DEFERRED ?
 	    "deferred" : "active";
 }
 
 /* The in-memory fields of e, as object members (leading comma). */
 static void
-entry_json(struct evbuffer *out, const struct queue_ctl_entry *e)
+entry_json(struct evbuffer *out, const struct queue_control_entry *e)
 {
 	json_kstr(out, "state", state_name(e->state));
-	if (e->next != 0 && e->state != QUEUE_CTL_HELD)
+	if (e->next != 0 && e->state != QUEUE_CONTROL_STATE_HELD)
 		evbuffer_add_printf(out, ",\"next_attempt\":%" PRId64, e->next);
 	else
 		evbuffer_add_printf(out, ",\"next_attempt\":null");
@@ -190,7 +191,7 @@ struct qc_client {
 	bool dead;                 /* closed; freed by reap_ev */
 	char id[QUEUE_ID_LEN + 1];
 	enum control_line_verb verb;
-	struct queue_ctl_entry *ents;   /* list being streamed */
+	struct queue_control_entry *ents;   /* list being streamed */
 	size_t nents, pos;
 };
 
@@ -199,14 +200,15 @@ struct queue_control {
 	int fd;
 	struct event *ev;
 	struct event_base *base;
-	struct queue *q;
+	const struct queue_control_ops *ops;
+	void *arg;                 /* for ops */
 	struct qc_client *clients;
 	size_t nclients;
 };
 
 struct queue_control *
-queue_control_new(const char *spool_dir, uid_t uid, gid_t gid, char *err,
-    size_t errsize)
+queue_control_new(const char *spool_dir, uid_t uid, gid_t gid,
+    const struct queue_control_ops *ops, void *arg, char *err, size_t errsize)
 {
 	struct queue_control *qc;
 	struct sockaddr_un sun;
@@ -223,6 +225,8 @@ queue_control_new(const char *spool_dir, uid_t uid, gid_t gid, char *err,
 	}
 	qc = xcalloc(1, sizeof(*qc));
 	qc->path = xstrdup(sun.sun_path);
+	qc->ops = ops;
+	qc->arg = arg;
 	qc->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (qc->fd == -1) {
 		snprintf(err, errsize, "control socket: %s", strerror(errno));
@@ -342,7 +346,7 @@ list_more(struct qc_client *c)
 	    c->nents;
 
 	for (; c->pos < end; c->pos++) {
-		struct queue_ctl_entry *e = &c->ents[c->pos];
+		struct queue_control_entry *e = &c->ents[c->pos];
 
 		evbuffer_add_printf(out, "%s{", c->pos ? "," : "");
 		json_key(out, "id", true);
@@ -365,9 +369,9 @@ list_more(struct qc_client *c)
 	}
 }
 
-/* A show/hold/release/delete task finished (queue.c calls this). */
+/* A show/hold/release/delete finished (the queue's ops call this). */
 static void
-task_cb(void *arg, int status, char *json, const struct queue_ctl_entry *e)
+task_cb(void *arg, int status, char *json, const struct queue_control_entry *e)
 {
 	struct qc_client *c = arg;
 	struct evbuffer *out;
@@ -381,7 +385,7 @@ task_cb(void *arg, int status, char *json, const struct queue_ctl_entry *e)
 	out = bufferevent_get_output(c->bev);
 	bufferevent_enable(c->bev, EV_WRITE);
 	switch (status) {
-	case QUEUE_CTL_OK:
+	case QUEUE_CONTROL_OK:
 		evbuffer_add_printf(out, "{\"ok\":true");
 		if (c->verb == CONTROL_LINE_SHOW && json != NULL) {
 			evbuffer_add_printf(out, ",\"message\":{%s", json);
@@ -397,7 +401,7 @@ task_cb(void *arg, int status, char *json, const struct queue_ctl_entry *e)
 		evbuffer_add_printf(out, "}\n");
 		client_finish(c);
 		break;
-	case QUEUE_CTL_NOTFOUND:
+	case QUEUE_CONTROL_NOTFOUND:
 		client_error(c, "not found");
 		break;
 	default:
@@ -414,7 +418,7 @@ client_request(struct qc_client *c, const char *line, size_t len)
 	struct control_line req;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	const char *why;
-	enum queue_ctl_op op;
+	enum queue_control_op op;
 	int r;
 
 	bufferevent_disable(c->bev, EV_READ);
@@ -429,19 +433,19 @@ client_request(struct qc_client *c, const char *line, size_t len)
 	memcpy(c->id, req.id, sizeof(c->id));
 	switch (req.verb) {
 	case CONTROL_LINE_LIST:
-		c->nents = queue_ctl_list(qc->q, &c->ents);
+		c->nents = qc->ops->list(qc->arg, &c->ents);
 		evbuffer_add_printf(out, "{\"ok\":true,\"now\":%" PRId64
 		    ",\"count\":%zu,\"messages\":[", (int64_t)time(NULL), c->nents);
 		list_more(c);
 		return;
 	case CONTROL_LINE_FLUSH: {
-		long n = queue_ctl_flush(qc->q, req.id[0] ? req.id : NULL);
+		long n = qc->ops->flush(qc->arg, req.id[0] ? req.id : NULL);
 
-		if (n == -QUEUE_CTL_NOTFOUND) {
+		if (n == -QUEUE_CONTROL_NOTFOUND) {
 			client_error(c, "not found");
 			return;
 		}
-		if (n == -QUEUE_CTL_HELD_ALREADY) {
+		if (n == -QUEUE_CONTROL_HELD_ALREADY) {
 			client_error(c, "held: release it instead");
 			return;
 		}
@@ -452,23 +456,23 @@ client_request(struct qc_client *c, const char *line, size_t len)
 		return;
 	}
 	case CONTROL_LINE_SHOW:
-		op = QUEUE_CTL_SHOW;
+		op = QUEUE_CONTROL_OP_SHOW;
 		break;
 	case CONTROL_LINE_HOLD:
-		op = QUEUE_CTL_DO_HOLD;
+		op = QUEUE_CONTROL_OP_HOLD;
 		break;
 	case CONTROL_LINE_RELEASE:
-		op = QUEUE_CTL_DO_RELEASE;
+		op = QUEUE_CONTROL_OP_RELEASE;
 		break;
 	case CONTROL_LINE_DELETE:
 	default:
-		op = QUEUE_CTL_DO_DELETE;
+		op = QUEUE_CONTROL_OP_DELETE;
 		break;
 	}
-	r = queue_ctl_start(qc->q, req.id, op, task_cb, c);
-	if (r == QUEUE_CTL_OK)
+	r = qc->ops->start(qc->arg, req.id, op, task_cb, c);
+	if (r == QUEUE_CONTROL_OK)
 		c->pending = true;
-	else if (r == QUEUE_CTL_NOTFOUND)
+	else if (r == QUEUE_CONTROL_NOTFOUND)
 		client_error(c, "not found");
 	else
 		client_error(c, "the queue is stopping");
@@ -591,11 +595,9 @@ accept_cb(evutil_socket_t lfd, short ev, void *arg)
 }
 
 void
-queue_control_start(struct queue_control *qc, struct event_base *base,
-    struct queue *q)
+queue_control_start(struct queue_control *qc, struct event_base *base)
 {
 	qc->base = base;
-	qc->q = q;
 	qc->ev = event_new(base, qc->fd, EV_READ | EV_PERSIST, accept_cb, qc);
 	if (qc->ev == NULL)
 		fatal("queue: event_new failed");

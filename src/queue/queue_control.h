@@ -14,9 +14,11 @@
  * connections at once (more are closed at once), QUEUE_CONTROL_TIMEOUT
  * seconds to send the request and to read the answer.
  *
- * The server never touches the disk on the loop: show, hold, release and
- * delete run as tasks in the queue's workers (queue.c), list comes from
- * the in-memory records.
+ * The server knows nothing of the queue: it asks the operations it was
+ * given (struct queue_control_ops; the queue process's are queue_admin.c),
+ * which never touch the disk on the loop: show, hold, release and delete
+ * run as tasks in the queue's workers, list comes from the in-memory
+ * records.
  */
 #ifndef TERN_QUEUE_CONTROL_H
 #define TERN_QUEUE_CONTROL_H
@@ -37,7 +39,6 @@ struct control_line;
 
 struct config;
 struct event_base;
-struct queue;
 struct queue_control;
 struct spool_msg;
 
@@ -46,18 +47,77 @@ struct spool_msg;
 struct evbuffer;
 void queue_control_json_str(struct evbuffer *out, const char *s);
 
+/* ---- what the server asks of the queue (the loop thread only) ---- */
+
+enum queue_control_state {
+	QUEUE_CONTROL_STATE_ACTIVE,    /* due, in a worker or a relay job */
+	QUEUE_CONTROL_STATE_DEFERRED,  /* waiting for its next attempt */
+	QUEUE_CONTROL_STATE_HELD,
+};
+
+struct queue_control_entry {
+	char id[QUEUE_ID_LEN + 1];
+	int64_t next;             /* next scan, unix seconds; 0: none scheduled */
+	uint32_t size_kib;        /* 0 before the first load */
+	unsigned nrcpt, npending; /* 0/0 before the first load */
+	enum queue_control_state state;
+	char *sender;             /* a copy; NULL before the first load */
+};
+
+/* Results of the operations. */
+#define QUEUE_CONTROL_OK 0
+#define QUEUE_CONTROL_NOTFOUND 1      /* no such message (or already gone) */
+#define QUEUE_CONTROL_HELD_ALREADY 2  /* flush of a held message */
+#define QUEUE_CONTROL_FAILED 3        /* disk error, or the queue is stopping */
+
+enum queue_control_op {
+	QUEUE_CONTROL_OP_SHOW,
+	QUEUE_CONTROL_OP_HOLD,
+	QUEUE_CONTROL_OP_RELEASE,
+	QUEUE_CONTROL_OP_DELETE,
+};
+
+/*
+ * Called on the loop when an op has finished: status is one of
+ * QUEUE_CONTROL_*; for SHOW, json is the message object (ownership
+ * passes) and e describes the in-memory record (NULL if gone).
+ */
+typedef void queue_control_done_fn(void *done_arg, int status, char *json,
+    const struct queue_control_entry *e);
+
+struct queue_control_ops {
+	/* Every queued message, sorted by id (arrival). *out: the caller
+	 * frees each sender and the array. */
+	size_t (*list)(void *arg, struct queue_control_entry **out);
+	/*
+	 * Run op on message id, after any work the message has. done is
+	 * never called from inside this call. Returns QUEUE_CONTROL_OK (done
+	 * will be called), QUEUE_CONTROL_NOTFOUND or QUEUE_CONTROL_FAILED
+	 * (the queue is stopping; done will not be called).
+	 */
+	int (*start)(void *arg, const char *id, enum queue_control_op op,
+	    queue_control_done_fn *done, void *done_arg);
+	/*
+	 * Make every deferred recipient of id (NULL: of every message that
+	 * is not held) due now. Returns the number of messages flushed, or
+	 * -QUEUE_CONTROL_NOTFOUND / -QUEUE_CONTROL_HELD_ALREADY for one id.
+	 */
+	long (*flush)(void *arg, const char *id);
+};
+
 /* ---- server (queue process) ---- */
 
 /*
  * With the start-up privileges: remove a stale <spool_dir>/control, bind
- * and listen, chmod 0600, chown to uid/gid unless (uid_t)-1. NULL with a
- * reason in err.
+ * and listen, chmod 0600, chown to uid/gid unless (uid_t)-1. Requests
+ * will be served by calling ops with arg (both must outlive the server).
+ * NULL with a reason in err.
  */
 struct queue_control *queue_control_new(const char *spool_dir, uid_t uid,
-    gid_t gid, char *err, size_t errsize);
-/* Start accepting on base for q (queue_run). */
-void queue_control_start(struct queue_control *qc, struct event_base *base,
-    struct queue *q);
+    gid_t gid, const struct queue_control_ops *ops, void *arg, char *err,
+    size_t errsize);
+/* Start accepting on base (queue_run). */
+void queue_control_start(struct queue_control *qc, struct event_base *base);
 /* Stop accepting and remove the socket (shutdown begins); idempotent. */
 void queue_control_stop(struct queue_control *qc);
 /* Close every connection and the socket; *qc = NULL. */
@@ -69,55 +129,6 @@ void queue_control_free(struct queue_control **qc);
  * Returns a heap string (the caller frees it).
  */
 char *queue_control_show_json(struct spool_msg *m);
-
-/* ---- hooks implemented by queue.c (loop thread only) ---- */
-
-enum queue_ctl_state { QUEUE_CTL_ACTIVE, QUEUE_CTL_DEFERRED, QUEUE_CTL_HELD };
-
-struct queue_ctl_entry {
-	char id[QUEUE_ID_LEN + 1];
-	int64_t next;             /* next scan, unix seconds; 0: none scheduled */
-	uint32_t size_kib;        /* 0 before the first load */
-	unsigned nrcpt, npending; /* 0/0 before the first load */
-	enum queue_ctl_state state;
-	char *sender;             /* a copy; NULL before the first load */
-};
-
-/* Every queued message, sorted by id (arrival). *out: free each sender
- * and the array. */
-size_t queue_ctl_list(struct queue *q, struct queue_ctl_entry **out);
-
-/* Results of the asynchronous operations. */
-#define QUEUE_CTL_OK 0
-#define QUEUE_CTL_NOTFOUND 1      /* no such message (or already gone) */
-#define QUEUE_CTL_HELD_ALREADY 2  /* flush of a held message */
-#define QUEUE_CTL_FAILED 3        /* disk error, or the queue is stopping */
-
-enum queue_ctl_op { QUEUE_CTL_SHOW, QUEUE_CTL_DO_HOLD, QUEUE_CTL_DO_RELEASE,
-	QUEUE_CTL_DO_DELETE };
-
-/*
- * Called on the loop when op has finished: status is one of QUEUE_CTL_*;
- * for SHOW, json is the message object (ownership passes) and e describes
- * the in-memory record (NULL if gone).
- */
-typedef void queue_ctl_done_fn(void *arg, int status, char *json,
-    const struct queue_ctl_entry *e);
-
-/*
- * Run op on message id in a worker, after any task the message has. done
- * is never called from inside this call. Returns QUEUE_CTL_OK (done will
- * be called) or QUEUE_CTL_NOTFOUND (it will not).
- */
-int queue_ctl_start(struct queue *q, const char *id, enum queue_ctl_op op,
-    queue_ctl_done_fn *done, void *arg);
-
-/*
- * Make every deferred recipient of id (NULL: of every message that is not
- * held) due now. Returns the number of messages flushed, or
- * -QUEUE_CTL_NOTFOUND / -QUEUE_CTL_HELD_ALREADY for one id.
- */
-long queue_ctl_flush(struct queue *q, const char *id);
 
 /* ---- client (tern queue ...) ---- */
 
