@@ -272,6 +272,16 @@ tls_shutdown(struct bufferevent *bev)
 }
 
 void
+tls_close_notify(struct bufferevent *bev)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+
+	if (ssl != NULL && !(SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
+		(void)SSL_shutdown(ssl);
+	ERR_clear_error();
+}
+
+void
 tls_describe(struct bufferevent *bev, char *buf, size_t size)
 {
 	SSL *ssl = bufferevent_openssl_get_ssl(bev);

@@ -73,6 +73,13 @@ struct bufferevent *tls_accept(struct event_base *base, int fd, SSL_CTX *ctx);
  */
 void tls_shutdown(struct bufferevent *bev);
 
+/*
+ * Queue close_notify (RFC 8446 6.1) on a TLS bufferevent whose own output
+ * is empty. A socket-based one writes it to the socket; a filter puts it
+ * in the output of the bufferevent below, for the caller to send.
+ */
+void tls_close_notify(struct bufferevent *bev);
+
 /* "TLSv1.3:TLS_AES_256_GCM_SHA384" of a TLS bufferevent. */
 void tls_describe(struct bufferevent *bev, char *buf, size_t size);
 
