@@ -53,9 +53,10 @@
  * only if its TLS state satisfies the job's level.
  *
  * Nothing is freed from inside its own callbacks: a finished job or a dead
- * connection is unlinked, made inert (events deleted, bufferevent
- * disabled) and put on a reap list that an event made active for the
- * purpose empties from the top of the loop (Redis freeClientAsync). A job
+ * connection is unlinked, made inert (events deleted, its lib/conn.h
+ * transport freed, which conn.c defers inside its own callbacks) and put
+ * on a reap list that an event made active for the purpose empties from
+ * the top of the loop (Redis freeClientAsync). A job
  * moves to its next attempt through its own deferred event, never by
  * recursion from inside a connection's callback.
  *
@@ -73,12 +74,12 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "conf/config.h"
 #include "dns/dns.h"
 #include "mail/envelope.h"
+#include "lib/conn.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "proto/ctl.h"
@@ -100,7 +101,6 @@
                                        * least; max_relay_connections if more.
                                        * Per server address: as many as a
                                        * domain may have open at once. */
-#define RELAY_CONN_READ_HIGH (256 * 1024)
 #define RELAY_TLS_BROKEN_MAX 256      /* addresses remembered */
 #define RELAY_TLS_BROKEN_SECONDS 3600
 
@@ -111,13 +111,13 @@ enum job_state {
 	JOB_DEAD,        /* answered or dropped: on the reap list */
 };
 
-enum conn_state {
-	CONN_CONNECTING,
-	CONN_BUSY,       /* a job's transaction runs (or waits for EHLO) */
-	CONN_IDLE,       /* in the cache, QUIT when the idle timer fires */
-	CONN_QUITTING,   /* QUIT sent or about to be */
-	CONN_CLOSING,    /* the client is done: flushing, then close */
-	CONN_DEAD,       /* on the reap list */
+enum relay_conn_state {
+	RC_CONNECTING,
+	RC_BUSY,       /* a job's transaction runs (or waits for EHLO) */
+	RC_IDLE,       /* in the cache, QUIT when the idle timer fires */
+	RC_QUITTING,   /* QUIT sent or about to be */
+	RC_CLOSING,    /* the client is done: flushing, then close */
+	RC_DEAD,       /* on the reap list */
 };
 
 /* A reason for a result line: a server reply or tern's own (code 0). */
@@ -135,7 +135,7 @@ struct job_host {
 	unsigned pref;
 };
 
-struct conn;
+struct relay_conn;
 
 struct job {
 	struct relay *r;
@@ -161,7 +161,7 @@ struct job {
 	bool parked;             /* waiting for a connection slot */
 	struct job *pnext, *pprev;
 	unsigned attempts;       /* fresh connections made */
-	struct conn *conn;
+	struct relay_conn *conn;
 	struct event *step_ev;   /* deferred "try the next address" */
 	struct reason last;      /* why the last attempt failed */
 	char via_mx[DNS_NAME_MAX + 1];
@@ -171,19 +171,20 @@ struct job {
 	struct job *reap_next;
 };
 
-struct conn {
+struct relay_conn {
 	struct relay *r;
-	enum conn_state state;
-	struct bufferevent *bev;
+	enum relay_conn_state state;
+	struct conn *io;         /* the transport (lib/conn.h) */
 	struct smtp_client *client;
 	struct smtp_client_params params;
-	struct event *timer;     /* connect, idle and flush bounds */
-	struct event *io_timer;  /* the client's (io->set_timeout) */
+	struct event *timer;     /* the idle bound in the cache, and a failed
+	                          * STARTTLS reported from the loop */
 	struct sockaddr_storage addr;
 	const struct config_route *auth; /* credentials used, or NULL */
 	enum config_relay_tls tls;       /* level asked when connecting */
-	bool handshake;          /* tls_wrap() done, handshake running */
 	bool tls_failed;         /* the handshake failed */
+	bool tls_unstarted;      /* TLS could not even start: tell the client
+	                          * from c->timer */
 	bool tls_on, tls_verified;
 	char tls_desc[TLS_DESC_MAX];     /* "none" or "TLSv1.3:CIPHER" */
 	char mx[DNS_NAME_MAX + 1];
@@ -193,8 +194,8 @@ struct conn {
 	bool reused;             /* the running transaction is not the first */
 	unsigned uses;           /* transactions started on it */
 	int64_t idle_since;      /* util_mono_ms() when it went idle */
-	struct conn *next, *prev;
-	struct conn *reap_next;
+	struct relay_conn *next, *prev;
+	struct relay_conn *reap_next;
 };
 
 /* An address whose TLS handshake failed at level "may". */
@@ -223,16 +224,16 @@ struct relay {
 	struct event *sig_term, *sig_int, *reap_ev;
 	struct job *jobs[RELAY_HASH];
 	size_t njobs;
-	struct conn *conns;
+	struct relay_conn *conns;
 	size_t nidle;
 	struct job *dead_jobs;
-	struct conn *dead_conns;
+	struct relay_conn *dead_conns;
 	bool stopping;
 	int status;
 };
 
 static void job_attempt(struct job *j);
-static void conn_kill(struct conn *c);
+static void relay_conn_kill(struct relay_conn *c);
 
 /* ------------------------------------------------------------------ */
 /* small helpers */
@@ -428,14 +429,14 @@ job_kill(struct job *j)
 		j->q = NULL;
 	}
 	if (j->conn != NULL) {
-		struct conn *c = j->conn;
+		struct relay_conn *c = j->conn;
 
 		/* A transaction for a job nobody waits for: the connection
 		 * goes (the server discards an unfinished message, RFC 5321
 		 * 4.1.1.4); the client still points at the job's body. */
 		c->job = NULL;
 		j->conn = NULL;
-		conn_kill(c);
+		relay_conn_kill(c);
 	}
 	event_del(j->step_ev);
 	job_unpark(j);
@@ -560,23 +561,21 @@ job_finish_client(struct job *j, const struct smtp_client_result *cr)
 /* connections */
 
 static void
-conn_free(struct conn *c)
+relay_conn_free(struct relay_conn *c)
 {
 	smtp_client_free(&c->client);
-	if (c->bev != NULL)
-		bufferevent_free(c->bev);
+	conn_free(&c->io);
 	event_free(c->timer);
-	event_free(c->io_timer);
 	free(c);
 }
 
 static void
-conn_set_state(struct conn *c, enum conn_state st)
+relay_conn_set_state(struct relay_conn *c, enum relay_conn_state st)
 {
-	if (c->state == CONN_IDLE)
+	if (c->state == RC_IDLE)
 		c->r->nidle--;
 	c->state = st;
-	if (st == CONN_IDLE) {
+	if (st == RC_IDLE) {
 		c->r->nidle++;
 		c->idle_since = util_mono_ms();
 		/* a job waiting for this server may take it */
@@ -587,20 +586,21 @@ conn_set_state(struct conn *c, enum conn_state st)
 /* Take c out of service: nothing of it runs again; freed by reap. The
  * caller deals with c->job first (it is only detached here). */
 static void
-conn_kill(struct conn *c)
+relay_conn_kill(struct relay_conn *c)
 {
 	struct relay *r = c->r;
 
-	if (c->state == CONN_DEAD)
+	if (c->state == RC_DEAD)
 		return;
 	if (c->job != NULL) {
 		c->job->conn = NULL;
 		c->job = NULL;
 	}
-	conn_set_state(c, CONN_DEAD);
+	relay_conn_set_state(c, RC_DEAD);
 	evtimer_del(c->timer);
-	evtimer_del(c->io_timer);
-	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	/* the socket closes now (or when the callback we are in returns);
+	 * the client, which points at its buffers, is not called again */
+	conn_free(&c->io);
 	if (c->prev != NULL)
 		c->prev->next = c->next;
 	else
@@ -642,7 +642,7 @@ job_defer_attempt(struct job *j)
 
 /* The connection attempt failed: the job moves on. */
 static void
-conn_connect_failed(struct conn *c, const char *why)
+relay_conn_connect_failed(struct relay_conn *c, const char *why)
 {
 	struct job *j = c->job;
 
@@ -651,7 +651,7 @@ conn_connect_failed(struct conn *c, const char *why)
 	if (j != NULL)
 		reason_set(&j->last, 0, "4.4.1", "connect to %s: %s", c->peer,
 		    why);
-	conn_kill(c);
+	relay_conn_kill(c);
 	if (j != NULL)
 		job_defer_attempt(j);
 }
@@ -691,14 +691,14 @@ connection_level(const struct smtp_client_result *cr)
 /* After a transaction: keep the connection for the next job to the same
  * server, for relay_connection_reuse_time at most, or QUIT it. */
 static void
-conn_after_transaction(struct conn *c)
+relay_conn_after_transaction(struct relay_conn *c)
 {
 	struct relay *r = c->r;
 	unsigned keep = r->cfg->relay_connection_reuse_time;
 	size_t same = 0;
 
-	for (struct conn *o = r->conns; o != NULL; o = o->next)
-		if (o != c && o->state == CONN_IDLE && addr_eq(&o->addr, &c->addr))
+	for (struct relay_conn *o = r->conns; o != NULL; o = o->next)
+		if (o != c && o->state == RC_IDLE && addr_eq(&o->addr, &c->addr))
 			same++;
 	size_t idle_max = r->cfg->max_relay_connections > RELAY_IDLE_MAX ?
 	    r->cfg->max_relay_connections : RELAY_IDLE_MAX;
@@ -707,11 +707,11 @@ conn_after_transaction(struct conn *c)
 	if (r->stopping || keep == 0 || r->nidle >= idle_max ||
 	    same >= r->max_conns_dest ||
 	    !smtp_client_idle(c->client)) {
-		conn_set_state(c, CONN_QUITTING);
+		relay_conn_set_state(c, RC_QUITTING);
 		smtp_client_quit(c->client);
 		return;
 	}
-	conn_set_state(c, CONN_IDLE);
+	relay_conn_set_state(c, RC_IDLE);
 	timer_start(c->timer, keep);
 }
 
@@ -719,7 +719,7 @@ conn_after_transaction(struct conn *c)
 static void
 on_result(void *arg, const struct smtp_client_result *cr)
 {
-	struct conn *c = arg;
+	struct relay_conn *c = arg;
 	struct job *j = c->job;
 	bool reused = c->reused;
 
@@ -749,14 +749,14 @@ on_result(void *arg, const struct smtp_client_result *cr)
 			job_finish_client(j, cr);
 		}
 	}
-	if (cr->error == SMTP_CLIENT_ERR_NONE && c->state == CONN_BUSY)
-		conn_after_transaction(c);
+	if (cr->error == SMTP_CLIENT_ERR_NONE && c->state == RC_BUSY)
+		relay_conn_after_transaction(c);
 	/* otherwise io->close follows */
 }
 
 /* Hand c's job to the client. */
 static void
-conn_send(struct conn *c)
+relay_conn_send(struct relay_conn *c)
 {
 	struct job *j = c->job;
 	int rc;
@@ -773,22 +773,21 @@ conn_send(struct conn *c)
 static void
 cio_set_timeout(void *arg, unsigned seconds)
 {
-	struct conn *c = arg;
+	struct relay_conn *c = arg;
 
-	if (c->state == CONN_DEAD)
+	if (c->state == RC_DEAD)
 		return;
-	if (seconds == 0)
-		evtimer_del(c->io_timer);
-	else
-		timer_start(c->io_timer, seconds);
+	/* the engine restarts it whenever it made progress (RFC 5321
+	 * 4.5.3.2: a timeout per command and per block of content) */
+	conn_set_deadline(c->io, seconds * 1000);
 }
 
 static void
 cio_close(void *arg, enum smtp_client_error why)
 {
-	struct conn *c = arg;
+	struct relay_conn *c = arg;
 
-	if (c->state == CONN_DEAD || c->state == CONN_CLOSING)
+	if (c->state == RC_DEAD || c->state == RC_CLOSING)
 		return;
 	if (c->job != NULL) {
 		/* Never happens (a running transaction gets its result
@@ -800,30 +799,18 @@ cio_close(void *arg, enum smtp_client_error why)
 		reason_from_reply(&j->last, smtp_client_last_reply(c->client));
 		job_defer_attempt(j);
 	}
-	conn_set_state(c, CONN_CLOSING);
-	evtimer_del(c->io_timer);
+	relay_conn_set_state(c, RC_CLOSING);
 	evtimer_del(c->timer);
-	bufferevent_disable(c->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-		conn_kill(c);
-		return;
-	}
-	/* flush the QUIT (or whatever is left), bounded */
-	bufferevent_enable(c->bev, EV_WRITE);
-	timer_start(c->timer, RELAY_CLOSE_TIMEOUT);
+	/* flush the QUIT (or whatever is left), bounded; ended follows */
+	conn_close(c->io, RELAY_CLOSE_TIMEOUT * 1000);
 }
-
-static void conn_read_cb(struct bufferevent *bev, void *arg);
-static void conn_write_cb(struct bufferevent *bev, void *arg);
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 
 /* The server said 220 to STARTTLS: wrap the connection (tls.h). */
 static void
 cio_starttls(void *arg)
 {
-	struct conn *c = arg;
+	struct relay_conn *c = arg;
 	struct relay *r = c->r;
-	struct bufferevent *tb;
 
 	/* An address literal ("[192.0.2.1]", "[IPv6:2001:db8::1]") is checked
 	 * as an address and sent without SNI (RFC 6066 3). */
@@ -840,53 +827,38 @@ cio_starttls(void *arg)
 		snprintf(host, sizeof(host), "%.*s", (int)al, a);
 	} else
 		util_strlcpy(host, c->mx, sizeof(host));
-	tb = tls_wrap(r->base, c->bev, r->tls_ctx, false, host,
-	    c->tls == CONFIG_RELAY_TLS_VERIFY);
-	c->handshake = true;
-	if (tb == NULL) {
+	/* the client's own timer bounds the handshake (its STARTTLS stage) */
+	if (conn_starttls(c->io, r->tls_ctx, false, host,
+	    c->tls == CONFIG_RELAY_TLS_VERIFY, 0) == -1) {
 		/* Reported from the timer, never from inside the client. */
-		c->tls_failed = true;
+		c->tls_unstarted = true;
 		timer_start(c->timer, 0);
-		return;
 	}
-	c->bev = tb;
-	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, RELAY_CONN_READ_HIGH);
-	bufferevent_setwatermark(c->bev, EV_WRITE, SMTP_CLIENT_OUTPUT_HIGH / 2, 0);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
-/* The handshake is over (ok) or failed. */
+/* The handshake is over (ok) or failed (why). */
 static void
-conn_tls_done(struct conn *c, bool ok)
+relay_conn_tls_done(struct relay_conn *c, bool ok, const char *text)
 {
-	char why[256];
-
-	c->handshake = false;
 	if (!ok) {
-		if (c->tls_failed)
-			util_strlcpy(why, "TLS handshake failed: cannot start TLS",
-			    sizeof(why));
-		else
-			tls_error_text(c->bev, why, sizeof(why));
 		c->tls_failed = true;
 		log_info("relay id=%s event=tls-failed mx=%s ip=%s level=%s "
 		    "reason=\"%s\"", c->job ? c->job->env.id : "-", c->mx, c->ip,
-		    route_tls_name(c->tls), why);
-		smtp_client_tls_done(c->client, NULL, NULL, why);
+		    route_tls_name(c->tls), text);
+		smtp_client_tls_done(c->client, NULL, NULL, text);
 		return;
 	}
 	c->tls_on = true;
-	c->tls_verified = tls_peer_verified(c->bev);
-	tls_describe(c->bev, c->tls_desc, sizeof(c->tls_desc));
+	c->tls_verified = conn_tls_verified(c->io);
+	util_strlcpy(c->tls_desc, text, sizeof(c->tls_desc));
 	if (c->job != NULL)
 		util_strlcpy(c->job->via_tls, c->tls_desc,
 		    sizeof(c->job->via_tls));
 	log_info("relay id=%s event=tls mx=%s ip=%s tls=%s cert=%s",
 	    c->job ? c->job->env.id : "-", c->mx, c->ip, c->tls_desc,
 	    c->tls_verified ? "verified" : "untrusted");
-	smtp_client_tls_done(c->client, bufferevent_get_input(c->bev),
-	    bufferevent_get_output(c->bev), NULL);
+	smtp_client_tls_done(c->client, conn_input(c->io), conn_output(c->io),
+	    NULL);
 }
 
 static const struct smtp_client_io client_io = {
@@ -895,43 +867,56 @@ static const struct smtp_client_io client_io = {
 	.starttls = cio_starttls,
 };
 
-static void
-conn_read_cb(struct bufferevent *bev, void *arg)
-{
-	struct conn *c = arg;
+/* ---- what the transport tells us (conn_ops) ---- */
 
-	if (c->client != NULL && (c->state == CONN_BUSY ||
-	    c->state == CONN_IDLE || c->state == CONN_QUITTING))
+static void
+rc_readable(void *arg)
+{
+	struct relay_conn *c = arg;
+
+	if (c->client != NULL && (c->state == RC_BUSY ||
+	    c->state == RC_IDLE || c->state == RC_QUITTING))
 		smtp_client_process(c->client);
 }
 
 static void
-conn_write_cb(struct bufferevent *bev, void *arg)
+rc_drained(void *arg)
 {
-	struct conn *c = arg;
+	struct relay_conn *c = arg;
 
-	if (c->state == CONN_CLOSING) {
-		conn_kill(c);
-		return;
-	}
 	/* output drained below the low-water mark: more content */
-	if (c->client != NULL && (c->state == CONN_BUSY ||
-	    c->state == CONN_QUITTING))
+	if (c->client != NULL && (c->state == RC_BUSY ||
+	    c->state == RC_QUITTING))
 		smtp_client_process(c->client);
 }
 
 static void
-conn_connected(struct conn *c)
+rc_tls_done(void *arg, bool ok, const char *text)
 {
+	relay_conn_tls_done(arg, ok, text);
+}
+
+/* The client's timer (io->set_timeout) fired. */
+static void
+rc_timeout(void *arg)
+{
+	struct relay_conn *c = arg;
+
+	if (c->client != NULL && c->state != RC_CLOSING &&
+	    c->state != RC_DEAD)
+		smtp_client_timeout(c->client);
+}
+
+static void
+rc_connected(void *arg)
+{
+	struct relay_conn *c = arg;
 	struct relay *r = c->r;
 	struct job *j = c->job;
 
-	evtimer_del(c->timer);
-	conn_set_state(c, CONN_BUSY);
+	relay_conn_set_state(c, RC_BUSY);
 	util_strlcpy(j->via_mx, c->mx, sizeof(j->via_mx));
 	util_strlcpy(j->via_ip, c->ip, sizeof(j->via_ip));
-	bufferevent_setwatermark(c->bev, EV_READ, 0, RELAY_CONN_READ_HIGH);
-	bufferevent_setwatermark(c->bev, EV_WRITE, SMTP_CLIENT_OUTPUT_HIGH / 2, 0);
 	c->params.helo_name = r->cfg->hostname;
 	c->params.peer = c->peer;
 	util_strlcpy(c->tls_desc, "none", sizeof(c->tls_desc));
@@ -952,83 +937,63 @@ conn_connected(struct conn *c)
 		c->params.auth_user = c->auth->auth_user;
 		c->params.auth_password = c->auth->auth_password;
 	}
-	c->client = smtp_client_new(&c->params, bufferevent_get_input(c->bev),
-	    bufferevent_get_output(c->bev), &client_io, c);
+	c->client = smtp_client_new(&c->params, conn_input(c->io),
+	    conn_output(c->io), &client_io, c);
 	smtp_client_start(c->client);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
-	conn_send(c);
+	relay_conn_send(c);
 }
 
 static void
-conn_event_cb(struct bufferevent *bev, short what, void *arg)
+rc_ended(void *arg, enum conn_end end, const char *why)
 {
-	struct conn *c = arg;
-	int e = EVUTIL_SOCKET_ERROR();
+	struct relay_conn *c = arg;
 
 	switch (c->state) {
-	case CONN_DEAD:
+	case RC_DEAD:
 		return;
-	case CONN_CONNECTING:
-		if (what & BEV_EVENT_CONNECTED)
-			conn_connected(c);
-		else
-			conn_connect_failed(c, e != 0 ? strerror(e) :
-			    "connection failed");
+	case RC_CONNECTING:
+		relay_conn_connect_failed(c, why);
 		return;
-	case CONN_CLOSING:
-		conn_kill(c);
+	case RC_CLOSING:
+		relay_conn_kill(c);
 		return;
 	default:
-		if (c->handshake) {
-			if (what & BEV_EVENT_CONNECTED)
-				conn_tls_done(c, true);
-			else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-				conn_tls_done(c, false);
-			return;
-		}
 		/* The client reads what is left (a last 421 counts), fails
 		 * the transaction if one runs, and closes (io->close). */
-		if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-			smtp_client_eof(c->client);
+		smtp_client_eof(c->client);
 		return;
 	}
 }
 
-static void
-conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
-{
-	struct conn *c = arg;
+static const struct conn_ops relay_conn_ops = {
+	.connected = rc_connected,
+	.readable = rc_readable,
+	.drained = rc_drained,
+	.tls_done = rc_tls_done,
+	.timeout = rc_timeout,
+	.ended = rc_ended,
+};
 
-	switch (c->state) {
-	case CONN_CONNECTING:
-		conn_connect_failed(c, "connection timed out");
-		break;
-	case CONN_IDLE:
+/* The idle bound of a cached connection, or a STARTTLS that could not
+ * start, reported from here rather than from inside the client. */
+static void
+relay_conn_timer_cb(evutil_socket_t fd, short ev, void *arg)
+{
+	struct relay_conn *c = arg;
+
+	if (c->state == RC_IDLE) {
 		/* No job wanted it within relay_connection_reuse_time. */
 		log_info("relay event=conn-close reason=idle mx=%s ip=%s "
 		    "uses=%u", c->mx, c->ip, c->uses);
-		conn_set_state(c, CONN_QUITTING);
+		relay_conn_set_state(c, RC_QUITTING);
 		smtp_client_quit(c->client);
 		smtp_client_process(c->client);
-		break;
-	case CONN_CLOSING:
-		conn_kill(c);
-		break;
-	default:
-		if (c->handshake && c->tls_failed)
-			conn_tls_done(c, false);   /* tls_wrap() failed */
-		break;
+	} else if (c->tls_unstarted && c->state != RC_DEAD &&
+	    c->state != RC_CLOSING) {
+		c->tls_unstarted = false;
+		relay_conn_tls_done(c, false,
+		    "TLS handshake failed: cannot start TLS");
 	}
-}
-
-static void
-conn_io_timer_cb(evutil_socket_t fd, short ev, void *arg)
-{
-	struct conn *c = arg;
-
-	if (c->client != NULL && c->state != CONN_CLOSING &&
-	    c->state != CONN_DEAD)
-		smtp_client_timeout(c->client);
 }
 
 /*
@@ -1037,11 +1002,12 @@ conn_io_timer_cb(evutil_socket_t fd, short ev, void *arg)
  * j->last saying why.
  */
 static int
-conn_connect(struct job *j, const struct job_host *h,
+relay_conn_connect(struct job *j, const struct job_host *h,
     const struct sockaddr_storage *sa)
 {
 	struct relay *r = j->r;
-	struct conn *c = xcalloc(1, sizeof(*c));
+	struct relay_conn *c = xcalloc(1, sizeof(*c));
+	char err[256];
 
 	c->r = r;
 	c->addr = *sa;
@@ -1050,13 +1016,10 @@ conn_connect(struct job *j, const struct job_host *h,
 	util_strlcpy(c->mx, h->name, sizeof(c->mx));
 	addr_text(sa, c->ip, sizeof(c->ip));
 	snprintf(c->peer, sizeof(c->peer), "%s[%s]", c->mx, c->ip);
-	c->bev = bufferevent_socket_new(r->base, -1, BEV_OPT_CLOSE_ON_FREE);
-	c->timer = evtimer_new(r->base, conn_timer_cb, c);
-	c->io_timer = evtimer_new(r->base, conn_io_timer_cb, c);
-	if (c->bev == NULL || c->timer == NULL || c->io_timer == NULL)
+	c->timer = evtimer_new(r->base, relay_conn_timer_cb, c);
+	if (c->timer == NULL)
 		fatal("relay: out of memory creating a connection");
-	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-	c->state = CONN_CONNECTING;
+	c->state = RC_CONNECTING;
 	r->nconns++;
 	c->next = r->conns;
 	if (r->conns != NULL)
@@ -1066,19 +1029,20 @@ conn_connect(struct job *j, const struct job_host *h,
 	j->conn = c;
 	j->via_mx[0] = '\0';
 	j->via_ip[0] = '\0';
-	if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)sa,
-	    (int)addr_len(sa)) == -1) {
-		int e = errno;
-
+	c->io = conn_connect(r->base, (const struct sockaddr *)sa, addr_len(sa),
+	    NULL, 0, RELAY_CONNECT_TIMEOUT * 1000, &relay_conn_ops, c, err,
+	    sizeof(err));
+	if (c->io == NULL) {
 		reason_set(&j->last, 0, "4.4.1", "connect to %s: %s", c->peer,
-		    e != 0 ? strerror(e) : "cannot connect");
+		    err);
 		log_info("relay id=%s event=connect-failed mx=%s ip=%s "
-		    "reason=\"%s\"", j->env.id, c->mx, c->ip,
-		    e != 0 ? strerror(e) : "cannot connect");
-		conn_kill(c);
+		    "reason=\"%s\"", j->env.id, c->mx, c->ip, err);
+		relay_conn_kill(c);
 		return -1;
 	}
-	timer_start(c->timer, RELAY_CONNECT_TIMEOUT);
+	/* writing stops at SMTP_CLIENT_OUTPUT_HIGH; drained asks for more
+	 * at half of it */
+	conn_set_lowat(c->io, SMTP_CLIENT_OUTPUT_HIGH / 2);
 	return 0;
 }
 
@@ -1091,25 +1055,25 @@ conn_connect(struct job *j, const struct job_host *h,
  * so that waiting for a slot never waits for the idle timer.
  */
 static bool
-conn_slot(struct relay *r, const struct sockaddr_storage *sa)
+relay_conn_slot(struct relay *r, const struct sockaddr_storage *sa)
 {
-	struct conn *lru = NULL, *lru_dest = NULL;
+	struct relay_conn *lru = NULL, *lru_dest = NULL;
 	size_t dest = 0, leaving = 0;
 
-	for (struct conn *c = r->conns; c != NULL; c = c->next) {
+	for (struct relay_conn *c = r->conns; c != NULL; c = c->next) {
 		bool same = addr_eq(&c->addr, sa);
 
 		dest += same;
-		if (c->state == CONN_QUITTING || c->state == CONN_CLOSING)
+		if (c->state == RC_QUITTING || c->state == RC_CLOSING)
 			leaving++;
-		if (c->state != CONN_IDLE)
+		if (c->state != RC_IDLE)
 			continue;
 		if (lru == NULL || c->idle_since < lru->idle_since)
 			lru = c;
 		if (same && (lru_dest == NULL || c->idle_since < lru_dest->idle_since))
 			lru_dest = c;
 	}
-	for (struct conn *c = r->dead_conns; c != NULL; c = c->reap_next) {
+	for (struct relay_conn *c = r->dead_conns; c != NULL; c = c->reap_next) {
 		dest += addr_eq(&c->addr, sa);
 		leaving++;
 	}
@@ -1121,7 +1085,7 @@ conn_slot(struct relay *r, const struct sockaddr_storage *sa)
 	if (lru != NULL && leaving <= r->nparked) {
 		log_debug("relay event=conn-close reason=limit mx=%s ip=%s "
 		    "uses=%u", lru->mx, lru->ip, lru->uses);
-		conn_set_state(lru, CONN_QUITTING);
+		relay_conn_set_state(lru, RC_QUITTING);
 		evtimer_del(lru->timer);
 		smtp_client_quit(lru->client);
 		smtp_client_process(lru->client);
@@ -1136,15 +1100,15 @@ conn_slot(struct relay *r, const struct sockaddr_storage *sa)
  * needs verification reuses it only for that same name. One idle for
  * relay_connection_reuse_time already is not taken, even if its timer
  * has not run yet (it is due in this same turn of the loop). */
-static struct conn *
-conn_idle_find(struct job *j, const struct sockaddr_storage *sa,
+static struct relay_conn *
+relay_conn_idle_find(struct job *j, const struct sockaddr_storage *sa,
     const char *host)
 {
 	int64_t since = util_mono_ms() -
 	    (int64_t)j->r->cfg->relay_connection_reuse_time * 1000;
 
-	for (struct conn *c = j->r->conns; c != NULL; c = c->next)
-		if (c->state == CONN_IDLE && c->idle_since > since &&
+	for (struct relay_conn *c = j->r->conns; c != NULL; c = c->next)
+		if (c->state == RC_IDLE && c->idle_since > since &&
 		    addr_eq(&c->addr, sa) &&
 		    c->auth == j->auth && smtp_client_idle(c->client) &&
 		    (j->tls < CONFIG_RELAY_TLS_ENCRYPT || c->tls_on) &&
@@ -1155,20 +1119,20 @@ conn_idle_find(struct job *j, const struct sockaddr_storage *sa,
 }
 
 static void
-conn_reuse(struct conn *c, struct job *j, const struct job_host *h)
+relay_conn_reuse(struct relay_conn *c, struct job *j, const struct job_host *h)
 {
 	log_info("relay id=%s event=conn-reuse mx=%s ip=%s uses=%u idle=%lldms",
 	    j->env.id, c->mx, c->ip, c->uses,
 	    (long long)(util_mono_ms() - c->idle_since));
 	evtimer_del(c->timer);
-	conn_set_state(c, CONN_BUSY);
+	relay_conn_set_state(c, RC_BUSY);
 	c->job = j;
 	c->reused = true;
 	j->conn = c;
 	util_strlcpy(j->via_mx, h->name, sizeof(j->via_mx));
 	util_strlcpy(j->via_ip, c->ip, sizeof(j->via_ip));
 	util_strlcpy(j->via_tls, c->tls_desc, sizeof(j->via_tls));
-	conn_send(c);
+	relay_conn_send(c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1205,14 +1169,14 @@ job_try_cached_first(struct job *j)
 	const struct job_host *h = &j->hosts[0];
 
 	for (size_t a = 0; a < h->naddrs; a++) {
-		struct conn *c = conn_idle_find(j, &h->addrs[a], h->name);
+		struct relay_conn *c = relay_conn_idle_find(j, &h->addrs[a], h->name);
 
 		if (c == NULL)
 			continue;
 		j->started = true;
 		j->hi = 0;
 		j->ai = a;
-		conn_reuse(c, j, h);
+		relay_conn_reuse(c, j, h);
 		return true;
 	}
 	return false;
@@ -1242,7 +1206,7 @@ job_attempt(struct job *j)
 		bool fresh_only = j->retry_here;
 		const struct job_host *h;
 		const struct sockaddr_storage *sa;
-		struct conn *c;
+		struct relay_conn *c;
 
 		j->retry_here = false;
 		if (j->hold_pos)
@@ -1251,20 +1215,20 @@ job_attempt(struct job *j)
 			break;
 		h = &j->hosts[j->hi];
 		sa = &h->addrs[j->ai];
-		if (!fresh_only && (c = conn_idle_find(j, sa, h->name)) != NULL) {
-			conn_reuse(c, j, h);
+		if (!fresh_only && (c = relay_conn_idle_find(j, sa, h->name)) != NULL) {
+			relay_conn_reuse(c, j, h);
 			return;
 		}
 		if (j->attempts >= RELAY_MAX_ATTEMPTS)
 			break;
-		if (!conn_slot(j->r, sa)) {
+		if (!relay_conn_slot(j->r, sa)) {
 			j->hold_pos = true;
 			j->retry_here = fresh_only;
 			job_park(j);
 			return;
 		}
 		j->attempts++;
-		if (conn_connect(j, h, sa) == 0)
+		if (relay_conn_connect(j, h, sa) == 0)
 			return;
 	}
 	/* Every address failed at connection level: try again later, with
@@ -1588,9 +1552,9 @@ reap_cb(evutil_socket_t fd, short ev, void *arg)
 	bool freed = r->dead_conns != NULL;
 
 	while (r->dead_conns != NULL) {
-		struct conn *c = r->dead_conns;
+		struct relay_conn *c = r->dead_conns;
 		r->dead_conns = c->reap_next;
-		conn_free(c);
+		relay_conn_free(c);
 		r->nconns--;
 	}
 	while (r->dead_jobs != NULL) {
@@ -1729,33 +1693,6 @@ relay_free(struct relay **rp)
 	*rp = NULL;
 }
 
-/*
- * Write what bev still holds, without blocking and without waiting: a
- * bufferevent keeps its output's start frozen (only its own write
- * callback drains it), so evbuffer_write() cannot be used here.
- */
-static void
-flush_best_effort(struct bufferevent *bev)
-{
-	struct evbuffer *out = bufferevent_get_output(bev);
-	evutil_socket_t fd = bufferevent_getfd(bev);
-	struct evbuffer_iovec v[16];
-	int n;
-
-	if (fd == -1)
-		return;
-	n = evbuffer_peek(out, -1, NULL, v, (int)nitems(v));
-	if (n > (int)nitems(v))
-		n = (int)nitems(v);
-	for (int i = 0; i < n; i++) {
-		ssize_t w = send(fd, v[i].iov_base, v[i].iov_len,
-		    MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (w < (ssize_t)v[i].iov_len)
-			break;
-	}
-}
-
 /* Shutting down: say QUIT to the cached connections (best effort, never
  * waiting), drop everything else. The queue defers whatever was in flight
  * when the channel closes. */
@@ -1765,16 +1702,15 @@ relay_teardown(struct relay *r)
 	r->stopping = true;
 	jobs_drop_all(r);
 	while (r->conns != NULL) {
-		struct conn *c = r->conns;
+		struct relay_conn *c = r->conns;
 
-		if (c->state == CONN_IDLE) {
+		if (c->state == RC_IDLE) {
 			smtp_client_quit(c->client);
 			smtp_client_process(c->client);
-			/* raw bytes would corrupt a TLS stream */
-			if (!c->tls_on && !c->handshake)
-				flush_best_effort(c->bev);
+			/* best effort, never waiting (plain text only) */
+			conn_flush_now(c->io);
 		}
-		conn_kill(c);
+		relay_conn_kill(c);
 	}
 	if (r->queue != NULL) {
 		/* results already written go out if the socket takes them */
