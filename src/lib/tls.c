@@ -203,10 +203,6 @@ tls_wrap(struct event_base *base, struct bufferevent *under, SSL_CTX *ctx,
 		if (verify)
 			SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
 	}
-	/* RFC 3207 4.2 / 5: whatever arrived in clear text before the
-	 * handshake is not part of the protected session. */
-	evbuffer_drain(bufferevent_get_input(under),
-	    evbuffer_get_length(bufferevent_get_input(under)));
 	bev = bufferevent_openssl_filter_new(base, under, ssl,
 	    server ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
 	    BEV_OPT_CLOSE_ON_FREE);
@@ -239,36 +235,13 @@ tls_accept(struct event_base *base, int fd, SSL_CTX *ctx)
 }
 
 void
-tls_shutdown(struct bufferevent *bev)
+tls_close_notify(struct bufferevent *bev)
 {
 	SSL *ssl = bufferevent_openssl_get_ssl(bev);
-	struct bufferevent *under = bufferevent_get_underlying(bev);
-	struct evbuffer_iovec v[16];
-	evutil_socket_t fd;
-	int n;
 
 	if (ssl != NULL && !(SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN))
 		(void)SSL_shutdown(ssl);
 	ERR_clear_error();
-	/* A socket-based TLS bufferevent wrote the alert to the socket. A
-	 * filter put it, maybe behind the last reply, in the output of the
-	 * connection below, which the filter no longer drives once closing:
-	 * hand those octets to the kernel now, without waiting (a peer that
-	 * does not read loses them, as it would lose them anyway). The
-	 * output's start is frozen by its bufferevent, so copy, not drain. */
-	if (under == NULL || (fd = bufferevent_getfd(under)) == -1)
-		return;
-	n = evbuffer_peek(bufferevent_get_output(under), -1, NULL, v,
-	    (int)(sizeof(v) / sizeof(v[0])));
-	if (n > (int)(sizeof(v) / sizeof(v[0])))
-		n = (int)(sizeof(v) / sizeof(v[0]));
-	for (int i = 0; i < n; i++) {
-		ssize_t w = send(fd, v[i].iov_base, v[i].iov_len,
-		    MSG_NOSIGNAL | MSG_DONTWAIT);
-
-		if (w < (ssize_t)v[i].iov_len)
-			break;
-	}
 }
 
 void

@@ -6,7 +6,8 @@
  *
  * The protocol engines (smtp_session, smtp_client) never see OpenSSL:
  * they ask their transport to start TLS and get new buffers back. The
- * transports (smtp_server.c, relay.c) use the functions here.
+ * transport is lib/conn.c, the one user of the bufferevent functions
+ * here; the processes make the contexts.
  */
 #ifndef TERN_TLS_H
 #define TERN_TLS_H
@@ -45,11 +46,10 @@ SSL_CTX *tls_client_ctx_new(const char *ca_file, int min_version, char *err,
     size_t errsize);
 
 /*
- * Start TLS on an established connection: any input already buffered in
- * clear text is discarded first (RFC 3207 5 and the STARTTLS injection
- * class of CVE-2011-0411: nothing read before the handshake may count
- * after it), then a filter bufferevent runs the handshake over under,
- * which it owns from now on (freeing the result frees both).
+ * Start TLS on an established connection: a filter bufferevent runs the
+ * handshake over under, which it owns from now on (freeing the result
+ * frees both). The caller discards the input buffered in clear text
+ * first (conn_starttls(): RFC 3207 4.2).
  *
  * Client side (server == false): host, if not NULL, is sent as SNI when it
  * is a name, and when verify is true the handshake fails unless the peer's
@@ -66,12 +66,11 @@ struct bufferevent *tls_wrap(struct event_base *base, struct bufferevent *under,
 struct bufferevent *tls_accept(struct event_base *base, int fd, SSL_CTX *ctx);
 
 /*
- * End TLS politely before freeing bev: close_notify (RFC 8446 6.1; RFC
- * 8314 3.4 asks it of the server after QUIT), and for a filter the
- * octets still waiting below it, handed to the kernel without waiting.
- * Call once the bufferevent's own output is empty.
+ * Queue close_notify (RFC 8446 6.1) on a TLS bufferevent whose own output
+ * is empty. A socket-based one writes it to the socket; a filter puts it
+ * in the output of the bufferevent below, for the caller to send.
  */
-void tls_shutdown(struct bufferevent *bev);
+void tls_close_notify(struct bufferevent *bev);
 
 /* "TLSv1.3:TLS_AES_256_GCM_SHA384" of a TLS bufferevent. */
 void tls_describe(struct bufferevent *bev, char *buf, size_t size);

@@ -26,6 +26,7 @@
 #include <inttypes.h>
 
 #include "mail/envelope.h"
+#include "lib/conn.h"
 #include "lib/log.h"
 #include "mail/smtp_addr.h"
 #include "relay/smtp_client.h"
@@ -518,22 +519,17 @@ static int
 read_line(struct smtp_client *c, bool ehlo, const char **why)
 {
 	struct reply_rd *rd = &c->rd;
-	size_t avail = evbuffer_get_length(c->in);
-	size_t lim = avail < SMTP_CLIENT_LINE_MAX ? avail : SMTP_CLIENT_LINE_MAX;
-	struct evbuffer_ptr endp, pos;
+	size_t rawlen;
 
-	if (avail == 0)
+	switch (conn_line(c->in, SMTP_CLIENT_LINE_MAX, &rawlen)) {
+	case CONN_LINE_MORE:
 		return 0;
-	if (evbuffer_ptr_set(c->in, &endp, lim, EVBUFFER_PTR_SET) != 0)
-		return 0;
-	pos = evbuffer_search_range(c->in, "\n", 1, NULL, &endp);
-	if (pos.pos < 0) {
-		if (avail < SMTP_CLIENT_LINE_MAX)
-			return 0;
+	case CONN_LINE_TOO_LONG:
 		*why = "reply line too long";
 		return -1;
+	case CONN_LINE_OK:
+		break;
 	}
-	size_t rawlen = (size_t)pos.pos + 1;
 	char line[SMTP_CLIENT_LINE_MAX];
 	evbuffer_remove(c->in, line, rawlen);
 	size_t len = rawlen - 1;

@@ -10,6 +10,7 @@
 #include <event2/buffer.h>
 
 #include "conf/config.h"
+#include "lib/conn.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "smtpd/smtp_session.h"
@@ -304,11 +305,12 @@ smtp_auth_cmd_read_line(struct smtp_session *s)
 {
 	char buf[SMTP_SESSION_AUTH_LINE_MAX + 1];
 	size_t rawlen;
-	int found = smtp_session_line(s, SMTP_SESSION_AUTH_LINE_MAX, &rawlen);
+	enum conn_line found = conn_line(s->in, SMTP_SESSION_AUTH_LINE_MAX,
+	    &rawlen);
 
-	if (found == 0)
+	if (found == CONN_LINE_MORE)
 		return 0;
-	if (found < 0) {
+	if (found == CONN_LINE_TOO_LONG) {
 		s->skipping_auth_line = true;
 		return 1;
 	}

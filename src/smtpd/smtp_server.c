@@ -1,6 +1,8 @@
 /*
  * smtp_server.c - connections, limits and timeouts around smtp_session
- * (see smtp_server.h).
+ * (see smtp_server.h). Each client is a connection of lib/conn.h (the
+ * reads, writes, TLS and the one deadline timer) and an smtp_session;
+ * this file wires the two and keeps the limits.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -10,7 +12,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -18,6 +19,7 @@
 #include "conf/config.h"
 #include "dns/dns.h"
 #include "proto/ctl.h"
+#include "lib/conn.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "smtpd/peer_key.h"
@@ -28,30 +30,18 @@
 #include "lib/tls.h"
 #include "lib/util.h"
 
-/* Input buffered beyond this stops reading from the socket until the
- * session has consumed it (it may be waiting for the queue). */
-#define READ_HIGH_WATER (256 * 1024)
-
-struct conn {
+/* One client connection: its transport (lib/conn.h) and its session. */
+struct client {
 	struct smtp_server *srv;
-	struct bufferevent *bev;
+	struct conn *io;
 	struct smtp_session *session;
-	struct smtp_session_client client;
+	struct smtp_session_client peer;
 	char addr[INET6_ADDRSTRLEN];
 	uint8_t key[PEER_KEY_LEN]; /* the client, for max_connections_per_ip */
-	/* The one deadline of the connection: the session's input deadline
-	 * (smtp_session_io.set_deadline), a TLS handshake's, or the flush of
-	 * the last replies. Never a libevent read timeout: those restart on
-	 * every octet, so a client sending one octet at a time would hold
-	 * the connection for ever. */
-	struct event *deadline;
-	bool closing;
 	bool eof;                 /* the client half-closed; finish, then go */
-	bool handshake;           /* a TLS handshake runs */
-	bool implicit;            /* ... the one of an implicit-TLS listener */
-	bool tls;                 /* c->bev is a TLS bufferevent */
-	struct event *free_ev;
-	struct conn *next, *prev;
+	bool implicit;            /* the handshake of an implicit-TLS listener
+	                           * runs: the greeting follows it */
+	struct client *next, *prev;
 };
 
 struct smtp_server {
@@ -66,65 +56,55 @@ struct smtp_server {
 	struct auth *auth;        /* AUTH verifier, NULL without passwd_file */
 	struct ctl *ctl;          /* to the parent */
 	struct event *sig_term, *sig_int, *sig_hup;
-	struct conn *conns;
-	unsigned nconns;
+	struct client *clients;
+	unsigned nclients;
 	int exit_status;
 };
 
-static void conn_free(struct conn *c);
-
-/* Arm the connection's deadline ms milliseconds from now (0: none). */
+/* Free c with its session (from any callback: lib/conn.h defers its own
+ * part). */
 static void
-conn_deadline(struct conn *c, unsigned ms)
+client_free(struct client *c)
 {
-	struct timeval tv = { .tv_sec = ms / 1000,
-		.tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+	struct smtp_server *srv = c->srv;
 
-	if (ms == 0)
-		evtimer_del(c->deadline);
-	else if (evtimer_add(c->deadline, &tv) == -1)
-		fatal("smtp: cannot arm a timer");
+	smtp_session_free(&c->session);
+	conn_free(&c->io);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		srv->clients = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	srv->nclients--;
+	free(c);
 }
 
+/* ---- what the session asks of its transport (smtp_session_io) ---- */
+
+/*
+ * The session's input deadline: per command line, a data budget
+ * (smtp_session.c). A deadline, never a libevent read timeout: those
+ * restart on every octet, so a client sending one octet at a time would
+ * hold the connection for ever.
+ */
 static void
 io_set_deadline(void *arg, unsigned ms)
 {
-	conn_deadline(arg, ms);
-}
+	struct client *c = arg;
 
-/* Every reply is out: end TLS with close_notify (RFC 8314 3.4), then
- * free. */
-static void
-conn_finish(struct conn *c)
-{
-	if (c->tls && !c->handshake)
-		tls_shutdown(c->bev);
-	conn_free(c);
-}
-
-static void
-free_cb(evutil_socket_t fd, short ev, void *arg)
-{
-	conn_finish(arg);
+	conn_set_deadline(c->io, ms);
 }
 
 static void
 io_close(void *arg)
 {
-	struct conn *c = arg;
+	struct client *c = arg;
 
-	c->closing = true;
-	bufferevent_disable(c->bev, EV_READ);
-	/* A closing connection must always end in write_cb or at its
-	 * deadline. */
-	bufferevent_enable(c->bev, EV_WRITE);
-	/* A client that reads its last replies slowly, or not at all, has
+	/* Freed once the last reply is flushed (ended: CLOSED); a client
+	 * that reads its last replies slowly, or not at all, has
 	 * timeout_command for them, then the connection goes anyway. */
-	conn_deadline(c, c->srv->cfg->timeout_command * 1000);
-	/* Freed once the last reply is flushed (write_cb), or now if there is
-	 * nothing to flush; never from inside the session's own call. */
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
-		event_active(c->free_ev, 0, 0);
+	conn_close(c->io, c->srv->cfg->timeout_command * 1000);
 }
 
 /*
@@ -132,74 +112,37 @@ io_close(void *arg)
  * waits for the queue and every reply is flushed, the connection is done.
  */
 static void
-conn_check_eof(struct conn *c)
+client_check_eof(struct client *c)
 {
-	if (!c->eof || c->closing || smtp_session_waiting(c->session))
+	if (!c->eof || conn_closing(c->io) || smtp_session_waiting(c->session))
 		return;
-	if (evbuffer_get_length(bufferevent_get_output(c->bev)) > 0)
-		return;   /* write_cb comes back here */
+	if (evbuffer_get_length(conn_output(c->io)) > 0)
+		return;   /* drained comes back here */
 	log_info("smtp session=%s event=disconnect reason=eof",
 	    smtp_session_id(c->session));
-	c->closing = true;
-	event_active(c->free_ev, 0, 0);
+	conn_close(c->io, c->srv->cfg->timeout_command * 1000);
 }
 
 static void
 io_progress(void *arg)
 {
-	conn_check_eof(arg);
+	client_check_eof(arg);
 }
 
-static void read_cb(struct bufferevent *bev, void *arg);
-static void write_cb(struct bufferevent *bev, void *arg);
-static void event_cb(struct bufferevent *bev, short what, void *arg);
-
-/* The connection's deadline passed: a handshake that did not finish, a
- * close whose replies were not read, or the session's input deadline. */
-static void
-deadline_cb(evutil_socket_t fd, short ev, void *arg)
-{
-	struct conn *c = arg;
-
-	if (c->handshake) {
-		log_info("smtp session=%s event=tls-failed client=%s "
-		    "reason=\"handshake timed out\"",
-		    smtp_session_id(c->session), c->addr);
-		conn_free(c);
-	} else if (c->closing) {
-		/* a client that reads nothing will not read a 421 either */
-		log_info("smtp session=%s event=disconnect reason=write-timeout",
-		    smtp_session_id(c->session));
-		conn_free(c);
-	} else {
-		smtp_session_timeout(c->session);
-	}
-}
-
-/* After "220 Ready to start TLS": wrap the connection (tls.h drops what
- * the client pipelined in clear text). */
+/* After "220 Ready to start TLS": TLS in place, within timeout_command
+ * however the handshake trickles (conn.h drops what the client pipelined
+ * in clear text). */
 static void
 io_starttls(void *arg)
 {
-	struct conn *c = arg;
-	struct bufferevent *tb;
+	struct client *c = arg;
 
-	tb = c->srv->tls != NULL ? tls_wrap(c->srv->base, c->bev, c->srv->tls,
-	    true, NULL, false) : NULL;
-	if (tb == NULL) {
+	if (c->srv->tls == NULL || conn_starttls(c->io, c->srv->tls, true, NULL,
+	    false, c->srv->cfg->timeout_command * 1000) == -1) {
 		log_err("smtp session=%s event=tls-failed reason=\"cannot start "
 		    "TLS\"", smtp_session_id(c->session));
 		io_close(c);
-		return;
 	}
-	c->bev = tb;
-	c->handshake = true;
-	c->tls = true;
-	/* one deadline for the whole handshake, however it trickles */
-	conn_deadline(c, c->srv->cfg->timeout_command * 1000);
-	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
 static const struct smtp_session_io session_io = {
@@ -209,25 +152,41 @@ static const struct smtp_session_io session_io = {
 	.starttls = io_starttls,
 };
 
+/* ---- what the transport tells us (conn_ops) ---- */
+
+static void
+on_readable(void *arg)
+{
+	struct client *c = arg;
+
+	smtp_session_process(c->session);
+}
+
+static void
+on_drained(void *arg)
+{
+	struct client *c = arg;
+
+	/* Output drained: a session paused on unread replies may go on. */
+	smtp_session_process(c->session);
+	client_check_eof(c);
+}
+
 /* The handshake is over: the session goes on over TLS, or the connection
  * ends. */
 static void
-conn_tls_done(struct conn *c, bool ok)
+on_tls_done(void *arg, bool ok, const char *text)
 {
-	char buf[256];
+	struct client *c = arg;
 
-	c->handshake = false;
-	conn_deadline(c, 0);   /* the session arms its own next */
 	if (!ok) {
-		tls_error_text(c->bev, buf, sizeof(buf));
 		log_info("smtp session=%s event=tls-failed client=%s reason=\"%s\"",
-		    smtp_session_id(c->session), c->addr, buf);
-		conn_free(c);
+		    smtp_session_id(c->session), c->addr, text);
+		client_free(c);
 		return;
 	}
-	tls_describe(c->bev, buf, sizeof(buf));
-	smtp_session_tls_started(c->session, bufferevent_get_input(c->bev),
-	    bufferevent_get_output(c->bev), buf);
+	smtp_session_tls_started(c->session, conn_input(c->io),
+	    conn_output(c->io), text);
 	if (c->implicit) {
 		c->implicit = false;
 		smtp_session_start(c->session);
@@ -235,77 +194,49 @@ conn_tls_done(struct conn *c, bool ok)
 	smtp_session_process(c->session);
 }
 
+/* The session's input deadline passed. */
 static void
-conn_free(struct conn *c)
+on_timeout(void *arg)
 {
-	struct smtp_server *srv = c->srv;
+	struct client *c = arg;
 
-	event_free(c->deadline);
-	smtp_session_free(&c->session);
-	bufferevent_free(c->bev);
-	event_free(c->free_ev);
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		srv->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	srv->nconns--;
-	free(c);
+	smtp_session_timeout(c->session);
 }
 
 static void
-read_cb(struct bufferevent *bev, void *arg)
+on_ended(void *arg, enum conn_end end, const char *why)
 {
-	struct conn *c = arg;
+	struct client *c = arg;
 
-	if (!c->closing && !c->handshake)
-		smtp_session_process(c->session);
-}
-
-static void
-write_cb(struct bufferevent *bev, void *arg)
-{
-	struct conn *c = arg;
-
-	if (c->closing) {
-		conn_finish(c);
+	if (conn_closing(c->io)) {
+		/* a client that reads nothing will not read a 421 either */
+		if (end == CONN_END_TIMEOUT)
+			log_info("smtp session=%s event=disconnect "
+			    "reason=write-timeout", smtp_session_id(c->session));
+		client_free(c);
 		return;
 	}
-	if (c->handshake)
-		return;
-	/* Output drained: a session paused on unread replies may go on. */
-	smtp_session_process(c->session);
-	conn_check_eof(c);
-}
-
-static void
-event_cb(struct bufferevent *bev, short what, void *arg)
-{
-	struct conn *c = arg;
-
-	if (c->handshake && !c->closing) {
-		if (what & BEV_EVENT_CONNECTED)
-			conn_tls_done(c, true);
-		else if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))
-			conn_tls_done(c, false);
-		return;
-	}
-	if ((what & BEV_EVENT_EOF) && !c->closing) {
+	if (end == CONN_END_EOF) {
 		/* A half-close after pipelined commands ("." QUIT, BDAT LAST):
 		 * finish what was sent; a reply still due is written if the
 		 * client reads it. */
 		c->eof = true;
 		smtp_session_process(c->session);
-		conn_check_eof(c);
+		client_check_eof(c);
 		return;
 	}
-	if (!c->closing)
-		log_info("smtp session=%s event=disconnect reason=%s",
-		    smtp_session_id(c->session),
-		    (what & BEV_EVENT_EOF) ? "eof" : "error");
-	conn_free(c);
+	log_info("smtp session=%s event=disconnect reason=error",
+	    smtp_session_id(c->session));
+	client_free(c);
 }
+
+static const struct conn_ops client_conn_ops = {
+	.readable = on_readable,
+	.drained = on_drained,
+	.tls_done = on_tls_done,
+	.timeout = on_timeout,
+	.ended = on_ended,
+};
 
 /* RCPT-time domain check over dns.c (smtp_session.h). */
 struct domain_check {
@@ -366,11 +297,11 @@ count_from(struct smtp_server *srv, const uint8_t key[PEER_KEY_LEN],
 {
 	unsigned n = 0;
 
-	for (struct conn *c = srv->conns; c; c = c->next) {
+	for (struct client *c = srv->clients; c; c = c->next) {
 		if (local)
-			n += c->client.local && c->client.uid == uid;
+			n += c->peer.local && c->peer.uid == uid;
 		else
-			n += !c->client.local &&
+			n += !c->peer.local &&
 			    memcmp(c->key, key, PEER_KEY_LEN) == 0;
 	}
 	return n;
@@ -390,6 +321,65 @@ refuse(struct smtp_server *srv, evutil_socket_t fd, const char *addr,
 		(void)send(fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT);
 	log_info("smtp event=refused client=%s reason=%s", addr, why);
 	close(fd);
+}
+
+/* A connection within the limits: its transport and its session. */
+static void
+client_new(struct smtp_server *srv, struct evconnlistener *l,
+    evutil_socket_t fd, const struct sockaddr *sa, const char *addr,
+    unsigned port, const uint8_t key[PEER_KEY_LEN], const struct ucred *cred)
+{
+	const struct config *cfg = srv->cfg;
+	bool local = sa->sa_family == AF_UNIX;
+	struct client *c = xcalloc(1, sizeof(*c));
+
+	c->srv = srv;
+	memcpy(c->key, key, sizeof(c->key));
+	util_strlcpy(c->addr, addr, sizeof(c->addr));
+	c->peer.addr = c->addr;
+	c->peer.port = port;
+	/* A local program may send anywhere, as with Postfix's sendmail. */
+	c->peer.relay_ok = local || config_is_relay_client(cfg, sa);
+	c->peer.local = local;
+	c->peer.uid = (unsigned long)cred->uid;
+	for (size_t i = 0; i < srv->nlisteners; i++)
+		if (srv->listeners[i] == l)   /* its policy (auth, relay) */
+			c->peer.listener = &cfg->listeners[i];
+	enum config_listener_tls ltls = c->peer.listener != NULL ?
+	    c->peer.listener->tls : CONFIG_LISTENER_TLS_NONE;
+	c->implicit = ltls == CONFIG_LISTENER_TLS_IMPLICIT;
+	/* RFC 8314 3.3: TLS from the first octet, the handshake within the
+	 * greeting's time */
+	if (!c->implicit || srv->tls != NULL)
+		c->io = conn_accept(srv->base, fd, c->implicit ? srv->tls : NULL,
+		    c->implicit ? cfg->timeout_greeting * 1000 : 0,
+		    &client_conn_ops, c);
+	if (c->io == NULL) {
+		log_err("smtp event=refused client=%s reason=\"implicit TLS "
+		    "without a usable certificate\"", addr);
+		close(fd);
+		free(c);
+		return;
+	}
+	c->session = smtp_session_new(cfg, &c->peer, conn_input(c->io),
+	    conn_output(c->io), &session_io, c, &smtp_queue_ipc_ops, srv->queue);
+	if (srv->dns != NULL && c->peer.relay_ok)
+		smtp_session_set_domain_check(c->session, &domain_check_ops, srv->dns);
+	if (srv->auth != NULL)
+		smtp_session_set_auth(c->session, &auth_ops, srv->auth);
+	if (ltls == CONFIG_LISTENER_TLS_STARTTLS && srv->tls != NULL)
+		smtp_session_set_starttls(c->session, true);
+	c->next = srv->clients;
+	if (srv->clients)
+		srv->clients->prev = c;
+	srv->clients = c;
+	srv->nclients++;
+	if (local)
+		log_info("smtp session=%s event=local-submission uid=%lu gid=%lu "
+		    "pid=%ld", smtp_session_id(c->session), (unsigned long)cred->uid,
+		    (unsigned long)cred->gid, (long)cred->pid);
+	if (!c->implicit)   /* else the greeting follows the handshake */
+		smtp_session_start(c->session);
 }
 
 static void
@@ -425,7 +415,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		inet_ntop(AF_INET6, &sin6->sin6_addr, addr, sizeof(addr));
 		port = ntohs(sin6->sin6_port);
 	}
-	if (srv->nconns >= cfg->max_connections) {
+	if (srv->nclients >= cfg->max_connections) {
 		snprintf(reply, sizeof(reply),
 		    "421 4.3.2 %s Error: too many connections, try again later",
 		    cfg->hostname);
@@ -448,64 +438,7 @@ accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
 		return;
 	}
 
-	struct conn *c = xcalloc(1, sizeof(*c));
-	c->srv = srv;
-	memcpy(c->key, key, sizeof(c->key));
-	memcpy(c->addr, addr, sizeof(addr));
-	c->client.addr = c->addr;
-	c->client.port = port;
-	/* A local program may send anywhere, as with Postfix's sendmail. */
-	c->client.relay_ok = local || config_is_relay_client(cfg, sa);
-	c->client.local = local;
-	c->client.uid = (unsigned long)cred.uid;
-	for (size_t i = 0; i < srv->nlisteners; i++)
-		if (srv->listeners[i] == l)   /* its policy (auth, relay) */
-			c->client.listener = &cfg->listeners[i];
-	enum config_listener_tls ltls = c->client.listener != NULL ?
-	    c->client.listener->tls : CONFIG_LISTENER_TLS_NONE;
-	if (ltls == CONFIG_LISTENER_TLS_IMPLICIT) {
-		/* RFC 8314 3.3: TLS from the first octet. */
-		c->bev = srv->tls != NULL ? tls_accept(srv->base, fd, srv->tls) :
-		    NULL;
-		if (c->bev == NULL) {
-			log_err("smtp event=refused client=%s reason=\"implicit TLS "
-			    "without a usable certificate\"", addr);
-			close(fd);
-			free(c);
-			return;
-		}
-		c->handshake = c->implicit = c->tls = true;
-	} else
-		c->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	c->free_ev = event_new(srv->base, -1, 0, free_cb, c);
-	c->deadline = evtimer_new(srv->base, deadline_cb, c);
-	if (c->bev == NULL || c->free_ev == NULL || c->deadline == NULL)
-		fatal("out of memory creating a connection");
-	bufferevent_setcb(c->bev, read_cb, write_cb, event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, READ_HIGH_WATER);
-	c->session = smtp_session_new(cfg, &c->client,
-	    bufferevent_get_input(c->bev), bufferevent_get_output(c->bev),
-	    &session_io, c, &smtp_queue_ipc_ops, srv->queue);
-	if (srv->dns != NULL && c->client.relay_ok)
-		smtp_session_set_domain_check(c->session, &domain_check_ops, srv->dns);
-	if (srv->auth != NULL)
-		smtp_session_set_auth(c->session, &auth_ops, srv->auth);
-	if (ltls == CONFIG_LISTENER_TLS_STARTTLS && srv->tls != NULL)
-		smtp_session_set_starttls(c->session, true);
-	c->next = srv->conns;
-	if (srv->conns)
-		srv->conns->prev = c;
-	srv->conns = c;
-	srv->nconns++;
-	if (local)
-		log_info("smtp session=%s event=local-submission uid=%lu gid=%lu "
-		    "pid=%ld", smtp_session_id(c->session), (unsigned long)cred.uid,
-		    (unsigned long)cred.gid, (long)cred.pid);
-	if (!c->implicit)   /* else the greeting follows the handshake */
-		smtp_session_start(c->session);
-	else
-		conn_deadline(c, cfg->timeout_greeting * 1000);
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	client_new(srv, l, fd, sa, addr, port, key, &cred);
 }
 
 static void
@@ -519,11 +452,11 @@ static void
 uncongested_cb(void *arg)
 {
 	struct smtp_server *srv = arg;
-	struct conn *c, *next;
+	struct client *c, *next;
 
-	for (c = srv->conns; c; c = next) {
+	for (c = srv->clients; c; c = next) {
 		next = c->next;
-		if (!c->closing)
+		if (!conn_closing(c->io))
 			smtp_session_process(c->session);
 	}
 }
@@ -645,19 +578,12 @@ smtp_server_run(const struct config *cfg, struct event_base *base,
 
 	/* Shutting down: tell connected clients, then go. Messages not yet
 	 * acknowledged were never promised; the client will retry. */
-	for (struct conn *c = srv.conns; c; c = c->next)
+	for (struct client *c = srv.clients; c; c = c->next)
 		smtp_session_shutdown(c->session);
-	while (srv.conns) {
-		struct conn *c = srv.conns;
-		/* Best effort, never blocking: libevent freezes a bufferevent's
-		 * output buffer, so send a copy of what is queued (the 421). */
-		struct evbuffer *out = bufferevent_get_output(c->bev);
-		char last[4096];
-		ev_ssize_t n = evbuffer_copyout(out, last, sizeof(last));
-		if (n > 0 && !c->tls)   /* raw octets would break TLS */
-			(void)send(bufferevent_getfd(c->bev), last, (size_t)n,
-			    MSG_NOSIGNAL | MSG_DONTWAIT);
-		conn_free(c);
+	while (srv.clients) {
+		/* Best effort, never blocking: the 421 if the socket takes it. */
+		conn_flush_now(srv.clients->io);
+		client_free(srv.clients);
 	}
 	auth_free(&srv.auth);
 	for (size_t i = 0; i < srv.nlisteners; i++)

@@ -21,6 +21,7 @@
 #include <inttypes.h>
 
 #include "conf/config.h"
+#include "lib/conn.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "smtpd/queue_client.h"
@@ -489,31 +490,6 @@ dispatch(struct smtp_session *s, const char *line, size_t len, size_t rawlen)
 /* ------------------------------------------------------------------ */
 /* input */
 
-/* The next input line, bounded (smtp_session_int.h). */
-int
-smtp_session_line(struct smtp_session *s, size_t max, size_t *rawlen)
-{
-	size_t avail = evbuffer_get_length(s->in);
-	size_t lim = avail < max ? avail : max;
-	struct evbuffer_ptr endp, pos;
-
-	if (avail == 0)
-		return 0;
-	if (evbuffer_ptr_set(s->in, &endp, lim, EVBUFFER_PTR_SET) != 0)
-		return 0;
-	pos = evbuffer_search_range(s->in, "\n", 1, NULL, &endp);
-	if (pos.pos < 0) {
-		if (avail < max)
-			return 0;   /* wait for the rest of the line */
-		/* Too long and no end in sight: discard what we have; the
-		 * caller skips the rest up to its LF, then answers once. */
-		evbuffer_drain(s->in, lim);
-		return -1;
-	}
-	*rawlen = (size_t)pos.pos + 1;
-	return 1;
-}
-
 /*
  * Read one command line. Returns 1 with a line dispatched, 0 if more input
  * is needed. A line longer than SMTP_SESSION_PARAM_LINE_MAX is discarded up
@@ -523,11 +499,13 @@ static int
 read_command(struct smtp_session *s)
 {
 	size_t rawlen;
-	int found = smtp_session_line(s, SMTP_SESSION_PARAM_LINE_MAX, &rawlen);
+	/* too long: the first octets are gone, skip the rest of the line */
+	enum conn_line found = conn_line(s->in, SMTP_SESSION_PARAM_LINE_MAX,
+	    &rawlen);
 
-	if (found == 0)
+	if (found == CONN_LINE_MORE)
 		return 0;
-	if (found < 0) {
+	if (found == CONN_LINE_TOO_LONG) {
 		s->skipping_line = true;
 		return 1;
 	}

@@ -178,10 +178,6 @@ bool smtp_session_in_content(const struct smtp_session *s);
 void smtp_session_deadline_arm(struct smtp_session *s);
 /* n octets of message data arrived: extend the data budget. */
 void smtp_session_deadline_credit(struct smtp_session *s, size_t n);
-/* The next input line, up to max octets with its LF: 1 with *rawlen
- * when it is there, 0 when more input is needed, -1 when max octets came
- * without an LF (they were discarded: skip the rest of the line). */
-int smtp_session_line(struct smtp_session *s, size_t max, size_t *rawlen);
 /* Count a command that moves no mail; false if the session ended. */
 bool smtp_session_junk_ok(struct smtp_session *s);
 /* 503 before HELO/EHLO; false then. */
