@@ -3,8 +3,8 @@
  * the report message tern sends to a message's sender when recipients
  * fail, are delayed, or (with NOTIFY=SUCCESS) are delivered or relayed.
  *
- * A pure generator: no I/O, no clock, no globals. The queue (queue.c)
- * decides when a report is owed and spools what dsn_build() produces as
+ * A pure generator: no I/O, no clock, no globals. The queue
+ * (queue/queue_report.c) decides when a report is owed and spools what dsn_build() produces as
  * a new message with the null reverse-path (docs/dsn.md).
  */
 #ifndef TERN_DSN_H
