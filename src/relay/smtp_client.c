@@ -221,8 +221,12 @@ smtp_client_protocol_error(struct smtp_client *c,
 	struct smtp_client_reply e;
 
 	smtp_client_set_reply(&e, 0, "4.5.0", "protocol error: unexpected "
-	    "reply %u to %s from %s", r->code, what, c->params->peer ? c->params->peer : "peer");
-	smtp_client_fail(c, SMTP_CLIENT_ERR_PROTOCOL, &e);
+	    "reply %u to %s from %s", r->code, what,
+	    c->params->peer ? c->params->peer : "peer");
+	/* a garbage greeting is a failed connection: next MX */
+	smtp_client_fail(c, c->handling &&
+	    c->handled == SMTP_CLIENT_STAGE_GREETING ?
+	    SMTP_CLIENT_ERR_GREETING : SMTP_CLIENT_ERR_PROTOCOL, &e);
 }
 
 static void

@@ -100,7 +100,13 @@ smtp_client_ehlo_on_greeting(struct smtp_client *c,
     const struct smtp_client_reply *r)
 {
 	/* RFC 5321 4.2, 3.1: 220 service ready; 554 (or any 4xx/5xx) means
-	 * no service here: the caller tries the next MX (5.1). */
+	 * no service here: the caller tries the next MX (5.1). A 3yz reply
+	 * answers nothing here; it must not decide recipients either (its
+	 * code is no delivery status). */
+	if (r->code / 100 == 3) {
+		smtp_client_protocol_error(c, r, "the greeting");
+		return;
+	}
 	if (r->code / 100 != 2) {
 		smtp_client_fail(c, SMTP_CLIENT_ERR_GREETING, r);
 		return;
@@ -217,8 +223,11 @@ smtp_client_ehlo_on_ehlo(struct smtp_client *c,
 		smtp_client_ehlo_write(c, false);
 		return;
 	}
-	smtp_client_fail(c, r->code / 100 == 4 ? SMTP_CLIENT_ERR_HELO :
-	    SMTP_CLIENT_ERR_PROTOCOL, r);
+	if (r->code / 100 == 3) {
+		smtp_client_protocol_error(c, r, "EHLO");
+		return;
+	}
+	smtp_client_fail(c, SMTP_CLIENT_ERR_HELO, r);
 }
 
 void
@@ -233,5 +242,9 @@ smtp_client_ehlo_on_helo(struct smtp_client *c,
 	}
 	if (smtp_client_is_421(c, r))
 		return;
+	if (r->code / 100 == 3) {
+		smtp_client_protocol_error(c, r, "HELO");
+		return;
+	}
 	smtp_client_fail(c, SMTP_CLIENT_ERR_HELO, r);
 }

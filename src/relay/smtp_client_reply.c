@@ -108,8 +108,9 @@ read_line(struct smtp_client *c, bool ehlo, const char **why)
 	size_t tl = len > 4 ? len - 4 : 0;
 
 	/* RFC 2034 3: the enhanced code starts each line's text. Kept once,
-	 * removed from the text where it repeats. */
-	size_t el = enhanced_len(txt, tl, line[0]);
+	 * removed from the text where it repeats. RFC 3463 2 has classes 2,
+	 * 4 and 5 only: a 3yz reply has none (the queue refuses "3.x.x"). */
+	size_t el = line[0] == '3' ? 0 : enhanced_len(txt, tl, line[0]);
 	if (el > 0 && el < sizeof(rd->first_enh)) {
 		if (rd->nlines == 1) {
 			memcpy(rd->first_enh, txt, el);
@@ -132,7 +133,7 @@ read_line(struct smtp_client *c, bool ehlo, const char **why)
 	rd->r.code = rd->code;
 	if (rd->first_enh[0] != '\0')
 		util_strlcpy(rd->r.enhanced, rd->first_enh, sizeof(rd->r.enhanced));
-	else
+	else if (line[0] != '3')
 		snprintf(rd->r.enhanced, sizeof(rd->r.enhanced), "%c.0.0", line[0]);
 	return 2;
 }
