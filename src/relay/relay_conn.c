@@ -448,8 +448,8 @@ relay_conn_connect(struct job *j, const struct job_host *h,
 	j->via_mx[0] = '\0';
 	j->via_ip[0] = '\0';
 	c->io = conn_connect(r->base, (const struct sockaddr *)sa,
-	    relay_addr_len(sa), NULL, 0, RELAY_CONNECT_TIMEOUT * 1000, &relay_conn_ops, c, err,
-	    sizeof(err));
+	    relay_addr_len(sa), NULL, 0, RELAY_CONNECT_TIMEOUT * 1000,
+	    &relay_conn_ops, c, err, sizeof(err));
 	if (c->io == NULL) {
 		relay_reason_set(&j->last, 0, "4.4.1", "connect to %s: %s",
 		    c->peer, err);
