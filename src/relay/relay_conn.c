@@ -92,7 +92,8 @@ tls_broken(struct relay *r, const struct sockaddr_storage *sa)
 	int64_t now = util_mono_ms();
 
 	for (size_t i = 0; i < RELAY_TLS_BROKEN_MAX; i++)
-		if (r->broken[i].until > now && relay_addr_eq(&r->broken[i].addr, sa))
+		if (r->broken[i].until > now &&
+		    relay_addr_eq(&r->broken[i].addr, sa))
 			return true;
 	return false;
 }
@@ -116,8 +117,8 @@ relay_conn_connect_failed(struct relay_conn *c, const char *why)
 	log_info("relay id=%s event=connect-failed mx=%s ip=%s reason=\"%s\"",
 	    j ? j->env.id : "-", c->mx, c->ip, why);
 	if (j != NULL)
-		relay_reason_set(&j->last, 0, "4.4.1", "connect to %s: %s", c->peer,
-		    why);
+		relay_reason_set(&j->last, 0, "4.4.1", "connect to %s: %s",
+		    c->peer, why);
 	relay_conn_kill(c);
 	if (j != NULL)
 		relay_job_defer(j);
@@ -133,7 +134,8 @@ relay_conn_after_transaction(struct relay_conn *c)
 	size_t same = 0;
 
 	for (struct relay_conn *o = r->conns; o != NULL; o = o->next)
-		if (o != c && o->state == RC_IDLE && relay_addr_eq(&o->addr, &c->addr))
+		if (o != c && o->state == RC_IDLE &&
+		    relay_addr_eq(&o->addr, &c->addr))
 			same++;
 	size_t idle_max = r->cfg->max_relay_connections > RELAY_IDLE_MAX ?
 	    r->cfg->max_relay_connections : RELAY_IDLE_MAX;
@@ -211,7 +213,8 @@ cio_close(void *arg, enum smtp_client_error why)
 
 		c->job = NULL;
 		j->conn = NULL;
-		relay_reason_from_reply(&j->last, smtp_client_last_reply(c->client));
+		relay_reason_from_reply(&j->last,
+		    smtp_client_last_reply(c->client));
 		relay_job_defer(j);
 	}
 	relay_conn_set_state(c, RC_CLOSING);
@@ -444,12 +447,12 @@ relay_conn_connect(struct job *j, const struct job_host *h,
 	j->conn = c;
 	j->via_mx[0] = '\0';
 	j->via_ip[0] = '\0';
-	c->io = conn_connect(r->base, (const struct sockaddr *)sa, relay_addr_len(sa),
-	    NULL, 0, RELAY_CONNECT_TIMEOUT * 1000, &relay_conn_ops, c, err,
-	    sizeof(err));
+	c->io = conn_connect(r->base, (const struct sockaddr *)sa,
+	    relay_addr_len(sa), NULL, 0, RELAY_CONNECT_TIMEOUT * 1000,
+	    &relay_conn_ops, c, err, sizeof(err));
 	if (c->io == NULL) {
-		relay_reason_set(&j->last, 0, "4.4.1", "connect to %s: %s", c->peer,
-		    err);
+		relay_reason_set(&j->last, 0, "4.4.1", "connect to %s: %s",
+		    c->peer, err);
 		log_info("relay id=%s event=connect-failed mx=%s ip=%s "
 		    "reason=\"%s\"", j->env.id, c->mx, c->ip, err);
 		relay_conn_kill(c);

@@ -412,7 +412,8 @@ job_try_cached_first(struct job *j)
 	const struct job_host *h = &j->hosts[0];
 
 	for (size_t a = 0; a < h->naddrs; a++) {
-		struct relay_conn *c = relay_conn_idle_find(j, &h->addrs[a], h->name);
+		struct relay_conn *c = relay_conn_idle_find(j, &h->addrs[a],
+		    h->name);
 
 		if (c == NULL)
 			continue;
@@ -438,8 +439,8 @@ job_attempt(struct job *j)
 		return;
 	}
 	if (j->nhosts == 0) {
-		relay_reason_set(&j->last, 0, "4.4.4", "no usable mail exchanger for %s",
-		    j->domain);
+		relay_reason_set(&j->last, 0, "4.4.4", "no usable mail exchanger "
+		    "for %s", j->domain);
 		job_finish_all(j, 'T', &j->last);
 		return;
 	}
@@ -458,7 +459,8 @@ job_attempt(struct job *j)
 			break;
 		h = &j->hosts[j->hi];
 		sa = &h->addrs[j->ai];
-		if (!fresh_only && (c = relay_conn_idle_find(j, sa, h->name)) != NULL) {
+		if (!fresh_only &&
+		    (c = relay_conn_idle_find(j, sa, h->name)) != NULL) {
 			relay_conn_reuse(c, j, h);
 			return;
 		}
@@ -511,8 +513,8 @@ on_mx(void *arg, const struct dns_mx_result *res)
 	if (smart && st != DNS_OK) {
 		/* The administrator named it: a lookup failure is a
 		 * configuration or DNS problem to fix, never a bounce. */
-		relay_reason_set(&rs, 0, "4.4.3", "smarthost %s: %s", rt->smarthost,
-		    res->reason);
+		relay_reason_set(&rs, 0, "4.4.3", "smarthost %s: %s",
+		    rt->smarthost, res->reason);
 		log_info("relay id=%s event=smarthost-unresolved route=%s "
 		    "smarthost=%s reason=\"%s\"", j->env.id, rt->domain,
 		    rt->smarthost, res->reason);

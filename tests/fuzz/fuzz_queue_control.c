@@ -31,8 +31,8 @@
 
 #include "fuzz.h"
 
-static const char *const verb_names[] = { "list", "show", "flush", "delete",
-	"hold", "release" };
+/* The verbs a request line can name: CONTROL_LINE_LIST .. _RELEASE. */
+#define NVERBS ((unsigned)CONTROL_LINE_RELEASE + 1)
 
 static void
 fuzz_request(const char *p, size_t len)
@@ -46,7 +46,7 @@ fuzz_request(const char *p, size_t len)
 		CHECK(why != NULL && why[0] != '\0');
 		return;
 	}
-	CHECK((unsigned)req.verb < sizeof(verb_names) / sizeof(verb_names[0]));
+	CHECK((unsigned)req.verb < NVERBS);
 	CHECK(req.id[0] == '\0' || strlen(req.id) == QUEUE_ID_LEN);
 	for (size_t i = 0; req.id[i] != '\0'; i++)
 		CHECK((req.id[i] >= '0' && req.id[i] <= '9') ||
@@ -104,7 +104,7 @@ fuzz_answer(const char *p, size_t len, bool json)
 	if (len == 0)
 		return;
 	req.verb = (enum control_line_verb)((unsigned char)p[0] %
-	    (sizeof(verb_names) / sizeof(verb_names[0])));
+	    NVERBS);
 	rc = queue_control_answer(p + 1, len - 1, &req, json, null, null);
 	CHECK(rc == 0 || rc == 1);
 }
