@@ -41,17 +41,12 @@
 #include "lib/log.h"
 #include "lib/util.h"
 
-#define CHECK(e)                                                               \
-	do {                                                                   \
-		if (!(e))                                                      \
-			abort();                                               \
-	} while (0)
+#include "fuzz.h"
 
 /* A yescrypt hash (of "fuzz"): what `tern passwd` writes. */
 #define HASH "$y$j9T$v/SXSwbptZzX5efUTYnDv.$" \
 	"sex5m.FFeFvxPhBu6YqBoDlMXWMHq1FZ//KCWqmPkR4"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 struct fuzz_files {
 	const char *text[3];   /* users, aliases, passwd; NULL: absent */

@@ -28,15 +28,10 @@
 #include "lib/log.h"
 #include "lib/util.h"
 
-#define CHECK(e)                                                               \
-	do {                                                                   \
-		if (!(e))                                                      \
-			abort();                                               \
-	} while (0)
+#include "fuzz.h"
 
 #define FUZZ_NAME "fuzz.conf"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* Every line "NAME...\n" without control characters (a path may hold
  * UTF-8 or a tab); returns the line count. */

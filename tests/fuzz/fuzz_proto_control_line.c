@@ -12,7 +12,7 @@
  */
 #include <string.h>
 
-#include "fuzz_util.h"
+#include "fuzz.h"
 #include "proto/control_line.h"
 
 int

@@ -23,7 +23,7 @@
 
 #include <event2/buffer.h>
 
-#include "fuzz_util.h"
+#include "fuzz.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "lib/util.h"

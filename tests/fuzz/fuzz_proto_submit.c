@@ -17,7 +17,7 @@
 
 #include <event2/buffer.h>
 
-#include "fuzz_util.h"
+#include "fuzz.h"
 #include "lib/log.h"
 #include "lib/util.h"
 #include "mail/envelope.h"

@@ -25,7 +25,7 @@
 
 #include <event2/event.h>
 
-#include "fuzz_util.h"
+#include "fuzz.h"
 #include "lib/ipc.h"
 #include "lib/log.h"
 #include "lib/util.h"
