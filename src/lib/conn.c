@@ -433,6 +433,16 @@ event_cb(struct bufferevent *bev, short what, void *arg)
 	leave(c);
 }
 
+/* Octets still queued under a TLS filter, in the socket's bufferevent. */
+static bool
+under_pending(const struct conn *c)
+{
+	struct bufferevent *u = c->tls_up ? bufferevent_get_underlying(c->bev) :
+	    NULL;
+
+	return u != NULL && evbuffer_get_length(bufferevent_get_output(u)) > 0;
+}
+
 /* The loop's turn: a kept event, or a close with nothing left to send. */
 static void
 later_cb(evutil_socket_t fd, short ev, void *arg)
@@ -451,6 +461,16 @@ later_cb(evutil_socket_t fd, short ev, void *arg)
 		finish(c, CONN_END_CLOSED, "closed");
 	} else if (c->phase == PHASE_CLOSING &&
 	    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		if (under_pending(c)) {
+			/* the filter is empty, the socket under it is not, and
+			 * nothing calls us when that drains: look again soon
+			 * (the close bound still ends it) */
+			struct timeval tv = { 0, 20 * 1000 };
+
+			event_add(c->later, &tv);
+			leave(c);
+			return;
+		}
 		if (c->tls_up) {
 			/* close_notify (RFC 8446 6.1; RFC 8314 3.4 asks it of
 			 * the server after QUIT); a filter put it in the

@@ -24,6 +24,7 @@
 #include "lib/util.h"
 
 #define TLS_PEM_MAX (1u << 20)
+#define TLS_UNDER_WRITE_MAX (64 * 1024)  /* ciphertext queued under a filter */
 
 int
 tls_min_version(bool tls13_only)
@@ -203,6 +204,12 @@ tls_wrap(struct event_base *base, struct bufferevent *under, SSL_CTX *ctx,
 		if (verify)
 			SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
 	}
+	/* Without a high-water mark on the socket's bufferevent, the
+	 * filter moves every octet written to it straight into the socket's
+	 * output: the filter's own output stays empty, so no owner's output
+	 * bound (a client that never reads its replies) would ever engage.
+	 * With it the filter stops there and its output holds the rest. */
+	bufferevent_setwatermark(under, EV_WRITE, 0, TLS_UNDER_WRITE_MAX);
 	bev = bufferevent_openssl_filter_new(base, under, ssl,
 	    server ? BUFFEREVENT_SSL_ACCEPTING : BUFFEREVENT_SSL_CONNECTING,
 	    BEV_OPT_CLOSE_ON_FREE);

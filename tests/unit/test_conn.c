@@ -675,6 +675,51 @@ test_starttls_drops_pipelined(void **state)
 	SSL_CTX_free(cst.ctx);
 }
 
+/*
+ * After STARTTLS the owner's output is where unsent data waits, so an
+ * owner's bound on it (a client that never reads its replies) engages:
+ * the TLS filter passes at most 64 KiB on to the socket's bufferevent.
+ * Before, the filter moved everything there and its own output looked
+ * empty however much the peer left unread.
+ */
+static void
+test_starttls_output_stays_visible(void **state)
+{
+	struct world *w = *state;
+	struct starttls_ctx sst = { .ctx = server_ctx() };
+	struct starttls_ctx cst = { .ctx = client_ctx() };
+	static char chunk[1024 * 1024];
+	size_t total = 8 * sizeof(chunk), got;
+
+	pair(w, NULL, 0);
+	w->srv.keep_input = true;
+	w->srv.on_read = server_starttls;
+	w->srv.ctx = &sst;
+	w->cli.on_read = client_starttls;
+	w->cli.ctx = &cst;
+	say(&w->cli, "STARTTLS\r\n<evil@x>\r\n");
+	run_until(w, &w->srv.tls_ok, "the server's handshake");
+	run_until(w, &w->cli.tls_ok, "the client's handshake");
+	conn_pause(w->cli.c, CONN_READ);
+	memset(chunk, 'x', sizeof(chunk));
+	for (size_t i = 0; i < total / sizeof(chunk); i++)
+		evbuffer_add(conn_output(w->srv.c), chunk, sizeof(chunk));
+	run_for(w, 300);
+	/* the kernel's buffers and 64 KiB under the filter hold far less
+	 * than 8 MiB: most of it must still be in the owner's view */
+	assert_true(evbuffer_get_length(conn_output(w->srv.c)) > total / 2);
+	conn_resume(w->cli.c, CONN_READ);
+	for (int k = 0; k < 600; k++) {
+		got = evbuffer_get_length(w->cli.got);
+		if (got >= total)
+			break;
+		run_for(w, 50);
+	}
+	assert_true(evbuffer_get_length(w->cli.got) >= total);
+	SSL_CTX_free(sst.ctx);
+	SSL_CTX_free(cst.ctx);
+}
+
 static void
 start_client_tls(struct side *s)
 {
@@ -905,6 +950,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_deadline_despite_drip,
 		    world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_idle_moved_by_traffic,
+		    world_setup, world_teardown),
+		cmocka_unit_test_setup_teardown(test_starttls_output_stays_visible,
 		    world_setup, world_teardown),
 		cmocka_unit_test_setup_teardown(test_starttls_drops_pipelined,
 		    world_setup, world_teardown),
