@@ -306,7 +306,8 @@ static const struct config_option top_opts[] = {
 	  TOP(max_junk_commands), NULL, NULL,
 	  "Commands that move no mail one session may send: NOOP, RSET, "
 	  "HELP, VRFY, a HELO or EHLO after the first (of the session, or "
-	  "after STARTTLS), and RCPT refused 452 for too many recipients. "
+	  "after STARTTLS), RCPT refused 452 for too many recipients, and "
+	  "`BDAT 0` without LAST. "
 	  "The next one is answered 421 4.7.0 and the session closed, so a "
 	  "client cannot hold a connection forever with commands that cost "
 	  "nothing (Postfix's `smtpd_junk_command_limit`). Each message "

@@ -408,6 +408,12 @@ smtp_data_do_bdat(struct smtp_session *s, const char *args, size_t len)
 		return;
 	}
 	last = i < len;
+	/* An empty chunk that does not end the message moves no mail: it
+	 * counts as a junk command, or a client could hold its slot for
+	 * ever with "BDAT 0" lines, each answered and each crediting its
+	 * octets to the data budget. */
+	if (n == 0 && !last && !smtp_session_junk_ok(s))
+		return;
 
 	const char *why = NULL;
 	bool ok = true;

@@ -974,6 +974,27 @@ test_junk_commands(void **state)
 	stop(&t);
 }
 
+/* "BDAT 0" without LAST moves no mail: such chunks count as junk, so a
+ * client cannot keep its slot with them for ever. */
+static void
+test_bdat_empty_chunks_are_junk(void **state)
+{
+	struct t t;
+	char *r;
+
+	start(&t, "max_junk_commands 2", false);
+	ehlo(&t);
+	EXPECT(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\n"
+	    "BDAT 0\r\nBDAT 0\r\n", "250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"
+	    "250 2.0.0 0 octets received\r\n250 2.0.0 0 octets received\r\n");
+	r = feed(&t, "BDAT 0\r\n");
+	assert_string_equal(r, "421 4.7.0 mx.test Error: too many commands "
+	    "without mail\r\n");
+	free(r);
+	assert_true(t.closed);
+	stop(&t);
+}
+
 static void
 test_domain_check(void **state)
 {
@@ -1625,6 +1646,7 @@ main(void)
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_deadlines),
 		cmocka_unit_test(test_junk_commands),
+		cmocka_unit_test(test_bdat_empty_chunks_are_junk),
 		cmocka_unit_test(test_domain_check),
 		cmocka_unit_test(test_auth_advertised),
 		cmocka_unit_test(test_auth_plain),
