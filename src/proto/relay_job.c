@@ -263,6 +263,14 @@ line_decode(const char *p, const char *nl, size_t k,
 		return "bad reply code";
 	if (!enhanced_status(f[3], flen[3]))
 		return "bad status code";
+	/* What relay_result_add() writes: printable ASCII, bounded. The
+	 * text goes into the journal and a report's Diagnostic-Code, so a
+	 * relay that breaks the rule is refused, not believed. */
+	if ((size_t)(nl - s) > RELAY_RESULT_TEXT_MAX)
+		return "result text too long";
+	for (const char *c = s; c < nl; c++)
+		if ((unsigned char)*c < 0x20 || (unsigned char)*c >= 0x7f)
+			return "control or 8-bit octet in result text";
 	r->outcome = f[1][0];
 	r->code = (unsigned)code;
 	r->enh = f[3];

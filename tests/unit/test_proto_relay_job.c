@@ -330,6 +330,9 @@ struct bad_result_case {
 	size_t len;              /* 0: strlen(in) */
 };
 
+/* 64 octets of text, to build one longer than RELAY_RESULT_TEXT_MAX */
+#define X64 "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
+
 static const struct bad_result_case bad_result_cases[] = {
 	{ "empty", "", 1, "empty", 0 },
 	{ "no via line", "0 D 250 2.0.0 ok\n", 1, "via", 0 },
@@ -356,6 +359,12 @@ static const struct bad_result_case bad_result_cases[] = {
 	  "status code", 0 },
 	{ "short line", "via - - -\n0 D 250\n", 1, "short", 0 },
 	{ "CR in a line", "via - - -\n0 D 250 2.0.0 ok\r\n", 1, "CR", 0 },
+	{ "control octet in the text", "via - - -\n0 F 550 5.0.0 a\x1b[2Jb\n", 1,
+	  "control or 8-bit", 0 },
+	{ "8-bit octet in the text", "via - - -\n0 F 550 5.0.0 caf\xc3\xa9\n", 1,
+	  "control or 8-bit", 0 },
+	{ "text over 511 octets", "via - - -\n0 F 550 5.0.0 "
+	  X64 X64 X64 X64 X64 X64 X64 X64 "\n", 1, "too long", 0 },
 	{ "NUL in the payload", "via - - -\n0 D 250 2.0.0 o\0k\n", 1, "NUL", 28 },
 	{ "more lines than recipients",
 	  "via - - -\n0 D 250 2.0.0 a\n1 D 250 2.0.0 b\n", 1, "more result lines", 0 },
