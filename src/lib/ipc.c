@@ -238,6 +238,15 @@ ipc_new(struct event_base *base, int fd, const struct ipc_ops *ops, void *arg)
 	return c;
 }
 
+/* Close the descriptors received and not handed to a frame. */
+static void
+ipc_close_fds_in(struct ipc *c)
+{
+	for (size_t i = 0; i < c->nfds_in; i++)
+		close(c->fds_in[i]);
+	c->nfds_in = 0;
+}
+
 static void
 ipc_release(struct ipc *c)
 {
@@ -245,8 +254,7 @@ ipc_release(struct ipc *c)
 	event_free(c->wev);
 	evbuffer_free(c->in);
 	evbuffer_free(c->out);
-	for (size_t i = 0; i < c->nfds_in; i++)
-		close(c->fds_in[i]);
+	ipc_close_fds_in(c);
 	for (size_t i = 0; i < c->nfds_out; i++)
 		close(c->fds_out[i].fd);
 	close(c->fd);
@@ -467,6 +475,15 @@ ipc_take(struct ipc *c)
 			 * its requests until it does (ipc_write_cb). */
 			c->paused = true;
 			event_del(c->rev);
+			return;
+		}
+		if (evbuffer_get_length(c->in) == 0 && c->nfds_in > 0) {
+			/* A descriptor arrives with the first octets sent
+			 * beside it, which belong to the frame that announces
+			 * it: with every octet taken, one left is a stray. */
+			ipc_close_fds_in(c);
+			ipc_fail(c, IPC_VIOLATION,
+			    "a descriptor no frame announced");
 			return;
 		}
 		if (evbuffer_copyout(c->in, hb, sizeof(hb)) < (ev_ssize_t)sizeof(hb))

@@ -382,6 +382,28 @@ test_violations_close(void **state)
 	}
 }
 
+/* A descriptor sent beside a frame that does not announce it is a
+ * violation once that frame is taken, and is closed, never handed to a
+ * later frame that announces one. */
+static void
+test_stray_descriptor(void **state)
+{
+	struct pair *p = pair_new(&plain_ops, NULL);
+	struct ipc_hdr h = { .len = 0, .type = 1, .flags = 0, .id = 1 };
+	struct iovec iov = { &h, sizeof(h) };
+	int before = open_fds(), fd = open("/dev/null", O_RDONLY);
+
+	assert_true(fd >= 0);
+	assert_int_equal(ipc_sendmsg(p->raw, &iov, 1, fd, 0), (ssize_t)sizeof(h));
+	close(fd);
+	RUN_UNTIL(p, p->a.closed);
+	assert_int_equal(p->a.end, IPC_VIOLATION);
+	assert_non_null(strstr(p->a.why, "no frame announced"));
+	assert_int_equal(p->a.n, 1);     /* the frame itself was fine */
+	assert_int_equal(open_fds(), before);
+	pair_free(p);
+}
+
 static void
 test_eof(void **state)
 {
@@ -479,6 +501,7 @@ main(void)
 		cmocka_unit_test(test_frames_both_ways),
 		cmocka_unit_test(test_descriptors_in_order),
 		cmocka_unit_test(test_violations_close),
+		cmocka_unit_test(test_stray_descriptor),
 		cmocka_unit_test(test_eof),
 		cmocka_unit_test(test_back_pressure),
 		cmocka_unit_test(test_free_in_handler),
