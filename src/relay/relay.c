@@ -170,11 +170,16 @@ on_job_data(void *arg, struct ipc_frame *f)
 
 	if (j == NULL)
 		return -1;
-	if (evbuffer_get_length(j->body) + f->len >
+	if (j->too_big || evbuffer_get_length(j->body) + f->len >
 	    r->cfg->max_message_size + RELAY_BODY_SLACK) {
-		snprintf(f->why, f->whysize, "job %llu: body over max_message_size",
-		    (unsigned long long)f->id);
-		return -1;
+		/* Queued under a larger max_message_size than today's: this
+		 * job fails at its END (relay_job_start), and the relay, which
+		 * holds a body in memory, keeps no more of it than the limit.
+		 * Refusing the channel instead would restart the relay and
+		 * defer every job in flight at each retry of the message. */
+		j->too_big = true;
+		evbuffer_drain(j->body, evbuffer_get_length(j->body));
+		return 0;
 	}
 	evbuffer_add(j->body, f->data, f->len);
 	return 0;

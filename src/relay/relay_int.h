@@ -114,6 +114,7 @@ struct job {
 	bool retry_here;         /* a cached connection failed: fresh one */
 	bool hold_pos;           /* hi/ai not tried yet (waited for a slot) */
 	bool parked;             /* waiting for a connection slot */
+	bool too_big;            /* body over max_message_size: dropped */
 	struct job *pnext, *pprev;
 	unsigned attempts;       /* fresh connections made */
 	struct relay_conn *conn;

@@ -38,6 +38,7 @@
  * without TLS counts as unreachable. A cached connection serves a job
  * only if its TLS state satisfies the job's level.
  */
+#include <inttypes.h>
 #include <string.h>
 
 #include <event2/buffer.h>
@@ -585,6 +586,15 @@ relay_job_start(struct job *j)
 	j->idx = xcalloc(j->env.nrcpts, sizeof(*j->idx));
 	for (size_t i = 0; i < j->env.nrcpts; i++)
 		j->idx[i] = i;
+	if (j->too_big) {
+		struct reason rs;
+
+		relay_reason_set(&rs, 0, "5.3.4", "message larger than "
+		    "max_message_size (%" PRIu64 " bytes)",
+		    j->r->cfg->max_message_size);
+		job_finish_all(j, 'F', &rs);
+		return;
+	}
 	if (util_has_8bit(j->domain, strlen(j->domain))) {
 		/* RFC 5891 5: DNS, routes and TLS names all use A-labels. */
 		char alabel[RELAY_DOMAIN_MAX + 1];

@@ -9,7 +9,9 @@ Covered: a message from a relay client to a foreign domain reaches the MX
 byte for byte, in one transaction for both its recipients, and each
 recipient's attempt is logged (queue id, MX host and IP, reply, state,
 delay); when the first MX refuses connections the second one gets the
-message (RFC 5321 5.1).
+message (RFC 5321 5.1); a message queued under a larger max_message_size
+than the relay's after a restart fails with 5.3.4 instead of restarting
+the relay at every retry.
 
 tests/integration/test_outbound.py is the full outbound suite; this file
 needs only dnsmasq and smtp-sink. Skips without root, dnsmasq or
@@ -19,6 +21,7 @@ smtp-sink. Every process started here is stopped by PID.
 import os
 import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import unittest
@@ -57,6 +60,8 @@ class RelayProcess(unittest.TestCase):
                 "--mx-host=two.test,mx2.two.test,20",
                 "--host-record=mx1.two.test,%s" % cls.dead_ip,
                 "--host-record=mx2.two.test,%s" % cls.mx_ip,
+                "--mx-host=later.test,mx.later.test,10",
+                "--host-record=mx.later.test,%s" % cls.dead_ip,
                 # Dnsmasq.wait_ready() asks for two.test (its default probe)
             ], cls.workdir)
             cls.dns.start()
@@ -151,6 +156,39 @@ class RelayProcess(unittest.TestCase):
         self.assertRegex(self.log(), r"relay id=%s event=connect-failed mx=mx1\.two\.test ip=%s"
                          % (qid, re.escape(self.dead_ip)))
         self.assertTrue(wait_for(lambda: tok.encode() in self.dump()))
+
+    def test_queued_bigger_than_new_limit_fails(self):
+        tok = harness.token()
+        lines = [b"y" * 76] * 4000     # ~300 KB: under the class's 1M
+        body = ("Subject: %s\r\n\r\n" % tok).encode() + b"\r\n".join(lines) + b"\r\n"
+        qid = self.submit(["dave@later.test"], body)
+        deferred = r"relay id=%s rcpt=dave@later\.test .*state=deferred" % qid
+        self.assertTrue(wait_for(lambda: re.search(deferred, self.log())),
+                        "not deferred; log:\n%s" % self.log()[-4000:])
+        tern = self.__class__.tern
+        tern.stop()
+        tern.options["max_message_size"] = "100K"
+        tern.write_config()
+        try:
+            tern.start()
+            self.assertTrue(wait_for(lambda: self.log().count("relay event=ready") >= 2))
+            p = subprocess.run([harness.tern_bin(), "queue", "flush", qid, "-c", tern.conf],
+                               env=tern.env(), stdin=subprocess.DEVNULL, capture_output=True,
+                               timeout=60)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            failed = (r"relay id=%s rcpt=dave@later\.test mx=- ip=- tls=- reply=\"0 5\.3\.4 "
+                      r"message\\x20larger\\x20than\\x20max_message_size\\x20\(102400\\x20bytes\)"
+                      r"\" state=failed" % qid)
+            self.assertTrue(wait_for(lambda: re.search(failed, self.log())),
+                            "no 5.3.4 failure; log:\n%s" % self.log()[-4000:])
+            # the relay carried on: no restart of it after the failure
+            self.assertEqual(self.log().count("relay event=ready"), 2, self.log()[-4000:])
+        finally:
+            tern.stop()
+            tern.options["max_message_size"] = "1M"
+            tern.write_config()
+            tern.start()
+            wait_for(lambda: self.log().count("relay event=ready") >= 3)
 
 
 if __name__ == "__main__":
