@@ -39,25 +39,25 @@
 /* small helpers (relay_int.h) */
 
 void
-relay_reason_set(struct reason *rs, unsigned code, const char *enh,
-    const char *fmt, ...)
+relay_reason_set(struct smtp_client_reply *rs, unsigned code,
+    const char *enh, const char *fmt, ...)
 {
 	va_list ap;
 
 	rs->code = code;
-	util_strlcpy(rs->enh, enh, sizeof(rs->enh));
+	util_strlcpy(rs->enhanced, enh, sizeof(rs->enhanced));
 	va_start(ap, fmt);
 	vsnprintf(rs->text, sizeof(rs->text), fmt, ap);
 	va_end(ap);
 }
 
 void
-relay_reason_from_reply(struct reason *rs, const struct smtp_client_reply *rp)
+relay_reason_from_reply(struct smtp_client_reply *rs,
+    const struct smtp_client_reply *rp)
 {
-	rs->code = rp->code;
-	util_strlcpy(rs->enh, rp->enhanced[0] ? rp->enhanced : "4.0.0",
-	    sizeof(rs->enh));
-	util_strlcpy(rs->text, rp->text, sizeof(rs->text));
+	*rs = *rp;
+	if (rs->enhanced[0] == '\0')   /* a 3yz reply in the wrong place */
+		util_strlcpy(rs->enhanced, "4.0.0", sizeof(rs->enhanced));
 }
 
 void

@@ -75,13 +75,6 @@ enum relay_conn_state {
 	RC_DEAD,       /* on the reap list */
 };
 
-/* A reason for a result line: a server reply or tern's own (code 0). */
-struct reason {
-	unsigned code;
-	char enh[16];
-	char text[SMTP_CLIENT_TEXT_MAX];
-};
-
 /* An MX host as the job tries it: only usable hosts are kept. */
 struct job_host {
 	char name[DNS_NAME_MAX + 1];
@@ -119,7 +112,7 @@ struct job {
 	unsigned attempts;       /* fresh connections made */
 	struct relay_conn *conn;
 	struct event *step_ev;   /* deferred "try the next address" */
-	struct reason last;      /* why the last attempt failed */
+	struct smtp_client_reply last;      /* why the last attempt failed */
 	char via_mx[DNS_NAME_MAX + 1];
 	char via_ip[INET6_ADDRSTRLEN];
 	char via_tls[TLS_DESC_MAX];
@@ -190,11 +183,12 @@ struct relay {
 
 /* ---- relay.c: shared helpers ---- */
 
-/* A reason of tern's own (code 0) or with a code, printf-style text. */
-void relay_reason_set(struct reason *rs, unsigned code, const char *enh,
-    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/* Why recipients end as they do: one reply type for the server's reply
+ * and tern's own diagnosis (code 0), with printf-style text. */
+void relay_reason_set(struct smtp_client_reply *rs, unsigned code,
+    const char *enh, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 /* A server's reply (or the client engine's diagnosis) as a reason. */
-void relay_reason_from_reply(struct reason *rs,
+void relay_reason_from_reply(struct smtp_client_reply *rs,
     const struct smtp_client_reply *rp);
 /* Addresses with their port, as the connections use them. */
 void relay_addr_text(const struct sockaddr_storage *ss, char *buf,

@@ -245,13 +245,13 @@ result_begin(struct job *j, struct result *res, bool peer_dsn)
 /* One recipient's line, and its log line. */
 static void
 result_line(struct job *j, struct result *res, size_t i, char letter,
-    const struct reason *rs)
+    const struct smtp_client_reply *rs)
 {
 	struct relay_result_line l = { .outcome = letter, .code = rs->code };
 	char qrcpt[256], qtext[SMTP_CLIENT_TEXT_MAX * 4 + 8], qmx[300];
 	const char *addr = j->env.rcpts[i].addr;
 
-	util_strlcpy(l.enh, rs->enh, sizeof(l.enh));
+	util_strlcpy(l.enh, rs->enhanced, sizeof(l.enh));
 	util_strlcpy(l.text, rs->text, sizeof(l.text));
 	relay_result_add(res->buf, i, &l, res->textmax);
 	log_info("relay id=%s rcpt=%s mx=%s ip=%s tls=%s reply=\"%u %s %s\" "
@@ -281,7 +281,7 @@ result_end(struct job *j, struct result *res)
 
 /* Every recipient the same verdict. */
 static void
-job_finish_all(struct job *j, char letter, const struct reason *rs)
+job_finish_all(struct job *j, char letter, const struct smtp_client_reply *rs)
 {
 	struct result res;
 
@@ -296,7 +296,7 @@ static void
 job_finish_client(struct job *j, const struct smtp_client_result *cr)
 {
 	struct result res;
-	struct reason rs;
+	struct smtp_client_reply rs;
 
 	ASSERT(cr->nrcpts == j->env.nrcpts);
 	/* The queue owes "relayed" DSNs only to a peer without DSN. */
@@ -366,7 +366,7 @@ relay_job_transaction_done(struct job *j, struct relay_conn *c,
 	log_info("relay id=%s event=attempt-failed mx=%s ip=%s "
 	    "reused=%s reply=\"%u %s %s\"", j->env.id, c->mx,
 	    c->ip, reused ? "yes" : "no", j->last.code,
-	    j->last.enh, log_quote(q, sizeof(q), j->last.text,
+	    j->last.enhanced, log_quote(q, sizeof(q), j->last.text,
 	    strlen(j->last.text), 200));
 	/* A cached connection gone stale says nothing about the server:
 	 * try it again on a fresh one. So does a failed opportunistic
@@ -479,7 +479,7 @@ job_attempt(struct job *j)
 	}
 	/* Every address failed at connection level: try again later, with
 	 * the last reason (RFC 5321 5.1, 4.5.4.1). */
-	if (j->last.enh[0] == '\0')
+	if (j->last.enhanced[0] == '\0')
 		relay_reason_set(&j->last, 0, "4.4.1", "no mail exchanger for %s "
 		    "could be reached", j->domain);
 	j->via_mx[0] = '\0';
@@ -503,7 +503,7 @@ on_mx(void *arg, const struct dns_mx_result *res)
 	const struct config_route *rt = j->route;
 	bool smart = rt != NULL && rt->smarthost != NULL;
 	enum dns_status st = res->status;
-	struct reason rs;
+	struct smtp_client_reply rs;
 
 	j->q = NULL;
 	if (smart && st == DNS_LOOP)
@@ -587,7 +587,7 @@ relay_job_start(struct job *j)
 	for (size_t i = 0; i < j->env.nrcpts; i++)
 		j->idx[i] = i;
 	if (j->too_big) {
-		struct reason rs;
+		struct smtp_client_reply rs;
 
 		relay_reason_set(&rs, 0, "5.3.4", "message larger than "
 		    "max_message_size (%" PRIu64 " bytes)",
@@ -598,7 +598,7 @@ relay_job_start(struct job *j)
 	if (util_has_8bit(j->domain, strlen(j->domain))) {
 		/* RFC 5891 5: DNS, routes and TLS names all use A-labels. */
 		char alabel[RELAY_DOMAIN_MAX + 1];
-		struct reason rs;
+		struct smtp_client_reply rs;
 
 		switch (util_idna_to_ascii(j->domain, strlen(j->domain), alabel,
 		    sizeof(alabel))) {
@@ -617,7 +617,7 @@ relay_job_start(struct job *j)
 	j->port = j->r->port;
 	j->tls = route_tls_level(j->r->cfg, j->route);
 	if (j->tls >= CONFIG_RELAY_TLS_ENCRYPT && j->r->tls_ctx == NULL) {
-		struct reason rs;
+		struct smtp_client_reply rs;
 
 		/* Never in clear text what must be encrypted. */
 		relay_reason_set(&rs, 0, "4.7.10", "TLS required but unavailable "
