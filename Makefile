@@ -9,7 +9,7 @@
 #   make fuzz-long  run each fuzz target for FUZZ_SECONDS (docs/testing.md)
 
 CC      ?= gcc
-PKGS    := libevent libevent_pthreads libevent_openssl openssl libunbound libidn2
+PKGS    := libevent libevent_pthreads libevent_openssl openssl libunbound libidn2 zlib
 WARN    := -Wall -Wextra -Werror -Wshadow -Wformat=2 -Wvla -Wpointer-arith \
            -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 BASEFLAGS := -std=c17 -D_GNU_SOURCE -g -pthread $(WARN) -Isrc -Ibuild/gen

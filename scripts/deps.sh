@@ -11,7 +11,7 @@ set -eu
 PACKAGES="gcc make pkg-config libc6-dev libevent-dev libcmocka-dev libcrypt-dev
 python3 python3-aiosmtpd python3-dnspython swaks dnsmasq-base postfix
 libunbound-dev libidn2-dev libssl-dev openssl ca-certificates libio-socket-ssl-perl
-iproute2 procps strace mount util-linux clang libclang-rt-14-dev"
+iproute2 procps strace mount util-linux clang libclang-rt-14-dev zlib1g-dev"
 
 missing=""
 for p in $PACKAGES; do

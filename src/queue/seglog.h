@@ -1,0 +1,154 @@
+/*
+ * seglog.h - the append-only segment log under the spool (format 2,
+ * docs/design/spool-v2.md): checksummed records in preallocated segment
+ * files, written in commit groups with one fdatasync each, and read back
+ * by a scan that stops at the first record that is not whole.
+ *
+ * Threads: seglog_commit() blocks on the disk and belongs to one writer
+ * thread at a time; seglog_read() may run in any thread concurrently with
+ * it (pread on segment descriptors that live until seglog_free or
+ * seglog_drop). seglog_open/_recover/_drop/_free run on the owner's thread
+ * while no commit is in progress.
+ */
+#ifndef TERN_SEGLOG_H
+#define TERN_SEGLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#define SEGLOG_VERSION 2
+#define SEGLOG_MAGIC 0x31635254u        /* "TRc1" little-endian */
+#define SEGLOG_HDR 24
+#define SEGLOG_ALIGN 8
+/* Bound on one record's payload; a segment must hold the largest. */
+#define SEGLOG_MAX_RECORD (16u * 1024 * 1024)
+#define SEGLOG_MIN_SEGMENT (2 * (uint64_t)SEGLOG_MAX_RECORD)
+#define SEGLOG_MAX_SEGMENT ((uint64_t)1 << 34)
+/* Records in one commit group. */
+#define SEGLOG_GROUP_MAX 4096
+
+enum seglog_type {
+	SEGLOG_SEG = 1,    /* first record of a segment */
+	SEGLOG_MSG = 2,
+	SEGLOG_JRN = 3,
+	SEGLOG_SNAP = 4,
+	SEGLOG_DONE = 5,
+	SEGLOG_TPL = 6,
+	SEGLOG_ROWS = 7,
+	SEGLOG_TYPE_MAX = 7,
+};
+
+/* Where a record is: its segment number and the offset of its header. */
+struct seglog_pos {
+	uint64_t seg;
+	uint64_t off;
+};
+
+struct seglog_rec {
+	enum seglog_type type;
+	uint64_t id;               /* queue id value, or 0 */
+	const void *payload;       /* valid during the callback only */
+	uint32_t len;
+	struct seglog_pos pos;
+};
+
+/* How a scan of one image ended. */
+enum seglog_end {
+	SEGLOG_END_CLEAN,   /* end of image, or zeros: the unwritten tail */
+	SEGLOG_END_TORN,    /* a record that is not whole: a torn tail */
+};
+
+/*
+ * Scan an image of one segment (p, len) from offset 0: call cb for each
+ * whole record in order (cb returns 0 to go on, anything else stops the
+ * scan and is returned as is). *end gets the offset after the last whole
+ * record, *how why the scan stopped. Returns 0, or cb's value. Pure: the
+ * fuzz target and the tests drive it over memory.
+ */
+int seglog_scan_image(const void *p, size_t len, uint64_t seg,
+    int (*cb)(void *arg, const struct seglog_rec *r), void *arg,
+    size_t *end, enum seglog_end *how);
+
+/*
+ * The header of a record (type, id, payload given by iov) into
+ * out[SEGLOG_HDR], checksum included. The record occupies
+ * seglog_rec_size(len) bytes: header, payload, zero padding.
+ */
+void seglog_encode_header(unsigned char out[SEGLOG_HDR],
+    enum seglog_type type, uint64_t id, const struct iovec *iov, int iovcnt);
+uint64_t seglog_rec_size(uint64_t len);
+
+struct seglog;
+struct seglog_group;
+
+/*
+ * Open (creating when missing, with mode 0700 and owner uid/gid unless
+ * (uid_t)-1) the directory `seg` under the directory fd dirfd. Segments
+ * are segsize bytes (SEGLOG_MIN_SEGMENT..SEGLOG_MAX_SEGMENT). NULL with a
+ * reason in err.
+ */
+struct seglog *seglog_open(int dirfd, uint64_t segsize, uid_t uid,
+    gid_t gid, char *err, size_t errsize);
+void seglog_free(struct seglog **lp);
+
+/*
+ * Scan every segment in number order, calling cb for each whole record.
+ * A segment that ends in a torn record is logged, and nothing after the
+ * torn record is read. Appending never resumes in a scanned segment: the
+ * next commit starts a new one, so bytes after a torn record are never
+ * overwritten by shorter ones and later mistaken for records. Returns 0,
+ * cb's non-zero value, or -1 with a reason in err.
+ */
+int seglog_recover(struct seglog *l,
+    int (*cb)(void *arg, const struct seglog_rec *r), void *arg, char *err,
+    size_t errsize);
+
+/* ---- commit groups ---- */
+
+struct seglog_group *seglog_group_new(void);
+void seglog_group_free(struct seglog_group **gp);
+/* Forget the records (after a commit, to fill the group again). */
+void seglog_group_reset(struct seglog_group *g);
+size_t seglog_group_count(const struct seglog_group *g);
+/*
+ * Add a record. The payload is copied. Returns its index in the group, or
+ * -1 with errno EMSGSIZE (over SEGLOG_MAX_RECORD) or ENOBUFS (the group
+ * holds SEGLOG_GROUP_MAX records).
+ */
+int seglog_group_add(struct seglog_group *g, enum seglog_type type,
+    uint64_t id, const struct iovec *iov, int iovcnt);
+
+/*
+ * Write the group's records at the end of the active segment (starting a
+ * new segment when they do not fit, or when the last commit failed) and
+ * fdatasync it. 0: every record is durable, and seglog_group_pos() tells
+ * where each is. -1 with errno: none may be counted on (some may have
+ * reached the disk and will be found by a later recovery), and the next
+ * commit starts a new segment.
+ */
+int seglog_commit(struct seglog *l, struct seglog_group *g);
+struct seglog_pos seglog_group_pos(const struct seglog_group *g, size_t i);
+
+/*
+ * Read the payload of the record at pos (len octets of payload) into buf,
+ * checking the header and the checksum. 0, or -1 with errno (EBADMSG:
+ * the record is not what pos and len say).
+ */
+int seglog_read(struct seglog *l, struct seglog_pos pos, void *buf,
+    size_t len);
+
+/* The segment being appended to (0 before the first commit). */
+uint64_t seglog_active(const struct seglog *l);
+/* Segments on disk, and their total size in bytes. */
+size_t seglog_segments(const struct seglog *l, uint64_t *bytes);
+
+/*
+ * Remove segment seg (no record in it is needed any more). Not the active
+ * one. -1 with errno.
+ */
+int seglog_drop(struct seglog *l, uint64_t seg);
+
+#endif
