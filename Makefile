@@ -97,7 +97,13 @@ check-layers:
 docs: build/tern
 	./build/tern config-doc > docs/configuration.md
 
-bench: deps build/tern
+build/bench/seglog: bench/seglog.c $(OBJ_LIB)
+	@mkdir -p $(dir $@)
+	@echo "  CC LD   $@"
+	$(Q)$(CC) $(BASEFLAGS) $(OPT_CFLAGS) $(PKG_CFLAGS) -o $@ $< $(OBJ_LIB) $(LIBS)
+
+bench: deps build/tern build/bench/seglog
+	./build/bench/seglog
 	sh bench/smtp-source.sh
 	sh bench/relay.sh
 
