@@ -404,6 +404,7 @@ int
 queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 {
 	int removed, recovered;
+	char err[256];
 
 	signal(SIGPIPE, SIG_IGN);
 	q->base = event_base_new();
@@ -439,11 +440,12 @@ queue_run(struct queue *q, int ctl_fd, int smtp_fd, int relay_fd)
 	}
 	queue_sched_init(q);
 
-	/* Recovery (docs/spool-format.md): nothing in incoming/ was acknowledged. */
-	removed = spool_recover_incoming(q->spool);
-	if (removed == -1)
-		log_err("queue event=recover-failed dir=incoming error=\"%s\"",
-		    strerror(errno));
+	/* Recovery (docs/spool-format.md): the log scanned into the index. */
+	removed = spool_recover(q->spool, err, sizeof(err));
+	if (removed == -1) {
+		log_err("queue event=fatal error=\"spool: %s\"", err);
+		goto fail_fds;
+	}
 	recovered = spool_scan(q->spool, recovered_cb, q);
 	if (recovered == -1) {
 		log_err("queue event=fatal error=\"scan queue/: %s\"",

@@ -149,9 +149,9 @@ queue_local_deliver(struct queue *q, struct spool_msg *m, size_t i,
 		mm.body = body;
 		mm.len = body_len;
 		/* The message's identity names the copy: the id, and the
-		 * inode that tells it from a later message reusing the id. */
+		 * tag that tells it from a later message reusing the id. */
 		mm.id = spool_msg_id(m);
-		mm.tag = spool_msg_inode(m);
+		mm.tag = spool_msg_tag(m);
 		mm.arrival_us = spool_id_time_us(spool_msg_id(m));
 		r = maildir_deliver(b->fd, rel, &mm, mflags, name, sizeof(name));
 		if (r == -1) {

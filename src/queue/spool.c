@@ -1,17 +1,17 @@
 /*
- * spool.c - the on-disk queue (see spool.h and docs/spool-format.md).
+ * spool.c - the on-disk queue, format 2 (see spool.h and
+ * docs/spool-format.md): messages and their journals are records in the
+ * segment log (seglog.c), indexed in memory (spool_index.c).
  *
- * A queue file is written once, front to back, while the message arrives:
+ * Commits from any thread share one fdatasync: a caller adds its records
+ * to the pending group under the lock and waits; whoever finds no commit
+ * running leads one for everything pending, then applies every record it
+ * made durable to the index, drops the segments nothing needs any more,
+ * and wakes the others. Only the leader touches the log's tail, so
+ * dropping a segment never races with filling one.
  *
- *     "tern-queue 1 <20-digit message length>\n"   head
- *     envelope text (envelope.h), with its "id" record
- *     "\n"
- *     message octets, exactly as received
- *     journal records, appended during delivery
- *
- * The length in the head is zero while the file sits in incoming/ and is
- * filled in by the commit, before the fdatasync, so the boundary between
- * message and journal is known without scanning the message.
+ * A body larger than spool_inline_max goes to big/<id>, synced before
+ * the MSG record that names it is written; everything else is in the log.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -19,67 +19,60 @@
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
-#include <sys/mman.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 
 #include "lib/log.h"
-#include "queue/spool.h"
 #include "lib/util.h"
+#include "queue/seglog.h"
+#include "queue/spool.h"
+#include "queue/spool_index.h"
+#include "queue/spool_int.h"
 
-#define HEAD_MAGIC "tern-queue "
-#define HEAD_LEN_DIGITS 20
-/* "tern-queue 1 " + 20 digits + "\n" */
-#define HEAD_LINE_LEN (sizeof(HEAD_MAGIC) - 1 + 2 + HEAD_LEN_DIGITS + 1)
-#define HEAD_LEN_OFF (HEAD_LINE_LEN - 1 - HEAD_LEN_DIGITS)
-/* A journal record never legitimately exceeds this. */
-#define JOURNAL_LINE_MAX (SPOOL_MAX_REPLY + 128)
+/* MSG payload: tag (8), flags (8), then the image. */
+#define MSG_PREFIX 16
+#define MSG_BIG 1u
+/* Segments dropped per commit at most (the rest at the next one). */
+#define DROP_MAX 64
+
+struct waiter {
+	struct waiter *next;
+	bool done;
+	int err;
+};
 
 struct spool {
 	char *path;
 	int dirfd;
-	int incoming_fd;
-	int queue_fd;
 	int corrupt_fd;
+	int big_fd;
+	size_t inline_max;
 	pthread_mutex_t id_mu;           /* last_id: the loop and workers
 	                                  * (reports) both make ids */
 	uint64_t last_id;
+	struct seglog *log;
+	/* The index and the commit queue. */
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct spool_index *index;
+	struct seglog_group *pending, *spare;
+	struct waiter *waiters;          /* of the pending group */
+	bool writing;                    /* a leader is committing */
 };
 
 struct spool_txn {
 	struct spool *sp;
 	char id[QUEUE_ID_LEN + 1];
-	int fd;
+	struct evbuffer *buf;            /* head, envelope, inline body */
+	size_t head_len;
+	int big;                         /* big/<id>, or -1 */
 	uint64_t size;
 	int error;
-};
-
-/* An "A" record, until the outcome record it describes (D, F, T). */
-struct staged_attempt {
-	bool set;
-	char how;
-	int64_t when;
-	char *mta;
-};
-
-struct spool_msg {
-	struct spool *sp;
-	char id[QUEUE_ID_LEN + 1];
-	int fd;
-	uint64_t ino;                    /* the queue file's inode */
-	void *map;
-	size_t maplen;
-	struct envelope env;
-	const char *body;
-	size_t body_len;
-	off_t end;                       /* where the next record goes */
-	struct spool_rcpt_status *st;    /* env.nrcpts entries */
-	struct evbuffer *records;        /* buffered, not yet written */
-	bool held;                       /* last H/U record was H */
-	int64_t held_since;              /* its time, unix seconds */
-	struct staged_attempt *staged;   /* env.nrcpts entries */
 };
 
 /* ---- opening ---- */
@@ -101,25 +94,29 @@ struct spool *
 spool_open(const char *dir, uid_t uid, gid_t gid, char *err, size_t errsize)
 {
 	struct spool *sp = xcalloc(1, sizeof(*sp));
-	static const char *const subs[] = { "incoming", "queue", "corrupt" };
-	int *fds[] = { &sp->incoming_fd, &sp->queue_fd, &sp->corrupt_fd };
 
 	sp->path = xstrdup(dir);
+	sp->inline_max = SPOOL_INLINE_MAX;
 	pthread_mutex_init(&sp->id_mu, NULL);
-	sp->incoming_fd = sp->queue_fd = sp->corrupt_fd = -1;
+	pthread_mutex_init(&sp->mu, NULL);
+	pthread_cond_init(&sp->cv, NULL);
+	sp->index = spool_index_new();
+	sp->pending = seglog_group_new();
+	sp->corrupt_fd = sp->big_fd = -1;
 	sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (sp->dirfd == -1) {
 		snprintf(err, errsize, "spool %s: %s", dir, strerror(errno));
 		goto fail;
 	}
-	for (size_t i = 0; i < nitems(subs); i++) {
-		*fds[i] = open_subdir(sp->dirfd, subs[i], uid, gid);
-		if (*fds[i] == -1) {
-			snprintf(err, errsize, "spool %s/%s: %s", dir, subs[i],
-			    strerror(errno));
-			goto fail;
-		}
+	if ((sp->corrupt_fd = open_subdir(sp->dirfd, "corrupt", uid, gid)) == -1 ||
+	    (sp->big_fd = open_subdir(sp->dirfd, "big", uid, gid)) == -1) {
+		snprintf(err, errsize, "spool %s: %s", dir, strerror(errno));
+		goto fail;
 	}
+	sp->log = seglog_open(sp->dirfd, SPOOL_SEGMENT_SIZE, uid, gid, err,
+	    errsize);
+	if (sp->log == NULL)
+		goto fail;
 	/* The new subdirectories must survive a crash before the first commit. */
 	if (fsync(sp->dirfd) == -1) {
 		snprintf(err, errsize, "spool %s: fsync: %s", dir, strerror(errno));
@@ -138,16 +135,20 @@ spool_free(struct spool **spp)
 
 	if (sp == NULL)
 		return;
+	seglog_free(&sp->log);
 	if (sp->dirfd != -1)
 		close(sp->dirfd);
-	if (sp->incoming_fd != -1)
-		close(sp->incoming_fd);
-	if (sp->queue_fd != -1)
-		close(sp->queue_fd);
 	if (sp->corrupt_fd != -1)
 		close(sp->corrupt_fd);
+	if (sp->big_fd != -1)
+		close(sp->big_fd);
+	spool_index_free(&sp->index);
+	seglog_group_free(&sp->pending);
+	seglog_group_free(&sp->spare);
 	free(sp->path);
 	pthread_mutex_destroy(&sp->id_mu);
+	pthread_mutex_destroy(&sp->mu);
+	pthread_cond_destroy(&sp->cv);
 	free(sp);
 	*spp = NULL;
 }
@@ -156,6 +157,12 @@ const char *
 spool_path(const struct spool *sp)
 {
 	return sp->path;
+}
+
+void
+spool_set_inline_max(struct spool *sp, size_t n)
+{
+	sp->inline_max = n < SPOOL_INLINE_MAX_LIMIT ? n : SPOOL_INLINE_MAX_LIMIT;
 }
 
 /* ---- ids ---- */
@@ -175,6 +182,21 @@ id_value(const char *id)
 	return strtoull(id, NULL, 16);
 }
 
+static void
+id_text(uint64_t v, char id[QUEUE_ID_LEN + 1])
+{
+	snprintf(id, QUEUE_ID_LEN + 1, "%016" PRIx64, v);
+}
+
+static void
+id_seen(struct spool *sp, uint64_t v)
+{
+	pthread_mutex_lock(&sp->id_mu);
+	if (v > sp->last_id)
+		sp->last_id = v;
+	pthread_mutex_unlock(&sp->id_mu);
+}
+
 void
 spool_next_id(struct spool *sp, char id[QUEUE_ID_LEN + 1])
 {
@@ -186,7 +208,7 @@ spool_next_id(struct spool *sp, char id[QUEUE_ID_LEN + 1])
 		v = sp->last_id + 1;
 	sp->last_id = v;
 	pthread_mutex_unlock(&sp->id_mu);
-	snprintf(id, QUEUE_ID_LEN + 1, "%016" PRIx64, v);
+	id_text(v, id);
 }
 
 int64_t
@@ -197,22 +219,151 @@ spool_id_time_us(const char *id)
 	return (int64_t)(id_value(id) >> 12);
 }
 
+/* ---- commit groups ---- */
+
+/* Lead one commit of everything pending; called and returns with mu
+ * held, and with writing false. */
+static void
+lead(struct spool *sp)
+{
+	struct seglog_group *g = sp->pending;
+	struct waiter *ws = sp->waiters;
+	uint64_t drop[DROP_MAX];
+	size_t ndrop;
+	int rc, err = 0;
+
+	sp->pending = sp->spare != NULL ? sp->spare : seglog_group_new();
+	sp->spare = NULL;
+	sp->waiters = NULL;
+	sp->writing = true;
+	pthread_mutex_unlock(&sp->mu);
+	rc = seglog_commit(sp->log, g);
+	if (rc == -1)
+		err = errno;
+	pthread_mutex_lock(&sp->mu);
+	if (rc == 0)
+		for (size_t i = 0; i < seglog_group_count(g); i++) {
+			struct seglog_rec r;
+
+			seglog_group_rec(g, i, &r);
+			spool_index_apply(sp->index, &r);
+		}
+	/* Only sealed segments: the active one is still being filled. */
+	ndrop = spool_index_unused(sp->index, seglog_active(sp->log) ?
+	    seglog_active(sp->log) : UINT64_MAX, drop, DROP_MAX);
+	pthread_mutex_unlock(&sp->mu);
+	for (size_t i = 0; i < ndrop; i++)
+		if (seglog_drop(sp->log, drop[i]) == -1 && errno != ENOENT)
+			log_warn("queue event=spool-drop-failed segment=%016"
+			    PRIx64 " error=\"%s\"", drop[i], strerror(errno));
+	pthread_mutex_lock(&sp->mu);
+	for (struct waiter *w = ws; w != NULL; w = w->next) {
+		w->done = true;
+		w->err = err;
+	}
+	seglog_group_reset(g);
+	sp->spare = g;
+	sp->writing = false;
+	pthread_cond_broadcast(&sp->cv);
+}
+
+struct rec_in {
+	enum seglog_type type;
+	uint64_t id;
+	const struct iovec *iov;
+	int iovcnt;
+};
+
+/*
+ * Make records durable, in order, in one commit group (shared with other
+ * threads' records). 0 once they are; -1 with errno if not (then none of
+ * them counts).
+ */
+static int
+log_commit(struct spool *sp, const struct rec_in *recs, size_t n)
+{
+	struct waiter w = { 0 };
+
+	pthread_mutex_lock(&sp->mu);
+	for (;;) {
+		/* all of a caller's records go in one group */
+		size_t mark = seglog_group_count(sp->pending), k;
+		int e;
+
+		for (k = 0; k < n; k++)
+			if (seglog_group_add(sp->pending, recs[k].type, recs[k].id,
+			    recs[k].iov, recs[k].iovcnt) == -1)
+				break;
+		if (k == n)
+			break;
+		e = errno;
+		seglog_group_truncate(sp->pending, mark);
+		if (e != ENOBUFS || mark == 0) {
+			pthread_mutex_unlock(&sp->mu);
+			errno = e == ENOBUFS ? EMSGSIZE : e;
+			return -1;
+		}
+		/* the group is full: let it go first, then try again */
+		if (!sp->writing)
+			lead(sp);
+		else
+			pthread_cond_wait(&sp->cv, &sp->mu);
+	}
+	w.next = sp->waiters;
+	sp->waiters = &w;
+	while (!w.done) {
+		if (!sp->writing)
+			lead(sp);
+		else
+			pthread_cond_wait(&sp->cv, &sp->mu);
+	}
+	pthread_mutex_unlock(&sp->mu);
+	if (w.err != 0) {
+		errno = w.err;
+		return -1;
+	}
+	return 0;
+}
+
+static int
+log_one(struct spool *sp, enum seglog_type type, const char *id,
+    const void *p, size_t len)
+{
+	struct iovec iov = { (void *)p, len };
+	struct rec_in r = { type, id_value(id), &iov, 1 };
+
+	return log_commit(sp, &r, 1);
+}
+
 /* ---- recovery ---- */
 
+static int
+recover_rec(void *arg, const struct seglog_rec *r)
+{
+	struct spool *sp = arg;
+
+	if (r->type == SEGLOG_MSG)
+		id_seen(sp, r->id);
+	spool_index_apply(sp->index, r);
+	return 0;
+}
+
+/* Call fn for every entry of the directory dirfd; -1 with errno if it
+ * cannot be read. */
 static int
 for_each_entry(int dirfd, void (*fn)(void *arg, int dirfd, const char *name),
     void *arg)
 {
 	int fd = dup(dirfd);
-	DIR *d;
+	DIR *d = fd == -1 ? NULL : fdopendir(fd);
 	struct dirent *de;
-	int n = 0;
+	int n = 0, saved;
 
-	if (fd == -1)
-		return -1;
-	d = fdopendir(fd);
 	if (d == NULL) {
-		close(fd);
+		saved = errno;
+		if (fd != -1)
+			close(fd);
+		errno = saved;
 		return -1;
 	}
 	rewinddir(d);
@@ -222,14 +373,10 @@ for_each_entry(int dirfd, void (*fn)(void *arg, int dirfd, const char *name),
 		fn(arg, dirfd, de->d_name);
 		n++;
 	}
-	if (errno != 0) {
-		int saved = errno;
-		closedir(d);
-		errno = saved;
-		return -1;
-	}
+	saved = errno;
 	closedir(d);
-	return n;
+	errno = saved;
+	return saved != 0 ? -1 : n;
 }
 
 static void
@@ -237,61 +384,281 @@ remove_incoming(void *arg, int dirfd, const char *name)
 {
 	char q[128];
 
+	log_quote(q, sizeof(q), name, strlen(name), 64);
 	if (unlinkat(dirfd, name, 0) == -1)
 		log_warn("spool event=recover-failed file=incoming/%s error=\"%s\"",
-		    log_quote(q, sizeof(q), name, strlen(name), 64),
-		    strerror(errno));
+		    q, strerror(errno));
 	else
-		log_info("spool event=recover-removed file=incoming/%s",
-		    log_quote(q, sizeof(q), name, strlen(name), 64));
+		log_info("spool event=recover-removed file=incoming/%s", q);
+}
+
+/* len octets at off, or -1 (errno EIO for a short file). */
+static int
+pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	char *p = buf;
+
+	while (len > 0) {
+		ssize_t r = pread(fd, p, len, (off_t)off);
+
+		if (r == -1 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			if (r == 0)
+				errno = EIO;
+			return -1;
+		}
+		p += r;
+		len -= (size_t)r;
+		off += (uint64_t)r;
+	}
+	return 0;
+}
+
+/* A big/<id> file whose message is not in the log was never committed
+ * (or is finished): remove it. */
+static void
+remove_orphan(void *arg, int dirfd, const char *name)
+{
+	struct spool *sp = arg;
+
+	if (spool_valid_id(name) &&
+	    spool_index_get(sp->index, id_value(name)) != NULL)
+		return;
+	if (unlinkat(dirfd, name, 0) == 0)
+		log_info("spool event=recover-removed file=big/%.64s", name);
+}
+
+/* Write body to big/<id> and make it durable. -1 with errno. */
+static int
+big_write(struct spool *sp, const char *id, const char *body, size_t len)
+{
+	int fd = openat(sp->big_fd, id, O_WRONLY | O_CREAT | O_TRUNC |
+	    O_CLOEXEC | O_NOFOLLOW, 0600);
+	int saved;
+
+	if (fd == -1)
+		return -1;
+	if (util_write_all(fd, body, len) == -1 || fdatasync(fd) == -1 ||
+	    fsync(sp->big_fd) == -1) {
+		saved = errno;
+		close(fd);
+		unlinkat(sp->big_fd, id, 0);
+		errno = saved;
+		return -1;
+	}
+	return close(fd);
+}
+
+static uint64_t
+new_tag(uint64_t id)
+{
+	uint64_t t;
+
+	if (getrandom(&t, sizeof(t), GRND_NONBLOCK) != (ssize_t)sizeof(t))
+		t = (uint64_t)util_now_us() ^ (id << 7);
+	return t;
+}
+
+static void
+put_prefix(unsigned char pre[MSG_PREFIX], uint64_t tag, uint64_t flags)
+{
+	memcpy(pre, &tag, 8);
+	memcpy(pre + 8, &flags, 8);
+}
+
+struct convert_ctx {
+	struct spool *sp;
+	int converted, failed;
+};
+
+/*
+ * A format-1 queue file (queue/<id>) into the log: MSG with its image
+ * (body to big/ when it is large) and JRN with its journal, then the
+ * file is removed. A file whose id the log already holds was converted
+ * before a crash: it is only removed.
+ */
+static void
+convert_one(void *arg, int dirfd, const char *name)
+{
+	struct convert_ctx *c = arg;
+	struct spool *sp = c->sp;
+	struct spool_msg *m = NULL;
+	char err[256], *img = NULL;
+	size_t len = 0, keep, head, body;
+	unsigned char pre[MSG_PREFIX];
+	struct iovec iov[2], jiov;
+	struct rec_in recs[2];
+	struct stat st;
+	int fd;
+
+	if (!spool_valid_id(name)) {
+		log_warn("spool event=convert-skipped file=queue/%.64s", name);
+		return;
+	}
+	if (spool_index_get(sp->index, id_value(name)) != NULL)
+		goto done;
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd == -1 || fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size > ((uint64_t)1 << 33)) {
+		if (fd != -1)
+			close(fd);
+		goto bad;
+	}
+	len = (size_t)st.st_size;
+	img = xcalloc(1, len + 1);
+	if (pread_all(fd, img, len, 0) == -1) {
+		close(fd);
+		goto bad;
+	}
+	close(fd);
+	m = spool_msg_parse(name, img, len, &keep, err, sizeof(err));
+	if (m == NULL)
+		goto bad;
+	head = (size_t)(spool_msg_body(m, &body) - img);
+	id_seen(sp, id_value(name));
+	iov[0].iov_base = pre;
+	iov[0].iov_len = sizeof(pre);
+	iov[1].iov_base = img;
+	if (head + body > sp->inline_max) {
+		if (big_write(sp, name, img + head, body) == -1)
+			goto fail;
+		put_prefix(pre, (uint64_t)st.st_ino, MSG_BIG);
+		iov[1].iov_len = head;
+	} else {
+		put_prefix(pre, (uint64_t)st.st_ino, 0);
+		iov[1].iov_len = head + body;
+	}
+	jiov.iov_base = img + head + body;
+	jiov.iov_len = keep - head - body;
+	recs[0] = (struct rec_in){ SEGLOG_MSG, id_value(name), iov, 2 };
+	recs[1] = (struct rec_in){ SEGLOG_JRN, id_value(name), &jiov, 1 };
+	if (log_commit(sp, recs, jiov.iov_len > 0 ? 2 : 1) == -1)
+		goto fail;
+	c->converted++;
+done:
+	spool_msg_close(&m);
+	free(img);
+	if (unlinkat(dirfd, name, 0) == -1)
+		log_warn("spool event=convert-unlink-failed id=%s error=\"%s\"",
+		    name, strerror(errno));
+	return;
+bad:
+	log_err("spool event=corrupt file=queue/%.64s reason=\"%s\"", name,
+	    m == NULL && img != NULL ? err : "unreadable");
+	if (renameat(dirfd, name, sp->corrupt_fd, name) == -1)
+		log_warn("spool event=quarantine-failed id=%.64s", name);
+	spool_msg_close(&m);
+	free(img);
+	return;
+fail:
+	log_err("spool event=convert-failed id=%s error=\"%s\"", name,
+	    strerror(errno));
+	c->failed++;
+	spool_msg_close(&m);
+	free(img);
+}
+
+/* Format-1 directories: incoming/ emptied, queue/ converted; both
+ * removed once empty. */
+static int
+recover_format1(struct spool *sp, int *removed)
+{
+	struct convert_ctx c = { sp, 0, 0 };
+	int fd;
+
+	fd = openat(sp->dirfd, "incoming", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd != -1) {
+		*removed = for_each_entry(fd, remove_incoming, NULL);
+		close(fd);
+		(void)unlinkat(sp->dirfd, "incoming", AT_REMOVEDIR);
+	}
+	fd = openat(sp->dirfd, "queue", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd == -1)
+		return 0;
+	if (for_each_entry(fd, convert_one, &c) == -1) {
+		close(fd);
+		return -1;
+	}
+	close(fd);
+	if (c.converted > 0)
+		log_info("spool event=converted format=1 messages=%d",
+		    c.converted);
+	if (c.failed > 0) {
+		errno = EIO;
+		return -1;
+	}
+	(void)unlinkat(sp->dirfd, "queue", AT_REMOVEDIR);
+	return fsync(sp->dirfd);
 }
 
 int
-spool_recover_incoming(struct spool *sp)
+spool_recover(struct spool *sp, char *err, size_t errsize)
 {
-	int n = for_each_entry(sp->incoming_fd, remove_incoming, NULL);
+	uint64_t drop[DROP_MAX];
+	size_t n;
+	int removed = 0;
 
-	if (n > 0)
-		(void)fsync(sp->incoming_fd);
-	return n;
+	if (seglog_recover(sp->log, recover_rec, sp, err, errsize) != 0)
+		return -1;
+	if (recover_format1(sp, &removed) == -1) {
+		snprintf(err, errsize, "format-1 spool: %s", strerror(errno));
+		return -1;
+	}
+	if (for_each_entry(sp->big_fd, remove_orphan, sp) == -1) {
+		snprintf(err, errsize, "big/: %s", strerror(errno));
+		return -1;
+	}
+	/* Appending resumes in a new segment: every old one is sealed. */
+	while ((n = spool_index_unused(sp->index, UINT64_MAX, drop,
+	    DROP_MAX)) > 0)
+		for (size_t i = 0; i < n; i++)
+			if (seglog_drop(sp->log, drop[i]) == -1)
+				log_warn("queue event=spool-drop-failed segment=%016"
+				    PRIx64 " error=\"%s\"", drop[i], strerror(errno));
+	return removed < 0 ? 0 : removed;
 }
 
-struct scan_ctx {
-	struct spool *sp;
-	void (*cb)(void *arg, const char *id);
-	void *arg;
-	int count;
+struct idlist {
+	uint64_t *v;
+	size_t n;
 };
 
 static void
-scan_one(void *arg, int dirfd, const char *name)
+collect_id(void *arg, const struct spool_entry *e)
 {
-	struct scan_ctx *c = arg;
-	char q[128];
-	uint64_t v;
+	struct idlist *l = arg;
 
-	if (!spool_valid_id(name)) {
-		log_warn("spool event=scan-skipped file=queue/%s reason=\"not a queue id\"",
-		    log_quote(q, sizeof(q), name, strlen(name), 64));
-		return;
-	}
-	v = id_value(name);
-	pthread_mutex_lock(&c->sp->id_mu);
-	if (v > c->sp->last_id)
-		c->sp->last_id = v;
-	pthread_mutex_unlock(&c->sp->id_mu);
-	c->count++;
-	c->cb(c->arg, name);
+	l->v[l->n++] = e->key;
+}
+
+static int
+cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
 }
 
 int
 spool_scan(struct spool *sp, void (*cb)(void *arg, const char *id), void *arg)
 {
-	struct scan_ctx c = { sp, cb, arg, 0 };
+	struct idlist l;
+	char id[QUEUE_ID_LEN + 1];
 
-	if (for_each_entry(sp->queue_fd, scan_one, &c) == -1)
-		return -1;
-	return c.count;
+	pthread_mutex_lock(&sp->mu);
+	l.v = xcalloc(spool_index_count(sp->index) + 1, sizeof(*l.v));
+	l.n = 0;
+	spool_index_foreach(sp->index, collect_id, &l);
+	pthread_mutex_unlock(&sp->mu);
+	/* In arrival order, as format 1's directory order roughly was. */
+	qsort(l.v, l.n, sizeof(*l.v), cmp_u64);
+	for (size_t i = 0; i < l.n; i++) {
+		id_text(l.v[i], id);
+		cb(arg, id);
+	}
+	free(l.v);
+	return (int)l.n;
 }
 
 /* ---- receiving ---- */
@@ -299,63 +666,69 @@ spool_scan(struct spool *sp, void (*cb)(void *arg, const char *id), void *arg)
 struct spool_txn *
 spool_txn_begin(struct spool *sp, struct envelope *env)
 {
-	struct spool_txn *t;
-	struct evbuffer *head;
-	int saved;
+	struct spool_txn *t = xcalloc(1, sizeof(*t));
 
-	t = xcalloc(1, sizeof(*t));
 	t->sp = sp;
-	t->fd = -1;
-	/* O_EXCL: two transactions can never share a file, whatever the clock. */
-	for (int tries = 0; tries < 8; tries++) {
-		spool_next_id(sp, t->id);
-		t->fd = openat(sp->incoming_fd, t->id,
-		    O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
-		if (t->fd != -1 || errno != EEXIST)
-			break;
-	}
-	if (t->fd == -1)
-		goto fail;
+	t->big = -1;
+	spool_next_id(sp, t->id);
 	util_strlcpy(env->id, t->id, sizeof(env->id));
-	head = evbuffer_new();
+	t->buf = evbuffer_new();
+	if (t->buf == NULL)
+		fatal("out of memory");
+	evbuffer_add_printf(t->buf, "%s%d %0*d\n", HEAD_MAGIC, IMAGE_VERSION,
+	    HEAD_LEN_DIGITS, 0);
+	envelope_serialize(env, t->buf);
+	evbuffer_add(t->buf, "\n", 1);
+	t->head_len = evbuffer_get_length(t->buf);
+	if (t->head_len > SPOOL_MAX_HEAD) {
+		evbuffer_free(t->buf);
+		free(t);
+		env->id[0] = '\0';
+		errno = EMSGSIZE;
+		return NULL;
+	}
+	return t;
+}
+
+/* The body so far moves to big/<id>; the head stays in memory. */
+static int
+txn_spill(struct spool_txn *t)
+{
+	struct evbuffer *head = evbuffer_new();
+	const unsigned char *p;
+
 	if (head == NULL)
 		fatal("out of memory");
-	evbuffer_add_printf(head, "%s%d %0*d\n", HEAD_MAGIC, SPOOL_VERSION,
-	    HEAD_LEN_DIGITS, 0);
-	envelope_serialize(env, head);
-	evbuffer_add(head, "\n", 1);
-	if (evbuffer_get_length(head) > SPOOL_MAX_HEAD) {
+	t->big = openat(t->sp->big_fd, t->id, O_WRONLY | O_CREAT | O_EXCL |
+	    O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (t->big == -1) {
 		evbuffer_free(head);
-		errno = EMSGSIZE;
-		goto fail_unlink;
+		return -1;
 	}
-	if (util_write_all(t->fd, evbuffer_pullup(head, -1),
-	    evbuffer_get_length(head)) == -1) {
-		saved = errno;
+	p = evbuffer_pullup(t->buf, -1);
+	if (util_write_all(t->big, p + t->head_len,
+	    evbuffer_get_length(t->buf) - t->head_len) == -1) {
 		evbuffer_free(head);
-		errno = saved;
-		goto fail_unlink;
+		return -1;
 	}
-	evbuffer_free(head);
-	return t;
-fail_unlink:
-	saved = errno;
-	close(t->fd);
-	(void)unlinkat(sp->incoming_fd, t->id, 0);
-	errno = saved;
-fail:
-	saved = errno;
-	env->id[0] = '\0';
-	free(t);
-	errno = saved;
-	return NULL;
+	evbuffer_add(head, p, t->head_len);
+	evbuffer_free(t->buf);
+	t->buf = head;
+	return 0;
 }
 
 int
 spool_txn_write(struct spool_txn *t, const void *p, size_t len)
 {
-	if (util_write_all(t->fd, p, len) == -1)
+	if (t->big == -1 && t->size + len > t->sp->inline_max &&
+	    txn_spill(t) == -1)
 		return -1;
+	if (t->big != -1) {
+		if (util_write_all(t->big, p, len) == -1)
+			return -1;
+	} else {
+		evbuffer_add(t->buf, p, len);
+	}
 	t->size += len;
 	return 0;
 }
@@ -378,6 +751,16 @@ spool_txn_error(const struct spool_txn *t)
 	return t->error;
 }
 
+static void
+txn_drop_big(struct spool_txn *t)
+{
+	if (t->big == -1)
+		return;
+	close(t->big);
+	t->big = -1;
+	(void)unlinkat(t->sp->big_fd, t->id, 0);
+}
+
 void
 spool_txn_abort(struct spool_txn **tp)
 {
@@ -385,12 +768,8 @@ spool_txn_abort(struct spool_txn **tp)
 
 	if (t == NULL)
 		return;
-	if (t->fd != -1) {
-		close(t->fd);
-		(void)unlinkat(t->sp->incoming_fd, t->id, 0);
-	}
-	free(t);
-	*tp = NULL;
+	txn_drop_big(t);
+	spool_txn_free(tp);
 }
 
 void
@@ -400,671 +779,272 @@ spool_txn_free(struct spool_txn **tp)
 
 	if (t == NULL)
 		return;
-	if (t->fd != -1)
-		close(t->fd);
+	if (t->big != -1)
+		close(t->big);
+	if (t->buf != NULL)
+		evbuffer_free(t->buf);
 	free(t);
 	*tp = NULL;
 }
 
-/* Move incoming/<id> to queue/<id>, refusing to replace an existing file. */
-static int
-rename_noreplace(struct spool *sp, const char *id)
-{
-	if (renameat2(sp->incoming_fd, id, sp->queue_fd, id,
-	    RENAME_NOREPLACE) == 0)
-		return 0;
-	if (errno != EINVAL && errno != ENOSYS)
-		return -1;
-	/* File systems without RENAME_NOREPLACE: link fails with EEXIST. */
-	if (linkat(sp->incoming_fd, id, sp->queue_fd, id, 0) == -1)
-		return -1;
-	(void)unlinkat(sp->incoming_fd, id, 0);
-	return 0;
-}
-
+/* Big bodies of the batch durable (their files, then big/ once); a txn
+ * that fails is marked and left out. */
 static void
-txn_fail(struct spool_txn *t, int err)
+commit_bigs(struct spool *sp, struct spool_txn *const *txns, size_t n)
 {
-	t->error = err;
-	close(t->fd);
-	t->fd = -1;
-	(void)unlinkat(t->sp->incoming_fd, t->id, 0);
+	bool any = false;
+
+	for (size_t i = 0; i < n; i++)
+		if (txns[i]->big != -1)
+			(void)sync_file_range(txns[i]->big, 0, 0,
+			    SYNC_FILE_RANGE_WRITE);
+	for (size_t i = 0; i < n; i++) {
+		if (txns[i]->big == -1)
+			continue;
+		if (fdatasync(txns[i]->big) == -1) {
+			txns[i]->error = errno;
+			txn_drop_big(txns[i]);
+			continue;
+		}
+		any = true;
+	}
+	if (any && fsync(sp->big_fd) == -1)
+		for (size_t i = 0; i < n; i++)
+			if (txns[i]->big != -1) {
+				txns[i]->error = errno;
+				txn_drop_big(txns[i]);
+			}
 }
 
 void
 spool_commit_batch(struct spool *sp, struct spool_txn *const *txns, size_t n)
 {
-	size_t renamed = 0;
+	struct rec_in *recs = xcalloc(n, sizeof(*recs));
+	struct iovec *iov = xcalloc(2 * n, sizeof(*iov));
+	unsigned char *pre = xcalloc(n, MSG_PREFIX);
+	size_t k = 0;
 
 	for (size_t i = 0; i < n; i++) {
 		struct spool_txn *t = txns[i];
 		char len[HEAD_LEN_DIGITS + 1];
+		unsigned char *h = evbuffer_pullup(t->buf, (ev_ssize_t)t->head_len);
 
-		ASSERT(t->sp == sp && t->fd != -1);
+		ASSERT(t->sp == sp);
 		t->error = 0;
 		snprintf(len, sizeof(len), "%0*" PRIu64, HEAD_LEN_DIGITS, t->size);
-		if (pwrite(t->fd, len, HEAD_LEN_DIGITS, (off_t)HEAD_LEN_OFF) !=
-		    HEAD_LEN_DIGITS) {
-			txn_fail(t, errno ? errno : EIO);
-			continue;
-		}
-		/* Queue write-back for every file before waiting on any. */
-		(void)sync_file_range(t->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+		memcpy(h + HEAD_LEN_OFF, len, HEAD_LEN_DIGITS);
 	}
+	commit_bigs(sp, txns, n);
 	for (size_t i = 0; i < n; i++) {
 		struct spool_txn *t = txns[i];
 
-		if (t->fd == -1)
+		if (t->error != 0)
 			continue;
-		if (fdatasync(t->fd) == -1)
-			txn_fail(t, errno);
+		put_prefix(pre + k * MSG_PREFIX, new_tag(id_value(t->id)),
+		    t->big != -1 ? MSG_BIG : 0);
+		iov[2 * k].iov_base = pre + k * MSG_PREFIX;
+		iov[2 * k].iov_len = MSG_PREFIX;
+		iov[2 * k + 1].iov_len = evbuffer_get_length(t->buf);
+		iov[2 * k + 1].iov_base = evbuffer_pullup(t->buf, -1);
+		recs[k] = (struct rec_in){ SEGLOG_MSG, id_value(t->id),
+		    &iov[2 * k], 2 };
+		k++;
 	}
-	for (size_t i = 0; i < n; i++) {
-		struct spool_txn *t = txns[i];
-
-		if (t->fd == -1)
-			continue;
-		if (rename_noreplace(sp, t->id) == -1) {
-			txn_fail(t, errno);
-			continue;
-		}
-		renamed++;
-	}
-	/* One directory fsync makes every rename of the batch durable. */
-	if (renamed > 0 && fsync(sp->queue_fd) == -1) {
+	if (k > 0 && log_commit(sp, recs, k) == -1) {
 		int err = errno;
 
-		for (size_t i = 0; i < n; i++) {
-			struct spool_txn *t = txns[i];
-
-			if (t->fd == -1)
-				continue;
-			/* Not durable, so not acknowledged: take it back. */
-			(void)unlinkat(sp->queue_fd, t->id, 0);
-			t->error = err;
-		}
+		/* Not durable, so not acknowledged. */
+		for (size_t i = 0; i < n; i++)
+			if (txns[i]->error == 0) {
+				txns[i]->error = err;
+				txn_drop_big(txns[i]);
+			}
 	}
-	for (size_t i = 0; i < n; i++) {
-		if (txns[i]->fd != -1) {
-			close(txns[i]->fd);
-			txns[i]->fd = -1;
+	for (size_t i = 0; i < n; i++)
+		if (txns[i]->big != -1) {
+			close(txns[i]->big);
+			txns[i]->big = -1;
 		}
-	}
+	free(recs);
+	free(iov);
+	free(pre);
 }
 
 int
 spool_unlink_committed(struct spool *sp, const char *id)
 {
-	return unlinkat(sp->queue_fd, id, 0);
-}
-
-int
-spool_quarantine(struct spool *sp, const char *id)
-{
-	if (renameat(sp->queue_fd, id, sp->corrupt_fd, id) == -1)
+	if (log_one(sp, SEGLOG_DONE, id, NULL, 0) == -1)
 		return -1;
-	(void)fsync(sp->corrupt_fd);
-	(void)fsync(sp->queue_fd);
+	if (unlinkat(sp->big_fd, id, 0) == -1 && errno != ENOENT)
+		log_warn("spool event=unlink-failed file=big/%s error=\"%s\"",
+		    id, strerror(errno));
 	return 0;
 }
 
 /* ---- delivering ---- */
 
-static int
-corrupt(char *err, size_t errsize, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int
-corrupt(char *err, size_t errsize, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(err, errsize, fmt, ap);
-	va_end(ap);
-	errno = EBADMSG;
-	return -1;
-}
-
-/* Decimal field of a journal record; false unless all digits and <= max. */
-static bool
-rec_number(const char **p, const char *end, uint64_t max, uint64_t *out)
-{
-	uint64_t n = 0;
-	const char *s = *p;
-
-	if (s == end || *s < '0' || *s > '9')
-		return false;
-	while (s < end && *s >= '0' && *s <= '9') {
-		unsigned d = (unsigned)(*s - '0');
-		if (n > (max - d) / 10)
-			return false;
-		n = n * 10 + d;
-		s++;
-	}
-	*p = s;
-	*out = n;
-	return true;
-}
-
-static void
-set_reply(struct spool_rcpt_status *st, const char *p, size_t len)
-{
-	free(st->reply);
-	st->reply = xstrndup(p, len);
-}
-
-/* The outcome of i is being recorded: it takes the staged A record. */
-static void
-take_attempt(struct spool_msg *m, size_t i)
-{
-	struct spool_rcpt_status *st = &m->st[i];
-	struct staged_attempt *a = &m->staged[i];
-
-	free(st->mta);
-	st->how = a->set ? a->how : 0;
-	st->last_attempt = a->set ? a->when : 0;
-	st->mta = a->set ? a->mta : NULL;
-	a->mta = NULL;
-	a->set = false;
-}
-
-/* A server name worth keeping: printable ASCII, no space, not "-". */
-static bool
-mta_token(const char *p, size_t n)
-{
-	if (n == 0 || n > 255 || (n == 1 && p[0] == '-'))
-		return false;
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)p[i] <= 0x20 || (unsigned char)p[i] >= 0x7f)
-			return false;
-	return true;
-}
-
-static void
-stage_attempt(struct spool_msg *m, size_t i, int64_t when, char how,
-    const char *mta, size_t mlen)
-{
-	struct staged_attempt *a = &m->staged[i];
-
-	free(a->mta);
-	a->set = true;
-	a->how = how;
-	a->when = when;
-	a->mta = (how == 's' || how == 'd') && mta != NULL &&
-	    mta_token(mta, mlen) ? xstrndup(mta, mlen) : NULL;
-}
-
 /*
- * Apply one journal record (p, end) without its newline. Records that do
- * not parse are skipped with a warning: the journal is advisory beyond
- * "which recipients are finished", and refusing the whole message over
- * one bad line would lose the rest.
+ * The image of message id from the log (and big/): head, envelope, body,
+ * journal. NULL with errno (ENOENT: not in the queue; EBADMSG: its
+ * record or big file is not what the index says).
  */
-static void
-replay_record(struct spool_msg *m, const char *p, const char *end)
+static char *
+load_image(struct spool *sp, const char *id, size_t *lenp, uint64_t *tag,
+    bool *big)
 {
-	char kind;
-	uint64_t idx, next = 0, attempts = 0;
-	struct spool_rcpt_status *st;
+	struct spool_entry *e;
+	struct seglog_pos pos;
+	size_t msglen, jlen, head, body = 0;
+	char *jrn, *payload, *img;
+	uint64_t flags;
+	int saved;
 
-	if (end - p < 3 || p[1] != ' ')
-		goto bad;
-	kind = p[0];
-	p += 2;
-	/* "H <time>" / "U <time>": held by the administrator, released. */
-	if (kind == 'H' || kind == 'U') {
-		if (!rec_number(&p, end, (uint64_t)1 << 40, &next) || p != end)
-			goto bad;
-		m->held = kind == 'H';
-		m->held_since = m->held ? (int64_t)next : 0;
-		return;
-	}
-	if (!rec_number(&p, end, m->env.nrcpts, &idx) || idx >= m->env.nrcpts)
-		goto bad;
-	st = &m->st[idx];
-	/* "W <i>": the sender was warned that i is delayed (docs/dsn.md) */
-	if (kind == 'W') {
-		if (p != end)
-			goto bad;
-		st->warned = true;
-		return;
-	}
-	/* "R <i>": the report on i's final outcome is spooled */
-	if (kind == 'R') {
-		if (p != end)
-			goto bad;
-		st->reported = true;
-		return;
-	}
-	/* "A <i> <when> <how> <mta>": who decides the next outcome of i */
-	if (kind == 'A') {
-		char how;
-
-		if (p == end || *p++ != ' ' ||
-		    !rec_number(&p, end, (uint64_t)1 << 40, &next) ||
-		    end - p < 4 || p[0] != ' ' || p[2] != ' ' ||
-		    (p[1] != '-' && p[1] != 'l' && p[1] != 's' && p[1] != 'd'))
-			goto bad;
-		how = p[1];
-		p += 3;
-		stage_attempt(m, idx, (int64_t)next, how, p, (size_t)(end - p));
-		return;
-	}
-	if (st->state == SPOOL_RCPT_DELIVERED || st->state == SPOOL_RCPT_FAILED)
-		return;   /* final states are final */
-	switch (kind) {
-	case 'D':
-		if (p != end)
-			goto bad;
-		st->state = SPOOL_RCPT_DELIVERED;
-		take_attempt(m, idx);
-		return;
-	case 'F':
-		if (p == end || *p++ != ' ')
-			goto bad;
-		st->state = SPOOL_RCPT_FAILED;
-		set_reply(st, p, (size_t)(end - p));
-		take_attempt(m, idx);
-		return;
-	case 'T':
-		if (p == end || *p++ != ' ' ||
-		    !rec_number(&p, end, (uint64_t)1 << 40, &next) ||
-		    p == end || *p++ != ' ' ||
-		    !rec_number(&p, end, 1000000, &attempts) ||
-		    p == end || *p++ != ' ')
-			goto bad;
-		st->state = SPOOL_RCPT_DEFERRED;
-		st->next_attempt = (int64_t)next;
-		st->attempts = (unsigned)attempts;
-		set_reply(st, p, (size_t)(end - p));
-		take_attempt(m, idx);
-		return;
-	default:
-		break;
-	}
-bad:
-	log_warn("queue id=%s event=journal-skipped reason=\"malformed record\"",
-	    m->id);
-}
-
-/*
- * Parse the image (base, len) of queue file m->id into m: head, envelope,
- * message bounds, journal. *keep gets the length without a torn last
- * record. -1 (errno EBADMSG, reason in err) if it is corrupt.
- */
-static int
-msg_parse(struct spool_msg *m, const char *base, size_t len, size_t *keep,
-    char *err, size_t errsize)
-{
-	const char *hend, *sep, *j, *jend;
-	uint64_t body_len = 0;
-	size_t limit;
-	char perr[256];
-
-	if (len < HEAD_LINE_LEN)
-		return corrupt(err, errsize, "not a queue file");
-	/* Head line: magic, version, fixed-width message length. */
-	if (memcmp(base, HEAD_MAGIC, sizeof(HEAD_MAGIC) - 1) != 0)
-		return corrupt(err, errsize, "bad magic");
-	if (base[sizeof(HEAD_MAGIC) - 1] != '0' + SPOOL_VERSION ||
-	    base[sizeof(HEAD_MAGIC)] != ' ')
-		return corrupt(err, errsize, "unsupported queue file version");
-	for (size_t i = HEAD_LEN_OFF; i < HEAD_LEN_OFF + HEAD_LEN_DIGITS; i++) {
-		if (base[i] < '0' || base[i] > '9')
-			return corrupt(err, errsize, "bad length field");
-		if (body_len > (UINT64_MAX - 9) / 10)
-			return corrupt(err, errsize, "bad length field");
-		body_len = body_len * 10 + (uint64_t)(base[i] - '0');
-	}
-	if (base[HEAD_LINE_LEN - 1] != '\n')
-		return corrupt(err, errsize, "bad head line");
-	/* Envelope: up to the first empty line (values never hold LF). */
-	hend = base + HEAD_LINE_LEN;
-	limit = len - HEAD_LINE_LEN;
-	if (limit > SPOOL_MAX_HEAD)
-		limit = SPOOL_MAX_HEAD;
-	sep = memmem(hend, limit, "\n\n", 2);
-	if (sep == NULL)
-		return corrupt(err, errsize, "no end of envelope");
-	if (envelope_parse(&m->env, hend, (size_t)(sep + 1 - hend),
-	    ENVELOPE_MAX_RCPTS, perr, sizeof(perr)) == -1)
-		return corrupt(err, errsize, "envelope: %s", perr);
-	if (strcmp(m->env.id, m->id) != 0)
-		return corrupt(err, errsize, "envelope id does not match file name");
-	m->body = sep + 2;
-	if (body_len > (uint64_t)(base + len - m->body))
-		return corrupt(err, errsize, "file shorter than its message");
-	m->body_len = (size_t)body_len;
-	m->st = xcalloc(m->env.nrcpts, sizeof(*m->st));
-	m->staged = xcalloc(m->env.nrcpts, sizeof(*m->staged));
-
-	/* Journal replay. A last record without its newline is torn: cut it. */
-	j = m->body + m->body_len;
-	jend = base + len;
-	while (j < jend) {
-		const char *nl = memchr(j, '\n', (size_t)(jend - j));
-
-		if (nl == NULL) {
-			log_warn("queue id=%s event=journal-torn offset=%zu",
-			    m->id, (size_t)(j - base));
-			jend = j;
-			break;
-		}
-		if (nl - j > JOURNAL_LINE_MAX)
-			log_warn("queue id=%s event=journal-skipped reason=\"record too long\"",
-			    m->id);
-		else
-			replay_record(m, j, nl);
-		j = nl + 1;
-	}
-	*keep = (size_t)(jend - base);
-	return 0;
-}
-
-/* An empty message for queue id id; NULL (errno EINVAL) if id is none. */
-static struct spool_msg *
-msg_new(struct spool *sp, const char *id, char *err, size_t errsize)
-{
-	struct spool_msg *m;
-
-	if (!spool_valid_id(id)) {
-		snprintf(err, errsize, "bad queue id");
-		errno = EINVAL;
+	pthread_mutex_lock(&sp->mu);
+	e = spool_index_get(sp->index, id_value(id));
+	if (e == NULL) {
+		pthread_mutex_unlock(&sp->mu);
+		errno = ENOENT;
 		return NULL;
 	}
-	m = xcalloc(1, sizeof(*m));
-	m->sp = sp;
-	m->fd = -1;
-	m->map = MAP_FAILED;
-	envelope_init(&m->env);
-	util_strlcpy(m->id, id, sizeof(m->id));
-	m->records = evbuffer_new();
-	if (m->records == NULL)
-		fatal("out of memory");
-	return m;
-}
-
-struct spool_msg *
-spool_msg_parse(const char *id, const char *p, size_t len, size_t *keep,
-    char *err, size_t errsize)
-{
-	struct spool_msg *m = msg_new(NULL, id, err, errsize);
-	size_t k;
-
-	if (m == NULL)
-		return NULL;
-	if (msg_parse(m, p, len, &k, err, errsize) == -1) {
-		spool_msg_close(&m);
+	pos = e->msg;
+	msglen = e->msglen;
+	jlen = e->jlen;
+	jrn = xcalloc(1, jlen + 1);
+	if (jlen > 0)
+		memcpy(jrn, e->jrn, jlen);
+	pthread_mutex_unlock(&sp->mu);
+	payload = xcalloc(1, msglen + 1);
+	if (msglen < MSG_PREFIX) {
 		errno = EBADMSG;
-		return NULL;
+		goto fail;
 	}
-	m->end = (off_t)k;
-	if (keep != NULL)
-		*keep = k;
-	return m;
+	if (seglog_read(sp->log, pos, payload, msglen) == -1)
+		goto fail;
+	memcpy(tag, payload, 8);
+	memcpy(&flags, payload + 8, 8);
+	*big = (flags & MSG_BIG) != 0;
+	head = msglen - MSG_PREFIX;
+	if (*big) {
+		struct stat st;
+		int fd = openat(sp->big_fd, id, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+
+		if (fd == -1 || fstat(fd, &st) == -1) {
+			saved = errno == ENOENT ? EBADMSG : errno;
+			if (fd != -1)
+				close(fd);
+			errno = saved;
+			goto fail;
+		}
+		body = (size_t)st.st_size;
+		img = xcalloc(1, head + body + jlen + 1);
+		if (pread_all(fd, img + head, body, 0) == -1) {
+			saved = errno;
+			close(fd);
+			free(img);
+			errno = saved;
+			goto fail;
+		}
+		close(fd);
+	} else {
+		img = xcalloc(1, head + jlen + 1);
+	}
+	memcpy(img, payload + MSG_PREFIX, head);
+	memcpy(img + head + body, jrn, jlen);
+	free(payload);
+	free(jrn);
+	*lenp = head + body + jlen;
+	return img;
+fail:
+	saved = errno;
+	free(payload);
+	free(jrn);
+	errno = saved;
+	return NULL;
 }
 
 struct spool_msg *
 spool_msg_load(struct spool *sp, const char *id, char *err, size_t errsize)
 {
 	struct spool_msg *m;
-	struct stat st;
-	size_t keep;
-	int saved;
+	size_t len, keep;
+	uint64_t tag;
+	bool big;
+	char *img;
 
-	if ((m = msg_new(sp, id, err, errsize)) == NULL)
+	if ((m = spool_msg_new(sp, id, err, errsize)) == NULL)
 		return NULL;
-	m->fd = openat(sp->queue_fd, id, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
-	if (m->fd == -1) {
-		snprintf(err, errsize, "open: %s", strerror(errno));
+	img = load_image(sp, id, &len, &tag, &big);
+	if (img == NULL) {
+		snprintf(err, errsize, "%s", errno == EBADMSG ?
+		    "record does not match the index" : strerror(errno));
 		goto fail;
 	}
-	if (fstat(m->fd, &st) == -1) {
-		snprintf(err, errsize, "fstat: %s", strerror(errno));
+	m->image = img;
+	m->imagelen = len;
+	m->tag = tag;
+	m->big = big;
+	if (spool_msg_parse_into(m, img, len, &keep, err, errsize) == -1) {
+		errno = EBADMSG;
 		goto fail;
 	}
-	if (!S_ISREG(st.st_mode) || st.st_size < (off_t)HEAD_LINE_LEN) {
-		corrupt(err, errsize, "not a queue file");
-		goto fail;
-	}
-	m->ino = (uint64_t)st.st_ino;
-	m->maplen = (size_t)st.st_size;
-	m->map = mmap(NULL, m->maplen, PROT_READ, MAP_SHARED, m->fd, 0);
-	if (m->map == MAP_FAILED) {
-		snprintf(err, errsize, "mmap: %s", strerror(errno));
-		goto fail;
-	}
-	if (msg_parse(m, m->map, m->maplen, &keep, err, errsize) == -1)
-		goto fail;
-	if (keep < m->maplen && ftruncate(m->fd, (off_t)keep) == -1) {
-		snprintf(err, errsize, "ftruncate: %s", strerror(errno));
-		goto fail;
-	}
-	m->end = (off_t)keep;
 	return m;
 fail:
-	saved = errno;
-	spool_msg_close(&m);
-	errno = saved;
+	{
+		int saved = errno;
+
+		spool_msg_close(&m);
+		errno = saved;
+	}
 	return NULL;
-}
-
-void
-spool_msg_close(struct spool_msg **mp)
-{
-	struct spool_msg *m = *mp;
-
-	if (m == NULL)
-		return;
-	if (m->map != MAP_FAILED)
-		munmap(m->map, m->maplen);
-	if (m->fd != -1)
-		close(m->fd);
-	if (m->st != NULL)
-		for (size_t i = 0; i < m->env.nrcpts; i++) {
-			free(m->st[i].reply);
-			free(m->st[i].mta);
-		}
-	free(m->st);
-	if (m->staged != NULL)
-		for (size_t i = 0; i < m->env.nrcpts; i++)
-			free(m->staged[i].mta);
-	free(m->staged);
-	if (m->records != NULL)
-		evbuffer_free(m->records);
-	envelope_clear(&m->env);
-	free(m);
-	*mp = NULL;
-}
-
-const char *
-spool_msg_id(const struct spool_msg *m)
-{
-	return m->id;
-}
-
-uint64_t
-spool_msg_inode(const struct spool_msg *m)
-{
-	return m->ino;
-}
-
-const struct envelope *
-spool_msg_envelope(const struct spool_msg *m)
-{
-	return &m->env;
-}
-
-const char *
-spool_msg_body(const struct spool_msg *m, size_t *len)
-{
-	*len = m->body_len;
-	return m->body;
-}
-
-const struct spool_rcpt_status *
-spool_msg_rcpt(const struct spool_msg *m, size_t i)
-{
-	ASSERT(i < m->env.nrcpts);
-	return &m->st[i];
-}
-
-/* Reply text safe for one journal line: no control bytes, bounded. */
-static char *
-clean_reply(const char *reply)
-{
-	size_t n = strnlen(reply, SPOOL_MAX_REPLY);
-	char *s = xstrndup(reply, n);
-
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
-			s[i] = '?';
-	return s;
-}
-
-void
-spool_msg_delivered(struct spool_msg *m, size_t i)
-{
-	ASSERT(i < m->env.nrcpts);
-	m->st[i].state = SPOOL_RCPT_DELIVERED;
-	take_attempt(m, i);
-	evbuffer_add_printf(m->records, "D %zu\n", i);
-}
-
-void
-spool_msg_failed(struct spool_msg *m, size_t i, const char *reply)
-{
-	char *r = clean_reply(reply);
-
-	ASSERT(i < m->env.nrcpts);
-	m->st[i].state = SPOOL_RCPT_FAILED;
-	take_attempt(m, i);
-	evbuffer_add_printf(m->records, "F %zu %s\n", i, r);
-	free(m->st[i].reply);
-	m->st[i].reply = r;
-}
-
-void
-spool_msg_deferred(struct spool_msg *m, size_t i, int64_t next_attempt,
-    const char *reply)
-{
-	char *r = clean_reply(reply);
-	struct spool_rcpt_status *st = &m->st[i];
-
-	ASSERT(i < m->env.nrcpts);
-	if (next_attempt < 0)
-		next_attempt = 0;
-	st->state = SPOOL_RCPT_DEFERRED;
-	st->attempts++;
-	st->next_attempt = next_attempt;
-	take_attempt(m, i);
-	evbuffer_add_printf(m->records, "T %zu %" PRId64 " %u %s\n", i,
-	    next_attempt, st->attempts, r);
-	free(st->reply);
-	st->reply = r;
-}
-
-void
-spool_msg_warned(struct spool_msg *m, size_t i)
-{
-	ASSERT(i < m->env.nrcpts);
-	m->st[i].warned = true;
-	evbuffer_add_printf(m->records, "W %zu\n", i);
-}
-
-void
-spool_msg_reported(struct spool_msg *m, size_t i)
-{
-	ASSERT(i < m->env.nrcpts);
-	m->st[i].reported = true;
-	evbuffer_add_printf(m->records, "R %zu\n", i);
-}
-
-void
-spool_msg_attempt(struct spool_msg *m, size_t i, int64_t when, char how,
-    const char *mta)
-{
-	const char *keep;
-
-	ASSERT(i < m->env.nrcpts);
-	ASSERT(how == '-' || how == 'l' || how == 's' || how == 'd');
-	if (when < 0)
-		when = 0;
-	stage_attempt(m, i, when, how, mta, mta != NULL ? strlen(mta) : 0);
-	keep = m->staged[i].mta;
-	evbuffer_add_printf(m->records, "A %zu %" PRId64 " %c %s\n", i, when,
-	    how, keep != NULL ? keep : "-");
-}
-
-void
-spool_msg_set_held(struct spool_msg *m, bool held, int64_t now)
-{
-	if (now < 0)
-		now = 0;
-	m->held = held;
-	m->held_since = held ? now : 0;
-	evbuffer_add_printf(m->records, "%c %" PRId64 "\n", held ? 'H' : 'U',
-	    now);
-}
-
-bool
-spool_msg_held(const struct spool_msg *m, int64_t *since)
-{
-	if (since != NULL)
-		*since = m->held_since;
-	return m->held;
 }
 
 int
 spool_msg_flush(struct spool_msg *m)
 {
 	size_t len = evbuffer_get_length(m->records);
-	const char *p;
-	size_t off = 0;
+	int rc;
 
 	if (len == 0)
 		return 0;
-	p = (const char *)evbuffer_pullup(m->records, -1);
-	while (off < len) {
-		ssize_t w = pwrite(m->fd, p + off, len - off, m->end + (off_t)off);
-		if (w < 0) {
-			if (errno == EINTR)
-				continue;
-			goto fail;
-		}
-		off += (size_t)w;
-	}
-	if (fdatasync(m->fd) == -1)
-		goto fail;
-	m->end += (off_t)len;
+	rc = log_one(m->sp, SEGLOG_JRN, m->id,
+	    evbuffer_pullup(m->records, -1), len);
 	evbuffer_drain(m->records, len);
-	return 0;
-fail:
-	{
-		/* Leave no torn record behind for the next append. */
-		int saved = errno;
-		if (ftruncate(m->fd, m->end) == -1)
-			log_warn("queue id=%s event=journal-truncate-failed error=\"%s\"",
-			    m->id, strerror(errno));
-		evbuffer_drain(m->records, len);
-		errno = saved;
-	}
-	return -1;
-}
-
-bool
-spool_msg_done(const struct spool_msg *m)
-{
-	for (size_t i = 0; i < m->env.nrcpts; i++)
-		if (m->st[i].state != SPOOL_RCPT_DELIVERED &&
-		    m->st[i].state != SPOOL_RCPT_FAILED)
-			return false;
-	return true;
+	return rc;
 }
 
 int
 spool_msg_remove(struct spool_msg *m)
 {
-	return unlinkat(m->sp->queue_fd, m->id, 0);
+	if (log_one(m->sp, SEGLOG_DONE, m->id, NULL, 0) == -1)
+		return -1;
+	if (m->big && unlinkat(m->sp->big_fd, m->id, 0) == -1)
+		log_warn("spool event=unlink-failed file=big/%s error=\"%s\"",
+		    m->id, strerror(errno));
+	return 0;
+}
+
+int
+spool_quarantine(struct spool *sp, const char *id)
+{
+	size_t len;
+	uint64_t tag;
+	bool big;
+	char *img = load_image(sp, id, &len, &tag, &big);
+	int fd;
+
+	/* Keep what can be read for the administrator, then forget it. */
+	if (img != NULL) {
+		fd = openat(sp->corrupt_fd, id, O_WRONLY | O_CREAT | O_TRUNC |
+		    O_CLOEXEC | O_NOFOLLOW, 0600);
+		if (fd == -1 || util_write_all(fd, img, len) == -1 ||
+		    fsync(fd) == -1)
+			log_warn("spool event=quarantine-copy-failed id=%s", id);
+		if (fd != -1)
+			close(fd);
+		free(img);
+	}
+	if (log_one(sp, SEGLOG_DONE, id, NULL, 0) == -1)
+		return -1;
+	(void)unlinkat(sp->big_fd, id, 0);
+	return 0;
 }

@@ -1,22 +1,19 @@
 /*
- * spool.h - tern's on-disk queue: queue files, group commit, the
- * per-recipient delivery journal and recovery (docs/spool-format.md).
+ * spool.h - tern's on-disk queue, format 2: messages, their envelopes and
+ * the per-recipient delivery journal as records in the segment log
+ * (seglog.h), with group commit, recovery by scanning, and reclaim of
+ * segments nothing needs (docs/spool-format.md).
  *
  * Layout under the spool directory (all mode 0700, owned by the queue
  * user):
- *     incoming/<id>   being received; removed at start-up (never acknowledged)
- *     queue/<id>      committed: head, envelope, message, journal
- *     corrupt/<id>    files that failed to parse, kept for the administrator
+ *     seg/<n>.seg   the segment log
+ *     big/<id>      bodies over spool_inline_max, one file each
+ *     corrupt/<id>  what could not be read, kept for the administrator
  *
- * Every file operation goes through directory fds opened by spool_open(),
- * with the *at() calls, so the queue process keeps working after it drops
- * privileges or when an ancestor of the spool is not searchable.
- *
- * Threads: spool_txn_* run on the queue's event loop (open, write to the
- * page cache, unlink: no fsync). spool_commit_batch() and every spool_msg_*
- * call block on the disk and belong in worker threads; they touch only
- * the objects passed in and the spool's immutable directory fds, so
- * different threads may call them on different objects concurrently.
+ * Threads: spool_txn_* run on the queue's event loop (memory, or writes
+ * to a big/ file: no fsync). spool_commit_batch(), spool_msg_* and the
+ * other commits block on the disk and belong in worker threads; commits
+ * from different threads share one fdatasync.
  */
 #ifndef TERN_SPOOL_H
 #define TERN_SPOOL_H
@@ -27,8 +24,13 @@
 #include <sys/types.h>
 
 #include "mail/envelope.h"
+#include "queue/seglog.h"
 
-#define SPOOL_VERSION 1
+#define SPOOL_VERSION 2
+/* Segment size; bodies up to SPOOL_INLINE_MAX live in the log. */
+#define SPOOL_SEGMENT_SIZE ((uint64_t)64 * 1024 * 1024)
+#define SPOOL_INLINE_MAX (256 * 1024)
+#define SPOOL_INLINE_MAX_LIMIT (SEGLOG_MAX_RECORD - SPOOL_MAX_HEAD - 64)
 /* Bound on the head (magic + envelope text) of a queue file. */
 #define SPOOL_MAX_HEAD (1024 * 1024)
 /* Bound on a failure/deferral reply kept in the journal. */
@@ -39,28 +41,32 @@ struct spool_txn;
 struct spool_msg;
 
 /*
- * Create dir (and incoming/, queue/, corrupt/) when missing, owned by
- * uid/gid unless they are (uid_t)-1/(gid_t)-1, and open their directory
- * fds. Runs with start-up privileges. NULL with a reason in err.
+ * Create dir's subdirectories (seg/, big/, corrupt/) when missing, owned
+ * by uid/gid unless they are (uid_t)-1/(gid_t)-1, and open them. Runs
+ * with start-up privileges. NULL with a reason in err.
  */
 struct spool *spool_open(const char *dir, uid_t uid, gid_t gid, char *err,
     size_t errsize);
 void spool_free(struct spool **sp);
 /* The spool directory as given to spool_open(). */
 const char *spool_path(const struct spool *sp);
+/* Bodies larger than n octets go to big/ (bounded by the log's record). */
+void spool_set_inline_max(struct spool *sp, size_t n);
 
 /*
- * Start-up recovery, before any transaction: remove every file in
- * incoming/ (none was acknowledged). Returns the number removed, or -1
- * with errno if incoming/ cannot be read.
+ * Start-up recovery, before any transaction: scan the log into the index
+ * (a torn tail is dropped: it was never acknowledged), remove what a
+ * format-1 spool had in incoming/ and convert its queue/, remove big/
+ * files of no message, drop segments nothing needs. Returns the number of
+ * format-1 incoming files removed, or -1 with a reason in err (the spool
+ * cannot be trusted: do not start).
  */
-int spool_recover_incoming(struct spool *sp);
+int spool_recover(struct spool *sp, char *err, size_t errsize);
 
 /*
- * Call cb once per committed message in queue/ (names that are not queue
- * ids are logged and skipped), and move the id generator past every id
- * seen so ids stay unique and increasing even if the clock stepped back.
- * Returns the number of messages, or -1 with errno.
+ * Call cb once per queued message, in id order, and (recovery did) move
+ * the id generator past every id seen so ids stay unique and increasing
+ * even if the clock stepped back. Returns the number of messages.
  */
 int spool_scan(struct spool *sp, void (*cb)(void *arg, const char *id),
     void *arg);
@@ -80,26 +86,27 @@ bool spool_valid_id(const char *s);
  * and commits itself with spool_commit_batch) ---- */
 
 /*
- * Allocate a queue id into env->id, create incoming/<id> with O_EXCL and
- * write the head and the envelope. NULL with errno on failure (nothing is
- * left on disk). env stays owned by the caller.
+ * Allocate a queue id into env->id and start the image (head, envelope)
+ * in memory. NULL with errno EMSGSIZE if the envelope is over
+ * SPOOL_MAX_HEAD. env stays owned by the caller.
  */
 struct spool_txn *spool_txn_begin(struct spool *sp, struct envelope *env);
-/* Append message octets. -1 with errno: the caller then aborts the txn. */
+/* Append message octets (in memory; past spool_inline_max to big/<id>).
+ * -1 with errno: the caller then aborts the txn. */
 int spool_txn_write(struct spool_txn *t, const void *p, size_t len);
 const char *spool_txn_id(const struct spool_txn *t);
 /* Message octets written so far. */
 uint64_t spool_txn_size(const struct spool_txn *t);
-/* Drop an uncommitted transaction: close and remove its file; *t = NULL. */
+/* Drop an uncommitted transaction (and its big/ file); *t = NULL. */
 void spool_txn_abort(struct spool_txn **t);
 
 /*
  * Group commit, in a worker thread: for every txn, record the message
- * length in the head, start write-back of all files, fdatasync each,
- * rename each from incoming/ into queue/ (never replacing a file), then
- * fsync queue/ once for the whole batch. Each txn's outcome is read with
- * spool_txn_error(): 0 means the message is durable in queue/; otherwise
- * its file has been removed. Either way the file is closed.
+ * length in the head; fdatasync the big/ files and big/ once; append one
+ * MSG record per txn to the log in one commit group (shared with other
+ * threads' commits: one fdatasync). Each txn's outcome is read with
+ * spool_txn_error(): 0 means the message is durable; otherwise nothing
+ * of it counts and its big/ file is removed.
  */
 void spool_commit_batch(struct spool *sp, struct spool_txn *const *txns,
     size_t n);
@@ -109,8 +116,9 @@ int spool_txn_error(const struct spool_txn *t);
 void spool_txn_free(struct spool_txn **t);
 
 /*
- * Remove a committed message whose COMMIT_OK was never sent (the smtp
- * side aborted or went away while it was being committed). -1 with errno.
+ * Forget a committed message whose COMMIT_OK was never sent (the smtp
+ * side aborted or went away while it was being committed): a DONE
+ * record. -1 with errno.
  */
 int spool_unlink_committed(struct spool *sp, const char *id);
 
@@ -144,8 +152,8 @@ struct spool_rcpt_status {
 };
 
 /*
- * Open queue/<id>, check its head, parse its envelope, replay its journal
- * (a torn last record is cut off) and map the message. NULL with errno:
+ * Read message id's record (and big/ file) and its journal into memory,
+ * check its head, parse its envelope, replay its journal. NULL with errno:
  * ENOENT if it is gone, EBADMSG if it is corrupt (reason in err; see
  * spool_quarantine), anything else is an environment error worth a retry.
  */
@@ -154,12 +162,12 @@ struct spool_msg *spool_msg_load(struct spool *sp, const char *id, char *err,
 void spool_msg_close(struct spool_msg **m);
 
 /*
- * What spool_msg_load() does once the file is mapped, over an image (p,
- * len) in memory: check the head, parse the envelope (its id must be id),
- * replay the journal. The message points into p, which must outlive it,
- * and has no file: use it to read (spool_msg_rcpt, _held, _done), not to
- * flush. *keep (may be NULL) gets the length of the image without a torn
- * last record, where the loader truncates the file. NULL with errno
+ * What spool_msg_load() does once the image is in memory (p, len: head,
+ * envelope, body, journal): check the head, parse the envelope (its id
+ * must be id), replay the journal. The message points into p, which must
+ * outlive it, and has no spool: use it to read (spool_msg_rcpt, _held,
+ * _done), not to flush. *keep (may be NULL) gets the length of the image
+ * without a torn last journal line (format-1 files). NULL with errno
  * EBADMSG (reason in err) if the image is corrupt, EINVAL for a bad id.
  * For tests and the fuzz target.
  */
@@ -168,12 +176,12 @@ struct spool_msg *spool_msg_parse(const char *id, const char *p, size_t len,
 
 const char *spool_msg_id(const struct spool_msg *m);
 /*
- * The queue file's inode number: fixed from BEGIN to removal (the commit
- * renames, never copies). With the id it names this message apart from
- * any later one that might reuse the id (local delivery's file names,
- * docs/queue.md).
+ * A random tag drawn at commit and kept with the message for its life
+ * (format-1 messages keep their queue file's inode number). With the id
+ * it names this message apart from any later one that might reuse the
+ * id (local delivery's file names, docs/queue.md).
  */
-uint64_t spool_msg_inode(const struct spool_msg *m);
+uint64_t spool_msg_tag(const struct spool_msg *m);
 const struct envelope *spool_msg_envelope(const struct spool_msg *m);
 /* The message octets exactly as received (CRLF lines); valid until close. */
 const char *spool_msg_body(const struct spool_msg *m, size_t *len);
@@ -214,14 +222,15 @@ void spool_msg_attempt(struct spool_msg *m, size_t i, int64_t when, char how,
 void spool_msg_set_held(struct spool_msg *m, bool held, int64_t now);
 /* true if the journal holds the message; *since (may be NULL): when. */
 bool spool_msg_held(const struct spool_msg *m, int64_t *since);
-/* Append the buffered records and fdatasync. -1 with errno. */
+/* Make the buffered records durable (a JRN record). -1 with errno. */
 int spool_msg_flush(struct spool_msg *m);
 /* true once every recipient is DELIVERED or FAILED. */
 bool spool_msg_done(const struct spool_msg *m);
-/* Unlink the queue file (no directory fsync: see docs). -1 with errno. */
+/* Finished: a DONE record, and the big/ file removed. -1 with errno. */
 int spool_msg_remove(struct spool_msg *m);
 
-/* Move queue/<id> to corrupt/<id> for the administrator. -1 with errno. */
+/* Copy what can be read of the message to corrupt/<id> for the
+ * administrator, and forget it. -1 with errno. */
 int spool_quarantine(struct spool *sp, const char *id);
 
 #endif

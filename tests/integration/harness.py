@@ -36,11 +36,13 @@ import shutil
 import signal
 import smtplib
 import socket
+import struct
 import subprocess
 import tempfile
 import threading
 import time
 import unittest
+import zlib
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOSTNAME = "mx.test.example"
@@ -266,6 +268,55 @@ def _signal_group(pgid, sig):
 
 # --------------------------------------------------------------------------
 # replies
+
+def read_spool(spool):
+    """Live messages of a format-2 spool: scan seg/*.seg in number order,
+    each up to its first record that is not whole (magic, length, type,
+    CRC-32 of header bytes 0-11 and 16-23 and the payload, zero padding);
+    MSG places a message, DONE forgets it."""
+    live = {}
+    segdir = os.path.join(spool, "seg")
+    try:
+        names = sorted(n for n in os.listdir(segdir) if n.endswith(".seg"))
+    except OSError:
+        return {}
+    for name in names:
+        try:
+            with open(os.path.join(segdir, name), "rb") as f:
+                data = f.read()
+        except OSError:
+            continue
+        off = 0
+        while off + 24 <= len(data):
+            magic, plen, typ = struct.unpack_from("<IIB", data, off)
+            (crc,) = struct.unpack_from("<I", data, off + 12)
+            (qid,) = struct.unpack_from("<Q", data, off + 16)
+            size = (24 + plen + 7) & ~7
+            if magic != 0x31635254 or off + size > len(data):
+                break
+            payload = data[off + 24:off + 24 + plen]
+            c = zlib.crc32(payload, zlib.crc32(data[off + 16:off + 24], zlib.crc32(data[off:off + 12])))
+            if c != crc:
+                break
+            key = "%016x" % qid
+            if typ == 2:
+                live[key] = payload
+            elif typ == 5:
+                live.pop(key, None)
+            off += size
+    out = {}
+    for key, payload in live.items():
+        flags = struct.unpack_from("<Q", payload, 8)[0] if len(payload) >= 16 else 0
+        data = payload[16:]
+        if flags & 1:
+            try:
+                with open(os.path.join(spool, "big", key), "rb") as f:
+                    data += f.read()
+            except OSError:
+                pass
+        out[key] = data
+    return out
+
 
 class ProtocolError(AssertionError):
     pass
@@ -1106,18 +1157,18 @@ class Tern:
             out += [os.path.join(root, f) for f in files]
         return out
 
+    def spool_messages(self):
+        """The messages the spool holds, read from its segment log the way
+        docs/spool-format.md describes it (independently of tern's code):
+        {queue id: MSG payload, plus the big/ body if it has one}."""
+        return read_spool(self.spool)
+
     def spool_files_containing(self, needle):
+        """Queued messages whose bytes contain needle, as "seg/<id>"."""
         if isinstance(needle, str):
             needle = needle.encode()
-        hits = []
-        for p in self.spool_files():
-            try:
-                with open(p, "rb") as f:
-                    if needle in f.read():
-                        hits.append(p)
-            except OSError:
-                pass
-        return hits
+        return ["seg/%s" % i for i, data in sorted(self.spool_messages().items())
+                if needle in data]
 
     def wait_incoming_empty(self, timeout=WAIT):
         """spool/incoming holds no file (a missing directory counts as empty)."""

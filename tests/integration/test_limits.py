@@ -404,6 +404,8 @@ class QueueFailure(TernTestCase):
     def test_unwritable_spool_gives_4xx(self):
         # As root, tern's queue process runs as user tern; as a plain user it is
         # us. Either way it is not root, so a read-only directory stops it.
+        # The segment log is open already: what needs a new file is a body
+        # over spool_inline_max (256 KiB), which goes to spool/big/.
         user = self.tern.fresh_user()
         tok0, _ = self.tern.send([user + "@" + DOMAIN])   # the spool exists and works
         self.tern.wait_for_token(tok0, user)
@@ -419,7 +421,8 @@ class QueueFailure(TernTestCase):
                     if r.code >= 400:
                         break
                 if r.code == 354:
-                    c.send(harness.dot_stuff(harness.simple_body(tok)) + b".\r\n")
+                    big = b"\r\n".join([b"b" * 76] * 4000)      # ~300 KB
+                    c.send(harness.dot_stuff(harness.simple_body(tok, extra=big)) + b".\r\n")
                     r = c.read_reply()
                     replies.append(r)
                 self.assertIn((r.code, r.enh), ((451, "4.3.0"), (452, "4.3.1")), replies)

@@ -212,16 +212,19 @@ class QueueControl(unittest.TestCase):
 
     def test_delete(self):
         qid = self.deferred_message()
-        path = os.path.join(self.tern.spool, "queue", qid)
-        self.assertTrue(os.path.exists(path))
+        keep = self.deferred_message()
+        self.assertIsNotNone(self.entry(qid))
         rc, doc = self.qjson("delete", qid)
         self.assertEqual(rc, 0, doc)
         self.assertTrue(doc["ok"])
         self.assertIsNone(self.entry(qid))
-        self.assertFalse(os.path.exists(path))
         self.assertTrue(wait_for(lambda: self.log_count(r"queue id=%s event=deleted by=admin" % qid) == 1))
         rc, out, err = self.q("show", qid)
         self.assertEqual(rc, 1)
+        # Durable: after a restart it is still gone, the other one is not.
+        self.tern.restart()
+        self.assertTrue(wait_for(lambda: self.entry(keep) is not None))
+        self.assertIsNone(self.entry(qid))
 
     def test_delete_while_relay_job_in_flight(self):
         # Delete right after the 250: the first attempt may still be out.

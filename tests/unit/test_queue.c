@@ -1287,7 +1287,7 @@ test_recovery_finds_earlier_copy(void **state)
 	mm.body = spool_msg_body(m, &len);
 	mm.len = len;
 	mm.id = qid;
-	mm.tag = spool_msg_inode(m);
+	mm.tag = spool_msg_tag(m);
 	mm.arrival_us = spool_id_time_us(qid);
 	snprintf(path, sizeof(path), "%s/mail/localhost/carol/tmp", f->dir);
 	assert_int_equal(util_mkdirs(path, 0700), 0);

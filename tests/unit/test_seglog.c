@@ -200,6 +200,13 @@ test_commit_read_recover(void **state)
 
 	add(g, SEGLOG_MSG, 1, "version 1\nmessage one");
 	add(g, SEGLOG_JRN, 1, "D 0\n");
+	{
+		/* an empty payload given as a null pointer (zlib's crc32()
+		 * restarts on one) */
+		struct iovec none = { NULL, 0 };
+
+		assert_int_equal(seglog_group_add(g, SEGLOG_DONE, 3, &none, 1), 2);
+	}
 	assert_int_equal(seglog_commit(f->l, g), 0);
 	p0 = seglog_group_pos(g, 0);
 	p1 = seglog_group_pos(g, 1);
@@ -227,9 +234,11 @@ test_commit_read_recover(void **state)
 	    sizeof(err));
 	assert_non_null(f->l);
 	assert_int_equal(seglog_recover(f->l, collect, &s, err, sizeof(err)), 0);
-	assert_int_equal(s.n, 3);
+	assert_int_equal(s.n, 4);
 	assert_int_equal(s.type[0], SEGLOG_MSG);
 	assert_int_equal(s.type[2], SEGLOG_DONE);
+	assert_int_equal(s.id[2], 3);
+	assert_int_equal(s.type[3], SEGLOG_DONE);
 	assert_int_equal(seglog_read(f->l, p0, buf, 21), 0);
 	seglog_group_reset(g);
 	add(g, SEGLOG_JRN, 2, "D 1\n");
