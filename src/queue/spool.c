@@ -42,6 +42,9 @@
 
 struct waiter {
 	struct waiter *next;
+	size_t first, count;    /* its records in the group */
+	bool new_mail;          /* some of them are MSG (need free space) */
+	bool reserved;          /* written in the reserve after an ENOSPC */
 	bool done;
 	int err;
 };
@@ -221,33 +224,70 @@ spool_id_time_us(const char *id)
 
 /* ---- commit groups ---- */
 
+/*
+ * The group failed for want of space: commit again, in the segment's
+ * reserve, the records of the waiters that only record progress
+ * (journal, DONE), so that deliveries are recorded and finished messages
+ * free their segments: a full spool drains instead of locking up. New
+ * mail keeps its 4xx. Returns the group written, or NULL.
+ */
+static struct seglog_group *
+commit_reserved(struct spool *sp, struct seglog_group *g, struct waiter *ws)
+{
+	struct seglog_group *g2 = seglog_group_new();
+
+	for (struct waiter *w = ws; w != NULL; w = w->next) {
+		if (w->new_mail)
+			continue;
+		for (size_t i = w->first; i < w->first + w->count; i++) {
+			struct seglog_rec r;
+			struct iovec iov;
+
+			seglog_group_rec(g, i, &r);
+			iov.iov_base = (void *)r.payload;
+			iov.iov_len = r.len;
+			if (seglog_group_add(g2, r.type, r.id, &iov, 1) == -1)
+				goto fail;
+		}
+		w->reserved = true;
+	}
+	if (seglog_group_count(g2) > 0 &&
+	    seglog_commit(sp->log, g2, SEGLOG_RESERVE) == 0)
+		return g2;
+fail:
+	for (struct waiter *w = ws; w != NULL; w = w->next)
+		w->reserved = false;
+	seglog_group_free(&g2);
+	return NULL;
+}
+
 /* Lead one commit of everything pending; called and returns with mu
  * held, and with writing false. */
 static void
 lead(struct spool *sp)
 {
-	struct seglog_group *g = sp->pending;
+	struct seglog_group *g = sp->pending, *done = NULL;
 	struct waiter *ws = sp->waiters;
 	uint64_t drop[DROP_MAX];
 	size_t ndrop;
-	int rc, err = 0;
+	int err = 0;
 
 	sp->pending = sp->spare != NULL ? sp->spare : seglog_group_new();
 	sp->spare = NULL;
 	sp->waiters = NULL;
 	sp->writing = true;
 	pthread_mutex_unlock(&sp->mu);
-	rc = seglog_commit(sp->log, g);
-	if (rc == -1)
-		err = errno;
+	if (seglog_commit(sp->log, g, 0) == 0)
+		done = g;
+	else if ((err = errno) == ENOSPC)
+		done = commit_reserved(sp, g, ws);
 	pthread_mutex_lock(&sp->mu);
-	if (rc == 0)
-		for (size_t i = 0; i < seglog_group_count(g); i++) {
-			struct seglog_rec r;
+	for (size_t i = 0; done != NULL && i < seglog_group_count(done); i++) {
+		struct seglog_rec r;
 
-			seglog_group_rec(g, i, &r);
-			spool_index_apply(sp->index, &r);
-		}
+		seglog_group_rec(done, i, &r);
+		spool_index_apply(sp->index, &r);
+	}
 	/* Only sealed segments: the active one is still being filled. */
 	ndrop = spool_index_unused(sp->index, seglog_active(sp->log) ?
 	    seglog_active(sp->log) : UINT64_MAX, drop, DROP_MAX);
@@ -256,10 +296,12 @@ lead(struct spool *sp)
 		if (seglog_drop(sp->log, drop[i]) == -1 && errno != ENOENT)
 			log_warn("queue event=spool-drop-failed segment=%016"
 			    PRIx64 " error=\"%s\"", drop[i], strerror(errno));
+	if (done != NULL && done != g)
+		seglog_group_free(&done);
 	pthread_mutex_lock(&sp->mu);
 	for (struct waiter *w = ws; w != NULL; w = w->next) {
 		w->done = true;
-		w->err = err;
+		w->err = done == g || w->reserved ? 0 : err;
 	}
 	seglog_group_reset(g);
 	sp->spare = g;
@@ -309,6 +351,12 @@ log_commit(struct spool *sp, const struct rec_in *recs, size_t n)
 		else
 			pthread_cond_wait(&sp->cv, &sp->mu);
 	}
+	w.first = seglog_group_count(sp->pending) - n;
+	w.count = n;
+	for (size_t k = 0; k < n; k++)
+		if (recs[k].type == SEGLOG_MSG || recs[k].type == SEGLOG_TPL ||
+		    recs[k].type == SEGLOG_ROWS)
+			w.new_mail = true;
 	w.next = sp->waiters;
 	sp->waiters = &w;
 	while (!w.done) {
