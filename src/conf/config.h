@@ -133,6 +133,8 @@ struct config {
 	struct config_listener listeners[CONFIG_MAX_LISTENERS];
 	size_t nlisteners;
 	char *spool_dir;       /* absolute */
+	uint64_t spool_segment_size;   /* bytes per segment of the log */
+	uint64_t spool_inline_max;     /* larger bodies go to spool/big/ */
 	char *log_file;        /* absolute or NULL */
 	char *user_smtp;       /* used only when started as root */
 	char *user_queue;

@@ -209,6 +209,19 @@ static const struct config_option top_opts[] = {
 	  TOP(spool_dir), NULL, NULL,
 	  "The queue directory, owned by the queue process. Created if "
 	  "missing." },
+	{ "spool_segment_size", T_SIZE, "SIZE", "64M", NULL, 8 * KIB * KIB,
+	  16 * KIB * KIB * KIB, false, TOP(spool_segment_size), NULL, NULL,
+	  "Size of each segment file of the spool's log (docs/spool-format.md), "
+	  "allocated in full when it is made, so that a full disk shows "
+	  "before a commit, not halfway through one. The last eighth of a "
+	  "segment is kept for delivery records, so a full spool can still "
+	  "drain. A segment is removed when no queued message needs it." },
+	{ "spool_inline_max", T_SIZE, "SIZE", "256K", NULL, 0,
+	  3 * KIB * KIB, false, TOP(spool_inline_max), NULL, NULL,
+	  "Message bodies up to this size are kept in the spool's log, "
+	  "written with other messages in one sync; larger ones each go to a "
+	  "file of their own under `spool/big/`. It also bounds the memory "
+	  "the queue process holds for a message while it arrives." },
 	{ "log_file", T_PATH, "PATH", NULL, "none: log to stderr only", 0, 0,
 	  false, TOP(log_file), NULL, NULL,
 	  "Also append every log line to this file. Lines always go to "

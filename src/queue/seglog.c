@@ -276,6 +276,13 @@ seg_find(const struct seglog *l, uint64_t n)
 	return bsearch(&key, l->segs, l->nsegs, sizeof(*l->segs), seg_cmp);
 }
 
+static bool
+segsize_ok(uint64_t segsize)
+{
+	return segsize >= SEGLOG_MIN_SEGMENT && segsize <= SEGLOG_MAX_SEGMENT &&
+	    segsize % SEGLOG_ALIGN == 0;
+}
+
 struct seglog *
 seglog_open(int dirfd, uint64_t segsize, uid_t uid, gid_t gid, char *err,
     size_t errsize)
@@ -283,8 +290,7 @@ seglog_open(int dirfd, uint64_t segsize, uid_t uid, gid_t gid, char *err,
 	struct seglog *l;
 	int fd;
 
-	if (segsize < SEGLOG_MIN_SEGMENT || segsize > SEGLOG_MAX_SEGMENT ||
-	    segsize % SEGLOG_ALIGN != 0) {
+	if (!segsize_ok(segsize)) {
 		snprintf(err, errsize, "segment size %" PRIu64 " out of range",
 		    segsize);
 		return NULL;
@@ -308,6 +314,17 @@ seglog_open(int dirfd, uint64_t segsize, uid_t uid, gid_t gid, char *err,
 	l->segsize = segsize;
 	pthread_rwlock_init(&l->lock, NULL);
 	return l;
+}
+
+int
+seglog_set_segment_size(struct seglog *l, uint64_t segsize)
+{
+	if (!segsize_ok(segsize)) {
+		errno = EINVAL;
+		return -1;
+	}
+	l->segsize = segsize;
+	return 0;
 }
 
 void

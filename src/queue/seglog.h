@@ -95,6 +95,9 @@ struct seglog_group;
 struct seglog *seglog_open(int dirfd, uint64_t segsize, uid_t uid,
     gid_t gid, char *err, size_t errsize);
 void seglog_free(struct seglog **lp);
+/* The size of segments made from now on (call it before the first
+ * commit). -1 (errno EINVAL) if out of range. */
+int seglog_set_segment_size(struct seglog *l, uint64_t segsize);
 
 /*
  * Scan every segment in number order, calling cb for each whole record.

@@ -162,6 +162,12 @@ spool_path(const struct spool *sp)
 	return sp->path;
 }
 
+int
+spool_set_segment_size(struct spool *sp, uint64_t n)
+{
+	return seglog_set_segment_size(sp->log, n);
+}
+
 void
 spool_set_inline_max(struct spool *sp, size_t n)
 {

@@ -52,6 +52,9 @@ void spool_free(struct spool **sp);
 const char *spool_path(const struct spool *sp);
 /* Bodies larger than n octets go to big/ (bounded by the log's record). */
 void spool_set_inline_max(struct spool *sp, size_t n);
+/* Segments made from now on are n bytes (before the first commit). -1
+ * (errno EINVAL) if out of seglog's range. */
+int spool_set_segment_size(struct spool *sp, uint64_t n);
 
 /*
  * Start-up recovery, before any transaction: scan the log into the index

@@ -5,22 +5,25 @@ after the message is on disk and fsync'ed (file and directory)").
 DiskFull: the spool and the Maildirs each on a small filesystem of their
 own (tmpfs with a size= limit, mounted by the test as root under tern's
 test directory and unmounted after it; skipped, with that reason, only
-when not root). With the Maildirs full, accepted messages are deferred and
-pile up in the spool until it is full too: from then on the client gets a
-4xx with an enhanced status (452 4.3.1, or 451 4.3.0), never a 5xx and
-never a 250 for a message tern could not store. Then the Maildirs get
-space while the spool has none left at all (deliveries the journal cannot
-record), then the spool too: every acknowledged message is delivered,
-tern answers throughout, and no refused message is ever delivered.
+when not root). The spool's log has 8 MiB segments and room for one: with
+the Maildirs full, accepted messages are deferred and pile up in the
+segment until its normal room is used and no second segment can be made:
+from then on the client gets a 4xx with an enhanced status (452 4.3.1, or
+451 4.3.0), never a 5xx and never a 250 for a message tern could not
+store. Then the Maildirs get space while the spool has none left at all:
+the deliveries are recorded in the segment's reserve (docs/spool-format.md),
+so the full spool drains; then the spool gets space too: every
+acknowledged message is delivered, tern answers throughout, and no
+refused message is ever delivered.
 
 FsyncBeforeAck: tern runs under `strace -f`; for each message the queue
-process's fdatasync of spool/incoming/<id>, its rename to spool/queue/<id>
-and the fsync of spool/queue itself all return before the smtp process
-writes "250 ... queued as <id>" to the client. strace stops each thread at
-every traced syscall and resumes it only after writing the line, so the
-order of the lines in its output is the order in which the calls
-happened (a causal chain: fsync returns, the queue answers the smtp
-process, that one writes the 250).
+process's write of its MSG record to spool/seg/<n>.seg, the fdatasync of
+that segment after it, and the fsync of spool/seg/ after the segment was
+made, all return before the smtp process writes "250 ... queued as <id>"
+to the client. strace stops each thread at every traced syscall and
+resumes it only after writing the line, so the order of the lines in its
+output is the order in which the calls happened (a causal chain: fsync
+returns, the queue answers the smtp process, that one writes the 250).
 """
 
 import errno
@@ -35,10 +38,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import DOMAIN, TernTestCase  # noqa: E402
 
-FS_SIZE = "2m"
-BODY_KIB = 48         # a message is about this big, so a few fill what is left
+FS_SIZE = "16m"       # the Maildirs: room for all that the spool takes
+SPOOL_FS_SIZE = "12m" # one 8 MiB segment and no second
+BODY_KIB = 48         # a message is about this big: ~150 fill a segment
 SPOOL_LEFT = 200 * 1024
-MAX_MESSAGES = 40     # more than enough to fill SPOOL_LEFT
+MAX_MESSAGES = 400    # more than enough to fill the segment's normal room
 
 
 def mount_tmpfs(path, size):
@@ -81,7 +85,8 @@ def free_space(path):
 
 class DiskFull(TernTestCase):
     START = False
-    TERN_OPTIONS = {"options": {"retry_min": "1s", "retry_max": "2s", "max_message_size": "1M"}}
+    TERN_OPTIONS = {"options": {"retry_min": "1s", "retry_max": "2s", "max_message_size": "1M",
+                                "spool_segment_size": "8M"}}
     mounts = []
 
     @classmethod
@@ -95,9 +100,9 @@ class DiskFull(TernTestCase):
             return
         t = cls.tern
         try:
-            for name in ("spoolfs", "mailfs"):
+            for name, size in (("spoolfs", SPOOL_FS_SIZE), ("mailfs", FS_SIZE)):
                 d = os.path.join(t.dir, name)
-                mount_tmpfs(d, FS_SIZE)
+                mount_tmpfs(d, size)
                 cls.mounts.append(d)
             t.spool = os.path.join(t.dir, "spoolfs", "spool")
             t.mail = os.path.join(t.dir, "mailfs", "mail")
@@ -151,7 +156,7 @@ class DiskFull(TernTestCase):
         spool_filler = os.path.join(t.dir, "spoolfs", "filler")
         fill(mail_filler)
         size = fill(spool_filler)
-        os.truncate(spool_filler, max(0, size - SPOOL_LEFT))     # room for a few messages
+        os.truncate(spool_filler, max(0, size - SPOOL_LEFT))     # not for another segment
         acked, refused = {}, {}
         for i in range(MAX_MESSAGES):
             tok = harness.token("full%02d" % i)
@@ -169,7 +174,7 @@ class DiskFull(TernTestCase):
                 break
         self.assertTrue(refused, "%d messages accepted and no 4xx: the spool never filled (%d bytes free)"
                         % (len(acked), free_space(os.path.dirname(spool_filler))))
-        self.assertTrue(acked, "no message accepted with %d KiB free in the spool" % (SPOOL_LEFT // 1024))
+        self.assertTrue(acked, "no message accepted with a segment's room free in the spool")
         self.assertIsNone(t.health_check(), "tern stopped answering on a full disk")
         for tok, qid in acked.items():      # kept, waiting for the full Maildir
             self.assertFalse(any(tok.encode() in m for m in t.messages(user)),
@@ -177,8 +182,9 @@ class DiskFull(TernTestCase):
         t.wait_log("id=%s event=deferred" % sorted(acked.values())[0])
 
         # Space in the Maildirs, none at all in the spool: the messages are
-        # delivered although the journal cannot record it (they may come
-        # twice, never not at all), and tern goes on answering.
+        # delivered, recorded in the segment's reserve (were it used up
+        # they could come twice, never not at all), and tern goes on
+        # answering.
         fill(spool_filler + "2")
         os.unlink(mail_filler)
         self.flush()
@@ -238,14 +244,13 @@ def strace_calls(text):
 
 class FsyncBeforeAck(TernTestCase):
     START = False
-    SYSCALLS = ["fsync", "fdatasync", "rename", "renameat", "renameat2", "linkat",
-                "write", "writev", "sendmsg", "sendto"]
+    SYSCALLS = ["fsync", "fdatasync", "pwrite64", "pwritev", "write", "writev", "sendmsg", "sendto"]
     MESSAGES = 3
 
     def test_fsync_before_250(self):
         t = self.tern
         trace = os.path.join(t.dir, "strace.out")
-        t.start_traced(trace, self.SYSCALLS, ["-ttt", "-yy", "-s", "256"])
+        t.start_traced(trace, self.SYSCALLS, ["-ttt", "-yy", "-s", "65536"])
         qids = []
         errors = []
         lock = threading.Lock()
@@ -276,20 +281,21 @@ class FsyncBeforeAck(TernTestCase):
         spool = re.escape(os.path.realpath(t.spool))
         for qid in qids:
             self.check_order(calls, spool, qid)
-        harness.note("%d messages: fdatasync, rename, fsync of queue/, then the 250 (strace -f)" % len(qids))
+        harness.note("%d messages: record written, segment fdatasync'ed, seg/ fsync'ed, then the 250 "
+                     "(strace -f)" % len(qids))
 
     def test_checker_sees_a_250_before_the_fsync(self):
         """check_order() is not vacuous: a trace in which the 250 comes
-        before the directory fsync fails it."""
+        before the segment's fdatasync fails it."""
         qid = "0123456789abcdef"
         good = [
-            '100 1.000001 fdatasync(18</s/spool/incoming/%s>) = 0' % qid,
-            '100 1.000002 renameat2(5</s/spool/incoming>, "%s", 6</s/spool/queue>, "%s", RENAME_NOREPLACE) = 0'
-            % (qid, qid),
-            '100 1.000003 fsync(6</s/spool/queue> <unfinished ...>',
+            '100 1.000001 fsync(6</s/spool/seg>) = 0',
+            '100 1.000002 pwrite64(18</s/spool/seg/0000000000000001.seg>, "TRc1\\0...'
+            'version 1\\nid %s\\narrival 1\\n...", 400, 48) = 400' % qid,
+            '100 1.000003 fdatasync(18</s/spool/seg/0000000000000001.seg> <unfinished ...>',
             '200 1.000004 writev(15<TCP:[127.0.0.1:25->127.0.0.1:4000]>, [{iov_base="250 2.0.0 Ok: queued as %s'
             '\\r\\n", iov_len=42}], 1) = 42' % qid,
-            '100 1.000005 <... fsync resumed>) = 0',
+            '100 1.000005 <... fdatasync resumed>) = 0',
         ]
         with self.assertRaises(AssertionError):
             self.check_order(strace_calls("\n".join(good)), re.escape("/s/spool"), qid)
@@ -305,26 +311,26 @@ class FsyncBeforeAck(TernTestCase):
                 qid, what, " after line %d" % after if after >= 0 else "",
                 "\n".join(c[3][:200] for c in calls if qid in c[3])[-4000:]))
 
-        incoming = re.compile(r"\(\d+<%s/incoming/%s>" % (spool, qid))
-        datasync = first(lambda c: c[2] in ("fdatasync", "fsync") and c[4] == "0" and incoming.match(c[3][len(c[2]):]),
-                         what="fdatasync/fsync of incoming/%s returning 0" % qid)
-        rename = first(lambda c: ((c[2] in ("rename", "renameat", "renameat2") and c[4] == "0"
-                                   and re.search(r"%s/queue>, \"%s\"|/queue/%s\"" % (spool, qid, qid), c[3]))
-                                  or (c[2] == "linkat" and c[4] == "0" and "/queue>, \"%s\"" % qid in c[3])),
-                       what="rename of %s into the queue directory" % qid)
-        dirsync = first(lambda c: c[2] == "fsync" and c[4] == "0" and re.match(r"fsync\(\d+<%s/queue>\)" % spool, c[3]),
-                        after=rename[0], what="fsync of the queue directory after the rename")
+        segment = re.compile(r"\(\d+<(%s/seg/[0-9a-f]{16}\.seg)>" % spool)
+        write = first(lambda c: c[2] in ("pwrite64", "pwritev") and c[4] not in ("-1", "?")
+                      and segment.match(c[3][len(c[2]):]) and "\\nid %s\\n" % qid in c[3],
+                      what="write of the MSG record of %s to a segment" % qid)
+        path = segment.match(write[3][len(write[2]):]).group(1)
+        datasync = first(lambda c: c[2] in ("fdatasync", "fsync") and c[4] == "0"
+                         and ("<%s>" % path) in c[3], after=write[0],
+                         what="fdatasync of %s after the write" % path)
+        dirsync = first(lambda c: c[2] == "fsync" and c[4] == "0" and re.match(r"fsync\(\d+<%s/seg>\)" % spool, c[3]),
+                        what="fsync of spool/seg/ (the segment's name made durable)")
         reply = first(lambda c: c[2] in ("write", "writev", "sendmsg", "sendto")
                       and "250 2.0.0 Ok: queued as %s" % qid in c[3] and "TCP" in c[3],
                       what="write of the 250 to the client")
-        order = [("fdatasync of the file", datasync), ("rename into queue/", rename),
-                 ("fsync of queue/", dirsync), ("250 to the client", reply)]
+        order = [("fsync of seg/", dirsync), ("write of the record", write),
+                 ("fdatasync of the segment", datasync), ("250 to the client", reply)]
         got = sorted(order, key=lambda x: x[1][0])
         self.assertEqual([n for n, _ in got], [n for n, _ in order],
                          "%s: order in the trace:\n%s" % (qid, "\n".join("%5d pid %d %s" % (c[0], c[1], c[3][:160])
                                                                         for _, c in got)))
         self.assertNotEqual(reply[1], datasync[1], "the 250 came from the queue process itself?")
-
 
 if __name__ == "__main__":
     unittest.main()
