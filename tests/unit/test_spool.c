@@ -1,6 +1,7 @@
 /*
- * test_spool.c - the on-disk queue: commit, recovery, journal replay (with
- * a torn record), id uniqueness and corrupt-file detection.
+ * test_spool.c - the on-disk queue, format 2: commit (in the log and to
+ * big/), recovery across restarts, journal replay, id uniqueness, corrupt
+ * images, format-1 conversion, quarantine and segment reclaim.
  */
 #include "unit.h"
 
@@ -32,6 +33,7 @@ setup(void **state)
 	assert_non_null(mkdtemp(f->dir));
 	f->sp = spool_open(f->dir, (uid_t)-1, (gid_t)-1, err, sizeof(err));
 	assert_non_null(f->sp);
+	assert_int_equal(spool_recover(f->sp, err, sizeof(err)), 0);
 	*state = f;
 	return 0;
 }
@@ -81,7 +83,8 @@ count_dir(const char *dir, const char *sub)
 
 	snprintf(p, sizeof(p), "%s/%s", dir, sub);
 	d = opendir(p);
-	assert_non_null(d);
+	if (d == NULL)
+		return -1;
 	while ((de = readdir(d)) != NULL)
 		if (de->d_name[0] != '.')
 			n++;
@@ -89,9 +92,43 @@ count_dir(const char *dir, const char *sub)
 	return n;
 }
 
+/* A restart: a new spool over the same directory, recovered. Returns
+ * what spool_recover() returned. */
+static int
+reopen(struct fx *f)
+{
+	char err[256];
+	int rc;
+
+	spool_free(&f->sp);
+	f->sp = spool_open(f->dir, (uid_t)-1, (gid_t)-1, err, sizeof(err));
+	assert_non_null(f->sp);
+	rc = spool_recover(f->sp, err, sizeof(err));
+	if (rc == -1)
+		fail_msg("recover: %s", err);
+	return rc;
+}
+
+static void
+scan_count(void *arg, const char *id)
+{
+	(*(int *)arg)++;
+	assert_true(spool_valid_id(id));
+}
+
+static int
+queued(struct fx *f)
+{
+	int n = 0, r = spool_scan(f->sp, scan_count, &n);
+
+	assert_int_equal(r, n);
+	return n;
+}
+
 /* Receive and commit one message; returns its id in id. */
 static void
-commit_one(struct fx *f, size_t nrcpts, const char *body, char id[17])
+commit_one(struct fx *f, size_t nrcpts, const char *body, size_t len,
+    char id[17])
 {
 	struct envelope env;
 	struct spool_txn *t;
@@ -100,18 +137,32 @@ commit_one(struct fx *f, size_t nrcpts, const char *body, char id[17])
 	t = spool_txn_begin(f->sp, &env);
 	assert_non_null(t);
 	assert_string_equal(env.id, spool_txn_id(t));
-	assert_true(exists(f->dir, "incoming", env.id));
-	assert_int_equal(spool_txn_write(t, body, strlen(body) / 2), 0);
-	assert_int_equal(spool_txn_write(t, body + strlen(body) / 2,
-	    strlen(body) - strlen(body) / 2), 0);
-	assert_int_equal(spool_txn_size(t), strlen(body));
+	assert_int_equal(spool_txn_write(t, body, len / 2), 0);
+	assert_int_equal(spool_txn_write(t, body + len / 2, len - len / 2), 0);
+	assert_int_equal(spool_txn_size(t), len);
 	spool_commit_batch(f->sp, &t, 1);
 	assert_int_equal(spool_txn_error(t), 0);
 	util_strlcpy(id, env.id, 17);
-	assert_false(exists(f->dir, "incoming", id));
-	assert_true(exists(f->dir, "queue", id));
 	spool_txn_free(&t);
 	envelope_clear(&env);
+}
+
+static void
+check_body(struct fx *f, const char *id, const char *body, size_t len)
+{
+	char err[256];
+	struct spool_msg *m = spool_msg_load(f->sp, id, err, sizeof(err));
+	const char *b;
+	size_t blen;
+
+	if (m == NULL)
+		fail_msg("load %s: %s", id, err);
+	assert_string_equal(spool_msg_id(m), id);
+	assert_string_equal(spool_msg_envelope(m)->id, id);
+	b = spool_msg_body(m, &blen);
+	assert_int_equal(blen, len);
+	assert_memory_equal(b, body, blen);
+	spool_msg_close(&m);
 }
 
 static void
@@ -121,22 +172,21 @@ test_commit_and_load(void **state)
 	static const char body[] = "Received: x\r\nSubject: hi\r\n\r\nbody\r\n";
 	char id[17], err[256];
 	struct spool_msg *m;
-	const char *b;
-	size_t blen;
 
-	commit_one(f, 2, body, id);
+	commit_one(f, 2, body, sizeof(body) - 1, id);
 	m = spool_msg_load(f->sp, id, err, sizeof(err));
 	assert_non_null(m);
-	assert_string_equal(spool_msg_id(m), id);
 	assert_string_equal(spool_msg_envelope(m)->sender, "alice@example.org");
-	assert_string_equal(spool_msg_envelope(m)->id, id);
 	assert_int_equal(spool_msg_envelope(m)->nrcpts, 2);
-	b = spool_msg_body(m, &blen);
-	assert_int_equal(blen, sizeof(body) - 1);
-	assert_memory_equal(b, body, blen);
 	assert_int_equal(spool_msg_rcpt(m, 0)->state, SPOOL_RCPT_PENDING);
 	assert_false(spool_msg_done(m));
 	spool_msg_close(&m);
+	check_body(f, id, body, sizeof(body) - 1);
+	/* in the log, nowhere else: it is there after a restart */
+	assert_int_equal(count_dir(f->dir, "big"), 0);
+	reopen(f);
+	assert_int_equal(queued(f), 1);
+	check_body(f, id, body, sizeof(body) - 1);
 }
 
 static void
@@ -158,15 +208,38 @@ test_batch_commit(void **state)
 		spool_txn_free(&t[i]);
 		envelope_clear(&env[i]);
 	}
-	assert_int_equal(count_dir(f->dir, "queue"), 20);
-	assert_int_equal(count_dir(f->dir, "incoming"), 0);
+	assert_int_equal(queued(f), 20);
+	reopen(f);
+	assert_int_equal(queued(f), 20);
+	/* one segment, no files per message */
+	assert_int_equal(count_dir(f->dir, "seg"), 1);
 }
 
+/* Bodies over spool_inline_max go to big/<id>; the record names it. */
 static void
-scan_count(void *arg, const char *id)
+test_big_body(void **state)
 {
-	(*(int *)arg)++;
-	assert_true(spool_valid_id(id));
+	struct fx *f = *state;
+	char *body = xcalloc(1, 5000), id[17], err[256];
+	struct spool_msg *m;
+
+	for (size_t i = 0; i < 5000; i++)
+		body[i] = (char)('a' + i % 26);
+	spool_set_inline_max(f->sp, 1000);
+	commit_one(f, 1, body, 5000, id);
+	assert_true(exists(f->dir, "big", id));
+	check_body(f, id, body, 5000);
+	reopen(f);
+	check_body(f, id, body, 5000);
+	m = spool_msg_load(f->sp, id, err, sizeof(err));
+	spool_msg_delivered(m, 0);
+	assert_int_equal(spool_msg_flush(m), 0);
+	assert_int_equal(spool_msg_remove(m), 0);
+	spool_msg_close(&m);
+	assert_false(exists(f->dir, "big", id));
+	reopen(f);
+	assert_int_equal(queued(f), 0);
+	free(body);
 }
 
 static void
@@ -174,33 +247,37 @@ test_recovery(void **state)
 {
 	struct fx *f = *state;
 	struct envelope env;
-	struct spool_txn *t, *t2;
-	char id[17], err[256];
-	int n = 0;
+	struct spool_txn *t, *t2, *t3;
+	char id[17], big[4096];
 
-	commit_one(f, 1, "committed\r\n", id);
-	/* Two transactions left open by a "crash", one aborted. */
+	commit_one(f, 1, "committed\r\n", 11, id);
+	/* Transactions left open by a "crash" (one with a big/ file), one
+	 * aborted. */
+	spool_set_inline_max(f->sp, 100);
 	make_env(&env, 1);
 	t = spool_txn_begin(f->sp, &env);
 	assert_int_equal(spool_txn_write(t, "partial", 7), 0);
 	envelope_clear(&env);
 	make_env(&env, 1);
+	t3 = spool_txn_begin(f->sp, &env);
+	memset(big, 'b', sizeof(big));
+	assert_int_equal(spool_txn_write(t3, big, sizeof(big)), 0);
+	assert_true(exists(f->dir, "big", env.id));
+	envelope_clear(&env);
+	make_env(&env, 1);
 	t2 = spool_txn_begin(f->sp, &env);
+	assert_int_equal(spool_txn_write(t2, big, sizeof(big)), 0);
 	spool_txn_abort(&t2);
 	assert_null(t2);
-	assert_false(exists(f->dir, "incoming", env.id));
+	assert_false(exists(f->dir, "big", env.id));
 	envelope_clear(&env);
-	assert_int_equal(count_dir(f->dir, "incoming"), 1);
 	spool_txn_free(&t);   /* closes without removing: the crash */
+	spool_txn_free(&t3);
 
-	/* A fresh start on the same spool. */
-	spool_free(&f->sp);
-	f->sp = spool_open(f->dir, (uid_t)-1, (gid_t)-1, err, sizeof(err));
-	assert_non_null(f->sp);
-	assert_int_equal(spool_recover_incoming(f->sp), 1);
-	assert_int_equal(count_dir(f->dir, "incoming"), 0);
-	assert_int_equal(spool_scan(f->sp, scan_count, &n), 1);
-	assert_int_equal(n, 1);
+	/* A fresh start on the same spool: only the committed one. */
+	assert_int_equal(reopen(f), 0);
+	assert_int_equal(queued(f), 1);
+	assert_int_equal(count_dir(f->dir, "big"), 0);
 	/* New ids sort after every recovered one. */
 	{
 		char next[17];
@@ -231,38 +308,13 @@ test_id_unique_and_sorted(void **state)
 }
 
 static void
-append_raw(struct fx *f, const char *id, const char *text)
-{
-	char p[256];
-	int fd;
-
-	snprintf(p, sizeof(p), "%s/queue/%s", f->dir, id);
-	fd = open(p, O_WRONLY | O_APPEND);
-	assert_true(fd >= 0);
-	assert_int_equal(util_write_all(fd, text, strlen(text)), 0);
-	close(fd);
-}
-
-static off_t
-file_size(struct fx *f, const char *id)
-{
-	char p[256];
-	struct stat st;
-
-	snprintf(p, sizeof(p), "%s/queue/%s", f->dir, id);
-	assert_int_equal(stat(p, &st), 0);
-	return st.st_size;
-}
-
-static void
 test_journal_replay(void **state)
 {
 	struct fx *f = *state;
 	char id[17], err[256];
 	struct spool_msg *m;
-	off_t before;
 
-	commit_one(f, 4, "body\r\n", id);
+	commit_one(f, 4, "body\r\n", 6, id);
 	m = spool_msg_load(f->sp, id, err, sizeof(err));
 	assert_non_null(m);
 	spool_msg_delivered(m, 0);
@@ -270,46 +322,43 @@ test_journal_replay(void **state)
 	spool_msg_deferred(m, 2, 1796000600, "451 4.3.0 disk trouble");
 	assert_int_equal(spool_msg_flush(m), 0);
 	spool_msg_close(&m);
-	before = file_size(f, id);
-	/* A torn record: the crash hit in the middle of a write. */
-	append_raw(f, id, "D 3");
 
+	for (int pass = 0; pass < 2; pass++) {
+		/* the same after a restart: the journal is in the log */
+		m = spool_msg_load(f->sp, id, err, sizeof(err));
+		assert_non_null(m);
+		assert_int_equal(spool_msg_rcpt(m, 0)->state, SPOOL_RCPT_DELIVERED);
+		assert_int_equal(spool_msg_rcpt(m, 1)->state, SPOOL_RCPT_FAILED);
+		assert_string_equal(spool_msg_rcpt(m, 1)->reply,
+		    "550 5.1.1 no such user??D 3");
+		assert_int_equal(spool_msg_rcpt(m, 2)->state, SPOOL_RCPT_DEFERRED);
+		assert_int_equal(spool_msg_rcpt(m, 2)->attempts, 1);
+		assert_int_equal(spool_msg_rcpt(m, 2)->next_attempt, 1796000600);
+		assert_string_equal(spool_msg_rcpt(m, 2)->reply,
+		    "451 4.3.0 disk trouble");
+		assert_int_equal(spool_msg_rcpt(m, 3)->state, SPOOL_RCPT_PENDING);
+		assert_false(spool_msg_done(m));
+		spool_msg_close(&m);
+		reopen(f);
+	}
 	m = spool_msg_load(f->sp, id, err, sizeof(err));
-	assert_non_null(m);
-	assert_int_equal(spool_msg_rcpt(m, 0)->state, SPOOL_RCPT_DELIVERED);
-	assert_int_equal(spool_msg_rcpt(m, 1)->state, SPOOL_RCPT_FAILED);
-	assert_string_equal(spool_msg_rcpt(m, 1)->reply,
-	    "550 5.1.1 no such user??D 3");
-	assert_int_equal(spool_msg_rcpt(m, 2)->state, SPOOL_RCPT_DEFERRED);
-	assert_int_equal(spool_msg_rcpt(m, 2)->attempts, 1);
-	assert_int_equal(spool_msg_rcpt(m, 2)->next_attempt, 1796000600);
-	assert_string_equal(spool_msg_rcpt(m, 2)->reply, "451 4.3.0 disk trouble");
-	/* The torn "D 3" is ignored and cut off. */
-	assert_int_equal(spool_msg_rcpt(m, 3)->state, SPOOL_RCPT_PENDING);
-	assert_int_equal(file_size(f, id), before);
-	assert_false(spool_msg_done(m));
-	/* The next record starts on a line of its own. */
 	spool_msg_deferred(m, 2, 1796001000, "451 4.3.0 again");
 	spool_msg_delivered(m, 3);
 	assert_int_equal(spool_msg_flush(m), 0);
 	spool_msg_close(&m);
-
-	/* Malformed and out-of-range records are skipped, not fatal. */
-	append_raw(f, id, "D 99\nX 1\nD\nT 2 x 1 y\n");
 	m = spool_msg_load(f->sp, id, err, sizeof(err));
-	assert_non_null(m);
-	assert_int_equal(spool_msg_rcpt(m, 2)->state, SPOOL_RCPT_DEFERRED);
 	assert_int_equal(spool_msg_rcpt(m, 2)->attempts, 2);
-	assert_int_equal(spool_msg_rcpt(m, 2)->next_attempt, 1796001000);
 	assert_int_equal(spool_msg_rcpt(m, 3)->state, SPOOL_RCPT_DELIVERED);
 	spool_msg_delivered(m, 2);
 	assert_true(spool_msg_done(m));
+	assert_int_equal(spool_msg_flush(m), 0);
 	assert_int_equal(spool_msg_remove(m), 0);
 	spool_msg_close(&m);
-	assert_false(exists(f->dir, "queue", id));
 	m = spool_msg_load(f->sp, id, err, sizeof(err));
 	assert_null(m);
 	assert_int_equal(errno, ENOENT);
+	reopen(f);
+	assert_int_equal(queued(f), 0);
 }
 
 /* spool_msg_parse: the loader's parsing over an image in memory (what
@@ -365,22 +414,25 @@ test_parse_image(void **state)
 }
 
 static void
-write_queue_file(struct fx *f, const char *id, const char *content, size_t len)
+write_file(struct fx *f, const char *sub, const char *id, const char *content,
+    size_t len)
 {
 	char p[256];
 	int fd;
 
-	snprintf(p, sizeof(p), "%s/queue/%s", f->dir, id);
+	snprintf(p, sizeof(p), "%s/%s", f->dir, sub);
+	(void)mkdir(p, 0700);
+	snprintf(p, sizeof(p), "%s/%s/%s", f->dir, sub, id);
 	fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 	assert_true(fd >= 0);
 	assert_int_equal(util_write_all(fd, content, len), 0);
 	close(fd);
 }
 
+/* Images that are not queue files are EBADMSG, never loaded. */
 static void
-test_corrupt_files(void **state)
+test_corrupt_images(void **state)
 {
-	struct fx *f = *state;
 	static const struct {
 		const char *name;
 		const char *content;
@@ -396,50 +448,107 @@ test_corrupt_files(void **state)
 	};
 	char err[256];
 
+	(void)state;
 	for (size_t i = 0; i < nitems(cases); i++) {
-		struct spool_msg *m;
+		struct spool_msg *m = spool_msg_parse("00000000000000aa",
+		    cases[i].content, strlen(cases[i].content), NULL, err,
+		    sizeof(err));
 
-		write_queue_file(f, "00000000000000aa", cases[i].content,
-		    strlen(cases[i].content));
-		m = spool_msg_load(f->sp, "00000000000000aa", err, sizeof(err));
 		if (m != NULL)
 			fail_msg("case \"%s\": loaded", cases[i].name);
 		if (errno != EBADMSG)
 			fail_msg("case \"%s\": errno %d", cases[i].name, errno);
 	}
-	/* A good one, written by hand from the documented format. */
-	static const char good[] = "tern-queue 1 00000000000000000006\n"
-	    "version 1\nid 00000000000000aa\narrival 1\nsender \n"
-	    "rcpt - - a@b\n\nbody\r\nD 0\n";
-	write_queue_file(f, "00000000000000aa", good, sizeof(good) - 1);
-	struct spool_msg *m = spool_msg_load(f->sp, "00000000000000aa", err,
-	    sizeof(err));
-	assert_non_null(m);
-	assert_true(spool_msg_done(m));
-	spool_msg_close(&m);
-	assert_int_equal(spool_quarantine(f->sp, "00000000000000aa"), 0);
-	assert_true(exists(f->dir, "corrupt", "00000000000000aa"));
-	assert_false(exists(f->dir, "queue", "00000000000000aa"));
 }
 
+/* A format-1 spool is converted at start-up: incoming/ emptied, queue/
+ * files into the log with their journals, a corrupt one set aside, and
+ * both directories gone. */
 static void
-test_rename_never_replaces(void **state)
+test_format1_conversion(void **state)
 {
 	struct fx *f = *state;
-	struct envelope env;
-	struct spool_txn *t;
+	static const char good[] = "tern-queue 1 00000000000000000006\n"
+	    "version 1\nid 00000000000000aa\narrival 1\nsender \n"
+	    "rcpt - - a@b\nrcpt - - c@d\n\nbody\r\nD 0\nT 1 1796000600 2 451 4.4.1 x\n";
+	char err[256];
+	struct spool_msg *m;
 
-	make_env(&env, 1);
-	t = spool_txn_begin(f->sp, &env);
-	assert_non_null(t);
-	/* Something already sits at queue/<id>: the commit must not clobber it. */
-	write_queue_file(f, env.id, "precious", 8);
-	spool_commit_batch(f->sp, &t, 1);
-	assert_int_equal(spool_txn_error(t), EEXIST);
-	assert_false(exists(f->dir, "incoming", env.id));
-	assert_int_equal(file_size(f, env.id), 8);
-	spool_txn_free(&t);
-	envelope_clear(&env);
+	write_file(f, "queue", "00000000000000aa", good, sizeof(good) - 1);
+	write_file(f, "queue", "00000000000000bb", "tern-queux", 10);
+	write_file(f, "incoming", "00000000000000cc", "tern-queue 1 0", 14);
+	assert_int_equal(reopen(f), 1);
+	assert_int_equal(count_dir(f->dir, "queue"), -1);
+	assert_int_equal(count_dir(f->dir, "incoming"), -1);
+	assert_true(exists(f->dir, "corrupt", "00000000000000bb"));
+	assert_int_equal(queued(f), 1);
+	m = spool_msg_load(f->sp, "00000000000000aa", err, sizeof(err));
+	assert_non_null(m);
+	assert_int_equal(spool_msg_rcpt(m, 0)->state, SPOOL_RCPT_DELIVERED);
+	assert_int_equal(spool_msg_rcpt(m, 1)->state, SPOOL_RCPT_DEFERRED);
+	assert_int_equal(spool_msg_rcpt(m, 1)->attempts, 2);
+	spool_msg_close(&m);
+	check_body(f, "00000000000000aa", "body\r\n", 6);
+	/* new ids come after the converted ones */
+	{
+		char next[17];
+		spool_next_id(f->sp, next);
+		assert_true(strcmp(next, "00000000000000aa") > 0);
+	}
+	reopen(f);
+	assert_int_equal(queued(f), 1);
+}
+
+/* Quarantine: what can be read goes to corrupt/<id>; the message is
+ * forgotten, also after a restart. */
+static void
+test_quarantine(void **state)
+{
+	struct fx *f = *state;
+	char id[17], err[256];
+
+	commit_one(f, 1, "odd\r\n", 5, id);
+	assert_int_equal(spool_quarantine(f->sp, id), 0);
+	assert_true(exists(f->dir, "corrupt", id));
+	assert_null(spool_msg_load(f->sp, id, err, sizeof(err)));
+	assert_int_equal(errno, ENOENT);
+	reopen(f);
+	assert_int_equal(queued(f), 0);
+}
+
+/* Segments that no queued message needs are removed: at recovery, and
+ * once the log has moved on to a new segment. */
+static void
+test_segments_reclaimed(void **state)
+{
+	struct fx *f = *state;
+	size_t len = 2u * 1024 * 1024;
+	char *body = xcalloc(1, len), ids[8][17], err[256];
+
+	memset(body, 'z', len);
+	assert_int_equal(spool_set_segment_size(f->sp, SEGLOG_MIN_SEGMENT), 0);
+	spool_set_inline_max(f->sp, SPOOL_INLINE_MAX_LIMIT);
+	for (int i = 0; i < 8; i++)
+		commit_one(f, 1, body, len, ids[i]);
+	assert_true(count_dir(f->dir, "seg") >= 3);
+	assert_int_equal(count_dir(f->dir, "big"), 0);
+	for (int i = 0; i < 7; i++) {
+		struct spool_msg *m = spool_msg_load(f->sp, ids[i], err,
+		    sizeof(err));
+
+		assert_non_null(m);
+		spool_msg_delivered(m, 0);
+		assert_int_equal(spool_msg_flush(m), 0);
+		assert_int_equal(spool_msg_remove(m), 0);
+		spool_msg_close(&m);
+	}
+	/* the sealed segments holding only finished messages are gone */
+	assert_true(count_dir(f->dir, "seg") <= 2);
+	reopen(f);
+	assert_int_equal(queued(f), 1);
+	check_body(f, ids[7], body, len);
+	assert_true(count_dir(f->dir, "seg") <= 2);
+	free(body);
 }
 
 int
@@ -448,12 +557,15 @@ main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_commit_and_load, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_batch_commit, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_big_body, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_recovery, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_id_unique_and_sorted, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_journal_replay, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_corrupt_files, setup, teardown),
-		cmocka_unit_test_setup_teardown(test_rename_never_replaces, setup, teardown),
 		cmocka_unit_test(test_parse_image),
+		cmocka_unit_test(test_corrupt_images),
+		cmocka_unit_test_setup_teardown(test_format1_conversion, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_quarantine, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_segments_reclaimed, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
