@@ -636,14 +636,15 @@ fail:
 
 /* Write records [from, to) of g at the tail of the active segment. */
 static int
-write_run(struct seglog *l, struct seglog_group *g, size_t from, size_t to)
+write_run(struct seglog *l, struct seglog_group *g, size_t from, size_t to,
+    bool sync)
 {
 	size_t start = g->recs[from].off;
 	size_t end = to < g->n ? g->recs[to].off : g->used;
 	struct segfile *s = seg_find(l, l->active);
 
 	if (pwrite_all(s->fd, g->buf + start, end - start, l->tail) == -1 ||
-	    fdatasync(s->fd) == -1)
+	    (sync && fdatasync(s->fd) == -1))
 		return -1;
 	for (size_t i = from; i < to; i++) {
 		g->recs[i].pos.seg = l->active;
@@ -682,7 +683,7 @@ seglog_commit(struct seglog *l, struct seglog_group *g, unsigned flags)
 				return -1;
 			continue;
 		}
-		if (write_run(l, g, from, to) == -1) {
+		if (write_run(l, g, from, to, !(flags & SEGLOG_NOSYNC)) == -1) {
 			l->active = 0;    /* never append after a failed write */
 			return -1;
 		}

@@ -147,6 +147,14 @@ void seglog_group_rec(const struct seglog_group *g, size_t i,
  */
 #define SEGLOG_RESERVE 1u
 #define SEGLOG_RESERVE_DIV 8
+/*
+ * Write, do not fdatasync: the records reach the disk with the next
+ * commit that syncs (any sync covers every byte before it) or with the
+ * kernel's write-back. For records whose loss a crash may cause without
+ * harm beyond at-least-once delivery (DONE). A segment made for them is
+ * still made durable.
+ */
+#define SEGLOG_NOSYNC 2u
 int seglog_commit(struct seglog *l, struct seglog_group *g, unsigned flags);
 struct seglog_pos seglog_group_pos(const struct seglog_group *g, size_t i);
 

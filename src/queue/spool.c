@@ -44,6 +44,7 @@ struct waiter {
 	struct waiter *next;
 	size_t first, count;    /* its records in the group */
 	bool new_mail;          /* some of them are MSG (need free space) */
+	bool lazy;              /* need not be synced (DONE) */
 	bool reserved;          /* written in the reserve after an ENOSPC */
 	bool done;
 	int err;
@@ -283,7 +284,11 @@ lead(struct spool *sp)
 	sp->waiters = NULL;
 	sp->writing = true;
 	pthread_mutex_unlock(&sp->mu);
-	if (seglog_commit(sp->log, g, 0) == 0)
+	bool lazy = true;
+
+	for (struct waiter *w = ws; w != NULL; w = w->next)
+		lazy = lazy && w->lazy;
+	if (seglog_commit(sp->log, g, lazy ? SEGLOG_NOSYNC : 0) == 0)
 		done = g;
 	else if ((err = errno) == ENOSPC)
 		done = commit_reserved(sp, g, ws);
@@ -328,7 +333,7 @@ struct rec_in {
  * them counts).
  */
 static int
-log_commit(struct spool *sp, const struct rec_in *recs, size_t n)
+log_commit(struct spool *sp, const struct rec_in *recs, size_t n, bool lazy)
 {
 	struct waiter w = { 0 };
 
@@ -363,6 +368,7 @@ log_commit(struct spool *sp, const struct rec_in *recs, size_t n)
 		if (recs[k].type == SEGLOG_MSG || recs[k].type == SEGLOG_TPL ||
 		    recs[k].type == SEGLOG_ROWS)
 			w.new_mail = true;
+	w.lazy = lazy;
 	w.next = sp->waiters;
 	sp->waiters = &w;
 	while (!w.done) {
@@ -386,7 +392,10 @@ log_one(struct spool *sp, enum seglog_type type, const char *id,
 	struct iovec iov = { (void *)p, len };
 	struct rec_in r = { type, id_value(id), &iov, 1 };
 
-	return log_commit(sp, &r, 1);
+	/* A lost DONE brings a finished message back: delivered again (at
+	 * least once; local copies are found), as format 1's unsynced
+	 * unlink did. Not worth a sync of its own. */
+	return log_commit(sp, &r, 1, type == SEGLOG_DONE);
 }
 
 /* ---- recovery ---- */
@@ -587,7 +596,7 @@ convert_one(void *arg, int dirfd, const char *name)
 	jiov.iov_len = keep - head - body;
 	recs[0] = (struct rec_in){ SEGLOG_MSG, id_value(name), iov, 2 };
 	recs[1] = (struct rec_in){ SEGLOG_JRN, id_value(name), &jiov, 1 };
-	if (log_commit(sp, recs, jiov.iov_len > 0 ? 2 : 1) == -1)
+	if (log_commit(sp, recs, jiov.iov_len > 0 ? 2 : 1, false) == -1)
 		goto fail;
 	c->converted++;
 done:
@@ -904,7 +913,7 @@ spool_commit_batch(struct spool *sp, struct spool_txn *const *txns, size_t n)
 		    &iov[2 * k], 2 };
 		k++;
 	}
-	if (k > 0 && log_commit(sp, recs, k) == -1) {
+	if (k > 0 && log_commit(sp, recs, k, false) == -1) {
 		int err = errno;
 
 		/* Not durable, so not acknowledged. */
