@@ -252,11 +252,32 @@ test_commit_read_recover(void **state)
 	assert_int_equal(seglog_group_pos(g, 0).seg, 2);
 	assert_int_equal(seglog_segments(f->l, NULL), 2);
 
+	/* a commit without its own sync is read back and recovered like
+	 * any other (the next sync covers it) */
+	seglog_group_reset(g);
+	add(g, SEGLOG_DONE, 2, "");
+	assert_int_equal(seglog_commit(f->l, g, SEGLOG_NOSYNC), 0);
+	assert_int_equal(seglog_group_pos(g, 0).seg, 2);
+	seglog_group_reset(g);
+	add(g, SEGLOG_JRN, 4, "D 0\n");
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
+	memset(&s, 0, sizeof(s));
+	seglog_free(&f->l);
+	f->l = seglog_open(f->dirfd, SEGSIZE, (uid_t)-1, (gid_t)-1, err,
+	    sizeof(err));
+	assert_int_equal(seglog_recover(f->l, collect, &s, err, sizeof(err)), 0);
+	assert_int_equal(s.n, 7);
+	assert_int_equal(s.type[5], SEGLOG_DONE);
+	assert_int_equal(s.id[5], 2);
+	seglog_group_reset(g);
+	add(g, SEGLOG_JRN, 5, "D 0\n");
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
+
 	/* segment 1 is no longer needed: dropped; the active one is not */
-	assert_int_equal(seglog_drop(f->l, 2), -1);
+	assert_int_equal(seglog_drop(f->l, 3), -1);
 	assert_int_equal(errno, EBUSY);
 	assert_int_equal(seglog_drop(f->l, 1), 0);
-	assert_int_equal(seglog_segments(f->l, NULL), 1);
+	assert_int_equal(seglog_segments(f->l, NULL), 2);
 	assert_int_equal(seglog_read(f->l, p0, buf, 21), -1);
 	assert_int_equal(errno, ENOENT);
 	assert_int_equal(faccessat(f->dirfd, "seg/0000000000000001.seg", F_OK, 0),
