@@ -113,8 +113,11 @@ rec_crc(const unsigned char *hdr, const struct iovec *iov, int iovcnt)
 
 	c = crc32(c, hdr, 12);
 	c = crc32(c, hdr + 16, SEGLOG_HDR - 16);
+	/* zlib's crc32() with a null buffer restarts the value: skip
+	 * empty parts, whatever their pointer */
 	for (int i = 0; i < iovcnt; i++)
-		c = crc32(c, iov[i].iov_base, (uInt)iov[i].iov_len);
+		if (iov[i].iov_len > 0)
+			c = crc32(c, iov[i].iov_base, (uInt)iov[i].iov_len);
 	return (uint32_t)c;
 }
 
@@ -466,6 +469,15 @@ seglog_group_reset(struct seglog_group *g)
 	g->used = 0;
 }
 
+void
+seglog_group_truncate(struct seglog_group *g, size_t n)
+{
+	if (n >= g->n)
+		return;
+	g->used = g->recs[n].off;
+	g->n = n;
+}
+
 size_t
 seglog_group_count(const struct seglog_group *g)
 {
@@ -485,11 +497,12 @@ seglog_group_add(struct seglog_group *g, enum seglog_type type, uint64_t id,
 		errno = EMSGSIZE;
 		return -1;
 	}
-	if (g->n == SEGLOG_GROUP_MAX) {
+	size = seglog_rec_size(len);
+	if (g->n == SEGLOG_GROUP_MAX ||
+	    (g->n > 0 && g->used + size > SEGLOG_GROUP_BYTES)) {
 		errno = ENOBUFS;
 		return -1;
 	}
-	size = seglog_rec_size(len);
 	if (g->n == g->cap) {
 		g->cap = g->cap ? g->cap * 2 : 32;
 		g->recs = xreallocarray(g->recs, g->cap, sizeof(*g->recs));
@@ -506,7 +519,8 @@ seglog_group_add(struct seglog_group *g, enum seglog_type type, uint64_t id,
 	seglog_encode_header(p, type, id, iov, iovcnt);
 	p += SEGLOG_HDR;
 	for (int i = 0; i < iovcnt; i++) {
-		memcpy(p, iov[i].iov_base, iov[i].iov_len);
+		if (iov[i].iov_len > 0)
+			memcpy(p, iov[i].iov_base, iov[i].iov_len);
 		p += iov[i].iov_len;
 	}
 	memset(p, 0, size - SEGLOG_HDR - len);
@@ -515,6 +529,19 @@ seglog_group_add(struct seglog_group *g, enum seglog_type type, uint64_t id,
 	g->recs[g->n].pos.off = 0;
 	g->used += size;
 	return (int)g->n++;
+}
+
+void
+seglog_group_rec(const struct seglog_group *g, size_t i,
+    struct seglog_rec *r)
+{
+	const unsigned char *p = g->buf + g->recs[i].off;
+
+	r->type = (enum seglog_type)p[8];
+	r->id = get64(p + 16);
+	r->len = get32(p + 4);
+	r->payload = p + SEGLOG_HDR;
+	r->pos = g->recs[i].pos;
 }
 
 struct seglog_pos

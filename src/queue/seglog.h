@@ -24,11 +24,13 @@
 #define SEGLOG_HDR 24
 #define SEGLOG_ALIGN 8
 /* Bound on one record's payload; a segment must hold the largest. */
-#define SEGLOG_MAX_RECORD (16u * 1024 * 1024)
+#define SEGLOG_MAX_RECORD (4u * 1024 * 1024)
 #define SEGLOG_MIN_SEGMENT (2 * (uint64_t)SEGLOG_MAX_RECORD)
 #define SEGLOG_MAX_SEGMENT ((uint64_t)1 << 34)
-/* Records in one commit group. */
+/* Records in one commit group, and their bytes (a group with one record
+ * may exceed the byte bound by that record). */
 #define SEGLOG_GROUP_MAX 4096
+#define SEGLOG_GROUP_BYTES (64u * 1024 * 1024)
 
 enum seglog_type {
 	SEGLOG_SEG = 1,    /* first record of a segment */
@@ -112,14 +114,20 @@ struct seglog_group *seglog_group_new(void);
 void seglog_group_free(struct seglog_group **gp);
 /* Forget the records (after a commit, to fill the group again). */
 void seglog_group_reset(struct seglog_group *g);
+/* Forget the records from index n on (a caller's that did not all fit). */
+void seglog_group_truncate(struct seglog_group *g, size_t n);
 size_t seglog_group_count(const struct seglog_group *g);
 /*
  * Add a record. The payload is copied. Returns its index in the group, or
  * -1 with errno EMSGSIZE (over SEGLOG_MAX_RECORD) or ENOBUFS (the group
- * holds SEGLOG_GROUP_MAX records).
+ * holds SEGLOG_GROUP_MAX records or SEGLOG_GROUP_BYTES).
  */
 int seglog_group_add(struct seglog_group *g, enum seglog_type type,
     uint64_t id, const struct iovec *iov, int iovcnt);
+/* Record i of the group as a scan would report it (pos once committed);
+ * the payload points into the group. */
+void seglog_group_rec(const struct seglog_group *g, size_t i,
+    struct seglog_rec *r);
 
 /*
  * Write the group's records at the end of the active segment (starting a

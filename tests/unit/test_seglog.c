@@ -200,6 +200,13 @@ test_commit_read_recover(void **state)
 
 	add(g, SEGLOG_MSG, 1, "version 1\nmessage one");
 	add(g, SEGLOG_JRN, 1, "D 0\n");
+	{
+		/* an empty payload given as a null pointer (zlib's crc32()
+		 * restarts on one) */
+		struct iovec none = { NULL, 0 };
+
+		assert_int_equal(seglog_group_add(g, SEGLOG_DONE, 3, &none, 1), 2);
+	}
 	assert_int_equal(seglog_commit(f->l, g), 0);
 	p0 = seglog_group_pos(g, 0);
 	p1 = seglog_group_pos(g, 1);
@@ -227,9 +234,11 @@ test_commit_read_recover(void **state)
 	    sizeof(err));
 	assert_non_null(f->l);
 	assert_int_equal(seglog_recover(f->l, collect, &s, err, sizeof(err)), 0);
-	assert_int_equal(s.n, 3);
+	assert_int_equal(s.n, 4);
 	assert_int_equal(s.type[0], SEGLOG_MSG);
 	assert_int_equal(s.type[2], SEGLOG_DONE);
+	assert_int_equal(s.id[2], 3);
+	assert_int_equal(s.type[3], SEGLOG_DONE);
 	assert_int_equal(seglog_read(f->l, p0, buf, 21), 0);
 	seglog_group_reset(g);
 	add(g, SEGLOG_JRN, 2, "D 1\n");
@@ -331,6 +340,47 @@ test_group_spans_segments(void **state)
 	seglog_group_free(&g);
 }
 
+/* A caller's records that did not all fit are taken back; a group holds
+ * at most SEGLOG_GROUP_BYTES (unless it has one record only). */
+static void
+test_group_bounds(void **state)
+{
+	struct fx *f = *state;
+	struct seglog_group *g = seglog_group_new();
+	struct seen s = { 0 };
+	struct seglog_rec r;
+	size_t big = SEGLOG_MAX_RECORD - 64, n = 0;
+	char *p = xcalloc(1, big), err[256];
+	struct iovec iov = { p, big };
+
+	add(g, SEGLOG_MSG, 1, "kept");
+	add(g, SEGLOG_JRN, 2, "taken back");
+	add(g, SEGLOG_JRN, 3, "taken back too");
+	seglog_group_truncate(g, 1);
+	assert_int_equal(seglog_group_count(g), 1);
+	seglog_group_rec(g, 0, &r);
+	assert_int_equal(r.type, SEGLOG_MSG);
+	assert_int_equal(r.id, 1);
+	assert_int_equal(r.len, 4);
+	assert_memory_equal(r.payload, "kept", 4);
+	assert_int_equal(seglog_commit(f->l, g), 0);
+	seglog_free(&f->l);
+	f->l = seglog_open(f->dirfd, SEGSIZE, (uid_t)-1, (gid_t)-1, err,
+	    sizeof(err));
+	assert_int_equal(seglog_recover(f->l, collect, &s, err, sizeof(err)), 0);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.payload[0], "kept");
+
+	seglog_group_reset(g);
+	while (seglog_group_add(g, SEGLOG_MSG, 9, &iov, 1) >= 0)
+		n++;
+	assert_int_equal(errno, ENOBUFS);
+	assert_true(n * seglog_rec_size(big) <= SEGLOG_GROUP_BYTES);
+	assert_true((n + 1) * seglog_rec_size(big) > SEGLOG_GROUP_BYTES);
+	free(p);
+	seglog_group_free(&g);
+}
+
 /* A file named like a segment that is not one is refused, not parsed. */
 static void
 test_foreign_segment(void **state)
@@ -380,6 +430,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_torn_tail_recovery, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_group_spans_segments, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_group_bounds, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_foreign_segment, setup,
 		    teardown),
