@@ -129,7 +129,7 @@ logged(int dirfd, const char *body, size_t size, long n, long group)
 			if (seglog_group_add(g, SEGLOG_MSG, (uint64_t)(i + j + 1),
 			    &iov, 1) == -1)
 				die("group add");
-		if (seglog_commit(l, g) == -1)
+		if (seglog_commit(l, g, 0) == -1)
 			die("commit");
 	}
 	t0 = now() - t0;

@@ -48,7 +48,6 @@ struct seglog {
 	uint64_t last;        /* highest segment number seen or made */
 	uint64_t active;      /* segment appended to; 0: none yet */
 	uint64_t tail;        /* append offset in the active segment */
-	bool need_new;        /* the next commit starts a new segment */
 };
 
 struct grec {
@@ -307,7 +306,6 @@ seglog_open(int dirfd, uint64_t segsize, uid_t uid, gid_t gid, char *err,
 	l = xcalloc(1, sizeof(*l));
 	l->dirfd = fd;
 	l->segsize = segsize;
-	l->need_new = true;
 	pthread_rwlock_init(&l->lock, NULL);
 	return l;
 }
@@ -437,7 +435,7 @@ seglog_recover(struct seglog *l,
 	for (size_t i = 0; i < l->nsegs && rc == 0; i++)
 		rc = recover_one(l, l->segs[i].fd, l->segs[i].n, cb, arg, err,
 		    errsize);
-	l->need_new = true;
+	l->active = 0;
 	return rc;
 }
 
@@ -609,7 +607,6 @@ new_segment(struct seglog *l)
 		goto fail;
 	l->active = n;
 	l->tail = sizeof(head);
-	l->need_new = false;
 	return 0;
 fail:
 	e = errno;
@@ -640,17 +637,19 @@ write_run(struct seglog *l, struct seglog_group *g, size_t from, size_t to)
 }
 
 int
-seglog_commit(struct seglog *l, struct seglog_group *g)
+seglog_commit(struct seglog *l, struct seglog_group *g, unsigned flags)
 {
+	/* Normal commits leave the last eighth of a segment to those that
+	 * only record progress, so a full disk can still drain. */
+	uint64_t limit = flags & SEGLOG_RESERVE ? l->segsize :
+	    l->segsize - l->segsize / SEGLOG_RESERVE_DIV;
 	size_t from = 0;
 
 	while (from < g->n) {
 		size_t to = from;
-		uint64_t room;
+		uint64_t room = l->active != 0 && limit > l->tail ?
+		    limit - l->tail : 0;
 
-		if (l->need_new && new_segment(l) == -1)
-			goto fail;
-		room = l->segsize - l->tail;
 		/* as many whole records as fit this segment */
 		while (to < g->n) {
 			size_t end = to + 1 < g->n ? g->recs[to + 1].off : g->used;
@@ -660,17 +659,19 @@ seglog_commit(struct seglog *l, struct seglog_group *g)
 			to++;
 		}
 		if (to == from) {
-			l->need_new = true;   /* full: the next one */
+			/* full (or none): the next one. If it cannot be made,
+			 * nothing was written and the active one stays. */
+			if (new_segment(l) == -1)
+				return -1;
 			continue;
 		}
-		if (write_run(l, g, from, to) == -1)
-			goto fail;
+		if (write_run(l, g, from, to) == -1) {
+			l->active = 0;    /* never append after a failed write */
+			return -1;
+		}
 		from = to;
 	}
 	return 0;
-fail:
-	l->need_new = true;
-	return -1;
 }
 
 int
@@ -708,7 +709,7 @@ seglog_read(struct seglog *l, struct seglog_pos pos, void *buf, size_t len)
 uint64_t
 seglog_active(const struct seglog *l)
 {
-	return l->need_new ? 0 : l->active;
+	return l->active;
 }
 
 size_t
@@ -726,7 +727,7 @@ seglog_drop(struct seglog *l, uint64_t seg)
 	struct segfile *s;
 	int fd;
 
-	if (seg == l->active && !l->need_new) {
+	if (seg == l->active) {
 		errno = EBUSY;
 		return -1;
 	}

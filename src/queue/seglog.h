@@ -131,13 +131,20 @@ void seglog_group_rec(const struct seglog_group *g, size_t i,
 
 /*
  * Write the group's records at the end of the active segment (starting a
- * new segment when they do not fit, or when the last commit failed) and
- * fdatasync it. 0: every record is durable, and seglog_group_pos() tells
- * where each is. -1 with errno: none may be counted on (some may have
- * reached the disk and will be found by a later recovery), and the next
- * commit starts a new segment.
+ * new segment when they do not fit) and fdatasync it. Without
+ * SEGLOG_RESERVE a segment counts as full 1/SEGLOG_RESERVE_DIV before its
+ * end; with it the commit may use that reserve (for records that let the
+ * queue drain: journal, DONE; never new mail), so when no new segment can
+ * be made (ENOSPC) progress can still be recorded and segments freed.
+ * 0: every record is durable, and seglog_group_pos() tells where each
+ * is. -1 with errno: none may be counted on (some may have reached the
+ * disk and will be found by a later recovery). If the failure was the
+ * making of a new segment, nothing was written; after a failed write the
+ * next commit starts a new segment.
  */
-int seglog_commit(struct seglog *l, struct seglog_group *g);
+#define SEGLOG_RESERVE 1u
+#define SEGLOG_RESERVE_DIV 8
+int seglog_commit(struct seglog *l, struct seglog_group *g, unsigned flags);
 struct seglog_pos seglog_group_pos(const struct seglog_group *g, size_t i);
 
 /*
@@ -148,7 +155,7 @@ struct seglog_pos seglog_group_pos(const struct seglog_group *g, size_t i);
 int seglog_read(struct seglog *l, struct seglog_pos pos, void *buf,
     size_t len);
 
-/* The segment being appended to (0 before the first commit). */
+/* The segment being appended to (0: none; the next commit makes one). */
 uint64_t seglog_active(const struct seglog *l);
 /* Segments on disk, and their total size in bytes. */
 size_t seglog_segments(const struct seglog *l, uint64_t *bytes);

@@ -9,6 +9,8 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "lib/log.h"
@@ -45,9 +47,13 @@ static int
 teardown(void **state)
 {
 	struct fx *f = *state;
+	char mnt[128];
 
 	seglog_free(&f->l);
 	close(f->dirfd);
+	/* test_enospc_reserve's file system, also when it failed */
+	snprintf(mnt, sizeof(mnt), "%s/small", f->dir);
+	(void)umount2(mnt, MNT_DETACH);
 	unit_rm_tree(f->dir);
 	free(f);
 	return 0;
@@ -207,14 +213,14 @@ test_commit_read_recover(void **state)
 
 		assert_int_equal(seglog_group_add(g, SEGLOG_DONE, 3, &none, 1), 2);
 	}
-	assert_int_equal(seglog_commit(f->l, g), 0);
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
 	p0 = seglog_group_pos(g, 0);
 	p1 = seglog_group_pos(g, 1);
 	assert_int_equal(p0.seg, 1);
 	assert_int_equal(seglog_active(f->l), 1);
 	seglog_group_reset(g);
 	add(g, SEGLOG_DONE, 1, "");
-	assert_int_equal(seglog_commit(f->l, g), 0);
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
 	p2 = seglog_group_pos(g, 0);
 	assert_int_equal(p2.seg, 1);
 	assert_true(p2.off > p1.off);
@@ -242,7 +248,7 @@ test_commit_read_recover(void **state)
 	assert_int_equal(seglog_read(f->l, p0, buf, 21), 0);
 	seglog_group_reset(g);
 	add(g, SEGLOG_JRN, 2, "D 1\n");
-	assert_int_equal(seglog_commit(f->l, g), 0);
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
 	assert_int_equal(seglog_group_pos(g, 0).seg, 2);
 	assert_int_equal(seglog_segments(f->l, NULL), 2);
 
@@ -271,7 +277,7 @@ test_torn_tail_recovery(void **state)
 	uint64_t end;
 
 	add(g, SEGLOG_MSG, 7, "acknowledged");
-	assert_int_equal(seglog_commit(f->l, g), 0);
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
 	end = seglog_group_pos(g, 0).off + seglog_rec_size(12);
 	/* half a record after it, as a crash during the next group leaves */
 	fd = openat(f->dirfd, "seg/0000000000000001.seg", O_RDWR);
@@ -294,7 +300,7 @@ test_torn_tail_recovery(void **state)
 	assert_int_equal(s.id[0], 7);
 	seglog_group_reset(g);
 	add(g, SEGLOG_DONE, 7, "");
-	assert_int_equal(seglog_commit(f->l, g), 0);
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
 	assert_int_equal(seglog_group_pos(g, 0).seg, 2);
 	seglog_group_free(&g);
 }
@@ -323,19 +329,30 @@ test_group_spans_segments(void **state)
 		assert_int_equal(seglog_group_add(g, SEGLOG_MSG, 1, &iov, 1), -1);
 		assert_int_equal(errno, EMSGSIZE);
 	}
-	assert_int_equal(seglog_commit(f->l, g), 0);
-	assert_int_equal(seglog_group_pos(g, 0).seg, 1);
-	/* a segment of twice the largest record holds two of them */
-	assert_int_equal(seglog_group_pos(g, 1).seg, 1);
-	assert_int_equal(seglog_group_pos(g, 2).seg, 2);
-	assert_int_equal(seglog_group_pos(g, 2).off, SEGLOG_HDR + 24);
+	/* a segment of twice the largest record holds two of them, but
+	 * for its reserve: a normal commit puts one in each */
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(seglog_group_pos(g, (size_t)i).seg, 1 + (uint64_t)i);
+		assert_int_equal(seglog_group_pos(g, (size_t)i).off, SEGLOG_HDR + 24);
+	}
 	assert_int_equal(seglog_read(f->l, seglog_group_pos(g, 2), p, big), 0);
+	/* a commit allowed the reserve fills the active segment (3) first */
+	seglog_group_reset(g);
+	{
+		struct iovec iov = { p, big / 2 };
+
+		assert_int_equal(seglog_group_add(g, SEGLOG_JRN, 12, &iov, 1), 0);
+		assert_int_equal(seglog_commit(f->l, g, SEGLOG_RESERVE), 0);
+		assert_int_equal(seglog_group_pos(g, 0).seg, 3);
+	}
 	seglog_free(&f->l);
 	f->l = seglog_open(f->dirfd, SEGSIZE, (uid_t)-1, (gid_t)-1, err,
 	    sizeof(err));
 	assert_int_equal(seglog_recover(f->l, collect, &s, err, sizeof(err)), 0);
-	assert_int_equal(s.n, 3);
+	assert_int_equal(s.n, 4);
 	assert_int_equal(s.id[2], 12);
+	assert_int_equal(s.type[3], SEGLOG_JRN);
 	free(p);
 	seglog_group_free(&g);
 }
@@ -363,7 +380,7 @@ test_group_bounds(void **state)
 	assert_int_equal(r.id, 1);
 	assert_int_equal(r.len, 4);
 	assert_memory_equal(r.payload, "kept", 4);
-	assert_int_equal(seglog_commit(f->l, g), 0);
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
 	seglog_free(&f->l);
 	f->l = seglog_open(f->dirfd, SEGSIZE, (uid_t)-1, (gid_t)-1, err,
 	    sizeof(err));
@@ -381,6 +398,60 @@ test_group_bounds(void **state)
 	seglog_group_free(&g);
 }
 
+/* On a full file system: a new segment cannot be made (ENOSPC, nothing
+ * written, the active segment still good), a commit allowed the reserve
+ * still succeeds, and once a segment is dropped the log goes on. Needs
+ * root for a small tmpfs of its own. */
+static void
+test_enospc_reserve(void **state)
+{
+	struct fx *f = *state;
+	struct seglog_group *g = seglog_group_new();
+	char mnt[128], err[256], *p;
+	size_t rec = SEGLOG_MAX_RECORD / 2;
+	struct iovec iov;
+	int dfd, rc = 0, n = 0;
+	struct seglog *l;
+
+	if (geteuid() != 0)
+		skip();
+	snprintf(mnt, sizeof(mnt), "%s/small", f->dir);
+	assert_int_equal(mkdir(mnt, 0700), 0);
+	/* two segments of 8 MiB fit, a third does not */
+	assert_int_equal(mount("tern-seglog", mnt, "tmpfs", 0,
+	    "size=20m,mode=0700"), 0);
+	dfd = open(mnt, O_RDONLY | O_DIRECTORY);
+	l = seglog_open(dfd, SEGSIZE, (uid_t)-1, (gid_t)-1, err, sizeof(err));
+	assert_non_null(l);
+	p = xcalloc(1, rec);
+	iov.iov_base = p;
+	iov.iov_len = rec;
+	while (n < 64 && (rc = (seglog_group_reset(g),
+	    seglog_group_add(g, SEGLOG_MSG, 1 + (uint64_t)n, &iov, 1),
+	    seglog_commit(l, g, 0))) == 0)
+		n++;
+	assert_int_equal(rc, -1);
+	assert_int_equal(errno, ENOSPC);
+	assert_int_equal(seglog_active(l), 2);
+	/* progress still fits in the reserve of segment 2 */
+	seglog_group_reset(g);
+	add(g, SEGLOG_DONE, 1, "");
+	assert_int_equal(seglog_commit(l, g, SEGLOG_RESERVE), 0);
+	assert_int_equal(seglog_group_pos(g, 0).seg, 2);
+	/* segment 1 freed: new mail goes on, in segment 4 (3 is never
+	 * reused: a crash may have left its file half made) */
+	assert_int_equal(seglog_drop(l, 1), 0);
+	seglog_group_reset(g);
+	seglog_group_add(g, SEGLOG_MSG, 99, &iov, 1);
+	assert_int_equal(seglog_commit(l, g, 0), 0);
+	assert_int_equal(seglog_group_pos(g, 0).seg, 4);
+	seglog_free(&l);
+	close(dfd);
+	free(p);
+	seglog_group_free(&g);
+	assert_int_equal(umount(mnt), 0);
+}
+
 /* A file named like a segment that is not one is refused, not parsed. */
 static void
 test_foreign_segment(void **state)
@@ -392,7 +463,7 @@ test_foreign_segment(void **state)
 	int fd;
 
 	add(g, SEGLOG_MSG, 7, "x");
-	assert_int_equal(seglog_commit(f->l, g), 0);
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
 	seglog_free(&f->l);
 	/* a copy of segment 1 under the number 5 */
 	assert_int_equal(renameat(f->dirfd, "seg/0000000000000001.seg",
@@ -414,7 +485,7 @@ test_foreign_segment(void **state)
 	assert_int_equal(s.n, 0);
 	seglog_group_reset(g);
 	add(g, SEGLOG_MSG, 8, "y");
-	assert_int_equal(seglog_commit(f->l, g), 0);
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
 	assert_int_equal(seglog_group_pos(g, 0).seg, 7);
 	seglog_group_free(&g);
 }
@@ -434,6 +505,8 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_group_bounds, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_foreign_segment, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_enospc_reserve, setup,
 		    teardown),
 	};
 
