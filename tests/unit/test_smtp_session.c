@@ -1474,7 +1474,8 @@ test_submission_headers(void **state)
 	assert_string_equal(body, "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
 	    "Message-ID: <a@b>\r\nFrom: x@alias.test\r\n\r\n");
 	free(body);
-	/* no From:, two From:, a group, an unbalanced comment: refused */
+	/* no From:, two From:, a group, an unbalanced comment, an address
+	 * after the owned one (a reader could show either): refused */
 	static const char *const bad[] = {
 		"Subject: none\r\n\r\nhi\r\n.\r\n",
 		"From: alice@example.test\r\nFrom: alice@example.test\r\n\r\n.\r\n",
@@ -1483,6 +1484,9 @@ test_submission_headers(void **state)
 		"From: <alice@example.test\r\n\r\n.\r\n",
 		"From: \"alice@example.test\"@evil.test\r\n\r\n.\r\n",
 		"From: alice@example.test.\r\n\r\n.\r\n",
+		"From: <alice@example.test> mallory@evil.test\r\n\r\n.\r\n",
+		"From: alice@example.test;\r\n\r\n.\r\n",
+		"From: <>, alice@example.test\r\n\r\n.\r\n",
 	};
 	for (size_t i = 0; i < nitems(bad); i++) {
 		EXPECT(&t, "MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n",
