@@ -335,7 +335,9 @@ static const struct config_option top_opts[] = {
 	  "time they take at `min_data_rate`, never beyond `timeout_data` "
 	  "from now, so a large message on a slow but steady link is not cut "
 	  "off (RFC 5321 4.5.3.2.5), and one that trickles is. Then 421 "
-	  "4.4.2 and close." },
+	  "4.4.2 and close. While tern holds the data back itself (the "
+	  "queue is behind) the wait stands still, and then goes on with "
+	  "what was left, not afresh." },
 	{ "min_data_rate", T_UINT, "BYTES/S", "500", NULL, 0, 1000000000,
 	  false, TOP(min_data_rate), NULL, NULL,
 	  "The slowest message data tern waits for, in octets per second "

@@ -106,6 +106,14 @@ deadline_set(struct smtp_session *s, int64_t ms)
 	s->io->set_deadline(s->io_arg, ms < 1 ? 1 : (unsigned)ms);
 }
 
+/* The data budget's clock: standing still while the session holds
+ * message data for the queue. */
+static int64_t
+data_clock(const struct smtp_session *s)
+{
+	return s->data_held ? s->data_held_at : util_mono_ms();
+}
+
 /* Arm the deadline for what the session waits for now. */
 void
 smtp_session_deadline_arm(struct smtp_session *s)
@@ -113,22 +121,29 @@ smtp_session_deadline_arm(struct smtp_session *s)
 	if (s->closing || s->state == STATE_TLS)
 		return;   /* the transport bounds the flush or the handshake */
 	if (s->state == STATE_WAIT) {
-		s->data_budget = false;   /* a fresh one when data resumes */
+		/* waits only before content (begin) or after it (commit):
+		 * the data to come, if any, starts a budget of its own */
+		s->data_budget = false;
+		s->data_held = false;
 		s->io->set_deadline(s->io_arg, 0);
 		return;
 	}
 	if (smtp_session_in_content(s)) {
-		int64_t now = util_mono_ms();
+		int64_t now = data_clock(s);
 
 		if (!s->data_budget) {
 			s->data_budget = true;
 			s->data_deadline = now + (int64_t)s->cfg->timeout_data * 1000;
 			s->data_last_input = now;
 		}
-		deadline_set(s, s->data_deadline - now);
+		if (s->data_held)
+			s->io->set_deadline(s->io_arg, 0);
+		else
+			deadline_set(s, s->data_deadline - now);
 		return;
 	}
 	s->data_budget = false;
+	s->data_held = false;
 	deadline_set(s, (int64_t)(s->state == STATE_NEW ?
 	    s->cfg->timeout_greeting : s->cfg->timeout_command) * 1000);
 }
@@ -144,7 +159,7 @@ smtp_session_deadline_credit(struct smtp_session *s, size_t n)
 		return;
 	if (!s->data_budget)
 		smtp_session_deadline_arm(s);
-	now = util_mono_ms();
+	now = data_clock(s);
 	cap = now + (int64_t)s->cfg->timeout_data * 1000;
 	s->data_last_input = now;
 	if (s->cfg->min_data_rate == 0)
@@ -157,6 +172,35 @@ smtp_session_deadline_credit(struct smtp_session *s, size_t n)
 		if (s->data_deadline > cap)
 			s->data_deadline = cap;
 	}
+	if (!s->data_held)
+		deadline_set(s, s->data_deadline - now);
+}
+
+void
+smtp_session_deadline_hold(struct smtp_session *s)
+{
+	if (s->closing || !smtp_session_in_content(s))
+		return;
+	if (!s->data_budget)
+		smtp_session_deadline_arm(s);
+	if (!s->data_held) {
+		s->data_held = true;
+		s->data_held_at = util_mono_ms();
+	}
+	s->io->set_deadline(s->io_arg, 0);
+}
+
+/* The queue caught up: the held budget goes on where it stood, shifted
+ * by the time tern held the data (a fresh one would let a client that
+ * met a busy queue stretch its transaction past timeout_data). */
+static void
+deadline_release(struct smtp_session *s)
+{
+	int64_t now = util_mono_ms(), held = now - s->data_held_at;
+
+	s->data_held = false;
+	s->data_deadline += held;
+	s->data_last_input += held;
 	deadline_set(s, s->data_deadline - now);
 }
 
@@ -546,8 +590,9 @@ session_process_input(struct smtp_session *s)
 		}
 		if (evbuffer_get_length(s->out) > SMTP_SESSION_OUTPUT_MAX)
 			return;   /* resumed when the client reads its replies */
-		if (smtp_session_in_content(s) && !s->data_budget)
-			smtp_session_deadline_arm(s);   /* after a pause for the queue */
+		if (s->data_held && (s->qops->congested == NULL ||
+		    !s->qops->congested(s->qctx)))
+			deadline_release(s);   /* after a pause for the queue */
 		switch (s->state) {
 		case STATE_WAIT:
 		case STATE_TLS:

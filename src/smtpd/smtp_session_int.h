@@ -125,6 +125,11 @@ struct smtp_session {
 	bool data_budget;              /* data_deadline is running */
 	int64_t data_deadline;
 	int64_t data_last_input;       /* when the last data octets came */
+	/* the queue is behind and the session stopped taking data: the
+	 * budget's clock stands still at data_held_at (tern's pause is not
+	 * the client's slowness) until data flows again */
+	bool data_held;
+	int64_t data_held_at;
 	bool in_process;               /* re-entrancy guard */
 	bool skipping_line;            /* discarding an over-long command line */
 	bool last_cmd_crlf;            /* the last command ended with CRLF */
@@ -178,6 +183,10 @@ bool smtp_session_in_content(const struct smtp_session *s);
 void smtp_session_deadline_arm(struct smtp_session *s);
 /* n octets of message data arrived: extend the data budget. */
 void smtp_session_deadline_credit(struct smtp_session *s, size_t n);
+/* The session stopped taking message data because the queue is behind:
+ * the data budget stops (no deadline runs) and keeps what is left of it
+ * for when data flows again (smtp_session_process()). */
+void smtp_session_deadline_hold(struct smtp_session *s);
 /* Count a command that moves no mail; false if the session ended. */
 bool smtp_session_junk_ok(struct smtp_session *s);
 /* 503 before HELO/EHLO; false then. */
