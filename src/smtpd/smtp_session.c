@@ -80,7 +80,8 @@ smtp_session_close(struct smtp_session *s)
 /* ------------------------------------------------------------------ */
 /* deadlines (the slow-drip defence)
  *
- * The client has timeout_greeting to complete HELO/EHLO, timeout_command
+ * The client has timeout_greeting from the connection's start (an
+ * implicit-TLS handshake included) to complete HELO/EHLO, timeout_command
  * for each command line, counted from the end of the line before (or
  * from a reply that waited for the queue), and during message data a
  * budget: timeout_data, which arriving octets extend by the time they
@@ -144,8 +145,10 @@ smtp_session_deadline_arm(struct smtp_session *s)
 	}
 	s->data_budget = false;
 	s->data_held = false;
-	deadline_set(s, (int64_t)(s->state == STATE_NEW ?
-	    s->cfg->timeout_greeting : s->cfg->timeout_command) * 1000);
+	if (s->state == STATE_NEW)
+		deadline_set(s, s->greeting_at - util_mono_ms());
+	else
+		deadline_set(s, (int64_t)s->cfg->timeout_command * 1000);
 }
 
 /* n octets of message data arrived: they buy n / min_data_rate seconds,
@@ -644,6 +647,9 @@ smtp_session_new(const struct config *cfg,
 	s->qops = queue;
 	s->qctx = queue_ctx;
 	s->state = STATE_NEW;
+	/* the greeting phase starts with the connection: on an implicit-TLS
+	 * listener the handshake comes first and counts against it */
+	s->greeting_at = util_mono_ms() + (int64_t)cfg->timeout_greeting * 1000;
 	envelope_init(&s->tx.env);
 	return s;
 }
@@ -689,6 +695,8 @@ smtp_session_tls_started(struct smtp_session *s, struct evbuffer *in,
 	s->auth_user = NULL;
 	s->auth_step = AUTH_STEP_NONE;
 	s->state = STATE_NEW;
+	/* a greeting phase of its own: the handshake had timeout_command */
+	s->greeting_at = util_mono_ms() + (int64_t)s->cfg->timeout_greeting * 1000;
 	smtp_session_deadline_arm(s);
 }
 

@@ -120,6 +120,10 @@ struct smtp_session {
 	unsigned nerrors;
 	unsigned njunk;                /* commands that moved no mail */
 	unsigned nmessages;
+	/* when the greeting phase (STATE_NEW) ends, mono ms: timeout_greeting
+	 * from the connection's start (the handshake of implicit TLS
+	 * included), or from the end of a STARTTLS handshake */
+	int64_t greeting_at;
 	/* the data deadline (mono ms) while message data flows: timeout_data
 	 * that arriving octets extend at min_data_rate (deadline_credit) */
 	bool data_budget;              /* data_deadline is running */

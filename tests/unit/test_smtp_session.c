@@ -888,7 +888,8 @@ test_deadlines(void **state)
 	start(&t, "max_message_size 4K\ntimeout_greeting 20s\ntimeout_command 30s\n"
 	    "timeout_data 10s\nmin_data_rate 1000000", false);
 	free(feed(&t, ""));
-	assert_int_equal(t.deadline, 20000);
+	/* from the session's creation, a moment before its start */
+	assert_in_range(t.deadline, 19000, 20000);
 	/* before HELO/EHLO: neither octets nor whole commands re-arm it */
 	n = t.narmed;
 	free(feed(&t, "NO"));
@@ -984,6 +985,36 @@ test_data_budget_held_while_congested(void **state)
 			    "left before it (about 9900)", starts[i].name, t.deadline);
 		stop(&t);
 	}
+}
+
+/*
+ * Implicit TLS (RFC 8314 3.3): the session is made at the accept, the
+ * handshake runs, then the greeting. The handshake's time counts against
+ * timeout_greeting: one deadline for handshake and EHLO together, not a
+ * fresh timeout_greeting after a handshake that took nearly one.
+ */
+static void
+test_greeting_deadline_counts_handshake(void **state)
+{
+	struct t t;
+
+	memset(&t, 0, sizeof(t));
+	t.cfg = load_cfg(&t, "timeout_greeting 20s\ntimeout_command 30s");
+	t.in = evbuffer_new();
+	t.out = evbuffer_new();
+	t.client.addr = "192.0.2.1";
+	t.client.port = 40000;
+	t.s = smtp_session_new(t.cfg, &t.client, t.in, t.out, &test_io, &t,
+	    &fake_ops, &t.q);
+	usleep(300 * 1000);   /* the handshake */
+	smtp_session_tls_started(t.s, t.in, t.out, "TLSv1.3:TLS_AES_128_GCM_SHA256");
+	smtp_session_start(t.s);
+	EXPECT(&t, "", "220 mx.test ESMTP tern\r\n");
+	if (t.deadline > 20000 - 300)
+		fail_msg("greeting deadline %u ms after a 300 ms handshake, want "
+		    "at most %u", t.deadline, 20000 - 300);
+	assert_true(t.deadline > 0);
+	stop(&t);
 }
 
 /* NOOP, RSET, HELP, VRFY, a repeated HELO/EHLO and RCPT past the
@@ -1694,6 +1725,7 @@ main(void)
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_deadlines),
 		cmocka_unit_test(test_data_budget_held_while_congested),
+		cmocka_unit_test(test_greeting_deadline_counts_handshake),
 		cmocka_unit_test(test_junk_commands),
 		cmocka_unit_test(test_bdat_empty_chunks_are_junk),
 		cmocka_unit_test(test_domain_check),
