@@ -615,6 +615,23 @@ client_starttls(struct side *s)
 	    0), 0);
 }
 
+/* A connected pair switched to TLS by STARTTLS: the client sends first
+ * (STARTTLS and a line pipelined after it), both handshakes succeed. */
+static void
+starttls_pair(struct world *w, struct starttls_ctx *sst,
+    struct starttls_ctx *cst, const char *first)
+{
+	pair(w, NULL, 0);
+	w->srv.keep_input = true;
+	w->srv.on_read = server_starttls;
+	w->srv.ctx = sst;
+	w->cli.on_read = client_starttls;
+	w->cli.ctx = cst;
+	say(&w->cli, first);
+	run_until(w, &w->srv.tls_ok, "the server's handshake");
+	run_until(w, &w->cli.tls_ok, "the client's handshake");
+}
+
 static void
 test_starttls_drops_pipelined(void **state)
 {
@@ -622,16 +639,8 @@ test_starttls_drops_pipelined(void **state)
 	struct starttls_ctx sst = { .ctx = server_ctx() };
 	struct starttls_ctx cst = { .ctx = client_ctx() };
 
-	pair(w, NULL, 0);
-	w->srv.keep_input = true;
-	w->srv.on_read = server_starttls;
-	w->srv.ctx = &sst;
-	w->cli.on_read = client_starttls;
-	w->cli.ctx = &cst;
 	/* RFC 3207 5: a command pipelined after STARTTLS in clear text */
-	say(&w->cli, "STARTTLS\r\nMAIL FROM:<evil@x>\r\n");
-	run_until(w, &w->srv.tls_ok, "the server's handshake");
-	run_until(w, &w->cli.tls_ok, "the client's handshake");
+	starttls_pair(w, &sst, &cst, "STARTTLS\r\nMAIL FROM:<evil@x>\r\n");
 	assert_non_null(strstr(w->srv.tls_text, "TLSv1."));
 	assert_true(conn_tls_active(w->srv.c) && conn_tls_active(w->cli.c));
 	assert_true(conn_tls_verified(w->cli.c));
@@ -663,15 +672,7 @@ test_starttls_output_stays_visible(void **state)
 	static char chunk[1024 * 1024];
 	size_t total = 8 * sizeof(chunk), got;
 
-	pair(w, NULL, 0);
-	w->srv.keep_input = true;
-	w->srv.on_read = server_starttls;
-	w->srv.ctx = &sst;
-	w->cli.on_read = client_starttls;
-	w->cli.ctx = &cst;
-	say(&w->cli, "STARTTLS\r\n<evil@x>\r\n");
-	run_until(w, &w->srv.tls_ok, "the server's handshake");
-	run_until(w, &w->cli.tls_ok, "the client's handshake");
+	starttls_pair(w, &sst, &cst, "STARTTLS\r\n<evil@x>\r\n");
 	/* the client reads nothing more: its conn stops reading at
 	 * CONN_READ_MAX */
 	w->cli.keep_input = true;
@@ -936,16 +937,7 @@ test_read_bound_after_starttls(void **state)
 	struct starttls_ctx sst = { .ctx = server_ctx() };
 	struct starttls_ctx cst = { .ctx = client_ctx() };
 
-	pair(w, NULL, 0);
-	w->srv.keep_input = true;
-	w->srv.on_read = server_starttls;
-	w->srv.ctx = &sst;
-	w->cli.on_read = client_starttls;
-	w->cli.ctx = &cst;
-	say(&w->cli, "STARTTLS\r\n<evil@x>\r\n");
-	run_until(w, &w->srv.tls_ok, "the server's handshake");
-	run_until(w, &w->cli.tls_ok, "the client's handshake");
-	w->srv.on_read = NULL;
+	starttls_pair(w, &sst, &cst, "STARTTLS\r\n<evil@x>\r\n");
 	w->cli.on_read = NULL;
 	evbuffer_drain(w->srv.got, evbuffer_get_length(w->srv.got));
 	check_read_bound(w, 16 * 1024 * 1024);
