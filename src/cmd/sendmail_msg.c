@@ -11,6 +11,7 @@
 #include "cmd/sendmail_msg.h"
 #include "mail/addrlist.h"
 #include "lib/util.h"
+#include "mail/sasl.h"
 
 #define EX_USAGE_ 64   /* sysexits.h EX_USAGE, without the header here */
 
@@ -359,8 +360,6 @@ sendmail_dot_stuff(struct sendmail_buf *out, const char *in, size_t len)
 void
 sendmail_display_name(struct sendmail_buf *out, const char *name)
 {
-	static const char b64[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	bool ascii = true, atoms = true;
 	size_t n = strlen(name);
 
@@ -394,19 +393,14 @@ sendmail_display_name(struct sendmail_buf *out, const char *name)
 				sendmail_buf_add(&clean, name + i, 1);
 		for (size_t i = 0; i < clean.len; i += 45) {
 			size_t k = clean.len - i < 45 ? clean.len - i : 45;
-			const unsigned char *p = (const unsigned char *)clean.p + i;
+			char enc[4 * 45 / 3 + 1];
+			ssize_t elen = sasl_b64_encode(clean.p + i, k, enc,
+			    sizeof(enc));
 
+			if (elen < 0)   /* enc fits 45 octets: cannot happen */
+				abort();
 			sendmail_buf_add(out, i ? " =?UTF-8?B?" : "=?UTF-8?B?", i ? 11 : 10);
-			for (size_t j = 0; j < k; j += 3) {
-				unsigned v = (unsigned)p[j] << 16 |
-				    (j + 1 < k ? (unsigned)p[j + 1] << 8 : 0) |
-				    (j + 2 < k ? p[j + 2] : 0);
-				char q[4] = { b64[v >> 18], b64[(v >> 12) & 63],
-				    j + 1 < k ? b64[(v >> 6) & 63] : '=',
-				    j + 2 < k ? b64[v & 63] : '=' };
-
-				sendmail_buf_add(out, q, 4);
-			}
+			sendmail_buf_add(out, enc, (size_t)elen);
 			sendmail_buf_add(out, "?=", 2);
 		}
 		sendmail_buf_clear(&clean);
