@@ -9,8 +9,9 @@
 #include <string.h>
 
 #include "cmd/sendmail_msg.h"
-#include "mail/smtp_addr.h"
+#include "mail/addrlist.h"
 #include "lib/util.h"
+#include "mail/sasl.h"
 
 #define EX_USAGE_ 64   /* sysexits.h EX_USAGE, without the header here */
 
@@ -184,236 +185,22 @@ usage:
 }
 
 /* ------------------------------------------------------------------ */
-/* RFC 5322 3.4 address lists */
+/* RFC 5322 3.4 address lists (mail/addrlist.c) */
 
-static bool
-is_wsp(char c)
-{
-	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
-}
-
-/* Skip a comment starting at s[*i] == '(' (nested, with quoted-pairs,
- * RFC 5322 3.2.2). false if it does not end. */
-static bool
-skip_comment(const char *s, size_t len, size_t *i)
-{
-	unsigned depth = 0;
-
-	for (; *i < len; (*i)++) {
-		if (s[*i] == '\\') {
-			(*i)++;
-		} else if (s[*i] == '(') {
-			depth++;
-		} else if (s[*i] == ')' && --depth == 0) {
-			(*i)++;
-			return true;
-		}
-	}
-	return false;
-}
-
-/* Copy a quoted string (s[*i] == '"') verbatim, quotes included. */
-static bool
-copy_quoted(const char *s, size_t len, size_t *i, struct sendmail_buf *to)
-{
-	size_t start = *i;
-
-	for ((*i)++; *i < len; (*i)++) {
-		if (s[*i] == '\\' && *i + 1 < len) {
-			(*i)++;
-		} else if (s[*i] == '"') {
-			(*i)++;
-			sendmail_buf_add(to, s + start, *i - start);
-			return true;
-		}
-	}
-	return false;
-}
-
-/* Check, qualify and add one address; -1 with err if it is no Mailbox. */
 static int
-add_address(const char *a, size_t n, const char *domain,
-    struct sendmail_list *out, char *err, size_t errsize)
+list_add(void *arg, const struct addrlist_addr *a)
 {
-	struct sendmail_buf q = { 0 };
-	struct smtp_addr parsed;
-	enum smtp_addr_error e;
-	bool quoted = false, has_at = false;
-
-	/* An obsolete route (RFC 5322 4.4): "@a,@b:" before the address. */
-	if (n > 0 && a[0] == '@') {
-		const char *colon = memchr(a, ':', n);
-
-		if (colon == NULL)
-			goto bad;
-		n -= (size_t)(colon + 1 - a);
-		a = colon + 1;
-	}
-	for (size_t i = 0; i < n; i++) {
-		if (a[i] == '"')
-			quoted = !quoted;
-		else if (a[i] == '\\')
-			i++;
-		else if (a[i] == '@' && !quoted)
-			has_at = true;
-	}
-	sendmail_buf_add(&q, a, n);
-	if (!has_at && domain != NULL)
-		sendmail_buf_addf(&q, "@%s", domain);
-	e = q.len == 0 ? SMTP_ADDR_ERR_SYNTAX :
-	    smtp_addr_parse_mailbox(q.p, q.len, SMTP_ADDR_UTF8, &parsed);
-	if (e != SMTP_ADDR_OK) {
-		snprintf(err, errsize, "'%.*s' is not a valid address: %s",
-		    (int)(q.len > 200 ? 200 : q.len), q.p ? q.p : "",
-		    smtp_addr_strerror(e));
-		sendmail_buf_clear(&q);
-		return -1;
-	}
-	sendmail_list_add(out, q.p, q.len);
-	sendmail_buf_clear(&q);
+	sendmail_list_add(arg, a->addr, strlen(a->addr));
 	return 0;
-bad:
-	snprintf(err, errsize, "'%.*s' is not a valid address",
-	    (int)(n > 200 ? 200 : n), a);
-	return -1;
 }
 
 int
 sendmail_parse_addresses(const char *s, size_t len, const char *domain,
     struct sendmail_list *out, char *err, size_t errsize)
 {
-	struct sendmail_buf word = { 0 }, angle = { 0 };
-	bool have_angle = false, space = false, phrase = false;
-	int count = 0;
-	size_t i = 0;
+	int n = addrlist_parse(s, len, 0, domain, list_add, out, err, errsize);
 
-	while (i <= len) {
-		char c = i < len ? s[i] : ',';
-
-		if (c == ',' || c == ';') {
-			/* One element done: an angle address wins over the
-			 * words (a display name); words alone must be one
-			 * addr-spec. Empty elements (obs-addr-list, an empty
-			 * group) add nothing. */
-			if (have_angle) {
-				if (angle.len == 0) {
-					snprintf(err, errsize, "empty address <>");
-					goto fail;
-				}
-				if (add_address(angle.p, angle.len, domain, out,
-				    err, errsize) == -1)
-					goto fail;
-				count++;
-			} else if (word.len > 0) {
-				if (phrase) {
-					snprintf(err, errsize, "'%.*s' is not an "
-					    "address (a name needs <address>)",
-					    (int)(word.len > 200 ? 200 : word.len),
-					    word.p);
-					goto fail;
-				}
-				if (add_address(word.p, word.len, domain, out,
-				    err, errsize) == -1)
-					goto fail;
-				count++;
-			}
-			word.len = angle.len = 0;
-			have_angle = space = phrase = false;
-			i++;
-			continue;
-		}
-		if (is_wsp(c)) {
-			space = word.len > 0;
-			i++;
-			continue;
-		}
-		if (c == '(') {
-			if (!skip_comment(s, len, &i)) {
-				snprintf(err, errsize, "unterminated comment");
-				goto fail;
-			}
-			space = word.len > 0;
-			continue;
-		}
-		if (c == ':') {
-			/* group: "name: a, b;" (the words were its name, a
-			 * phrase: never an address) */
-			if (have_angle || (word.len > 0 &&
-			    memchr(word.p, '@', word.len) != NULL)) {
-				snprintf(err, errsize, "unexpected ':'");
-				goto fail;
-			}
-			word.len = 0;
-			space = phrase = false;
-			i++;
-			continue;
-		}
-		if (c == '<') {
-			if (have_angle) {
-				snprintf(err, errsize, "two <addresses> in one");
-				goto fail;
-			}
-			angle.len = 0;
-			for (i++; i < len && s[i] != '>'; ) {
-				if (s[i] == '"') {
-					if (!copy_quoted(s, len, &i, &angle))
-						break;
-				} else if (s[i] == '(') {
-					if (!skip_comment(s, len, &i))
-						break;
-				} else if (is_wsp(s[i])) {
-					i++;
-				} else {
-					sendmail_buf_add(&angle, s + i, 1);
-					i++;
-				}
-			}
-			if (i >= len) {
-				snprintf(err, errsize, "unterminated <address>");
-				goto fail;
-			}
-			i++;   /* '>' */
-			have_angle = true;
-			continue;
-		}
-		/* Part of a word: a space between two words that are not
-		 * joined by '.' or '@' makes a phrase (a display name). */
-		if (space && word.len > 0 && strchr(".@", word.p[word.len - 1])
-		    == NULL && c != '.' && c != '@')
-			phrase = true;
-		space = false;
-		if (c == '"') {
-			if (!copy_quoted(s, len, &i, &word)) {
-				snprintf(err, errsize, "unterminated quoted string");
-				goto fail;
-			}
-			continue;
-		}
-		if (c == '[') {   /* a domain literal, copied through ']' */
-			const char *end = memchr(s + i, ']', len - i);
-
-			if (end == NULL) {
-				snprintf(err, errsize, "unterminated [literal]");
-				goto fail;
-			}
-			sendmail_buf_add(&word, s + i, (size_t)(end - (s + i)) + 1);
-			i = (size_t)(end - s) + 1;
-			continue;
-		}
-		if (c == '>' || c == ')') {
-			snprintf(err, errsize, "unexpected '%c'", c);
-			goto fail;
-		}
-		sendmail_buf_add(&word, &c, 1);
-		i++;
-	}
-	sendmail_buf_clear(&word);
-	sendmail_buf_clear(&angle);
-	return count;
-fail:
-	sendmail_buf_clear(&word);
-	sendmail_buf_clear(&angle);
-	return -1;
+	return n < 0 ? -1 : n;
 }
 
 /* ------------------------------------------------------------------ */
@@ -573,8 +360,6 @@ sendmail_dot_stuff(struct sendmail_buf *out, const char *in, size_t len)
 void
 sendmail_display_name(struct sendmail_buf *out, const char *name)
 {
-	static const char b64[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 	bool ascii = true, atoms = true;
 	size_t n = strlen(name);
 
@@ -608,19 +393,14 @@ sendmail_display_name(struct sendmail_buf *out, const char *name)
 				sendmail_buf_add(&clean, name + i, 1);
 		for (size_t i = 0; i < clean.len; i += 45) {
 			size_t k = clean.len - i < 45 ? clean.len - i : 45;
-			const unsigned char *p = (const unsigned char *)clean.p + i;
+			char enc[4 * 45 / 3 + 1];
+			ssize_t elen = sasl_b64_encode(clean.p + i, k, enc,
+			    sizeof(enc));
 
+			if (elen < 0)   /* enc fits 45 octets: cannot happen */
+				abort();
 			sendmail_buf_add(out, i ? " =?UTF-8?B?" : "=?UTF-8?B?", i ? 11 : 10);
-			for (size_t j = 0; j < k; j += 3) {
-				unsigned v = (unsigned)p[j] << 16 |
-				    (j + 1 < k ? (unsigned)p[j + 1] << 8 : 0) |
-				    (j + 2 < k ? p[j + 2] : 0);
-				char q[4] = { b64[v >> 18], b64[(v >> 12) & 63],
-				    j + 1 < k ? b64[(v >> 6) & 63] : '=',
-				    j + 2 < k ? b64[v & 63] : '=' };
-
-				sendmail_buf_add(out, q, 4);
-			}
+			sendmail_buf_add(out, enc, (size_t)elen);
 			sendmail_buf_add(out, "?=", 2);
 		}
 		sendmail_buf_clear(&clean);

@@ -56,13 +56,14 @@ int sendmail_parse_args(int argc, char **argv, int first,
     struct sendmail_opts *o, char *err, size_t errsize);
 
 /*
- * Parse an RFC 5322 3.4 address-list (display names, quoted strings,
- * comments, groups, angle addresses with obsolete routes; a header value
- * may still hold its folding CRLFs) and append each address as
- * "local@domain" to out. An address without "@" gets "@" domain when
- * domain is not NULL. Every address must be a valid RFC 5321 Mailbox
- * (RFC 6531 UTF-8 allowed). Returns the number of addresses added
- * (duplicates count), or -1 with the reason in err.
+ * Parse an RFC 5322 3.4 address-list with addrlist_parse() (see
+ * mail/addrlist.h: display names, quoted strings, comments, groups, angle
+ * addresses with obsolete routes; a header value may still hold its
+ * folding CRLFs) and append each address as "local@domain", quotes kept,
+ * to out. An address without "@" gets "@" domain when domain is not NULL.
+ * Every address must be a valid RFC 5321 Mailbox (RFC 6531 UTF-8
+ * allowed). Returns the number of addresses found (duplicates count),
+ * or -1 with the reason in err.
  */
 int sendmail_parse_addresses(const char *s, size_t len, const char *domain,
     struct sendmail_list *out, char *err, size_t errsize);

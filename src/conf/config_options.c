@@ -327,11 +327,12 @@ static const struct config_option top_opts[] = {
 	  "queued starts the count again." },
 	{ "timeout_greeting", T_DURATION, "DURATION", "300s", NULL, 1,
 	  3600, false, TOP(timeout_greeting), NULL, NULL,
-	  "How long a new client has, after tern's 220 greeting (or after "
-	  "STARTTLS), to complete its EHLO or HELO command; then 421 4.4.2 "
-	  "and close. A deadline: octets that trickle in do not extend it, "
-	  "nor do other commands. Mirrors the 5 minutes a client waits for "
-	  "a greeting (RFC 5321 4.5.3.2.1)." },
+	  "How long a new client has, from its connection (or from the end "
+	  "of STARTTLS), to complete its EHLO or HELO command; then 421 "
+	  "4.4.2 and close. On an implicit-TLS listener the handshake counts "
+	  "against it too. A deadline: octets that trickle in do not extend "
+	  "it, nor do other commands. Mirrors the 5 minutes a client waits "
+	  "for a greeting (RFC 5321 4.5.3.2.1)." },
 	{ "timeout_command", T_DURATION, "DURATION", "300s", NULL, 1, 3600,
 	  false, TOP(timeout_command), NULL, NULL,
 	  "How long the client has to send each complete command line, "
@@ -348,7 +349,9 @@ static const struct config_option top_opts[] = {
 	  "time they take at `min_data_rate`, never beyond `timeout_data` "
 	  "from now, so a large message on a slow but steady link is not cut "
 	  "off (RFC 5321 4.5.3.2.5), and one that trickles is. Then 421 "
-	  "4.4.2 and close." },
+	  "4.4.2 and close. While tern holds the data back itself (the "
+	  "queue is behind) the wait stands still, and then goes on with "
+	  "what was left, not afresh." },
 	{ "min_data_rate", T_UINT, "BYTES/S", "500", NULL, 0, 1000000000,
 	  false, TOP(min_data_rate), NULL, NULL,
 	  "The slowest message data tern waits for, in octets per second "

@@ -8,7 +8,7 @@
  *               bound;
  *   HANDSHAKE   TLS is being negotiated: its own bound if it has one,
  *               else the owner's;
- *   OPEN        the owner's deadline and idle bound;
+ *   OPEN        the owner's deadline;
  *   CLOSING     conn_close() flushes: the flush bound;
  *   DONE        reported ended; nothing more happens.
  *
@@ -57,15 +57,8 @@ struct conn {
 	bool hs_bound;            /* the handshake runs under its own bound */
 	bool close_called;        /* conn_close() was called ... */
 	bool close_owed;          /* ... and its ended() is still to come */
-	int paused;               /* CONN_READ | CONN_WRITE */
 	size_t lowat;
-	/* the owner's bounds (util_mono_ms()), and which one the timer is
-	 * armed for */
-	int64_t deadline_at;      /* 0: none */
-	unsigned idle_ms;         /* 0: none */
-	int64_t last_io;          /* octets last moved */
-	int64_t armed_io;         /* last_io when the idle bound was armed */
-	bool armed_deadline;
+	int64_t deadline_at;      /* the owner's (util_mono_ms()); 0: none */
 	/* an event kept for the loop (see the top of this file) */
 	short pending;            /* BEV_EVENT_* bits, 0: none */
 	char pending_why[256];
@@ -137,14 +130,13 @@ static void
 own_bound(struct conn *c, unsigned ms)
 {
 	c->deadline_at = 0;
-	c->idle_ms = 0;
 	if (ms == 0)
 		evtimer_del(c->timer);
 	else
 		timer_in(c, ms);
 }
 
-/* Whether the owner's bounds drive the timer now. */
+/* Whether the owner's deadline drives the timer now. */
 static bool
 owner_timed(const struct conn *c)
 {
@@ -152,51 +144,24 @@ owner_timed(const struct conn *c)
 	    (c->phase == PHASE_HANDSHAKE && !c->hs_bound);
 }
 
-/* Arm the timer for the nearer of the owner's two bounds. */
+/* Arm the timer for the owner's deadline, if any. */
 static void
 owner_arm(struct conn *c, int64_t now)
 {
-	int64_t at = 0;
-
 	if (!owner_timed(c))
 		return;
-	if (c->idle_ms != 0) {
-		at = c->last_io + c->idle_ms;
-		c->armed_io = c->last_io;
-	}
-	c->armed_deadline = c->deadline_at != 0 &&
-	    (at == 0 || c->deadline_at <= at);
-	if (c->armed_deadline)
-		at = c->deadline_at;
-	if (at == 0)
+	if (c->deadline_at == 0)
 		evtimer_del(c->timer);
 	else
-		timer_in(c, at - now);
-}
-
-/* Octets moved: only the idle bound cares, and it looks lazily. */
-static void
-touch(struct conn *c)
-{
-	if (c->idle_ms != 0)
-		c->last_io = util_mono_ms();
+		timer_in(c, c->deadline_at - now);
 }
 
 static void
 owner_timer(struct conn *c)
 {
-	if (c->armed_deadline) {
-		c->deadline_at = 0;
-	} else if (c->idle_ms != 0 && c->last_io != c->armed_io) {
-		owner_arm(c, util_mono_ms());   /* traffic since: not idle */
-		return;
-	} else {
-		c->idle_ms = 0;
-	}
+	c->deadline_at = 0;   /* it fired: set another to go on */
 	if (live(c) && c->ops->timeout != NULL)
 		c->ops->timeout(c->arg);
-	if (live(c))
-		owner_arm(c, util_mono_ms());   /* the other bound, if any */
 }
 
 static void tls_end(struct conn *c, bool ok, const char *why);
@@ -336,7 +301,6 @@ read_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 
 	enter(c);
-	touch(c);
 	if (c->phase == PHASE_OPEN && live(c) && c->ops->readable != NULL)
 		c->ops->readable(c->arg);
 	leave(c);
@@ -348,7 +312,6 @@ write_cb(struct bufferevent *bev, void *arg)
 	struct conn *c = arg;
 
 	enter(c);
-	touch(c);
 	if (c->phase == PHASE_CLOSING) {
 		/* never from inside a write of the owner's (a TLS filter
 		 * writes through at once) */
@@ -366,7 +329,7 @@ established(struct conn *c)
 {
 	c->phase = PHASE_OPEN;
 	evtimer_del(c->timer);
-	bufferevent_enable(c->bev, (short)(EV_READ | EV_WRITE) & ~c->paused);
+	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	if (live(c) && c->ops->connected != NULL)
 		c->ops->connected(c->arg);
 }
@@ -491,8 +454,7 @@ bev_setup(struct conn *c)
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_READ_MAX);
 	bufferevent_setwatermark(c->bev, EV_WRITE, c->lowat, 0);
 	if (c->phase != PHASE_CONNECTING)
-		bufferevent_enable(c->bev, (short)(EV_READ | EV_WRITE) &
-		    ~c->paused);
+		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 }
 
 /* ------------------------------------------------------------------ */
@@ -616,43 +578,11 @@ conn_set_deadline(struct conn *c, unsigned ms)
 }
 
 void
-conn_set_idle(struct conn *c, unsigned ms)
-{
-	int64_t now;
-
-	if (!owner_timed(c))
-		return;
-	now = util_mono_ms();
-	c->idle_ms = ms;
-	c->last_io = now;
-	owner_arm(c, now);
-}
-
-void
 conn_set_lowat(struct conn *c, size_t lowat)
 {
 	c->lowat = lowat;
 	if (c->phase != PHASE_CLOSING)
 		bufferevent_setwatermark(c->bev, EV_WRITE, lowat, 0);
-}
-
-void
-conn_pause(struct conn *c, int what)
-{
-	c->paused |= what & (CONN_READ | CONN_WRITE);
-	bufferevent_disable(c->bev, (short)(((what & CONN_READ) ? EV_READ : 0) |
-	    ((what & CONN_WRITE) ? EV_WRITE : 0)));
-}
-
-void
-conn_resume(struct conn *c, int what)
-{
-	short ev = (short)(((what & CONN_READ) ? EV_READ : 0) |
-	    ((what & CONN_WRITE) ? EV_WRITE : 0));
-
-	c->paused &= ~what;
-	if (c->phase == PHASE_OPEN || c->phase == PHASE_HANDSHAKE)
-		bufferevent_enable(c->bev, ev);
 }
 
 void
@@ -671,8 +601,7 @@ conn_close(struct conn *c, unsigned flush_ms)
 	bufferevent_disable(c->bev, EV_READ);
 	/* done when empty, not when below the owner's low-water mark */
 	bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-	/* a paused output goes now: closing must end in write_cb or at the
-	 * bound */
+	/* closing ends in write_cb or at the bound */
 	bufferevent_enable(c->bev, EV_WRITE);
 	if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
 		event_active(c->later, 0, 0);

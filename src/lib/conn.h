@@ -10,9 +10,9 @@
  *    ones after a TLS switch: fetch them again after tls_done); input
  *    stops being read while CONN_READ_MAX octets wait unconsumed;
  *  - one timer: the owner's deadline (not moved by arriving octets, so a
- *    peer dripping one octet at a time cannot hold the connection) and/or
- *    idle bound (moved by traffic), or else the connection's own bound of
- *    the moment (connect, TLS handshake, the flush of conn_close());
+ *    peer dripping one octet at a time cannot hold the connection), or
+ *    else the connection's own bound of the moment (connect, TLS
+ *    handshake, the flush of conn_close());
  *  - TLS: implicit at accept, or STARTTLS in place, with the input that
  *    was pipelined in clear text discarded (RFC 3207 4.2 and 5);
  *  - the end: conn_close() flushes, says close_notify over TLS, then
@@ -63,8 +63,8 @@ struct conn_ops {
 	 * and conn_input()/conn_output() are the protected buffers; not ok:
 	 * text says why, and the connection is unusable (free it). */
 	void (*tls_done)(void *arg, bool ok, const char *text);
-	/* The owner's deadline or idle bound passed. Nothing else happened
-	 * to the connection: the owner says goodbye, closes or frees. */
+	/* The owner's deadline passed. Nothing else happened to the
+	 * connection: the owner says goodbye, closes or frees. */
 	void (*timeout)(void *arg);
 	/* See enum conn_end. After CLOSED, TIMEOUT, and ERROR or EOF during
 	 * a close or a connect, no other callback comes: free it. why is
@@ -99,22 +99,13 @@ struct evbuffer *conn_input(struct conn *c);
 struct evbuffer *conn_output(struct conn *c);
 
 /* The owner's deadline: timeout fires ms milliseconds from now however
- * many octets arrive; replaces the one before; 0 disarms it. */
+ * many octets arrive; replaces the one before; 0 disarms it. It fires
+ * once; set it again to go on. Ignored while the connection's own bound
+ * of the moment runs (a connect, a handshake with its own bound, a
+ * close). */
 void conn_set_deadline(struct conn *c, unsigned ms);
-/* The owner's idle bound: timeout fires once no octet moved for ms
- * milliseconds; 0 disarms it. It fires once; set it again to go on. Both
- * bounds are ignored while the connection's own bound of the moment
- * runs (a connect, a handshake with its own bound, a close). */
-void conn_set_idle(struct conn *c, unsigned ms);
 /* drained fires when the output falls to lowat octets (default 0). */
 void conn_set_lowat(struct conn *c, size_t lowat);
-
-/* Stop and restart reading or writing (CONN_READ, CONN_WRITE), for
- * back-pressure. A paused direction stays paused across STARTTLS. */
-#define CONN_READ 1
-#define CONN_WRITE 2
-void conn_pause(struct conn *c, int what);
-void conn_resume(struct conn *c, int what);
 
 /*
  * STARTTLS (RFC 3207): from now on TLS runs over the connection. The

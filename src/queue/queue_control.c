@@ -26,6 +26,7 @@
 #include <event2/event.h>
 
 #include "conf/config.h"
+#include "lib/conn.h"
 #include "lib/log.h"
 #include "proto/control_line.h"
 #include "queue/queue_control.h"
@@ -483,24 +484,23 @@ client_read_cb(struct bufferevent *bev, void *arg)
 {
 	struct qc_client *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	size_t len = evbuffer_get_length(in);
-	struct evbuffer_ptr eol;
 	char line[CONTROL_LINE_MAX];
+	size_t rawlen;
 
 	if (c->dead || c->closing || c->pending)
 		return;
-	eol = evbuffer_search(in, "\n", 1, NULL);
-	if (eol.pos < 0) {
-		if (len >= CONTROL_LINE_MAX)
-			client_error(c, "bad request: request line too long");
+	/* one line of at most CONTROL_LINE_MAX octets, its LF included */
+	switch (conn_line(in, CONTROL_LINE_MAX, &rawlen)) {
+	case CONN_LINE_MORE:
 		return;
-	}
-	if ((size_t)eol.pos + 1 > CONTROL_LINE_MAX) {
+	case CONN_LINE_TOO_LONG:
 		client_error(c, "bad request: request line too long");
 		return;
+	case CONN_LINE_OK:
+		break;
 	}
-	evbuffer_remove(in, line, (size_t)eol.pos + 1);
-	client_request(c, line, (size_t)eol.pos);
+	evbuffer_remove(in, line, rawlen);
+	client_request(c, line, rawlen - 1);
 }
 
 static void

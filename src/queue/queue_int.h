@@ -306,11 +306,29 @@ void queue_task_free_list(struct task *t);
 
 struct config_domain;
 
+/*
+ * The mailboxes one scan of a message has its copy in (delivered, or
+ * found from an earlier attempt), with the copy's file: a second
+ * recipient reaching one of them (an alias and the mailbox itself) is
+ * delivered by that copy, never by a second look in the Maildir, where a
+ * mail reader may have moved or renamed the first one meanwhile. The
+ * scan owns it; queue_local_done_clear() frees what it holds.
+ */
+struct local_done {
+	struct local_done_box {
+		char *mailbox;          /* mailbox@domain, as the name's digest */
+		char *file;             /* "new/<name>" or "cur/<name>" */
+	} *v;
+	size_t n, cap;
+};
+
 /* Deliver recipient i of m (local part local/llen, domain d) to every
- * mailbox it expands to; returns 'D', 'F' or 'T'. */
+ * mailbox it expands to that done does not hold yet, adding those;
+ * returns 'D', 'F' or 'T'. */
 char queue_local_deliver(struct queue *q, struct spool_msg *m, size_t i,
     const struct config_domain *d, const char *local, size_t llen,
-    int64_t now, unsigned mflags);
+    int64_t now, unsigned mflags, struct local_done *done);
+void queue_local_done_clear(struct local_done *done);
 /* Loop: start / stop (and join) the thread that cleans Maildir tmp/. */
 void queue_local_sweep_start(struct queue *q);
 void queue_local_sweep_end(struct queue *q);

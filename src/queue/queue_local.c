@@ -84,16 +84,52 @@ unquote_local(const char *p, size_t len, char *buf, size_t bufsize)
 	return (int)o;
 }
 
+/* The copy this scan has in mailbox, or NULL. */
+static const char *
+done_find(const struct local_done *done, const char *mailbox)
+{
+	for (size_t k = 0; k < done->n; k++)
+		if (strcmp(done->v[k].mailbox, mailbox) == 0)
+			return done->v[k].file;
+	return NULL;
+}
+
+static void
+done_add(struct local_done *done, const char *mailbox, const char *file)
+{
+	if (done->n == done->cap) {
+		done->cap = done->cap ? done->cap * 2 : 8;
+		done->v = xreallocarray(done->v, done->cap, sizeof(*done->v));
+	}
+	done->v[done->n].mailbox = xstrdup(mailbox);
+	done->v[done->n].file = xstrdup(file);
+	done->n++;
+}
+
+void
+queue_local_done_clear(struct local_done *done)
+{
+	for (size_t k = 0; k < done->n; k++) {
+		free(done->v[k].mailbox);
+		free(done->v[k].file);
+	}
+	free(done->v);
+	memset(done, 0, sizeof(*done));
+}
+
 /*
  * Deliver recipient i of m (a local one) to every mailbox it expands to.
  * mflags: MAILDIR_RECHECK unless this is the first attempt at m in this
  * process (maildir.h; docs/queue.md, "Local delivery exactly once").
+ * done: the mailboxes this scan already has its copy in; one of them
+ * counts as delivered as it is (one copy per mailbox and message), the
+ * others are added once they have theirs.
  * Returns its outcome: 'D', 'F' or 'T' (deferred).
  */
 char
 queue_local_deliver(struct queue *q, struct spool_msg *m, size_t i,
     const struct config_domain *d, const char *local, size_t llen,
-    int64_t now, unsigned mflags)
+    int64_t now, unsigned mflags, struct local_done *done)
 {
 	const struct envelope *env = spool_msg_envelope(m);
 	const char *addr = env->rcpts[i].addr;
@@ -126,6 +162,7 @@ queue_local_deliver(struct queue *q, struct spool_msg *m, size_t i,
 		char path[4096], mbox[600], mq[700], pq[1200], name[600];
 		const struct base_dir *b;
 		const char *rel = NULL;
+		const char *had;
 		struct maildir_msg mm;
 		int r;
 
@@ -144,6 +181,16 @@ queue_local_deliver(struct queue *q, struct spool_msg *m, size_t i,
 			temp_fail = true;
 			break;
 		}
+		/* Another recipient of this scan reached this mailbox: its
+		 * copy is this one's too. Not looked for again: a reader may
+		 * have moved it to cur/ or renamed it since, and the look
+		 * would miss it and write a second copy. */
+		if ((had = done_find(done, mbox)) != NULL) {
+			log_info("queue id=%s event=delivered rcpt=<%s> mailbox=%s path=%s file=%s copy=earlier delay=%.3fs",
+			    spool_msg_id(m), aq, mq, pq, had,
+			    (double)(util_now_us() - spool_id_time_us(spool_msg_id(m))) / 1e6);
+			continue;
+		}
 		mm.return_path = env->sender;
 		mm.delivered_to = mbox;
 		mm.body = body;
@@ -161,6 +208,7 @@ queue_local_deliver(struct queue *q, struct spool_msg *m, size_t i,
 			temp_fail = true;
 			break;
 		}
+		done_add(done, mbox, name);
 		/* copy=earlier: an earlier attempt (before a crash, or for
 		 * another recipient reaching this mailbox) left it there */
 		log_info("queue id=%s event=delivered rcpt=<%s> mailbox=%s path=%s file=%s%s delay=%.3fs",

@@ -300,6 +300,9 @@ task_scan(struct queue *q, struct task *t)
 	/* Only the first scan of a message committed by this process
 	 * cannot have delivered it before (docs/queue.md). */
 	unsigned mflags = t->fresh ? 0 : MAILDIR_RECHECK;
+	/* one copy per mailbox and message: recipients that reach the same
+	 * mailbox share the copy the first of them made or found */
+	struct local_done done = { 0 };
 
 	m = queue_task_load(q, t);
 	if (m == NULL)
@@ -339,8 +342,9 @@ task_scan(struct queue *q, struct task *t)
 			continue;
 		}
 		(void)queue_local_deliver(q, m, i, d, addr, (size_t)(at - addr), now,
-		    mflags);
+		    mflags, &done);
 	}
+	queue_local_done_clear(&done);
 	/* The outcomes are journaled before anything is reported: a report
 	 * waits for the REPORT task (docs/dsn.md). */
 	queue_task_finish(q, t, &m, now);

@@ -597,16 +597,15 @@ bdat_feed(struct smtp_session *s)
 /*
  * Message data stopped: for more input, or because the queue is behind.
  * While it is behind the client is not timed out (its octets wait in our
- * buffers, or the transport stops reading them); a fresh budget starts
- * when data flows again.
+ * buffers, or the transport stops reading them), and the data budget
+ * stands still: it goes on with what was left when data flows again.
  */
 static void
 data_paused(struct smtp_session *s)
 {
 	if (s->qops->congested == NULL || !s->qops->congested(s->qctx))
 		return;
-	s->data_budget = false;
-	s->io->set_deadline(s->io_arg, 0);
+	smtp_session_deadline_hold(s);
 }
 
 bool

@@ -16,6 +16,7 @@
 #include "conf/config.h"
 #include "lib/log.h"
 #include "lib/util.h"
+#include "mail/addrlist.h"
 #include "mail/header.h"
 #include "smtpd/smtp_session.h"
 #include "smtpd/smtp_session_int.h"
@@ -81,124 +82,28 @@ header_value(const char *h, size_t n, const char *name, unsigned *count)
 	return val;
 }
 
-/*
- * The addresses of a mailbox-list (RFC 5322 3.4: From:), each as
- * "local@domain" with comments, blanks and display names gone and a
- * quoted local part unquoted, into out[] (each SMTP_ADDR_PATH_MAX + 1
- * bytes). Returns how many, or -1 if the list is malformed (groups,
- * unbalanced quotes, comments or brackets, too many or too long).
- */
+/* The addresses of the From: field, unquoted (what the ownership check
+ * compares), in v[]: at most FROM_ADDRS_MAX. */
+struct from_addrs {
+	char (*v)[SMTP_ADDR_PATH_MAX + 1];
+	int n;
+};
+
 static int
-mailbox_list(const char *v, char (*out)[SMTP_ADDR_PATH_MAX + 1], int max)
+from_add(void *arg, const struct addrlist_addr *a)
 {
-	char plain[SMTP_ADDR_PATH_MAX + 1], angle[SMTP_ADDR_PATH_MAX + 1];
-	size_t np = 0, na = 0;
-	int nout = 0, depth = 0, angles = 0;
-	bool quote = false, in_angle = false, overflow = false;
+	struct from_addrs *f = arg;
 
-	for (const char *c = v;; c++) {
-		char ch = *c;
-
-		if (ch == '\0' || (ch == ',' && !quote && depth == 0 && !in_angle)) {
-			const char *a = angles > 0 ? angle : plain;
-			size_t al = angles > 0 ? na : np;
-
-			if (quote || depth > 0 || in_angle || angles > 1 || overflow)
-				return -1;
-			if (al > 0) {
-				char *d;
-				size_t o = 0;
-
-				if (nout == max)
-					return -1;
-				d = out[nout++];
-				/* "local"@domain: unquote the local part */
-				if (a[0] == '"') {
-					size_t i = 1;
-
-					for (; i < al && a[i] != '"'; i++) {
-						if (a[i] == '\\' && i + 1 < al)
-							i++;
-						d[o++] = a[i];
-					}
-					if (i >= al)
-						return -1;
-					memcpy(d + o, a + i + 1, al - i - 1);
-					o += al - i - 1;
-				} else {
-					memcpy(d, a, al);
-					o = al;
-				}
-				d[o] = '\0';
-			}
-			if (ch == '\0')
-				return nout;
-			np = na = 0;
-			angles = 0;
-			continue;
-		}
-		if (depth > 0) {                 /* inside a comment */
-			if (ch == '\\' && c[1] != '\0')
-				c++;
-			else if (ch == '(')
-				depth++;
-			else if (ch == ')')
-				depth--;
-			continue;
-		}
-		if (!quote) {
-			if (ch == '(') {
-				depth = 1;
-				continue;
-			}
-			if (ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n')
-				continue;
-			if (ch == '<') {
-				if (in_angle)
-					return -1;
-				in_angle = true;
-				angles++;
-				continue;
-			}
-			if (ch == '>') {
-				if (!in_angle)
-					return -1;
-				in_angle = false;
-				continue;
-			}
-			/* group syntax (or obs-route) has no place in From: */
-			if ((ch == ':' || ch == ';') && !in_angle)
-				return -1;
-		}
-		if (ch == '"')
-			quote = !quote;
-		else if (ch == '\\' && quote && c[1] != '\0') {
-			/* keep the escape: the unquoting above removes it */
-			if (in_angle ? na + 2 > SMTP_ADDR_PATH_MAX :
-			    np + 2 > SMTP_ADDR_PATH_MAX) {
-				overflow = true;
-				c++;
-				continue;
-			}
-			if (in_angle)
-				angle[na++] = ch;
-			else
-				plain[np++] = ch;
-			ch = *++c;
-		}
-		if (in_angle ? na >= SMTP_ADDR_PATH_MAX : np >= SMTP_ADDR_PATH_MAX)
-			overflow = true;
-		else if (in_angle)
-			angle[na++] = ch;
-		else
-			plain[np++] = ch;
-	}
+	if (f->n == FROM_ADDRS_MAX)
+		return -1;
+	util_strlcpy(f->v[f->n++], a->value, sizeof(f->v[0]));
+	return 0;
 }
 
 /*
  * true if the header (h, n) has a control character other than TAB and
- * the CR LF line ends: NUL ends a C string early (mailbox_list() would
- * not see what follows it), and others are read differently by different
+ * the CR LF line ends: NUL ends a C string early (the From: value
+ * would be cut there), and others are read differently by different
  * programs, so a header with one cannot be checked (RFC 5322 2.2: a
  * field body is printable US-ASCII and WSP; control characters appear
  * only in the obsolete syntax of RFC 5322 4).
@@ -225,7 +130,7 @@ static void
 check_from(struct smtp_session *s, const char *h, size_t n)
 {
 	struct transaction *t = &s->tx;
-	char (*addrs)[SMTP_ADDR_PATH_MAX + 1];
+	struct from_addrs f = { NULL, 0 };
 	char q[SMTP_ADDR_PATH_MAX * 4 + 8], u[SASL_FIELD_MAX * 4 + 8];
 	const char *name = s->auth_user->name;
 	unsigned count;
@@ -239,18 +144,20 @@ check_from(struct smtp_session *s, const char *h, size_t n)
 		    "address rejected: message has no From: header");
 		return;
 	}
-	addrs = xcalloc(FROM_ADDRS_MAX, sizeof(*addrs));
-	/* RFC 5322 3.6: exactly one From: field */
+	f.v = xcalloc(FROM_ADDRS_MAX, sizeof(*f.v));
+	/* RFC 5322 3.6: exactly one From: field, a mailbox-list (3.6.2: no
+	 * group); too many addresses count as malformed */
 	if (count == 1)
-		na = mailbox_list(v, addrs, FROM_ADDRS_MAX);
+		na = addrlist_parse(v, strlen(v), ADDRLIST_MAILBOX_LIST, NULL,
+		    from_add, &f, NULL, 0);
 	if (na <= 0) {
 		snprintf(t->from_buf, sizeof(t->from_buf), "553 5.7.1 Sender "
 		    "address rejected: malformed From: header");
 		goto out;
 	}
 	for (int i = 0; i < na; i++) {
-		if (!config_passwd_owns(s->auth_user, addrs[i], strlen(addrs[i]))) {
-			log_quote(q, sizeof(q), addrs[i], strlen(addrs[i]),
+		if (!config_passwd_owns(s->auth_user, f.v[i], strlen(f.v[i]))) {
+			log_quote(q, sizeof(q), f.v[i], strlen(f.v[i]),
 			    SMTP_ADDR_PATH_MAX);
 			snprintf(t->from_buf, sizeof(t->from_buf), "553 5.7.1 "
 			    "<%.200s>: Sender address rejected: From: not owned "
@@ -260,7 +167,7 @@ check_from(struct smtp_session *s, const char *h, size_t n)
 	}
 	t->from_error = false;
 out:
-	free(addrs);
+	free(f.v);
 	free(v);
 }
 

@@ -349,7 +349,8 @@ client_new(struct smtp_server *srv, struct evconnlistener *l,
 	    c->peer.listener->tls : CONFIG_LISTENER_TLS_NONE;
 	c->implicit = ltls == CONFIG_LISTENER_TLS_IMPLICIT;
 	/* RFC 8314 3.3: TLS from the first octet, the handshake within the
-	 * greeting's time */
+	 * greeting's time: the session's greeting deadline, which starts at
+	 * smtp_session_new() below, bounds handshake and EHLO together */
 	if (!c->implicit || srv->tls != NULL)
 		c->io = conn_accept(srv->base, fd, c->implicit ? srv->tls : NULL,
 		    c->implicit ? cfg->timeout_greeting * 1000 : 0,

@@ -80,7 +80,8 @@ smtp_session_close(struct smtp_session *s)
 /* ------------------------------------------------------------------ */
 /* deadlines (the slow-drip defence)
  *
- * The client has timeout_greeting to complete HELO/EHLO, timeout_command
+ * The client has timeout_greeting from the connection's start (an
+ * implicit-TLS handshake included) to complete HELO/EHLO, timeout_command
  * for each command line, counted from the end of the line before (or
  * from a reply that waited for the queue), and during message data a
  * budget: timeout_data, which arriving octets extend by the time they
@@ -106,6 +107,14 @@ deadline_set(struct smtp_session *s, int64_t ms)
 	s->io->set_deadline(s->io_arg, ms < 1 ? 1 : (unsigned)ms);
 }
 
+/* The data budget's clock: standing still while the session holds
+ * message data for the queue. */
+static int64_t
+data_clock(const struct smtp_session *s)
+{
+	return s->data_held ? s->data_held_at : util_mono_ms();
+}
+
 /* Arm the deadline for what the session waits for now. */
 void
 smtp_session_deadline_arm(struct smtp_session *s)
@@ -113,24 +122,33 @@ smtp_session_deadline_arm(struct smtp_session *s)
 	if (s->closing || s->state == STATE_TLS)
 		return;   /* the transport bounds the flush or the handshake */
 	if (s->state == STATE_WAIT) {
-		s->data_budget = false;   /* a fresh one when data resumes */
+		/* waits only before content (begin) or after it (commit):
+		 * the data to come, if any, starts a budget of its own */
+		s->data_budget = false;
+		s->data_held = false;
 		s->io->set_deadline(s->io_arg, 0);
 		return;
 	}
 	if (smtp_session_in_content(s)) {
-		int64_t now = util_mono_ms();
+		int64_t now = data_clock(s);
 
 		if (!s->data_budget) {
 			s->data_budget = true;
 			s->data_deadline = now + (int64_t)s->cfg->timeout_data * 1000;
 			s->data_last_input = now;
 		}
-		deadline_set(s, s->data_deadline - now);
+		if (s->data_held)
+			s->io->set_deadline(s->io_arg, 0);
+		else
+			deadline_set(s, s->data_deadline - now);
 		return;
 	}
 	s->data_budget = false;
-	deadline_set(s, (int64_t)(s->state == STATE_NEW ?
-	    s->cfg->timeout_greeting : s->cfg->timeout_command) * 1000);
+	s->data_held = false;
+	if (s->state == STATE_NEW)
+		deadline_set(s, s->greeting_at - util_mono_ms());
+	else
+		deadline_set(s, (int64_t)s->cfg->timeout_command * 1000);
 }
 
 /* n octets of message data arrived: they buy n / min_data_rate seconds,
@@ -144,7 +162,7 @@ smtp_session_deadline_credit(struct smtp_session *s, size_t n)
 		return;
 	if (!s->data_budget)
 		smtp_session_deadline_arm(s);
-	now = util_mono_ms();
+	now = data_clock(s);
 	cap = now + (int64_t)s->cfg->timeout_data * 1000;
 	s->data_last_input = now;
 	if (s->cfg->min_data_rate == 0)
@@ -157,6 +175,35 @@ smtp_session_deadline_credit(struct smtp_session *s, size_t n)
 		if (s->data_deadline > cap)
 			s->data_deadline = cap;
 	}
+	if (!s->data_held)
+		deadline_set(s, s->data_deadline - now);
+}
+
+void
+smtp_session_deadline_hold(struct smtp_session *s)
+{
+	if (s->closing || !smtp_session_in_content(s))
+		return;
+	if (!s->data_budget)
+		smtp_session_deadline_arm(s);
+	if (!s->data_held) {
+		s->data_held = true;
+		s->data_held_at = util_mono_ms();
+	}
+	s->io->set_deadline(s->io_arg, 0);
+}
+
+/* The queue caught up: the held budget goes on where it stood, shifted
+ * by the time tern held the data (a fresh one would let a client that
+ * met a busy queue stretch its transaction past timeout_data). */
+static void
+deadline_release(struct smtp_session *s)
+{
+	int64_t now = util_mono_ms(), held = now - s->data_held_at;
+
+	s->data_held = false;
+	s->data_deadline += held;
+	s->data_last_input += held;
 	deadline_set(s, s->data_deadline - now);
 }
 
@@ -546,8 +593,9 @@ session_process_input(struct smtp_session *s)
 		}
 		if (evbuffer_get_length(s->out) > SMTP_SESSION_OUTPUT_MAX)
 			return;   /* resumed when the client reads its replies */
-		if (smtp_session_in_content(s) && !s->data_budget)
-			smtp_session_deadline_arm(s);   /* after a pause for the queue */
+		if (s->data_held && (s->qops->congested == NULL ||
+		    !s->qops->congested(s->qctx)))
+			deadline_release(s);   /* after a pause for the queue */
 		switch (s->state) {
 		case STATE_WAIT:
 		case STATE_TLS:
@@ -599,6 +647,9 @@ smtp_session_new(const struct config *cfg,
 	s->qops = queue;
 	s->qctx = queue_ctx;
 	s->state = STATE_NEW;
+	/* the greeting phase starts with the connection: on an implicit-TLS
+	 * listener the handshake comes first and counts against it */
+	s->greeting_at = util_mono_ms() + (int64_t)cfg->timeout_greeting * 1000;
 	envelope_init(&s->tx.env);
 	return s;
 }
@@ -644,6 +695,8 @@ smtp_session_tls_started(struct smtp_session *s, struct evbuffer *in,
 	s->auth_user = NULL;
 	s->auth_step = AUTH_STEP_NONE;
 	s->state = STATE_NEW;
+	/* a greeting phase of its own: the handshake had timeout_command */
+	s->greeting_at = util_mono_ms() + (int64_t)s->cfg->timeout_greeting * 1000;
 	smtp_session_deadline_arm(s);
 }
 

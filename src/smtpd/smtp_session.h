@@ -111,8 +111,11 @@ struct smtp_auth_ops {
 };
 
 /*
- * Create a session. in/out are the connection's buffers (not owned).
- * cfg, client strings and ops must outlive the session.
+ * Create a session, when the connection is accepted: its greeting phase
+ * (timeout_greeting until HELO/EHLO) starts now, so an implicit-TLS
+ * handshake before smtp_session_start() counts against it. in/out are
+ * the connection's buffers (not owned). cfg, client strings and ops must
+ * outlive the session.
  */
 struct smtp_session *smtp_session_new(const struct config *cfg,
     const struct smtp_session_client *client, struct evbuffer *in,

@@ -120,11 +120,20 @@ struct smtp_session {
 	unsigned nerrors;
 	unsigned njunk;                /* commands that moved no mail */
 	unsigned nmessages;
+	/* when the greeting phase (STATE_NEW) ends, mono ms: timeout_greeting
+	 * from the connection's start (the handshake of implicit TLS
+	 * included), or from the end of a STARTTLS handshake */
+	int64_t greeting_at;
 	/* the data deadline (mono ms) while message data flows: timeout_data
 	 * that arriving octets extend at min_data_rate (deadline_credit) */
 	bool data_budget;              /* data_deadline is running */
 	int64_t data_deadline;
 	int64_t data_last_input;       /* when the last data octets came */
+	/* the queue is behind and the session stopped taking data: the
+	 * budget's clock stands still at data_held_at (tern's pause is not
+	 * the client's slowness) until data flows again */
+	bool data_held;
+	int64_t data_held_at;
 	bool in_process;               /* re-entrancy guard */
 	bool skipping_line;            /* discarding an over-long command line */
 	bool last_cmd_crlf;            /* the last command ended with CRLF */
@@ -178,6 +187,10 @@ bool smtp_session_in_content(const struct smtp_session *s);
 void smtp_session_deadline_arm(struct smtp_session *s);
 /* n octets of message data arrived: extend the data budget. */
 void smtp_session_deadline_credit(struct smtp_session *s, size_t n);
+/* The session stopped taking message data because the queue is behind:
+ * the data budget stops (no deadline runs) and keeps what is left of it
+ * for when data flows again (smtp_session_process()). */
+void smtp_session_deadline_hold(struct smtp_session *s);
 /* Count a command that moves no mail; false if the session ended. */
 bool smtp_session_junk_ok(struct smtp_session *s);
 /* 503 before HELO/EHLO; false then. */

@@ -243,8 +243,12 @@ class QueueControl(unittest.TestCase):
 
     def test_raw_protocol_bounds(self):
         path = os.path.join(self.tern.spool, "control")
+        # CONTROL_LINE_MAX (256) octets with the LF is the longest line;
+        # 256 octets without an LF are too long already, LF or not to come
         for req, want in ((b"x" * 300 + b"\n", "too long"), (b"list extra\n", "bad request"),
-                          (b"show 123\n", "bad request")):
+                          (b"show 123\n", "bad request"), (b"x" * 255 + b"\n", "bad request"),
+                          (b"x" * 254 + b"\r\n", "bad request"), (b"x" * 256 + b"\n", "too long"),
+                          (b"x" * 256, "too long")):
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             s.settimeout(10)
             s.connect(path)

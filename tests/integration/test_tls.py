@@ -36,7 +36,9 @@ smtplib), `openssl s_client` and swaks.
       clear-text SMTP gets no SMTP answer); the 220 arrives inside TLS; a
       whole transaction works and is delivered with ESMTPS; STARTTLS there
       is 503 5.5.1; after QUIT the server sends a TLS close_notify before
-      closing TCP (RFC 8314 3.4, a SHOULD)
+      closing TCP (RFC 8314 3.4, a SHOULD); one timeout_greeting bounds
+      the handshake and the EHLO together (a slow handshake leaves less
+      for the EHLO, not a second timeout_greeting)
   TLS versions (RFC 8996; tls_min_version)
       a TLS 1.1 client is refused (TLS 1.2 and 1.3 work); with
       tls_min_version TLSv1.3 a TLS 1.2 client is refused, TLS 1.3 works
@@ -939,6 +941,81 @@ class ImplicitTls(TlsCase):
             # not offered there: refused like an unknown command (or a bad sequence)
             self.assertReplyIn(r, [(502, "5.5.1"), (503, "5.5.1")], "STARTTLS on a 'tls none' listener")
             self.assertReply(c.cmd("NOOP"), 250, "2.0.0", "clear text goes on")
+
+
+# --------------------------------------------------------------------------
+# implicit TLS: one timeout_greeting for the handshake and the EHLO together
+
+class ImplicitTlsGreetingDeadline(TlsCase):
+    """timeout_greeting runs from the connection's start on an implicit-TLS
+    listener: a client that spends most of it on the handshake does not get
+    a second one for its EHLO (it had up to twice timeout_greeting)."""
+    GREETING = 3.0
+    iport = None
+
+    @classmethod
+    def tern_config(cls):
+        cls.iport = harness.free_port()
+        kw = super().tern_config()
+        kw["options"]["timeout_greeting"] = "%ds" % cls.GREETING
+        kw["extra_config"] = "listen 127.0.0.1:%d {\n    tls implicit\n}\n" % cls.iport
+        return kw
+
+    def closed_after(self, sock, t0):
+        """Seconds from t0 until the peer closes sock (reading and dropping
+        what comes); fails after DEFAULT_TIMEOUT."""
+        sock.settimeout(DEFAULT_TIMEOUT)
+        got = b""
+        while True:
+            try:
+                data = sock.recv(4096)
+            except (ConnectionResetError, ssl.SSLEOFError):
+                data = b""
+            except (socket.timeout, TimeoutError):
+                self.fail("still open %.0fs after the connect" % (time.monotonic() - t0))
+            if not data:
+                return time.monotonic() - t0, got
+            got += data
+
+    def assertAboutOneGreeting(self, elapsed, what):
+        # never before the deadline; well before a second one would end
+        self.assertGreaterEqual(elapsed, self.GREETING - 0.2, "%s: closed early" % what)
+        self.assertLess(elapsed, 1.5 * self.GREETING,
+                        "%s: open %.1fs with timeout_greeting %.0fs" % (what, elapsed, self.GREETING))
+
+    def test_silent_client_closed_within_greeting(self):
+        s = socket.create_connection(("127.0.0.1", self.iport), timeout=DEFAULT_TIMEOUT)
+        t0 = time.monotonic()
+        try:
+            elapsed, _ = self.closed_after(s, t0)
+        finally:
+            s.close()
+        self.assertAboutOneGreeting(elapsed, "a client that sends nothing")
+
+    def test_slow_handshake_leaves_less_for_ehlo(self):
+        # the handshake at two thirds of timeout_greeting, then silence:
+        # the 421 comes at timeout_greeting from the connect, not after
+        # another timeout_greeting
+        for attempt in range(3):
+            c = harness.SMTPClient(self.iport)
+            t0 = time.monotonic()
+            try:
+                time.sleep(2 * self.GREETING / 3)
+                try:
+                    handshake(c, self.ctx())
+                except (ssl.SSLError, OSError):
+                    if time.monotonic() - t0 >= self.GREETING and attempt < 2:
+                        continue   # this machine overslept the sleep: again
+                    raise
+                g = c.greeting()
+                self.assertEqual(g.code, 220, g)
+                elapsed, rest = self.closed_after(c.sock, t0)
+            finally:
+                c.close()
+            break
+        self.assertIn(b"421 4.4.2", c.buf + rest, "no 421 before the close")
+        self.assertAboutOneGreeting(elapsed, "a client that was slow to shake hands")
+        self.tern.wait_log("reason=timeout stage=greeting")
 
 
 # --------------------------------------------------------------------------

@@ -355,6 +355,13 @@ test_display_name(void **state)
 		{ "quotes escaped", "a \"b\" \\c", "\"a \\\"b\\\" \\\\c\"" },
 		{ "utf-8 encoded", "J\xc3\xb6rg", "=?UTF-8?B?SsO2cmc=?=" },
 		{ "newline cannot inject", "x\r\nBcc: y@z", "=?UTF-8?B?eEJjYzogeUB6?=" },
+		{ "one pad", "\xc3\xa9t\xc3\xa9", "=?UTF-8?B?w6l0w6k=?=" },
+		{ "no pad", "\xc3\xa9t\xc3\xa9!", "=?UTF-8?B?w6l0w6kh?=" },
+		/* 46 octets: two encoded words, the first of 45 */
+		{ "split at 45 octets",
+		  "\xc3\xa9" "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+		  "=?UTF-8?B?w6lhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFhYWFh?= "
+		  "=?UTF-8?B?YQ==?=" },
 	};
 	int bad = 0;
 

@@ -31,6 +31,7 @@ struct fake_msg {
 struct fake_queue {
 	bool fail_begin;
 	bool fail_commit;
+	bool congested;      /* the queue is behind (back-pressure) */
 	struct fake_msg msgs[16];
 	int nmsgs;
 	/* one pending callback at a time is all a session can have */
@@ -98,11 +99,18 @@ fake_abort(void *ctx, void *txn)
 	m->aborted = true;
 }
 
+static bool
+fake_congested(void *ctx)
+{
+	return ((struct fake_queue *)ctx)->congested;
+}
+
 static const struct queue_client_ops fake_ops = {
 	.begin = fake_begin,
 	.write = fake_write,
 	.commit = fake_commit,
 	.abort = fake_abort,
+	.congested = fake_congested,
 };
 
 /* ------------------------------------------------------------------ */
@@ -880,7 +888,8 @@ test_deadlines(void **state)
 	start(&t, "max_message_size 4K\ntimeout_greeting 20s\ntimeout_command 30s\n"
 	    "timeout_data 10s\nmin_data_rate 1000000", false);
 	free(feed(&t, ""));
-	assert_int_equal(t.deadline, 20000);
+	/* from the session's creation, a moment before its start */
+	assert_in_range(t.deadline, 19000, 20000);
 	/* before HELO/EHLO: neither octets nor whole commands re-arm it */
 	n = t.narmed;
 	free(feed(&t, "NO"));
@@ -935,6 +944,76 @@ test_deadlines(void **state)
 	/* an idle client gets the plain timeout */
 	smtp_session_timeout(t.s);
 	EXPECT(&t, "", "421 4.4.2 mx.test Error: timeout exceeded\r\n");
+	stop(&t);
+}
+
+/*
+ * The queue is behind: the session stops taking message data and no
+ * deadline runs, but the data budget is held, not renewed. When data
+ * flows again the client has what it had left when tern paused (minus
+ * none of tern's pause), or a client meeting a busy queue could stretch
+ * its transaction with a fresh timeout_data after each pause.
+ */
+static void
+test_data_budget_held_while_congested(void **state)
+{
+	static const struct { const char *name, *cmd; } starts[] = {
+		{ "DATA", "DATA\r\n" },
+		{ "BDAT", "BDAT 100 LAST\r\n" },
+	};
+	struct t t;
+
+	for (size_t i = 0; i < nitems(starts); i++) {
+		start(&t, "max_message_size 4K\ntimeout_data 10s\n"
+		    "min_data_rate 1000000", false);
+		ehlo(&t);
+		free(feed(&t, "MAIL FROM:<a@r.test>\r\nRCPT TO:<alice@example.test>\r\n"));
+		free(feed(&t, starts[i].cmd));
+		assert_int_equal(t.deadline, 10000);
+		usleep(100 * 1000);   /* the client's time: it counts */
+		t.q.congested = true;
+		free(feed(&t, "Subject: held\r\n"));
+		assert_int_equal(t.deadline, 0);   /* tern's pause: none runs */
+		/* more input while the queue is still behind: still none */
+		free(feed(&t, "X-More: yes\r\n"));
+		assert_int_equal(t.deadline, 0);
+		usleep(1500 * 1000);  /* tern's time: it does not count */
+		t.q.congested = false;
+		smtp_session_process(t.s);   /* what the server does then */
+		if (t.deadline >= 10000 - 90 || t.deadline <= 10000 - 1400)
+			fail_msg("%s: budget after the pause %u ms, want what was "
+			    "left before it (about 9900)", starts[i].name, t.deadline);
+		stop(&t);
+	}
+}
+
+/*
+ * Implicit TLS (RFC 8314 3.3): the session is made at the accept, the
+ * handshake runs, then the greeting. The handshake's time counts against
+ * timeout_greeting: one deadline for handshake and EHLO together, not a
+ * fresh timeout_greeting after a handshake that took nearly one.
+ */
+static void
+test_greeting_deadline_counts_handshake(void **state)
+{
+	struct t t;
+
+	memset(&t, 0, sizeof(t));
+	t.cfg = load_cfg(&t, "timeout_greeting 20s\ntimeout_command 30s");
+	t.in = evbuffer_new();
+	t.out = evbuffer_new();
+	t.client.addr = "192.0.2.1";
+	t.client.port = 40000;
+	t.s = smtp_session_new(t.cfg, &t.client, t.in, t.out, &test_io, &t,
+	    &fake_ops, &t.q);
+	usleep(300 * 1000);   /* the handshake */
+	smtp_session_tls_started(t.s, t.in, t.out, "TLSv1.3:TLS_AES_128_GCM_SHA256");
+	smtp_session_start(t.s);
+	EXPECT(&t, "", "220 mx.test ESMTP tern\r\n");
+	if (t.deadline > 20000 - 300)
+		fail_msg("greeting deadline %u ms after a 300 ms handshake, want "
+		    "at most %u", t.deadline, 20000 - 300);
+	assert_true(t.deadline > 0);
 	stop(&t);
 }
 
@@ -1474,7 +1553,8 @@ test_submission_headers(void **state)
 	assert_string_equal(body, "Date: Mon, 1 Jan 2024 00:00:00 +0000\r\n"
 	    "Message-ID: <a@b>\r\nFrom: x@alias.test\r\n\r\n");
 	free(body);
-	/* no From:, two From:, a group, an unbalanced comment: refused */
+	/* no From:, two From:, a group, an unbalanced comment, an address
+	 * after the owned one (a reader could show either): refused */
 	static const char *const bad[] = {
 		"Subject: none\r\n\r\nhi\r\n.\r\n",
 		"From: alice@example.test\r\nFrom: alice@example.test\r\n\r\n.\r\n",
@@ -1483,6 +1563,9 @@ test_submission_headers(void **state)
 		"From: <alice@example.test\r\n\r\n.\r\n",
 		"From: \"alice@example.test\"@evil.test\r\n\r\n.\r\n",
 		"From: alice@example.test.\r\n\r\n.\r\n",
+		"From: <alice@example.test> mallory@evil.test\r\n\r\n.\r\n",
+		"From: alice@example.test;\r\n\r\n.\r\n",
+		"From: <>, alice@example.test\r\n\r\n.\r\n",
 	};
 	for (size_t i = 0; i < nitems(bad); i++) {
 		EXPECT(&t, "MAIL FROM:<alice@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n",
@@ -1645,6 +1728,8 @@ main(void)
 		cmocka_unit_test(test_queue_failures),
 		cmocka_unit_test(test_timeout),
 		cmocka_unit_test(test_deadlines),
+		cmocka_unit_test(test_data_budget_held_while_congested),
+		cmocka_unit_test(test_greeting_deadline_counts_handshake),
 		cmocka_unit_test(test_junk_commands),
 		cmocka_unit_test(test_bdat_empty_chunks_are_junk),
 		cmocka_unit_test(test_domain_check),
