@@ -216,7 +216,7 @@ static const struct config_option top_opts[] = {
 	  "before a commit, not halfway through one. The last eighth of a "
 	  "segment is kept for delivery records, so a full spool can still "
 	  "drain. A segment is removed when no queued message needs it." },
-	{ "spool_inline_max", T_SIZE, "SIZE", "256K", NULL, 0,
+	{ "spool_inline_max", T_SIZE, "SIZE", "256K", NULL, 1 * KIB,
 	  3 * KIB * KIB, false, TOP(spool_inline_max), NULL, NULL,
 	  "Message bodies up to this size are kept in the spool's log, "
 	  "written with other messages in one sync; larger ones each go to a "

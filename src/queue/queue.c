@@ -112,12 +112,14 @@ queue_new(const struct config *cfg, uid_t uid, gid_t gid, char *err,
 	if (q->spool == NULL)
 		goto fail;
 	/* the option's bounds are seglog's; whole records only */
-	if (spool_set_segment_size(q->spool, cfg->spool_segment_size &
-	    ~(uint64_t)7) == -1) {
+	if (cfg->spool_segment_size != 0 && spool_set_segment_size(q->spool,
+	    cfg->spool_segment_size & ~(uint64_t)7) == -1) {
 		snprintf(err, errsize, "spool_segment_size out of range");
 		goto fail;
 	}
-	spool_set_inline_max(q->spool, (size_t)cfg->spool_inline_max);
+	/* 0 only from a configuration built by hand: the default */
+	if (cfg->spool_inline_max != 0)
+		spool_set_inline_max(q->spool, (size_t)cfg->spool_inline_max);
 	q->control = queue_control_new(cfg->spool_dir, uid, gid,
 	    &queue_admin_ops, q, err, errsize);
 	if (q->control == NULL)

@@ -312,6 +312,21 @@ seglog_open(int dirfd, uint64_t segsize, uid_t uid, gid_t gid, char *err,
 	l = xcalloc(1, sizeof(*l));
 	l->dirfd = fd;
 	l->segsize = segsize;
+	/* Number new segments after every file there, even before (or
+	 * without) a recovery, so a commit never meets an old name. */
+	{
+		int dfd = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		DIR *d = dfd == -1 ? NULL : fdopendir(dfd);
+		struct dirent *e;
+
+		if (d == NULL && dfd != -1)
+			close(dfd);
+		while (d != NULL && (e = readdir(d)) != NULL)
+			if (seg_number(e->d_name) > l->last)
+				l->last = seg_number(e->d_name);
+		if (d != NULL)
+			closedir(d);
+	}
 	pthread_rwlock_init(&l->lock, NULL);
 	return l;
 }

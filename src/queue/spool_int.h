@@ -13,7 +13,11 @@
 #include <event2/buffer.h>
 
 #include "mail/envelope.h"
-#include "queue/spool.h"
+
+/* Not spool.h: it is the module these two files implement (an include
+ * back would be a cycle); its includers include it first. */
+struct spool;
+struct spool_rcpt_status;
 
 #define HEAD_MAGIC "tern-queue "
 #define HEAD_LEN_DIGITS 20

@@ -285,6 +285,26 @@ test_commit_read_recover(void **state)
 	seglog_group_free(&g);
 }
 
+/* A log opened over old segments numbers new ones after them even when
+ * it is not recovered first. */
+static void
+test_numbering_without_recovery(void **state)
+{
+	struct fx *f = *state;
+	struct seglog_group *g = seglog_group_new();
+	char err[256];
+
+	add(g, SEGLOG_MSG, 1, "one");
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
+	seglog_free(&f->l);
+	f->l = seglog_open(f->dirfd, SEGSIZE, (uid_t)-1, (gid_t)-1, err,
+	    sizeof(err));
+	assert_non_null(f->l);
+	assert_int_equal(seglog_commit(f->l, g, 0), 0);
+	assert_int_equal(seglog_group_pos(g, 0).seg, 2);
+	seglog_group_free(&g);
+}
+
 /* A torn tail (a crash mid-write) is dropped; what came before stays, and
  * nothing is ever appended after it. */
 static void
@@ -519,6 +539,8 @@ main(void)
 		cmocka_unit_test(test_scan_stops),
 		cmocka_unit_test_setup_teardown(test_commit_read_recover, setup,
 		    teardown),
+		cmocka_unit_test_setup_teardown(test_numbering_without_recovery,
+		    setup, teardown),
 		cmocka_unit_test_setup_teardown(test_torn_tail_recovery, setup,
 		    teardown),
 		cmocka_unit_test_setup_teardown(test_group_spans_segments, setup,
