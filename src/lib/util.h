@@ -77,6 +77,10 @@ int util_set_cloexec(int fd);
 
 /* write(2) all of buf, retrying on EINTR; -1 with errno on failure. */
 int util_write_all(int fd, const void *buf, size_t len);
+/* All len octets at offset off, retrying short transfers and EINTR. -1
+ * with errno (EIO for a file that ends first). */
+int util_pwrite_all(int fd, const void *buf, size_t len, uint64_t off);
+int util_pread_all(int fd, void *buf, size_t len, uint64_t off);
 
 /* fsync a directory by path relative to dirfd (AT_FDCWD for cwd). */
 int util_fsync_dir_at(int dirfd, const char *path);

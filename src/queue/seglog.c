@@ -580,28 +580,6 @@ seglog_group_pos(const struct seglog_group *g, size_t i)
 	return g->recs[i].pos;
 }
 
-static int
-pwrite_all(int fd, const unsigned char *p, size_t n, uint64_t off)
-{
-	while (n > 0) {
-		ssize_t w = pwrite(fd, p, n, (off_t)off);
-
-		if (w == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (w == 0) {
-			errno = EIO;
-			return -1;
-		}
-		p += w;
-		n -= (size_t)w;
-		off += (uint64_t)w;
-	}
-	return 0;
-}
-
 /* Create, preallocate and register the next segment, make its name
  * durable, and write its SEG record (made durable with the group). */
 static int
@@ -630,7 +608,8 @@ new_segment(struct seglog *l)
 	put64(pay + 16, (uint64_t)time(NULL));
 	seglog_encode_header(head, SEGLOG_SEG, 0, &iov, 1);
 	memcpy(head + SEGLOG_HDR, pay, sizeof(pay));
-	if (pwrite_all(fd, head, sizeof(head), 0) == -1 || fsync(l->dirfd) == -1)
+	if (util_pwrite_all(fd, head, sizeof(head), 0) == -1 ||
+	    fsync(l->dirfd) == -1)
 		goto fail;
 	pthread_rwlock_wrlock(&l->lock);
 	e = seg_add(l, n, fd);
@@ -658,7 +637,8 @@ write_run(struct seglog *l, struct seglog_group *g, size_t from, size_t to,
 	size_t end = to < g->n ? g->recs[to].off : g->used;
 	struct segfile *s = seg_find(l, l->active);
 
-	if (pwrite_all(s->fd, g->buf + start, end - start, l->tail) == -1 ||
+	if (util_pwrite_all(s->fd, g->buf + start, end - start,
+	    l->tail) == -1 ||
 	    (sync && fdatasync(s->fd) == -1))
 		return -1;
 	for (size_t i = from; i < to; i++) {

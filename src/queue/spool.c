@@ -455,29 +455,6 @@ remove_incoming(void *arg, int dirfd, const char *name)
 		log_info("spool event=recover-removed file=incoming/%s", q);
 }
 
-/* len octets at off, or -1 (errno EIO for a short file). */
-static int
-pread_all(int fd, void *buf, size_t len, uint64_t off)
-{
-	char *p = buf;
-
-	while (len > 0) {
-		ssize_t r = pread(fd, p, len, (off_t)off);
-
-		if (r == -1 && errno == EINTR)
-			continue;
-		if (r <= 0) {
-			if (r == 0)
-				errno = EIO;
-			return -1;
-		}
-		p += r;
-		len -= (size_t)r;
-		off += (uint64_t)r;
-	}
-	return 0;
-}
-
 /* A big/<id> file whose message is not in the log was never committed
  * (or is finished): remove it. */
 static void
@@ -570,7 +547,7 @@ convert_one(void *arg, int dirfd, const char *name)
 	}
 	len = (size_t)st.st_size;
 	img = xcalloc(1, len + 1);
-	if (pread_all(fd, img, len, 0) == -1) {
+	if (util_pread_all(fd, img, len, 0) == -1) {
 		close(fd);
 		goto bad;
 	}
@@ -1000,7 +977,7 @@ load_image(struct spool *sp, const char *id, size_t *lenp, uint64_t *tag,
 		}
 		body = (size_t)st.st_size;
 		img = xcalloc(1, head + body + jlen + 1);
-		if (pread_all(fd, img + head, body, 0) == -1) {
+		if (util_pread_all(fd, img + head, body, 0) == -1) {
 			saved = errno;
 			close(fd);
 			free(img);
