@@ -720,6 +720,12 @@ seglog_read(struct seglog *l, struct seglog_pos pos, void *buf, size_t len)
 }
 
 uint64_t
+seglog_segment_size(const struct seglog *l)
+{
+	return l->segsize;
+}
+
+uint64_t
 seglog_active(const struct seglog *l)
 {
 	return l->active;

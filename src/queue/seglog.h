@@ -166,6 +166,8 @@ struct seglog_pos seglog_group_pos(const struct seglog_group *g, size_t i);
 int seglog_read(struct seglog *l, struct seglog_pos pos, void *buf,
     size_t len);
 
+/* The size of segments made from now on. */
+uint64_t seglog_segment_size(const struct seglog *l);
 /* The segment being appended to (0: none; the next commit makes one). */
 uint64_t seglog_active(const struct seglog *l);
 /* Segments on disk, and their total size in bytes. */

@@ -39,6 +39,11 @@
 #define MSG_BIG 1u
 /* Segments dropped per commit at most (the rest at the next one). */
 #define DROP_MAX 64
+/* Copy forward: a sealed segment whose live messages take less than
+ * 1/COPY_DIV of it; at most COPY_MAX of them, COPY_BYTES, per commit. */
+#define COPY_DIV 4
+#define COPY_MAX 256
+#define COPY_BYTES (8u * 1024 * 1024)
 
 struct waiter {
 	struct waiter *next;
@@ -268,12 +273,59 @@ fail:
 	return NULL;
 }
 
+/*
+ * Copy forward (under mu, as the leader): the live messages of the oldest
+ * sealed segment that is mostly finished get a new MSG record (the same
+ * payload: tag and flags kept) and a SNAP with their whole journal, so
+ * the old segment can go; one deferred message must not keep 64 MiB. Its
+ * SNAP is taken from the index under the same lock that applies every
+ * record, and records not applied yet are written after it: nothing of
+ * the journal is lost. NULL if there is nothing to copy.
+ */
+static struct seglog_group *
+copy_forward_prepare(struct spool *sp)
+{
+	struct spool_entry *es[COPY_MAX];
+	struct seglog_group *cf;
+	uint64_t seg, active = seglog_active(sp->log);
+	size_t n, bytes = 0;
+
+	if (active == 0 || !spool_index_sparse(sp->index, active,
+	    seglog_segment_size(sp->log) / COPY_DIV, &seg))
+		return NULL;
+	n = spool_index_in_segment(sp->index, seg, es, COPY_MAX);
+	cf = seglog_group_new();
+	for (size_t i = 0; i < n && bytes < COPY_BYTES; i++) {
+		struct spool_entry *e = es[i];
+		char *payload = xcalloc(1, e->msglen + 1);
+		struct iovec iov = { payload, e->msglen };
+		struct iovec jiov = { e->jrn, e->jlen };
+		size_t mark = seglog_group_count(cf);
+
+		if (seglog_read(sp->log, e->msg, payload, e->msglen) == -1 ||
+		    seglog_group_add(cf, SEGLOG_MSG, e->key, &iov, 1) == -1 ||
+		    seglog_group_add(cf, SEGLOG_SNAP, e->key, &jiov, 1) == -1) {
+			seglog_group_truncate(cf, mark);
+			free(payload);
+			break;
+		}
+		bytes += e->msglen + e->jlen;
+		free(payload);
+	}
+	if (seglog_group_count(cf) == 0)
+		seglog_group_free(&cf);
+	else
+		log_info("queue event=spool-copy-forward segment=%016" PRIx64
+		    " messages=%zu", seg, seglog_group_count(cf) / 2);
+	return cf;
+}
+
 /* Lead one commit of everything pending; called and returns with mu
  * held, and with writing false. */
 static void
 lead(struct spool *sp)
 {
-	struct seglog_group *g = sp->pending, *done = NULL;
+	struct seglog_group *g = sp->pending, *done = NULL, *cf;
 	struct waiter *ws = sp->waiters;
 	uint64_t drop[DROP_MAX];
 	size_t ndrop;
@@ -298,6 +350,22 @@ lead(struct spool *sp)
 
 		seglog_group_rec(done, i, &r);
 		spool_index_apply(sp->index, &r);
+	}
+	/* Its own sync: the old segment is dropped (for good) only after
+	 * the copies are durable. */
+	if ((cf = copy_forward_prepare(sp)) != NULL) {
+		int rc;
+
+		pthread_mutex_unlock(&sp->mu);
+		rc = seglog_commit(sp->log, cf, 0);
+		pthread_mutex_lock(&sp->mu);
+		for (size_t i = 0; rc == 0 && i < seglog_group_count(cf); i++) {
+			struct seglog_rec r;
+
+			seglog_group_rec(cf, i, &r);
+			spool_index_apply(sp->index, &r);
+		}
+		seglog_group_free(&cf);
 	}
 	/* Only sealed segments: the active one is still being filled. */
 	ndrop = spool_index_unused(sp->index, seglog_active(sp->log) ?
@@ -952,14 +1020,17 @@ load_image(struct spool *sp, const char *id, size_t *lenp, uint64_t *tag,
 	jrn = xcalloc(1, jlen + 1);
 	if (jlen > 0)
 		memcpy(jrn, e->jrn, jlen);
-	pthread_mutex_unlock(&sp->mu);
 	payload = xcalloc(1, msglen + 1);
-	if (msglen < MSG_PREFIX) {
-		errno = EBADMSG;
+	/* Read under the lock: a copy forward moves the record and then
+	 * drops its old segment, never between a look-up and its read. */
+	saved = msglen < MSG_PREFIX ? EBADMSG :
+	    seglog_read(sp->log, pos, payload, msglen) == -1 ? errno : 0;
+	pthread_mutex_unlock(&sp->mu);
+	if (saved != 0) {
+		/* the index names it: a missing segment is not "gone" */
+		errno = saved == ENOENT ? EIO : saved;
 		goto fail;
 	}
-	if (seglog_read(sp->log, pos, payload, msglen) == -1)
-		goto fail;
 	memcpy(tag, payload, 8);
 	memcpy(&flags, payload + 8, 8);
 	*big = (flags & MSG_BIG) != 0;

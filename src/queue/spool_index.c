@@ -10,6 +10,7 @@
 struct segref {
 	uint64_t seg;
 	uint64_t refs;       /* live messages with a record in it */
+	uint64_t live;       /* bytes of their MSG records in it */
 };
 
 struct spool_index {
@@ -137,6 +138,7 @@ segref(struct spool_index *x, uint64_t seg, bool create)
 	    (x->nsegs - lo) * sizeof(*x->segs));
 	x->segs[lo].seg = seg;
 	x->segs[lo].refs = 0;
+	x->segs[lo].live = 0;
 	x->nsegs++;
 	return &x->segs[lo];
 }
@@ -165,6 +167,11 @@ entry_ref(struct spool_index *x, struct spool_entry *e, uint64_t seg)
 static void
 entry_unref_all(struct spool_index *x, struct spool_entry *e)
 {
+	struct segref *m = e->nsegs > 0 ? segref(x, e->msg.seg, false) : NULL;
+
+	if (m != NULL)
+		m->live -= m->live < seglog_rec_size(e->msglen) ? m->live :
+		    seglog_rec_size(e->msglen);
 	for (uint32_t i = 0; i < e->nsegs; i++) {
 		struct segref *s = segref(x, e->segs[i], false);
 
@@ -188,6 +195,35 @@ spool_index_unused(struct spool_index *x, uint64_t below, uint64_t *out,
 		x->segs[w++] = x->segs[i];
 	}
 	x->nsegs = w;
+	return n;
+}
+
+bool
+spool_index_sparse(struct spool_index *x, uint64_t below, uint64_t max_live,
+    uint64_t *seg)
+{
+	for (size_t i = 0; i < x->nsegs && x->segs[i].seg < below; i++)
+		if (x->segs[i].refs > 0 && x->segs[i].live < max_live) {
+			*seg = x->segs[i].seg;
+			return true;
+		}
+	return false;
+}
+
+size_t
+spool_index_in_segment(struct spool_index *x, uint64_t seg,
+    struct spool_entry **out, size_t max)
+{
+	size_t n = 0;
+
+	for (size_t b = 0; b < x->nbuckets && n < max; b++)
+		for (struct spool_entry *e = x->buckets[b]; e != NULL && n < max;
+		    e = e->next)
+			for (uint32_t i = 0; i < e->nsegs; i++)
+				if (e->segs[i] == seg) {
+					out[n++] = e;
+					break;
+				}
 	return n;
 }
 
@@ -249,6 +285,7 @@ spool_index_apply(struct spool_index *x, const struct seglog_rec *r)
 		e->msglen = r->len;
 		e->jlen = 0;
 		entry_ref(x, e, r->pos.seg);
+		segref(x, r->pos.seg, true)->live += seglog_rec_size(r->len);
 		break;
 	case SEGLOG_JRN:
 	case SEGLOG_SNAP:

@@ -56,6 +56,16 @@ void spool_index_foreach(struct spool_index *x,
  */
 size_t spool_index_unused(struct spool_index *x, uint64_t below,
     uint64_t *out, size_t max);
+/*
+ * The oldest segment below `below` that live messages still need but
+ * whose live MSG records take fewer than max_live bytes: worth copying
+ * them forward so that it can go. false if there is none.
+ */
+bool spool_index_sparse(struct spool_index *x, uint64_t below,
+    uint64_t max_live, uint64_t *seg);
+/* Up to max live messages with a record in segment seg. */
+size_t spool_index_in_segment(struct spool_index *x, uint64_t seg,
+    struct spool_entry **out, size_t max);
 /* Tell the index segment seg exists (so an unused one is reported). */
 void spool_index_segment(struct spool_index *x, uint64_t seg);
 

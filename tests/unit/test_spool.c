@@ -516,6 +516,51 @@ test_quarantine(void **state)
 	assert_int_equal(queued(f), 0);
 }
 
+/* A message that stays (deferred) while everything around it finishes is
+ * copied forward, journal and all, and its old segments go: one message
+ * does not keep whole segments. */
+static void
+test_copy_forward(void **state)
+{
+	struct fx *f = *state;
+	size_t len = 2u * 1024 * 1024;
+	char *body = xcalloc(1, len), keep[17], id[17], err[256];
+	struct spool_msg *m;
+
+	memset(body, 'c', len);
+	assert_int_equal(spool_set_segment_size(f->sp, SEGLOG_MIN_SEGMENT), 0);
+	spool_set_inline_max(f->sp, SPOOL_INLINE_MAX_LIMIT);
+	commit_one(f, 2, "keep me\r\n", 9, keep);
+	m = spool_msg_load(f->sp, keep, err, sizeof(err));
+	spool_msg_delivered(m, 0);
+	spool_msg_deferred(m, 1, 1796000600, "451 4.7.0 later");
+	assert_int_equal(spool_msg_flush(m), 0);
+	spool_msg_close(&m);
+	/* traffic that finishes: segments fill, seal and empty */
+	for (int i = 0; i < 12; i++) {
+		commit_one(f, 1, body, len, id);
+		m = spool_msg_load(f->sp, id, err, sizeof(err));
+		spool_msg_delivered(m, 0);
+		assert_int_equal(spool_msg_remove(m), 0);
+		spool_msg_close(&m);
+	}
+	/* segment 1, where it was received, is gone; it is intact */
+	assert_false(exists(f->dir, "seg", "0000000000000001.seg"));
+	assert_true(count_dir(f->dir, "seg") <= 3);
+	for (int pass = 0; pass < 2; pass++) {
+		m = spool_msg_load(f->sp, keep, err, sizeof(err));
+		assert_non_null(m);
+		assert_int_equal(spool_msg_rcpt(m, 0)->state, SPOOL_RCPT_DELIVERED);
+		assert_int_equal(spool_msg_rcpt(m, 1)->state, SPOOL_RCPT_DEFERRED);
+		assert_string_equal(spool_msg_rcpt(m, 1)->reply, "451 4.7.0 later");
+		spool_msg_close(&m);
+		check_body(f, keep, "keep me\r\n", 9);
+		assert_int_equal(queued(f), 1);
+		reopen(f);
+	}
+	free(body);
+}
+
 /* Segments that no queued message needs are removed: at recovery, and
  * once the log has moved on to a new segment. */
 static void
@@ -566,6 +611,7 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_format1_conversion, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quarantine, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segments_reclaimed, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_copy_forward, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
