@@ -26,8 +26,8 @@ struct queue *queue_new(const struct config *cfg, uid_t uid, gid_t gid,
     char *err, size_t errsize);
 
 /*
- * After the caller has dropped privileges: remove partial files from
- * incoming/, schedule every committed message, send CTL_READY on
+ * After the caller has dropped privileges: recover the spool (scan its
+ * log, convert a format-1 spool), schedule every committed message, send CTL_READY on
  * ctl_fd, then serve submissions on smtp_fd, hand relay jobs to the relay
  * process on relay_fd and deliver until CTL_SHUTDOWN (or
  * SIGTERM/SIGINT) arrives or the control channel closes. In-flight

@@ -5,8 +5,8 @@
  * Threads:
  *  - the event loop: IPC with the smtp process (queue_submit.c), the relay
  *    process (queue_relay.c) and the parent (queue.c), the control socket
- *    (queue_control.c, queue_admin.c), writing incoming files (page cache
- *    only), scheduling (queue_sched.c) and logging;
+ *    (queue_control.c, queue_admin.c), transactions in memory and big/
+ *    files (page cache only), scheduling (queue_sched.c) and logging;
  *  - QUEUE_COMMIT_THREADS commit threads (queue_submit.c): group commit
  *    (fdatasync, rename into queue/, one directory fsync per batch), after
  *    which the loop answers COMMIT_OK;

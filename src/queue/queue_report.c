@@ -133,7 +133,7 @@ queue_report_owed(const struct queue *q, const struct spool_msg *m,
 /*
  * One report for every note of t (dsn.h), spooled as a new message with
  * the null reverse-path through the same path as received mail
- * (incoming/, fdatasync, rename into queue/, directory fsync), in this
+ * (a MSG record in a commit group of the spool's log), in this
  * worker. Returns 0 once it is durable (t->dsn_id names it), -1 if it
  * could not be spooled (logged). The caller journals R/W records only
  * after 0: the outcomes themselves are journaled long before.
