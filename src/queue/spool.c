@@ -290,7 +290,9 @@ copy_forward_prepare(struct spool *sp)
 	uint64_t seg, active = seglog_active(sp->log);
 	size_t n, bytes = 0;
 
-	if (active == 0 || !spool_index_sparse(sp->index, active,
+	/* Not the segment sealed last: its messages are mostly still in
+	 * their first delivery and about to finish. */
+	if (active < 3 || !spool_index_sparse(sp->index, active - 1,
 	    seglog_segment_size(sp->log) / COPY_DIV, &seg))
 		return NULL;
 	n = spool_index_in_segment(sp->index, seg, es, COPY_MAX);
