@@ -48,6 +48,7 @@ struct seglog {
 	uint64_t last;        /* highest segment number seen or made */
 	uint64_t active;      /* segment appended to; 0: none yet */
 	uint64_t tail;        /* append offset in the active segment */
+	bool dirty;           /* the active one has bytes not yet synced */
 };
 
 struct grec {
@@ -596,6 +597,16 @@ new_segment(struct seglog *l)
 	fd = openat(l->dirfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd == -1)
 		return -1;
+	/* The segment being sealed had unsynced writes (SEGLOG_NOSYNC):
+	 * sync them now, so that a sync of a later segment still covers
+	 * every byte before it. */
+	if (l->active != 0 && l->dirty) {
+		struct segfile *old = seg_find(l, l->active);
+
+		if (old != NULL && fdatasync(old->fd) == -1)
+			goto fail;
+		l->dirty = false;
+	}
 	/* Reserve the blocks now: a commit group then never meets ENOSPC
 	 * halfway, it meets it here, before anything is written. */
 	e = posix_fallocate(fd, 0, (off_t)l->segsize);
@@ -618,6 +629,7 @@ new_segment(struct seglog *l)
 		goto fail;
 	l->active = n;
 	l->tail = sizeof(head);
+	l->dirty = false;
 	return 0;
 fail:
 	e = errno;
@@ -641,6 +653,7 @@ write_run(struct seglog *l, struct seglog_group *g, size_t from, size_t to,
 	    l->tail) == -1 ||
 	    (sync && fdatasync(s->fd) == -1))
 		return -1;
+	l->dirty = !sync;
 	for (size_t i = from; i < to; i++) {
 		g->recs[i].pos.seg = l->active;
 		g->recs[i].pos.off = l->tail + (g->recs[i].off - start);
@@ -658,6 +671,13 @@ seglog_commit(struct seglog *l, struct seglog_group *g, unsigned flags)
 	    l->segsize - l->segsize / SEGLOG_RESERVE_DIV;
 	size_t from = 0;
 
+	/* A group that does not fit what is left starts a new segment
+	 * before anything is written: if that fails (ENOSPC), no record of
+	 * the group is on disk, as the failure tells the callers. Only a
+	 * group larger than a whole segment is split across segments. */
+	if (g->n > 0 && (l->active == 0 || l->tail + g->used > limit) &&
+	    new_segment(l) == -1)
+		return -1;
 	while (from < g->n) {
 		size_t to = from;
 		uint64_t room = l->active != 0 && limit > l->tail ?

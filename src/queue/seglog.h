@@ -141,16 +141,19 @@ void seglog_group_rec(const struct seglog_group *g, size_t i,
  * be made (ENOSPC) progress can still be recorded and segments freed.
  * 0: every record is durable, and seglog_group_pos() tells where each
  * is. -1 with errno: none may be counted on (some may have reached the
- * disk and will be found by a later recovery). If the failure was the
- * making of a new segment, nothing was written; after a failed write the
- * next commit starts a new segment.
+ * disk and will be found by a later recovery). A group that does not fit
+ * what is left of the active segment starts a new one before anything
+ * is written, so if that fails (ENOSPC) nothing of the group is on disk;
+ * only a group larger than a whole segment is split. After a failed
+ * write the next commit starts a new segment.
  */
 #define SEGLOG_RESERVE 1u
 #define SEGLOG_RESERVE_DIV 8
 /*
  * Write, do not fdatasync: the records reach the disk with the next
- * commit that syncs (any sync covers every byte before it) or with the
- * kernel's write-back. For records whose loss a crash may cause without
+ * commit that syncs, or when their segment is sealed (then it is synced
+ * first), or with the kernel's write-back: a sync of any segment covers
+ * every record before it. For records whose loss a crash may cause without
  * harm beyond at-least-once delivery (DONE). A segment made for them is
  * still made durable.
  */

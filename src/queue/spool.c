@@ -307,9 +307,11 @@ copy_forward_prepare(struct spool *sp)
 		if (seglog_read(sp->log, e->msg, payload, e->msglen) == -1 ||
 		    seglog_group_add(cf, SEGLOG_MSG, e->key, &iov, 1) == -1 ||
 		    seglog_group_add(cf, SEGLOG_SNAP, e->key, &jiov, 1) == -1) {
+			/* this one stays (too large a journal, full group):
+			 * the others still go */
 			seglog_group_truncate(cf, mark);
 			free(payload);
-			break;
+			continue;
 		}
 		bytes += e->msglen + e->jlen;
 		free(payload);
@@ -354,8 +356,10 @@ lead(struct spool *sp)
 		spool_index_apply(sp->index, &r);
 	}
 	/* Its own sync: the old segment is dropped (for good) only after
-	 * the copies are durable. */
-	if ((cf = copy_forward_prepare(sp)) != NULL) {
+	 * the copies are durable. Not after a commit without a sync: its
+	 * DONE records may not be on disk yet, and nothing they freed may
+	 * go before they are (the next synced commit drops it). */
+	if (!lazy && (cf = copy_forward_prepare(sp)) != NULL) {
 		int rc;
 
 		pthread_mutex_unlock(&sp->mu);
@@ -370,8 +374,9 @@ lead(struct spool *sp)
 		seglog_group_free(&cf);
 	}
 	/* Only sealed segments: the active one is still being filled. */
-	ndrop = spool_index_unused(sp->index, seglog_active(sp->log) ?
-	    seglog_active(sp->log) : UINT64_MAX, drop, DROP_MAX);
+	ndrop = lazy ? 0 : spool_index_unused(sp->index,
+	    seglog_active(sp->log) ? seglog_active(sp->log) : UINT64_MAX, drop,
+	    DROP_MAX);
 	pthread_mutex_unlock(&sp->mu);
 	for (size_t i = 0; i < ndrop; i++)
 		if (seglog_drop(sp->log, drop[i]) == -1 && errno != ENOENT)
@@ -455,17 +460,15 @@ log_commit(struct spool *sp, const struct rec_in *recs, size_t n, bool lazy)
 	return 0;
 }
 
+/* One record; lazy: written without a sync of its own (see lead()). */
 static int
 log_one(struct spool *sp, enum seglog_type type, const char *id,
-    const void *p, size_t len)
+    const void *p, size_t len, bool lazy)
 {
 	struct iovec iov = { (void *)p, len };
 	struct rec_in r = { type, id_value(id), &iov, 1 };
 
-	/* A lost DONE brings a finished message back: delivered again (at
-	 * least once; local copies are found), as format 1's unsynced
-	 * unlink did. Not worth a sync of its own. */
-	return log_commit(sp, &r, 1, type == SEGLOG_DONE);
+	return log_commit(sp, &r, 1, lazy);
 }
 
 /* ---- recovery ---- */
@@ -474,8 +477,11 @@ static int
 recover_rec(void *arg, const struct seglog_rec *r)
 {
 	struct spool *sp = arg;
+	/* an id from more than a day ahead is not believed: it would stop
+	 * the generator (ids are microseconds << 12) */
+	uint64_t ahead = (uint64_t)(util_now_us() + 86400LL * 1000000) << 12;
 
-	if (r->type == SEGLOG_MSG)
+	if (r->type == SEGLOG_MSG && r->id <= ahead)
 		id_seen(sp, r->id);
 	spool_index_apply(sp->index, r);
 	return 0;
@@ -600,14 +606,16 @@ convert_one(void *arg, int dirfd, const char *name)
 	struct iovec iov[2], jiov;
 	struct rec_in recs[2];
 	struct stat st;
+	bool known;
 	int fd;
 
 	if (!spool_valid_id(name)) {
 		log_warn("spool event=convert-skipped file=queue/%.64s", name);
 		return;
 	}
-	if (spool_index_get(sp->index, id_value(name)) != NULL)
-		goto done;
+	/* converted before a crash: its JRN may be torn, so the file's
+	 * journal is written again, as a SNAP that replaces it */
+	known = spool_index_get(sp->index, id_value(name)) != NULL;
 	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd == -1 || fstat(fd, &st) == -1 || !S_ISREG(st.st_mode) ||
 	    (uint64_t)st.st_size > ((uint64_t)1 << 33)) {
@@ -630,7 +638,9 @@ convert_one(void *arg, int dirfd, const char *name)
 	iov[0].iov_base = pre;
 	iov[0].iov_len = sizeof(pre);
 	iov[1].iov_base = img;
-	if (head + body > sp->inline_max) {
+	if (known) {
+		iov[1].iov_len = 0;      /* only the SNAP below */
+	} else if (head + body > sp->inline_max) {
 		if (big_write(sp, name, img + head, body) == -1)
 			goto fail;
 		put_prefix(pre, (uint64_t)st.st_ino, MSG_BIG);
@@ -642,11 +652,11 @@ convert_one(void *arg, int dirfd, const char *name)
 	jiov.iov_base = img + head + body;
 	jiov.iov_len = keep - head - body;
 	recs[0] = (struct rec_in){ SEGLOG_MSG, id_value(name), iov, 2 };
-	recs[1] = (struct rec_in){ SEGLOG_JRN, id_value(name), &jiov, 1 };
-	if (log_commit(sp, recs, jiov.iov_len > 0 ? 2 : 1, false) == -1)
+	recs[1] = (struct rec_in){ SEGLOG_SNAP, id_value(name), &jiov, 1 };
+	if (known ? log_commit(sp, &recs[1], 1, false) == -1 :
+	    log_commit(sp, recs, 2, false) == -1)
 		goto fail;
 	c->converted++;
-done:
 	spool_msg_close(&m);
 	free(img);
 	if (unlinkat(dirfd, name, 0) == -1)
@@ -983,7 +993,7 @@ spool_commit_batch(struct spool *sp, struct spool_txn *const *txns, size_t n)
 int
 spool_unlink_committed(struct spool *sp, const char *id)
 {
-	if (log_one(sp, SEGLOG_DONE, id, NULL, 0) == -1)
+	if (log_one(sp, SEGLOG_DONE, id, NULL, 0, false) == -1)
 		return -1;
 	if (unlinkat(sp->big_fd, id, 0) == -1 && errno != ENOENT)
 		log_warn("spool event=unlink-failed file=big/%s error=\"%s\"",
@@ -1049,6 +1059,13 @@ load_image(struct spool *sp, const char *id, size_t *lenp, uint64_t *tag,
 			goto fail;
 		}
 		body = (size_t)st.st_size;
+		/* the file must hold exactly the body the head line counts */
+		if (head < HEAD_LINE_LEN || strtoull(payload + MSG_PREFIX +
+		    HEAD_LEN_OFF, NULL, 10) != (unsigned long long)body) {
+			close(fd);
+			errno = EBADMSG;
+			goto fail;
+		}
 		img = xcalloc(1, head + body + jlen + 1);
 		if (util_pread_all(fd, img + head, body, 0) == -1) {
 			saved = errno;
@@ -1120,7 +1137,7 @@ spool_msg_flush(struct spool_msg *m)
 	if (len == 0)
 		return 0;
 	rc = log_one(m->sp, SEGLOG_JRN, m->id,
-	    evbuffer_pullup(m->records, -1), len);
+	    evbuffer_pullup(m->records, -1), len, false);
 	evbuffer_drain(m->records, len);
 	return rc;
 }
@@ -1128,7 +1145,11 @@ spool_msg_flush(struct spool_msg *m)
 int
 spool_msg_remove(struct spool_msg *m)
 {
-	if (log_one(m->sp, SEGLOG_DONE, m->id, NULL, 0) == -1)
+	/* A lost DONE brings a finished message back: delivered again (at
+	 * least once; local copies are found), as format 1's unsynced
+	 * unlink did; not worth a sync of its own. But a big/ body goes at
+	 * once, so then the DONE must be durable first. */
+	if (log_one(m->sp, SEGLOG_DONE, m->id, NULL, 0, !m->big) == -1)
 		return -1;
 	if (m->big && unlinkat(m->sp->big_fd, m->id, 0) == -1)
 		log_warn("spool event=unlink-failed file=big/%s error=\"%s\"",
@@ -1156,7 +1177,7 @@ spool_quarantine(struct spool *sp, const char *id)
 			close(fd);
 		free(img);
 	}
-	if (log_one(sp, SEGLOG_DONE, id, NULL, 0) == -1)
+	if (log_one(sp, SEGLOG_DONE, id, NULL, 0, false) == -1)
 		return -1;
 	(void)unlinkat(sp->big_fd, id, 0);
 	return 0;

@@ -185,16 +185,19 @@ size_t
 spool_index_unused(struct spool_index *x, uint64_t below, uint64_t *out,
     size_t max)
 {
-	size_t n = 0, w = 0;
+	size_t n = 0;
 
-	for (size_t i = 0; i < x->nsegs; i++) {
-		if (n < max && x->segs[i].seg < below && x->segs[i].refs == 0) {
-			out[n++] = x->segs[i].seg;
-			continue;
-		}
-		x->segs[w++] = x->segs[i];
+	/* Oldest first, and only while every older one is gone: a DONE (or
+	 * a copy) in a segment cancels records in older ones, so it must
+	 * outlive them, or a finished message comes back at recovery. */
+	while (n < x->nsegs && n < max && x->segs[n].seg < below &&
+	    x->segs[n].refs == 0) {
+		out[n] = x->segs[n].seg;
+		n++;
 	}
-	x->nsegs = w;
+	if (n > 0)
+		memmove(x->segs, x->segs + n, (x->nsegs - n) * sizeof(*x->segs));
+	x->nsegs -= n;
 	return n;
 }
 
@@ -202,12 +205,22 @@ bool
 spool_index_sparse(struct spool_index *x, uint64_t below, uint64_t max_live,
     uint64_t *seg)
 {
-	for (size_t i = 0; i < x->nsegs && x->segs[i].seg < below; i++)
-		if (x->segs[i].refs > 0 && x->segs[i].live < max_live) {
-			*seg = x->segs[i].seg;
-			return true;
-		}
-	return false;
+	size_t head = 0, blocked = 0;
+
+	/* Only the oldest needed segment can free anything (segments go in
+	 * order): copy it when it is mostly finished, or when finished
+	 * segments wait behind it. */
+	while (head < x->nsegs && x->segs[head].refs == 0)
+		head++;
+	if (head == x->nsegs || x->segs[head].seg >= below)
+		return false;
+	for (size_t i = head + 1; i < x->nsegs && x->segs[i].seg < below; i++)
+		if (x->segs[i].refs == 0)
+			blocked++;
+	if (x->segs[head].live >= max_live && blocked < 2)
+		return false;
+	*seg = x->segs[head].seg;
+	return true;
 }
 
 size_t
@@ -280,10 +293,11 @@ spool_index_apply(struct spool_index *x, const struct seglog_rec *r)
 		}
 		/* A copy forward carries the journal in a SNAP after it:
 		 * the new MSG releases every older record of the message. */
+		/* A copy of a known message keeps its journal: a SNAP, if
+		 * one follows, replaces it; a torn SNAP must not erase it. */
 		entry_unref_all(x, e);
 		e->msg = r->pos;
 		e->msglen = r->len;
-		e->jlen = 0;
 		entry_ref(x, e, r->pos.seg);
 		segref(x, r->pos.seg, true)->live += seglog_rec_size(r->len);
 		break;

@@ -50,16 +50,18 @@ void spool_index_foreach(struct spool_index *x,
     void (*cb)(void *arg, const struct spool_entry *e), void *arg);
 
 /*
- * Segments below `below` that no live message holds a record of, up to
- * max of them into out (ascending); they are forgotten by the index.
- * Returns how many.
+ * The oldest segments below `below` that no live message holds a record
+ * of, while every older one is gone too (a segment's DONE records must
+ * outlive the older records they cancel), up to max of them into out
+ * (ascending); they are forgotten by the index. Returns how many.
  */
 size_t spool_index_unused(struct spool_index *x, uint64_t below,
     uint64_t *out, size_t max);
 /*
- * The oldest segment below `below` that live messages still need but
- * whose live MSG records take fewer than max_live bytes: worth copying
- * them forward so that it can go. false if there is none.
+ * The oldest segment below `below` that live messages still need, if its
+ * live MSG records take fewer than max_live bytes or at least two
+ * finished segments wait behind it (segments go oldest first): worth
+ * copying its messages forward so that it can go. false if none.
  */
 bool spool_index_sparse(struct spool_index *x, uint64_t below,
     uint64_t max_live, uint64_t *seg);

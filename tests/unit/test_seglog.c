@@ -467,25 +467,39 @@ test_enospc_reserve(void **state)
 	p = xcalloc(1, rec);
 	iov.iov_base = p;
 	iov.iov_len = rec;
+	struct seglog_pos last = { 0, 0 };
+
 	while (n < 64 && (rc = (seglog_group_reset(g),
 	    seglog_group_add(g, SEGLOG_MSG, 1 + (uint64_t)n, &iov, 1),
-	    seglog_commit(l, g, 0))) == 0)
+	    seglog_commit(l, g, 0))) == 0) {
+		last = seglog_group_pos(g, 0);
 		n++;
+	}
 	assert_int_equal(rc, -1);
 	assert_int_equal(errno, ENOSPC);
 	assert_int_equal(seglog_active(l), 2);
-	/* progress still fits in the reserve of segment 2 */
+	/* a group whose first record would still fit fails whole: nothing
+	 * of it is written (its caller is told it failed) */
+	seglog_group_reset(g);
+	add(g, SEGLOG_JRN, 1, "D 0\n");
+	seglog_group_add(g, SEGLOG_MSG, 98, &iov, 1);
+	assert_int_equal(seglog_commit(l, g, 0), -1);
+	assert_int_equal(errno, ENOSPC);
+	/* progress still fits in the reserve of segment 2, right after the
+	 * last record written */
 	seglog_group_reset(g);
 	add(g, SEGLOG_DONE, 1, "");
 	assert_int_equal(seglog_commit(l, g, SEGLOG_RESERVE), 0);
 	assert_int_equal(seglog_group_pos(g, 0).seg, 2);
-	/* segment 1 freed: new mail goes on, in segment 4 (3 is never
-	 * reused: a crash may have left its file half made) */
+	assert_int_equal(seglog_group_pos(g, 0).off,
+	    last.off + seglog_rec_size(rec));
+	/* segment 1 freed: new mail goes on, in segment 5 (3 and 4 are
+	 * never reused: a crash may have left their files half made) */
 	assert_int_equal(seglog_drop(l, 1), 0);
 	seglog_group_reset(g);
 	seglog_group_add(g, SEGLOG_MSG, 99, &iov, 1);
 	assert_int_equal(seglog_commit(l, g, 0), 0);
-	assert_int_equal(seglog_group_pos(g, 0).seg, 4);
+	assert_int_equal(seglog_group_pos(g, 0).seg, 5);
 	seglog_free(&l);
 	close(dfd);
 	free(p);

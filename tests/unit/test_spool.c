@@ -9,11 +9,13 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "mail/envelope.h"
 #include "lib/log.h"
+#include "queue/seglog.h"
 #include "queue/spool.h"
 #include "lib/util.h"
 
@@ -561,6 +563,114 @@ test_copy_forward(void **state)
 	free(body);
 }
 
+/* A finished message never comes back: its DONE record outlives the
+ * older segment that holds its MSG (segments go oldest first), also when
+ * other messages keep that older segment. */
+static void
+test_done_outlives_its_message(void **state)
+{
+	struct fx *f = *state;
+	size_t len = 2u * 1024 * 1024 + 512 * 1024;
+	char *body = xcalloc(1, len), keep[17], keep2[17], gone[17], id[17];
+	char err[256];
+	struct spool_msg *m;
+
+	memset(body, 'd', len);
+	assert_int_equal(spool_set_segment_size(f->sp, SEGLOG_MIN_SEGMENT), 0);
+	spool_set_inline_max(f->sp, SPOOL_INLINE_MAX_LIMIT);
+	/* two that stay queued: more than a quarter of their segment */
+	commit_one(f, 1, body, 1536 * 1024, keep);
+	commit_one(f, 1, body, 1536 * 1024, keep2);
+	commit_one(f, 1, "finishes\r\n", 10, gone);
+	for (int i = 0; i < 8; i++) {
+		commit_one(f, 1, body, len, id);
+		if (i == 1) {
+			/* its DONE lands in a later segment than its MSG */
+			m = spool_msg_load(f->sp, gone, err, sizeof(err));
+			spool_msg_delivered(m, 0);
+			assert_int_equal(spool_msg_remove(m), 0);
+			spool_msg_close(&m);
+		}
+		m = spool_msg_load(f->sp, id, err, sizeof(err));
+		spool_msg_delivered(m, 0);
+		assert_int_equal(spool_msg_remove(m), 0);
+		spool_msg_close(&m);
+	}
+	reopen(f);
+	assert_int_equal(queued(f), 2);
+	assert_null(spool_msg_load(f->sp, gone, err, sizeof(err)));
+	check_body(f, keep, body, 1536 * 1024);
+	check_body(f, keep2, body, 1536 * 1024);
+	free(body);
+}
+
+struct grab {
+	uint64_t key;
+	char *payload;
+	size_t len;
+};
+
+static int
+grab_msg(void *arg, const struct seglog_rec *r)
+{
+	struct grab *g = arg;
+
+	if (r->type == SEGLOG_MSG && r->id == g->key) {
+		free(g->payload);
+		g->payload = xcalloc(1, r->len + 1);
+		memcpy(g->payload, r->payload, r->len);
+		g->len = r->len;
+	}
+	return 0;
+}
+
+/* A copy forward whose SNAP was torn (a crash before its sync) leaves a
+ * second MSG record alone: the journal from before is kept. */
+static void
+test_torn_copy_keeps_journal(void **state)
+{
+	struct fx *f = *state;
+	char id[17], err[256];
+	struct spool_msg *m;
+	struct grab g = { 0 };
+	struct seglog *l;
+	struct seglog_group *grp;
+	struct iovec iov;
+	int dfd;
+
+	commit_one(f, 2, "copied\r\n", 8, id);
+	m = spool_msg_load(f->sp, id, err, sizeof(err));
+	spool_msg_delivered(m, 0);
+	spool_msg_set_held(m, true, 1796000000);
+	assert_int_equal(spool_msg_flush(m), 0);
+	spool_msg_close(&m);
+	spool_free(&f->sp);
+	/* the crash image: the MSG of a copy, no SNAP after it */
+	dfd = open(f->dir, O_RDONLY | O_DIRECTORY);
+	l = seglog_open(dfd, SEGLOG_MIN_SEGMENT, (uid_t)-1, (gid_t)-1, err,
+	    sizeof(err));
+	g.key = strtoull(id, NULL, 16);
+	assert_int_equal(seglog_recover(l, grab_msg, &g, err, sizeof(err)), 0);
+	assert_non_null(g.payload);
+	grp = seglog_group_new();
+	iov.iov_base = g.payload;
+	iov.iov_len = g.len;
+	assert_int_equal(seglog_group_add(grp, SEGLOG_MSG, g.key, &iov, 1), 0);
+	assert_int_equal(seglog_commit(l, grp, 0), 0);
+	seglog_group_free(&grp);
+	seglog_free(&l);
+	close(dfd);
+	free(g.payload);
+	f->sp = NULL;
+	reopen(f);
+	m = spool_msg_load(f->sp, id, err, sizeof(err));
+	assert_non_null(m);
+	assert_int_equal(spool_msg_rcpt(m, 0)->state, SPOOL_RCPT_DELIVERED);
+	assert_int_equal(spool_msg_rcpt(m, 1)->state, SPOOL_RCPT_PENDING);
+	assert_true(spool_msg_held(m, NULL));
+	spool_msg_close(&m);
+}
+
 /* Segments that no queued message needs are removed: at recovery, and
  * once the log has moved on to a new segment. */
 static void
@@ -612,6 +722,10 @@ main(void)
 		cmocka_unit_test_setup_teardown(test_quarantine, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_segments_reclaimed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_forward, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_done_outlives_its_message, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_torn_copy_keeps_journal, setup,
+		    teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
