@@ -501,6 +501,87 @@ test_format1_conversion(void **state)
 	assert_int_equal(queued(f), 1);
 }
 
+/* A conversion that a crash cut after the MSG (its journal record torn)
+ * is resumed: the queue file's journal is written again. */
+static void
+test_format1_conversion_resumed(void **state)
+{
+	struct fx *f = *state;
+	static const char first[] = "tern-queue 1 00000000000000000006\n"
+	    "version 1\nid 00000000000000aa\narrival 1\nsender \n"
+	    "rcpt - - a@b\nrcpt - - c@d\n\nbody\r\n";
+	static const char again[] = "tern-queue 1 00000000000000000006\n"
+	    "version 1\nid 00000000000000aa\narrival 1\nsender \n"
+	    "rcpt - - a@b\nrcpt - - c@d\n\nbody\r\nD 0\nD 1\n";
+	char err[256];
+	struct spool_msg *m;
+
+	/* the first run got the MSG in, not the journal (as if torn) */
+	write_file(f, "queue", "00000000000000aa", first, sizeof(first) - 1);
+	reopen(f);
+	/* ... and the file was still there, with its journal */
+	write_file(f, "queue", "00000000000000aa", again, sizeof(again) - 1);
+	reopen(f);
+	assert_int_equal(count_dir(f->dir, "queue"), -1);
+	assert_int_equal(queued(f), 1);
+	m = spool_msg_load(f->sp, "00000000000000aa", err, sizeof(err));
+	assert_non_null(m);
+	assert_int_equal(spool_msg_rcpt(m, 0)->state, SPOOL_RCPT_DELIVERED);
+	assert_int_equal(spool_msg_rcpt(m, 1)->state, SPOOL_RCPT_DELIVERED);
+	spool_msg_close(&m);
+}
+
+/* A big/ body that is not as long as its head line says is corrupt, not
+ * read as a body plus journal lines. */
+static void
+test_big_body_length_checked(void **state)
+{
+	struct fx *f = *state;
+	char body[5000], id[17], err[256], p[256];
+
+	memset(body, 'q', sizeof(body));
+	spool_set_inline_max(f->sp, 1000);
+	commit_one(f, 1, body, sizeof(body), id);
+	snprintf(p, sizeof(p), "%s/big/%s", f->dir, id);
+	assert_int_equal(truncate(p, 4000), 0);
+	assert_null(spool_msg_load(f->sp, id, err, sizeof(err)));
+	assert_int_equal(errno, EBADMSG);
+	assert_int_equal(truncate(p, 6000), 0);
+	assert_null(spool_msg_load(f->sp, id, err, sizeof(err)));
+	assert_int_equal(errno, EBADMSG);
+}
+
+/* A record with an id from the far future (a crafted or damaged
+ * segment) does not stop the id generator. */
+static void
+test_future_id_not_believed(void **state)
+{
+	struct fx *f = *state;
+	char err[256], a[17], b[17];
+	struct seglog *l;
+	struct seglog_group *g = seglog_group_new();
+	struct iovec iov = { "x", 1 };
+	int dfd;
+	int64_t now = util_now_us();
+
+	spool_free(&f->sp);
+	dfd = open(f->dir, O_RDONLY | O_DIRECTORY);
+	l = seglog_open(dfd, SEGLOG_MIN_SEGMENT, (uid_t)-1, (gid_t)-1, err,
+	    sizeof(err));
+	assert_int_equal(seglog_group_add(g, SEGLOG_MSG, UINT64_MAX, &iov, 1), 0);
+	assert_int_equal(seglog_commit(l, g, 0), 0);
+	seglog_group_free(&g);
+	seglog_free(&l);
+	close(dfd);
+	f->sp = NULL;
+	reopen(f);
+	spool_next_id(f->sp, a);
+	spool_next_id(f->sp, b);
+	assert_true(strcmp(a, b) < 0);
+	assert_true(spool_id_time_us(a) >= now - 1000000);
+	assert_true(spool_id_time_us(a) <= util_now_us() + 1000000);
+}
+
 /* Quarantine: what can be read goes to corrupt/<id>; the message is
  * forgotten, also after a restart. */
 static void
@@ -720,6 +801,12 @@ main(void)
 		cmocka_unit_test(test_corrupt_images),
 		cmocka_unit_test_setup_teardown(test_format1_conversion, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_quarantine, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_format1_conversion_resumed,
+		    setup, teardown),
+		cmocka_unit_test_setup_teardown(test_big_body_length_checked, setup,
+		    teardown),
+		cmocka_unit_test_setup_teardown(test_future_id_not_believed, setup,
+		    teardown),
 		cmocka_unit_test_setup_teardown(test_segments_reclaimed, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_copy_forward, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_done_outlives_its_message, setup,
