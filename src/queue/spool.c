@@ -344,10 +344,14 @@ lead(struct spool *sp)
 
 	for (struct waiter *w = ws; w != NULL; w = w->next)
 		lazy = lazy && w->lazy;
+	bool synced;
+
 	if (seglog_commit(sp->log, g, lazy ? SEGLOG_NOSYNC : 0) == 0)
 		done = g;
 	else if ((err = errno) == ENOSPC)
 		done = commit_reserved(sp, g, ws);
+	/* every byte before the active segment's tail is on disk now */
+	synced = !lazy && done != NULL;
 	pthread_mutex_lock(&sp->mu);
 	for (size_t i = 0; done != NULL && i < seglog_group_count(done); i++) {
 		struct seglog_rec r;
@@ -371,10 +375,12 @@ lead(struct spool *sp)
 			seglog_group_rec(cf, i, &r);
 			spool_index_apply(sp->index, &r);
 		}
+		synced = synced || rc == 0;
 		seglog_group_free(&cf);
 	}
-	/* Only sealed segments: the active one is still being filled. */
-	ndrop = lazy ? 0 : spool_index_unused(sp->index,
+	/* Only sealed segments: the active one is still being filled. And
+	 * only after a sync: the DONE records that freed them are on disk. */
+	ndrop = !synced ? 0 : spool_index_unused(sp->index,
 	    seglog_active(sp->log) ? seglog_active(sp->log) : UINT64_MAX, drop,
 	    DROP_MAX);
 	pthread_mutex_unlock(&sp->mu);
