@@ -693,12 +693,16 @@ class OutboundDelivery(OutboundCase):
 
     def test_connection_reuse(self):
         # issue 3: "Connections are reused for several messages to the same
-        # destination". Five messages in a row, each relayed at once: the
-        # idle connection of the first carries the others.
+        # destination". Five messages one after the other, each sent once
+        # the one before is delivered, so its connection is idle (cached
+        # for relay_connection_reuse_time) and carries the next. (Sent all
+        # at once, each could find the others' connections busy and open
+        # its own: that made this test fail under load.)
         rcv = self.receiver("plain")
-        subs = [self.submit(["reuse%d@plain.test" % i]) for i in range(5)]
-        for s in subs:
-            self.only_one(rcv, s.tok, what="message %s" % s.tok)
+        subs = []
+        for i in range(5):
+            subs.append(self.submit(["reuse%d@plain.test" % i]))
+            self.only_one(rcv, subs[-1].tok, what="message %s" % subs[-1].tok)
         self.assertLess(rcv.connection_count(), len(subs), "one connection per message, none reused")
         self.assertEqual(len(rcv.commands("EHLO")) + len(rcv.commands("HELO")), rcv.connection_count())
 
