@@ -708,8 +708,8 @@ log_reopen(struct parent *p)
  * SIGHUP: log_file is reopened, and the certificate and key are read
  * again (by the parent, as root) and handed to the smtp process as a
  * memfd; new connections use them, open ones keep theirs. A bad pair is
- * logged and the old one stays. XXX The rest of the configuration is not
- * reloaded (a restart applies it).
+ * logged and the old one stays. The rest of the configuration takes a
+ * restart (docs/configuration.md); a full reload is issue 13's.
  */
 static void
 sighup_cb(evutil_socket_t sig, short ev, void *arg)

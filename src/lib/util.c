@@ -218,13 +218,13 @@ util_write_all(int fd, const void *buf, size_t len)
 	return 0;
 }
 
-int
-util_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+/* All len octets at off, by pread or pwrite; EIO for a file that ends. */
+static int
+pio_all(int fd, char *p, size_t len, uint64_t off, bool write)
 {
-	const char *p = buf;
-
 	while (len > 0) {
-		ssize_t n = pwrite(fd, p, len, (off_t)off);
+		ssize_t n = write ? pwrite(fd, p, len, (off_t)off) :
+		    pread(fd, p, len, (off_t)off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -241,25 +241,15 @@ util_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
 }
 
 int
+util_pwrite_all(int fd, const void *buf, size_t len, uint64_t off)
+{
+	return pio_all(fd, (char *)(uintptr_t)buf, len, off, true);
+}
+
+int
 util_pread_all(int fd, void *buf, size_t len, uint64_t off)
 {
-	char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = pread(fd, p, len, (off_t)off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			if (n == 0)
-				errno = EIO;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-		off += (uint64_t)n;
-	}
-	return 0;
+	return pio_all(fd, buf, len, off, false);
 }
 
 int
